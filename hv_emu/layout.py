@@ -1,0 +1,72 @@
+"""The guest's address map and I/O port map: every fixed number in one file.
+
+Models: the physical layout of a small PC as hv-emu presents it, and where the loader puts the
+structures a guest needs before its first instruction (GDT, identity page tables, stack).
+
+Follows: Firecracker's ``arch/x86_64/layout.rs`` (every fixed address in one place, each with its
+source). PC conventions: IBM PC/AT I/O map, Bochs/QEMU debug console, VGA text buffer.
+
+Leaves out: MMIO windows and ACPI tables (no device needs them yet).
+
+Guest controls: nothing here; the guest may of course overwrite any RAM, including the loader's
+structures, once it runs.
+"""
+
+from __future__ import annotations
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+PAGE_SIZE = 4 * KIB
+
+# ----------------------------------------------------------------------------------- memory
+#: Default guest RAM (``hv-emu run --mem``), in MiB. RAM is one block at guest-physical 0.
+DEFAULT_MEM_MIB = 64
+#: Smallest RAM a guest may ask for: the loader's structures live below 1 MiB.
+MIN_MEM_MIB = 2
+#: Largest RAM: one mmap, and identity maps built with 2 MiB pages up to 4 GiB.
+MAX_MEM_MIB = 4096
+
+#: Where a flat image goes by default in 32- and 64-bit mode (the 1 MiB mark, above legacy holes).
+DEFAULT_LOAD = 0x100000
+#: Where a flat 16-bit image goes by default: the BIOS boot-sector address (IBM PC convention).
+DEFAULT_LOAD_REAL = 0x7C00
+#: End (exclusive) of what a real-mode image may occupy: conventional memory ends at the EBDA/VGA hole.
+REAL_MODE_IMAGE_END = 0xA0000
+
+#: The loader's own structures (guests may reuse the memory once they run).
+GDT_ADDR = 0x0800  # flat GDT: null, code32, data, code64 (selectors below)
+PAGE_TABLES_ADDR = 0x10000  # identity page tables (PML4 / PDPT / PDs, or 32-bit PD / PAE PDPT)
+PAGE_TABLES_END = 0x20000  # exclusive; room for 4 GiB of 2 MiB pages in long mode
+#: Initial stack pointer for 32/64-bit guests: just below the VGA/BIOS hole.
+STACK_TOP = 0x9F000
+#: Initial stack pointer for real-mode guests (SS = 0): just below the boot sector.
+STACK_TOP_REAL = 0x7C00
+
+#: VGA text-mode buffer (80x25 cells of character + attribute), IBM VGA.
+VGA_TEXT_BASE = 0xB8000
+VGA_TEXT_COLS = 80
+VGA_TEXT_ROWS = 25
+
+# ---------------------------------------------------------------------------------- selectors
+#: Selectors of the loader's flat GDT (Intel SDM vol. 3A, 3.4.5).
+SEL_CODE32 = 0x08
+SEL_DATA = 0x10
+SEL_CODE64 = 0x18
+
+# ----------------------------------------------------------------------------------- I/O ports
+#: Bochs/QEMU debug console: bytes written here go to hv-emu's standard output.
+PORT_DEBUGCON = 0xE9
+#: Primary ATA channel, command block (IBM PC/AT) and control block.
+PORT_ATA_PRIMARY = 0x1F0
+PORT_ATA_PRIMARY_LEN = 8
+PORT_ATA_PRIMARY_CTRL = 0x3F6
+#: PCI configuration mechanism #1 (PCI Local Bus spec 3.0, 3.2.2.3.2).
+PORT_PCI_CONFIG_ADDRESS = 0xCF8
+PORT_PCI_CONFIG_DATA = 0xCFC
+#: Bus-master IDE registers (BAR4 of the IDE function), hv-emu's default.
+PORT_BUSMASTER = 0xC000
+PORT_BUSMASTER_LEN = 16
+
+#: I/O ports are 16-bit (Intel SDM vol. 1, 18.3).
+PORT_SPACE = 0x10000
