@@ -6,8 +6,8 @@ Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the h
 Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c): a 128-slot table filled in registration
 order, slot 0 ``get_vmmcall_number`` resolving a name to a number, the function number in RAX and
 arguments in RBX, RCX, then RDX/RSI/RDI; return value in RAX; an unknown number leaves RAX = 0.
-``docs/ABI.md`` is the source of truth; ``tests/test_abi_doc.py`` keeps this file, the handler table,
-the doc and ``asm/`` in agreement.
+``docs/ABI.md`` is the source of truth; ``tests/test_abi_doc.py`` keeps this file, the handler
+table, the doc and ``asm/`` in agreement.
 
 Leaves out: BitVisor's other services (``dbgsh``, ``log_set_buf``, ``loadcfg``...).
 

@@ -31,7 +31,7 @@ MAX_MEM_MIB = 4096
 DEFAULT_LOAD = 0x100000
 #: Where a flat 16-bit image goes by default: the BIOS boot-sector address (IBM PC convention).
 DEFAULT_LOAD_REAL = 0x7C00
-#: End (exclusive) of what a real-mode image may occupy: conventional memory ends at the EBDA/VGA hole.
+#: End (exclusive) of a real-mode image: conventional memory ends at the EBDA/VGA hole.
 REAL_MODE_IMAGE_END = 0xA0000
 
 #: The loader's own structures (guests may reuse the memory once they run).
