@@ -1,0 +1,58 @@
+"""The CPUID leaves the hypervisor answers itself.
+
+Models: how a VMM presents itself to a guest through CPUID: the "hypervisor present" bit (leaf 1,
+ECX bit 31) and the hypervisor leaves from 0x40000000, whose EBX:ECX:EDX hold a 12-byte vendor
+signature that guests use to find out which hypervisor they run on (as KVM's "KVMKVMKVM\\0\\0\\0").
+
+Follows: Intel SDM vol. 2A, CPUID (leaf 1 ECX bit 31 is reserved for hypervisor use); the de-facto
+hypervisor CPUID interface (leaf 0x40000000: EAX = highest hypervisor leaf, EBX/ECX/EDX =
+signature) shared by KVM, Hyper-V, Xen and VMware. Every other leaf is the CPU model's own answer.
+
+Leaves out: masking features the emulator cannot honour (Unicorn's Haswell model is passed through).
+
+Guest controls: EAX (leaf) and ECX (sub-leaf); both are only table keys.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+Registers = tuple[int, int, int, int]
+NativeCpuid = Callable[[int, int], Registers]
+
+#: The 12-byte vendor signature of leaf 0x40000000, NUL-padded (EBX, ECX, EDX in that order).
+HYPERVISOR_SIGNATURE = b"hv-emu\0\0\0\0\0\0"
+HYPERVISOR_BASE_LEAF = 0x40000000
+#: Leaf 0x40000001: EAX = version of the hypercall ABI in docs/ABI.md.
+ABI_VERSION = 1
+#: Leaf 1 ECX bit 31: "running under a hypervisor".
+HYPERVISOR_PRESENT = 1 << 31
+
+
+def _signature_registers() -> tuple[int, int, int]:
+    ebx, ecx, edx = struct.unpack("<III", HYPERVISOR_SIGNATURE)
+    return ebx, ecx, edx
+
+
+class CpuidTable:
+    """Answers CPUID: the hypervisor leaves from this table, the rest from the CPU model."""
+
+    def __init__(self, native: NativeCpuid, hypercall_slots: int) -> None:
+        self._native = native
+        ebx, ecx, edx = _signature_registers()
+        self._leaves: dict[int, Registers] = {
+            HYPERVISOR_BASE_LEAF: (HYPERVISOR_BASE_LEAF + 1, ebx, ecx, edx),
+            HYPERVISOR_BASE_LEAF + 1: (ABI_VERSION, hypercall_slots, 0, 0),
+        }
+        eax, ebx1, ecx1, edx1 = native(1, 0)
+        self._leaves[1] = (eax, ebx1, ecx1 | HYPERVISOR_PRESENT, edx1)
+
+    def lookup(self, leaf: int, subleaf: int) -> Registers:
+        """EAX..EDX for ``leaf``/``subleaf``."""
+        known = self._leaves.get(leaf)
+        if known is not None:
+            return known
+        if HYPERVISOR_BASE_LEAF <= leaf <= 0x4FFFFFFF:
+            return (0, 0, 0, 0)  # hypervisor range beyond our highest leaf: all zero
+        return self._native(leaf, subleaf)

@@ -1,0 +1,35 @@
+"""Disassembly of guest instructions for fault reports and traces.
+
+Models: nothing of the machine; a printing aid that turns the bytes at the guest's program counter
+into Intel-syntax text.
+
+Follows: capstone 5 (x86, modes 16/32/64).
+
+Leaves out: decoding prefixes that capstone hides (it prints ``66 c3`` as plain ``ret``).
+
+Guest controls: the bytes decoded; capstone bounds its own work and at most 15 bytes are given.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import capstone
+
+_CS_MODES = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
+#: The longest x86 instruction (Intel SDM vol. 2A, 2.3.11).
+MAX_INSN = 15
+
+
+@cache
+def _engine(mode: int) -> capstone.Cs:
+    return capstone.Cs(capstone.CS_ARCH_X86, _CS_MODES[mode])
+
+
+def disassemble_one(code: bytes, address: int, mode: int) -> str:
+    """``"mov dword ptr [rbx], 1"`` for the first instruction in ``code``, with its bytes;
+    ``"(bad) 0f 0b ..."`` when capstone cannot decode it."""
+    for _addr, size, mnemonic, op_str in _engine(mode).disasm_lite(code[:MAX_INSN], address, 1):
+        text = f"{mnemonic} {op_str}".strip()
+        return f"{text} [{code[:size].hex(' ')}]"
+    return f"(bad) [{code[:MAX_INSN].hex(' ') or 'no bytes'}]"

@@ -1,0 +1,157 @@
+"""VM exits and their outcomes, as values.
+
+Models: the moments the guest hands control to the hypervisor (a VM exit, in VT-x words) and what the
+hypervisor answers. On real hardware the CPU writes an exit reason and qualification into the VMCS;
+here ``vcpu.py`` turns each Unicorn trap into one of these frozen dataclasses, ``dispatch.py`` maps it
+to an outcome, and the vCPU applies the outcome (writes registers, answers the IN, stops the run).
+
+Follows: kvm-ioctls' ``VcpuExit`` (each exit carries exactly its data, and an IN carries the slot for
+its answer) and Firecracker's ``handle_kvm_exit`` (a function of the exit, testable with fake exits).
+Intel SDM vol. 3C, appendix C (basic exit reasons: CPUID 10, HLT 12, I/O instruction 30, VMCALL 18).
+
+Leaves out: exits for MSR access, control-register moves, EPT violations and interrupt windows,
+which Unicorn cannot trap cheaply (see docs/ARCHITECTURE.md).
+
+Guest controls: every field of every exit (register values, ports, leaves); never which class is
+built for which trap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hv_emu.paging import PagingState
+
+
+@dataclass(frozen=True)
+class Hypercall:
+    """VMCALL (``0f 01 c1``). RIP has already been moved past the instruction.
+
+    ``args`` are RBX, RCX, RDX, RSI, RDI (zero-extended low halves in 16/32-bit mode); ``paging`` is
+    the control-register state needed to read guest-virtual pointers among them.
+    """
+
+    nr: int
+    args: tuple[int, int, int, int, int]
+    mode: int
+    rip: int
+    paging: PagingState
+
+    @property
+    def width(self) -> int:
+        """Operand width of the guest's registers: 64 in long mode, else 32."""
+        return 64 if self.mode == 64 else 32
+
+
+@dataclass(frozen=True)
+class PortIn:
+    """IN from ``port`` (one element of a string instruction, for ``ins*``)."""
+
+    port: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PortOut:
+    """OUT of ``value`` to ``port``."""
+
+    port: int
+    size: int
+    value: int
+
+
+@dataclass(frozen=True)
+class Cpuid:
+    """CPUID with EAX = ``leaf`` and ECX = ``subleaf``."""
+
+    leaf: int
+    subleaf: int
+
+
+@dataclass(frozen=True)
+class Halt:
+    """HLT with nothing to wake the vCPU (no interrupt controller): the run ends."""
+
+    mode: int
+    rip: int
+
+
+@dataclass(frozen=True)
+class Fault:
+    """The guest did something the CPU refuses: an exception, an unmapped access, a bad opcode.
+
+    ``kind`` names it (``"#PF"``, ``"#UD"``, ``"WRITE_UNMAPPED"``...); ``address`` is the memory
+    address involved (or 0); ``vector`` the exception vector (or -1).
+    """
+
+    kind: str
+    address: int
+    vector: int
+    mode: int
+    cs: int
+    rip: int
+    linear_pc: int
+    instruction: str
+    registers: Mapping[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line a person can act on: what, where, which instruction, the registers."""
+        regs = " ".join(f"{k.upper()}={v:#x}" for k, v in self.registers.items())
+        where = f"{self.mode}-bit mode, CS:RIP={self.cs:#06x}:{self.rip:#x}"
+        what = self.kind + (f" at {self.address:#x}" if self.address else "")
+        return f"guest fault: {what} | {where} | {self.instruction} | {regs}"
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """The watchdog fired: the guest ran longer than ``seconds`` without halting."""
+
+    seconds: float
+    mode: int
+    rip: int
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A handler asked the run to end here (a harness hypercall, a shutdown)."""
+
+    reason: str
+    mode: int
+    rip: int
+
+
+Exit = Hypercall | PortIn | PortOut | Cpuid | Halt | Fault | Timeout | StopRequest
+
+
+# ------------------------------------------------------------------------------ outcomes
+
+
+@dataclass(frozen=True)
+class Handled:
+    """Resume the guest. ``registers`` to write first (e.g. RAX of a hypercall); ``value`` answers
+    an IN; ``cpuid`` gives EAX-EDX for a CPUID (``None``: run the native instruction)."""
+
+    registers: Mapping[str, int] = field(default_factory=dict)
+    value: int = 0
+    cpuid: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """End the run normally (halt, timeout, a handler's request)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """End the run because of a guest fault."""
+
+    fault: Fault
+
+
+Outcome = Handled | Stopped | Failed
+
+#: The outcome of exits that need no answer.
+RESUME = Handled()
