@@ -140,7 +140,10 @@ class HypercallTable:
     # ------------------------------------------------------------------ slot 0
     def _get_vmmcall_number(self, ctx: HypercallContext) -> HypercallResult:
         """RBX -> NUL-terminated name; RAX <- its number, or 0 if unknown or unreadable."""
-        raw = ctx.read_name(ctx.rbx)
+        try:
+            raw = ctx.read_name(ctx.rbx)
+        except GuestFault:
+            return HypercallResult(0)
         if raw is None:
             return HypercallResult(0)
         try:

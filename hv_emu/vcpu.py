@@ -64,6 +64,7 @@ _EFER_LMA = 1 << 10
 _CR0_PE = 1 << 0
 _CR0_PG = 1 << 31
 _HLT = 0xF4
+_INT_IMM8 = 0xCD  # INT imm8
 _UNTIL = 2**64 - 1  # an unreachable sentinel: run until a trap stops us (notes §6)
 
 _GPRS = {
@@ -308,8 +309,19 @@ class Vcpu:
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
         """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
         try:
-            kind = _VECTORS.get(intno, f"INT {intno:#x} (no interrupt delivery)")
-            address = self.reg("cr2") if intno == 14 else 0
+            mode = self.mode()
+            pc = self.linear_pc(mode)
+            try:
+                before = read_virt(self.mem, self.paging_state(), pc - 2, 2)
+            except GuestFault:
+                before = b""
+            if before == bytes((_INT_IMM8, intno)):
+                # A software INT n (RIP is already past it): a real-mode guest calling the BIOS,
+                # or a system call. Vectors overlap exceptions (INT 0x10 is vector 16, #MF).
+                kind = f"INT {intno:#x} (software interrupt; no IDT/IVT delivery, no BIOS)"
+            else:
+                kind = _VECTORS.get(intno, f"interrupt vector {intno:#x}")
+            address = self.reg("cr2") if kind == "#PF" else 0
             self._stop = self._fault(kind, address, intno)
         except BaseException as err:
             self._hook_error(err)

@@ -1,0 +1,44 @@
+"""Shared helpers: assemble a small guest, boot it on a real Machine, look at what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from guest_tool.assemble import assemble
+from hv_emu.loader import default_load
+from hv_emu.machine import Machine, MachineConfig, RunResult
+
+ROOT = Path(__file__).resolve().parent.parent
+RFXN = ROOT.parent / "shared" / "data" / "rfxn.ndb"
+
+Boot = Callable[..., tuple[Machine, RunResult]]
+
+
+def boot_asm(
+    source: str,
+    *,
+    mode: int = 64,
+    paging: str = "none",
+    config: MachineConfig | None = None,
+    machine: Machine | None = None,
+) -> tuple[Machine, RunResult]:
+    """Assemble ``source`` at the default load address of ``mode``, boot it, run it to its end."""
+    image = assemble(source, mode=mode, address=default_load(mode))
+    machine = machine or Machine(config or MachineConfig(timeout=10.0))
+    machine.load(image, mode=mode, paging=paging)
+    return machine, machine.run()
+
+
+@pytest.fixture
+def boot() -> Boot:
+    return boot_asm
+
+
+@pytest.fixture
+def rfxn() -> Path:
+    if not RFXN.is_file():
+        pytest.skip(f"the shared rfxn.ndb is not at {RFXN}")
+    return RFXN
