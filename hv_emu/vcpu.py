@@ -101,6 +101,10 @@ class Vcpu:
         self._error: BaseException | None = None  # an exception raised inside a hook
         self._timed_out = threading.Event()
         self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
+        self._stale_code = False  # host wrote guest RAM: translated code may be stale
+        self._resume = False  # we stopped emu_start ourselves only to flush; just go on
+        self._in_port_in = False  # inside an IN hook, where stopping would lose data (trap 3)
+        self._in_hook = False  # inside any hook, during emu_start
         self._install_hooks()
 
     # ------------------------------------------------------------------ registers
@@ -181,6 +185,10 @@ class Vcpu:
                     mode = self.mode()
                     return Timeout(timeout or 0.0, mode, self.reg("rip"))
                 self._stop = self._error = self._pending_fault = None
+                self._resume = False
+                if self._stale_code:
+                    self._stale_code = False
+                    self.uc.ctl_flush_tb()
                 try:
                     self.uc.emu_start(self.reg("rip"), _UNTIL)
                 except unicorn.UcError as err:
@@ -193,16 +201,35 @@ class Vcpu:
                     raise self._error
                 if self._stop is not None:
                     return self._stop
-                if self._timed_out.is_set():
-                    continue  # reported at the top of the loop
+                if self._timed_out.is_set() or self._resume:
+                    continue  # a timeout is reported at the top of the loop; a flush done there
                 mode = self.mode()
                 pc = self.linear_pc(mode)
                 if self._byte_before(mode, pc) == _HLT:
                     return Halt(mode, self.reg("rip"))
-                # Otherwise a plain emu_stop with nothing to report: resume where we are.
+                # Unicorn 2.1.4 with paging on stops silently, without calling the invalid-
+                # instruction hook, at an invalid opcode it has met twice before (seen with
+                # VMCALL: the third call in a loop). Finish the exit here, in the host loop.
+                stop = self._silent_invalid_opcode(mode, pc)
+                if stop is not None:
+                    return stop
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+
+    def _silent_invalid_opcode(self, mode: int, pc: int) -> Exit | None:
+        """Handle a VMCALL Unicorn stopped at without a hook call; any other opcode is a #UD."""
+        paging = self.paging_state()
+        try:
+            code = read_virt(self.mem, paging, pc, len(VMCALL_BYTES))
+        except GuestFault:
+            code = b""
+        if code != VMCALL_BYTES:
+            return self._fault("#UD invalid opcode", 0, 6)
+        self._vmcall(mode, paging)
+        if self._error is not None:
+            raise self._error
+        return self._stop  # None: resume after the VMCALL
 
     def _watchdog_fire(self) -> None:
         self._timed_out.set()
@@ -215,8 +242,19 @@ class Vcpu:
             return -1
 
     def _invalidate(self, pa: int, n: int) -> None:
-        # Host writes (DMA, hypercall results) do not invalidate translated code (notes trap 2).
-        self.uc.ctl_remove_cache(pa, pa + n)
+        """A host write to guest RAM (DMA, a hypercall's result, the loader).
+
+        Unicorn does not notice host writes, so code translated from that RAM may be stale (notes
+        trap 2). ``ctl_remove_cache`` cannot help: it takes a guest-*virtual* address and walks the
+        guest's page tables to find the page, which faults when the tables do not map it. So the
+        whole translation cache is flushed at the next ``emu_start``; a write from a hook ends the
+        current ``emu_start`` (at the end of the translation block) so the guest never runs stale
+        code, except from an IN hook, which must not stop (trap 3) and never writes RAM itself.
+        """
+        self._stale_code = True
+        if self._in_hook and not self._in_port_in:
+            self._resume = True
+            self.uc.emu_stop()
 
     # ------------------------------------------------------------------ hooks
     def _install_hooks(self) -> None:
@@ -249,6 +287,7 @@ class Vcpu:
 
     def _on_invalid_insn(self, uc: unicorn.Uc, _ud: object) -> bool:
         """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
+        self._in_hook = True
         try:
             mode = self.mode()
             paging = self.paging_state()
@@ -260,20 +299,26 @@ class Vcpu:
             if code != VMCALL_BYTES:
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
-            # Like VT-x after a VMCALL exit, move RIP past the instruction before the handler runs.
-            rip = self.reg("rip") + len(VMCALL_BYTES)
-            self.set_reg("rip", rip & 0xFFFF if mode == 16 else rip)
-            mask = 0xFFFFFFFFFFFFFFFF if mode == 64 else 0xFFFFFFFF
-            regs = [self.reg(r) & mask for r in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")]
-            exit_ = Hypercall(regs[0], (regs[1], regs[2], regs[3], regs[4], regs[5]), mode,
-                              self.reg("rip"), paging)  # fmt: skip
-            self._apply(self.on_exit(exit_), mode)
+            self._vmcall(mode, paging)
         except BaseException as err:  # never let an exception unwind through Unicorn's C frames
             self._hook_error(err)
+        finally:
+            self._in_hook = False
         return True
+
+    def _vmcall(self, mode: int, paging: PagingState) -> None:
+        """The VMCALL exit: like VT-x, move RIP past the instruction, then run the handler."""
+        rip = self.reg("rip") + len(VMCALL_BYTES)
+        self.set_reg("rip", rip & 0xFFFF if mode == 16 else rip)
+        mask = 0xFFFFFFFFFFFFFFFF if mode == 64 else 0xFFFFFFFF
+        regs = [self.reg(r) & mask for r in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")]
+        exit_ = Hypercall(regs[0], (regs[1], regs[2], regs[3], regs[4], regs[5]), mode,
+                          self.reg("rip"), paging)  # fmt: skip
+        self._apply(self.on_exit(exit_), mode)
 
     def _on_in(self, uc: unicorn.Uc, port: int, size: int, _ud: object) -> int:
         # Always answered here, never by stopping: stopping inside rep insw loses a word (trap 3).
+        self._in_hook = self._in_port_in = True
         try:
             outcome = self.on_exit(PortIn(port, size))
             if isinstance(outcome, Handled):
@@ -281,15 +326,20 @@ class Vcpu:
             self._apply(outcome, self.mode())
         except BaseException as err:
             self._hook_error(err)
+        finally:
+            self._in_hook = self._in_port_in = False
         return (1 << (8 * size)) - 1
 
     def _on_out(self, uc: unicorn.Uc, port: int, size: int, value: int, _ud: object) -> None:
+        self._in_hook = True
         try:
             outcome = self.on_exit(PortOut(port, size, value))
             if not isinstance(outcome, Handled):
                 self._apply(outcome, self.mode())
         except BaseException as err:
             self._hook_error(err)
+        finally:
+            self._in_hook = False
 
     def _on_cpuid(self, uc: unicorn.Uc, _ud: object) -> int:
         try:

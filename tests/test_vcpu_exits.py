@@ -217,3 +217,21 @@ def test_watchdog_stops_a_spinning_guest(boot: Boot) -> None:
     assert isinstance(result.exit, Timeout)
     assert result.exit.seconds == 0.2
     assert machine.events.of("timeout")[0]["rip"] == 0x100000
+
+
+@pytest.mark.parametrize(("mode", "paging"), [(64, "none"), (32, "pae"), (32, "2level"), (16, "none")])
+def test_a_loop_of_hypercalls_is_handled_every_time(boot: Boot, mode: int, paging: str) -> None:
+    """Unicorn 2.1.4 stops silently at a VMCALL it has met twice before when paging is on; the
+    vCPU must still turn every one into a hypercall exit."""
+    machine, result = boot("""
+        mov edi, 50
+    again:
+        mov eax, 0x7f        # an empty slot: RAX = 0 back
+        vmcall
+        dec edi
+        jnz again
+        hlt
+    """, mode=mode, paging=paging)
+    assert isinstance(result.exit, Halt), result.exit
+    assert machine.hypercalls.calls == 50
+    assert len(machine.events.of("hypercall")) == 50

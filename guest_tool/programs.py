@@ -1,0 +1,229 @@
+"""Build the guest programs shipped in ``asm/`` into flat images.
+
+Models: the link step of a tiny toolchain. A program is ``asm/<name><mode>.s`` (``hello64.s``,
+``update16.s``...); ``#include "file.s"`` lines pull in shared files (``hvabi.s``, ``print64.s``)
+at that point, once each, like the C preprocessor with ``#pragma once``; keystone itself reads them
+as comments. Parameters arrive as ``.equ`` lines put in front of the source, 16- and 32-bit programs
+get the raw-byte macros of ``asm/macros16.s`` / ``asm/macros32.s`` in front too, and the image is
+assembled at the address the loader will use. The update program gets its bundle and signature
+appended after the code, because keystone's ``.incbin`` is unusable.
+
+Follows: the hypercall ABI of ``hv_emu.abi`` (mirrored by ``asm/hvabi.s``) and the loader's start
+state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode with CS = DS = 0).
+
+Leaves out: ELF output, relocation (an image runs only where it was assembled), user programs
+outside ``asm/`` (use ``guest_tool.assemble`` directly).
+
+The user controls the bundle and signature bytes (appended verbatim, never parsed here), the load
+address, the mode and extra equates; all are checked against the mode's address limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from guest_tool.assemble import MODES, AssemblyError, assemble
+from hv_emu import layout
+from hv_emu.errors import ConfigError, HostError
+
+#: The repository's ``asm/`` directory.
+ASM_DIR = Path(__file__).resolve().parent.parent / "asm"
+#: Alignment of the bundle and of the signature appended to the update program.
+BLOB_ALIGN = 16
+#: Shared files in ``asm/`` that are included by programs, not built on their own.
+LIBRARIES = frozenset({"print", "macros"})
+#: The program that needs blobs (built by ``build_update_program`` only).
+UPDATE = "update"
+#: A real-mode segment spans 64 KiB: with CS = DS = 0 the code and its strings must lie below.
+REAL_MODE_SEGMENT = 0x10000
+
+_INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$')
+_EQU = re.compile(r"^\s*\.(?:equ|set)\s+([A-Za-z_.$][\w.$]*)\s*,\s*([^#;]+?)\s*(?:[#;].*)?$")
+_NAME = re.compile(r"^[A-Za-z_][\w.$]*$")
+_PROGRAM_FILE = re.compile(r"^([a-z_]+?)(16|32|64)\.s$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Source text with every ``#include`` expanded; ``origins[i]`` is the (file, line) that
+    line ``i + 1`` of ``text`` came from."""
+
+    text: str
+    origins: tuple[tuple[str, int], ...]
+
+
+def load_source(filename: str, *, asm_dir: Path = ASM_DIR) -> Source:
+    """Read ``asm_dir/filename`` and expand its ``#include "file.s"`` lines (relative to the
+    including file's directory; each file at most once)."""
+    lines: list[str] = []
+    origins: list[tuple[str, int]] = []
+    seen: set[Path] = set()
+
+    def expand(path: Path, stack: tuple[Path, ...]) -> None:
+        path = path.resolve()
+        if path in stack:
+            raise ConfigError(f"{path.name}: #include cycle")
+        if path in seen:
+            return
+        seen.add(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            m = _INCLUDE.match(line)
+            if m is None:
+                lines.append(line)
+                origins.append((path.name, number))
+            else:
+                expand(path.parent / m.group(1), (*stack, path))
+
+    expand(asm_dir / filename, ())
+    return Source("\n".join(lines) + "\n", tuple(origins))
+
+
+def parse_equates(text: str) -> dict[str, int]:
+    """The ``.equ NAME, value`` (and ``.set``) lines of ``text`` whose value is an integer
+    literal (decimal, 0x hex, 0b binary, 0o octal, optionally negative). Later lines win.
+
+    Raises ``ConfigError`` for an equate whose value is an expression: this reader is for
+    constant tables such as ``asm/hvabi.s``.
+    """
+    found: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        m = _EQU.match(line)
+        if m is None:
+            continue
+        try:
+            found[m.group(1)] = int(m.group(2), 0)
+        except ValueError:
+            raise ConfigError(
+                f"line {number}: .equ {m.group(1)} is not an integer literal: {m.group(2)!r}"
+            ) from None
+    return found
+
+
+def equate_lines(equates: Mapping[str, int]) -> str:
+    """``.equ`` lines for ``equates``, checking names and values."""
+    out = []
+    for name, value in equates.items():
+        if not _NAME.match(name):
+            raise ConfigError(f"equate name {name!r} is not an assembler symbol")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"equate {name} must be an integer, not {value!r}")
+        out.append(f".equ {name}, {value:#x}" if value >= 0 else f".equ {name}, {value}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def macro_prelude(mode: int) -> str:
+    """The raw-byte macros for ``mode`` (``asm/macros16.s`` / ``macros32.s``; none for 64)."""
+    if mode == 64:
+        return ""
+    return load_source(f"macros{mode}.s").text
+
+
+def available_programs(*, asm_dir: Path = ASM_DIR) -> dict[str, tuple[int, ...]]:
+    """Program name -> the modes it exists in (``{"hello": (64,), "update": (16, 32, 64)...}``)."""
+    found: dict[str, list[int]] = {}
+    for path in sorted(asm_dir.glob("*.s")):
+        m = _PROGRAM_FILE.match(path.name)
+        if m is not None and m.group(1) not in LIBRARIES:
+            found.setdefault(m.group(1), []).append(int(m.group(2)))
+    return {name: tuple(sorted(modes)) for name, modes in sorted(found.items())}
+
+
+def default_load(mode: int) -> int:
+    """Where the loader puts an image in ``mode`` unless told otherwise."""
+    return layout.DEFAULT_LOAD_REAL if mode == 16 else layout.DEFAULT_LOAD
+
+
+def build_program(name: str, *, mode: int = 64, load: int | None = None,
+                  equates: dict[str, int] | None = None) -> bytes:
+    """Assemble ``asm/<name><mode>.s`` at ``load`` (default: the loader's) with ``equates``
+    in front. For the update program use ``build_update_program``."""
+    if name == UPDATE:
+        raise ConfigError("the update program needs its blobs: use build_update_program()")
+    return _build(name, mode, load, dict(equates or {}))
+
+
+def build_update_program(bundle: bytes, signature: bytes, *, mode: int = 64,
+                         load: int | None = None, lookup: bool = True) -> bytes:
+    """The update guest for ``mode`` with ``bundle`` and ``signature`` appended.
+
+    The image is ``code | bundle | zero padding | signature``: the bundle starts at the first
+    ``BLOB_ALIGN`` boundary after the code, the signature at the next one after the bundle. With
+    ``lookup`` the guest resolves "update_signatures" by name before calling it.
+    """
+    offset = _align(len(bundle))
+    equates = {
+        "LOOKUP": int(lookup),
+        "BUNDLE_LEN": len(bundle),
+        "SIGNATURE_LEN": len(signature),
+        "SIGNATURE_OFFSET": offset,
+    }
+    if len(bundle) >= 1 << 32:
+        raise ConfigError(f"a bundle of {len(bundle)} bytes does not fit a 32-bit length")
+    code = _build(UPDATE, mode, load, equates)
+    if len(code) % BLOB_ALIGN:
+        raise HostError(f"asm/update{mode}.s must end with `.p2align 4` and `blobs:`")
+    image = code + bundle + bytes(offset - len(bundle)) + signature
+    start = default_load(mode) if load is None else load
+    _check_fits(image, mode, start, f"the {mode}-bit update image")
+    return image
+
+
+def _build(name: str, mode: int, load: int | None, equates: dict[str, int]) -> bytes:
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {MODES}, not {mode}")
+    modes = available_programs().get(name)
+    if modes is None or mode not in modes:
+        known = ", ".join(f"{n} ({'/'.join(map(str, m))})" for n, m in available_programs().items())
+        raise ConfigError(f"no program {name!r} for {mode}-bit mode; available: {known}")
+    start = default_load(mode) if load is None else load
+    if start < 0:
+        raise ConfigError(f"load address {start:#x} is negative")
+    source = load_source(f"{name}{mode}.s")
+    prelude = macro_prelude(mode) + equate_lines(equates)
+    try:
+        code = assemble(source.text, mode=mode, address=start, prelude=prelude)
+    except AssemblyError as exc:
+        if mode == 16 and start != default_load(16):
+            # Labels past 64 KiB do not fit 16-bit operands: say so rather than "invalid fixup".
+            try:
+                size = len(assemble(source.text, mode=16, address=default_load(16),
+                                    prelude=prelude))
+            except AssemblyError:
+                size = 0  # broken anywhere: report the original error
+            _check_segment(name, start, size)
+        if exc.line is None or exc.line > len(source.origins):
+            raise
+        file, line = source.origins[exc.line - 1]
+        raise AssemblyError(exc.reason, line=line, statement=exc.statement, offset=exc.offset,
+                            origin=file) from None
+    _check_fits(code, mode, start, f"{name}{mode}.s")
+    if mode == 16:
+        _check_segment(name, start, len(code))
+    return code
+
+
+def _check_segment(name: str, start: int, size: int) -> None:
+    if start + size > REAL_MODE_SEGMENT:
+        raise ConfigError(
+            f"{name}16.s: {size} bytes of real-mode code at {start:#x} end at "
+            f"{start + size:#x}, beyond the first 64 KiB that CS = DS = 0 can address")
+
+
+def _check_fits(image: bytes, mode: int, start: int, what: str) -> None:
+    end = start + len(image)
+    limit = layout.REAL_MODE_IMAGE_END if mode == 16 else 1 << 32 if mode == 32 else 1 << 64
+    if end > limit:
+        raise ConfigError(
+            f"{what} is {len(image)} bytes: loaded at {start:#x} it would end at {end:#x}, "
+            f"above {limit:#x} ({max(limit - start, 0)} bytes available)")
+
+
+def _align(n: int) -> int:
+    return (n + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
