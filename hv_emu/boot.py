@@ -5,7 +5,8 @@ entry point, stack, descriptor table and (in 32/64-bit mode) paging registers.
 
 Follows: the x86 reset and mode-switch rules of Intel SDM vol. 3A ch. 9 (real mode at reset,
 protected mode with CR0.PE, IA-32e mode with EFER.LME + CR4.PAE + CR0.PG), and the boot protocols
-that start kernels already in protected or long mode with flat segments (Multiboot, Linux 64-bit boot).
+that start kernels already in protected or long mode with flat segments (Multiboot, Linux 64-bit
+boot).
 
 Leaves out: the BIOS (no IVT handlers), the A20 gate (always on), SMM.
 
@@ -28,8 +29,8 @@ class BootState:
 
     ``entry`` and ``stack`` are offsets in the code/stack segments (equal to linear addresses, since
     every segment base is 0 at start). ``paging`` is ``None`` when paging is off; in long mode it is
-    always set (long mode requires paging). ``gdt_base``/``gdt_limit`` describe the loader's flat GDT
-    (0/0 in real mode).
+    always set (long mode requires paging). ``gdt_base``/``gdt_limit`` describe the loader's flat
+    GDT (0/0 in real mode).
     """
 
     mode: int

@@ -42,8 +42,6 @@ def _run_guest(workdir: Path, image: bytes, trust: Path, title: str) -> Machine:
     result = machine.run()
     after = machine.database.current
     _say(f"  {title}")
-    for line in machine.debugcon.text().splitlines():
-        _say(f"    guest | {line}")
     for event in machine.events.records:
         if event["event"] == "hypercall":
             _say(f"    vmm   | VMCALL nr={event['nr']} ({event['name']}) -> RAX={event['ret']}")
@@ -52,6 +50,8 @@ def _run_guest(workdir: Path, image: bytes, trust: Path, title: str) -> Machine:
                  f"{event['signatures']} signatures")
         elif event["event"] == "update_rejected":
             _say(f"    vmm   | update REJECTED ({event['error']}): {event['reason']}")
+    for line in machine.debugcon.text().splitlines():
+        _say(f"    guest | {line}")
     kept = "replaced" if after.version != before.version else "unchanged"
     _say(f"    state | database in force: v{after.version}, {after.count} signatures ({kept})")
     if not result.halted:
@@ -85,7 +85,8 @@ def _demo(work: Path) -> int:
         return build_update_program(bundle.read_bytes(), sig)
 
     _say("3. A guest program hands it over: get_vmmcall_number, then VMCALL with")
-    _say("   RAX=2, RBX=data, RCX=length, RDX=signature   hv-emu run update-guest.bin --trust demo.pub")
+    _say("   RAX=2, RBX=data, RCX=length, RDX=signature")
+    _say("   (hv-emu run update-guest.bin --trust demo.pub)")
     _run_guest(work, guest_for(v1), pub, "the hypervisor verifies the signature and installs v1:")
     _say()
 

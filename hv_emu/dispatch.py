@@ -5,7 +5,8 @@ handler for it, resume or stop"), kept a function of the exit and the handlers s
 with exits built by hand, no CPU needed.
 
 Follows: Firecracker's ``Vcpu::run_emulation`` / ``handle_kvm_exit`` and kvm-ioctls' numbered run
-loop: IO-in answers through the exit's data slot, IO-out goes to the bus, HLT and faults end the run.
+loop: IO-in answers through the exit's data slot, IO-out goes to the bus, HLT and faults end the
+run.
 
 Leaves out: MMIO exits (no MMIO device yet) and interrupt windows (no interrupt controller).
 

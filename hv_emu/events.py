@@ -6,8 +6,8 @@ the guest. Every event is one JSON object on one line with an ``"event"`` field 
 
 Follows: JSON Lines (one UTF-8 JSON value per line, ``\\n``-terminated).
 
-Leaves out: rotation and size limits of the file (a run is finite); the in-memory copy kept for tests
-and the status text can be turned off with ``keep=False``.
+Leaves out: rotation and size limits of the file (a run is finite); the in-memory copy kept for
+tests and the status text can be turned off with ``keep=False``.
 
 Guest controls: values inside events (hypercall arguments, reasons); never their keys or kinds.
 """

@@ -1,7 +1,8 @@
 """The hypercalls hv-emu offers its guest: ``get_status`` and ``update_signatures``.
 
 Models: the guest-facing end of two hypervisor services. Each handler reads its arguments from the
-guest exactly once, bounds every length before it allocates, and answers with a code from ``abi.Rc``.
+guest exactly once, bounds every length before it allocates, and answers with a code from
+``abi.Rc``.
 
 Follows: ``docs/ABI.md``. ``get_status`` imitates BitVisor's ``get_status`` service (RBX = buffer,
 RCX = size; status text for vmmstatus-style agents). ``update_signatures`` is the 2012 design's

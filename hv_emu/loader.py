@@ -2,8 +2,8 @@
 
 Models: the boot loader's job before the guest's first instruction: copy the image, and for 32- and
 64-bit guests build what the mode needs (a flat GDT; identity page tables in long mode, or when
-asked in 32-bit mode), so the guest starts like a kernel handed over by Multiboot or the Linux 64-bit
-boot protocol: flat segments, a stack, paging as requested.
+asked in 32-bit mode), so the guest starts like a kernel handed over by Multiboot or the Linux
+64-bit boot protocol: flat segments, a stack, paging as requested.
 
 Follows: Intel SDM vol. 3A 3.4.5 (segment descriptors), 4.3-4.5 (paging modes), 9.8-9.9 (mode
 switches); the IBM PC convention of loading a real-mode boot image at 0x7C00 with CS = 0.
@@ -88,7 +88,8 @@ def load_flat(
         ):
             if load < hi and lo < end:
                 raise ImageError(
-                    f"image at {load:#x}-{end - 1:#x} overlaps the loader's {name} at {lo:#x}-{hi - 1:#x}"
+                    f"image at {load:#x}-{end - 1:#x} overlaps the loader's {name} "
+                    f"at {lo:#x}-{hi - 1:#x}"
                 )
     if not load <= entry < end:
         raise ImageError(f"entry {entry:#x} is outside the image ({load:#x}-{end - 1:#x})")

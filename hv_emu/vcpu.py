@@ -3,15 +3,16 @@
 Models: the part of a VMM that runs guest code and regains control at each VM exit. Where VT-x has
 the VMCS and VM-exit reasons, hv-emu has Unicorn hooks: VMCALL arrives as an invalid instruction
 (Unicorn decodes ``0f 01 c1`` as #UD), IN/OUT and CPUID through instruction hooks, guest exceptions
-through the interrupt hook, HLT as a normal return from ``emu_start``. Each trap becomes an exit value
-(``exits.py``) handed to one callback (the machine's ``dispatch``), whose outcome is applied here.
+through the interrupt hook, HLT as a normal return from ``emu_start``. Each trap becomes an exit
+value (``exits.py``) handed to one callback (the machine's ``dispatch``), whose outcome is applied
+here.
 
 Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4): always open ``UC_MODE_64`` and copy
 a 16/32-bit start state in from a donor engine's context, so the 64-bit register API works in every
 mode (trap 1); invalidate translated code after host writes (trap 2); never ``emu_stop`` from an IN
 hook during ``rep ins*`` (trap 3: IN is always answered inside the hook); one IN and one OUT hook
-dispatching by port (trap 10); a watchdog thread instead of ``timeout=`` (trap 9); raw ``uc_reg_read``
-for the hot registers. This is the only module that imports unicorn.
+dispatching by port (trap 10); a watchdog thread instead of ``timeout=`` (trap 9); raw
+``uc_reg_read`` for the hot registers. This is the only module that imports unicorn.
 
 Leaves out: interrupt delivery (no PIC/APIC: guests poll), reflecting exceptions into the guest IDT
 (every guest exception ends the run with a fault report), MSR and control-register exits, SMP.
@@ -25,8 +26,8 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from functools import cache
 from collections.abc import Callable
+from functools import cache
 
 from hv_emu.abi import VMCALL_BYTES
 from hv_emu.boot import BootState
@@ -53,9 +54,9 @@ from hv_emu.paging import PagingState, read_virt
 # Wrong register ids must fail loudly instead of reading 0 (notes §9); set before any engine exists.
 os.environ.setdefault("UC_IGNORE_REG_BREAK", "1")
 
-import unicorn  # noqa: E402
-from unicorn import x86_const as X  # noqa: E402
-from unicorn.unicorn_py3 import unicorn as _binding  # noqa: E402
+import unicorn
+from unicorn import x86_const as X
+from unicorn.unicorn_py3 import unicorn as _binding
 
 ExitHandler = Callable[[Exit], Outcome]
 

@@ -1,4 +1,4 @@
-"""docs/ABI.md is the source of truth: abi.py, the live handler table and asm/ must agree with it."""
+"""docs/ABI.md is the source of truth: abi.py, the live handler table and asm/ agree with it."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def test_port_out_then_in_goes_through_the_bus(handlers: Handlers) -> None:
 def test_cpuid_hypervisor_leaves_and_native_fallback(handlers: Handlers) -> None:
     out = dispatch(Cpuid(0x40000000, 0), handlers)
     assert isinstance(out, Handled) and out.cpuid is not None
-    eax, ebx, ecx, edx = out.cpuid
+    eax, ebx, ecx, _ = out.cpuid
     assert eax == 0x40000001
     assert ebx.to_bytes(4, "little") + ecx.to_bytes(4, "little") == b"hv-emu\0\0"
     leaf1 = dispatch(Cpuid(1, 0), handlers)

@@ -12,6 +12,7 @@ from hv_emu.hypercalls import HypercallContext, HypercallResult, HypercallTable
 from hv_emu.memory import GuestMemory
 from hv_emu.paging import PagingState
 
+Setup = tuple[GuestMemory, HypercallTable, EventLog]
 FLAT32 = PagingState(cr0=0x11, cr3=0, cr4=0, efer=0)
 
 
@@ -26,14 +27,14 @@ def ok(ctx: HypercallContext) -> HypercallResult:
 
 
 @pytest.fixture
-def setup() -> tuple[GuestMemory, HypercallTable, EventLog]:
+def setup() -> Setup:
     mem = GuestMemory(1 << 20)
     events = EventLog()
     table = HypercallTable(mem, events)
     return mem, table, events
 
 
-def test_slots_follow_registration_order(setup: tuple[GuestMemory, HypercallTable, EventLog]) -> None:
+def test_slots_follow_registration_order(setup: Setup) -> None:
     _, table, _ = setup
     assert table.number(NAMES[Nr.GET_VMMCALL_NUMBER]) == 0
     assert table.register("get_status", ok) == 1
@@ -41,7 +42,7 @@ def test_slots_follow_registration_order(setup: tuple[GuestMemory, HypercallTabl
     assert table.names() == {0: "get_vmmcall_number", 1: "get_status", 2: "update_signatures"}
 
 
-def test_lookup_by_name_in_guest_memory(setup: tuple[GuestMemory, HypercallTable, EventLog]) -> None:
+def test_lookup_by_name_in_guest_memory(setup: Setup) -> None:
     mem, table, events = setup
     table.register("get_status", ok)
     table.register("update_signatures", ok)
@@ -55,7 +56,7 @@ def test_lookup_by_name_in_guest_memory(setup: tuple[GuestMemory, HypercallTable
     }
 
 
-def test_lookup_limits(setup: tuple[GuestMemory, HypercallTable, EventLog]) -> None:
+def test_lookup_limits(setup: Setup) -> None:
     mem, table, _ = setup
     table.register("x" * (MAX_NAME - 1), ok)
     mem.write(0x6000, b"x" * (MAX_NAME - 1) + b"\0")  # exactly 256 bytes with the NUL
@@ -69,7 +70,7 @@ def test_lookup_limits(setup: tuple[GuestMemory, HypercallTable, EventLog]) -> N
     assert call(table, 0, 0x8000).registers["rax"] == 0
 
 
-def test_registration_errors(setup: tuple[GuestMemory, HypercallTable, EventLog]) -> None:
+def test_registration_errors(setup: Setup) -> None:
     _, table, _ = setup
     with pytest.raises(ConfigError, match="already"):
         table.register("get_vmmcall_number", ok)
@@ -84,7 +85,7 @@ def test_registration_errors(setup: tuple[GuestMemory, HypercallTable, EventLog]
 
 
 def test_a_guest_fault_escaping_a_handler_still_answers_the_guest(
-    setup: tuple[GuestMemory, HypercallTable, EventLog],
+    setup: Setup,
 ) -> None:
     _, table, _ = setup
 

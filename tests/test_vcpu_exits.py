@@ -219,7 +219,9 @@ def test_watchdog_stops_a_spinning_guest(boot: Boot) -> None:
     assert machine.events.of("timeout")[0]["rip"] == 0x100000
 
 
-@pytest.mark.parametrize(("mode", "paging"), [(64, "none"), (32, "pae"), (32, "2level"), (16, "none")])
+@pytest.mark.parametrize(
+    ("mode", "paging"), [(64, "none"), (32, "pae"), (32, "2level"), (16, "none")]
+)
 def test_a_loop_of_hypercalls_is_handled_every_time(boot: Boot, mode: int, paging: str) -> None:
     """Unicorn 2.1.4 stops silently at a VMCALL it has met twice before when paging is on; the
     vCPU must still turn every one into a hypercall exit."""

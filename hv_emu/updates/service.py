@@ -6,8 +6,9 @@ version counter (``state.py``), then swap it in atomically. Any failure leaves t
 in force, and is answered with a return code from ``abi.Rc``.
 
 Follows: ``docs/UPDATE-FORMAT.md``; the install order of /work/shared/notes/update-protocol.md §6
-("write new -> verify -> switch pointer -> persist counter"), with persisting moved before the switch
-so a crash can never leave a running database newer than the persisted counter allows to roll back.
+("write new -> verify -> switch pointer -> persist counter"), with persisting moved before the
+switch so a crash can never leave a running database newer than the persisted counter allows to roll
+back.
 
 Leaves out: compiling off the vCPU path (the guest's VMCALL waits for the compile; fine for
 pyahocorasick at rfxn scale, about 20 ms), deltas against the installed version, rate limiting.

@@ -1,0 +1,243 @@
+"""Frame transports on the host side: raw Ethernet frames over UDP, one frame per datagram.
+
+Models: the "phys" end of the hypervisor's switch. ``UdpBackend`` is QEMU's ``-netdev dgram`` /
+``-netdev socket,udp=HOST:PORT,localaddr=HOST:PORT`` (a point-to-point UDP tunnel);
+``McastBackend`` is QEMU's ``-netdev socket,mcast=GROUP:PORT`` (a hub of every member of a
+multicast group). A real QEMU VM, another hv-emu or a Python test sender can be the other end.
+
+Follows: QEMU net/dgram.c and net/socket.c framing: each UDP datagram carries exactly one whole
+Ethernet frame, no header, no FCS (update-protocol notes 7.1). Multicast as QEMU's
+``net_socket_mcast_create``: SO_REUSEADDR, bind to the group, IP_ADD_MEMBERSHIP, IP_MULTICAST_LOOP
+on; here the TTL is 0 and the interface 127.0.0.1, so frames never leave the host.
+
+Leaves out: the stream forms (4-byte length prefix), unix sockets, IPv6, hostnames (IPv4 literals
+only), queues (non-blocking: a send that would block is dropped and counted, as a NIC would).
+
+Network controls: the datagrams' bytes and their source address. Threat table:
+
+| Threat                                      | Mitigation                                       |
+|---------------------------------------------|--------------------------------------------------|
+| Datagrams injected by another local sender  | only the configured (or first learned) peer      |
+| Unbounded receive loop under a flood        | ``recv_frames`` returns after ``max_frames``      |
+| Datagram larger than a frame buffer         | one fixed 64 KiB receive size, truncation counted |
+| Multicast echo of our own frames            | recently sent frames are dropped once on receipt |
+| Frame contents                              | not looked at here: ``frames.classify`` decides  |
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Protocol
+
+from hv_emu.errors import ConfigError
+from hv_emu.net.config import parse_ipv4, parse_port
+
+#: Largest UDP payload over IPv4 (65535 - 20 - 8): the largest frame one datagram carries.
+MAX_DATAGRAM = 65507
+_RECV_SIZE = 65536  # one more than MAX_DATAGRAM can be: a longer datagram shows as truncated
+#: How many of our own multicast frames are remembered to recognise their echo.
+ECHO_MEMORY = 64
+
+Address = tuple[str, int]
+
+
+class FrameBackend(Protocol):
+    """What the switch needs from a transport (all non-blocking)."""
+
+    def recv_frames(self, max_frames: int) -> list[bytes]: ...
+    def send_frame(self, frame: bytes) -> None: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UdpSpec:
+    """``udp:LOCAL_HOST:PORT[,peer=HOST:PORT]``."""
+
+    local: Address
+    peer: Address | None = None
+
+
+@dataclass(frozen=True)
+class McastSpec:
+    """``mcast:GROUP:PORT``."""
+
+    group: str
+    port: int
+
+
+NetSpec = UdpSpec | McastSpec
+
+
+def _host_port(text: str, what: str, *, allow_zero: bool) -> Address:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"bad {what} {text!r}: expected HOST:PORT")
+    return str(parse_ipv4(host, f"{what} host")), parse_port(
+        port, f"{what} port", allow_zero=allow_zero
+    )
+
+
+def parse_net_spec(spec: str) -> NetSpec:
+    """Parse ``--net``: ``udp:LOCAL_HOST:PORT[,peer=HOST:PORT]`` or ``mcast:GROUP:PORT``."""
+    kind, sep, rest = spec.partition(":")
+    if kind == "udp" and sep:
+        local_text, _, opts = rest.partition(",")
+        local = _host_port(local_text, "local address", allow_zero=True)
+        peer = None
+        if opts:
+            key, eq, value = opts.partition("=")
+            if key != "peer" or not eq:
+                raise ConfigError(f"bad --net option {opts!r}: only peer=HOST:PORT is known")
+            peer = _host_port(value, "peer address", allow_zero=False)
+        return UdpSpec(local, peer)
+    if kind == "mcast" and sep:
+        group, port = _host_port(rest, "multicast address", allow_zero=False)
+        if not IPv4Address(group).is_multicast:
+            raise ConfigError(f"bad multicast group {group}: expected 224.0.0.0-239.255.255.255")
+        return McastSpec(group, port)
+    raise ConfigError(
+        f"bad --net {spec!r}: expected udp:LOCAL_HOST:PORT[,peer=HOST:PORT] or mcast:GROUP:PORT"
+    )
+
+
+def open_backend(spec: NetSpec) -> UdpBackend | McastBackend:
+    """The backend a parsed ``--net`` names."""
+    if isinstance(spec, UdpSpec):
+        return UdpBackend(spec.local, spec.peer)
+    return McastBackend(spec.group, spec.port)
+
+
+class _DatagramBackend:
+    """Shared receive/send loop over one non-blocking UDP socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    def _accept(self, frame: bytes, source: Address) -> bool:
+        return True
+
+    def _destination(self) -> Address | None:
+        raise NotImplementedError
+
+    def recv_frames(self, max_frames: int) -> list[bytes]:
+        """Up to ``max_frames`` frames that are waiting now (never blocks)."""
+        frames: list[bytes] = []
+        while len(frames) < max_frames:
+            try:
+                data, source = self._sock.recvfrom(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionRefusedError:  # an ICMP error from an earlier send
+                self.stats["rx_icmp_error"] += 1
+                continue
+            if len(data) > MAX_DATAGRAM:
+                self.stats["rx_oversize"] += 1
+            elif self._accept(data, (str(source[0]), int(source[1]))):
+                self.stats["rx"] += 1
+                frames.append(data)
+        return frames
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send one frame as one datagram; drops (and counts) when it cannot go now."""
+        dest = self._destination()
+        if dest is None:
+            self.stats["tx_no_peer"] += 1
+            return
+        if len(frame) > MAX_DATAGRAM:
+            self.stats["tx_oversize"] += 1
+            return
+        try:
+            self._sock.sendto(frame, dest)
+        except (BlockingIOError, InterruptedError):
+            self.stats["tx_would_block"] += 1
+            return
+        except ConnectionRefusedError:
+            self.stats["tx_icmp_error"] += 1
+            return
+        self.stats["tx"] += 1
+        self._sent(frame)
+
+    def _sent(self, frame: bytes) -> None:
+        pass
+
+    @property
+    def local_address(self) -> Address:
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class UdpBackend(_DatagramBackend):
+    """Point-to-point tunnel: bound to ``local``, sending to ``peer`` (learned from the first
+    datagram when None; afterwards, datagrams from other sources are dropped and counted)."""
+
+    def __init__(self, local: Address, peer: Address | None = None) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(local)
+        except OSError as err:
+            sock.close()
+            raise ConfigError(f"cannot bind UDP {local[0]}:{local[1]}: {err.strerror}") from None
+        super().__init__(sock)
+        self.peer = peer
+
+    def _accept(self, frame: bytes, source: Address) -> bool:
+        if self.peer is None:
+            self.peer = source
+        elif source != self.peer:
+            self.stats["rx_foreign"] += 1
+            return False
+        return True
+
+    def _destination(self) -> Address | None:
+        return self.peer
+
+
+class McastBackend(_DatagramBackend):
+    """Hub of every socket in ``group:port`` on this host (loopback, TTL 0 by default)."""
+
+    def __init__(
+        self, group: str, port: int, *, interface: str = "127.0.0.1", ttl: int = 0
+    ) -> None:
+        if not IPv4Address(group).is_multicast:
+            raise ConfigError(f"bad multicast group {group}: expected 224.0.0.0-239.255.255.255")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((group, port))
+            ip = socket.IPPROTO_IP
+            mreq = socket.inet_aton(group) + socket.inet_aton(interface)
+            sock.setsockopt(ip, socket.IP_ADD_MEMBERSHIP, mreq)
+            sock.setsockopt(ip, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+            sock.setsockopt(ip, socket.IP_MULTICAST_LOOP, 1)
+            sock.setsockopt(ip, socket.IP_MULTICAST_TTL, ttl)
+        except OSError as err:
+            sock.close()
+            raise ConfigError(f"cannot join multicast {group}:{port}: {err.strerror}") from None
+        super().__init__(sock)
+        self.group = (group, port)
+        self._recent: collections.deque[bytes] = collections.deque(maxlen=ECHO_MEMORY)
+
+    def _accept(self, frame: bytes, source: Address) -> bool:
+        if frame in self._recent:  # our own frame, looped back by IP_MULTICAST_LOOP
+            self._recent.remove(frame)
+            self.stats["rx_echo"] += 1
+            return False
+        return True
+
+    def _sent(self, frame: bytes) -> None:
+        self._recent.append(bytes(frame))
+
+    def _destination(self) -> Address | None:
+        return self.group

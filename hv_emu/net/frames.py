@@ -1,0 +1,425 @@
+"""Ethernet II, IPv4 and UDP headers, the UDP frame parser/builder and the interception decision.
+
+Models: the bottom of the hypervisor's network path. Every frame from the wire passes ``classify``
+before the guest may see it: UDP to (hypervisor IP, update port) is consumed by the hypervisor
+(BitVisor's ``ippassfilter`` idea, applied to UDP), fragments and malformed datagrams aimed there
+are dropped, everything else goes to the guest untouched. ``parse_udp_frame`` turns a frame into a
+``UdpDatagram`` or raises one ``FrameError`` naming the layer, field, expected and got values.
+
+Follows: IEEE 802.3 (Ethernet II framing, 60-byte minimum frame without FCS), IEEE 802.1Q (the
+4-byte VLAN tag), RFC 791 (IPv4 header), RFC 768 (UDP, pseudo-header checksum, 0 = no checksum),
+RFC 1071 (the Internet checksum).
+
+Leaves out: the FCS (QEMU frames carry none), IPv6, IPv4 reassembly (never: fragments are reported
+and dropped on the update path), IPv4 option parsing (options are carried as bytes and reported),
+802.3 length/LLC frames (ethertype < 0x600 is "not IPv4"), QinQ (an 0x88A8 outer tag is not IPv4).
+
+Network controls: every byte of the frame. Threat table:
+
+| Threat                                         | Mitigation                                      |
+|------------------------------------------------|-------------------------------------------------|
+| Truncated frame at any layer                   | length checked before each ``unpack``           |
+| Length fields larger than the frame            | compared with ``len(frame)`` before slicing     |
+| IHL < 5, or IHL beyond the total length        | ``IPv4Error`` before options are sliced         |
+| Trailing junk after the IP datagram            | only Ethernet padding up to 60 bytes allowed    |
+| Forged header / UDP checksum                   | both verified (UDP when non-zero)               |
+| Fragments (reassembly memory, overlap tricks)  | reported as ``IPv4Fragment``, never reassembled |
+| VLAN tag hiding an update datagram from policy | tag reported; ``classify`` drops it on the port |
+| Huge frames (CPU)                              | work is one pass over at most the frame         |
+| Aliasing of the caller's buffer                | the payload is copied to ``bytes`` once         |
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from hv_emu.errors import GuestFault
+
+ETHERTYPE_IPV4 = 0x0800
+ETHERTYPE_ARP = 0x0806
+ETHERTYPE_VLAN = 0x8100
+IPPROTO_UDP = 17
+#: Minimum Ethernet frame without its 4-byte FCS (IEEE 802.3: 64 bytes on the wire).
+MIN_FRAME = 60
+IPV4_FLAG_DF = 0x4000
+IPV4_FLAG_MF = 0x2000
+IPV4_OFFSET_MASK = 0x1FFF
+MAX_IPV4_TOTAL = 0xFFFF
+
+_ETH = struct.Struct("!6s6sH")  # dst, src, ethertype
+_VLAN = struct.Struct("!HH")  # TCI, inner ethertype
+#: ver/ihl, tos, total length, id, flags/fragment offset, ttl, protocol, checksum, src, dst
+_IPV4 = struct.Struct("!BBHHHBBH4s4s")
+_UDP = struct.Struct("!HHHH")  # sport, dport, length, checksum
+_PSEUDO = struct.Struct("!4s4sBBH")  # RFC 768 pseudo-header
+#: Named offsets inside the IPv4 header (RFC 791 3.1).
+IPV4_OFF_PROTO = 9
+IPV4_OFF_SRC = 12
+IPV4_OFF_DST = 16
+#: Named offset of the destination port inside the UDP header (RFC 768).
+UDP_OFF_DPORT = 2
+
+
+# ------------------------------------------------------------------------------------ errors
+class FrameError(GuestFault):
+    """A frame the hypervisor refuses; ``reason`` is the short name used by drop counters."""
+
+    def __init__(self, layer: str, fld: str, expected: str, got: str, reason: str) -> None:
+        self.layer = layer
+        self.field = fld
+        self.expected = expected
+        self.got = got
+        self.reason = f"{layer}_{reason}"
+        super().__init__(f"{layer}: {fld}: expected {expected}, got {got}")
+
+
+class EthernetError(FrameError):
+    """A bad Ethernet II header (truncated frame or tag, wrong ethertype)."""
+
+
+class VlanTagged(EthernetError):
+    """An 802.1Q-tagged frame where untagged was required (policy decides)."""
+
+
+class IPv4Error(FrameError):
+    """A bad IPv4 header: version, IHL, total length, checksum, protocol."""
+
+
+class IPv4Fragment(IPv4Error):
+    """A fragment (MF set or offset != 0): reported, never reassembled."""
+
+
+class UdpError(FrameError):
+    """A bad UDP header: truncated, length or checksum."""
+
+
+def _truncated(cls: type[FrameError], layer: str, need: int, got: int) -> FrameError:
+    return cls(layer, "length", f">= {need} bytes", f"{got} bytes", "truncated")
+
+
+# ------------------------------------------------------------------------------------ checksum
+def internet_checksum(data: bytes, initial: int = 0) -> int:
+    """RFC 1071 one's-complement checksum of ``data`` (odd length padded with a zero byte)."""
+    if len(data) % 2:
+        data = data + b"\0"
+    words: tuple[int, ...] = struct.unpack(f"!{len(data) // 2}H", data)
+    total = initial + sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def udp_checksum(src: IPv4Address, dst: IPv4Address, segment: bytes) -> int:
+    """RFC 768 checksum of a UDP ``segment`` (its checksum field zeroed); 0 is sent as 0xFFFF."""
+    pseudo = _PSEUDO.pack(src.packed, dst.packed, 0, IPPROTO_UDP, len(segment))
+    csum = internet_checksum(pseudo + segment)
+    return csum or 0xFFFF
+
+
+# ------------------------------------------------------------------------------------ headers
+@dataclass(frozen=True)
+class EthernetHeader:
+    """Ethernet II header, with the 802.1Q tag reported (``vlan_tci``) when present."""
+
+    dst: bytes
+    src: bytes
+    ethertype: int  # the inner ethertype when tagged
+    vlan_tci: int | None = None
+
+    @property
+    def size(self) -> int:
+        return _ETH.size + (_VLAN.size if self.vlan_tci is not None else 0)
+
+    @classmethod
+    def from_bytes(cls, frame: bytes) -> EthernetHeader:
+        if len(frame) < _ETH.size:
+            raise _truncated(EthernetError, "ethernet", _ETH.size, len(frame))
+        dst, src, ethertype = _ETH.unpack_from(frame)
+        if ethertype != ETHERTYPE_VLAN:
+            return cls(dst, src, ethertype)
+        if len(frame) < _ETH.size + _VLAN.size:
+            raise _truncated(EthernetError, "ethernet", _ETH.size + _VLAN.size, len(frame))
+        tci, inner = _VLAN.unpack_from(frame, _ETH.size)
+        return cls(dst, src, inner, tci)
+
+    def to_bytes(self) -> bytes:
+        if self.vlan_tci is None:
+            return _ETH.pack(self.dst, self.src, self.ethertype)
+        return _ETH.pack(self.dst, self.src, ETHERTYPE_VLAN) + _VLAN.pack(
+            self.vlan_tci, self.ethertype
+        )
+
+
+@dataclass(frozen=True)
+class IPv4Header:
+    """RFC 791 header. ``from_bytes`` checks version, IHL, total length and the checksum."""
+
+    src: IPv4Address
+    dst: IPv4Address
+    protocol: int
+    total_length: int
+    ttl: int = 64
+    identification: int = 0
+    flags_fragment: int = IPV4_FLAG_DF  # 3 flag bits + 13-bit offset (8-byte units)
+    tos: int = 0
+    checksum: int = 0
+    options: bytes = b""
+
+    @property
+    def header_length(self) -> int:
+        return _IPV4.size + len(self.options)
+
+    @property
+    def is_fragment(self) -> bool:
+        return bool(self.flags_fragment & (IPV4_FLAG_MF | IPV4_OFFSET_MASK))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> IPv4Header:
+        """Parse the header at the start of ``data`` (the rest of the frame, padding included)."""
+        if len(data) < _IPV4.size:
+            raise _truncated(IPv4Error, "ipv4", _IPV4.size, len(data))
+        vihl, tos, total, ident, ff, ttl, proto, csum, src, dst = _IPV4.unpack_from(data)
+        if vihl >> 4 != 4:
+            raise IPv4Error("ipv4", "version", "4", str(vihl >> 4), "bad_version")
+        hlen = (vihl & 0xF) * 4
+        if hlen < _IPV4.size:
+            raise IPv4Error("ipv4", "ihl", ">= 5", str(hlen // 4), "bad_ihl")
+        if total < hlen:
+            raise IPv4Error("ipv4", "total_length", f">= {hlen}", str(total), "bad_length")
+        if total > len(data):
+            raise IPv4Error(
+                "ipv4", "total_length", f"<= {len(data)} (frame)", str(total), "bad_length"
+            )
+        if internet_checksum(data[:hlen]) != 0:
+            want = internet_checksum(data[:10] + b"\0\0" + data[12:hlen])
+            raise IPv4Error("ipv4", "checksum", f"{want:#06x}", f"{csum:#06x}", "bad_checksum")
+        # fmt: off
+        return cls(IPv4Address(src), IPv4Address(dst), proto, total, ttl, ident, ff, tos, csum,
+                   bytes(data[_IPV4.size : hlen]))
+        # fmt: on
+
+    def to_bytes(self) -> bytes:
+        """Serialise with the stored checksum (see ``with_checksum``)."""
+        if len(self.options) % 4 or len(self.options) > 40:
+            raise ValueError("IPv4 options must be a multiple of 4 bytes, at most 40")
+        vihl = 0x40 | (self.header_length // 4)
+        # fmt: off
+        return _IPV4.pack(vihl, self.tos, self.total_length, self.identification,
+                          self.flags_fragment, self.ttl, self.protocol, self.checksum,
+                          self.src.packed, self.dst.packed) + self.options
+        # fmt: on
+
+    def with_checksum(self) -> IPv4Header:
+        """A copy whose checksum field is correct for its other fields."""
+        return replace(self, checksum=internet_checksum(replace(self, checksum=0).to_bytes()))
+
+
+@dataclass(frozen=True)
+class UdpHeader:
+    """RFC 768 header; ``length`` covers header and payload."""
+
+    src_port: int
+    dst_port: int
+    length: int
+    checksum: int = 0
+
+    @classmethod
+    def from_segment(cls, segment: bytes, src: IPv4Address, dst: IPv4Address) -> UdpHeader:
+        """Parse and check the UDP header of ``segment`` (exactly the IPv4 payload)."""
+        if len(segment) < _UDP.size:
+            raise _truncated(UdpError, "udp", _UDP.size, len(segment))
+        sport, dport, length, csum = _UDP.unpack_from(segment)
+        if length != len(segment):
+            raise UdpError(
+                "udp", "length", f"{len(segment)} (IPv4 payload)", str(length), "bad_length"
+            )
+        if csum:
+            want = udp_checksum(src, dst, segment[:6] + b"\0\0" + segment[8:])
+            if csum != want:
+                raise UdpError("udp", "checksum", f"{want:#06x}", f"{csum:#06x}", "bad_checksum")
+        return cls(sport, dport, length, csum)
+
+    def to_bytes(self) -> bytes:
+        return _UDP.pack(self.src_port, self.dst_port, self.length, self.checksum)
+
+
+# ------------------------------------------------------------------------------------ datagram
+@dataclass(frozen=True)
+class UdpDatagram:
+    """One UDP datagram taken from a frame; ``payload`` is a private copy."""
+
+    src_mac: bytes
+    dst_mac: bytes
+    src_ip: IPv4Address
+    dst_ip: IPv4Address
+    src_port: int
+    dst_port: int
+    payload: bytes
+    vlan_tci: int | None = None
+    ip_options: bytes = b""
+    ttl: int = 64
+
+
+def parse_udp_frame(frame: bytes, *, allow_vlan: bool = False) -> UdpDatagram:
+    """Ethernet II -> IPv4 -> UDP, every check of the module docstring; raises ``FrameError``.
+
+    An 802.1Q tag raises ``VlanTagged`` unless ``allow_vlan`` (then it is reported in the result).
+    IPv4 options are accepted and reported in ``ip_options``; policy decides (``classify`` drops).
+    """
+    frame = bytes(frame)  # one copy: the caller's buffer cannot change under the checks
+    eth = EthernetHeader.from_bytes(frame)
+    if eth.vlan_tci is not None and not allow_vlan:
+        raise VlanTagged(
+            "ethernet", "ethertype", f"{ETHERTYPE_IPV4:#06x}", f"{ETHERTYPE_VLAN:#06x}", "vlan"
+        )
+    if eth.ethertype != ETHERTYPE_IPV4:
+        raise EthernetError(
+            "ethernet", "ethertype", f"{ETHERTYPE_IPV4:#06x}", f"{eth.ethertype:#06x}", "not_ipv4"
+        )
+    rest = frame[eth.size :]
+    ip = IPv4Header.from_bytes(rest)
+    # Padding may fill the frame to 60 bytes, counted before a VLAN tag was inserted (802.1Q).
+    if len(frame) > max(MIN_FRAME + eth.size - _ETH.size, eth.size + ip.total_length):
+        raise IPv4Error(
+            "ipv4", "total_length", f"{len(rest)} (frame)", str(ip.total_length), "bad_length"
+        )
+    if ip.is_fragment:
+        raise IPv4Fragment(
+            "ipv4", "flags_fragment", "no MF, offset 0", f"{ip.flags_fragment:#06x}", "fragment"
+        )
+    if ip.protocol != IPPROTO_UDP:
+        raise IPv4Error("ipv4", "protocol", str(IPPROTO_UDP), str(ip.protocol), "not_udp")
+    segment = rest[ip.header_length : ip.total_length]
+    udp = UdpHeader.from_segment(segment, ip.src, ip.dst)
+    # fmt: off
+    return UdpDatagram(eth.src, eth.dst, ip.src, ip.dst, udp.src_port, udp.dst_port,
+                       segment[_UDP.size :], eth.vlan_tci, ip.options, ip.ttl)
+    # fmt: on
+
+
+def build_udp_frame(
+    *,
+    src_mac: bytes,
+    dst_mac: bytes,
+    src_ip: IPv4Address | str,
+    dst_ip: IPv4Address | str,
+    src_port: int,
+    dst_port: int,
+    payload: bytes,
+    ttl: int = 64,
+    identification: int = 0,
+    udp_checksum_on: bool = True,
+    vlan_tci: int | None = None,
+    pad: bool = True,
+) -> bytes:
+    """An Ethernet II / IPv4 (DF, no options) / UDP frame with both checksums computed.
+
+    ``pad`` fills the frame to the 60-byte minimum (IEEE 802.3). Raises ``ValueError`` (a bug of
+    the caller, not the network's fault) for bad MACs, ports or a payload over 65507 bytes.
+    """
+    if len(src_mac) != 6 or len(dst_mac) != 6:
+        raise ValueError("MAC addresses are 6 bytes")
+    if not (0 <= src_port <= 0xFFFF and 0 <= dst_port <= 0xFFFF):
+        raise ValueError("UDP ports are 16-bit")
+    src, dst = IPv4Address(src_ip), IPv4Address(dst_ip)
+    udp_len = _UDP.size + len(payload)
+    total = _IPV4.size + udp_len
+    if total > MAX_IPV4_TOTAL:
+        raise ValueError(f"UDP payload of {len(payload)} bytes does not fit one IPv4 datagram")
+    body = _UDP.pack(src_port, dst_port, udp_len, 0) + payload
+    if udp_checksum_on:
+        body = _UDP.pack(src_port, dst_port, udp_len, udp_checksum(src, dst, body)) + payload
+    ip = IPv4Header(src, dst, IPPROTO_UDP, total, ttl, identification).with_checksum()
+    frame = EthernetHeader(dst_mac, src_mac, ETHERTYPE_IPV4, vlan_tci).to_bytes()
+    frame += ip.to_bytes() + body
+    return frame.ljust(MIN_FRAME, b"\0") if pad else frame
+
+
+# ------------------------------------------------------------------------------------ policy
+class Verdict(enum.Enum):
+    """Where a frame goes. ``FOR_WIRE`` is the switch's verdict on guest frames let out."""
+
+    FOR_HYPERVISOR = "for_hypervisor"
+    FOR_GUEST = "for_guest"
+    FOR_WIRE = "for_wire"
+    DROP = "drop"
+
+
+@dataclass(frozen=True)
+class FrameClass:
+    """The interception decision for one frame; ``datagram`` is set for ``FOR_HYPERVISOR``."""
+
+    verdict: Verdict
+    reason: str
+    datagram: UdpDatagram | None = field(default=None, compare=False)
+
+
+def peek_udp_dst_port(frame: bytes) -> tuple[bytes, int | None] | None:
+    """Raw look at an IPv4/UDP frame (one optional VLAN tag), no checksum or length checks.
+
+    Returns ``(dst_ip_bytes, dst_port)`` for IPv4 carrying UDP, ``dst_port`` being None when the
+    UDP header is not visible (a non-first fragment, bad IHL, truncation); None for anything else.
+    Used where being conservative matters more than being right: the egress filter and the
+    ingress decision on malformed frames aimed at the hypervisor.
+    """
+    if len(frame) < _ETH.size:
+        return None
+    off = _ETH.size
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype == ETHERTYPE_VLAN:
+        if len(frame) < off + _VLAN.size:
+            return None
+        ethertype = int.from_bytes(frame[16:18], "big")
+        off += _VLAN.size
+    if ethertype != ETHERTYPE_IPV4 or len(frame) < off + _IPV4.size:
+        return None
+    if frame[off + IPV4_OFF_PROTO] != IPPROTO_UDP:
+        return None
+    dst_ip = bytes(frame[off + IPV4_OFF_DST : off + IPV4_OFF_DST + 4])
+    hlen = (frame[off] & 0xF) * 4
+    ff = int.from_bytes(frame[off + 6 : off + 8], "big")
+    port_at = off + hlen + UDP_OFF_DPORT
+    if hlen < _IPV4.size or ff & IPV4_OFFSET_MASK or len(frame) < port_at + 2:
+        return dst_ip, None
+    return dst_ip, int.from_bytes(frame[port_at : port_at + 2], "big")
+
+
+def classify(
+    frame: bytes,
+    hv_ip: IPv4Address | str,
+    update_port: int,
+    *,
+    extra_dsts: frozenset[IPv4Address] = frozenset(),
+) -> FrameClass:
+    """Decide where a frame from the wire goes (the hypervisor sees every frame first).
+
+    UDP to ``update_port`` at ``hv_ip`` (or one of ``extra_dsts``: broadcast, a multicast group) is
+    hypervisor-only: a clean datagram is ``FOR_HYPERVISOR``; a fragment, a VLAN-tagged or
+    option-carrying one, or one failing any check is ``DROP`` and never reaches the guest. Any UDP
+    fragment to those addresses is dropped, since a non-first fragment hides its port. Runts are
+    dropped. Everything else is ``FOR_GUEST``, untouched (wire semantics: the guest's stack judges).
+    """
+    frame = bytes(frame)
+    if len(frame) < _ETH.size:
+        return FrameClass(Verdict.DROP, "ethernet_truncated")
+    peek = peek_udp_dst_port(frame)
+    ours = {IPv4Address(hv_ip).packed, *(a.packed for a in extra_dsts)}
+    if peek is None or peek[0] not in ours:
+        return FrameClass(Verdict.FOR_GUEST, "pass")
+    _, raw_port = peek
+    try:
+        dgram = parse_udp_frame(frame, allow_vlan=True)
+    except FrameError as err:
+        if raw_port is None or raw_port == update_port or isinstance(err, IPv4Fragment):
+            return FrameClass(Verdict.DROP, err.reason)
+        return FrameClass(Verdict.FOR_GUEST, "pass")
+    if dgram.dst_port != update_port:
+        return FrameClass(Verdict.FOR_GUEST, "pass")
+    if dgram.vlan_tci is not None:
+        return FrameClass(Verdict.DROP, "ethernet_vlan")
+    if dgram.ip_options:
+        return FrameClass(Verdict.DROP, "ipv4_options")
+    return FrameClass(Verdict.FOR_HYPERVISOR, "update", dgram)
