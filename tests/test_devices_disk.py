@@ -1,0 +1,62 @@
+"""Disk backends: raw image files and the sparse in-memory disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hv_emu.devices.disk import DiskImage, DiskRangeError, MemoryDisk
+from hv_emu.errors import ConfigError
+
+
+def test_create_open_read_write(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    with DiskImage.create(path, 2) as disk:
+        assert disk.sector_count == 4096
+        assert disk.read_sectors(4095, 1) == bytes(512)
+        disk.write_sectors(10, b"\xab" * 1024)
+        disk.flush()
+    assert path.stat().st_size == 2 << 20
+    with DiskImage.open(path) as disk:
+        assert disk.read_sectors(10, 2) == b"\xab" * 1024
+        with pytest.raises(DiskRangeError):
+            disk.read_sectors(4095, 2)
+        with pytest.raises(ValueError):
+            disk.write_sectors(0, b"x" * 100)
+
+
+def test_create_refuses_to_clobber(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    path.write_bytes(b"precious" * 100)
+    with pytest.raises(ConfigError):
+        DiskImage.create(path, 1)
+    assert path.read_bytes() == b"precious" * 100
+    DiskImage.create(path, 1, overwrite=True).close()
+    assert path.stat().st_size == 1 << 20
+    with pytest.raises(ConfigError):
+        DiskImage.create(tmp_path / "zero.img", 0)
+
+
+def test_open_errors_and_partial_sector(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        DiskImage.open(tmp_path / "missing.img")
+    small = tmp_path / "small.img"
+    small.write_bytes(b"x" * 100)
+    with pytest.raises(ConfigError):
+        DiskImage.open(small)
+    odd = tmp_path / "odd.img"
+    odd.write_bytes(b"y" * 1300)
+    with DiskImage.open(odd) as disk:
+        assert disk.sector_count == 2
+
+
+def test_memory_disk_is_sparse() -> None:
+    disk = MemoryDisk(1 << 30)
+    assert disk.read_sectors((1 << 30) - 1, 1) == bytes(512)
+    disk.write_sectors(5, b"\x01" * 512)
+    assert disk.written() == {5: b"\x01" * 512}
+    with pytest.raises(DiskRangeError):
+        disk.write_sectors(1 << 30, bytes(512))
+    disk.flush()
+    assert disk.flushes == 1
