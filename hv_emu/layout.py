@@ -70,3 +70,14 @@ PORT_BUSMASTER_LEN = 16
 
 #: I/O ports are 16-bit (Intel SDM vol. 1, 18.3).
 PORT_SPACE = 0x10000
+
+# ---------------------------------------------------------------------------------- network
+#: The hypervisor's MAC: QEMU's locally administered 52:54:00 prefix, "c0ffee" tail. QEMU gives
+#: guests 52:54:00:12:34:56 and up, so this does not collide with a default guest NIC.
+HV_MAC = bytes.fromhex("525400c0ffee")
+#: The hypervisor's IPv4 address (RFC 1918; outside QEMU user-net's 10.0.2.0/24 DHCP pool).
+HV_IPV4 = "10.0.2.250"
+#: The UDP port of signature updates ("HVDB" port: 0xDB00, RFC 6335 dynamic range).
+UPDATE_UDP_PORT = 0xDB00
+#: Limited broadcast (RFC 919): the carousel may be sent there; consumed like the hypervisor's IP.
+BROADCAST_IPV4 = "255.255.255.255"

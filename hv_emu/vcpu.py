@@ -85,6 +85,19 @@ _VECTORS = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM"
             18: "#MC", 19: "#XM"}  # fmt: skip
 
 
+class _Msr(ctypes.Structure):
+    """``uc_x86_msr``: the argument of a raw ``uc_reg_read(UC_X86_REG_MSR)``."""
+
+    _fields_ = (("rid", ctypes.c_uint32), ("val", ctypes.c_uint64))
+
+
+def mode_of(paging: PagingState) -> int:
+    """16 if CR0.PE is clear, 64 if EFER.LMA is set, else 32 (notes §10.A)."""
+    if not paging.cr0 & _CR0_PE:
+        return 16
+    return 64 if paging.efer & _EFER_LMA else 32
+
+
 class Vcpu:
     """One virtual CPU over ``mem``; every exit goes to ``on_exit``."""
 
@@ -97,6 +110,8 @@ class Vcpu:
         mem.add_write_listener(self._invalidate)
         self._reg_buf = ctypes.c_uint64()
         self._reg_ptr = ctypes.byref(self._reg_buf)
+        self._efer_buf = _Msr(_MSR_EFER, 0)
+        self._efer_ptr = ctypes.byref(self._efer_buf)
         self._uc_reg_read = _binding.uclib.uc_reg_read
         self._stop: Exit | None = None  # why the current emu_start was stopped on purpose
         self._error: BaseException | None = None  # an exception raised inside a hook
@@ -121,17 +136,18 @@ class Vcpu:
     def registers(self, names: tuple[str, ...] = tuple(_GPRS)) -> dict[str, int]:
         return {name: self.reg(name) for name in names}
 
+    def efer(self) -> int:
+        """The EFER MSR, read through the raw C API like the other hot registers."""
+        self._uc_reg_read(self.uc._uch, X.UC_X86_REG_MSR, self._efer_ptr)
+        return int(self._efer_buf.val)
+
     def mode(self) -> int:
-        """16 if CR0.PE is clear, 64 if EFER.LMA is set, else 32 (notes §10.A)."""
-        if not self.reg("cr0") & _CR0_PE:
-            return 16
-        return 64 if self.uc.msr_read(_MSR_EFER) & _EFER_LMA else 32
+        return mode_of(self.paging_state())
 
     def paging_state(self) -> PagingState:
-        return PagingState(
-            cr0=self.reg("cr0"), cr3=self.reg("cr3"), cr4=self.reg("cr4"),
-            efer=self.uc.msr_read(_MSR_EFER),
-        )  # fmt: skip
+        """CR0, CR3, CR4 and EFER: what a page walk and the operating mode depend on."""
+        return PagingState(cr0=self.reg("cr0"), cr3=self.reg("cr3"), cr4=self.reg("cr4"),
+                           efer=self.efer())  # fmt: skip
 
     def linear_pc(self, mode: int) -> int:
         """The linear address of the next instruction: CS*16+IP in real mode, else RIP (flat)."""
@@ -290,8 +306,8 @@ class Vcpu:
         """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
         self._in_hook = True
         try:
-            mode = self.mode()
             paging = self.paging_state()
+            mode = mode_of(paging)
             pc = self.linear_pc(mode)
             try:
                 code = read_virt(self.mem, paging, pc, len(VMCALL_BYTES))
