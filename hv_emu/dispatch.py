@@ -15,7 +15,8 @@ Guest controls: the exit's fields; which handler runs is decided by the exit's t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
@@ -31,20 +32,29 @@ from hv_emu.exits import (
     Outcome,
     PortIn,
     PortOut,
+    SoftwareInterrupt,
     Stopped,
     StopRequest,
+    Syscall,
     Timeout,
+    Unhandled,
 )
 from hv_emu.hypercalls import HypercallTable
+
+InterruptHandler = Callable[[SoftwareInterrupt], Outcome]
+SyscallHandler = Callable[[Syscall], Outcome]
 
 
 @dataclass(frozen=True)
 class Handlers:
-    """What the dispatcher may call: the port bus, the hypercall table and the CPUID table."""
+    """What the dispatcher may call: the port bus, the hypercall and CPUID tables, and optional
+    handlers of software interrupts (by vector) and SYSCALL, such as an OS personality."""
 
     bus: PortIoBus
     hypercalls: HypercallTable
     cpuid: CpuidTable
+    interrupts: Mapping[int, InterruptHandler] = field(default_factory=dict)
+    syscall: SyscallHandler | None = None
 
 
 def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
@@ -59,6 +69,15 @@ def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
             return Handled(cpuid=handlers.cpuid.lookup(leaf, subleaf))
         case Hypercall():
             return handlers.hypercalls.handle(exit_)
+        case SoftwareInterrupt(vector=vector):
+            handler = handlers.interrupts.get(vector)
+            if handler is None:
+                return Unhandled(f"INT {vector:#x}: no handler (no IDT/IVT delivery, no BIOS)")
+            return handler(exit_)
+        case Syscall():
+            if handlers.syscall is None:
+                return Unhandled("SYSCALL: no OS personality to handle it")
+            return handlers.syscall(exit_)
         case Halt():
             return Stopped("halt")
         case Timeout():

@@ -72,6 +72,32 @@ class Cpuid:
 
 
 @dataclass(frozen=True)
+class SoftwareInterrupt:
+    """``INT n`` (``cd nn``) executed by the guest; RIP is already past it.
+
+    With no IDT/IVT delivery in Unicorn, a software interrupt is an exit like any other: an OS
+    personality (Linux's ``int 0x80``) or a BIOS model may handle it; unhandled, the run faults.
+    ``registers`` holds the general registers at the instruction (rax..r15).
+    """
+
+    vector: int
+    mode: int
+    rip: int
+    registers: Mapping[str, int]
+    paging: PagingState
+
+
+@dataclass(frozen=True)
+class Syscall:
+    """``SYSCALL`` in 64-bit mode; RIP is already past it. ``registers`` as above."""
+
+    mode: int
+    rip: int
+    registers: Mapping[str, int]
+    paging: PagingState
+
+
+@dataclass(frozen=True)
 class Halt:
     """HLT with nothing to wake the vCPU (no interrupt controller): the run ends."""
 
@@ -123,7 +149,10 @@ class StopRequest:
     rip: int
 
 
-Exit = Hypercall | PortIn | PortOut | Cpuid | Halt | Fault | Timeout | StopRequest
+Exit = (
+    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | Syscall | Halt | Fault | Timeout
+    | StopRequest
+)
 
 
 # ------------------------------------------------------------------------------ outcomes
@@ -153,7 +182,14 @@ class Failed:
     fault: Fault
 
 
-Outcome = Handled | Stopped | Failed
+@dataclass(frozen=True)
+class Unhandled:
+    """No handler exists for this exit: the vCPU reports it as a guest fault, saying ``why``."""
+
+    why: str
+
+
+Outcome = Handled | Stopped | Failed | Unhandled
 
 #: The outcome of exits that need no answer.
 RESUME = Handled()

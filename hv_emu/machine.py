@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,7 +26,7 @@ from hv_emu.boot import BootState
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
 from hv_emu.devices.debugcon import DebugConsole
-from hv_emu.dispatch import Handlers, dispatch
+from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
 from hv_emu.errors import ConfigError, DatabaseError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
@@ -43,6 +43,10 @@ from hv_emu.updates.verify import TrustStore
 from hv_emu.vcpu import Vcpu, native_cpuid
 
 VERSION = "0.1.0"
+
+
+#: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
+ExitObserver = Callable[[Exit, Outcome, float], None]
 
 
 @dataclass
@@ -114,7 +118,11 @@ class Machine:
                 raise HostError(f"hypercall {NAMES[nr]} did not land in slot {int(nr)}")
 
         self.cpuid = CpuidTable(native_cpuid, SLOTS)
-        self.handlers = Handlers(self.bus, self.hypercalls, self.cpuid)
+        #: Software-interrupt handlers by vector (an OS personality, a BIOS model): see dispatch.
+        self.interrupts: dict[int, InterruptHandler] = {}
+        self.handlers = Handlers(self.bus, self.hypercalls, self.cpuid, self.interrupts)
+        #: Watchers of every exit (a tracer, statistics); empty on the default path.
+        self.exit_observers: list[ExitObserver] = []
         self.vcpu = Vcpu(self.mem, self._on_exit)
         self.boot: BootState | None = None
 
@@ -142,7 +150,18 @@ class Machine:
 
     # ------------------------------------------------------------------ running
     def _on_exit(self, exit_: Exit) -> Outcome:
-        return dispatch(exit_, self.handlers)
+        if not self.exit_observers:
+            return dispatch(exit_, self.handlers)
+        start = time.perf_counter()
+        outcome = dispatch(exit_, self.handlers)
+        elapsed = time.perf_counter() - start
+        for observer in self.exit_observers:
+            observer(exit_, outcome, elapsed)
+        return outcome
+
+    def set_syscall_handler(self, handler: SyscallHandler | None) -> None:
+        """Who handles SYSCALL (an OS personality); without one, SYSCALL is a guest fault."""
+        self.handlers = replace(self.handlers, syscall=handler)
 
     def load(self, image: bytes, *, mode: int = 64, load: int | None = None,
              entry: int | None = None, paging: str = "none") -> BootState:  # fmt: skip

@@ -43,9 +43,12 @@ from hv_emu.exits import (
     Outcome,
     PortIn,
     PortOut,
+    SoftwareInterrupt,
     Stopped,
     StopRequest,
+    Syscall,
     Timeout,
+    Unhandled,
 )
 from hv_emu.layout import SEL_CODE32, SEL_CODE64, SEL_DATA
 from hv_emu.memory import GuestMemory
@@ -59,6 +62,8 @@ from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
 
 ExitHandler = Callable[[Exit], Outcome]
+#: A code hook: called with (address, size) before each instruction in its range.
+CodeHook = Callable[[int, int], None]
 
 _MSR_EFER = 0xC0000080
 _EFER_LMA = 1 << 10
@@ -79,6 +84,8 @@ _GPRS = {
     "cr0": X.UC_X86_REG_CR0, "cr2": X.UC_X86_REG_CR2, "cr3": X.UC_X86_REG_CR3,
     "cr4": X.UC_X86_REG_CR4,
 }  # fmt: skip
+_GENERAL = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
 _FAULT_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "cr0", "cr2", "cr3")
 _VECTORS = {0: "#DE", 1: "#DB", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
             10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC",
@@ -188,8 +195,11 @@ class Vcpu:
         self.uc.ctl_flush_tb()
 
     # ------------------------------------------------------------------ the run loop
-    def run(self, timeout: float | None) -> Exit:
-        """Run until the guest halts, faults, times out or a handler stops it; return that exit."""
+    def run(self, timeout: float | None, *, steps: int | None = None) -> Exit:
+        """Run until the guest halts, faults, times out or a handler stops it; return that exit.
+
+        ``steps`` runs at most that many instructions and then returns ``StopRequest("step")``
+        (a debugger's single step; ``count=`` is slow, so only then)."""
         self._timed_out.clear()
         watchdog = None
         if timeout is not None:
@@ -207,7 +217,7 @@ class Vcpu:
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
                 try:
-                    self.uc.emu_start(self.reg("rip"), _UNTIL)
+                    self.uc.emu_start(self.reg("rip"), _UNTIL, count=steps or 0)
                 except unicorn.UcError as err:
                     if self._error is not None:
                         raise self._error from None
@@ -227,6 +237,8 @@ class Vcpu:
                 # Unicorn 2.1.4 with paging on stops silently, without calling the invalid-
                 # instruction hook, at an invalid opcode it has met twice before (seen with
                 # VMCALL: the third call in a loop). Finish the exit here, in the host loop.
+                if steps is not None:
+                    return StopRequest("step", mode, self.reg("rip"))
                 stop = self._silent_invalid_opcode(mode, pc)
                 if stop is not None:
                     return stop
@@ -280,6 +292,7 @@ class Vcpu:
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
         uc.hook_add(
             unicorn.UC_HOOK_MEM_UNMAPPED | unicorn.UC_HOOK_MEM_PROT, self._on_bad_memory
@@ -291,11 +304,41 @@ class Vcpu:
             for name, value in outcome.registers.items():
                 self.set_reg(name, value)
         elif isinstance(outcome, Stopped):
-            self._stop = StopRequest(outcome.reason, mode, self.reg("rip"))
+            self.request_stop(outcome.reason)
+        elif isinstance(outcome, Unhandled):
+            self._stop = self._fault(outcome.why, 0, -1)
             self.uc.emu_stop()
         else:
             self._stop = outcome.fault
             self.uc.emu_stop()
+
+    def request_stop(self, reason: str) -> None:
+        """End the current run with a ``StopRequest`` (from a handler or a code hook; never from
+        an IN hook, see trap 3)."""
+        self._stop = StopRequest(reason, self.mode(), self.reg("rip"))
+        self.uc.emu_stop()
+
+    # ------------------------------------------------------------------ extension points
+    def add_code_hook(self, callback: CodeHook, begin: int = 1, end: int = 0) -> int:
+        """Call ``callback(address, size)`` before each instruction in ``[begin, end]`` (all
+        code when begin > end). Costly (about 0.3 µs per instruction): for debuggers and traces,
+        never on the default path. Returns a handle for ``remove_hook``."""
+
+        def hook(uc: unicorn.Uc, address: int, size: int, _ud: object) -> None:
+            try:
+                callback(address, size)
+            except BaseException as err:
+                self._hook_error(err)
+
+        return int(self.uc.hook_add(unicorn.UC_HOOK_CODE, hook, None, begin, end))
+
+    def remove_hook(self, handle: int) -> None:
+        self.uc.hook_del(handle)
+
+    def general_registers(self, mode: int) -> dict[str, int]:
+        """RAX..R15 (the low 32 bits outside long mode)."""
+        mask = 0xFFFFFFFFFFFFFFFF if mode == 64 else 0xFFFFFFFF
+        return {name: self.reg(name) & mask for name in _GENERAL}
 
     def _hook_error(self, err: BaseException) -> None:
         if self._error is None:
@@ -373,6 +416,20 @@ class Vcpu:
             self._hook_error(err)
         return 0
 
+    def _on_syscall(self, uc: unicorn.Uc, _ud: object) -> None:
+        """SYSCALL: Unicorn calls this with RIP on the instruction and resumes after it."""
+        self._in_hook = True
+        try:
+            paging = self.paging_state()
+            mode = mode_of(paging)
+            rip = self.reg("rip") + 2  # syscall is 0f 05
+            exit_ = Syscall(mode, rip, self.general_registers(mode), paging)
+            self._apply(self.on_exit(exit_), mode)
+        except BaseException as err:
+            self._hook_error(err)
+        finally:
+            self._in_hook = False
+
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
         """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
         try:
@@ -384,10 +441,14 @@ class Vcpu:
                 before = b""
             if before == bytes((_INT_IMM8, intno)):
                 # A software INT n (RIP is already past it): a real-mode guest calling the BIOS,
-                # or a system call. Vectors overlap exceptions (INT 0x10 is vector 16, #MF).
-                kind = f"INT {intno:#x} (software interrupt; no IDT/IVT delivery, no BIOS)"
-            else:
-                kind = _VECTORS.get(intno, f"interrupt vector {intno:#x}")
+                # or a system call. Vectors overlap exceptions (INT 0x10 is vector 16, #MF), so
+                # the instruction bytes decide. It is an exit like any other.
+                paging = self.paging_state()
+                exit_ = SoftwareInterrupt(intno, mode, self.reg("rip"),
+                                          self.general_registers(mode), paging)  # fmt: skip
+                self._apply(self.on_exit(exit_), mode)
+                return  # Unicorn resumes after the INT unless _apply stopped it
+            kind = _VECTORS.get(intno, f"interrupt vector {intno:#x}")
             address = self.reg("cr2") if kind == "#PF" else 0
             self._stop = self._fault(kind, address, intno)
         except BaseException as err:
