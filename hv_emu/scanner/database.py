@@ -1,0 +1,171 @@
+"""The signature database in force: compiled once, scanned by many streams, swapped atomically.
+
+Models: what a BitVisor-style hypervisor holds after loading (or receiving as an update) a ClamAV
+``.db``/``.ndb`` file: the parsed signatures, the literal finder compiled from them, and the
+identity of the raw data (version, kind, source, SHA-256), so the event log can say which database
+found what. ``ActiveDatabase`` is the one slot the disk path reads; an update compiles the new
+database off to the side and swaps it in with one assignment under a lock, so a scan in progress
+finishes on the database it started with.
+
+Follows: clamd's reload model (build the new engine fully, then switch) and ClamAV's refusal of a
+whole database over one bad line. ``compile_database(engine="auto")`` picks Hyperscan when it
+imports and pyahocorasick otherwise; both give the same matches.
+
+Leaves out: persistence to disk and version policy (an older update than the one in force is the
+update verifier's business, not this module's).
+
+Guest controls: through updates, the raw data (parsed by ``signatures``, which bounds its work and
+raises only ``DatabaseError``); never the engine choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+
+from hv_emu.errors import ConfigError, DatabaseError
+from hv_emu.scanner import engine_ac
+from hv_emu.scanner.engine import LiteralMatcher, Match, Program, ScanStream, build_program
+from hv_emu.scanner.signatures import Signature, parse_database
+
+try:
+    from hv_emu.scanner import engine_hs
+except ImportError:  # hyperscan is optional: pyahocorasick is always there
+    HYPERSCAN_AVAILABLE = False
+else:
+    HYPERSCAN_AVAILABLE = True
+
+ENGINES = ("auto", "ac", "hyperscan")
+
+
+def _literal_matcher(program: Program, engine: str, source: str) -> LiteralMatcher | None:
+    """The literal finder for ``engine``; None when there is nothing to find."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown scanner engine {engine!r} (expected one of {ENGINES})")
+    if engine == "hyperscan" and not HYPERSCAN_AVAILABLE:
+        raise ConfigError("scanner engine 'hyperscan' asked for, but hyperscan does not import")
+    if not program.literals:
+        return None
+    if engine == "hyperscan" or (engine == "auto" and HYPERSCAN_AVAILABLE):
+        try:
+            return engine_hs.HyperscanMatcher(program.literals)
+        except engine_hs.HyperscanCompileError as error:
+            raise DatabaseError(source, 0, 0, f"Hyperscan cannot compile it: {error}") from None
+    return engine_ac.AhoCorasickMatcher(program.literals)
+
+
+@dataclass(frozen=True)
+class SignatureDatabase:
+    """A parsed and compiled database; immutable, shared by every stream opened on it."""
+
+    version: int
+    kind: str
+    source: str
+    sha256: str  # hex digest of the raw data
+    count: int  # signatures (database lines), not expanded variants or literals
+    signatures: tuple[Signature, ...] = field(repr=False)
+    engine: str  # "ac", "hyperscan" or "none" (nothing to match)
+    program: Program = field(repr=False, compare=False)
+    matcher: LiteralMatcher | None = field(repr=False, compare=False)
+
+    @classmethod
+    def empty(cls) -> SignatureDatabase:
+        """Version 0, no signatures: what the hypervisor boots with when no ``--db`` is given."""
+        return cls(
+            version=0,
+            kind="ndb",
+            source="<empty>",
+            sha256=hashlib.sha256(b"").hexdigest(),
+            count=0,
+            signatures=(),
+            engine="none",
+            program=build_program(()),
+            matcher=None,
+        )
+
+    @property
+    def not_applied(self) -> tuple[str, ...]:
+        """One line per signature accepted but never matched, naming file, line and reason."""
+        return tuple(
+            f"{self.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
+            for s in self.signatures
+            if s.not_applied is not None
+        )
+
+    @property
+    def end_relative(self) -> tuple[str, ...]:
+        """One line per ``EOF-n`` signature: it matches only where the length is known."""
+        return tuple(
+            f"{self.source}:{s.line}: {s.name}: offset {s.offset.text!r} needs the data's length; "
+            "one-shot scans only"
+            for s in self.signatures
+            if s.offset.kind == "eof" and s.not_applied is None
+        )
+
+    def open_stream(self, length: int | None = None) -> ScanStream:
+        """A new stream at offset 0: one per disk (length unknown), or per file of ``length``."""
+        literals = None if self.matcher is None else self.matcher.open()
+        return ScanStream(self.program, literals, length)
+
+    def scan(self, data: bytes) -> list[Match]:
+        """Scan one buffer from offset 0 (``hv-emu scan`` on a file)."""
+        stream = self.open_stream(len(data))
+        try:
+            return stream.feed(data)
+        finally:
+            stream.close()
+
+    def describe(self) -> str:
+        """One line for logs and ``hv-emu`` banners."""
+        skipped = len(self.not_applied)
+        applied = f" ({skipped} not applied)" if skipped else ""
+        return (
+            f"{self.source} v{self.version} ({self.kind}, {self.count} signatures{applied}, "
+            f"{len(self.program.literals)} literals, engine {self.engine}, "
+            f"sha256 {self.sha256[:16]}...)"
+        )
+
+
+def compile_database(
+    data: bytes, *, kind: str, version: int, source: str, engine: str = "auto"
+) -> SignatureDatabase:
+    """Parse and compile raw database bytes.
+
+    Raises ``DatabaseError`` for bad data (the only error the data can cause) and ``ConfigError``
+    for an unknown engine or ``engine="hyperscan"`` without Hyperscan installed.
+    """
+    signatures = parse_database(data, kind=kind, source=source)
+    program = build_program(signatures)
+    matcher = _literal_matcher(program, engine, source)
+    return SignatureDatabase(
+        version=version,
+        kind=kind,
+        source=source,
+        sha256=hashlib.sha256(data).hexdigest(),
+        count=len(signatures),
+        signatures=tuple(signatures),
+        engine="none" if matcher is None else matcher.name,
+        program=program,
+        matcher=matcher,
+    )
+
+
+class ActiveDatabase:
+    """The database in force. Readers take ``current``; an update replaces it with ``swap``."""
+
+    def __init__(self, initial: SignatureDatabase) -> None:
+        self._lock = threading.Lock()
+        self._current = initial
+
+    @property
+    def current(self) -> SignatureDatabase:
+        # Reading one attribute is atomic; the lock orders it after any swap in progress.
+        with self._lock:
+            return self._current
+
+    def swap(self, new: SignatureDatabase) -> SignatureDatabase:
+        """Put ``new`` in force and return the database it replaces."""
+        with self._lock:
+            old, self._current = self._current, new
+            return old

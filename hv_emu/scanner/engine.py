@@ -1,0 +1,270 @@
+"""The matching engine: anchor literals found by a literal finder, verified, chained, over a stream.
+
+Models: libclamav's body matching (``matcher-ac.c``). Each variant of each part of a signature
+enters the literal finder under its *anchor*, its longest static byte run. A hit of the anchor
+places a candidate (the variant's start follows from where the anchor sits in it), which is then
+verified element by element. Bodies that are one literal (all of rfxn.ndb but one) need no
+verification. A signature of several parts (cut at ``*`` and ranges) fires when its parts are
+found in order, each at an allowed distance from the end of the one before.
+
+Streaming: the disk path feeds every sector or DMA transfer in order. The literal finder keeps its
+own state across chunks (pyahocorasick's iterator, Hyperscan's stream), so a literal straddling a
+chunk boundary is found. The stream also keeps, all bounded by the database, never by the data:
+- the last ``history`` bytes (the widest part that needs verifying), to verify around an anchor;
+- candidates whose tail has not arrived yet (at most one per variant and start in that window);
+- per multi-part signature and part, the ends of chains found so far: at most ``TRACK_LENGTH``
+  (the newest, as libclamav keeps its last 8 offsets per part, ``CLI_DEFAULT_AC_TRACKLEN``), only
+  the earliest when the gap is unbounded, and none that a later part could no longer reach.
+
+Follows: ClamAV's raw-mode semantics (``clamscan --allmatch`` with normalisation and decoders off):
+every name is reported, including two names for one body and a body nested in another.
+
+Leaves out: what ``signatures`` refuses or marks not applied. ``EOF-n`` offsets match only in a
+stream opened with its length (a one-shot scan), never on a disk. Unlike ClamAV, every occurrence
+is reported (a disk has no per-file verdict; callers dedupe). With more than ``TRACK_LENGTH`` chain
+ends inside one gap, the oldest are forgotten, as in ClamAV.
+
+Guest controls: the scanned bytes (every hit costs a little Python: a hostile guest can make the
+scan slower, never the state larger) and, through updates, the signatures.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from hv_emu.scanner.signatures import ByteClass, Literal, Offset, Part, Signature, Variant
+
+TRACK_LENGTH = 64
+#: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
+#: rest of a longer static run is verified like any other element.
+MAX_ANCHOR = 1024
+
+
+@dataclass(frozen=True)
+class Match:
+    """A signature found at ``[start, end)``, absolute offsets in the stream."""
+
+    name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One variant of one part of one signature, as entered in the literal finder."""
+
+    name: str
+    offset: Offset  # applies to the start of the first part
+    elements: Variant
+    anchor: bytes  # the static run entered in the literal finder
+    anchor_at: int  # its byte position in the variant
+    width: int
+    chain: int  # index of the signature among the multi-part ones; -1 for a single part
+    part: int
+    gap_min: int  # bytes allowed between the previous part's end and this part's start
+    gap_max: int | None
+    last: bool
+
+    @property
+    def needs_verification(self) -> bool:
+        return self.width != len(self.anchor)  # the anchor is not the whole variant
+
+
+def _pattern(signature: Signature, chain: int, part: int, elements: Variant) -> Pattern:
+    # The anchor is the longest static run, as libclamav picks the trie entry (earliest on a tie);
+    # the parser guarantees every variant has a run of at least 2 bytes.
+    runs = {i: e.data for i, e in enumerate(elements) if isinstance(e, Literal)}
+    anchor = max(runs, key=lambda i: (len(runs[i]), -i))
+    gaps: Part = signature.parts[part]
+    return Pattern(
+        name=signature.name,
+        offset=signature.offset,
+        elements=elements,
+        anchor=runs[anchor][:MAX_ANCHOR],
+        anchor_at=sum(e.width for e in elements[:anchor]),
+        width=sum(e.width for e in elements),
+        chain=chain,
+        part=part,
+        gap_min=gaps.gap_min,
+        gap_max=gaps.gap_max,
+        last=part == len(signature.parts) - 1,
+    )
+
+
+def _matches_at(elements: Variant, data: bytes | bytearray, at: int) -> bool:
+    """Verify a variant element by element with its first byte at ``data[at]``."""
+    for element in elements:
+        if isinstance(element, Literal):
+            if data[at : at + element.width] != element.data:
+                return False
+        elif isinstance(element, ByteClass):
+            if data[at] not in element.allowed:
+                return False
+        elif (bytes(data[at : at + element.width]) in element.options) == element.negated:
+            return False  # a Choice: in the set when negated, or not in it otherwise
+        at += element.width
+    return True
+
+
+class LiteralStream(Protocol):
+    """A literal finder's per-stream state: chunks in, (literal index, absolute end) out."""
+
+    def feed(self, chunk: bytes) -> Iterable[tuple[int, int]]: ...
+
+    def close(self) -> None: ...
+
+
+class LiteralMatcher(Protocol):
+    """A compiled set of literals (an automaton or a Hyperscan database)."""
+
+    name: str
+
+    def open(self) -> LiteralStream: ...
+
+
+@dataclass(frozen=True)
+class Program:
+    """What the literal finder reports, and what each literal stands for."""
+
+    literals: tuple[bytes, ...]
+    patterns_by_literal: tuple[tuple[Pattern, ...], ...]
+    history: int  # bytes a stream keeps for verification
+    widest: int  # the widest pattern: no part still to come starts before offset - widest
+    gap_max: tuple[tuple[int | None, ...], ...]  # per multi-part signature, per part
+    simple: bool  # every pattern is a whole single-part literal: a hit is a match
+
+
+def build_program(signatures: Sequence[Signature]) -> Program:
+    """Group every applied variant by anchor literal; signatures marked not applied are left out."""
+    index_of: dict[bytes, int] = {}
+    groups: list[list[Pattern]] = []
+    gap_max: list[tuple[int | None, ...]] = []
+    for signature in signatures:
+        if signature.not_applied is not None:
+            continue
+        chain = -1
+        if len(signature.parts) > 1:
+            chain = len(gap_max)
+            gap_max.append(tuple(part.gap_max for part in signature.parts))
+        for number, part in enumerate(signature.parts):
+            for elements in part.variants:
+                pattern = _pattern(signature, chain, number, elements)
+                slot = index_of.setdefault(pattern.anchor, len(groups))
+                if slot == len(groups):
+                    groups.append([])
+                groups[slot].append(pattern)
+    patterns = [p for group in groups for p in group]
+    history = max((p.width for p in patterns if p.needs_verification), default=0)
+    widest = max((p.width for p in patterns), default=0)
+    simple = all(not p.needs_verification and p.chain < 0 for p in patterns)
+    return Program(
+        tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple
+    )
+
+
+class ScanStream:
+    """Scans one in-order byte stream fed in chunks; ``offset`` is the bytes fed so far."""
+
+    def __init__(
+        self, program: Program, literals: LiteralStream | None, length: int | None = None
+    ) -> None:
+        self._program = program
+        self._literals = literals
+        self._length = length  # the stream's total length when known: places EOF-n offsets
+        self.offset = 0
+        # The last ``program.history`` bytes before ``offset``, for verification.
+        self._history = bytearray()
+        # Candidates whose bytes have not all arrived yet, by (id of pattern, start).
+        self._pending: dict[tuple[int, int], Pattern] = {}
+        # Ends (with the chain's start) of chains of parts found so far, by (chain, next part).
+        self._chains: dict[tuple[int, int], deque[tuple[int, int]]] = {}
+
+    def feed(self, chunk: bytes) -> list[Match]:
+        """Scan the next chunk; return the matches that end within it, sorted by end offset."""
+        chunk = bytes(chunk)
+        base = self.offset - len(self._history)  # absolute offset of window[0]
+        self.offset += len(chunk)
+        if self._literals is None:
+            return []
+        hits = self._literals.feed(chunk)
+        by_literal = self._program.patterns_by_literal
+        if self._program.simple:  # plain literals only: every hit is a match
+            plain = {
+                Match(p.name, end - p.width, end)
+                for literal, end in hits
+                for p in by_literal[literal]
+                if p.offset.allows(end - p.width, self._length)
+            }
+            return sorted(plain, key=_order)
+        found: list[tuple[int, int, Pattern]] = []  # verified (start, end, pattern)
+        for literal, end in hits:
+            for pattern in by_literal[literal]:
+                start = end - len(pattern.anchor) - pattern.anchor_at
+                if start < 0:
+                    continue
+                if pattern.part == 0 and not pattern.offset.allows(start, self._length):
+                    continue
+                if pattern.needs_verification:
+                    self._pending[(id(pattern), start)] = pattern
+                else:
+                    found.append((start, end, pattern))
+        window = self._history + chunk
+        for key, pattern in list(self._pending.items()):
+            start = key[1]
+            if start + pattern.width > self.offset:
+                continue  # its tail is still to come
+            del self._pending[key]
+            if _matches_at(pattern.elements, window, start - base):
+                found.append((start, start + pattern.width, pattern))
+        keep = self._program.history
+        self._history = window[-keep:] if len(window) > keep else window
+        # In end order, so that a part is chained after every part it may follow.
+        found.sort(key=lambda hit: (hit[1], hit[0], hit[2].part))
+        matches = set()
+        for start, end, pattern in found:
+            chain_start = start if pattern.part == 0 else self._chain_start(pattern, start)
+            if chain_start is None:
+                continue
+            if pattern.last:
+                matches.add(Match(pattern.name, chain_start, end))
+            else:
+                self._extend_chain(pattern, end, chain_start)
+        self._forget_unreachable_chains()
+        return sorted(matches, key=_order)
+
+    def _chain_start(self, pattern: Pattern, start: int) -> int | None:
+        """Where the chain this part completes begins, if some earlier part ends within its gap."""
+        for end, chain_start in self._chains.get((pattern.chain, pattern.part), ()):
+            gap = start - end
+            if gap >= pattern.gap_min and (pattern.gap_max is None or gap <= pattern.gap_max):
+                return chain_start
+        return None
+
+    def _extend_chain(self, pattern: Pattern, end: int, chain_start: int) -> None:
+        key = (pattern.chain, pattern.part + 1)
+        ends = self._chains.setdefault(key, deque(maxlen=TRACK_LENGTH))
+        if ends and self._program.gap_max[pattern.chain][pattern.part + 1] is None:
+            return  # with no upper bound on the gap, the earliest end serves every later part
+        ends.append((end, chain_start))
+
+    def _forget_unreachable_chains(self) -> None:
+        """Drop chain ends that no part still to come can lie within reach of."""
+        earliest_start = self.offset - self._program.widest
+        for (chain, part), ends in self._chains.items():
+            gap_max = self._program.gap_max[chain][part]
+            if gap_max is None:
+                continue
+            while ends and earliest_start - ends[0][0] > gap_max:
+                ends.popleft()
+
+    def close(self) -> None:
+        """Release the literal finder's stream state (Hyperscan's is outside Python's heap)."""
+        if self._literals is not None:
+            self._literals.close()
+
+
+def _order(match: Match) -> tuple[int, int, str]:
+    return (match.end, match.start, match.name)
