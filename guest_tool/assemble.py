@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
@@ -182,6 +183,11 @@ def _statement(line: int, text: str) -> Statement:
     return Statement(line, text, tuple(labels), head)
 
 
+#: keystone and capstone handles are not thread-safe, and several machines may assemble at once
+#: (a segfault inside keystone was seen with three machines in threads): one lock for both.
+_ENGINE_LOCK = threading.RLock()
+
+
 @functools.cache
 def _keystone(mode: int) -> Ks:
     return Ks(KS_ARCH_X86, _KS_MODES[mode])
@@ -228,17 +234,18 @@ def assemble(source: str, *, mode: int, address: int, prelude: str = "") -> byte
         if stmt.head in REFUSED_DIRECTIVES:
             raise fail(f"{stmt.head} is refused: {REFUSED_DIRECTIVES[stmt.head]}", stmt)
 
-    ks = _keystone(mode)
     text = "\n".join(s.text for s in stmts)
-    try:
-        encoding, _count = ks.asm(text, address, as_bytes=True)
-    except KsError as exc:
-        culprit = _locate(ks, stmts, address, exc.errno)
-        raise fail(f"keystone: {exc}", culprit) from None
-    code = bytes(encoding or b"")
-    if not code and any(s.head not in _STRUCTURAL and s.head for s in stmts):
-        raise AssemblyError("the source assembled to no bytes (keystone emitted nothing)")
-    finding = _lint(code, mode, address, stmts)
+    with _ENGINE_LOCK:
+        ks = _keystone(mode)
+        try:
+            encoding, _count = ks.asm(text, address, as_bytes=True)
+        except KsError as exc:
+            culprit = _locate(ks, stmts, address, exc.errno)
+            raise fail(f"keystone: {exc}", culprit) from None
+        code = bytes(encoding or b"")
+        if not code and any(s.head not in _STRUCTURAL and s.head for s in stmts):
+            raise AssemblyError("the source assembled to no bytes (keystone emitted nothing)")
+        finding = _lint(code, mode, address, stmts)
     if finding is not None:
         offset, message = finding
         raise fail(message, None, offset)

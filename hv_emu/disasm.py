@@ -12,6 +12,7 @@ Guest controls: the bytes decoded; capstone bounds its own work and at most 15 b
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 
 import capstone
@@ -19,6 +20,8 @@ import capstone
 _CS_MODES = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 #: The longest x86 instruction (Intel SDM vol. 2A, 2.3.11).
 MAX_INSN = 15
+#: A capstone handle is not thread-safe; machines may run in several threads.
+_LOCK = threading.Lock()
 
 
 @cache
@@ -29,7 +32,9 @@ def _engine(mode: int) -> capstone.Cs:
 def disassemble_one(code: bytes, address: int, mode: int) -> str:
     """``"mov dword ptr [rbx], 1"`` for the first instruction in ``code``, with its bytes;
     ``"(bad) 0f 0b ..."`` when capstone cannot decode it."""
-    for _addr, size, mnemonic, op_str in _engine(mode).disasm_lite(code[:MAX_INSN], address, 1):
+    with _LOCK:
+        decoded = list(_engine(mode).disasm_lite(code[:MAX_INSN], address, 1))
+    for _addr, size, mnemonic, op_str in decoded:
         text = f"{mnemonic} {op_str}".strip()
         return f"{text} [{code[:size].hex(' ')}]"
     return f"(bad) [{code[:MAX_INSN].hex(' ') or 'no bytes'}]"

@@ -15,6 +15,7 @@ Guest controls: values inside events (hypercall arguments, reasons); never their
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -38,16 +39,18 @@ class EventLog:
         self._t0 = clock()
         self._keep = keep
         self.records: list[Event] = []
+        self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: JsonValue) -> Event:
-        record: Event = {"event": event, "t": round(self._clock() - self._t0, 6)}
-        record.update(fields)
-        if self._keep:
-            self.records.append(record)
-        if self._sink is not None:
-            self._sink.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._sink.flush()
-        return record
+        with self._lock:  # the vCPU thread and a database compile may emit at once
+            record: Event = {"event": event, "t": round(self._clock() - self._t0, 6)}
+            record.update(fields)
+            if self._keep:
+                self.records.append(record)
+            if self._sink is not None:
+                self._sink.write(json.dumps(record, separators=(",", ":")) + "\n")
+                self._sink.flush()
+            return record
 
     def of(self, event: str) -> list[Event]:
         """The kept records of one kind, in order."""

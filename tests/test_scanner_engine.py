@@ -305,6 +305,22 @@ def test_chain_state_stays_bounded(engine: str) -> None:
     assert all(len(ends) <= 8 for ends in stream._chains.values())
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_history_never_outgrows_the_widest_verified_pattern(engine: str) -> None:
+    """Plain multi-part bodies need no history; wildcards need their width, never more."""
+    cases = [("P:0:*:414243*444546", 0, [b"AB", b"Cyy", b"DEF"]),
+             ("W:0:*:4142??44*454647", 4, [b"AB\x00", b"D" + b"y" * 9, b"EFG"])]
+    for line, keep, pieces in cases:
+        db = ndb(line, engine=engine)
+        stream = db.open_stream()
+        for size in (1, 2, 1000, 5, 70_000):
+            stream.feed(b"x" * size)
+            assert len(stream._history) == min(keep, stream.offset)
+        found = [m for piece in pieces for m in stream.feed(piece)]
+        assert [m.name for m in found] == [line[0]]
+        assert len(stream._history) == keep
+
+
 # ------------------------------------------------------------------------ engines agree
 
 

@@ -16,6 +16,7 @@ from hv_emu.scanner.signatures import (
     Choice,
     Literal,
     Offset,
+    Signature,
     load_database_file,
     parse_database,
 )
@@ -289,3 +290,36 @@ def test_structured_garbage_only_raises_database_error(lines: list[str], kind: s
 def test_random_bytes_only_raise_database_error(data: bytes, kind: str) -> None:
     with contextlib.suppress(DatabaseError):
         parse_database(data, kind=kind, source="guest")
+
+
+@given(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=12),
+    st.binary(min_size=1, max_size=40),
+    st.sampled_from(["\n", "\r\n", "\r\r\n"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_plain_line_shortcut_parses_as_the_general_path(
+    name: str, body: bytes, end: str
+) -> None:
+    """``Name:0:*:HEX`` takes a shortcut; target ``*`` (also 0) takes the general path."""
+
+    def parsed(target: str) -> list[Signature] | str:
+        line = f"{name}:{target}:*:{body.hex()}{end}".encode()
+        try:
+            return parse_database(line, kind="ndb", source="t.ndb")
+        except DatabaseError as error:
+            return str(error).replace(f":{target}:", ":")  # the same error, column aside
+    shortcut, general = parsed("0"), parsed("*")
+    if isinstance(shortcut, str) or isinstance(general, str):
+        assert isinstance(shortcut, str) and isinstance(general, str)
+    else:
+        assert shortcut == general
+
+
+@pytest.mark.skipif(not RFXN.exists(), reason=f"{RFXN} (rfxn.ndb) is absent")
+def test_rfxn_parses_the_same_through_the_general_path() -> None:
+    data = RFXN.read_bytes()
+    general = data.replace(b":0:*:", b":*:*:")
+    assert general != data
+    assert parse_database(data, kind="ndb", source="r") == parse_database(
+        general, kind="ndb", source="r")

@@ -9,7 +9,9 @@ finishes on the database it started with.
 
 Follows: clamd's reload model (build the new engine fully, then switch) and ClamAV's refusal of a
 whole database over one bad line. ``compile_database(engine="auto")`` picks Hyperscan when it
-imports and pyahocorasick otherwise; both give the same matches.
+imports and pyahocorasick otherwise; both give the same matches. ``compile_files`` loads several
+files as one database (``hv-emu scan --db A --db B``); ``compile_signatures`` is the compile half
+alone, which the update service runs off the vCPU path after parsing on it.
 
 Leaves out: persistence to disk and version policy (an older update than the one in force is the
 update verifier's business, not this module's).
@@ -22,12 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.scanner import engine_ac
 from hv_emu.scanner.engine import LiteralMatcher, Match, Program, ScanStream, build_program
-from hv_emu.scanner.signatures import Signature, parse_database
+from hv_emu.scanner.signatures import Signature, load_database_file, parse_database
 
 try:
     from hv_emu.scanner import engine_hs
@@ -88,7 +92,7 @@ class SignatureDatabase:
     def not_applied(self) -> tuple[str, ...]:
         """One line per signature accepted but never matched, naming file, line and reason."""
         return tuple(
-            f"{self.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
+            f"{s.source or self.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
             for s in self.signatures
             if s.not_applied is not None
         )
@@ -97,8 +101,8 @@ class SignatureDatabase:
     def end_relative(self) -> tuple[str, ...]:
         """One line per ``EOF-n`` signature: it matches only where the length is known."""
         return tuple(
-            f"{self.source}:{s.line}: {s.name}: offset {s.offset.text!r} needs the data's length; "
-            "one-shot scans only"
+            f"{s.source or self.source}:{s.line}: {s.name}: offset {s.offset.text!r} needs the "
+            "data's length; one-shot scans only"
             for s in self.signatures
             if s.offset.kind == "eof" and s.not_applied is None
         )
@@ -136,13 +140,45 @@ def compile_database(
     for an unknown engine or ``engine="hyperscan"`` without Hyperscan installed.
     """
     signatures = parse_database(data, kind=kind, source=source)
+    digest = hashlib.sha256(data).hexdigest()
+    return compile_signatures(signatures, kind, version, source, digest, engine)
+
+
+def compile_files(paths: Sequence[Path], *, engine: str = "auto") -> SignatureDatabase:
+    """Load several ``.db``/``.ndb`` files as one database (``hv-emu scan --db A --db B``).
+
+    Each file is parsed on its own, so an error names the file it is in; the SHA-256 covers the
+    files in order. Raises ``ConfigError`` (unreadable file, bad suffix, engine) or
+    ``DatabaseError``.
+    """
+    if not paths:
+        raise ConfigError("no signature database given")
+    signatures: list[Signature] = []
+    digest = hashlib.sha256()
+    kinds = []
+    for path in paths:
+        data, kind = load_database_file(path)
+        signatures += parse_database(data, kind=kind, source=str(path))
+        digest.update(data)
+        kinds.append(kind)
+    kind = kinds[0] if len(set(kinds)) == 1 else "mixed"
+    source = "+".join(str(path) for path in paths)
+    return compile_signatures(signatures, kind, 0, source, digest.hexdigest(), engine)
+
+
+def compile_signatures(
+    signatures: Sequence[Signature], kind: str, version: int, source: str, sha256: str,
+    engine: str = "auto",
+) -> SignatureDatabase:
+    """Compile parsed signatures: the slow half of ``compile_database``, which an update runs off
+    the vCPU path. Raises ``DatabaseError`` only if the literal finder refuses the set."""
     program = build_program(signatures)
     matcher = _literal_matcher(program, engine, source)
     return SignatureDatabase(
         version=version,
         kind=kind,
         source=source,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         count=len(signatures),
         signatures=tuple(signatures),
         engine="none" if matcher is None else matcher.name,

@@ -43,7 +43,7 @@ TRACK_LENGTH = 64
 MAX_ANCHOR = 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """A signature found at ``[start, end)``, absolute offsets in the stream."""
 
@@ -52,7 +52,7 @@ class Match:
     end: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pattern:
     """One variant of one part of one signature, as entered in the literal finder."""
 
@@ -76,16 +76,22 @@ class Pattern:
 def _pattern(signature: Signature, chain: int, part: int, elements: Variant) -> Pattern:
     # The anchor is the longest static run, as libclamav picks the trie entry (earliest on a tie);
     # the parser guarantees every variant has a run of at least 2 bytes.
-    runs = {i: e.data for i, e in enumerate(elements) if isinstance(e, Literal)}
-    anchor = max(runs, key=lambda i: (len(runs[i]), -i))
+    if len(elements) == 1 and isinstance(elements[0], Literal):  # a plain literal, the usual case
+        anchor, anchor_at, width = elements[0].data, 0, elements[0].width
+    else:
+        runs = {i: e.data for i, e in enumerate(elements) if isinstance(e, Literal)}
+        best = max(runs, key=lambda i: (len(runs[i]), -i))
+        anchor = runs[best]
+        anchor_at = sum(e.width for e in elements[:best])
+        width = sum(e.width for e in elements)
     gaps: Part = signature.parts[part]
     return Pattern(
         name=signature.name,
         offset=signature.offset,
         elements=elements,
-        anchor=runs[anchor][:MAX_ANCHOR],
-        anchor_at=sum(e.width for e in elements[:anchor]),
-        width=sum(e.width for e in elements),
+        anchor=anchor[:MAX_ANCHOR],
+        anchor_at=anchor_at,
+        width=width,
         chain=chain,
         part=part,
         gap_min=gaps.gap_min,
@@ -199,6 +205,9 @@ class ScanStream:
                 if p.offset.allows(end - p.width, self._length)
             }
             return sorted(plain, key=_order)
+        if not hits and not self._pending:  # the usual chunk: nothing found, nothing waiting
+            self._remember(chunk)
+            return []
         found: list[tuple[int, int, Pattern]] = []  # verified (start, end, pattern)
         for literal, end in hits:
             for pattern in by_literal[literal]:
@@ -211,16 +220,21 @@ class ScanStream:
                     self._pending[(id(pattern), start)] = pattern
                 else:
                     found.append((start, end, pattern))
-        window = self._history + chunk
+        chunk_base = self.offset - len(chunk)  # absolute offset of chunk[0]
         for key, pattern in list(self._pending.items()):
             start = key[1]
-            if start + pattern.width > self.offset:
+            end = start + pattern.width
+            if end > self.offset:
                 continue  # its tail is still to come
             del self._pending[key]
-            if _matches_at(pattern.elements, window, start - base):
-                found.append((start, start + pattern.width, pattern))
-        keep = self._program.history
-        self._history = window[-keep:] if len(window) > keep else window
+            data: bytes | bytearray
+            if start >= chunk_base:  # all in this chunk: verify in place, no copy
+                data, at = chunk, start - chunk_base
+            else:  # it began in the history: join just its own bytes
+                data, at = self._history[start - base :] + chunk[: max(0, end - chunk_base)], 0
+            if _matches_at(pattern.elements, data, at):
+                found.append((start, end, pattern))
+        self._remember(chunk)
         # In end order, so that a part is chained after every part it may follow.
         found.sort(key=lambda hit: (hit[1], hit[0], hit[2].part))
         matches = set()
@@ -234,6 +248,17 @@ class ScanStream:
                 self._extend_chain(pattern, end, chain_start)
         self._forget_unreachable_chains()
         return sorted(matches, key=_order)
+
+    def _remember(self, chunk: bytes) -> None:
+        """Keep the last ``program.history`` bytes (and never more) for verification."""
+        keep = self._program.history
+        if keep == 0:
+            return
+        if len(chunk) >= keep:
+            self._history = bytearray(chunk[len(chunk) - keep :])
+        else:
+            self._history += chunk
+            del self._history[: max(0, len(self._history) - keep)]
 
     def _chain_start(self, pattern: Pattern, start: int) -> int | None:
         """Where the chain this part completes begins, if some earlier part ends within its gap."""

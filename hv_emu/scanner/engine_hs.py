@@ -32,7 +32,8 @@ class HyperscanCompileError(Exception):
 
 def _expression(literal: bytes) -> bytes:
     """A literal as a Hyperscan expression that matches exactly its bytes, NUL included."""
-    return "".join(f"\\x{byte:02x}" for byte in literal).encode("ascii")
+    # "41|42|43" -> "\\x41\\x42\\x43", in two C-level passes (100,000 literals in milliseconds).
+    return ("\\x" + literal.hex("|").replace("|", "\\x")).encode("ascii")
 
 
 class HyperscanStream:

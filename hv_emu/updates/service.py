@@ -1,30 +1,41 @@
 """The update service: one pipeline from signed bytes to the signature database in force.
 
 Models: what the hypervisor does with an update, whichever way it arrived (a guest's VMCALL or the
-network): verify (``verify.py``), parse and compile the database (``scanner``), persist it with its
-version counter (``state.py``), then swap it in atomically. Any failure leaves the database in force
-in force, and is answered with a return code from ``abi.Rc``.
+network), in two halves. On the caller's path (the vCPU thread, for a VMCALL): verify
+(``verify.py``), parse the database text (``scanner.signatures``), persist it with its version
+counter (``state.py``), answer ``OK``. Off that path, on a background thread: compile the literal
+finder (``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build takes
+seconds) and swap the result in atomically, logging ``database_active``. Between acceptance and
+activation the database in force keeps scanning every write: the guest is never unguarded and
+never paused for a compile. Any failure before acceptance leaves the database in force in force
+and is answered with a return code from ``abi.Rc``.
 
-Follows: ``docs/UPDATE-FORMAT.md``; the install order of /work/shared/notes/update-protocol.md §6
-("write new -> verify -> switch pointer -> persist counter"), with persisting moved before the
-switch so a crash can never leave a running database newer than the persisted counter allows to roll
-back.
+Follows: ``docs/UPDATE-FORMAT.md`` (acceptance and activation), clamd's reload model (build the new
+engine beside the old, then switch), and the install order of /work/shared/notes/update-protocol.md
+§6 ("write new -> verify -> switch pointer -> persist counter") with persisting moved to
+acceptance, before the switch: once the guest was told ``OK`` a restart can never roll back.
 
-Leaves out: compiling off the vCPU path (the guest's VMCALL waits for the compile; fine for
-pyahocorasick at rfxn scale, about 20 ms), deltas against the installed version, rate limiting.
+Leaves out: cancelling a superseded compile (it runs to the end and is dropped: only a newer
+version than the one in force is ever swapped in), deltas against the installed version, rate
+limiting.
 
 Guest controls: the bundle and signature bytes, and ``source`` only as far as the caller says.
+Parse errors (the only errors the database text can cause) are found synchronously, so the guest
+still gets ``MALFORMED``; the compile that follows works on an already-bounded, parsed database.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hv_emu.abi import Rc
 from hv_emu.errors import DatabaseError, UpdateRejected
 from hv_emu.events import EventLog
-from hv_emu.scanner.database import ActiveDatabase, compile_database
+from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase, compile_signatures
+from hv_emu.scanner.signatures import Signature, parse_database
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
 
@@ -52,13 +63,26 @@ class UpdateService:
         self.clock = clock
         self.accepted = 0
         self.rejected = 0
+        # The newest accepted version: rollback checks use it even before it is active.
+        self._accepted_version = database.current.version
+        self._swap_lock = threading.Lock()  # orders "is it newer?" with the swap
+        # One submission at a time: the vCPU thread (VMCALL) and the network I/O thread may both
+        # submit, and the version check, the persisted counter and the acceptance must not
+        # interleave.
+        self._submit_lock = threading.Lock()
+        self._compiles: list[threading.Thread] = []
 
     @property
     def installed_version(self) -> int:
-        return self.database.current.version
+        """The newest accepted (and persisted) version, active or still compiling."""
+        return self._accepted_version
 
     def submit(self, bundle: bytes, signature: bytes, source: str) -> Rc:
         """Install ``bundle`` if it verifies; the return code for the guest either way."""
+        with self._submit_lock:
+            return self._submit(bundle, signature, source)
+
+    def _submit(self, bundle: bytes, signature: bytes, source: str) -> Rc:
         now = int(self.clock())
         try:
             update = verify_bundle(
@@ -70,26 +94,24 @@ class UpdateService:
                 time_floor=self.time_floor,
                 max_size=self.max_size,
             )
-            db = compile_database(
-                update.body,
-                kind=update.header.content_type.kind,
-                version=update.header.db_version,
-                source=f"update v{update.header.db_version}",
-            )
+            kind = update.header.content_type.kind
+            source_name = f"update v{update.header.db_version}"
+            signatures = parse_database(update.body, kind=kind, source=source_name)
         except UpdateRejected as rejected:
             return self.reject(source, Rc(rejected.code), rejected.reason)
         except DatabaseError as bad:
             return self.reject(source, Rc.MALFORMED, str(bad))
 
         header = update.header
+        sha256 = hashlib.sha256(update.body).hexdigest()
         self.time_floor = max(self.time_floor, header.issued_at)
         if self.state is not None:
-            # Persist first: once the new version is on disk, a restart can never go back.
+            # Persist at acceptance: once the guest is told OK, a restart can never go back.
             self.state.save(
                 InstalledState(
                     db_version=header.db_version,
-                    kind=header.content_type.kind,
-                    db_sha256=db.sha256,
+                    kind=kind,
+                    db_sha256=sha256,
                     key_id=header.key_id.hex(),
                     issued_at=header.issued_at,
                     time_floor=self.time_floor,
@@ -97,18 +119,70 @@ class UpdateService:
                 ),
                 update.body,
             )
-        old = self.database.swap(db)
+        previous = self._accepted_version
+        self._accepted_version = header.db_version
         self.accepted += 1
         self.events.emit(
             "update_accepted",
             source=source,
+            db_version=header.db_version,
+            previous_version=previous,
+            signatures=len(signatures),
+            sha256=sha256,
+            key_id=header.key_id.hex(),
+        )
+        compile_job = threading.Thread(
+            target=self._activate,
+            args=(signatures, kind, header.db_version, source_name, sha256),
+            name=f"compile-db-v{header.db_version}",
+            # Not a daemon: the interpreter waits for it at exit rather than tearing down
+            # Python under a thread that is inside Hyperscan's compiler (a crash at exit).
+            daemon=False,
+        )
+        self._compiles.append(compile_job)
+        compile_job.start()
+        return Rc.OK
+
+    def _activate(
+        self, signatures: Sequence[Signature], kind: str, version: int, source: str, sha256: str
+    ) -> None:
+        """Background thread: compile the accepted database, then put it in force."""
+        started = time.perf_counter()
+        try:
+            db = compile_signatures(signatures, kind, version, source, sha256)
+        except DatabaseError as refused:  # the literal finder refused a parsed set
+            self.events.emit("database_failed", db_version=version, reason=str(refused),
+                             active_version=self.database.current.version)  # fmt: skip
+            return
+        seconds = time.perf_counter() - started
+        with self._swap_lock:
+            if version <= self.database.current.version:
+                return  # superseded by a newer update that compiled first
+            old = self.database.swap(db)
+        self._announce(db, old, seconds)
+
+    def _announce(self, db: SignatureDatabase, old: SignatureDatabase, seconds: float) -> None:
+        self.events.emit(
+            "database_active",
             db_version=db.version,
             previous_version=old.version,
             signatures=db.count,
-            sha256=db.sha256,
-            key_id=header.key_id.hex(),
+            literals=len(db.program.literals),
+            engine=db.engine,
+            compile_seconds=round(seconds, 6),
         )
-        return Rc.OK
+
+    def wait_active(self, timeout: float | None = None) -> bool:
+        """Wait until every accepted update is compiled (and active, unless superseded or
+        refused); False if ``timeout`` seconds passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for compile_job in list(self._compiles):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            compile_job.join(left)
+            if compile_job.is_alive():
+                return False
+            self._compiles.remove(compile_job)
+        return True
 
     def reject(self, source: str, code: Rc, reason: str) -> Rc:
         """Count and log a refused update (also for checks the caller made before ``submit``)."""

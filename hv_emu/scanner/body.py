@@ -1,0 +1,295 @@
+"""The ClamAV body grammar and the pattern model a body is parsed into.
+
+Models: a *body*, the hex pattern of a ClamAV byte signature (the last field of a ``.db`` or
+``.ndb`` line). A body is cut into ordered *parts* at ``*``, ``{-n}``, ``{n-}``, ``{n-m}`` and
+``{n}`` with n >= 128, each with the gap allowed before it. A part is one or more fixed-length
+*variants* (more than one when it holds generic alternations), sequences of elements (a static
+byte run, a one-byte class, a choice among equal-length strings) that the engine finds by
+Aho-Corasick on the longest static run and then verifies, as libclamav's ``matcher-ac.c`` does.
+
+Follows: ClamAV's signature manual (``BodySignatureFormat.md``) and the body rules of libclamav
+1.4's loader (``readdb.c``, ``cli_ac_addsig``): bodies of at least 2 bytes (3 for plain literals),
+a static run of at least 2 bytes in every part, no unbounded wildcards inside alternations,
+``{n}`` with n < 128 as n x ``??``, and which alternations may be negated.
+
+Leaves out (refused with a ``BodyError`` naming the column, never half-matched): anchored byte
+ranges ``[x-y]`` (clamscan 1.4.6 is inconsistent on the left-anchored form: ``4a[0-32]4b4c4d``
+misses distances 0, 1 and 32, yet ``41[1-3]424344`` finds 1), the boundary tokens ``(B)``,
+``(L)``, ``(W)``, and ranges ``{n-m}`` with m < n (which clamscan accepts). Names, target types
+and offsets are the line's business (``signatures.py``).
+
+Guest controls: the body text, when a database arrives as an update. The parser bounds parts,
+alternation expansion and the elements a body expands to before it allocates, and raises only
+``BodyError``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_VARIANTS = 64  # per part, after expanding generic alternations
+MAX_PARTS = 64
+# Elements (byte runs, classes, choices) summed over every variant: '{127}' is 127 elements and
+# alternations multiply variants, so a body can cost far more than its text.
+MAX_SIGNATURE_ELEMENTS = 65_536
+MAX_FIXED_SKIP = 127  # {n} with n < 128 is n x '??' in libclamav; larger n splits the body
+
+_HEX = "0123456789abcdefABCDEF"
+_HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
+
+
+# --------------------------------------------------------------------------- the pattern model
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A run of static bytes."""
+
+    data: bytes
+
+    @property
+    def width(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteClass:
+    """One byte out of a set: ``??``, a nibble ``a?``/``?a`` or a one-byte alternation."""
+
+    allowed: frozenset[int]
+
+    @property
+    def width(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One of several equal-length strings, ``(aabb|ccdd)``, or none of them, ``!(aabb|ccdd)``."""
+
+    options: frozenset[bytes]
+    negated: bool
+    width: int
+
+
+Element = Literal | ByteClass | Choice
+Variant = tuple[Element, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A fixed-length piece of a body, as its variants. ``*`` and ranges split a body into parts;
+    ``gap_min``..``gap_max`` bytes lie between the previous part's end and this part's start
+    (``gap_max`` None: unbounded). The first part has the gap (0, 0)."""
+
+    gap_min: int
+    gap_max: int | None
+    variants: tuple[Variant, ...]
+
+
+# --------------------------------------------------------------------------- body syntax
+
+
+class BodyError(Exception):
+    """A body syntax error at ``column`` (0-based in the body); the line parser turns it into a
+    ``DatabaseError`` naming file, line and column."""
+
+    def __init__(self, column: int, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.message = message
+
+
+_ANY = ByteClass(frozenset(range(256)))
+# Nibble wildcards 'h?' and '?h': 32 classes, built once and shared.
+_HIGH_NIBBLE = [ByteClass(frozenset(range(h << 4, (h + 1) << 4))) for h in range(16)]
+_LOW_NIBBLE = [ByteClass(frozenset(range(low, 256, 16))) for low in range(16)]
+
+
+class _Budget:
+    """Elements a signature may still allocate; charged before each allocation."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, elements: int, column: int) -> None:
+        self.left -= elements
+        if self.left < 0:
+            raise BodyError(column, f"body expands to more than {MAX_SIGNATURE_ELEMENTS} elements")
+
+_UNBOUNDED = "Alternative match cannot contain unbounded wildcards"
+# {n} (n < 128 stays inside a part), {-n}, {n-}, {n-m}: the last three, and {n} with n >= 128,
+# split the body into parts.
+_MAY_SPLIT = re.compile(r"[(*{]")
+_RANGE = re.compile(r"\{(?:(?P<exact>[0-9]{1,9})|-(?P<most>[0-9]{1,9})|(?P<least>[0-9]{1,9})-"
+                    r"|(?P<low>[0-9]{1,9})-(?P<high>[0-9]{1,9}))\}")
+
+
+def _nibble_class(pair: str, at: int) -> ByteClass | Literal:
+    """Decode one two-character byte token: ``hh``, ``??``, ``h?`` or ``?h``."""
+    high, low = pair[0], pair[1]
+    if high not in _HEX + "?" or low not in _HEX + "?":
+        bad = at if high not in _HEX + "?" else at + 1
+        raise BodyError(bad, f"bad hex digit {pair[bad - at]!r}")
+    if high != "?" and low != "?":
+        return Literal(bytes([int(pair, 16)]))
+    if high == "?" and low == "?":
+        return _ANY
+    if low == "?":
+        return _HIGH_NIBBLE[int(high, 16)]
+    return _LOW_NIBBLE[int(low, 16)]
+
+
+def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool) -> list[Variant]:
+    """Parse a body (or one alternative) into its fixed-length variants; ``base`` is the column."""
+    variants: list[list[Element]] = [[]]
+    i = 0
+    while i < len(text):
+        c = text[i]
+        at = base + i
+        budget.spend(len(variants), at)  # one element per variant, for most tokens
+        run = _HEX_RUN.match(text, i)
+        if run:  # the common case: a run of plain bytes, decoded at once
+            for variant in variants:
+                variant.append(Literal(bytes.fromhex(run.group())))
+            i = run.end()
+        elif c in _HEX or c == "?":
+            if i + 1 >= len(text):
+                raise BodyError(at, "odd number of hex digits")
+            for variant in variants:
+                variant.append(_nibble_class(text[i : i + 2], at))
+            i += 2
+        elif c == "{":
+            close = text.find("}", i)
+            if close < 0:
+                raise BodyError(at, "unterminated '{'")
+            inner = text[i + 1 : close]
+            if not inner.isdigit() or len(inner) > 9 or int(inner) > MAX_FIXED_SKIP:
+                raise BodyError(at, _UNBOUNDED if in_alternative else f"bad range '{{{inner}}}'")
+            budget.spend(len(variants) * int(inner), at)
+            for variant in variants:
+                variant.extend([_ANY] * int(inner))
+            i = close + 1
+        elif c == "*":  # at the top level, '*' has already split the body into parts
+            raise BodyError(at, _UNBOUNDED)
+        elif c == "[":
+            raise BodyError(at, "anchored byte range '[x-y]' is not supported by hv-emu")
+        elif c in "(!" and not in_alternative:
+            negated = c == "!"
+            if negated and text[i + 1 : i + 2] != "(":
+                raise BodyError(at, "'!' must be followed by '('")
+            opening = i + 1 if negated else i
+            close = text.find(")", opening)
+            if close < 0:
+                raise BodyError(at, "unterminated '('")
+            element_variants = _parse_alternation(text[opening + 1 : close], base + opening + 1,
+                                                  negated, budget)
+            if len(variants) * len(element_variants) > MAX_VARIANTS:
+                raise BodyError(at, f"alternations expand to more than {MAX_VARIANTS} variants")
+            # Each new variant copies an old one and one alternative.
+            longest = max(map(len, variants)) + max(map(len, element_variants))
+            budget.spend(len(variants) * len(element_variants) * longest, at)
+            variants = [v + list(e) for v in variants for e in element_variants]
+            i = close + 1
+        else:
+            what = "bad hex digit" if c.isalnum() else "unexpected character"
+            raise BodyError(at, f"{what} {c!r}")
+    return [tuple(v) for v in variants]
+
+
+def _parse_alternation(inner: str, base: int, negated: bool, budget: _Budget) -> list[Variant]:
+    """``(a|b|...)``: a byte class, a choice of equal-length strings, or generic alternatives."""
+    if inner in ("B", "L", "W"):
+        raise BodyError(base, f"boundary '({inner})' is not supported by hv-emu")
+    alternatives: list[list[Variant]] = []
+    column = base
+    for text in inner.split("|"):
+        if not text:
+            raise BodyError(column, "empty alternative")
+        alternatives.append(_parse_fixed(text, column, budget, in_alternative=True))
+        column += len(text) + 1
+    plain = [a[0][0].data for a in alternatives
+             if len(a) == 1 and len(a[0]) == 1 and isinstance(a[0][0], Literal)]
+    # Plain hex alternatives of one length become one element: a byte class or a string choice.
+    if len(plain) == len(alternatives) and len({len(p) for p in plain}) == 1:
+        if len(plain[0]) == 1:
+            chosen = frozenset(p[0] for p in plain)
+            return [(ByteClass(frozenset(range(256)) - chosen if negated else chosen),)]
+        return [(Choice(frozenset(plain), negated, len(plain[0])),)]
+    if negated:
+        raise BodyError(base, "generic alternatives (mixed lengths, wildcards) cannot be negated")
+    flattened = [variant for alternative in alternatives for variant in alternative]
+    if len(flattened) > MAX_VARIANTS:
+        raise BodyError(base, f"alternations expand to more than {MAX_VARIANTS} variants")
+    return flattened
+
+
+def _merge_literals(variant: Variant) -> Variant:
+    """Join adjacent static bytes into runs, the unit the Aho-Corasick trie is keyed on."""
+    merged: list[Element] = []
+    for element in variant:
+        if merged and isinstance(element, Literal) and isinstance(merged[-1], Literal):
+            merged[-1] = Literal(merged[-1].data + element.data)
+        else:
+            merged.append(element)
+    return tuple(merged)
+
+
+def _split_parts(text: str) -> list[tuple[int, str, int, int | None]]:
+    """Cut a body at ``*`` and ranges: (column, text, gap_min, gap_max) per part."""
+    pieces: list[tuple[int, str, int, int | None]] = []
+    gap: tuple[int, int | None] = (0, 0)
+    begin = i = 0
+    while hit := _MAY_SPLIT.search(text, i):
+        i = hit.start()
+        found: tuple[int, int | None]
+        if text[i] == "(":  # skip alternations: a '*' inside one is an error, not a split
+            close = text.find(")", i)
+            i = len(text) if close < 0 else close + 1
+            continue
+        if text[i] == "*":
+            found, end = (0, None), i + 1
+        elif text[i] == "{" and (m := _RANGE.match(text, i)):
+            if m["exact"] is not None and int(m["exact"]) <= MAX_FIXED_SKIP:
+                i = m.end()
+                continue
+            low = m["exact"] or m["least"] or m["low"] or "0"
+            high = m["exact"] or m["most"] or m["high"]
+            found, end = (int(low), None if high is None else int(high)), m.end()
+            if high is not None and int(high) < int(low):
+                raise BodyError(i, f"range {m.group()} ends before it starts")
+        else:  # a malformed '{', reported by _parse_fixed
+            i += 1
+            continue
+        pieces.append((begin, text[begin:i], *gap))
+        if len(pieces) >= MAX_PARTS:
+            raise BodyError(i, f"more than {MAX_PARTS} parts")
+        gap, begin, i = found, end, end
+    pieces.append((begin, text[begin:], *gap))
+    return pieces
+
+
+def parse_body(text: str) -> tuple[Part, ...]:
+    """Parse a hex body and apply ClamAV's length rules; raises only ``BodyError``."""
+    if _HEX_RUN.fullmatch(text):  # a plain literal, as nearly every real body is: one Literal
+        if len(text) < 6:
+            raise BodyError(0, f"body of {len(text) // 2} byte(s) is too short")
+        return (Part(0, 0, ((Literal(bytes.fromhex(text)),),)),)
+    pieces = _split_parts(text)
+    budget = _Budget(MAX_SIGNATURE_ELEMENTS)
+    parts = []
+    for column, piece, gap_min, gap_max in pieces:
+        if not piece:
+            raise BodyError(column, "empty part: '*' or a range at an end or after another")
+        fixed = _parse_fixed(piece, column, budget, in_alternative=False)
+        variants = [_merge_literals(v) for v in fixed]
+        for variant in variants:
+            width = sum(element.width for element in variant)
+            is_plain = len(variant) == 1 and isinstance(variant[0], Literal)
+            if width < 2 or (is_plain and width < 3 and len(pieces) == 1):
+                raise BodyError(column, f"body of {width} byte(s) is too short")
+            if not any(isinstance(e, Literal) and e.width >= 2 for e in variant):
+                raise BodyError(column, "Can't find a static subpattern of length 2")
+        parts.append(Part(gap_min, gap_max, tuple(variants)))
+    return tuple(parts)
