@@ -1,0 +1,310 @@
+"""The network update packets: one common header, then a MANIFEST, a HASHPAGE or a SYMBOL.
+
+Models: the UDP payloads a publisher sends to the hypervisor's update port. A MANIFEST carries the
+signed 80-byte bundle header and its detached signature unchanged (so the VMCALL path's
+verification decides, ``verify.py``), the FEC parameters, the SHA-256 of every hash page, and a
+second signature by the same key over all of it (the *manifest signature*: the bundle signature
+covers only the bundle header, so it cannot vouch for the page hashes). A HASHPAGE holds the
+SHA-256 of up to ``HASHES_PER_PAGE`` symbols; a SYMBOL is one RaptorQ encoding packet (4-byte
+FEC Payload ID + ``symbol_size`` bytes).
+
+Follows: ``docs/PROTOCOL.md`` (the source of truth; ``tests/test_updates_protocol_doc.py`` checks
+its tables against ``HEADER_FIELDS`` and ``MANIFEST_FIELDS``), the update-protocol notes §5 (this
+layout is their recommended starting point, trimmed), RFC 6330 (RaptorQ, FEC Encoding ID 6).
+
+Leaves out: the group-MAC trailer (flag bit 0 of the notes; every flag bit must be 0 here),
+HEARTBEAT and NACK packets, a second level of page hashes (``tree_depth``): one manifest commits
+to at most ``max_pages`` pages, which bounds the object (see ``max_pages``).
+
+Network controls: every byte. ``parse_packet`` and ``Manifest.from_payload`` check every length
+before they slice and raise only ``PacketError`` subclasses (``GuestFault``) whose ``reason`` is
+the receiver's drop counter; nothing is allocated beyond a copy of the datagram itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from hv_emu.errors import GuestFault, UpdateRejected
+from hv_emu.updates.format import HEADER_SIZE, BundleHeader, signature_length
+
+#: The first four bytes of every packet.
+MAGIC = b"HVDB"
+#: The only protocol version; there is no negotiation (the manifest signature covers it).
+PROTO_VERSION = 1
+#: Largest UDP payload in one unfragmented IPv4 datagram on a 1500-byte MTU (1500 - 20 - 8).
+MAX_DATAGRAM = 1472
+#: SHA-256 values in one full HASHPAGE (44 * 32 = 1408 bytes of payload).
+HASHES_PER_PAGE = 44
+HASH_SIZE = 32
+#: RaptorQ (RFC 6330) FEC Encoding ID; the only FEC scheme.
+FEC_RAPTORQ = 6
+#: ``hash_alg`` 1: SHA-256, the only one.
+HASH_SHA256 = 1
+#: Bytes of the RaptorQ FEC Payload ID (SBN u8, ESI u24) that opens every SYMBOL payload.
+FEC_PAYLOAD_ID_SIZE = 4
+#: Prefixed to what the manifest signature covers, so no other signed message passes as one.
+MANIFEST_DOMAIN = b"hv-emu manifest v1\x00"
+
+#: The common header, field by field: (name, struct code, rule). Big-endian.
+HEADER_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("magic", "4s", 'b"HVDB"'),
+    ("proto_version", "B", "1"),
+    ("type", "B", "1 MANIFEST, 2 HASHPAGE, 3 SYMBOL"),
+    ("flags", "H", "0 (no flag is defined)"),
+    ("update_id", "I", "chosen at random per update; session key with db_version"),
+    ("db_version", "Q", "the bundle's db_version; <= installed is stale"),
+    ("index", "I", "0 for MANIFEST, page number, or symbol number; < count"),
+    ("count", "I", "1 for MANIFEST, page_count, or symbol_count"),
+    ("payload_len", "H", "bytes after this header; exactly the rest of the datagram"),
+    ("reserved", "H", "0"),
+)
+_HEADER = struct.Struct(">" + "".join(code for _, code, _ in HEADER_FIELDS))
+HEADER_LEN = _HEADER.size
+#: The largest payload one datagram carries.
+MAX_PAYLOAD = MAX_DATAGRAM - HEADER_LEN
+
+#: The FEC parameters that follow the bundle header in a MANIFEST payload.
+MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("fec_scheme", "B", "6: RaptorQ (RFC 6330)"),
+    ("hash_alg", "B", "1: SHA-256"),
+    ("page_count", "H", "ceil(symbol_count / 44)"),
+    ("symbol_size", "I", "T: bytes of symbol data after the FEC Payload ID; a multiple of 8"),
+    ("symbol_count", "I", "N: symbols committed to (source + repair), >= ceil(body_len / T)"),
+)
+_FEC = struct.Struct(">" + "".join(code for _, code, _ in MANIFEST_FIELDS))
+#: RaptorQ symbols are a whole number of Al-byte units (RFC 6330 4.3; the ``raptorq`` package
+#: uses Al = 8, and would silently round any other T, so the decoder would not match).
+SYMBOL_ALIGNMENT = 8
+#: The largest T a SYMBOL packet can carry (1432).
+MAX_SYMBOL_SIZE = (MAX_PAYLOAD - FEC_PAYLOAD_ID_SIZE) // SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT
+
+
+class PacketType(IntEnum):
+    MANIFEST = 1
+    HASHPAGE = 2
+    SYMBOL = 3
+
+
+#: The type bytes known, by value (a set lookup: this check runs on every datagram).
+_TYPES = {t.value: t for t in PacketType}
+
+
+class PacketError(GuestFault):
+    """A packet refused by a stateless check: ``reason`` names the drop counter, ``fld`` the
+    field, ``expected``/``got`` the values. The sender (or a forger) is at fault."""
+
+    reason = "malformed"
+
+    def __init__(self, fld: str, expected: str, got: str) -> None:
+        self.fld = fld
+        self.expected = expected
+        self.got = got
+        super().__init__(f"update packet {fld}: expected {expected}, got {got} ({self.reason})")
+
+
+class Truncated(PacketError):
+    reason = "truncated"
+
+
+class Oversize(PacketError):
+    reason = "oversize"
+
+
+class LengthMismatch(PacketError):
+    reason = "length_mismatch"
+
+
+class BadMagic(PacketError):
+    reason = "bad_magic"
+
+
+class BadVersion(PacketError):
+    reason = "bad_version"
+
+
+class BadType(PacketError):
+    reason = "bad_type"
+
+
+class BadFlags(PacketError):
+    reason = "bad_flags"
+
+
+class BadReserved(PacketError):
+    reason = "bad_reserved"
+
+
+class IndexOutOfRange(PacketError):
+    reason = "index_oob"
+
+
+class BadManifest(PacketError):
+    """A MANIFEST whose fields contradict each other or the header (before any crypto)."""
+
+    reason = "bad_manifest"
+
+
+@dataclass(frozen=True)
+class PacketHeader:
+    type: PacketType
+    update_id: int
+    db_version: int
+    index: int
+    count: int
+    payload_len: int
+
+    def to_bytes(self) -> bytes:
+        return _HEADER.pack(
+            MAGIC, PROTO_VERSION, self.type, 0, self.update_id, self.db_version,
+            self.index, self.count, self.payload_len, 0,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Packet:
+    """A datagram that passed every stateless check; ``raw`` is the whole datagram."""
+
+    header: PacketHeader
+    payload: bytes
+    raw: bytes
+
+    @classmethod
+    def build(
+        cls, type: PacketType, update_id: int, db_version: int, index: int, count: int,
+        payload: bytes,
+    ) -> Packet:  # fmt: skip
+        header = PacketHeader(type, update_id, db_version, index, count, len(payload))
+        return cls(header, payload, header.to_bytes() + payload)
+
+
+def parse_packet(datagram: bytes) -> Packet:
+    """The common header checks of ``docs/PROTOCOL.md``, in its order; ``PacketError`` on any."""
+    if len(datagram) < HEADER_LEN:
+        raise Truncated("length", f">= {HEADER_LEN}", str(len(datagram)))
+    if len(datagram) > MAX_DATAGRAM:
+        raise Oversize("length", f"<= {MAX_DATAGRAM}", str(len(datagram)))
+    raw = bytes(datagram)  # one copy: the checks below and the caller see the same bytes
+    magic, version, ptype, flags, uid, dbv, index, count, plen, reserved = _HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise BadMagic("magic", repr(MAGIC), repr(magic))
+    if version != PROTO_VERSION:
+        raise BadVersion("proto_version", str(PROTO_VERSION), str(version))
+    if ptype not in _TYPES:
+        raise BadType("type", "1, 2 or 3", str(ptype))
+    if flags != 0:
+        raise BadFlags("flags", "0", f"{flags:#06x}")
+    if reserved != 0:
+        raise BadReserved("reserved", "0", f"{reserved:#06x}")
+    if HEADER_LEN + plen != len(raw):
+        raise LengthMismatch("payload_len", str(len(raw) - HEADER_LEN), str(plen))
+    if index >= count:
+        raise IndexOutOfRange("index", f"< count {count}", str(index))
+    header = PacketHeader(_TYPES[ptype], uid, dbv, index, count, plen)
+    return Packet(header, raw[HEADER_LEN:], raw)
+
+
+def page_count_for(symbol_count: int) -> int:
+    """P = ceil(N / 44): hash pages needed to commit to ``symbol_count`` symbols."""
+    return -(-symbol_count // HASHES_PER_PAGE)
+
+
+def page_entries(page: int, symbol_count: int) -> int:
+    """How many hashes page ``page`` holds (44, except a shorter last page)."""
+    return min(HASHES_PER_PAGE, symbol_count - page * HASHES_PER_PAGE)
+
+
+def max_pages(sig_len: int) -> int:
+    """Most page hashes one MANIFEST can carry with signatures of ``sig_len`` bytes.
+
+    Ed25519 (64-byte signatures): 38 pages = 1,672 symbols = 2.3 MB of symbols at T = 1400.
+    """
+    return (MAX_PAYLOAD - HEADER_SIZE - _FEC.size - 2 * sig_len) // HASH_SIZE
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A decoded MANIFEST payload (its signatures are not yet checked: ``receiver.py`` does)."""
+
+    bundle_header: bytes
+    header: BundleHeader
+    bundle_signature: bytes
+    symbol_size: int
+    symbol_count: int
+    page_hashes: tuple[bytes, ...]
+    manifest_signature: bytes
+
+    @property
+    def page_count(self) -> int:
+        return len(self.page_hashes)
+
+    @property
+    def source_symbols(self) -> int:
+        """K = ceil(body_len / T): the fewest symbols that can decode the body."""
+        return -(-self.header.body_len // self.symbol_size)
+
+    @classmethod
+    def from_payload(cls, packet_header: PacketHeader, payload: bytes) -> Manifest:
+        """Decode and cross-check a MANIFEST payload; ``BadManifest`` (or ``LengthMismatch``)."""
+        if packet_header.index != 0 or packet_header.count != 1:
+            raise BadManifest("index/count", "0/1", f"{packet_header.index}/{packet_header.count}")
+        if len(payload) < HEADER_SIZE + _FEC.size:
+            raise BadManifest("length", f">= {HEADER_SIZE + _FEC.size}", str(len(payload)))
+        try:
+            header = BundleHeader.from_bytes(payload)
+            sig_len = signature_length(header.sig_alg)
+        except UpdateRejected as bad:
+            raise BadManifest("bundle_header", "a valid bundle header", bad.reason) from None
+        fec, hash_alg, pages, size, count = _FEC.unpack_from(payload, HEADER_SIZE)
+        if fec != FEC_RAPTORQ:
+            raise BadManifest("fec_scheme", str(FEC_RAPTORQ), str(fec))
+        if hash_alg != HASH_SHA256:
+            raise BadManifest("hash_alg", str(HASH_SHA256), str(hash_alg))
+        if header.db_version != packet_header.db_version:
+            raise BadManifest("db_version", str(packet_header.db_version), str(header.db_version))
+        if not 0 < size <= MAX_SYMBOL_SIZE or size % SYMBOL_ALIGNMENT:
+            raise BadManifest("symbol_size", f"a multiple of 8 up to {MAX_SYMBOL_SIZE}", str(size))
+        if header.body_len == 0:
+            raise BadManifest("body_len", ">= 1", "0")
+        if count < -(-header.body_len // size):
+            raise BadManifest("symbol_count", f">= ceil(body_len / {size})", str(count))
+        if pages != page_count_for(count) or pages > max_pages(sig_len):
+            raise BadManifest("page_count", f"ceil({count} / {HASHES_PER_PAGE})", str(pages))
+        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * pages + sig_len
+        if len(payload) != expected:
+            raise LengthMismatch("manifest length", str(expected), str(len(payload)))
+        at = HEADER_SIZE + _FEC.size
+        bundle_sig = payload[at : at + sig_len]
+        at += sig_len
+        hashes = tuple(payload[at + i * HASH_SIZE : at + (i + 1) * HASH_SIZE] for i in range(pages))
+        # fmt: off
+        return cls(payload[:HEADER_SIZE], header, bundle_sig, size, count, hashes,
+                   payload[expected - sig_len :])
+        # fmt: on
+
+    def fec_bytes(self) -> bytes:
+        return _FEC.pack(
+            FEC_RAPTORQ, HASH_SHA256, self.page_count, self.symbol_size, self.symbol_count
+        )
+
+    def signed_part(self) -> bytes:
+        """The payload up to (not including) the manifest signature."""
+        return (
+            self.bundle_header + self.fec_bytes() + self.bundle_signature
+            + b"".join(self.page_hashes)
+        )  # fmt: skip
+
+    def to_payload(self) -> bytes:
+        return self.signed_part() + self.manifest_signature
+
+
+def manifest_message(packet_header: PacketHeader, signed_part: bytes) -> bytes:
+    """What the manifest signature covers: ``MANIFEST_DOMAIN || packet header || signed part``."""
+    return MANIFEST_DOMAIN + packet_header.to_bytes() + signed_part
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

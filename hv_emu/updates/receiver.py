@@ -1,0 +1,347 @@
+"""The hypervisor's update receiver: UDP payloads in, at most one verified install out.
+
+Models: the receiving half of ``docs/PROTOCOL.md``, sans-IO. ``on_datagram`` takes the payload of
+one UDP datagram that the switch intercepted for the update port and runs the cheap checks in
+order: stateless header checks (``packets.parse_packet``), the stale-version drop (before any
+crypto), then per type. A MANIFEST that passes an O(1) pre-filter becomes a *candidate*: one slot,
+filled by reservoir sampling among every candidate seen since the last check, so a flood of forged
+manifests cannot starve the real one by timing. ``poll`` spends a token-bucket budget of checks on
+that slot: the bundle header and signature through ``verify.verify_header`` (the VMCALL path's own
+checks), then the manifest signature. Only a manifest that verifies creates a session (at most
+``max_sessions``); a failed one is remembered by hash in a bounded LRU. A HASHPAGE or SYMBOL is
+accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
+forged one is dropped alone; symbols feed a RaptorQ decoder until the body decodes, then
+``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
+decides what is installed. Every drop has a counter.
+
+Follows: the update-protocol notes §4.2 (check order, verify budget with random sampling, sessions
+only from verified manifests, no buffering before authentication) and §6 (receiver pipeline);
+RFC 6330 through the ``raptorq`` package.
+
+Leaves out: the group MAC, HEARTBEATs and the freeze alarm, deltas (``base_version``), NACKs, and
+per-source packet buckets (sources are spoofable; the global verification budget is what matters).
+
+Network controls: every byte of every payload, their order, timing and rate. It cannot make the
+receiver hold more than ``memory_bound()`` bytes, spend more than the budget on signatures, or
+install anything ``UpdateService`` would refuse.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import raptorq
+
+from hv_emu.abi import Rc
+from hv_emu.errors import UpdateRejected
+from hv_emu.updates.format import HEADER_SIZE
+from hv_emu.updates.packets import (
+    FEC_PAYLOAD_ID_SIZE,
+    HASH_SIZE,
+    HASHES_PER_PAGE,
+    MAX_DATAGRAM,
+    MAX_SYMBOL_SIZE,
+    Manifest,
+    Packet,
+    PacketError,
+    PacketType,
+    digest,
+    manifest_message,
+    page_count_for,
+    page_entries,
+    parse_packet,
+)
+from hv_emu.updates.service import UpdateService
+from hv_emu.updates.verify import check_body, verify_header
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Every bound of the receiver; ``docs/PROTOCOL.md`` lists the defaults."""
+
+    #: Sessions (verified manifests being received) held at once.
+    max_sessions: int = 2
+    #: Largest body a manifest may declare, in bytes.
+    max_object: int = 4 * 1024 * 1024
+    #: Most symbols (N) a manifest may commit to.
+    max_symbols: int = 4096
+    #: Manifest checks per second (each costs up to two signature verifications, about 0.2 ms
+    #: of CPU with Ed25519: under 1 % of a core) and burst.
+    verify_rate: float = 50.0
+    verify_burst: int = 5
+    #: Hashes of manifests that failed verification, remembered so a replay costs no signature.
+    bad_manifest_memory: int = 1024
+    #: Largest accepted jump over the installed version (a stolen key cannot push 2**63).
+    max_jump: int = 1_000_000
+
+    def session_bound(self) -> int:
+        """Bytes one session may hold: manifest, pages, bitmap and the decoder's symbols."""
+        pages = page_count_for(self.max_symbols)
+        return (
+            MAX_DATAGRAM + pages * HASHES_PER_PAGE * HASH_SIZE
+            + self.max_symbols // 8 + 1
+            + self.max_symbols * (FEC_PAYLOAD_ID_SIZE + MAX_SYMBOL_SIZE)
+        )  # fmt: skip
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; starts full."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class Session:
+    """A verified manifest and what has arrived for it so far."""
+
+    manifest: Manifest
+    #: SHA-256 of the manifest packet: remembered as bad if its object does not decode right.
+    manifest_digest: bytes
+    decoder: raptorq.Decoder
+    pages: list[bytes | None]
+    have: bytearray
+    symbols: int = 0
+    stored_pages: int = 0
+
+    @property
+    def db_version(self) -> int:
+        return self.manifest.header.db_version
+
+    def memory(self) -> int:
+        m = self.manifest
+        return (
+            MAX_DATAGRAM + self.stored_pages * HASHES_PER_PAGE * HASH_SIZE + len(self.have)
+            + self.symbols * (FEC_PAYLOAD_ID_SIZE + m.symbol_size)
+        )  # fmt: skip
+
+
+@dataclass
+class _Candidate:
+    packet: Packet
+    manifest: Manifest
+
+
+@dataclass
+class UpdateReceiver:
+    """Feed it ``on_datagram``; call ``poll`` periodically; read ``counters``."""
+
+    service: UpdateService
+    config: ReceiverConfig = field(default_factory=ReceiverConfig)
+    clock: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+    wall_clock: Callable[[], float] = time.time
+    counters: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def __post_init__(self) -> None:
+        self.sessions: dict[tuple[int, int], Session] = {}
+        self.budget = TokenBucket(self.config.verify_rate, self.config.verify_burst, self.clock)
+        self._bad: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._candidate: _Candidate | None = None
+        self._candidates_seen = 0
+
+    # ------------------------------------------------------------------------------ memory
+    def memory_bound(self) -> int:
+        """The most bytes the receiver holds, whatever arrives (from ``config`` alone)."""
+        c = self.config
+        return c.max_sessions * c.session_bound() + MAX_DATAGRAM + c.bad_manifest_memory * HASH_SIZE
+
+    def memory_in_use(self) -> int:
+        """Bytes held now, counted as ``memory_bound`` counts them."""
+        pending = MAX_DATAGRAM if self._candidate is not None else 0
+        held = sum(s.memory() for s in self.sessions.values())
+        return held + pending + len(self._bad) * HASH_SIZE
+
+    # ------------------------------------------------------------------------------ input
+    def on_datagram(self, payload: bytes, source: tuple[str, int]) -> None:
+        """One UDP payload. ``source`` decides nothing: UDP source addresses are spoofable."""
+        self.counters["datagrams"] += 1
+        try:
+            packet = parse_packet(payload)
+        except PacketError as bad:
+            self.counters[bad.reason] += 1
+            return
+        header = packet.header
+        if header.db_version <= self.service.installed_version:
+            self.counters["stale"] += 1  # rollback or replay: dropped before any crypto
+            return
+        if header.type is PacketType.MANIFEST:
+            self._on_manifest(packet)
+            return
+        session = self.sessions.get((header.update_id, header.db_version))
+        if session is None:
+            self.counters["no_session"] += 1  # nothing is buffered ahead of its manifest
+        elif header.type is PacketType.HASHPAGE:
+            self._on_page(session, packet)
+        else:
+            self._on_symbol(session, packet)
+
+    def _on_manifest(self, packet: Packet) -> None:
+        """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify."""
+        fingerprint = digest(packet.raw)
+        if fingerprint in self._bad:  # a replay of bytes that already failed: one hash, no more
+            self._bad.move_to_end(fingerprint)
+            self.counters["known_bad_manifest"] += 1
+            return
+        try:
+            manifest = Manifest.from_payload(packet.header, packet.payload)
+        except PacketError as bad:
+            self.counters[bad.reason] += 1
+            return
+        header, c = manifest.header, self.config
+        if (packet.header.update_id, header.db_version) in self.sessions:
+            self.counters["manifest_known"] += 1  # a repeat of a verified one: nothing to do
+        elif header.db_version > self.service.installed_version + c.max_jump:
+            self.counters["version_jump"] += 1
+        elif header.body_len > c.max_object or manifest.symbol_count > c.max_symbols:
+            self.counters["too_large"] += 1
+        elif not self._trusted_signer(manifest):
+            self.counters["untrusted_key"] += 1
+        elif header.expires_at <= self._trusted_now():
+            self.counters["expired"] += 1
+        else:
+            # Reservoir sampling with one slot: the n-th candidate replaces the held one with
+            # probability 1/n, so each candidate since the last check is equally likely to win.
+            self._candidates_seen += 1
+            if self.rng.randrange(self._candidates_seen) == 0:
+                self._candidate = _Candidate(packet, manifest)
+            self.counters["manifest_queued"] += 1
+
+    def _trusted_signer(self, manifest: Manifest) -> bool:
+        key = self.service.trust.lookup(manifest.header.key_id)
+        return key is not None and key.alg == manifest.header.sig_alg
+
+    def _trusted_now(self) -> int:
+        return max(int(self.wall_clock()), self.service.time_floor)
+
+    def _on_page(self, session: Session, packet: Packet) -> None:
+        index, manifest = packet.header.index, session.manifest
+        if packet.header.count != manifest.page_count:
+            self.counters["count_mismatch"] += 1
+        elif session.pages[index] is not None:
+            self.counters["duplicate"] += 1
+        elif len(packet.payload) != HASH_SIZE * page_entries(index, manifest.symbol_count):
+            self.counters["bad_len"] += 1
+        elif digest(packet.payload) != manifest.page_hashes[index]:
+            self.counters["hash_mismatch"] += 1  # forged or corrupted: dropped alone
+        else:
+            session.pages[index] = packet.payload
+            session.stored_pages += 1
+            self.counters["page_accepted"] += 1
+
+    def _on_symbol(self, session: Session, packet: Packet) -> None:
+        index, manifest = packet.header.index, session.manifest
+        page = session.pages[index // HASHES_PER_PAGE] if index < manifest.symbol_count else None
+        at = (index % HASHES_PER_PAGE) * HASH_SIZE
+        if packet.header.count != manifest.symbol_count:
+            self.counters["count_mismatch"] += 1
+        elif session.have[index // 8] & (1 << (index % 8)):
+            self.counters["duplicate"] += 1
+        elif page is None:
+            self.counters["no_page_yet"] += 1  # not buffered: the carousel sends it again
+        elif len(packet.payload) != FEC_PAYLOAD_ID_SIZE + manifest.symbol_size:
+            self.counters["bad_len"] += 1
+        elif packet.payload[0] != 0:
+            # Source block number: a manifest's K <= 1,672 symbols is always one block, and the
+            # decoder must never see another (the raptorq package panics on it).
+            self.counters["bad_fec_id"] += 1
+        elif digest(packet.payload) != page[at : at + HASH_SIZE]:
+            self.counters["hash_mismatch"] += 1  # forged or corrupted: dropped alone
+        else:
+            session.have[index // 8] |= 1 << (index % 8)
+            session.symbols += 1
+            self.counters["symbol_accepted"] += 1
+            body = session.decoder.decode(packet.payload)
+            if body is not None:
+                self._complete(session, bytes(body))
+            elif session.symbols == manifest.symbol_count:
+                self.counters["decode_failed"] += 1  # every committed symbol and no object
+                self._close(session)
+                self._remember_bad_digest(session.manifest_digest)
+
+    # ------------------------------------------------------------------------------ budget
+    def poll(self) -> None:
+        """Spend the verification budget on the sampled candidate manifest, if any."""
+        if self._candidate is None or not self.budget.take():
+            return
+        candidate, self._candidate, self._candidates_seen = self._candidate, None, 0
+        self.counters["verifications"] += 1
+        packet, manifest = candidate.packet, candidate.manifest
+        try:
+            verify_header(
+                manifest.bundle_header, manifest.bundle_signature, self.service.trust,
+                installed_version=self.service.installed_version, now=int(self.wall_clock()),
+                time_floor=self.service.time_floor, max_size=HEADER_SIZE + self.config.max_object,
+            )  # fmt: skip
+        except UpdateRejected as bad:
+            self.counters[Rc(bad.code).name.lower()] += 1
+            self._remember_bad(packet.raw)
+            return
+        key = self.service.trust.lookup(manifest.header.key_id)
+        message = manifest_message(packet.header, manifest.signed_part())
+        if key is None or not key.verifies(message, manifest.manifest_signature):
+            self.counters["bad_signature"] += 1
+            self._remember_bad(packet.raw)
+            return
+        self._open(packet, manifest)
+
+    def _remember_bad(self, raw: bytes) -> None:
+        self._remember_bad_digest(digest(raw))
+
+    def _remember_bad_digest(self, manifest_digest: bytes) -> None:
+        self._bad[manifest_digest] = None
+        if len(self._bad) > self.config.bad_manifest_memory:
+            self._bad.popitem(last=False)
+
+    # ------------------------------------------------------------------------------ sessions
+    def _open(self, packet: Packet, manifest: Manifest) -> None:
+        if len(self.sessions) >= self.config.max_sessions:
+            oldest = min(self.sessions.values(), key=lambda s: s.db_version)
+            if oldest.db_version >= manifest.header.db_version:
+                self.counters["sessions_full"] += 1
+                return
+            self._close(oldest)
+            self.counters["session_evicted"] += 1
+        n = manifest.symbol_count
+        decoder = raptorq.Decoder.with_defaults(manifest.header.body_len, manifest.symbol_size)
+        # fmt: off
+        self.sessions[(packet.header.update_id, manifest.header.db_version)] = Session(
+            manifest, digest(packet.raw), decoder, [None] * manifest.page_count,
+            bytearray(n // 8 + 1))
+        # fmt: on
+        self.counters["session_opened"] += 1
+
+    def _close(self, session: Session) -> None:
+        self.sessions = {k: s for k, s in self.sessions.items() if s is not session}
+
+    def _complete(self, session: Session, body: bytes) -> None:
+        """The body decoded: check it against the signed header, then let the service decide."""
+        manifest = session.manifest
+        self._close(session)
+        try:
+            check_body(manifest.header, body)
+        except UpdateRejected as bad:
+            self.counters["object_mismatch"] += 1
+            self._remember_bad_digest(session.manifest_digest)
+            self.service.reject("network", Rc(bad.code), bad.reason)
+            return
+        bundle = manifest.bundle_header + body
+        rc = self.service.submit(bundle, manifest.bundle_signature, "network")
+        self.counters["installed" if rc is Rc.OK else "service_rejected"] += 1
+        installed = self.service.installed_version
+        self.sessions = {k: s for k, s in self.sessions.items() if s.db_version > installed}
