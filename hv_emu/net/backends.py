@@ -152,18 +152,25 @@ class _DatagramBackend:
         if len(frame) > MAX_DATAGRAM:
             self.stats["tx_oversize"] += 1
             return
+        # Remembered before it goes: on loopback the echo can be read (by another thread)
+        # before sendto returns.
+        self._sending(frame)
         try:
             self._sock.sendto(frame, dest)
         except (BlockingIOError, InterruptedError):
             self.stats["tx_would_block"] += 1
+            self._not_sent(frame)
             return
         except ConnectionRefusedError:
             self.stats["tx_icmp_error"] += 1
+            self._not_sent(frame)
             return
         self.stats["tx"] += 1
-        self._sent(frame)
 
-    def _sent(self, frame: bytes) -> None:
+    def _sending(self, frame: bytes) -> None:
+        pass
+
+    def _not_sent(self, frame: bytes) -> None:
         pass
 
     @property
@@ -236,8 +243,12 @@ class McastBackend(_DatagramBackend):
             return False
         return True
 
-    def _sent(self, frame: bytes) -> None:
+    def _sending(self, frame: bytes) -> None:
         self._recent.append(bytes(frame))
+
+    def _not_sent(self, frame: bytes) -> None:
+        if frame in self._recent:
+            self._recent.remove(frame)
 
     def _destination(self) -> Address | None:
         return self.group
