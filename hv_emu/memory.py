@@ -85,6 +85,22 @@ class GuestMemory:
         """Set ``n`` bytes to ``byte``."""
         self.write(pa, bytes([byte]) * n)
 
+    def zero(self, pa: int, n: int) -> None:
+        """Set ``n`` bytes to zero, handing whole pages back to the host (``MADV_DONTNEED`` on
+        private anonymous memory: they read as zeros again and cost nothing until touched), so
+        zeroing a large region (an ELF program's heap) is cheap and commits no memory."""
+        self._check(pa, n)
+        start = -(-pa // PAGE_SIZE) * PAGE_SIZE
+        end = (pa + n) // PAGE_SIZE * PAGE_SIZE
+        edges = [(pa, n)]
+        if end > start:
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+            edges = [(pa, start - pa), (end, pa + n - end)]
+        for at, length in edges:
+            self._view[at : at + length] = bytes(length)
+        for listener in self._listeners:
+            listener(pa, n)
+
     def add_write_listener(self, listener: WriteListener) -> None:
         self._listeners.append(listener)
 

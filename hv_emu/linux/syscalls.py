@@ -1,0 +1,326 @@
+"""Linux system calls for one static x86 program: the personality's system-call handler.
+
+Models: the kernel's system-call entry for a single-threaded process: decode the call number and
+arguments from the registers of the ABI (``syscall`` in 64-bit programs, ``int 0x80`` in 32-bit
+ones: both reach hv-emu as VM exits), run the call against the process's files and memory, and
+put the result (or ``-errno``) in RAX. ``exit``/``exit_group`` end the run with the program's exit
+status. A call this personality does not implement returns ``-ENOSYS`` (as a kernel without that
+feature would) and is reported once, as a ``syscall_unsupported`` event.
+
+Follows: the Linux man-pages (section 2) for each call's semantics and errors, the register
+conventions of ``abi.py``, and glibc's and musl's static start-up paths (``arch_prctl``,
+``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
+``gcc -static`` programs.
+
+Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
+``MAP_FIXED``, freeing memory (``munmap`` succeeds but pages are not reused), changing
+protections (``mprotect`` succeeds and changes nothing), ``set_thread_area`` (so i386 C libraries
+with TLS do not start), ``RCX``/``R11`` clobbering by ``syscall``.
+
+Guest controls: the call number and every argument. Pointers are read and written through the
+guest's page tables (a bad one is ``-EFAULT``), lengths are capped before anything is copied,
+and no guest value can raise out of this module: every handler's refusal is an errno.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+from hv_emu.errors import GuestMemoryError, PageFault
+from hv_emu.events import EventLog
+from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
+from hv_emu.layout import LINUX_STACK_SIZE
+from hv_emu.linux.abi import (
+    ARCH_GET_FS,
+    ARCH_GET_GS,
+    ARCH_SET_FS,
+    ARCH_SET_GS,
+    AT_EMPTY_PATH,
+    AT_FDCWD,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAX_ERRNO,
+    SYSCALL_REGISTERS,
+    TABLES,
+    Errno,
+)
+from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
+from hv_emu.linux.startup import GID, PLATFORM, UID
+from hv_emu.loader_elf import ProcessImage
+from hv_emu.memory import GuestMemory
+from hv_emu.paging import PagingState, read_cstring, read_virt, write_virt
+
+#: The process and thread id the program sees (it is the only process).
+PID = 1
+#: Most entries in a ``readv``/``writev`` vector (``IOV_MAX``).
+IOV_MAX = 1024
+#: ``uname``'s answers: six NUL-padded 65-byte fields (``struct new_utsname``).
+UTSNAME = ("Linux", "hv-emu", "6.1.0-hv-emu", "#1 hv-emu", "", "(none)")
+_UTS_FIELD = 65
+#: ``prlimit64``'s RLIMIT_STACK (3); every other resource reads as unlimited.
+RLIMIT_STACK = 3
+RLIM_INFINITY = (1 << 64) - 1
+
+#: What a handler returns: a value for RAX (negative: an errno) or an outcome of its own.
+Result = int | Outcome
+
+
+class _Call:
+    """One system call in progress: its arguments and the guest memory they point into."""
+
+    def __init__(self, mem: GuestMemory, paging: PagingState, bits: int,
+                 args: tuple[int, ...]) -> None:  # fmt: skip
+        self.mem, self.paging, self.bits, self.args = mem, paging, bits, args
+        self.word = bits // 8
+
+    def signed(self, index: int) -> int:
+        """Argument ``index`` as a signed integer of the ABI's width (fds, offsets)."""
+        value, top = self.args[index], 1 << (self.bits - 1)
+        return value - (top << 1) if value & top else value
+
+    def read(self, va: int, n: int) -> bytes:
+        return read_virt(self.mem, self.paging, va, n)
+
+    def write(self, va: int, data: bytes) -> None:
+        write_virt(self.mem, self.paging, va, data)
+
+    def path(self, va: int) -> str:
+        raw = read_cstring(self.mem, self.paging, va, PATH_MAX)
+        if raw is None:
+            raise SyscallError(Errno.ENAMETOOLONG, f"no NUL within {PATH_MAX} bytes")
+        return raw.decode("utf-8", "surrogateescape")
+
+    def iovec(self, va: int, count: int) -> list[tuple[int, int]]:
+        """A ``struct iovec`` array: (base, length) pairs of words."""
+        if not 0 <= count <= IOV_MAX:
+            raise SyscallError(Errno.EINVAL, f"iovcnt {count}")
+        raw = self.read(va, 2 * self.word * count)
+        words = [int.from_bytes(raw[i : i + self.word], "little")
+                 for i in range(0, len(raw), self.word)]  # fmt: skip
+        return list(zip(words[::2], words[1::2], strict=True))
+
+
+class LinuxProcess:
+    """The one process of a Linux guest: its files, break, mmap arena and exit status."""
+
+    def __init__(self, mem: GuestMemory, process: ProcessImage, files: FileTable,
+                 events: EventLog) -> None:  # fmt: skip
+        self.mem = mem
+        self.image = process
+        self.bits = process.bits
+        self.files = files
+        self.events = events
+        self.brk = process.heap.start
+        self.mmap_next = process.mmap.start
+        self.segment_bases = {"fs_base": 0, "gs_base": 0}
+        #: The status given to exit/exit_group, once the program has exited.
+        self.exit_status: int | None = None
+        #: Call numbers answered -ENOSYS (and reported once), with their names if known.
+        self.unsupported: dict[int, str | None] = {}
+        self.calls = 0
+        self._table = TABLES[self.bits]
+        self._handlers: Mapping[str, Callable[[_Call], Result]] = {
+            "read": self._read, "write": self._write, "readv": self._readv,
+            "writev": self._writev, "open": self._open, "openat": self._openat,
+            "close": self._close, "lseek": self._lseek, "fstat": self._fstat,
+            "fstat64": self._fstat, "stat": self._stat, "newfstatat": self._newfstatat,
+            "mmap": self._mmap, "mmap2": self._mmap, "munmap": self._munmap,
+            "mprotect": lambda c: 0, "brk": self._brk, "exit": self._exit,
+            "exit_group": self._exit, "uname": self._uname, "arch_prctl": self._arch_prctl,
+            "set_tid_address": lambda c: PID, "set_robust_list": lambda c: 0,
+            "getpid": lambda c: PID, "gettid": lambda c: PID, "ioctl": self._ioctl,
+            "getuid": lambda c: UID, "geteuid": lambda c: UID, "getgid": lambda c: GID,
+            "getegid": lambda c: GID, "getuid32": lambda c: UID, "geteuid32": lambda c: UID,
+            "getgid32": lambda c: GID, "getegid32": lambda c: GID,
+            "prlimit64": self._prlimit64, "getrandom": self._getrandom,
+        }  # fmt: skip
+
+    @property
+    def implemented(self) -> frozenset[str]:
+        """The names of the calls this personality implements (any other gets -ENOSYS)."""
+        return frozenset(self._handlers)
+
+    # ------------------------------------------------------------------ the exits
+    def on_syscall(self, exit_: Syscall) -> Outcome:
+        """``syscall`` (x86-64 ABI)."""
+        return self.handle(exit_.registers, exit_.paging)
+
+    def on_int80(self, exit_: SoftwareInterrupt) -> Outcome:
+        """``int 0x80`` (i386 ABI)."""
+        return self.handle(exit_.registers, exit_.paging)
+
+    def handle(self, registers: Mapping[str, int], paging: PagingState) -> Outcome:
+        """Decode, run and answer one system call."""
+        self.calls += 1
+        number_register, arg_registers = SYSCALL_REGISTERS[self.bits]
+        mask = (1 << self.bits) - 1
+        nr = registers[number_register] & mask
+        call = _Call(self.mem, paging, self.bits,
+                     tuple(registers[r] & mask for r in arg_registers))  # fmt: skip
+        name = self._table.get(nr)
+        handler = self._handlers.get(name) if name is not None else None
+        if handler is None:
+            result: Result = self._unsupported(nr, name)
+        else:
+            try:
+                result = handler(call)
+            except SyscallError as refused:
+                result = -refused.errno
+            except (PageFault, GuestMemoryError):
+                result = -Errno.EFAULT
+        if isinstance(result, int):
+            return Handled(registers={"rax": result & mask})
+        return result
+
+    def _unsupported(self, nr: int, name: str | None) -> int:
+        if nr not in self.unsupported:
+            self.unsupported[nr] = name
+            self.events.emit("syscall_unsupported", nr=nr, name=name, abi=self.bits)
+        return -Errno.ENOSYS
+
+    # ------------------------------------------------------------------ files
+    def _read(self, c: _Call) -> int:
+        data = self.files.read(c.signed(0), c.args[2])
+        c.write(c.args[1], data)
+        return len(data)
+
+    def _write(self, c: _Call) -> int:
+        return self.files.write(c.signed(0), c.read(c.args[1], min(c.args[2], MAX_IO)))
+
+    def _readv(self, c: _Call) -> int:
+        total = 0
+        for base, length in c.iovec(c.args[1], c.args[2]):
+            data = self.files.read(c.signed(0), min(length, MAX_IO - total))
+            c.write(base, data)
+            total += len(data)
+            if len(data) < length or total >= MAX_IO:
+                break  # a short read ends the vector, as in the kernel
+        return total
+
+    def _writev(self, c: _Call) -> int:
+        total = 0
+        for base, length in c.iovec(c.args[1], c.args[2]):
+            if total >= MAX_IO:
+                break
+            total += self.files.write(c.signed(0), c.read(base, min(length, MAX_IO - total)))
+        return total
+
+    def _open(self, c: _Call) -> int:
+        return self.files.open(c.path(c.args[0]), c.args[1])
+
+    def _openat(self, c: _Call) -> int:
+        return self.files.open(self._at_path(c, c.signed(0), c.path(c.args[1])), c.args[2])
+
+    def _at_path(self, c: _Call, dirfd: int, path: str) -> str:
+        """``*at`` calls: absolute paths and paths relative to AT_FDCWD; there are no
+        directories to be relative to."""
+        if path.startswith("/") or dirfd == AT_FDCWD:
+            return path
+        if self.files.is_open(dirfd):
+            raise SyscallError(Errno.ENOTDIR, f"descriptor {dirfd} is not a directory")
+        raise SyscallError(Errno.EBADF, f"descriptor {dirfd} is not open")
+
+    def _close(self, c: _Call) -> int:
+        self.files.close(c.signed(0))
+        return 0
+
+    def _lseek(self, c: _Call) -> int:
+        position = self.files.seek(c.signed(0), c.signed(1), c.args[2])
+        if position > (1 << (self.bits - 1)) - 1 - MAX_ERRNO:
+            raise SyscallError(Errno.EINVAL, "position does not fit the return value")
+        return position
+
+    def _fstat(self, c: _Call) -> int:
+        c.write(c.args[1], self.files.fstat(c.signed(0), self.bits))
+        return 0
+
+    def _stat(self, c: _Call) -> int:
+        c.write(c.args[1], self.files.stat(c.path(c.args[0]), self.bits))
+        return 0
+
+    def _newfstatat(self, c: _Call) -> int:
+        path = c.path(c.args[1])
+        if not path and c.args[3] & AT_EMPTY_PATH:
+            stat = self.files.fstat(c.signed(0), self.bits)
+        else:
+            stat = self.files.stat(self._at_path(c, c.signed(0), path), self.bits)
+        c.write(c.args[2], stat)
+        return 0
+
+    def _ioctl(self, c: _Call) -> int:
+        if not self.files.is_open(c.signed(0)):
+            raise SyscallError(Errno.EBADF, "descriptor not open")
+        raise SyscallError(Errno.ENOTTY, "no descriptor is a terminal")
+
+    # ------------------------------------------------------------------ memory
+    def _brk(self, c: _Call) -> int:
+        """Move the program break inside the heap; any other request leaves it (Linux returns
+        the current break on failure). Memory given back is zeroed, so it grows back zeroed."""
+        wanted, heap = c.args[0], self.image.heap
+        if heap.start <= wanted <= heap.end:
+            if wanted < self.brk:
+                c.write(wanted, bytes(self.brk - wanted))
+            self.brk = wanted
+        return self.brk
+
+    def _mmap(self, c: _Call) -> int:
+        """Anonymous memory from the arena, bottom up, never reused (the arena is zeroed)."""
+        length, flags = c.args[1], c.args[3]
+        if not flags & MAP_ANONYMOUS:
+            raise SyscallError(Errno.ENODEV, "only anonymous mappings are supported")
+        if flags & MAP_FIXED:
+            raise SyscallError(Errno.EINVAL, "MAP_FIXED is not supported")
+        if length == 0:
+            raise SyscallError(Errno.EINVAL, "zero length")
+        size = -(-length // 0x1000) * 0x1000
+        if self.mmap_next + size > self.image.mmap.end:
+            left = self.image.mmap.end - self.mmap_next
+            raise SyscallError(Errno.ENOMEM, f"the mmap arena has {left:#x} bytes left")
+        address = self.mmap_next
+        self.mmap_next += size
+        return address
+
+    def _munmap(self, c: _Call) -> int:
+        if c.args[0] % 0x1000 or c.args[1] == 0:
+            raise SyscallError(Errno.EINVAL, "unaligned address or zero length")
+        return 0
+
+    # ------------------------------------------------------------------ process
+    def _exit(self, c: _Call) -> Outcome:
+        self.exit_status = c.args[0] & 0xFF
+        return Stopped(f"exit({self.exit_status})")
+
+    def _uname(self, c: _Call) -> int:
+        fields = list(UTSNAME)
+        fields[4] = PLATFORM[self.bits]
+        c.write(c.args[0], b"".join(f.encode().ljust(_UTS_FIELD, b"\0") for f in fields))
+        return 0
+
+    def _arch_prctl(self, c: _Call) -> Result:
+        """x86-64 thread-local storage: the C library points FS at its thread control block."""
+        code, address = c.args[0], c.args[1]
+        setters = {ARCH_SET_FS: "fs_base", ARCH_SET_GS: "gs_base"}
+        getters = {ARCH_GET_FS: "fs_base", ARCH_GET_GS: "gs_base"}
+        if code in setters:
+            self.segment_bases[setters[code]] = address
+            return Handled(registers={"rax": 0, setters[code]: address})
+        if code in getters:
+            c.write(address, self.segment_bases[getters[code]].to_bytes(8, "little"))
+            return 0
+        raise SyscallError(Errno.EINVAL, f"arch_prctl code {code:#x}")
+
+    def _prlimit64(self, c: _Call) -> int:
+        if c.args[0] not in (0, PID):
+            raise SyscallError(Errno.EPERM, "only this process")
+        if c.args[2]:
+            raise SyscallError(Errno.EPERM, "limits cannot be changed")
+        if c.args[3]:
+            limit = LINUX_STACK_SIZE if c.args[1] == RLIMIT_STACK else RLIM_INFINITY
+            c.write(c.args[3], limit.to_bytes(8, "little") + RLIM_INFINITY.to_bytes(8, "little"))
+        return 0
+
+    def _getrandom(self, c: _Call) -> int:
+        data = os.urandom(min(c.args[1], MAX_IO))
+        c.write(c.args[0], data)
+        return len(data)
