@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import hypercall, update
+from benchmarks import disk, hypercall, linux, network, nic, scanner, trace, update
 
 
 def main() -> int:
-    rows = hypercall.run() + update.run()
+    rows = hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
+    rows += trace.run() + nic.run() + linux.run()
     print("| benchmark | hv-emu | peer | peer value | ratio |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -7,12 +7,17 @@ hypervisor with VMCALL.
     guest-tool keygen demo                                   # demo.key, demo.pub
     guest-tool bundle --db sigs.ndb --version 7 --key demo.key -o update.hvdb
     guest-tool build --bundle update.hvdb -o update-guest.bin
+    guest-tool build --format linux-elf -o hvupdate          # hvupdate UPDATE UPDATE.sig
+    guest-tool build --write payload.bin --lba 100 --via dma -o write-guest.bin
+    guest-tool build --nic --rx-frames 2 -o nic-guest.bin
+    guest-tool push update.hvdb --key demo.key --to udp:127.0.0.1:5555
 
 Exit status: 0 success, 2 a bad argument or file (one line on standard error), 70 a bug.
 
-Follows: ``docs/UPDATE-FORMAT.md`` (bundles) and ``docs/ABI.md`` (the programs' hypercalls).
+Follows: ``docs/UPDATE-FORMAT.md`` (bundles), ``docs/ABI.md`` (the programs' hypercalls) and
+``docs/PROTOCOL.md`` (``push``: the update over the network, ``guest_tool/push.py``).
 
-Leaves out: the network sender (``push``, a later issue).
+Leaves out: a return channel for ``push`` (it sends a fixed carousel).
 
 Guest controls: nothing; this runs on the publisher's or the user's host.
 """
@@ -25,8 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from guest_tool.bundle import write_bundle
+from guest_tool.disk_programs import MAX_PRD_BYTES, VIAS, build_disk_write_program
 from guest_tool.keys import ALGORITHMS, generate_keypair
-from guest_tool.programs import build_update_program
+from guest_tool.linux_programs import build_hvupdate
+from guest_tool.programs import build_program, build_source_file, build_update_program
+from guest_tool.push import add_push_command, run_push_command
 from hv_emu.boot import MODES
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.scanner.signatures import parse_database
@@ -63,14 +71,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validity from now (default 30 days)")
     bundle.add_argument("--kind", choices=("db", "ndb"), help="database format (default: suffix)")
 
-    build = sub.add_parser("build", help="build a guest program that performs the update")
-    build.add_argument("--bundle", type=Path, required=True, help="bundle (its .sig beside it)")
+    build = sub.add_parser("build", help="build a guest that performs an update, or a disk write")
+    what = build.add_mutually_exclusive_group(required=True)
+    what.add_argument("--bundle", type=Path, help="bundle (its .sig beside it): the update guest")
+    what.add_argument("--write", type=Path, metavar="FILE",
+                      help="a guest that writes FILE to the disk at --lba and reads it back")
+    what.add_argument("--nic", action="store_true",
+                      help="the NIC driver guest (asm/nic64.s): sends a frame, prints what comes")
+    what.add_argument("--program", metavar="NAME",
+                      help="a program of asm/ by name: 'hello' is asm/hello64.s with --mode 64")
+    what.add_argument("--asm", type=Path, metavar="FILE",
+                      help="your own Intel-syntax source (asm/hvabi.s constants predefined)")
+    what.add_argument("--format", choices=("linux-elf",),
+                      help="linux-elf: hvupdate, a static x86-64 Linux program run as "
+                           "`hvupdate UPDATE UPDATE.sig` (in hv-emu run or on real Linux)")
+    build.add_argument("--rx-frames", type=_int, default=1, metavar="N",
+                       help="--nic: frames to wait for and print before halting (default 1)")
+    build.add_argument("--lba", type=_int, default=0, help="--write: first sector (default 0)")
+    build.add_argument("--via", choices=VIAS, default="pio", help="--write: PIO or bus-master DMA")
+    build.add_argument("--per-command", type=_int, metavar="SECTORS",
+                       help="--write: sectors per ATA command (default: as many as allowed)")
+    build.add_argument("--prd-bytes", type=_int, default=MAX_PRD_BYTES, metavar="BYTES",
+                       help="--write --via dma: largest PRD entry (even, default 65536)")
+    build.add_argument("--lba48", action="store_true",
+                       help="--write: use the 48-bit EXT commands even below 2^28")
     build.add_argument("--sig", type=Path, help="signature file (default: BUNDLE.sig)")
     build.add_argument("-o", "--output", type=Path, required=True, help="flat image to write")
     build.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode (16/32/64)")
     build.add_argument("--load", type=_int, help="load address (default: hv-emu run's)")
     build.add_argument("--no-lookup", action="store_true",
                        help="call number 2 directly instead of resolving 'update_signatures'")
+    add_push_command(sub)
     return parser
 
 
@@ -89,6 +120,29 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
 
 
+def _write(path: Path, image: bytes) -> None:
+    try:
+        path.write_bytes(image)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror}") from None
+
+
+def _build_linux_elf(args: argparse.Namespace) -> None:
+    """``hvupdate``: one program for every update, which takes the files as its arguments."""
+    if args.sig is not None or args.mode != 64 or args.load is not None:
+        raise ConfigError("--format linux-elf takes no --sig, --mode or --load: hvupdate reads "
+                          "the update files named on its command line")
+    image = build_hvupdate()
+    _write(args.output, image)
+    try:
+        args.output.chmod(0o755)
+    except OSError as err:
+        raise ConfigError(f"cannot make {args.output} executable: {err.strerror}") from None
+    print(f"wrote {args.output} ({len(image)} bytes), a static x86-64 Linux program; run it with: "
+          f"hv-emu run {args.output} --trust KEY.pub --file U=UPDATE --file U.sig=UPDATE.sig "
+          f"-- U U.sig")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         private, public = generate_keypair(args.stem, args.alg)
@@ -99,16 +153,44 @@ def run(args: argparse.Namespace) -> int:
             expires_in_days=args.expires_in, kind=args.kind, validate=_validate,
         )  # fmt: skip
         print(f"wrote {out} ({out.stat().st_size} bytes) and {sig}")
+    elif args.command == "push":
+        print(run_push_command(args))
+    elif args.format == "linux-elf":
+        _build_linux_elf(args)
+    elif args.program is not None or args.asm is not None:
+        if args.program is not None:
+            image = build_program(args.program, mode=args.mode, load=args.load)
+        else:
+            image = build_source_file(args.asm, mode=args.mode, load=args.load)
+        _write(args.output, image)
+        hint = "" if args.mode == 64 else f" --mode {args.mode}"
+        print(f"wrote {args.output} ({len(image)} bytes); run it with: "
+              f"hv-emu run {args.output}{hint}")
+    elif args.nic:
+        if args.mode != 64 or not 0 <= args.rx_frames < 1 << 31:
+            raise ConfigError("--nic builds a 64-bit guest; --rx-frames must be 0..2^31-1")
+        image = build_program("nic", load=args.load, equates={"RX_FRAMES": args.rx_frames})
+        _write(args.output, image)
+        print(f"wrote {args.output} ({len(image)} bytes); run it with: "
+              f"hv-emu run {args.output} --net udp:127.0.0.1:PORT,peer=HOST:PORT")
+    elif args.write is not None:
+        if args.mode != 64:
+            raise ConfigError("--write builds a 64-bit guest only (asm/ata.s is 64-bit)")
+        built = build_disk_write_program(
+            _read(args.write, "payload"), args.lba, args.via, per_command=args.per_command,
+            prd_bytes=args.prd_bytes, lba48=True if args.lba48 else None,
+        )  # fmt: skip
+        _write(args.output, built.image)
+        print(f"wrote {args.output} ({len(built.image)} bytes): {built.sectors} sectors at LBA "
+              f"{built.lba} via {args.via} in {built.commands} commands; run it with: "
+              f"hv-emu run {args.output} --disk DISK.img --db SIGNATURES")
     else:
         bundle = _read(args.bundle, "bundle")
         signature = _read(args.sig or Path(f"{args.bundle}.sig"), "signature")
         image = build_update_program(
             bundle, signature, mode=args.mode, load=args.load, lookup=not args.no_lookup
         )
-        try:
-            args.output.write_bytes(image)
-        except OSError as err:
-            raise ConfigError(f"cannot write {args.output}: {err.strerror}") from None
+        _write(args.output, image)
         hint = "" if args.mode == 64 else f" --mode {args.mode}"
         if args.load is not None:
             hint += f" --load {args.load:#x}"

@@ -11,8 +11,9 @@ appended after the code, because keystone's ``.incbin`` is unusable.
 Follows: the hypercall ABI of ``hv_emu.abi`` (mirrored by ``asm/hvabi.s``) and the loader's start
 state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode with CS = DS = 0).
 
-Leaves out: ELF output, relocation (an image runs only where it was assembled), user programs
-outside ``asm/`` (use ``guest_tool.assemble`` directly).
+Leaves out: ELF output (``linux_programs.py`` builds Linux programs), relocation (an image runs
+only where it was assembled), user programs outside ``asm/`` (use ``guest_tool.assemble``
+directly).
 
 The user controls the bundle and signature bytes (appended verbatim, never parsed here), the load
 address, the mode and extra equates; all are checked against the mode's address limits.
@@ -227,3 +228,24 @@ def _check_fits(image: bytes, mode: int, start: int, what: str) -> None:
 
 def _align(n: int) -> int:
     return (n + BLOB_ALIGN - 1) // BLOB_ALIGN * BLOB_ALIGN
+
+
+def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) -> bytes:
+    """Assemble the user's own source file for ``mode`` at ``load`` (default: the loader's), with
+    the ABI constants of ``asm/hvabi.s`` and the mode's raw-byte macros defined in front;
+    ``#include "x.s"`` lines resolve beside the file (``guest-tool build --asm FILE``)."""
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {MODES}, not {mode}")
+    start = default_load(mode) if load is None else load
+    source = load_source(path.name, asm_dir=path.parent)
+    prelude = macro_prelude(mode) + load_source("hvabi.s").text
+    try:
+        code = assemble(source.text, mode=mode, address=start, prelude=prelude)
+    except AssemblyError as exc:
+        if exc.line is None or exc.line > len(source.origins):
+            raise
+        file, line = source.origins[exc.line - 1]
+        raise AssemblyError(exc.reason, line=line, statement=exc.statement, offset=exc.offset,
+                            origin=file) from None
+    _check_fits(code, mode, start, path.name)
+    return code

@@ -4,6 +4,7 @@ Models: BitVisor's ``vmmcall`` dispatcher (core/vmmcall.c): 128 slots filled in 
 slot 0 is ``get_vmmcall_number``, which turns a NUL-terminated name in guest memory into the number
 of the function registered under it (0 if none). A number that names no function leaves RAX = 0,
 which is also the success code of most functions: guests must resolve a name before calling it.
+A test bench (``hv_emu/testing.py``) may also put a handler at a number of its choosing.
 
 Follows: ``docs/ABI.md`` (the source of truth) and ``hv_emu/abi.py`` (the same facts as data).
 
@@ -89,12 +90,21 @@ class HypercallTable:
         self.register(NAMES[Nr.GET_VMMCALL_NUMBER], self._get_vmmcall_number)
 
     # ------------------------------------------------------------------ registration
-    def register(self, name: str, handler: Handler) -> int:
-        """Put ``handler`` in the next free slot under ``name``; return its number."""
+    def register(self, name: str, handler: Handler, *, nr: int | None = None) -> int:
+        """Put ``handler`` under ``name`` in slot ``nr``, or in the next free slot (BitVisor's
+        way) when ``nr`` is None; return its number."""
         if not name or len(name.encode()) >= MAX_NAME:
             raise ConfigError(f"hypercall name {name!r} must be 1..{MAX_NAME - 1} bytes")
         if self.number(name) is not None:
             raise ConfigError(f"hypercall {name!r} is registered already")
+        if nr is not None:
+            if not 0 <= nr < SLOTS:
+                raise ConfigError(f"hypercall number {nr} is outside the table (0..{SLOTS - 1})")
+            taken = self._slots[nr]
+            if taken is not None:
+                raise ConfigError(f"hypercall number {nr} is taken by {taken.name!r}")
+            self._slots[nr] = _Slot(name, handler)
+            return nr
         for nr, slot in enumerate(self._slots):
             if slot is None:
                 self._slots[nr] = _Slot(name, handler)

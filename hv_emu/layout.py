@@ -43,6 +43,19 @@ STACK_TOP = 0x9F000
 #: Initial stack pointer for real-mode guests (SS = 0): just below the boot sector.
 STACK_TOP_REAL = 0x7C00
 
+# ------------------------------------------------------------- Linux user-mode programs (ELF)
+#: Guest-physical RAM handed out to an ELF program's segments, stack, heap and mmap arena, from
+#: the 1 MiB mark up (below it: the loader's GDT and page tables).
+ELF_PHYS_BASE = 0x100000
+#: Top of the initial stack (exclusive), as Linux places it: the end of the user address space
+#: (x86-64: 2^47 minus a guard page; i386 with the 3G/1G split: 0xC0000000).
+LINUX_STACK_TOP = {64: 0x7FFF_FFFF_F000, 32: 0xC000_0000}
+#: Size of the mapped stack (Linux grows it on demand up to RLIMIT_STACK; hv-emu maps it whole).
+LINUX_STACK_SIZE = 1 * MIB
+#: Where anonymous mmap() regions start (Linux's TASK_UNMAPPED_BASE: 1 GiB on i386 = TASK_SIZE/3;
+#: x86-64 uses the top of the address space, here a fixed 0x7F00_0000_0000).
+LINUX_MMAP_BASE = {64: 0x7F00_0000_0000, 32: 0x4000_0000}
+
 #: VGA text-mode buffer (80x25 cells of character + attribute), IBM VGA.
 VGA_TEXT_BASE = 0xB8000
 VGA_TEXT_COLS = 80
@@ -67,6 +80,9 @@ PORT_PCI_CONFIG_DATA = 0xCFC
 #: Bus-master IDE registers (BAR4 of the IDE function), hv-emu's default.
 PORT_BUSMASTER = 0xC000
 PORT_BUSMASTER_LEN = 16
+#: The guest's network card (hv-emu's own polled NIC, docs/DEVICES.md), just above the bus master.
+PORT_NIC = 0xC100
+PORT_NIC_LEN = 32
 
 #: I/O ports are 16-bit (Intel SDM vol. 1, 18.3).
 PORT_SPACE = 0x10000
@@ -79,5 +95,7 @@ HV_MAC = bytes.fromhex("525400c0ffee")
 HV_IPV4 = "10.0.2.250"
 #: The UDP port of signature updates ("HVDB" port: 0xDB00, RFC 6335 dynamic range).
 UPDATE_UDP_PORT = 0xDB00
+#: The guest NIC's MAC: QEMU's first default guest MAC (``-nic`` without ``mac=``).
+GUEST_MAC = bytes.fromhex("525400123456")
 #: Limited broadcast (RFC 919): the carousel may be sent there; consumed like the hypervisor's IP.
 BROADCAST_IPV4 = "255.255.255.255"

@@ -15,28 +15,45 @@ Guest controls: whatever its exits carry; the wiring is fixed before the guest r
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from hv_emu import layout
 from hv_emu.abi import DEFAULT_MAX_UPDATE, NAMES, SLOTS, Nr
 from hv_emu.boot import BootState
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
+from hv_emu.devices.ata import AtaChannel
+from hv_emu.devices.busmaster import BusMaster
 from hv_emu.devices.debugcon import DebugConsole
+from hv_emu.devices.disk import DiskImage
+from hv_emu.devices.pci import PciConfigSpace
+from hv_emu.devices.vga import VgaText
 from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
+from hv_emu.elf import parse_elf
 from hv_emu.errors import ConfigError, DatabaseError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
 from hv_emu.guest_services import get_status, update_signatures
 from hv_emu.hypercalls import HypercallTable
+from hv_emu.inspection import DEFAULT_ACTIONS, Inspector
 from hv_emu.layout import DEFAULT_MEM_MIB, MAX_MEM_MIB, MIB, MIN_MEM_MIB, PORT_DEBUGCON
+from hv_emu.linux.files import FileTable
+from hv_emu.linux.startup import build_initial_stack
+from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loader import load_flat
+from hv_emu.loader_elf import load_elf
 from hv_emu.memory import GuestMemory
+from hv_emu.net.backends import NetSpec, open_backend
+from hv_emu.net.config import NetConfig
+from hv_emu.network import GuestNetwork
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase, compile_database
 from hv_emu.scanner.signatures import load_database_file
+from hv_emu.updates.receiver import UpdateReceiver
 from hv_emu.updates.service import UpdateService
 from hv_emu.updates.state import StateDir
 from hv_emu.updates.verify import TrustStore
@@ -59,6 +76,13 @@ class MachineConfig:
     db: Path | None = None
     state_dir: Path | None = None
     max_update: int = DEFAULT_MAX_UPDATE
+    disk: Path | None = None  # raw image on the primary ATA channel (``--disk``)
+    disk_size_mib: int | None = None  # create ``disk`` with this size first (``--disk-size``)
+    on_detect: tuple[str, ...] = DEFAULT_ACTIONS  # what a detection does (``--on-detect``)
+    net: NetSpec | None = None  # the guest NIC's backend (``--net``); no NIC without one
+    net_config: NetConfig = field(default_factory=NetConfig)  # ``--hv-mac/--hv-ip/--update-port``
+    guest_mac: bytes = layout.GUEST_MAC  # the guest NIC's MAC
+    capture: Path | None = None  # every frame through the hypervisor's switch (``--capture``)
 
 
 @dataclass(frozen=True)
@@ -106,7 +130,25 @@ class Machine:
             self.trust, self.database, self.events, state=state, time_floor=time_floor,
             max_size=config.max_update, clock=clock,
         )  # fmt: skip
-        self.detections = 0
+
+        # The network cut-off: a flag the NIC obeys; its listeners (the NIC) hear it once.
+        self.network_cut = False
+        self.network_cut_listeners: list[Callable[[str], None]] = []
+        self.network: GuestNetwork | None = None
+        self.receiver: UpdateReceiver | None = None
+        if config.net is not None:
+            self._attach_network(config.net, clock)
+
+        # The text screen, PCI configuration space and, with a disk, the primary ATA channel,
+        # its bus master and the inspection policy standing between the channel and the image.
+        self.vga = VgaText(self.mem, layout.VGA_TEXT_BASE)
+        self.pci = PciConfigSpace(layout.PORT_BUSMASTER)
+        self.bus.register(layout.PORT_PCI_CONFIG_ADDRESS, 4, self.pci.address_port, "pci-addr")
+        self.bus.register(layout.PORT_PCI_CONFIG_DATA, 4, self.pci.data_port, "pci-data")
+        self.disk: DiskImage | None = None
+        self.inspector: Inspector | None = None
+        if config.disk is not None:
+            self._attach_disk(config.disk, config.disk_size_mib)
 
         # Hypercalls in ABI order: registration order is slot order, as in BitVisor.
         self.hypercalls = HypercallTable(self.mem, self.events)
@@ -125,6 +167,8 @@ class Machine:
         self.exit_observers: list[ExitObserver] = []
         self.vcpu = Vcpu(self.mem, self._on_exit)
         self.boot: BootState | None = None
+        #: The Linux process when the guest is an ELF program (``load_elf``), else ``None``.
+        self.linux: LinuxProcess | None = None
 
     def _initial_database(self, state: StateDir | None) -> tuple[SignatureDatabase, int]:
         """The persisted database if there is one, else ``--db`` as version 0, else empty."""
@@ -148,6 +192,58 @@ class Machine:
                 raise ConfigError(str(bad)) from None
         return SignatureDatabase.empty(), 0
 
+    def _attach_disk(self, path: Path, size_mib: int | None) -> None:
+        """The disk on the primary channel, every write of it inspected before it lands."""
+        disk = DiskImage.open(path) if size_mib is None else DiskImage.create(path, size_mib)
+        self.disk = disk
+        self.inspector = Inspector(
+            self.database, disk, self.events, actions=self.config.on_detect, screen=self.vga,
+            cut_network=self.cut_network,
+        )  # fmt: skip
+        self.ata = AtaChannel(disk, self.inspector, self.mem)
+        self.busmaster = BusMaster(self.ata, self.mem, enabled=self.pci.bus_master_enabled)
+        self.bus.register(layout.PORT_ATA_PRIMARY, layout.PORT_ATA_PRIMARY_LEN,
+                          self.ata.command_block, "ata0")  # fmt: skip
+        self.bus.register(layout.PORT_ATA_PRIMARY_CTRL, 1, self.ata.control_block, "ata0-ctrl")
+        self.bus.register(layout.PORT_BUSMASTER, layout.PORT_BUSMASTER_LEN, self.busmaster,
+                          "busmaster")  # fmt: skip
+
+    def _attach_network(self, spec: NetSpec, clock: Callable[[], float]) -> None:
+        """The guest's NIC on the bus, behind the hypervisor's switch and the ``--net`` backend;
+        update datagrams go to the update receiver, a network cut takes the guest's link down."""
+        self.receiver = receiver = UpdateReceiver(self.updates, wall_clock=clock)
+        backend = open_backend(spec)
+        try:
+            network = GuestNetwork(
+                backend, self.config.net_config, guest_mac=self.config.guest_mac,
+                on_update=lambda d: receiver.on_datagram(d.payload, (str(d.src_ip), d.src_port)),
+                poll=receiver.poll, capture=self.config.capture,
+            )  # fmt: skip
+        except BaseException:
+            backend.close()
+            raise
+        self.network = network
+        self.bus.register(layout.PORT_NIC, layout.PORT_NIC_LEN, network.nic, "nic")
+        self.network_cut_listeners.append(lambda _reason: network.cut())
+
+    def close(self) -> None:
+        """Release host resources (the disk image's file, the network's sockets and capture)."""
+        if self.disk is not None:
+            self.disk.close()
+        if self.network is not None:
+            self.network.close()
+        if self.linux is not None:
+            self.linux.files.close_all()
+
+    def cut_network(self, reason: str) -> None:
+        """Cut the guest off the network (a detection's ``cut-network``); idempotent."""
+        if self.network_cut:
+            return
+        self.network_cut = True
+        self.events.emit("network_cut", reason=reason)
+        for listener in self.network_cut_listeners:
+            listener(reason)
+
     # ------------------------------------------------------------------ running
     def _on_exit(self, exit_: Exit) -> Outcome:
         if not self.exit_observers:
@@ -170,12 +266,48 @@ class Machine:
         self.vcpu.reset(self.boot)
         return self.boot
 
+    def load_elf(self, image: bytes, *, argv: Sequence[str], env: Sequence[str] = (),
+                 files: FileTable | None = None) -> LinuxProcess:  # fmt: skip
+        """Load a static ELF executable as a Linux process (docs/ELF.md): its address space, its
+        start-up stack, and the Linux personality on ``syscall`` (ELF64) or ``int 0x80`` (ELF32)."""
+        process = load_elf(self.mem, parse_elf(image))
+        hwcap = self.cpuid.lookup(1, 0)[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
+        stack = build_initial_stack(self.mem, process, argv, env, hwcap=hwcap)
+        self.linux = LinuxProcess(self.mem, process, files or FileTable(), self.events)
+        if process.bits == 64:
+            self.set_syscall_handler(self.linux.on_syscall)
+        else:
+            self.interrupts[0x80] = self.linux.on_int80
+        self.boot = replace(process.boot, stack=stack.sp)
+        self.vcpu.reset(self.boot)
+        return self.linux
+
     def run(self) -> RunResult:
         """Run the guest to its end and log how it ended."""
         if self.boot is None:
             raise HostError("no image loaded")
-        final = self.vcpu.run(self.config.timeout)
-        outcome = dispatch(final, self.handlers)
+        with self.serving_network():
+            final = self.vcpu.run(self.config.timeout)
+        return self.finish(final)
+
+    @contextlib.contextmanager
+    def serving_network(self) -> Iterator[None]:
+        """Around any way of running the vCPU (``run``, a debugger session): the network's I/O
+        thread serves the backend inside the block and is stopped and joined when it ends."""
+        if self.network is None:
+            yield
+            return
+        self.network.start()
+        try:
+            yield
+        finally:
+            self.network.stop()
+
+    def finish(self, final: Exit) -> RunResult:
+        """Dispatch and log the exit that ended a run (``run``'s, or a debugger session's)."""
+        # Updates the guest had accepted finish compiling: the run ends on the newest database.
+        self.updates.wait_active()
+        outcome = self._on_exit(final)  # exit observers see the final exit too
         match final:
             case Halt(mode=mode, rip=rip):
                 self.events.emit("halt", mode=mode, rip=rip)
@@ -192,6 +324,11 @@ class Machine:
         return RunResult(final, outcome)
 
     # ------------------------------------------------------------------ status
+    @property
+    def detections(self) -> int:
+        """Signatures found in disk writes so far."""
+        return 0 if self.inspector is None else self.inspector.detections
+
     def status_text(self) -> str:
         """What ``get_status`` tells the guest (and ``hv-emu run`` prints at the end)."""
         db = self.database.current
@@ -201,7 +338,10 @@ class Machine:
             f"signatures: {db.count}",
             f"db_sha256: {db.sha256}",
             f"detections: {self.detections}",
+            f"network: {'cut' if self.network_cut else 'up'}",
             f"updates_accepted: {self.updates.accepted}",
             f"updates_rejected: {self.updates.rejected}",
         ]
+        if self.network is not None:
+            lines += self.network.status_lines()
         return "\n".join(lines) + "\n"

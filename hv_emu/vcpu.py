@@ -83,6 +83,8 @@ _GPRS = {
     "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS, "ds": X.UC_X86_REG_DS, "es": X.UC_X86_REG_ES,
     "cr0": X.UC_X86_REG_CR0, "cr2": X.UC_X86_REG_CR2, "cr3": X.UC_X86_REG_CR3,
     "cr4": X.UC_X86_REG_CR4,
+    # The hidden segment bases a 64-bit OS sets for thread-local storage (arch_prctl).
+    "fs_base": X.UC_X86_REG_FS_BASE, "gs_base": X.UC_X86_REG_GS_BASE,
 }  # fmt: skip
 _GENERAL = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
@@ -128,6 +130,9 @@ class Vcpu:
         self._resume = False  # we stopped emu_start ourselves only to flush; just go on
         self._in_port_in = False  # inside an IN hook, where stopping would lose data (trap 3)
         self._in_hook = False  # inside any hook, during emu_start
+        self._booted = False  # reset() has run: the engine is no longer in its fresh state
+        #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
+        self.exact_rip_in_hooks = False
         self._install_hooks()
 
     # ------------------------------------------------------------------ registers
@@ -139,6 +144,11 @@ class Vcpu:
 
     def set_reg(self, name: str, value: int) -> None:
         self.uc.reg_write(_GPRS[name], value & 0xFFFFFFFFFFFFFFFF)
+        if name == "rip" and self._in_hook and self.exact_rip_in_hooks:
+            # Unicorn 2.1.4 stops syncing RIP for later hooks once a hook has written it (fixed
+            # upstream by unicorn PR #2181); a new emu_start syncs it again.
+            self._resume = True
+            self.uc.emu_stop()
 
     def registers(self, names: tuple[str, ...] = tuple(_GPRS)) -> dict[str, int]:
         return {name: self.reg(name) for name in names}
@@ -166,8 +176,11 @@ class Vcpu:
     # ------------------------------------------------------------------ start state
     def reset(self, boot: BootState) -> None:
         """Put the CPU in ``boot``'s mode at its entry point (notes §3.5-3.6)."""
-        if boot.mode != 64:
-            donor_mode = unicorn.UC_MODE_16 if boot.mode == 16 else unicorn.UC_MODE_32
+        if boot.mode != 64 or self._booted:
+            # A fresh engine of the boot mode lends its CPU state: for 16/32-bit guests, and for a
+            # 64-bit guest loaded after another guest ran (whose mode and caches linger).
+            donor_mode = {16: unicorn.UC_MODE_16, 32: unicorn.UC_MODE_32}.get(boot.mode,
+                                                                              unicorn.UC_MODE_64)
             donor = unicorn.Uc(unicorn.UC_ARCH_X86, donor_mode)
             if boot.mode == 32:
                 # A 32-bit donor loads descriptors from the GDT when selectors are written, so
@@ -178,7 +191,7 @@ class Vcpu:
                 for seg in (X.UC_X86_REG_DS, X.UC_X86_REG_ES, X.UC_X86_REG_SS):
                     donor.reg_write(seg, SEL_DATA)
             self.uc.context_restore(donor.context_save())
-        else:
+        if boot.mode == 64:
             self.uc.reg_write(X.UC_X86_REG_GDTR, (0, boot.gdt_base, boot.gdt_limit, 0))
             # In a 64-bit engine a selector write changes only the selector (notes §3.5): the
             # hidden cache already describes 64-bit code, and iretq would reload it from our GDT.
@@ -193,6 +206,7 @@ class Vcpu:
         self.set_reg("rsp", boot.stack)
         self.set_reg("rip", boot.entry)
         self.uc.ctl_flush_tb()
+        self._booted = True
 
     # ------------------------------------------------------------------ the run loop
     def run(self, timeout: float | None, *, steps: int | None = None) -> Exit:
@@ -216,8 +230,9 @@ class Vcpu:
                 if self._stale_code:
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
+                start = self.reg("rip")
                 try:
-                    self.uc.emu_start(self.reg("rip"), _UNTIL, count=steps or 0)
+                    self.uc.emu_start(start, _UNTIL, count=steps or 0)
                 except unicorn.UcError as err:
                     if self._error is not None:
                         raise self._error from None
@@ -228,6 +243,10 @@ class Vcpu:
                     raise self._error
                 if self._stop is not None:
                     return self._stop
+                if steps is not None and self._resume and not self._timed_out.is_set():
+                    # A handler wrote guest RAM during the step: the step is done all the same
+                    # (the flush happens at the next emu_start).
+                    return StopRequest("step", self.mode(), self.reg("rip"))
                 if self._timed_out.is_set() or self._resume:
                     continue  # a timeout is reported at the top of the loop; a flush done there
                 mode = self.mode()
@@ -238,6 +257,11 @@ class Vcpu:
                 # instruction hook, at an invalid opcode it has met twice before (seen with
                 # VMCALL: the third call in a loop). Finish the exit here, in the host loop.
                 if steps is not None:
+                    # A single step that did not move RIP off a VMCALL is the same silent stop.
+                    if self.reg("rip") == start and self._code_at(pc) == VMCALL_BYTES:
+                        stop = self._silent_invalid_opcode(mode, pc)
+                        if stop is not None:
+                            return stop
                     return StopRequest("step", mode, self.reg("rip"))
                 stop = self._silent_invalid_opcode(mode, pc)
                 if stop is not None:
@@ -246,14 +270,17 @@ class Vcpu:
             if watchdog is not None:
                 watchdog.cancel()
 
+    def _code_at(self, pc: int) -> bytes:
+        """The bytes of a VMCALL's length at linear ``pc``, or ``b""`` if they are unmapped."""
+        try:
+            return read_virt(self.mem, self.paging_state(), pc, len(VMCALL_BYTES))
+        except GuestFault:
+            return b""
+
     def _silent_invalid_opcode(self, mode: int, pc: int) -> Exit | None:
         """Handle a VMCALL Unicorn stopped at without a hook call; any other opcode is a #UD."""
         paging = self.paging_state()
-        try:
-            code = read_virt(self.mem, paging, pc, len(VMCALL_BYTES))
-        except GuestFault:
-            code = b""
-        if code != VMCALL_BYTES:
+        if self._code_at(pc) != VMCALL_BYTES:
             return self._fault("#UD invalid opcode", 0, 6)
         self._vmcall(mode, paging)
         if self._error is not None:

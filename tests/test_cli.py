@@ -50,6 +50,9 @@ def test_the_readme_commands_work_as_written(tmp_path: Path) -> None:
                     done.stderr)
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
+    # The compile thread logs database_active at some point after the acceptance.
+    assert kinds.index("update_accepted") < kinds.index("database_active")
+    kinds.remove("database_active")
     assert kinds == ["hypercall", "update_accepted", "hypercall", "halt"]
     assert events[1]["db_version"] == 7 and events[1]["signatures"] == 5
     for name in ("demo.key", "demo.pub", "update.hvdb", "update.hvdb.sig", "update-guest.bin"):
@@ -153,7 +156,18 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     results = re.findall(r"guest \| hvupdate: rc=(\d+) \((\w+)\)", out)
-    assert results == [("0", "OK"), ("2", "BAD_SIGNATURE"), ("0", "OK"), ("5", "STALE_VERSION")]
+    assert results == [("0", "OK"), ("2", "BAD_SIGNATURE"), ("0", "OK"), ("5", "STALE_VERSION"),
+                       ("0", "OK")]  # the last one: the disk chapter's update
     states = re.findall(r"database in force: v(\d+), (\d+) signatures \((\w+)\)", out)
     assert states == [("1", "5", "replaced"), ("1", "5", "unchanged"), ("2", "6", "replaced"),
                       ("2", "6", "unchanged")]
+    # The disk: the file passes before the update, is caught by PIO and by DMA after it.
+    disk = out.split("7. The disk", 1)[1].split("\n11. ", 1)[0]  # steps 7-10
+    writes = re.findall(r"read back: (\d+) bytes differ", disk)
+    assert writes == ["0", "14", "14"]
+    found = re.findall(r"DETECTED (\S+) at LBA (\d+), byte (\d+)", disk)
+    assert found == [("Demo.New-Virus-1", "200", "506"), ("Demo.New-Virus-1", "300", "506")]
+    assert disk.count("network cut:") == 1 and "nothing found" in disk.split("8.", 1)[0]
+    assert re.search(r"screen\| +║ signature: Demo.New-Virus-1", disk)
+    assert "on disk: 69 6e 67 20 " + "00 " * 17 + "6f 77 6e 20" in disk
+    assert "state | detections: 2\n    state | network: cut" in disk

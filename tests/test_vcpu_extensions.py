@@ -86,6 +86,7 @@ def test_exit_observers_see_every_exit_with_its_outcome() -> None:
                          " vmcall\n hlt", machine=machine)  # fmt: skip
     assert isinstance(result.exit, Halt)
     kinds = [type(e).__name__ for e, _, _ in log]
-    assert kinds == ["PortOut", "Hypercall"]
+    assert kinds == ["PortOut", "Hypercall", "Halt"]  # the exit that ended the run comes last
     assert isinstance(log[1][0], Hypercall) and log[1][1] == Handled(registers={"rax": 0})
+    assert log[2][0] == result.exit and log[2][1] == Stopped("halt")
     assert all(t >= 0 for _, _, t in log)
