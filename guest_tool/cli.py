@@ -36,27 +36,17 @@ from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import build_program, build_source_file, build_update_program
 from guest_tool.push import add_push_command, run_push_command
 from hv_emu.boot import MODES
+from hv_emu.cliargs import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.scanner.signatures import parse_database
 
-EXIT_OK, EXIT_USAGE, EXIT_BUG = 0, 2, 70
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+EXIT_OK = 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="guest-tool", description="Keys, signed updates and guest programs.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="guest-tool",
+                           description="Keys, signed updates and guest programs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     keygen = sub.add_parser("keygen", help="make a signing key pair: STEM.key and STEM.pub")
     keygen.add_argument("stem", type=Path, help="path without suffix, e.g. 'demo'")
@@ -64,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundle = sub.add_parser("bundle", help="sign a ClamAV database into an update bundle")
     bundle.add_argument("--db", type=Path, required=True, help="ClamAV .db or .ndb file")
-    bundle.add_argument("--version", type=_int, required=True, help="database version (>= 1)")
+    bundle.add_argument("--version", type=integer, required=True, help="database version (>= 1)")
     bundle.add_argument("--key", type=Path, required=True, help="PEM private key")
     bundle.add_argument("-o", "--output", type=Path, required=True, help="bundle file to write")
     bundle.add_argument("--expires-in", type=float, default=30.0, metavar="DAYS",
@@ -85,20 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--format", choices=("linux-elf",),
                       help="linux-elf: hvupdate, a static x86-64 Linux program run as "
                            "`hvupdate UPDATE UPDATE.sig` (in hv-emu run or on real Linux)")
-    build.add_argument("--rx-frames", type=_int, default=1, metavar="N",
+    build.add_argument("--rx-frames", type=integer, default=1, metavar="N",
                        help="--nic: frames to wait for and print before halting (default 1)")
-    build.add_argument("--lba", type=_int, default=0, help="--write: first sector (default 0)")
+    build.add_argument("--lba", type=integer, default=0, help="--write: first sector (default 0)")
     build.add_argument("--via", choices=VIAS, default="pio", help="--write: PIO or bus-master DMA")
-    build.add_argument("--per-command", type=_int, metavar="SECTORS",
+    build.add_argument("--per-command", type=integer, metavar="SECTORS",
                        help="--write: sectors per ATA command (default: as many as allowed)")
-    build.add_argument("--prd-bytes", type=_int, default=MAX_PRD_BYTES, metavar="BYTES",
+    build.add_argument("--prd-bytes", type=integer, default=MAX_PRD_BYTES, metavar="BYTES",
                        help="--write --via dma: largest PRD entry (even, default 65536)")
     build.add_argument("--lba48", action="store_true",
                        help="--write: use the 48-bit EXT commands even below 2^28")
     build.add_argument("--sig", type=Path, help="signature file (default: BUNDLE.sig)")
     build.add_argument("-o", "--output", type=Path, required=True, help="flat image to write")
     build.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode (16/32/64)")
-    build.add_argument("--load", type=_int, help="load address (default: hv-emu run's)")
+    build.add_argument("--load", type=integer, help="load address (default: hv-emu run's)")
     build.add_argument("--no-lookup", action="store_true",
                        help="call number 2 directly instead of resolving 'update_signatures'")
     add_push_command(sub)

@@ -33,6 +33,7 @@ from typing import TextIO
 
 from hv_emu.abi import DEFAULT_MAX_UPDATE
 from hv_emu.boot import MODES
+from hv_emu.cliargs import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.elf import is_elf
 from hv_emu.errors import ConfigError, HostError, HvEmuError
 from hv_emu.events import EventLog
@@ -50,22 +51,7 @@ from hv_emu.scancmd import add_parser as add_scan_parser
 from hv_emu.scancmd import cmd_scan
 from hv_emu.trace import ExitTracer
 
-EXIT_HALT, EXIT_FAULT, EXIT_USAGE, EXIT_TIMEOUT, EXIT_STOPPED, EXIT_BUG = 0, 1, 2, 3, 4, 70
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit status 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _int(text: str) -> int:
-    """Integers in any base Python accepts: 0x100000, 1048576, 0o7."""
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
 
 
 def _positive_float(text: str) -> float:
@@ -86,12 +72,12 @@ def _actions(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="hv-emu",
         description="An emulated BitVisor-style hypervisor that guards its guest from outside.",
     )
     parser.add_argument("--version", action="version", version=f"hv-emu {VERSION}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="run a guest image",
                          description="Run a flat guest image or a static Linux ELF program "
@@ -103,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--arg", action="append", default=[], metavar="ARG",
                      help="ELF programs: one more argv entry (repeatable; or put them after --)")
     run.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode at entry")
-    run.add_argument("--load", type=_int, help="load address (default 0x100000; 0x7c00 in mode 16)")
-    run.add_argument("--entry", type=_int, help="entry point (default: the load address)")
+    run.add_argument("--load", type=integer,
+                     help="load address (default 0x100000; 0x7c00 in mode 16)")
+    run.add_argument("--entry", type=integer, help="entry point (default: the load address)")
     run.add_argument("--mem", type=int, default=DEFAULT_MEM_MIB, metavar="MiB", help="guest RAM")
     run.add_argument("--paging", choices=tuple(PAGING_CHOICES), default="none",
                      help="paging for --mode 32 (64-bit guests always have 4-level paging)")
@@ -116,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state", type=Path, metavar="DIR",
                      help="persist the installed database and its version counter here")
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
-    run.add_argument("--max-update", type=_int, default=DEFAULT_MAX_UPDATE, metavar="BYTES",
+    run.add_argument("--max-update", type=integer, default=DEFAULT_MAX_UPDATE, metavar="BYTES",
                      help=f"largest update accepted (default {DEFAULT_MAX_UPDATE})")
     run.add_argument("--disk", type=Path, metavar="IMAGE",
                      help="raw disk image on the primary ATA channel (every write is scanned)")
@@ -144,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _port(text: str) -> int:
-    port = _int(text)
+    port = integer(text)
     if not 0 <= port <= 0xFFFF:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
     return port

@@ -1,0 +1,35 @@
+"""Argument parsing shared by the two command lines, ``hv-emu`` and ``guest-tool``.
+
+Models: the user's side of a command line: a mistyped flag is one line on standard error and exit
+status 2 (the usage status of argparse and of ``clamscan``), never a usage dump or a traceback.
+
+Follows: argparse; exit statuses in the spirit of sysexits.h.
+
+Leaves out: shell completion.
+
+Guest controls: nothing; the user controls every argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+#: A bad argument, image, key or file.
+EXIT_USAGE = 2
+#: An internal error of ours (sysexits.h EX_SOFTWARE).
+EXIT_BUG = 70
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def integer(text: str) -> int:
+    """Integers in any base Python accepts: 0x100000, 1048576, 0o7."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
