@@ -2,9 +2,9 @@
 
 Models: the moments the guest hands control to the hypervisor (a VM exit, in VT-x words) and what
 the hypervisor answers. On real hardware the CPU writes an exit reason and qualification into the
-VMCS; here ``vcpu.py`` turns each Unicorn trap into one of these frozen dataclasses, ``dispatch.py``
-maps it to an outcome, and the vCPU applies the outcome (writes registers, answers the IN, stops the
-run).
+VMCS; here ``vcpu/traps.py`` turns each Unicorn trap into one of these frozen dataclasses,
+``dispatch.py`` maps it to an outcome, and the vCPU applies the outcome (writes registers, answers
+the IN, stops the run).
 
 Follows: kvm-ioctls' ``VcpuExit`` (each exit carries exactly its data, and an IN carries the slot
 for its answer) and Firecracker's ``handle_kvm_exit`` (a function of the exit, testable with fake

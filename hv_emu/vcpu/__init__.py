@@ -1,0 +1,27 @@
+"""The virtual CPU: one Unicorn engine, its traps turned into VM exits.
+
+Models: the part of a VMM that runs guest code and regains control at each VM exit, in four parts:
+``engine`` (the CPU: Unicorn over guest RAM, registers, mode, reset), ``traps`` (the hooks that
+turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exits), ``runloop``
+(``Vcpu.run``: enter the guest, HLT, the watchdog, the stale-code flush, single steps) and
+``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers).
+
+Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4). This package is the only place
+that imports unicorn.
+
+Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).
+
+Guest controls: all register and memory state the vCPU reads (see each module).
+"""
+
+import os
+
+# Wrong register ids must fail loudly instead of reading 0 (notes §9); set before any engine exists.
+os.environ.setdefault("UC_IGNORE_REG_BREAK", "1")
+
+from hv_emu.vcpu.cpuid_native import native_cpuid
+from hv_emu.vcpu.engine import mode_of
+from hv_emu.vcpu.runloop import Vcpu
+from hv_emu.vcpu.traps import CodeHook, ExitHandler
+
+__all__ = ["CodeHook", "ExitHandler", "Vcpu", "mode_of", "native_cpuid"]

@@ -1,0 +1,153 @@
+"""The vCPU run loop: enter the guest, come back at each exit Unicorn cannot finish in a hook.
+
+Models: a VMM's ``vcpu_run`` (KVM_RUN's loop, seen from the VMM): enter the guest with
+``emu_start``, and when it returns decide why: the guest halted (HLT), a hook asked to stop (a
+handler's request, a fault), the watchdog fired, host code wrote guest RAM (flush translated code
+and go on), or Unicorn stopped without saying why (the silent invalid-opcode stop, finished here).
+Also single steps for a debugger (``steps=1``).
+
+Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4) §10.B (the run loop); invalidate
+translated code after host writes (trap 2); a watchdog thread instead of ``timeout=`` (trap 9);
+``count=`` only when a debugger steps (trap 9). docs/ARCHITECTURE.md "Things Unicorn 2.1.4 taught
+us" for the silent stop and the stale-code flush.
+
+Leaves out: interrupt injection at ``emu_start`` boundaries (a HLT ends the run: no interrupt will
+wake it), SMP (one vCPU, one thread), pausing and resuming a run from another thread.
+
+Guest controls: when it halts, faults or calls VMCALL, and the RAM host code writes on its behalf
+(DMA, a hypercall's result); never how long a run lasts (the watchdog ends it).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import unicorn
+
+from hv_emu.errors import GuestFault
+from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
+from hv_emu.memory import GuestMemory
+from hv_emu.paging import PagingState, read_virt
+from hv_emu.vcpu.engine import mode_of
+from hv_emu.vcpu.faults import fault_report
+from hv_emu.vcpu.traps import ExitHandler, Traps
+
+_HLT = 0xF4
+_UNTIL = 2**64 - 1  # an unreachable sentinel: run until a trap stops us (notes §6)
+
+
+class Vcpu(Traps):
+    """One virtual CPU over ``mem``; every exit goes to ``on_exit``."""
+
+    def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
+        super().__init__(mem, on_exit)
+        self._timed_out = threading.Event()
+        self._stale_code = False  # host wrote guest RAM: translated code may be stale
+        mem.add_write_listener(self._invalidate)
+
+    def run(self, timeout: float | None, *, steps: int | None = None) -> Exit:
+        """Run until the guest halts, faults, times out or a handler stops it; return that exit.
+
+        ``steps`` runs at most that many instructions and then returns ``StopRequest("step")``
+        (a debugger's single step; ``count=`` is slow, so only then)."""
+        self._timed_out.clear()
+        watchdog = None
+        if timeout is not None:
+            watchdog = threading.Timer(timeout, self._watchdog_fire)
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            while True:
+                if self._timed_out.is_set():
+                    mode = self.mode()
+                    return Timeout(timeout or 0.0, mode, self.reg("rip"))
+                self._stop = self._error = self._pending_fault = None
+                self._resume = False
+                if self._stale_code:
+                    self._stale_code = False
+                    self.uc.ctl_flush_tb()
+                start = self.reg("rip")
+                try:
+                    self.uc.emu_start(start, _UNTIL, count=steps or 0)
+                except unicorn.UcError as err:
+                    if self._error is not None:
+                        raise self._error from None
+                    if self._stop is not None:  # a fault recorded by a hook, then stopped
+                        return self._stop
+                    return self._fault_from(err)
+                if self._error is not None:
+                    raise self._error
+                if self._stop is not None:
+                    return self._stop
+                if steps is not None and self._resume and not self._timed_out.is_set():
+                    # A handler wrote guest RAM during the step: the step is done all the same
+                    # (the flush happens at the next emu_start).
+                    return StopRequest("step", self.mode(), self.reg("rip"))
+                if self._timed_out.is_set() or self._resume:
+                    continue  # a timeout is reported at the top of the loop; a flush done there
+                paging = self.paging_state()
+                mode = mode_of(paging)
+                rip = self.reg("rip")
+                pc = self.linear_address(mode, rip)
+                if self._byte_before(paging, pc) == _HLT:
+                    return Halt(mode, rip)
+                # Unicorn 2.1.4 with paging on stops silently, without calling the invalid-
+                # instruction hook, at an invalid opcode it has met twice before (seen with
+                # VMCALL: the third call in a loop). Finish the exit here, in the host loop.
+                if steps is not None:
+                    # A single step that did not move RIP off a VMCALL is the same silent stop.
+                    if rip == start and self._is_vmcall(paging, pc):
+                        stop = self._silent_invalid_opcode(mode, paging, rip, pc)
+                        if stop is not None:
+                            return stop
+                    return StopRequest("step", mode, self.reg("rip"))
+                stop = self._silent_invalid_opcode(mode, paging, rip, pc)
+                if stop is not None:
+                    return stop
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
+                               pc: int) -> Exit | None:  # fmt: skip
+        """Handle a VMCALL Unicorn stopped at without a hook call; any other opcode is a #UD."""
+        if not self._is_vmcall(paging, pc):
+            return fault_report(self, "#UD invalid opcode", 0, 6)
+        self._vmcall(mode, paging, rip)
+        if self._error is not None:
+            raise self._error
+        return self._stop  # None: resume after the VMCALL
+
+    def _watchdog_fire(self) -> None:
+        self._timed_out.set()
+        self.uc.emu_stop()
+
+    def _byte_before(self, paging: PagingState, pc: int) -> int:
+        try:
+            return read_virt(self.mem, paging, pc - 1, 1)[0]
+        except GuestFault:
+            return -1
+
+    def _invalidate(self, pa: int, n: int) -> None:
+        """A host write to guest RAM (DMA, a hypercall's result, the loader).
+
+        Unicorn does not notice host writes, so code translated from that RAM may be stale (notes
+        trap 2). ``ctl_remove_cache`` cannot help: it takes a guest-*virtual* address and walks the
+        guest's page tables to find the page, which faults when the tables do not map it. So the
+        whole translation cache is flushed at the next ``emu_start``; a write from a hook ends the
+        current ``emu_start`` (at the end of the translation block) so the guest never runs stale
+        code, except from an IN hook, which must not stop (trap 3) and never writes RAM itself.
+        """
+        self._stale_code = True
+        if self._in_hook and not self._in_port_in:
+            self._resume = True
+            self.uc.emu_stop()
+
+    def _fault_from(self, err: unicorn.UcError) -> Fault:
+        """The fault report for an ``emu_start`` that ended in a Unicorn error, with what a hook
+        recorded about it (a #UD, a bad access) or else Unicorn's own words."""
+        if self._pending_fault is not None:
+            kind, address, vector = self._pending_fault
+        else:
+            kind, address, vector = f"Unicorn error: {err}", 0, -1
+        return fault_report(self, kind, address, vector)

@@ -1,0 +1,265 @@
+"""VM exits: the Unicorn hooks that catch what the guest does and hand it to the hypervisor.
+
+Models: the exit side of VT-x. Where the CPU writes an exit reason into the VMCS, hv-emu has
+Unicorn hooks: VMCALL arrives as an invalid instruction (Unicorn decodes ``0f 01 c1`` as #UD), IN
+and OUT, CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the
+interrupt hook, accesses outside RAM through the memory hook. Each trap becomes an exit value
+(``exits.py``) handed to one callback (the machine's ``dispatch``), whose outcome is applied here:
+registers written, an IN answered, or the run stopped.
+
+Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook
+during ``rep ins*`` (trap 3: IN is always answered inside the hook); one IN and one OUT hook
+dispatching by port (trap 10); no delivery through the guest IDT (trap 5). Intel SDM vol. 3C 27.1
+(on a VMCALL exit the handler, not the CPU, moves RIP past the instruction).
+
+Leaves out: interrupt delivery (no PIC/APIC: guests poll), reflecting exceptions into the guest IDT
+(every guest exception ends the run with a fault report), MSR and control-register exits.
+
+Guest controls: all register and memory state; the hooks treat every value they read as hostile and
+never let an exception escape into Unicorn (it is stored and re-raised after ``emu_start``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import unicorn
+from unicorn import x86_const as X
+
+from hv_emu.abi import VMCALL_BYTES
+from hv_emu.errors import GuestFault
+from hv_emu.exits import (
+    Cpuid,
+    Exit,
+    Handled,
+    Hypercall,
+    Outcome,
+    PortIn,
+    PortOut,
+    SoftwareInterrupt,
+    Stopped,
+    StopRequest,
+    Syscall,
+    Unhandled,
+)
+from hv_emu.memory import GuestMemory
+from hv_emu.paging import PagingState, read_virt
+from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
+from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
+
+ExitHandler = Callable[[Exit], Outcome]
+#: A code hook: called with (address, size) before each instruction in its range.
+CodeHook = Callable[[int, int], None]
+
+_INT_IMM8 = 0xCD  # INT imm8
+_HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
+
+
+class Traps(Engine):
+    """The engine with its hooks installed: every trap becomes an exit sent to ``on_exit``."""
+
+    def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
+        super().__init__(mem)
+        self.on_exit = on_exit
+        self._hypercall_regs = RegisterBatch(self.uc, _HYPERCALL_REGS)
+        self._stop: Exit | None = None  # why the current emu_start was stopped on purpose
+        self._error: BaseException | None = None  # an exception raised inside a hook
+        self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
+        self._resume = False  # we stopped emu_start ourselves only to flush; just go on
+        self._in_port_in = False  # inside an IN hook, where stopping would lose data (trap 3)
+        self._in_hook = False  # inside any hook, during emu_start
+        #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
+        self.exact_rip_in_hooks = False
+        self._install_hooks()
+
+    def set_reg(self, name: str, value: int) -> None:
+        super().set_reg(name, value)
+        if name == "rip" and self._in_hook and self.exact_rip_in_hooks:
+            # Unicorn 2.1.4 stops syncing RIP for later hooks once a hook has written it (fixed
+            # upstream by unicorn PR #2181); a new emu_start syncs it again.
+            self._resume = True
+            self.uc.emu_stop()
+
+    def _install_hooks(self) -> None:
+        uc = self.uc
+        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid_insn)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
+        uc.hook_add(
+            unicorn.UC_HOOK_MEM_UNMAPPED | unicorn.UC_HOOK_MEM_PROT, self._on_bad_memory
+        )
+
+    # ------------------------------------------------------------------ outcomes
+    def _apply(self, outcome: Outcome) -> None:
+        """Carry out a dispatch outcome inside a hook."""
+        if isinstance(outcome, Handled):
+            for name, value in outcome.registers.items():
+                self.set_reg(name, value)
+        elif isinstance(outcome, Stopped):
+            self.request_stop(outcome.reason)
+        elif isinstance(outcome, Unhandled):
+            self._stop = fault_report(self, outcome.why, 0, -1)
+            self.uc.emu_stop()
+        else:
+            self._stop = outcome.fault
+            self.uc.emu_stop()
+
+    def request_stop(self, reason: str) -> None:
+        """End the current run with a ``StopRequest`` (from a handler or a code hook; never from
+        an IN hook, see trap 3)."""
+        self._stop = StopRequest(reason, self.mode(), self.reg("rip"))
+        self.uc.emu_stop()
+
+    def _hook_error(self, err: BaseException) -> None:
+        if self._error is None:
+            self._error = err
+        self.uc.emu_stop()
+
+    # ------------------------------------------------------------------ extension points
+    def add_code_hook(self, callback: CodeHook, begin: int = 1, end: int = 0) -> int:
+        """Call ``callback(address, size)`` before each instruction in ``[begin, end]`` (all
+        code when begin > end). Costly (about 0.3 µs per instruction): for debuggers and traces,
+        never on the default path. Returns a handle for ``remove_hook``."""
+
+        def hook(uc: unicorn.Uc, address: int, size: int, _ud: object) -> None:
+            try:
+                callback(address, size)
+            except BaseException as err:
+                self._hook_error(err)
+
+        return int(self.uc.hook_add(unicorn.UC_HOOK_CODE, hook, None, begin, end))
+
+    def remove_hook(self, handle: int) -> None:
+        self.uc.hook_del(handle)
+
+    # ------------------------------------------------------------------ VMCALL
+    def _is_vmcall(self, paging: PagingState, pc: int) -> bool:
+        """Whether the bytes at linear ``pc`` are a VMCALL (unmapped bytes are not)."""
+        try:
+            return read_virt(self.mem, paging, pc, len(VMCALL_BYTES)) == VMCALL_BYTES
+        except GuestFault:
+            return False
+
+    def _on_invalid_insn(self, uc: unicorn.Uc, _ud: object) -> bool:
+        """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
+        self._in_hook = True
+        try:
+            paging = self.paging_state()
+            mode = mode_of(paging)
+            rip = self.reg("rip")
+            if not self._is_vmcall(paging, self.linear_address(mode, rip)):
+                self._pending_fault = ("#UD invalid opcode", 0, 6)
+                return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
+            self._vmcall(mode, paging, rip)
+        except BaseException as err:  # never let an exception unwind through Unicorn's C frames
+            self._hook_error(err)
+        finally:
+            self._in_hook = False
+        return True
+
+    def _vmcall(self, mode: int, paging: PagingState, rip: int) -> None:
+        """The VMCALL exit at ``rip``: like VT-x, move RIP past the instruction, then run the
+        handler."""
+        rip += len(VMCALL_BYTES)
+        rip = rip & 0xFFFF if mode == 16 else rip & U64
+        self.set_reg("rip", rip)
+        mask = U64 if mode == 64 else 0xFFFFFFFF
+        nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in self._hypercall_regs.read())
+        exit_ = Hypercall(nr, (rbx, rcx, rdx, rsi, rdi), mode, rip, paging)
+        self._apply(self.on_exit(exit_))
+
+    # ------------------------------------------------------------------ port I/O, CPUID, SYSCALL
+    def _on_in(self, uc: unicorn.Uc, port: int, size: int, _ud: object) -> int:
+        # Always answered here, never by stopping: stopping inside rep insw loses a word (trap 3).
+        self._in_hook = self._in_port_in = True
+        try:
+            outcome = self.on_exit(PortIn(port, size))
+            if isinstance(outcome, Handled):
+                return outcome.value
+            self._apply(outcome)
+        except BaseException as err:
+            self._hook_error(err)
+        finally:
+            self._in_hook = self._in_port_in = False
+        return (1 << (8 * size)) - 1
+
+    def _on_out(self, uc: unicorn.Uc, port: int, size: int, value: int, _ud: object) -> None:
+        self._in_hook = True
+        try:
+            outcome = self.on_exit(PortOut(port, size, value))
+            if not isinstance(outcome, Handled):
+                self._apply(outcome)
+        except BaseException as err:
+            self._hook_error(err)
+        finally:
+            self._in_hook = False
+
+    def _on_cpuid(self, uc: unicorn.Uc, _ud: object) -> int:
+        try:
+            leaf = self.reg("rax") & 0xFFFFFFFF
+            outcome = self.on_exit(Cpuid(leaf, self.reg("rcx") & 0xFFFFFFFF))
+            if isinstance(outcome, Handled) and outcome.cpuid is not None:
+                # Native CPUID zero-extends into RAX..RDX, so write the full registers (notes §2).
+                for name, value in zip(("rax", "rbx", "rcx", "rdx"), outcome.cpuid, strict=True):
+                    self.set_reg(name, value & 0xFFFFFFFF)
+                return 1
+            if not isinstance(outcome, Handled):
+                self._apply(outcome)
+        except BaseException as err:
+            self._hook_error(err)
+        return 0
+
+    def _on_syscall(self, uc: unicorn.Uc, _ud: object) -> None:
+        """SYSCALL: Unicorn calls this with RIP on the instruction and resumes after it."""
+        self._in_hook = True
+        try:
+            paging = self.paging_state()
+            mode = mode_of(paging)
+            rip = self.reg("rip") + 2  # syscall is 0f 05
+            exit_ = Syscall(mode, rip, self.general_registers(mode), paging)
+            self._apply(self.on_exit(exit_))
+        except BaseException as err:
+            self._hook_error(err)
+        finally:
+            self._in_hook = False
+
+    # ------------------------------------------------------------------ exceptions, INT n, memory
+    def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
+        """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
+        try:
+            paging = self.paging_state()
+            mode = mode_of(paging)
+            pc = self.linear_pc(mode)
+            try:
+                before = read_virt(self.mem, paging, pc - 2, 2)
+            except GuestFault:
+                before = b""
+            if before == bytes((_INT_IMM8, intno)):
+                # A software INT n (RIP is already past it): a real-mode guest calling the BIOS,
+                # or a system call. Vectors overlap exceptions (INT 0x10 is vector 16, #MF), so
+                # the instruction bytes decide. It is an exit like any other.
+                exit_ = SoftwareInterrupt(intno, mode, self.reg("rip"),
+                                          self.general_registers(mode), paging)  # fmt: skip
+                self._apply(self.on_exit(exit_))
+                return  # Unicorn resumes after the INT unless _apply stopped it
+            address = self.reg("cr2") if intno == PAGE_FAULT else 0
+            self._stop = fault_report(self, exception_name(intno), address, intno)
+        except BaseException as err:
+            self._hook_error(err)
+            return
+        uc.emu_stop()
+
+    def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
+                       value: int, _ud: object) -> bool:  # fmt: skip
+        kinds = {
+            unicorn.UC_MEM_READ_UNMAPPED: "read of unmapped memory",
+            unicorn.UC_MEM_WRITE_UNMAPPED: "write to unmapped memory",
+            unicorn.UC_MEM_FETCH_UNMAPPED: "fetch from unmapped memory",
+            unicorn.UC_MEM_WRITE_PROT: "write to read-only memory",
+            unicorn.UC_MEM_FETCH_PROT: "fetch from non-executable memory",
+        }
+        self._pending_fault = (kinds.get(access, f"memory access type {access}"), address, -1)
+        return False  # Unicorn ends the run with UC_ERR_*; the run loop reports it
