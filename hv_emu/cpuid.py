@@ -39,7 +39,6 @@ class CpuidTable:
     """Answers CPUID: the hypervisor leaves from this table, the rest from the CPU model."""
 
     def __init__(self, native: NativeCpuid, hypercall_slots: int) -> None:
-        self._native = native
         ebx, ecx, edx = _signature_registers()
         self._leaves: dict[int, Registers] = {
             HYPERVISOR_BASE_LEAF: (HYPERVISOR_BASE_LEAF + 1, ebx, ecx, edx),
@@ -48,11 +47,20 @@ class CpuidTable:
         eax, ebx1, ecx1, edx1 = native(1, 0)
         self._leaves[1] = (eax, ebx1, ecx1 | HYPERVISOR_PRESENT, edx1)
 
-    def lookup(self, leaf: int, subleaf: int) -> Registers:
-        """EAX..EDX for ``leaf``/``subleaf``."""
+    @property
+    def features(self) -> Registers:
+        """Leaf 1 as the guest sees it (what Linux passes as AT_HWCAP is its EDX)."""
+        return self._leaves[1]
+
+    def lookup(self, leaf: int, subleaf: int) -> Registers | None:
+        """EAX..EDX for ``leaf``/``subleaf``, or ``None``: let the CPU model answer natively.
+
+        Only the leaves this table overrides are computed here; every other leaf runs as the
+        native instruction, so a guest walking all 2**64 leaf/sub-leaf pairs costs the host
+        nothing (no per-pair cache, no scratch engine)."""
         known = self._leaves.get(leaf)
         if known is not None:
             return known
         if HYPERVISOR_BASE_LEAF <= leaf <= 0x4FFFFFFF:
             return (0, 0, 0, 0)  # hypervisor range beyond our highest leaf: all zero
-        return self._native(leaf, subleaf)
+        return None

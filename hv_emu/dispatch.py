@@ -66,7 +66,7 @@ def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
             handlers.bus.write(port, size, value)
             return RESUME
         case Cpuid(leaf=leaf, subleaf=subleaf):
-            return Handled(cpuid=handlers.cpuid.lookup(leaf, subleaf))
+            return Handled(cpuid=handlers.cpuid.lookup(leaf, subleaf))  # None: native CPUID
         case Hypercall():
             return handlers.hypercalls.handle(exit_)
         case SoftwareInterrupt(vector=vector):

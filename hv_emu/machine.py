@@ -271,7 +271,7 @@ class Machine:
         """Load a static ELF executable as a Linux process (docs/ELF.md): its address space, its
         start-up stack, and the Linux personality on ``syscall`` (ELF64) or ``int 0x80`` (ELF32)."""
         process = load_elf(self.mem, parse_elf(image))
-        hwcap = self.cpuid.lookup(1, 0)[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
+        hwcap = self.cpuid.features[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
         stack = build_initial_stack(self.mem, process, argv, env, hwcap=hwcap)
         self.linux = LinuxProcess(self.mem, process, files or FileTable(), self.events)
         if process.bits == 64:

@@ -69,7 +69,7 @@ def test_cpuid_hypervisor_leaves_and_native_fallback(handlers: Handlers) -> None
     leaf1 = dispatch(Cpuid(1, 0), handlers)
     assert isinstance(leaf1, Handled) and leaf1.cpuid is not None
     assert leaf1.cpuid[2] & HYPERVISOR_PRESENT
-    assert dispatch(Cpuid(7, 1), handlers) == Handled(cpuid=(7, 1, 0x1234, 0x5678))
+    assert dispatch(Cpuid(7, 1), handlers) == Handled(cpuid=None)  # the CPU model answers
     assert dispatch(Cpuid(0x40000005, 0), handlers) == Handled(cpuid=(0, 0, 0, 0))
 
 

@@ -237,3 +237,26 @@ def test_a_loop_of_hypercalls_is_handled_every_time(boot: Boot, mode: int, pagin
     assert isinstance(result.exit, Halt), result.exit
     assert machine.hypercalls.calls == 50
     assert len(machine.events.of("hypercall")) == 50
+
+
+def test_unknown_cpuid_leaves_run_natively_and_cost_the_host_nothing(boot: Boot) -> None:
+    """A guest may walk any number of leaves: none is cached or emulated in Python."""
+    from hv_emu.vcpu import native_cpuid
+
+    before = native_cpuid.cache_info().currsize
+    machine, result = boot("""
+        mov r12d, 200
+    again:
+        mov eax, r12d
+        add eax, 0x80000000
+        mov ecx, r12d
+        cpuid
+        dec r12d
+        jnz again
+        mov eax, 0x80000000
+        cpuid
+        hlt
+    """)
+    assert isinstance(result.exit, Halt)
+    assert machine.vcpu.reg("rax") & 0xFFFFFFFF >= 0x80000001  # the CPU model's own answer
+    assert native_cpuid.cache_info().currsize == before
