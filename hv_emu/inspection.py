@@ -16,7 +16,10 @@ Database updates: a write checks ``ActiveDatabase.current``; when a new database
 run goes on under it from that write: a new stream is opened and primed with the run's last
 ``widest - 1`` bytes (the widest single part of the new database, at most ``MAX_REPRIME``) read back
 from the disk image, so a signature that began before the update and ends in the write is found.
-Nothing costs anything on the write path until an update actually happens.
+Nothing costs anything on the write path until an update actually happens. When the database in
+force is only recompiled (same signatures, a faster literal finder: the second stage of a sharded
+activation), the run's stream goes on and only its literal finder is replaced, primed the same
+way, so nothing found so far, not even a chain of parts, is forgotten.
 
 Actions (``--on-detect``, default ``warn,cut-network,zero-fill``):
 - warn: an event ``detection`` per match and a warning box on the VGA text screen;
@@ -152,6 +155,15 @@ class Inspector:
         """Open the stream for a write at ``position``: a new run, or the same run under the
         database that has just come into force (primed with the run's last bytes)."""
         continues = self._stream is not None and position == self._next
+        if continues and self._db is not None and db.program is self._db.program:
+            # The same database with its literal finder recompiled (the second stage of a
+            # sharded activation): the stream goes on, only its finder changes under it.
+            assert self._stream is not None
+            literals = None if db.matcher is None else db.matcher.open()
+            if literals is not None:
+                self._stream.switch_literals(literals, self._carried(db, position))
+                self._db = db
+                return
         if self._stream is not None:
             self._stream.close()
         if not continues:

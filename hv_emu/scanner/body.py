@@ -12,11 +12,14 @@ Follows: ClamAV's signature manual (``BodySignatureFormat.md``) and the body rul
 a static run of at least 2 bytes in every part, no unbounded wildcards inside alternations,
 ``{n}`` with n < 128 as n x ``??``, and which alternations may be negated.
 
-Leaves out (refused with a ``BodyError`` naming the column, never half-matched): anchored byte
-ranges ``[x-y]`` (clamscan 1.4.6 is inconsistent on the left-anchored form: ``4a[0-32]4b4c4d``
-misses distances 0, 1 and 32, yet ``41[1-3]424344`` finds 1), the boundary tokens ``(B)``,
-``(L)``, ``(W)``, and ranges ``{n-m}`` with m < n (which clamscan accepts). Names, target types
-and offsets are the line's business (``signatures.py``).
+Anchored byte ranges ``aa[x-y]BODY`` and ``BODY[x-y]aa`` (x <= y <= 32) are parsed per part
+into an ``Anchor`` beside the part's variants, as ``cli_ac_addsig`` does: at most one on each side,
+the anchor one plain byte ``hh`` (clamscan accepts ``??`` and nibbles there but checks ``?h`` only;
+refused here), the range also written ``[n]``.
+
+Leaves out (refused with a ``BodyError`` naming the column, never half-matched): the boundary
+tokens ``(B)``, ``(L)``, ``(W)``, and ranges ``{n-m}`` with m < n (which clamscan accepts).
+Names, target types and offsets are the line's business (``signatures.py``).
 
 Guest controls: the body text, when a database arrives as an update. The parser bounds parts,
 alternation expansion and the elements a body expands to before it allocates, and raises only
@@ -76,16 +79,33 @@ class Choice:
 Element = Literal | ByteClass | Choice
 Variant = tuple[Element, ...]
 
+#: libclamav's ``AC_CH_MAXDIST``: the farthest an anchored byte may lie from its body.
+MAX_ANCHOR_DISTANCE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """An anchored byte, ``aa[nearest-farthest]``: one byte in ``allowed`` lying ``nearest`` to
+    ``farthest`` bytes away from the part's body (before its start for a left anchor, after its
+    end for a right one)."""
+
+    allowed: frozenset[int]
+    nearest: int
+    farthest: int
+
 
 @dataclass(frozen=True, slots=True)
 class Part:
     """A fixed-length piece of a body, as its variants. ``*`` and ranges split a body into parts;
     ``gap_min``..``gap_max`` bytes lie between the previous part's end and this part's start
-    (``gap_max`` None: unbounded). The first part has the gap (0, 0)."""
+    (``gap_max`` None: unbounded). The first part has the gap (0, 0). ``left`` and ``right`` are
+    its anchored bytes, outside the variants."""
 
     gap_min: int
     gap_max: int | None
     variants: tuple[Variant, ...]
+    left: Anchor | None = None
+    right: Anchor | None = None
 
 
 # --------------------------------------------------------------------------- body syntax
@@ -173,8 +193,9 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
             i = close + 1
         elif c == "*":  # at the top level, '*' has already split the body into parts
             raise BodyError(at, _UNBOUNDED)
-        elif c == "[":
-            raise BodyError(at, "anchored byte range '[x-y]' is not supported by hv-emu")
+        elif c in "[]":  # anchors were cut off by _split_anchors: any left is out of place
+            raise BodyError(at, "an anchored byte range must have one byte on one side: "
+                                "'aa[x-y]BODY' or 'BODY[x-y]aa'")
         elif c in "(!" and not in_alternative:
             negated = c == "!"
             if negated and text[i + 1 : i + 2] != "(":
@@ -269,6 +290,47 @@ def _split_parts(text: str) -> list[tuple[int, str, int, int | None]]:
     pieces.append((begin, text[begin:], *gap))
     return pieces
 
+_ANCHOR_RANGE = re.compile(r"\[(?P<nearest>[0-9]{1,9})(?:-(?P<farthest>[0-9]{1,9}))?\]")
+
+
+def _anchor(token: str, bracket: re.Match[str], at: int) -> Anchor:
+    """The anchor ``token[range]`` (or ``[range]token``); ``at`` is the column of the token."""
+    byte = _nibble_class(token, at)
+    if not isinstance(byte, Literal):  # clamscan ignores '??' and 'h?' anchors: refuse them all
+        raise BodyError(at, f"an anchored byte must be plain hex, not {token!r}")
+    nearest = int(bracket["nearest"])
+    farthest = nearest if bracket["farthest"] is None else int(bracket["farthest"])
+    if nearest > farthest or farthest > MAX_ANCHOR_DISTANCE:
+        raise BodyError(at, f"incorrect range {bracket.group()} (0 <= x <= y <= "
+                            f"{MAX_ANCHOR_DISTANCE})")
+    return Anchor(frozenset(byte.data), nearest, farthest)
+
+
+def _split_anchors(text: str, column: int) -> tuple[Anchor | None, int, str, Anchor | None]:
+    """Cut a part's anchored bytes off it, as ``cli_ac_addsig`` does: a first ``[x-y]`` with
+    exactly one byte before it is a left anchor, one with exactly one byte after it (the first or
+    the second bracket) a right anchor. Returns (left, column of the rest, rest, right)."""
+    left = right = None
+    for side in ("left", "right"):
+        opening = text.find("[")
+        if opening < 0:
+            break
+        bracket = _ANCHOR_RANGE.match(text, opening)
+        if bracket is None:
+            raise BodyError(column + opening, "bad anchored byte range: '[n]' or '[n-m]' expected")
+        after = bracket.end()
+        if side == "left" and opening == 2:
+            left = _anchor(text[:2], bracket, column)
+            text, column = text[after:], column + after
+        elif len(text) - after == 2:
+            right = _anchor(text[after:], bracket, column + after)
+            text = text[:opening]
+            break
+        else:
+            raise BodyError(column + opening, "an anchored byte range must have one byte on one "
+                                              "side: 'aa[x-y]BODY' or 'BODY[x-y]aa'")
+    return left, column, text, right
+
 
 def parse_body(text: str) -> tuple[Part, ...]:
     """Parse a hex body and apply ClamAV's length rules; raises only ``BodyError``."""
@@ -280,6 +342,7 @@ def parse_body(text: str) -> tuple[Part, ...]:
     budget = _Budget(MAX_SIGNATURE_ELEMENTS)
     parts = []
     for column, piece, gap_min, gap_max in pieces:
+        left, column, piece, right = _split_anchors(piece, column)
         if not piece:
             raise BodyError(column, "empty part: '*' or a range at an end or after another")
         fixed = _parse_fixed(piece, column, budget, in_alternative=False)
@@ -287,9 +350,11 @@ def parse_body(text: str) -> tuple[Part, ...]:
         for variant in variants:
             width = sum(element.width for element in variant)
             is_plain = len(variant) == 1 and isinstance(variant[0], Literal)
-            if width < 2 or (is_plain and width < 3 and len(pieces) == 1):
+            # A plain literal (Boyer-Moore in libclamav) needs 3 bytes, anything else 2.
+            anchored = left is not None or right is not None
+            if width < 2 or (is_plain and width < 3 and len(pieces) == 1 and not anchored):
                 raise BodyError(column, f"body of {width} byte(s) is too short")
             if not any(isinstance(e, Literal) and e.width >= 2 for e in variant):
                 raise BodyError(column, "Can't find a static subpattern of length 2")
-        parts.append(Part(gap_min, gap_max, tuple(variants)))
+        parts.append(Part(gap_min, gap_max, tuple(variants), left, right))
     return tuple(parts)

@@ -22,6 +22,7 @@ raises only ``DatabaseError``); never the engine choice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Sequence
@@ -43,8 +44,11 @@ else:
 ENGINES = ("auto", "ac", "hyperscan")
 
 
-def _literal_matcher(program: Program, engine: str, source: str) -> LiteralMatcher | None:
-    """The literal finder for ``engine``; None when there is nothing to find."""
+def _literal_matcher(
+    program: Program, engine: str, source: str, shards: int = 1
+) -> LiteralMatcher | None:
+    """The literal finder for ``engine`` (Hyperscan in ``shards`` databases compiled at once);
+    None when there is nothing to find."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown scanner engine {engine!r} (expected one of {ENGINES})")
     if engine == "hyperscan" and not HYPERSCAN_AVAILABLE:
@@ -53,7 +57,7 @@ def _literal_matcher(program: Program, engine: str, source: str) -> LiteralMatch
         return None
     if engine == "hyperscan" or (engine == "auto" and HYPERSCAN_AVAILABLE):
         try:
-            return engine_hs.HyperscanMatcher(program.literals)
+            return engine_hs.HyperscanMatcher(program.literals, shards)
         except engine_hs.HyperscanCompileError as error:
             raise DatabaseError(source, 0, 0, f"Hyperscan cannot compile it: {error}") from None
     return engine_ac.AhoCorasickMatcher(program.literals)
@@ -72,6 +76,7 @@ class SignatureDatabase:
     engine: str  # "ac", "hyperscan" or "none" (nothing to match)
     program: Program = field(repr=False, compare=False)
     matcher: LiteralMatcher | None = field(repr=False, compare=False)
+    shards: int = field(default=1, compare=False)  # Hyperscan databases a stream runs side by side
 
     @classmethod
     def empty(cls) -> SignatureDatabase:
@@ -168,12 +173,13 @@ def compile_files(paths: Sequence[Path], *, engine: str = "auto") -> SignatureDa
 
 def compile_signatures(
     signatures: Sequence[Signature], kind: str, version: int, source: str, sha256: str,
-    engine: str = "auto",
+    engine: str = "auto", *, shards: int = 1,
 ) -> SignatureDatabase:
     """Compile parsed signatures: the slow half of ``compile_database``, which an update runs off
-    the vCPU path. Raises ``DatabaseError`` only if the literal finder refuses the set."""
+    the vCPU path; ``shards`` > 1 compiles Hyperscan faster on several cores, to scan slower
+    (``engine_hs``). Raises ``DatabaseError`` only if the literal finder refuses the set."""
     program = build_program(signatures)
-    matcher = _literal_matcher(program, engine, source)
+    matcher = _literal_matcher(program, engine, source, shards)
     return SignatureDatabase(
         version=version,
         kind=kind,
@@ -184,7 +190,17 @@ def compile_signatures(
         engine="none" if matcher is None else matcher.name,
         program=program,
         matcher=matcher,
+        shards=getattr(matcher, "shards", 1),
     )
+
+
+def recompile(db: SignatureDatabase, engine: str = "auto") -> SignatureDatabase:
+    """The same database (same signatures, same ``Program`` object) with its literal finder
+    compiled again as one database: the second stage of a sharded activation. A stream of either
+    can be handed to the other's finder (``ScanStream.switch_literals``)."""
+    matcher = _literal_matcher(db.program, engine, db.source)
+    return dataclasses.replace(db, engine="none" if matcher is None else matcher.name,
+                               matcher=matcher, shards=1)  # fmt: skip
 
 
 class ActiveDatabase:

@@ -5,12 +5,15 @@ enters the literal finder under its *anchor*, its longest static byte run. A hit
 places a candidate (the variant's start follows from where the anchor sits in it), which is then
 verified element by element. Bodies that are one literal (all of rfxn.ndb but one) need no
 verification. A signature of several parts (cut at ``*`` and ranges) fires when its parts are
-found in order, each at an allowed distance from the end of the one before.
+found in order, each at an allowed distance from the end of the one before. A part's anchored
+bytes (``aa[x-y]BODY``, ``BODY[x-y]aa``) are checked around its verified body: a left one in the
+bytes before it, a right one as its bytes arrive, so the candidate waits at most 33 bytes more.
 
 Streaming: the disk path feeds every sector or DMA transfer in order. The literal finder keeps its
 own state across chunks (pyahocorasick's iterator, Hyperscan's stream), so a literal straddling a
 chunk boundary is found. The stream also keeps, all bounded by the database, never by the data:
-- the last ``history`` bytes (the widest part that needs verifying), to verify around an anchor;
+- the last ``history`` bytes (the widest part that needs verifying, with its anchored bytes'
+  ranges), to verify around an anchor;
 - candidates whose tail has not arrived yet (at most one per variant and start in that window);
 - per multi-part signature and part, the ends of chains found so far: at most ``TRACK_LENGTH``
   (the newest, as libclamav keeps its last 8 offsets per part, ``CLI_DEFAULT_AC_TRACKLEN``), only
@@ -35,12 +38,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hv_emu.scanner.signatures import ByteClass, Literal, Offset, Part, Signature, Variant
+from hv_emu.scanner.signatures import (
+    Anchor,
+    ByteClass,
+    Literal,
+    Offset,
+    Part,
+    Signature,
+    Variant,
+)
 
 TRACK_LENGTH = 64
 #: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
 #: rest of a longer static run is verified like any other element.
 MAX_ANCHOR = 1024
+#: From this many signatures, anchors are cut to ``LARGE_SET_ANCHOR`` bytes: Hyperscan compiles
+#: 100,000 16-64 byte literals about a fifth faster cut to 16, and scans at the same speed
+#: (benchmarks/scanner.py; the rest of each literal is verified on a hit, which random and text
+#: data almost never give). Smaller sets such as rfxn.ndb keep whole anchors: fewer false hits.
+LARGE_SET = 20_000
+LARGE_SET_ANCHOR = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +69,11 @@ class Match:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Pattern:
-    """One variant of one part of one signature, as entered in the literal finder."""
+    """One variant of one part of one signature, as entered in the literal finder. Never changed
+    once built; not frozen only because a frozen dataclass's ``object.__setattr__`` per field is
+    a large share of a 100,000-signature build."""
 
     name: str
     offset: Offset  # applies to the start of the first part
@@ -67,15 +86,30 @@ class Pattern:
     gap_min: int  # bytes allowed between the previous part's end and this part's start
     gap_max: int | None
     last: bool
+    left: Anchor | None  # anchored bytes ``aa[x-y]`` before the start / after the end
+    right: Anchor | None
+    anchored: bool  # left or right is set
+    # The literal is not the whole variant, or an anchored byte is to be checked around it.
+    needs_verification: bool
 
     @property
-    def needs_verification(self) -> bool:
-        return self.width != len(self.anchor)  # the anchor is not the whole variant
+    def reach_before(self) -> int:
+        """Bytes before the start that verification reads (the farthest left anchored byte)."""
+        return 0 if self.left is None else self.left.farthest + 1
+
+    @property
+    def reach_after(self) -> int:
+        """Bytes after the end that verification reads (the farthest right anchored byte)."""
+        return 0 if self.right is None else self.right.farthest + 1
 
 
-def _pattern(signature: Signature, chain: int, part: int, elements: Variant) -> Pattern:
+def _pattern(
+    signature: Signature, chain: int, part: int, elements: Variant, max_anchor: int
+) -> Pattern:
     # The anchor is the longest static run, as libclamav picks the trie entry (earliest on a tie);
     # the parser guarantees every variant has a run of at least 2 bytes.
+    gaps: Part = signature.parts[part]
+    anchored = gaps.left is not None or gaps.right is not None
     if len(elements) == 1 and isinstance(elements[0], Literal):  # a plain literal, the usual case
         anchor, anchor_at, width = elements[0].data, 0, elements[0].width
     else:
@@ -84,12 +118,12 @@ def _pattern(signature: Signature, chain: int, part: int, elements: Variant) -> 
         anchor = runs[best]
         anchor_at = sum(e.width for e in elements[:best])
         width = sum(e.width for e in elements)
-    gaps: Part = signature.parts[part]
+    anchor = anchor[:max_anchor]
     return Pattern(
         name=signature.name,
         offset=signature.offset,
         elements=elements,
-        anchor=anchor[:MAX_ANCHOR],
+        anchor=anchor,
         anchor_at=anchor_at,
         width=width,
         chain=chain,
@@ -97,6 +131,10 @@ def _pattern(signature: Signature, chain: int, part: int, elements: Variant) -> 
         gap_min=gaps.gap_min,
         gap_max=gaps.gap_max,
         last=part == len(signature.parts) - 1,
+        left=gaps.left,
+        right=gaps.right,
+        anchored=anchored,
+        needs_verification=anchored or width != len(anchor),
     )
 
 
@@ -148,6 +186,7 @@ def build_program(signatures: Sequence[Signature]) -> Program:
     index_of: dict[bytes, int] = {}
     groups: list[list[Pattern]] = []
     gap_max: list[tuple[int | None, ...]] = []
+    max_anchor = MAX_ANCHOR if len(signatures) < LARGE_SET else LARGE_SET_ANCHOR
     for signature in signatures:
         if signature.not_applied is not None:
             continue
@@ -157,15 +196,17 @@ def build_program(signatures: Sequence[Signature]) -> Program:
             gap_max.append(tuple(part.gap_max for part in signature.parts))
         for number, part in enumerate(signature.parts):
             for elements in part.variants:
-                pattern = _pattern(signature, chain, number, elements)
+                pattern = _pattern(signature, chain, number, elements, max_anchor)
                 slot = index_of.setdefault(pattern.anchor, len(groups))
                 if slot == len(groups):
                     groups.append([])
                 groups[slot].append(pattern)
-    patterns = [p for group in groups for p in group]
-    history = max((p.width for p in patterns if p.needs_verification), default=0)
-    widest = max((p.width for p in patterns), default=0)
-    simple = all(not p.needs_verification and p.chain < 0 for p in patterns)
+    verified = [p for group in groups for p in group if p.needs_verification]
+    history = max((p.reach_before + p.width + p.reach_after for p in verified), default=0)
+    # A right-anchored part is decided up to reach_after bytes after its end.
+    widest = max((max(p.width for p in group) for group in groups), default=0)
+    widest = max([widest, *(p.width + p.reach_after for p in verified)])
+    simple = not verified and not gap_max  # no verification and no chains of parts
     return Program(
         tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple
     )
@@ -187,6 +228,8 @@ class ScanStream:
         self._pending: dict[tuple[int, int], Pattern] = {}
         # Ends (with the chain's start) of chains of parts found so far, by (chain, next part).
         self._chains: dict[tuple[int, int], deque[tuple[int, int]]] = {}
+        # Added to the literal finder's end offsets: its stream may have begun after ours.
+        self._literal_base = 0
 
     def feed(self, chunk: bytes) -> list[Match]:
         """Scan the next chunk; return the matches that end within it, sorted by end offset."""
@@ -196,6 +239,8 @@ class ScanStream:
         if self._literals is None:
             return []
         hits = self._literals.feed(chunk)
+        if self._literal_base:
+            hits = [(literal, end + self._literal_base) for literal, end in hits]
         by_literal = self._program.patterns_by_literal
         if self._program.simple:  # plain literals only: every hit is a match
             plain = {
@@ -226,6 +271,14 @@ class ScanStream:
             end = start + pattern.width
             if end > self.offset:
                 continue  # its tail is still to come
+            if pattern.anchored:
+                verdict = self._verify_anchored(pattern, start, chunk, chunk_base, base)
+                if verdict is None:
+                    continue  # its right anchored byte may still come
+                del self._pending[key]
+                if verdict:
+                    found.append((start, end, pattern))
+                continue
             del self._pending[key]
             data: bytes | bytearray
             if start >= chunk_base:  # all in this chunk: verify in place, no copy
@@ -248,6 +301,37 @@ class ScanStream:
                 self._extend_chain(pattern, end, chain_start)
         self._forget_unreachable_chains()
         return sorted(matches, key=_order)
+
+    def _window(self, first: int, stop: int, chunk: bytes, chunk_base: int, base: int) -> bytes:
+        """The stream's bytes at absolute offsets [first, stop), from the history and the chunk."""
+        older = bytes(self._history[first - base : min(stop, chunk_base) - base])
+        return older + chunk[max(first, chunk_base) - chunk_base : max(0, stop - chunk_base)]
+
+    def _verify_anchored(
+        self, pattern: Pattern, start: int, chunk: bytes, chunk_base: int, base: int
+    ) -> bool | None:
+        """Verify a variant with anchored bytes whose body has arrived: True or False, or None
+        while its right anchored byte is still to come. A left anchored byte must lie in the
+        stream (from offset 0); a right one is found as soon as it arrives, and is missed only
+        once every byte in its range has arrived without it."""
+        end = start + pattern.width
+        first = max(0, start - pattern.reach_before)
+        stop = min(self.offset, end + pattern.reach_after)
+        data = self._window(first, stop, chunk, chunk_base, base)
+        at = start - first
+        if not _matches_at(pattern.elements, data, at):
+            return False
+        if (left := pattern.left) is not None:
+            # Offsets at..at-1 are the body's; the anchored byte sits nearest..farthest before it.
+            window = data[max(0, at - 1 - left.farthest) : max(0, at - left.nearest)]
+            if not any(byte in left.allowed for byte in window):
+                return False
+        if (right := pattern.right) is not None:
+            after = at + pattern.width
+            if any(byte in right.allowed for byte in data[after + right.nearest :]):
+                return True
+            return None if stop < end + pattern.reach_after else False
+        return True
 
     def _remember(self, chunk: bytes) -> None:
         """Keep the last ``program.history`` bytes (and never more) for verification."""
@@ -284,6 +368,18 @@ class ScanStream:
                 continue
             while ends and earliest_start - ends[0][0] > gap_max:
                 ends.popleft()
+
+    def switch_literals(self, literals: LiteralStream, recent: bytes) -> None:
+        """Go on with another literal finder of the same program (a database recompiled faster),
+        keeping offsets, history, candidates and chains. ``recent`` is the stream's last bytes (at
+        least the widest pattern less one, fewer only at the start): fed to the new finder so a
+        literal straddling this point is still found; its hits there were already reported."""
+        old, self._literals = self._literals, literals
+        if old is not None:
+            old.close()
+        self._literal_base = self.offset - len(recent)
+        if recent:
+            literals.feed(recent)
 
     def close(self) -> None:
         """Release the literal finder's stream state (Hyperscan's is outside Python's heap)."""

@@ -12,6 +12,13 @@ borrowed reference to its match callback, so the callback is a bound method kept
 stream object. Flags: ``HS_FLAG_DOTALL`` only, not ``SINGLEMATCH``: a disk needs every occurrence,
 not one per stream.
 
+Sharding: Hyperscan's compiler takes about 4.5 s for 100,000 literals on one core, and releases
+the GIL while it works. ``HyperscanMatcher(literals, shards=n)`` compiles n interleaved slices on
+n threads at once (two shards of 100,000: about 2-3 s on two cores) and runs n streams side by
+side; each shard scans every byte, so two shards scan 100,000 literals about 40% slower than one
+database (measured 0.9 against 1.4 GB/s on random data). The update service uses it only as a
+first stage (docs/SIGNATURES.md).
+
 Leaves out: start-of-match reporting (the anchor length gives the start), and thread sharing: a
 database owns one scratch space, so streams of one database must be fed from one thread at a time.
 
@@ -21,6 +28,7 @@ through updates, the literals.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import hyperscan
@@ -36,15 +44,30 @@ def _expression(literal: bytes) -> bytes:
     return ("\\x" + literal.hex("|").replace("|", "\\x")).encode("ascii")
 
 
-class HyperscanStream:
-    """One open Hyperscan stream; hits are collected by the callback and handed out per feed."""
+def _compile(literals: Sequence[bytes], ids: Sequence[int]) -> hyperscan.Database:
+    """One stream-mode database whose expression ids are the literals' indexes in the whole set."""
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
+    database.compile(
+        expressions=[_expression(literal) for literal in literals],
+        ids=list(ids),
+        elements=len(literals),
+        flags=[hyperscan.HS_FLAG_DOTALL] * len(literals),
+    )
+    return database
 
-    def __init__(self, database: hyperscan.Database) -> None:
-        self._database = database  # the stream borrows it
+
+class HyperscanStream:
+    """One open Hyperscan stream per shard; hits are collected by the callback, handed out per
+    feed."""
+
+    def __init__(self, databases: Sequence[hyperscan.Database]) -> None:
+        self._databases = databases  # the streams borrow them
         self._hits: list[tuple[int, int]] = []
-        self._on_match = self._record  # the stream borrows the callback: keep it referenced
-        self._stream = database.stream(match_event_handler=self._on_match)
-        self._stream.__enter__()  # hs_open_stream
+        self._on_match = self._record  # the streams borrow the callback: keep it referenced
+        self._streams = [database.stream(match_event_handler=self._on_match)
+                         for database in databases]  # fmt: skip
+        for stream in self._streams:
+            stream.__enter__()  # hs_open_stream
         self._open = True
 
     def _record(self, literal: int, start: int, end: int, flags: int, context: object) -> None:
@@ -52,7 +75,8 @@ class HyperscanStream:
 
     def feed(self, chunk: bytes) -> list[tuple[int, int]]:
         """Return (literal index, absolute end offset, exclusive) for every hit ending in chunk."""
-        self._stream.scan(chunk)
+        for stream in self._streams:
+            stream.scan(chunk)
         hits, self._hits = self._hits, []
         return hits
 
@@ -60,28 +84,42 @@ class HyperscanStream:
         """hs_close_stream: frees the stream state (the binding's destructor does not)."""
         if self._open:
             self._open = False
-            self._stream.close()
+            for stream in self._streams:
+                stream.close()
 
     def __del__(self) -> None:
         self.close()
 
 
 class HyperscanMatcher:
-    """A stream-mode Hyperscan database whose expression ids are literal indexes."""
+    """Stream-mode Hyperscan databases (one per shard) whose expression ids are literal indexes."""
 
     name = "hyperscan"
 
-    def __init__(self, literals: Sequence[bytes]) -> None:
-        self._database = hyperscan.Database(mode=hyperscan.HS_MODE_STREAM)
-        try:
-            self._database.compile(
-                expressions=[_expression(literal) for literal in literals],
-                ids=list(range(len(literals))),
-                elements=len(literals),
-                flags=[hyperscan.HS_FLAG_DOTALL] * len(literals),
-            )
-        except hyperscan.error as error:
-            raise HyperscanCompileError(str(error)) from None
+    def __init__(self, literals: Sequence[bytes], shards: int = 1) -> None:
+        self.shards = max(1, min(shards, len(literals)))
+        slices = [range(first, len(literals), self.shards) for first in range(self.shards)]
+        databases: list[hyperscan.Database | None] = [None] * self.shards
+        failures: list[str] = []
+
+        def build(shard: int) -> None:
+            ids = slices[shard]
+            try:
+                databases[shard] = _compile([literals[i] for i in ids], ids)
+            except hyperscan.error as error:
+                failures.append(str(error))
+
+        # The compiler releases the GIL: shards compile on as many cores at once.
+        workers = [threading.Thread(target=build, args=(shard,), name=f"hs-shard-{shard}")
+                   for shard in range(1, self.shards)]  # fmt: skip
+        for worker in workers:
+            worker.start()
+        build(0)
+        for worker in workers:
+            worker.join()
+        if failures:
+            raise HyperscanCompileError(failures[0])
+        self._databases = [database for database in databases if database is not None]
 
     def open(self) -> HyperscanStream:
-        return HyperscanStream(self._database)
+        return HyperscanStream(self._databases)

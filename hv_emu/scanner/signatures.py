@@ -34,6 +34,7 @@ from hv_emu.scanner.body import (
     MAX_PARTS,
     MAX_SIGNATURE_ELEMENTS,
     MAX_VARIANTS,
+    Anchor,
     BodyError,
     ByteClass,
     Choice,
@@ -48,8 +49,8 @@ from hv_emu.scanner.body import (
 __all__ = [
     "FLEVEL", "KINDS", "MAX_DATABASE_BYTES", "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP",
     "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS", "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS",
-    "MAX_VARIANTS", "TARGET_ANY", "ByteClass", "Choice", "Element", "Literal", "Offset", "Part",
-    "Signature", "Variant", "load_database_file", "parse_database",
+    "MAX_VARIANTS", "TARGET_ANY", "Anchor", "ByteClass", "Choice", "Element", "Literal", "Offset",
+    "Part", "Signature", "Variant", "load_database_file", "parse_database",
 ]
 
 # Bounds on hostile input, checked before the work they limit.
