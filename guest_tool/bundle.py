@@ -18,6 +18,7 @@ signing anything.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,8 +66,10 @@ def make_bundle(
     content_type = ContentType.from_kind(kind)
     if not 1 <= version <= _U64_MAX:
         raise ConfigError(f"version must be between 1 and {_U64_MAX}, got {version}")
-    if not 0 <= issued_at < expires_at <= _U64_MAX:
+    if not 0 <= issued_at < expires_at:
         raise ConfigError(f"expiry {expires_at} must come after issue time {issued_at}")
+    if expires_at > _U64_MAX:
+        raise ConfigError(f"expiry {expires_at} does not fit the header's 64-bit field")
     if len(body) > _MAX_BODY:
         raise ConfigError(f"database is {len(body)} bytes; a bundle holds at most {_MAX_BODY}")
     public_key = private_key.public_key()
@@ -114,7 +117,7 @@ def write_bundle(
     db_path, out = Path(db_path), Path(out)
     if version < 1:
         raise ConfigError(f"--version must be at least 1, got {version}")
-    if expires_in_days <= 0:
+    if not 0 < expires_in_days < math.inf:  # also refuses NaN
         raise ConfigError(f"expiry must be a positive number of days, got {expires_in_days}")
     kind = ContentType.from_kind(kind).kind if kind is not None else _kind_of(db_path)
     try:

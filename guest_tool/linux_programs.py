@@ -33,11 +33,7 @@ def build_linux_program(name: str) -> bytes:
     try:
         code = assemble(source.text, mode=64, address=code_address(64))
     except AssemblyError as exc:
-        if exc.line is None or exc.line > len(source.origins):
-            raise
-        file, line = source.origins[exc.line - 1]
-        raise AssemblyError(exc.reason, line=line, statement=exc.statement, offset=exc.offset,
-                            origin=file) from None
+        raise source.locate(exc) from None
     return write_executable(code, bits=64)
 
 

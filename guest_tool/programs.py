@@ -55,6 +55,15 @@ class Source:
     text: str
     origins: tuple[tuple[str, int], ...]
 
+    def locate(self, error: AssemblyError) -> AssemblyError:
+        """``error`` pointed at the file and line its statement came from (``error`` itself
+        when its line is not one of ``text``'s)."""
+        if error.line is None or error.line > len(self.origins):
+            return error
+        file, line = self.origins[error.line - 1]
+        return AssemblyError(error.reason, line=line, statement=error.statement,
+                             offset=error.offset, origin=file)  # fmt: skip
+
 
 def load_source(filename: str, *, asm_dir: Path = ASM_DIR) -> Source:
     """Read ``asm_dir/filename`` and expand its ``#include "file.s"`` lines (relative to the
@@ -199,11 +208,7 @@ def _build(name: str, mode: int, load: int | None, equates: dict[str, int]) -> b
             except AssemblyError:
                 size = 0  # broken anywhere: report the original error
             _check_segment(name, start, size)
-        if exc.line is None or exc.line > len(source.origins):
-            raise
-        file, line = source.origins[exc.line - 1]
-        raise AssemblyError(exc.reason, line=line, statement=exc.statement, offset=exc.offset,
-                            origin=file) from None
+        raise source.locate(exc) from None
     _check_fits(code, mode, start, f"{name}{mode}.s")
     if mode == 16:
         _check_segment(name, start, len(code))
@@ -242,10 +247,6 @@ def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) ->
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:
-        if exc.line is None or exc.line > len(source.origins):
-            raise
-        file, line = source.origins[exc.line - 1]
-        raise AssemblyError(exc.reason, line=line, statement=exc.statement, offset=exc.offset,
-                            origin=file) from None
+        raise source.locate(exc) from None
     _check_fits(code, mode, start, path.name)
     return code

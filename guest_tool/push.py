@@ -225,13 +225,14 @@ def push(
     """Send ``rounds`` rounds of the carousel; drop each frame with probability ``loss``."""
     if not 0.0 <= loss < 1.0:
         raise ConfigError(f"--loss must be in [0, 1), got {loss}")
-    if rate is not None and rate <= 0:
+    if rate is not None and not rate > 0:  # also refuses NaN
         raise ConfigError(f"--rate must be positive, got {rate}")
     draw = rng or random.Random()
-    packets = list(carousel(update, rounds=rounds))
-    progress = Progress(progress_to, len(packets))
+    # Every round is the same packets: count one, send them all without holding them all.
+    per_round = sum(1 for _ in carousel(update, rounds=1))
+    progress = Progress(progress_to, rounds * per_round)
     sent = dropped = 0
-    for number, payload in enumerate(packets, 1):
+    for number, payload in enumerate(carousel(update, rounds=rounds), 1):
         if loss and draw.random() < loss:
             dropped += 1
         else:
@@ -280,9 +281,10 @@ def push_files(bundle: bytes, signature: bytes, key: PrivateKey, options: PushOp
         raise ConfigError(f"--repeat must be at least 1, got {options.rounds}")
     update = encode_update(bundle, signature, key)
     backend = open_destination(options.to)
-    capture = PcapWriter.create(options.capture) if options.capture else None
-    sink: FrameBackend = backend if capture is None else _Tee(backend, capture)
+    capture: PcapWriter | None = None
     try:
+        capture = PcapWriter.create(options.capture) if options.capture else None
+        sink: FrameBackend = backend if capture is None else _Tee(backend, capture)
         report = push(
             update, sink, rounds=options.rounds, loss=options.loss, rate=options.rate,
             dst_mac=options.dst_mac, dst_ip=options.dst_ip, port=options.port,

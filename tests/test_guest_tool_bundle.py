@@ -129,6 +129,7 @@ def test_make_bundle_round_trips_through_verification(keypair: tuple[Path, Path]
         ({"version": 0}, "version must be between 1"),
         ({"version": 2**64}, "version must be between 1"),
         ({"expires_at": NOW}, "must come after issue time"),
+        ({"expires_at": 2**64}, "does not fit the header's 64-bit field"),
         ({"kind": "hdb"}, "unknown database kind 'hdb'"),
     ],
 )
@@ -204,6 +205,8 @@ def test_validator_sees_the_database_and_can_refuse_it(
         ("sigs.hdb", {}, "cannot tell the database kind"),
         ("missing.ndb", {}, "cannot read"),
         ("sigs.ndb", {"expires_in_days": 0}, "positive number of days"),
+        ("sigs.ndb", {"expires_in_days": float("inf")}, "positive number of days"),
+        ("sigs.ndb", {"expires_in_days": float("nan")}, "positive number of days"),
         ("sigs.ndb", {"kind": "zip"}, "unknown database kind"),
     ],
 )

@@ -208,3 +208,26 @@ def test_hostile_arguments_never_raise(bits: int, values: list[int]) -> None:
     assert isinstance(outcome, Handled | Stopped)
     # The program's own pages are still where they were.
     translate(machine.mem, machine.boot.paging, process.image.elf.entry)
+
+
+def test_seeking_past_the_largest_file_offset_is_einval_and_leaves_the_position(
+    tmp_path: Path,
+) -> None:
+    from hv_emu.linux.abi import SEEK_CUR, SEEK_SET
+    from hv_emu.linux.files import FileTable, SyscallError
+
+    (tmp_path / "f").write_bytes(b"abc")
+    table = FileTable([FileGrant("/f", tmp_path / "f")])
+    fd = table.open("/f", 0)
+    assert table.seek(fd, 1, SEEK_SET) == 1
+    # Two SEEK_CURs of 2**63 - 2 would reach 2**64 - 3: beyond any off_t (Linux: EINVAL).
+    table.seek(fd, (1 << 63) - 2, SEEK_CUR)
+    with pytest.raises(SyscallError) as refused:
+        table.seek(fd, (1 << 63) - 2, SEEK_CUR)
+    assert refused.value.errno is Errno.EINVAL
+    # Still at 2**63 - 1: the host answers (end of file or EINVAL), never an OverflowError.
+    try:
+        assert table.read(fd, 10) == b""
+    except SyscallError as host:
+        assert host.errno is Errno.EINVAL
+    table.close_all()

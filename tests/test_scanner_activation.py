@@ -118,3 +118,23 @@ def test_an_update_activates_sharded_then_recompiled(
     current = machine.database.current
     assert (current.version, current.shards) == (2, 1)
     assert {m.name for m in current.scan(DATA)} == EXPECTED
+
+
+def test_a_shard_that_fails_to_compile_refuses_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shard's compiler thread failing in any way (here out of memory) must refuse the whole
+    database, never put it in force with that shard's literals silently missing."""
+    from hv_emu.errors import DatabaseError
+    from hv_emu.scanner import engine_hs
+
+    real = engine_hs._compile
+
+    def second_shard_runs_out_of_memory(literals: list[bytes], ids: range) -> object:
+        if ids.start == 1:
+            raise MemoryError("simulated")
+        return real(literals, ids)
+
+    monkeypatch.setattr(engine_hs, "_compile", second_shard_runs_out_of_memory)
+    with pytest.raises(DatabaseError, match="MemoryError"):
+        sharded(2)

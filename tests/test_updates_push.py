@@ -214,3 +214,28 @@ def test_scapy_built_frames_install() -> None:
         for payload in carousel(update, rounds=1)
     ]
     assert deliver(frames) == V
+
+
+@pytest.mark.parametrize("rate", [0.0, -1.0, float("nan")])
+def test_a_rate_that_is_not_a_positive_number_is_refused(rate: float) -> None:
+    with pytest.raises(ConfigError, match="--rate must be positive"):
+        push(encoded(V), _Recorder(), rate=rate, sleep=lambda seconds: None)
+
+
+def test_the_destination_is_closed_when_the_capture_file_cannot_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import guest_tool.push as push_module
+
+    closed: list[bool] = []
+
+    class Destination(_Recorder):
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(push_module, "open_destination", lambda spec: Destination())
+    bundle, signature = signed(V)
+    options = push_module.PushOptions(to="udp:127.0.0.1:9", capture=str(tmp_path / "no" / "x"))
+    with pytest.raises(ConfigError, match="cannot write capture file"):
+        push_module.push_files(bundle, signature, KEY, options)
+    assert closed == [True]

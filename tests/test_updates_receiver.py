@@ -5,6 +5,7 @@ test checks the drop counter, that the installed version did not move (unless it
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -376,3 +377,16 @@ def test_rsa_pss_3072_update_over_the_network() -> None:
     r = rig(trust=trust)
     r.feed(carousel(update, rounds=2), until_installed=V)
     assert r.installed == V and r.receiver.counters["verifications"] == 1
+
+
+def test_a_manifest_issued_ahead_of_a_slow_clock_is_retried_once_the_clock_catches_up() -> None:
+    """Issued in the future is the one refusal time can lift: it must not be remembered as bad,
+    or the carousel's copies of a genuine manifest would be ignored for good."""
+    r = rig()  # nothing installed yet: no time floor either
+    r.receiver.wall_clock = lambda: NOW - 3600  # the hypervisor's clock is an hour slow
+    r.feed([UPDATE.manifest])
+    assert r.receiver.counters["expired"] == 1 and r.installed == 0
+    r.receiver.wall_clock = time.time  # NTP fixed it
+    r.clock.now += 1.0  # a verification token again
+    r.feed(ALL, until_installed=V)
+    assert r.installed == V and r.receiver.counters["known_bad_manifest"] == 0

@@ -37,7 +37,7 @@ def update(body: bytes, version: int, issued_at: int) -> VerifiedUpdate:
 
 
 def installed(body: bytes, version: int, issued_at: int = 5000) -> InstalledState:
-    return InstalledState.record(update(body, version, issued_at), now=9000, previous=None)
+    return InstalledState.record(update(body, version, issued_at), now=9000, time_floor=0)
 
 
 @pytest.fixture
@@ -84,11 +84,13 @@ def test_same_body_under_a_new_version_keeps_its_file(with_old: StateDir) -> Non
 
 
 def test_time_floor_never_goes_down() -> None:
-    first = InstalledState.record(update(OLD_BODY, 3, 5000), now=6000, previous=None)
+    first = InstalledState.record(update(OLD_BODY, 3, 5000), now=6000, time_floor=0)
     assert first.time_floor == 5000
-    earlier_issued = InstalledState.record(update(NEW_BODY, 4, 4000), now=7000, previous=first)
+    earlier_issued = InstalledState.record(update(NEW_BODY, 4, 4000), now=7000,
+                                            time_floor=first.time_floor)
     assert earlier_issued.time_floor == 5000
-    later = InstalledState.record(update(NEW_BODY, 5, 8000), now=8000, previous=earlier_issued)
+    later = InstalledState.record(update(NEW_BODY, 5, 8000), now=8000,
+                                   time_floor=earlier_issued.time_floor)
     assert later.time_floor == 8000
     assert later.installed_at == 8000
 
@@ -275,3 +277,22 @@ def test_state_file_is_never_half_written(
 def test_record_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         installed(OLD_BODY, 3).db_version = 4  # type: ignore[misc]
+
+
+def test_an_update_the_state_directory_could_not_save_changes_nothing_in_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hv_emu.events import EventLog
+    from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
+    from hv_emu.updates.service import UpdateService
+    from tests.netupdate import KEY, NOW, signed, trust_of
+
+    service = UpdateService(trust_of(KEY), ActiveDatabase(SignatureDatabase.empty()), EventLog(),
+                            state=StateDir(tmp_path), time_floor=NOW - 3600, max_size=1 << 20)
+    bundle, signature = signed(2, issued_at=NOW - 60)
+    crash_when(monkeypatch, "replace", lambda src, dst: Path(dst).name == STATE_FILE)
+    with pytest.raises(ConfigError, match="cannot save"):
+        service.submit(bundle, signature, "vmcall")
+    # Not accepted: neither the version nor the trusted time floor moved.
+    assert (service.installed_version, service.time_floor, service.accepted) == (0, NOW - 3600, 0)
+    assert StateDir(tmp_path).load() is None

@@ -54,6 +54,9 @@ MAX_FDS = 64
 MAX_IO = 1 << 20
 #: Longest path accepted (``PATH_MAX``, including the NUL).
 PATH_MAX = 4096
+#: The largest file position (``off_t`` is signed 64-bit; Linux refuses a seek past the file
+#: system's limit with ``EINVAL``), so the host's ``pread``/``pwrite`` never see a larger one.
+MAX_FILE_OFFSET = (1 << 63) - 1
 
 # struct stat (x86-64, 144 bytes) and struct stat64 (i386, 96 bytes), field by field.
 _STAT_64 = struct.Struct("<QQQIIIIQqqqqqqqqq24x")
@@ -162,8 +165,8 @@ class _HostFile:
             base = bases[whence]
         else:
             raise SyscallError(Errno.EINVAL, f"whence {whence}")
-        if base + offset < 0:
-            raise SyscallError(Errno.EINVAL, f"position {base + offset} < 0")
+        if not 0 <= base + offset <= MAX_FILE_OFFSET:
+            raise SyscallError(Errno.EINVAL, f"position {base + offset} is not 0..2**63-1")
         self.position = base + offset
         return self.position
 

@@ -27,6 +27,7 @@ Network controls: the datagrams' bytes and their source address. Threat table:
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -237,17 +238,20 @@ class McastBackend(_DatagramBackend):
         self._recent: collections.deque[bytes] = collections.deque(maxlen=ECHO_MEMORY)
 
     def _accept(self, frame: bytes, source: Address) -> bool:
-        if frame in self._recent:  # our own frame, looped back by IP_MULTICAST_LOOP
-            self._recent.remove(frame)
-            self.stats["rx_echo"] += 1
-            return False
-        return True
+        # One step, not "in" then "remove": the vCPU thread appends to the deque meanwhile (and
+        # may push the frame out of it), and a single remove scans it once instead of twice.
+        try:
+            self._recent.remove(frame)  # our own frame, looped back by IP_MULTICAST_LOOP
+        except ValueError:
+            return True
+        self.stats["rx_echo"] += 1
+        return False
 
     def _sending(self, frame: bytes) -> None:
         self._recent.append(bytes(frame))
 
     def _not_sent(self, frame: bytes) -> None:
-        if frame in self._recent:
+        with contextlib.suppress(ValueError):
             self._recent.remove(frame)
 
     def _destination(self) -> Address | None:

@@ -108,6 +108,8 @@ class HyperscanMatcher:
                 databases[shard] = _compile([literals[i] for i in ids], ids)
             except hyperscan.error as error:
                 failures.append(str(error))
+            except Exception as error:  # e.g. MemoryError: never leave a shard silently out
+                failures.append(f"{type(error).__name__}: {error}")
 
         # The compiler releases the GIL: shards compile on as many cores at once.
         workers = [threading.Thread(target=build, args=(shard,), name=f"hs-shard-{shard}")

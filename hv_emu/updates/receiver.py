@@ -8,7 +8,8 @@ filled by reservoir sampling among every candidate seen since the last check, so
 manifests cannot starve the real one by timing. ``poll`` spends a token-bucket budget of checks on
 that slot: the bundle header and signature through ``verify.verify_header`` (the VMCALL path's own
 checks), then the manifest signature. Only a manifest that verifies creates a session (at most
-``max_sessions``); a failed one is remembered by hash in a bounded LRU. A HASHPAGE or SYMBOL is
+``max_sessions``); a failed one is remembered by hash in a bounded LRU (unless it was only
+issued ahead of the trusted time, which time lifts). A HASHPAGE or SYMBOL is
 accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
 forged one is dropped alone; symbols feed a RaptorQ decoder until the body decodes, then
 ``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
@@ -56,7 +57,7 @@ from hv_emu.updates.packets import (
     parse_packet,
 )
 from hv_emu.updates.service import UpdateService
-from hv_emu.updates.verify import check_body, verify_header
+from hv_emu.updates.verify import CLOCK_SKEW, check_body, verify_header
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,10 @@ class UpdateReceiver:
             )  # fmt: skip
         except UpdateRejected as bad:
             self.counters[Rc(bad.code).name.lower()] += 1
-            self._remember_bad(packet.raw)
+            # Every refusal is final but one: issued ahead of our clock, which time lifts (a
+            # genuine manifest met by a slow host clock must get another check later).
+            if manifest.header.issued_at <= self._trusted_now() + CLOCK_SKEW:
+                self._remember_bad(packet.raw)
             return
         key = self.service.trust.lookup(manifest.header.key_id)
         message = manifest_message(packet.header, manifest.signed_part())

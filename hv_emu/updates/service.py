@@ -28,7 +28,6 @@ still gets ``MALFORMED``; the compile that follows works on an already-bounded, 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -118,22 +117,13 @@ class UpdateService:
             return self.reject(source, Rc.MALFORMED, str(bad))
 
         header = update.header
-        sha256 = hashlib.sha256(update.body).hexdigest()
-        self.time_floor = max(self.time_floor, header.issued_at)
+        installed = InstalledState.record(update, now=now, time_floor=self.time_floor)
+        sha256 = installed.db_sha256  # check_body proved it is the body's hash
         if self.state is not None:
-            # Persist at acceptance: once the guest is told OK, a restart can never go back.
-            self.state.save(
-                InstalledState(
-                    db_version=header.db_version,
-                    kind=kind,
-                    db_sha256=sha256,
-                    key_id=header.key_id.hex(),
-                    issued_at=header.issued_at,
-                    time_floor=self.time_floor,
-                    installed_at=now,
-                ),
-                update.body,
-            )
+            # Persist at acceptance: once the guest is told OK, a restart can never go back. If
+            # the host cannot save, the error leaves with nothing in force changed.
+            self.state.save(installed, update.body)
+        self.time_floor = installed.time_floor
         previous = self._accepted_version
         self._accepted_version = header.db_version
         self.accepted += 1

@@ -59,12 +59,11 @@ class InstalledState:
     installed_at: int
 
     @classmethod
-    def record(
-        cls, update: VerifiedUpdate, *, now: int, previous: InstalledState | None
-    ) -> InstalledState:
-        """The state after installing ``update`` at host time ``now``; the floor never goes down."""
+    def record(cls, update: VerifiedUpdate, *, now: int, time_floor: int) -> InstalledState:
+        """The state after installing ``update`` at host time ``now`` over a trusted time floor
+        of ``time_floor``; the floor never goes down."""
         header = update.header
-        floor = max(header.issued_at, previous.time_floor if previous else 0)
+        floor = max(header.issued_at, time_floor)
         return cls(
             db_version=header.db_version,
             kind=header.kind,
