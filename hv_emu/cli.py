@@ -25,6 +25,8 @@ Guest controls: what it prints; never the shape of hv-emu's own messages.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +61,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):  # inf would never fire the watchdog; nan fires it at once
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
@@ -186,6 +190,15 @@ def _write_screen(path: Path, rows: list[str]) -> None:
         raise HostError(f"cannot write the screen to {path}: {err.strerror}") from None
 
 
+def _drop_standard_output() -> None:
+    """The reader of standard output went away (``hv-emu run | head``): send what is still
+    buffered to /dev/null, so flushing it at exit is not a second broken pipe (the recipe of the
+    Python docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
     """A static ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
     if not is_elf(image):
@@ -224,7 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:
         raise ConfigError("--disk-size needs --disk (the image to create)")
-    events = EventLog(_open_events(args.events))
+    # Written to --events as they happen, never kept: a guest looping on VMCALL makes ~40 000
+    # events a second, which a kept list would hold in RAM until the run ends.
+    events = EventLog(_open_events(args.events), keep=False)
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
         try:
@@ -236,6 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             machine.close()
     finally:
         events.close()
+    if machine.debugcon.output_error is not None:
+        _drop_standard_output()
     if args.screen is not None:
         _write_screen(args.screen, machine.vga.read_screen())
     final = result.exit

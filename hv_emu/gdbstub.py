@@ -25,6 +25,7 @@ are only read and shown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -280,7 +281,7 @@ def _is_step(exit_: Exit) -> bool:
 def serve_gdb(machine: Machine, port: int, *, announce: Callable[[int], None],
               host: str = "127.0.0.1") -> RunResult:  # fmt: skip
     """Wait for one gdb on ``host:port`` (0: any free port, passed to ``announce``), serve it,
-    and return how the guest's run ended. A dropped connection counts as a detach."""
+    and return how the guest's run ended. A dropped or reset connection counts as a detach."""
     try:
         listener = socket.create_server((host, port))
     except OSError as err:
@@ -290,23 +291,29 @@ def serve_gdb(machine: Machine, port: int, *, announce: Callable[[int], None],
         announce(listener.getsockname()[1])
         conn, _peer = listener.accept()
     stub = GdbStub(machine)
+    # gdb killed hard resets the connection: as if it had detached.
+    with conn, contextlib.suppress(ConnectionError):
+        _converse(conn, stub)
+    return stub.conclude()
+
+
+def _converse(conn: socket.socket, stub: GdbStub) -> None:
+    """Answer gdb's packets until the session is over or gdb goes away."""
     reader = PacketReader()
     last = encode_packet(b"")
-    with conn:
-        while not stub.done:
-            data = conn.recv(4096)
-            if not data:
-                break  # gdb went away without a word: as if it had detached
-            for frame in reader.feed(data):
-                match frame:
-                    case Packet(payload=payload):
-                        conn.sendall(b"+")
-                        last = encode_packet(stub.handle(payload))
-                        conn.sendall(last)
-                    case Corrupt():
-                        conn.sendall(b"-")
-                    case Nack():
-                        conn.sendall(last)
-                if stub.done:
-                    break
-    return stub.conclude()
+    while not stub.done:
+        data = conn.recv(4096)
+        if not data:
+            return  # gdb went away without a word: as if it had detached
+        for frame in reader.feed(data):
+            match frame:
+                case Packet(payload=payload):
+                    conn.sendall(b"+")
+                    last = encode_packet(stub.handle(payload))
+                    conn.sendall(last)
+                case Corrupt():
+                    conn.sendall(b"-")
+                case Nack():
+                    conn.sendall(last)
+            if stub.done:
+                return

@@ -22,7 +22,8 @@ activation), the run's stream goes on and only its literal finder is replaced, p
 way, so nothing found so far, not even a chain of parts, is forgotten.
 
 Actions (``--on-detect``, default ``warn,cut-network,zero-fill``):
-- warn: an event ``detection`` per match and a warning box on the VGA text screen;
+- warn: an event ``detection`` per match (at most ``MAX_DETECTION_EVENTS`` a write) and a warning
+  box on the VGA text screen;
 - cut-network: ``cut_network(reason)``, the machine's flag the NIC obeys;
 - zero-fill: exactly the matched bytes are zeroed: those in this write before it is committed,
   those in earlier (already committed) sectors of the same run directly in the image;
@@ -66,6 +67,10 @@ ACTIONS = ("warn", "cut-network", "zero-fill", "block")
 DEFAULT_ACTIONS = ("warn", "cut-network", "zero-fill")
 #: The most bytes read back from the image to prime a stream under a newly installed database.
 MAX_REPRIME = 64 * 1024
+#: The most ``detection`` events one write logs: a guest can pack a 32 MiB write with hundreds of
+#: thousands of copies of a signature, and each is still counted and zero-filled, but logging
+#: every one would cost seconds and hundreds of MiB per write. ``in_write`` gives the total.
+MAX_DETECTION_EVENTS = 64
 #: ATA opcodes by name, for the warning box (the rest show as hex).
 _COMMAND_NAMES = {0x30: "WRITE SECTORS", 0x31: "WRITE SECTORS", 0x34: "WRITE SECTORS EXT",
                   0x39: "WRITE MULTIPLE EXT", 0xC5: "WRITE MULTIPLE", 0xCA: "WRITE DMA",
@@ -92,11 +97,6 @@ class Detection:
     length: int
     transport: str
     command: int
-
-    @property
-    def position(self) -> int:
-        """The first matched byte, as a byte offset in the disk image."""
-        return self.lba * SECTOR_SIZE + self.offset
 
 
 class Inspector:
@@ -197,15 +197,16 @@ class Inspector:
 
     # ------------------------------------------------------------------ actions
     def _act(self, w: StorageWrite, position: int, matches: list[Match]) -> Verdict:
-        found = [self._detection(w, m) for m in matches]
-        self.detections += len(found)
+        # Every match is counted and acted on; only the first ones are described and logged.
+        found = [self._detection(w, m) for m in matches[:MAX_DETECTION_EVENTS]]
+        self.detections += len(matches)
         for d in found:
             self.events.emit(
                 "detection", signature=d.signature, lba=d.lba, offset=d.offset, length=d.length,
-                actions=list(self.actions),
+                actions=list(self.actions), in_write=len(matches),
             )  # fmt: skip
         if "warn" in self.actions and self.screen is not None:
-            self.screen.draw_box(self._warning(found))
+            self.screen.draw_box(self._warning(found, len(matches)))
         if "cut-network" in self.actions and self.cut_network is not None:
             self.cut_network(f"{found[0].signature} written at LBA {found[0].lba}")
         if "block" in self.actions:
@@ -213,7 +214,7 @@ class Inspector:
             self._end_run()
             return Verdict.refuse(f"signature {found[0].signature}")
         if "zero-fill" in self.actions:
-            return Verdict.commit_modified(self._zero_fill(w.data, position, found), "zero-fill")
+            return Verdict.commit_modified(self._zero_fill(w.data, position, matches), "zero-fill")
         return COMMIT
 
     def _detection(self, w: StorageWrite, match: Match) -> Detection:
@@ -221,12 +222,12 @@ class Inspector:
         return Detection(match.name, start // SECTOR_SIZE, start % SECTOR_SIZE,
                          match.end - match.start, w.transport, w.command)  # fmt: skip
 
-    def _zero_fill(self, data: bytes, position: int, found: list[Detection]) -> bytes:
+    def _zero_fill(self, data: bytes, position: int, matches: list[Match]) -> bytes:
         """``data`` with every matched byte zeroed; matched bytes before ``position`` (earlier
         sectors of the run, already in the image) are zeroed in the image now."""
         filled = bytearray(data)
-        for d in found:
-            start, end = d.position, d.position + d.length
+        for m in matches:
+            start, end = self._origin + m.start, self._origin + m.end  # image byte offsets
             inside = max(start, position)
             filled[inside - position : end - position] = bytes(end - inside)
             if start < position:
@@ -245,7 +246,7 @@ class Inspector:
         except OSError as error:
             self.host_error = error
 
-    def _warning(self, found: list[Detection]) -> list[str]:
+    def _warning(self, found: list[Detection], total: int) -> list[str]:
         first = found[0]
         command = _COMMAND_NAMES.get(first.command, f"command {first.command:#04x}")
         lines = [
@@ -256,6 +257,6 @@ class Inspector:
             f"how:       {command} ({first.transport.upper()})",
             f"actions:   {', '.join(self.actions)}",
         ]
-        if len(found) > 1:
-            lines.append(f"(and {len(found) - 1} more in the same write)")
+        if total > 1:
+            lines.append(f"(and {total - 1} more in the same write)")
         return lines

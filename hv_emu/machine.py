@@ -111,6 +111,10 @@ class Machine:
         self.config = config = config or MachineConfig()
         if not MIN_MEM_MIB <= config.mem_mib <= MAX_MEM_MIB:
             raise ConfigError(f"--mem must be {MIN_MEM_MIB}..{MAX_MEM_MIB} MiB")
+        if not 0 < config.max_update <= MAX_MEM_MIB * MIB:
+            # The cap bounds what one update_signatures call copies out of the guest (read_virt
+            # of RCX bytes, which the guest's page tables can alias far past its RAM).
+            raise ConfigError(f"--max-update must be 1..{MAX_MEM_MIB * MIB} bytes")
         self.events = events or EventLog()
         self.mem = GuestMemory(config.mem_mib * MIB)
 
@@ -148,7 +152,12 @@ class Machine:
         self.disk: DiskImage | None = None
         self.inspector: Inspector | None = None
         if config.disk is not None:
-            self._attach_disk(config.disk, config.disk_size_mib)
+            try:
+                self._attach_disk(config.disk, config.disk_size_mib)
+            except BaseException:
+                if self.network is not None:  # no Machine to close(): release the socket here
+                    self.network.close()
+                raise
 
         # Hypercalls in ABI order: registration order is slot order, as in BitVisor.
         self.hypercalls = HypercallTable(self.mem, self.events)

@@ -18,7 +18,9 @@ docs/SIGNATURES.md (every name, every layout, no file typing or decoding).
 
 Leaves out: clamscan's file typing, normalisation and unpacking (docs/SIGNATURES.md lists the
 differences), hash signatures (``.hdb``), and following symbolic links met inside a directory
-(links named on the command line are followed, as clamscan does by default).
+(links named on the command line are followed, as clamscan does by default). FIFOs, sockets and
+device nodes met inside a directory are skipped (a FIFO would block, /dev/zero never end); named on
+the command line, they are read like any file.
 
 User controls: the paths and databases; the files' bytes are anyone's (every error is one line).
 """
@@ -96,11 +98,19 @@ def walk(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
             dirs.sort()
             for name in sorted(files):
                 child = Path(root) / name
-                if not child.is_symlink():
+                if _is_regular(child):  # not a link, and no FIFO or device to block or run forever
                     yield child, None
             for failure in failures:
                 yield Path(failure.filename), f"cannot list directory: {failure.strerror}"
             failures.clear()
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` itself (a link is not followed) is a regular file."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return True  # gone or unreadable meanwhile: scanning it reports why, as for any file
 
 
 class Progress:

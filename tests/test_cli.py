@@ -114,6 +114,10 @@ def test_debug_console_goes_to_stdout_and_messages_to_stderr(tmp_path: Path) -> 
         (["run", "GUEST", "--trust", "nope.pem"], "nope.pem"),
         (["run", "GUEST", "--db", "bad.db"], "bad.db:1"),
         (["run", "GUEST", "--timeout", "-1"], "greater than 0"),
+        (["run", "GUEST", "--timeout", "inf"], "finite"),
+        (["run", "GUEST", "--timeout", "nan"], "finite"),
+        (["run", "GUEST", "--max-update", "-1"], "--max-update"),
+        (["run", "GUEST", "--max-update", "0x10000000000"], "--max-update"),
         (["run", "GUEST", "--paging", "pae"], "--paging applies to --mode 32"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -171,3 +175,42 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert re.search(r"screen\| +║ signature: Demo.New-Virus-1", disk)
     assert "on disk: 69 6e 67 20 " + "00 " * 17 + "6f 77 6e 20" in disk
     assert "state | detections: 2\n    state | network: cut" in disk
+
+
+def test_run_writes_events_without_keeping_them_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guest that calls VMCALL in a loop for the whole ``--timeout`` makes an event per call;
+    ``hv-emu run`` writes them to ``--events`` and must not also hold every one in RAM."""
+    import hv_emu.cli
+    from hv_emu.events import EventLog
+
+    logs: list[EventLog] = []
+
+    class Recorded(EventLog):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            logs.append(self)
+
+    monkeypatch.setattr(hv_emu.cli, "EventLog", Recorded)
+    guest = image(tmp_path, "mov ecx, 5\n again: xor eax, eax\n vmcall\n loop again\n hlt")
+    events = tmp_path / "events.jsonl"
+    assert hv_emu.cli.main(["run", str(guest), "--quiet", "--events", str(events)]) == 0
+    written = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert written.count("hypercall") == 5
+    assert [log.records for log in logs] == [[]]
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_hypervisor(tmp_path: Path) -> None:
+    """``hv-emu run guest | head -1``: once the pipe closes, the guest's output has nowhere to go;
+    the debug console stops streaming and the run ends as it would have (no internal error)."""
+    guest = image(tmp_path, "l: mov dx, 0xe9\n mov al, 0x41\n out dx, al\n mov al, 10\n"
+                            " out dx, al\n jmp l")  # fmt: skip
+    run = subprocess.Popen([str(BIN / "hv-emu"), "run", str(guest), "--timeout", "1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert run.stdout is not None and run.stderr is not None
+    assert run.stdout.read(4) == b"A\nA\n"
+    run.stdout.close()  # the reader (head) exits
+    stderr = run.stderr.read().decode()
+    assert run.wait(60) == 3  # the watchdog ended the spinning guest, as without the pipe
+    assert "timeout" in one_line(stderr)

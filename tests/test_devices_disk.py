@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from hv_emu.devices.disk import DiskImage, DiskRangeError, MemoryDisk
 from hv_emu.errors import ConfigError
+from hv_emu.machine import Machine, MachineConfig
+from hv_emu.net.backends import UdpSpec
 
 
 def test_create_open_read_write(tmp_path: Path) -> None:
@@ -38,6 +41,13 @@ def test_create_refuses_to_clobber(tmp_path: Path) -> None:
         DiskImage.create(tmp_path / "zero.img", 0)
 
 
+def test_create_too_large_is_a_config_error_and_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "huge.img"
+    with pytest.raises(ConfigError, match=r"huge\.img"):
+        DiskImage.create(path, 1 << 60)  # 2**80 bytes: past any file offset the host has
+    assert not path.exists()
+
+
 def test_open_errors_and_partial_sector(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         DiskImage.open(tmp_path / "missing.img")
@@ -60,3 +70,18 @@ def test_memory_disk_is_sparse() -> None:
         disk.write_sectors(1 << 30, bytes(512))
     disk.flush()
     assert disk.flushes == 1
+
+
+def test_a_machine_whose_disk_fails_releases_its_network_socket(tmp_path: Path) -> None:
+    """``--net`` opens a socket before ``--disk`` is opened; a bad disk must not leak it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = MachineConfig(net=UdpSpec(("127.0.0.1", port)), disk=tmp_path / "missing.img")
+    with pytest.raises(ConfigError, match=r"missing\.img") as failed:
+        Machine(config)
+    # The failed constructor's frames (and the machine in them) are still alive in ``failed``:
+    # the port is free again only because the machine closed its backend itself.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+        again.bind(("127.0.0.1", port))
+    assert failed.value is not None

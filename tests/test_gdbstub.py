@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,8 @@ from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
 from hv_emu.exits import Halt, StopRequest
-from hv_emu.gdbstub import REGISTERS, GdbStub
-from hv_emu.machine import Machine, MachineConfig
+from hv_emu.gdbstub import REGISTERS, GdbStub, serve_gdb
+from hv_emu.machine import Machine, MachineConfig, RunResult
 
 BIN = Path(sys.executable).parent
 LOAD = 0x100000
@@ -178,6 +180,33 @@ def test_gdb_quitting_early_detaches_and_the_guest_runs_on(tmp_path: Path) -> No
     gdb, hv_err, status = run_under_gdb(tmp_path, ["stepi", "info registers rip"])
     assert re.search(rf"^rip +{LOAD + 7:#x}", gdb, re.MULTILINE), gdb  # past the 7-byte LEA
     assert status == 0 and "guest halted: 1 hypercalls" in hv_err
+
+
+def test_a_connection_reset_by_gdb_is_a_detach_and_the_guest_runs_on() -> None:
+    """gdb killed hard resets the TCP connection: the stub treats it as the end of the session
+    (a detach), never as an error of hv-emu."""
+    machine = Machine(MachineConfig(timeout=10))
+    machine.load(IMAGE)
+    ports: list[int] = []
+    result: list[RunResult] = []
+    ready = threading.Event()
+
+    def announce(port: int) -> None:
+        ports.append(port)
+        ready.set()
+
+    server = threading.Thread(target=lambda: result.append(serve_gdb(machine, 0,
+                                                                     announce=announce)))
+    server.start()
+    assert ready.wait(10)
+    with socket.create_connection(("127.0.0.1", ports[0])) as gdb:
+        gdb.sendall(b"$?#3f")
+        assert gdb.recv(1) == b"+"
+        # Close with RST (SO_LINGER 0) while the stub's reply is still unread.
+        gdb.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    server.join(10)
+    assert not server.is_alive()
+    assert isinstance(result[0].exit, Halt) and machine.vcpu.reg("rdi") == 2
 
 
 def test_a_busy_port_is_one_line_and_status_2(tmp_path: Path) -> None:

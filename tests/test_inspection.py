@@ -13,7 +13,14 @@ from hv_emu.devices.storage import SECTOR_SIZE, Action, StorageWrite, resolve
 from hv_emu.devices.vga import VgaText
 from hv_emu.errors import ConfigError
 from hv_emu.events import EventLog
-from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, MAX_REPRIME, Inspector, parse_actions
+from hv_emu.inspection import (
+    ACTIONS,
+    DEFAULT_ACTIONS,
+    MAX_DETECTION_EVENTS,
+    MAX_REPRIME,
+    Inspector,
+    parse_actions,
+)
 from hv_emu.memory import GuestMemory
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase, compile_database
 
@@ -144,6 +151,24 @@ def test_every_match_of_one_write_is_zero_filled_and_counted() -> None:
     assert inspector.detections == 3
     spans = ((10, 10 + len(SIG)), (700, 700 + len(OTHER)), (1500, 1500 + len(SIG)))
     assert image(disk)[: 4 * SECTOR_SIZE] == zeroed(data, *spans)
+
+
+def test_a_write_full_of_signatures_is_all_zero_filled_but_logs_a_bounded_number_of_events(
+) -> None:
+    """A guest can fill a 32 MiB write with copies of a signature: every copy is counted and
+    zero-filled, but the event log gets at most ``MAX_DETECTION_EVENTS`` of them per write."""
+    inspector, disk, _ = rig(("zero-fill",))
+    copies = 2 * SECTOR_SIZE * 8 // len(SIG)  # 8 KiB of back-to-back signatures
+    data = (SIG * copies).ljust(16 * SECTOR_SIZE, b"\xaa")
+    assert copies > MAX_DETECTION_EVENTS
+    assert commit(inspector, disk, 0, data)
+    assert inspector.detections == copies
+    assert image(disk)[: 16 * SECTOR_SIZE] == bytes(copies * len(SIG)).ljust(16 * SECTOR_SIZE,
+                                                                           b"\xaa")
+    events = inspector.events.of("detection")
+    assert len(events) == MAX_DETECTION_EVENTS
+    assert {e["in_write"] for e in events} == {copies}
+    assert [e["offset"] for e in events[:2]] == [0, len(SIG)]
 
 
 def test_a_database_installed_mid_run_sees_the_start_of_the_signature() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,6 +168,16 @@ def test_symbolic_links_inside_directories_are_not_followed(
     assert (code, out) == (0, "")
     code, out, _ = scan([*db_args(dbs), "-i", tree / "link.com"], capsys)  # named: followed
     assert (code, out) == (1, f"{tree / 'link.com'}: EICAR FOUND\n")
+
+
+def test_special_files_inside_directories_are_skipped(tmp_path: Path) -> None:
+    """A FIFO (or a device node) met in a directory would block the scan or never end, as
+    ``hv-emu scan /dev`` reading /dev/zero would: only regular files are scanned there."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.txt").write_bytes(b"clean")
+    os.mkfifo(tree / "pipe")
+    assert list(scancmd.walk([tree])) == [(tree / "a.txt", None)]
 
 
 def test_the_installed_command_runs(tmp_path: Path, dbs: list[Path]) -> None:

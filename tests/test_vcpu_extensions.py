@@ -90,3 +90,31 @@ def test_exit_observers_see_every_exit_with_its_outcome() -> None:
     assert isinstance(log[1][0], Hypercall) and log[1][1] == Handled(registers={"rax": 0})
     assert log[2][0] == result.exit and log[2][1] == Stopped("halt")
     assert all(t >= 0 for _, _, t in log)
+
+
+def test_code_a_software_interrupt_handler_rewrites_runs_as_rewritten(boot: Boot) -> None:
+    """An INT n handler that writes guest RAM (a ``read`` into a code page) must not leave the
+    guest running code translated from the old bytes: the same rule as for SYSCALL and VMCALL."""
+    machine = Machine(MachineConfig(timeout=10))
+    f_imm = 0x100000 + 2 + 1  # after the 2-byte jmp: f = mov eax, imm32 (B8 imm32); ret
+
+    def patch_f(_exit: SoftwareInterrupt) -> Handled:
+        machine.mem.write(f_imm, (2).to_bytes(4, "little"))
+        return Handled()
+
+    machine.interrupts[0x30] = patch_f
+    source = """
+        jmp main
+    f:  mov eax, 1
+        ret
+    main:
+        call f
+        mov esi, eax
+        int 0x30
+        call f
+        mov edi, eax
+        hlt
+    """
+    _, result = boot(source, mode=32, machine=machine)
+    assert isinstance(result.exit, Halt)
+    assert (machine.vcpu.reg("rsi"), machine.vcpu.reg("rdi")) == (1, 2)

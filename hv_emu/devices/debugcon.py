@@ -13,7 +13,9 @@ QEMU does.
 Guest controls: the bytes printed. They are written raw (the guest may print escape sequences);
 ``captured`` keeps at most ``capture_limit`` bytes for tests and the event log.
 
-Threats: a guest printing without end -> output is streamed, never accumulated beyond the cap.
+Threats: a guest printing without end -> output is streamed, never accumulated beyond the cap;
+the reader going away (``hv-emu run | head``) -> streaming stops (``output_error`` says why), the
+guest runs on and the capture goes on.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class DebugConsole:
         self._limit = capture_limit
         self.captured = bytearray()
         self.bytes_written = 0
+        #: Why streaming to ``out`` stopped (a closed pipe), or ``None`` while it goes on.
+        self.output_error: OSError | None = None
 
     def io_read(self, offset: int, size: int) -> int:
         return READBACK
@@ -42,8 +46,11 @@ class DebugConsole:
         if len(self.captured) < self._limit:
             self.captured += byte
         if self._out is not None:
-            self._out.write(byte)
-            self._out.flush()
+            try:
+                self._out.write(byte)
+                self._out.flush()
+            except OSError as err:  # nobody reads any more: a console without a screen
+                self._out, self.output_error = None, err
 
     def text(self) -> str:
         """What the guest has printed so far (up to the capture limit), decoded leniently."""

@@ -110,7 +110,13 @@ class DiskImage:
             raise ConfigError(f"disk image {p} exists; refusing to overwrite it") from e
         except OSError as e:
             raise ConfigError(f"cannot create disk image {p}: {e.strerror}") from e
-        os.ftruncate(fd, size_mib * MIB)
+        try:
+            os.ftruncate(fd, size_mib * MIB)
+        except (OSError, OverflowError) as e:  # EFBIG, ENOSPC, or past the host's file offsets
+            os.close(fd)
+            p.unlink()  # the file is ours (O_EXCL, or truncated anyway): leave nothing half-made
+            why = e.strerror if isinstance(e, OSError) else "too large for a file offset"
+            raise ConfigError(f"cannot make disk image {p} {size_mib} MiB: {why}") from None
         return cls(p, fd, size_mib * MIB // SECTOR_SIZE)
 
     @property

@@ -229,6 +229,7 @@ class Traps(Engine):
     # ------------------------------------------------------------------ exceptions, INT n, memory
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
         """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
+        self._in_hook = True  # a handler that writes guest RAM ends this emu_start (_invalidate)
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
@@ -250,6 +251,8 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
             return
+        finally:
+            self._in_hook = False
         uc.emu_stop()
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
