@@ -127,7 +127,9 @@ class Fault:
         """One line a person can act on: what, where, which instruction, the registers."""
         regs = " ".join(f"{k.upper()}={v:#x}" for k, v in self.registers.items())
         where = f"{self.mode}-bit mode, CS:RIP={self.cs:#06x}:{self.rip:#x}"
-        what = self.kind + (f" at {self.address:#x}" if self.address else "")
+        # A memory fault names its address even when it is 0 (a null-pointer dereference).
+        memory = self.vector == 14 or "memory" in self.kind
+        what = self.kind + (f" at {self.address:#x}" if self.address or memory else "")
         return f"guest fault: {what} | {where} | {self.instruction} | {regs}"
 
 

@@ -101,3 +101,10 @@ def test_fault_description_is_one_line_with_what_where_and_registers() -> None:
     for part in ("write to unmapped memory at 0xdead0000", "64-bit mode", "CS:RIP=0x0018:0x105a",
                  "mov dword ptr [rbx], 1", "RBX=0xdead0000"):
         assert part in line
+
+
+def test_a_null_pointer_fault_names_address_zero() -> None:
+    fault = Fault("#PF", 0, 14, 64, 0x18, 0x1000, 0x1000, "mov eax, dword ptr [0]")
+    assert "#PF at 0x0 |" in fault.describe()
+    not_memory = Fault("#UD invalid opcode", 0, 6, 64, 0x18, 0x1000, 0x1000, "ud2 [0f 0b]")
+    assert " at 0x0" not in not_memory.describe()

@@ -231,3 +231,19 @@ def test_seeking_past_the_largest_file_offset_is_einval_and_leaves_the_position(
     except SyscallError as host:
         assert host.errno is Errno.EINVAL
     table.close_all()
+
+
+def test_writing_to_a_stdout_whose_reader_went_away_is_epipe() -> None:
+    from hv_emu.linux.files import FileTable, SyscallError
+
+    class Gone:
+        def write(self, data: bytes) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    table = FileTable(stdout=Gone())  # type: ignore[arg-type]
+    with pytest.raises(SyscallError) as refused:
+        table.write(1, b"hello\n")
+    assert refused.value.errno == Errno.EPIPE

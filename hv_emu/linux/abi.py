@@ -67,6 +67,7 @@ class Errno(IntEnum):
     EMFILE = 24
     ENOTTY = 25
     ESPIPE = 29
+    EPIPE = 32
     ERANGE = 34
     ENAMETOOLONG = 36
     ENOSYS = 38

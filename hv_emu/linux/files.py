@@ -117,8 +117,13 @@ class _Stream:
         if self.readable:
             raise SyscallError(Errno.EBADF, "not open for writing")
         if self.stream is not None:
-            self.stream.write(data)
-            self.stream.flush()
+            try:
+                self.stream.write(data)
+                self.stream.flush()
+            except BrokenPipeError:
+                # The host reader went away (hv-emu run prog | head): the program gets EPIPE, as
+                # it would on Linux (without the SIGPIPE, which the personality does not model).
+                raise SyscallError(Errno.EPIPE, "the reader of this stream has gone") from None
         return len(data)
 
     def seek(self, offset: int, whence: int) -> int:
