@@ -115,7 +115,9 @@ def _demo(work: Path) -> int:
     _say()
     network_story(work, key, pub, v2_db)
     _say()
-    _say("The database in force survived the tampered and the replayed update. Next: docs/ABI.md.")
+    _say("The hypervisor kept its database through a tampered and a replayed update, caught the")
+    _say("signature in PIO and DMA writes, and took updates from the network while the guest was")
+    _say("cut off. Next: docs/TUTORIAL.md, a guided tour in which you run each piece yourself.")
     return 0
 
 
