@@ -36,18 +36,13 @@ from benchmarks.update import synthetic_ndb
 from guest_tool.bundle import make_bundle
 from guest_tool.keys import generate_keypair, load_private_key
 from hv_emu.machine import Machine, MachineConfig
+from hv_emu.scancmd import CLAMSCAN_RAW_MODE
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
 
 RFXN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rfxn.ndb"
 SIZE = 64 * 1024 * 1024
 MB = 1e6
-RAW_MODE = [
-    "--no-summary", "--allmatch=yes", "--normalize=no",
-    "--scan-html=no", "--scan-mail=no", "--scan-pe=no", "--scan-elf=no", "--scan-ole2=no",
-    "--scan-pdf=no", "--scan-swf=no", "--scan-xmldocs=no", "--scan-hwp3=no", "--scan-onenote=no",
-    "--scan-archive=no", "--scan-image=no", "--scan-image-fuzzy-hash=no",
-    "--heuristic-alerts=no", "--bytecode=no", "--max-filesize=2000M", "--max-scansize=2000M",
-]  # fmt: skip
+RAW_MODE = list(CLAMSCAN_RAW_MODE)
 WORDS = (b"if", b"else", b"return", b"function", b"echo", b"$var", b"GET", b"POST", b"200",
          b"error", b"user", b"admin", b"the", b"and", b"=", b"{", b"}", b"while", b"print")
 

@@ -45,6 +45,16 @@ CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet
 PROGRESS_EVERY = 0.25  # seconds between progress updates
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+#: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
+#: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
+#: and the benchmarks run clamscan with exactly these.
+CLAMSCAN_RAW_MODE = (
+    "--no-summary", "--allmatch=yes", "--normalize=no",
+    "--scan-html=no", "--scan-mail=no", "--scan-pe=no", "--scan-elf=no", "--scan-ole2=no",
+    "--scan-pdf=no", "--scan-swf=no", "--scan-xmldocs=no", "--scan-hwp3=no", "--scan-onenote=no",
+    "--scan-archive=no", "--scan-image=no", "--scan-image-fuzzy-hash=no",
+    "--heuristic-alerts=no", "--bytecode=no", "--max-filesize=2000M", "--max-scansize=2000M",
+)  # fmt: skip
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:

@@ -19,8 +19,8 @@ from hv_emu.abi import Rc
 from hv_emu.errors import ConfigError, DatabaseError, UpdateRejected
 from hv_emu.updates.format import ContentType, SigAlg, key_id_of, parse_bundle
 from hv_emu.updates.verify import TrustStore, verify_bundle
+from tests.conftest import RFXN
 
-RFXN = Path("/work/shared/data/rfxn.ndb")
 NDB = b"Hv.Demo-1:0:*:deadbeefcafe\n"
 DB = b"Hv.Demo-1=deadbeefcafe\n"
 NOW = 1_800_000_000

@@ -20,15 +20,12 @@ from pathlib import Path
 import pytest
 
 from hv_emu.scanner.signatures import (
-    ByteClass,
-    Choice,
-    Literal,
     Signature,
-    Variant,
     load_database_file,
     parse_database,
 )
 from tests.test_scanner_clamscan import RAW_MODE
+from tests.test_scanner_engine import instance
 
 CLAMSCAN = shutil.which("clamscan")
 pytestmark = pytest.mark.skipif(CLAMSCAN is None, reason="clamscan (Debian package clamav) absent")
@@ -68,23 +65,6 @@ AgreeDb.Alt=eaebec(ed|ee)efe0{2-6}e1e2
 """
 WORDS = ("if", "else", "return", "function", "echo", "$var", "GET", "POST", "200", "404",
          "error", "warning", "user", "admin", "login", "eval", "base64_decode", "while", "=", ";")
-
-
-def instance(variant: Variant, rng: random.Random) -> bytes:
-    out = bytearray()
-    for element in variant:
-        if isinstance(element, Literal):
-            out += element.data
-        elif isinstance(element, ByteClass):
-            out.append(rng.choice(sorted(element.allowed)))
-        elif isinstance(element, Choice) and not element.negated:
-            out += rng.choice(sorted(element.options))
-        else:
-            assert isinstance(element, Choice)
-            while (other := rng.randbytes(element.width)) in element.options:
-                pass
-            out += other
-    return bytes(out)
 
 
 def body_instance(signature: Signature, rng: random.Random) -> bytes:

@@ -14,20 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from hv_emu.scancmd import CLAMSCAN_RAW_MODE
 from hv_emu.scanner.database import compile_database
-from hv_emu.scanner.signatures import ByteClass, Choice, Literal, Variant, load_database_file
+from hv_emu.scanner.signatures import load_database_file
+from tests.conftest import RFXN
+from tests.test_scanner_engine import instance
 
 CLAMSCAN = shutil.which("clamscan")
 pytestmark = pytest.mark.skipif(CLAMSCAN is None, reason="clamscan (Debian package clamav) absent")
-RFXN = Path("/work/shared/data/rfxn.ndb")
 
-RAW_MODE = [
-    "--no-summary", "--allmatch=yes", "--normalize=no",
-    "--scan-html=no", "--scan-mail=no", "--scan-pe=no", "--scan-elf=no", "--scan-ole2=no",
-    "--scan-pdf=no", "--scan-swf=no", "--scan-xmldocs=no", "--scan-hwp3=no", "--scan-onenote=no",
-    "--scan-archive=no", "--scan-image=no", "--scan-image-fuzzy-hash=no",
-    "--heuristic-alerts=no", "--bytecode=no", "--max-filesize=2000M", "--max-scansize=2000M",
-]
+RAW_MODE = list(CLAMSCAN_RAW_MODE)
 
 #: One signature per construct hv-emu implements.
 CONSTRUCTS = b"""\
@@ -91,19 +87,6 @@ def ours(database: Path, files: list[Path], engine: str) -> set[tuple[str, str]]
     data, kind = load_database_file(database)
     db = compile_database(data, kind=kind, version=1, source=database.name, engine=engine)
     return {(f.name, m.name) for f in files for m in db.scan(f.read_bytes())}
-
-
-def instance(variant: Variant, rng: random.Random) -> bytes:
-    out = bytearray()
-    for element in variant:
-        if isinstance(element, Literal):
-            out += element.data
-        elif isinstance(element, ByteClass):
-            out.append(rng.choice(sorted(element.allowed)))
-        else:
-            assert isinstance(element, Choice) and not element.negated
-            out += rng.choice(sorted(element.options))
-    return bytes(out)
 
 
 def test_constructs_agree_with_clamscan(tmp_path: Path) -> None:

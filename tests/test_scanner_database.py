@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,8 +17,8 @@ from hv_emu.scanner.database import (
     compile_database,
 )
 from hv_emu.scanner.engine import Match
+from tests.conftest import RFXN
 
-RFXN = Path("/work/shared/data/rfxn.ndb")
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 SAMPLE_DB = (
     b"Aircop=32e4cd16cd1233c0cd130e07b80002b9\n"

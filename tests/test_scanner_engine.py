@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,8 @@ from hv_emu.errors import DatabaseError
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
 from hv_emu.scanner.engine import Match
 from hv_emu.scanner.signatures import ByteClass, Choice, Element, Literal, Signature, Variant
+from tests.conftest import RFXN
 
-RFXN = Path("/work/shared/data/rfxn.ndb")
 needs_rfxn = pytest.mark.skipif(not RFXN.exists(), reason=f"{RFXN} (rfxn.ndb) is absent")
 ENGINES = [
     "ac",

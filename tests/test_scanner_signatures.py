@@ -20,8 +20,8 @@ from hv_emu.scanner.signatures import (
     load_database_file,
     parse_database,
 )
+from tests.conftest import RFXN
 
-RFXN = Path("/work/shared/data/rfxn.ndb")
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 #: The four signatures of the original design, plus EICAR: the demo's database.
