@@ -35,8 +35,8 @@ from benchmarks.common import Row, median_of, seconds
 from benchmarks.update import synthetic_ndb
 from guest_tool.bundle import make_bundle
 from guest_tool.keys import generate_keypair, load_private_key
+from hv_emu.cli.scan import CLAMSCAN_RAW_MODE
 from hv_emu.machine import Machine, MachineConfig
-from hv_emu.scancmd import CLAMSCAN_RAW_MODE
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
 
 RFXN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rfxn.ndb"

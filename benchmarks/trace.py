@@ -12,8 +12,8 @@ import io
 
 from benchmarks.common import Row, median_of, seconds
 from guest_tool.assemble import assemble
+from hv_emu.debug.trace import ExitTracer
 from hv_emu.machine import Machine, MachineConfig
-from hv_emu.trace import ExitTracer
 
 N = 2000
 LOOP = """

@@ -35,9 +35,9 @@ from guest_tool.keys import ALGORITHMS, generate_keypair
 from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import build_program, build_source_file, build_update_program
 from guest_tool.push import add_push_command, run_push_command
-from hv_emu.boot import MODES
-from hv_emu.cliargs import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
+from hv_emu.cli.args import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
+from hv_emu.memory.boot import MODES
 from hv_emu.scanner.signatures import parse_database
 
 EXIT_OK = 0

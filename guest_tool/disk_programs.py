@@ -24,8 +24,8 @@ from typing import Literal
 
 from guest_tool.programs import build_program
 from hv_emu import layout
-from hv_emu.devices.busmaster import MAX_PRD_ENTRIES
-from hv_emu.devices.storage import SECTOR_SIZE
+from hv_emu.devices.storage.busmaster import MAX_PRD_ENTRIES
+from hv_emu.devices.storage.observer import SECTOR_SIZE
 from hv_emu.errors import ConfigError, HostError
 
 Via = Literal["pio", "dma"]

@@ -19,8 +19,15 @@ from __future__ import annotations
 
 import struct
 
-from hv_emu.elf import ELF_MAGIC, ElfClass, ElfMachine, ElfType, SegmentFlags, SegmentType
 from hv_emu.errors import ConfigError
+from hv_emu.loaders.elf_file import (
+    ELF_MAGIC,
+    ElfClass,
+    ElfMachine,
+    ElfType,
+    SegmentFlags,
+    SegmentType,
+)
 
 #: Conventional load addresses of non-PIE executables (psABI): where the file's first byte goes.
 BASE = {64: 0x400000, 32: 0x08048000}

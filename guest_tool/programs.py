@@ -8,7 +8,8 @@ get the raw-byte macros of ``asm/macros16.s`` / ``asm/macros32.s`` in front too,
 assembled at the address the loader will use. The update program gets its bundle and signature
 appended after the code, because keystone's ``.incbin`` is unusable.
 
-Follows: the hypercall ABI of ``hv_emu.abi`` (mirrored by ``asm/hvabi.s``) and the loader's start
+Follows: the hypercall ABI of ``hv_emu.hypercalls.abi`` (mirrored by ``asm/hvabi.s``) and the
+loader's start
 state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode with CS = DS = 0).
 
 Leaves out: ELF output (``linux_programs.py`` builds Linux programs), relocation (an image runs

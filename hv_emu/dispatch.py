@@ -39,7 +39,7 @@ from hv_emu.exits import (
     Timeout,
     Unhandled,
 )
-from hv_emu.hypercalls import HypercallTable
+from hv_emu.hypercalls.table import HypercallTable
 
 InterruptHandler = Callable[[SoftwareInterrupt], Outcome]
 SyscallHandler = Callable[[Syscall], Outcome]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hv_emu.paging import PagingState
+from hv_emu.memory.walk import PagingState
 
 
 @dataclass(frozen=True)

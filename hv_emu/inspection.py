@@ -48,8 +48,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hv_emu.devices.disk import Disk
-from hv_emu.devices.storage import (
+from hv_emu.devices.storage.disk import Disk
+from hv_emu.devices.storage.observer import (
     COMMIT,
     SECTOR_SIZE,
     StorageRead,

@@ -23,34 +23,34 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hv_emu import layout
-from hv_emu.abi import DEFAULT_MAX_UPDATE, NAMES, SLOTS, Nr
-from hv_emu.boot import BootState
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
-from hv_emu.devices.ata import AtaChannel
-from hv_emu.devices.busmaster import BusMaster
 from hv_emu.devices.debugcon import DebugConsole
-from hv_emu.devices.disk import DiskImage
 from hv_emu.devices.pci import PciConfigSpace
+from hv_emu.devices.storage.ata import AtaChannel
+from hv_emu.devices.storage.busmaster import BusMaster
+from hv_emu.devices.storage.disk import DiskImage
 from hv_emu.devices.vga import VgaText
 from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
-from hv_emu.elf import parse_elf
 from hv_emu.errors import ConfigError, DatabaseError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
-from hv_emu.guest_services import get_status, update_signatures
-from hv_emu.hypercalls import HypercallTable
+from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE, NAMES, SLOTS, Nr
+from hv_emu.hypercalls.services import get_status, update_signatures
+from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.inspection import DEFAULT_ACTIONS, Inspector
 from hv_emu.layout import DEFAULT_MEM_MIB, MAX_MEM_MIB, MIB, MIN_MEM_MIB, PORT_DEBUGCON
 from hv_emu.linux.files import FileTable
 from hv_emu.linux.startup import build_initial_stack
 from hv_emu.linux.syscalls import LinuxProcess
-from hv_emu.loader import load_flat
-from hv_emu.loader_elf import load_elf
-from hv_emu.memory import GuestMemory
+from hv_emu.loaders.elf_file import parse_elf
+from hv_emu.loaders.elf_process import load_elf
+from hv_emu.loaders.flat import load_flat
+from hv_emu.memory.boot import BootState
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import NetSpec, open_backend
 from hv_emu.net.config import NetConfig
-from hv_emu.network import GuestNetwork
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase, compile_database
 from hv_emu.scanner.signatures import load_database_file
 from hv_emu.updates.receiver import UpdateReceiver

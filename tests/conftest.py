@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guest_tool.assemble import assemble
-from hv_emu.loader import default_load
+from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig, RunResult
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 # A system call: number in RAX, arguments in RDI, RSI, RDX, R10, R8, R9, then `syscall`; the
 # result comes back in RAX, -4095..-1 meaning -errno. The CPU clobbers RCX (the return RIP) and
 # R11 (RFLAGS); every other register is preserved. Numbers from Linux's syscall_64.tbl (the same
-# as hv_emu/linux/abi.py). Include it after the program's code: the routines emit bytes.
+# as hv_emu/linux/numbers.py). Include it after the program's code: the routines emit bytes.
 
 .equ SYS_READ, 0
 .equ SYS_WRITE, 1

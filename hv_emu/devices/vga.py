@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hv_emu.errors import GuestMemoryError
-from hv_emu.memory import GuestMemory
+from hv_emu.memory.guest import GuestMemory
 
 COLS = 80
 ROWS = 25

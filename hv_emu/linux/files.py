@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from hv_emu.errors import ConfigError, GuestFault
-from hv_emu.linux.abi import (
+from hv_emu.linux.numbers import (
     O_ACCMODE,
     O_APPEND,
     O_CREAT,

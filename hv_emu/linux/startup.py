@@ -29,12 +29,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hv_emu.elf import ELF_PAGE
 from hv_emu.errors import ConfigError
-from hv_emu.linux.abi import Auxv
-from hv_emu.loader_elf import ProcessImage
-from hv_emu.memory import GuestMemory
-from hv_emu.paging import write_virt
+from hv_emu.linux.numbers import Auxv
+from hv_emu.loaders.elf_file import ELF_PAGE
+from hv_emu.loaders.elf_process import ProcessImage
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.memory.walk import write_virt
 
 #: Most bytes of argv and envp strings together (Linux's limit is a quarter of the stack).
 MAX_STRINGS = 128 * 1024

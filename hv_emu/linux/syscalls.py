@@ -31,7 +31,8 @@ from hv_emu.errors import GuestMemoryError, PageFault
 from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
-from hv_emu.linux.abi import (
+from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
+from hv_emu.linux.numbers import (
     ARCH_GET_FS,
     ARCH_GET_GS,
     ARCH_SET_FS,
@@ -45,11 +46,10 @@ from hv_emu.linux.abi import (
     TABLES,
     Errno,
 )
-from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
 from hv_emu.linux.startup import GID, PLATFORM, UID
-from hv_emu.loader_elf import ProcessImage
-from hv_emu.memory import GuestMemory
-from hv_emu.paging import PagingState, read_cstring, read_virt, write_virt
+from hv_emu.loaders.elf_process import ProcessImage
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.memory.walk import PagingState, read_cstring, read_virt, write_virt
 
 #: The process and thread id the program sees (it is the only process).
 PID = 1

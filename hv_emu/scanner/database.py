@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hv_emu.errors import ConfigError, DatabaseError
-from hv_emu.scanner import engine_ac
 from hv_emu.scanner.engine import LiteralMatcher, Match, Program, ScanStream, build_program
+from hv_emu.scanner.engines import aho_corasick as engine_ac
 from hv_emu.scanner.signatures import Signature, load_database_file, parse_database
 
 try:
-    from hv_emu.scanner import engine_hs
+    from hv_emu.scanner.engines import hyperscan_stream as engine_hs
 except ImportError:  # hyperscan is optional: pyahocorasick is always there
     HYPERSCAN_AVAILABLE = False
 else:

@@ -6,7 +6,7 @@ id), the signature algorithm, the kind of database, and commits to the body by i
 SHA-256. The detached signature (at RDX) covers ``DOMAIN || header`` only, so the network path (a
 signed manifest followed by chunks) reuses the very same signature and verification.
 
-Follows: ``docs/UPDATE-FORMAT.md`` (the source of truth; ``tests/test_updates_format.py`` checks
+Follows: ``docs/UPDATE-FORMAT.md`` (the source of truth; ``tests/updates/test_format.py`` checks
 that its header table agrees with ``FIELDS``) and the TUF-lite notes: a fixed binary layout in
 network byte order instead of canonical JSON, domain-separated signatures, truncated
 domain-separated SHA-256 key ids (TUF's KEYID), one ``sig_alg`` byte for scheme agility.
@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hv_emu.abi import Rc
 from hv_emu.errors import ConfigError, UpdateRejected
+from hv_emu.hypercalls.abi import Rc
 
 #: The first four bytes of every bundle.
 MAGIC = b"HVDB"

@@ -8,7 +8,8 @@ covers only the bundle header, so it cannot vouch for the page hashes). A HASHPA
 SHA-256 of up to ``HASHES_PER_PAGE`` symbols; a SYMBOL is one RaptorQ encoding packet (4-byte
 FEC Payload ID + ``symbol_size`` bytes).
 
-Follows: ``docs/PROTOCOL.md`` (the source of truth; ``tests/test_updates_protocol_doc.py`` checks
+Follows: ``docs/PROTOCOL.md`` (the source of truth;
+``tests/docs/test_updates_protocol_doc.py`` checks
 its tables against ``HEADER_FIELDS`` and ``MANIFEST_FIELDS``), the update-protocol notes §5 (this
 layout is their recommended starting point, trimmed), RFC 6330 (RaptorQ, FEC Encoding ID 6).
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import raptorq
 
-from hv_emu.abi import Rc
 from hv_emu.errors import UpdateRejected
+from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
     FEC_PAYLOAD_ID_SIZE,

@@ -33,9 +33,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from hv_emu.abi import Rc
 from hv_emu.errors import DatabaseError, UpdateRejected
 from hv_emu.events import EventLog
+from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import (
     HYPERSCAN_AVAILABLE,
     ActiveDatabase,

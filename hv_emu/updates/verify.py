@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from hv_emu import abi
-from hv_emu.abi import Rc
 from hv_emu.errors import ConfigError, UpdateRejected
+from hv_emu.hypercalls import abi
+from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.format import (
     HEADER_SIZE,
     BundleHeader,

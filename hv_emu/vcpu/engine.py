@@ -29,10 +29,10 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
 
-from hv_emu.boot import BootState
 from hv_emu.layout import SEL_CODE32, SEL_CODE64, SEL_DATA
-from hv_emu.memory import GuestMemory
-from hv_emu.paging import CR0_PE, EFER_LMA, MSR_EFER, PagingState
+from hv_emu.memory.boot import BootState
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.memory.walk import CR0_PE, EFER_LMA, MSR_EFER, PagingState
 
 U64 = 0xFFFFFFFFFFFFFFFF
 

@@ -17,10 +17,10 @@ then one byte, or none, is shown); the report is built without raising for any o
 
 from __future__ import annotations
 
-from hv_emu.disasm import MAX_INSN, disassemble_one
 from hv_emu.errors import GuestFault
 from hv_emu.exits import Fault
-from hv_emu.paging import read_virt
+from hv_emu.memory.walk import read_virt
+from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
 from hv_emu.vcpu.engine import U64, Engine, mode_of
 
 _FAULT_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "cr0", "cr2", "cr3")

@@ -26,8 +26,8 @@ import unicorn
 
 from hv_emu.errors import GuestFault
 from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
-from hv_emu.memory import GuestMemory
-from hv_emu.paging import PagingState, read_virt
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.engine import mode_of
 from hv_emu.vcpu.faults import fault_report
 from hv_emu.vcpu.traps import ExitHandler, Traps

@@ -26,7 +26,6 @@ from collections.abc import Callable
 import unicorn
 from unicorn import x86_const as X
 
-from hv_emu.abi import VMCALL_BYTES
 from hv_emu.errors import GuestFault
 from hv_emu.exits import (
     Cpuid,
@@ -42,8 +41,9 @@ from hv_emu.exits import (
     Syscall,
     Unhandled,
 )
-from hv_emu.memory import GuestMemory
-from hv_emu.paging import PagingState, read_virt
+from hv_emu.hypercalls.abi import VMCALL_BYTES
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
 

@@ -1,0 +1,443 @@
+"""The primary ATA channel: one hard disk (device 0) behind the command and control blocks.
+
+Models: a parallel-ATA hard disk in compatibility mode as a driver sees it through its task-file
+registers: Status sequencing (BSY during software reset, DRDY, DRQ per data block, ERR with the
+Error register), the alternate status, nIEN and SRST in Device Control, LBA28, LBA48 (HOB
+registers written twice, read back with Device Control HOB) and CHS, PIO data through the 16-bit
+data port (``rep insw``/``rep outsw`` arrive word by word), and the device half of bus-master DMA:
+a DMA command leaves the channel waiting for ``BusMaster`` (``busmaster.py``), which moves the data.
+
+Follows: ATA/ATAPI-8 ACS (commands, IDENTIFY), ATA8-APT (register block, protocols, reset
+signature), BitVisor ``drivers/ata/ata_core.c`` for where inspection happens (private buffer, hook
+per completed block before the disk sees it). The command table is data in ``ata_regs.py``.
+
+Leaves out:
+- Interrupts are not delivered (hv-emu has no interrupt controller yet): the guest polls Status.
+  INTRQ is still modelled (``interrupt_pending``: set at each DRQ block and completion, cleared by
+  reading Status, masked by nIEN) so the rules are testable and an 8259 can be added later.
+- Device 1: absent. With DEV=1 selected, Status and Alternate Status read 0 (no device), the Error
+  register reads 0, the data port floats (0xFFFF) and commands are ignored; the other registers
+  read back their shadow values, as on a one-drive cable.
+- Timing: commands complete synchronously, so BSY is only seen while SRST is asserted.
+- 8-bit data-port accesses (not part of the PIO protocol): reads give 0xFF and do not advance,
+  writes are dropped. 32-bit accesses move two words, low word first.
+- Packet, queued, SMART and security commands (ERR/ABRT like any unknown opcode).
+
+Guest controls: every register value, the order of accesses, the command opcode, LBA and count,
+the PIO data, and when it resets the device.
+
+Threats (threat -> mitigation):
+- unknown or unsupported opcode -> ERR, Error = ABRT, nothing else changes;
+- LBA or LBA+count beyond the disk, CHS outside the geometry -> ERR, Error = IDNF|ABRT, checked
+  at command time before any data moves;
+- count 0 (256 / 65536 sectors) to force huge buffers -> the PIO buffer is one DRQ block
+  (<= 16 sectors); a DMA transfer is bounded by the disk check (at most 32 MiB);
+- READ/WRITE MULTIPLE without SET MULTIPLE, bad multiple count -> ERR/ABRT;
+- changing PIO data after inspection -> the observer gets an immutable copy, only the verdict's
+  bytes are committed;
+- data-port access outside a data phase -> reads float (0xFFFF), writes are dropped;
+- new command or SRST in the middle of a transfer -> the transfer is dropped, partial blocks are
+  never committed;
+- write refused by the inspection policy -> ERR/ABRT, the LBA registers point at the refused
+  block, nothing of it reaches the disk.
+- a host I/O error (disk full, image gone) or a read-only image -> ERR (UNC|ABRT for reads, ABRT
+  otherwise), the error kept in ``host_error``; never an exception into the vCPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hv_emu.devices.storage import ata_registers as r
+from hv_emu.devices.storage.ata_registers import AtaState, DmaListener, DmaRequest, Phase
+from hv_emu.devices.storage.disk import Disk
+from hv_emu.devices.storage.observer import (
+    NullStorageObserver,
+    StorageObserver,
+    StorageRead,
+    StorageWrite,
+    Transport,
+    resolve,
+)
+from hv_emu.memory.guest import GuestMemory
+
+__all__ = ["AtaChannel", "AtaState", "DmaListener", "DmaRequest", "Phase", "PortView"]
+
+
+@dataclass(frozen=True)
+class PortView:
+    """A ``PortDevice`` made of two bound methods (the command and control blocks of a channel)."""
+
+    read: Callable[[int, int], int]
+    write: Callable[[int, int, int], None]
+
+    def io_read(self, offset: int, size: int) -> int:
+        return self.read(offset, size)
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        self.write(offset, size, value)
+
+
+class AtaChannel:
+    """Device 0 of an ATA channel. Register ``command_block`` (8 offsets) and ``control_block``
+    (1 offset) on the port bus; give the channel to a ``BusMaster`` for DMA."""
+
+    def __init__(
+        self,
+        disk: Disk,
+        observer: StorageObserver | None = None,
+        mem: GuestMemory | None = None,
+        *,
+        model: str = "HV-EMU HARDDISK",
+        serial: str = "HVEMU0000000001",
+        firmware: str = "1.0",
+    ) -> None:
+        self.disk = disk
+        self.observer: StorageObserver = observer or NullStorageObserver()
+        self.mem = mem  # guest RAM, for the bus master; PIO does not need it
+        self.model, self.serial, self.firmware = model, serial, firmware
+        self.command_block = PortView(self.command_read, self.command_write)
+        self.control_block = PortView(self.control_read, self.control_write)
+        self._dma: DmaListener | None = None
+        #: The last host I/O error the guest saw as ERR (for the event log); never raised.
+        self.host_error: OSError | None = None
+        self.st = AtaState()
+        self.reset()
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Power-on (hardware) reset: defaults, device 0 selected, reset signature."""
+        self.st = AtaState()
+        self._signature()
+
+    def snapshot(self) -> AtaState:
+        return copy.deepcopy(self.st)
+
+    def load_snapshot(self, state: AtaState) -> None:
+        self.st = copy.deepcopy(state)
+
+    def attach_dma(self, listener: DmaListener) -> None:
+        """The bus master asks to hear when a DMA command is waiting for it."""
+        self._dma = listener
+
+    @property
+    def interrupt_pending(self) -> bool:
+        """INTRQ as the wire would carry it (not delivered anywhere yet)."""
+        return self.st.irq and not self.st.control & r.DC_NIEN
+
+    def _slave(self) -> bool:
+        return bool(self.st.device & r.DEV_DEV)
+
+    # ------------------------------------------------------------------ register access
+    def command_read(self, offset: int, size: int) -> int:
+        if offset == r.REG_DATA:
+            if size == 1:
+                return 0xFF
+            value = self._data_in()
+            return value | (self._data_in() << 16) if size == 4 else value
+        value = 0
+        for i in range(size):  # wider accesses to byte registers: one register per byte
+            value |= self._read_reg(offset + i) << (8 * i)
+        return value
+
+    def command_write(self, offset: int, size: int, value: int) -> None:
+        if offset == r.REG_DATA:
+            if size >= 2:
+                self._data_out(value & 0xFFFF)
+            if size == 4:
+                self._data_out(value >> 16)
+            return
+        for i in range(size):
+            self._write_reg(offset + i, (value >> (8 * i)) & 0xFF)
+
+    def control_read(self, offset: int, size: int) -> int:
+        """Alternate Status: Status without acknowledging INTRQ (drivers poll it)."""
+        if offset != r.REG_ALT_STATUS:
+            return 0xFF
+        return 0 if self._slave() else self.st.status
+
+    def control_write(self, offset: int, size: int, value: int) -> None:
+        """Device Control: nIEN, SRST, HOB."""
+        if offset != r.REG_DEVICE_CONTROL:
+            return
+        st, old = self.st, self.st.control
+        st.control = value = value & 0xFF
+        if value & r.DC_SRST and not old & r.DC_SRST:
+            # The driver asserts SRST: the device drops whatever it was doing and goes busy.
+            self._drop_transfer()
+            st.phase, st.status = Phase.RESET, r.ST_BSY
+        elif old & r.DC_SRST and not value & r.DC_SRST:
+            # SRST released: diagnostics pass at once, the reset signature appears, DRDY.
+            st.phase, st.status, st.error = Phase.IDLE, r.ST_IDLE, r.DIAG_PASSED
+            self._signature()
+
+    def _read_reg(self, reg: int) -> int:
+        st = self.st
+        if reg >= r.COMMAND_BLOCK_LEN:
+            return 0xFF
+        if reg == r.REG_STATUS:
+            if self._slave():
+                return 0
+            st.irq = False  # reading Status acknowledges the interrupt
+            return st.status
+        if reg == r.REG_ERROR:
+            return 0 if self._slave() else st.error
+        if reg == r.REG_DEVICE:
+            return st.device
+        return st.prev[reg] if st.control & r.DC_HOB else st.cur[reg]
+
+    def _write_reg(self, reg: int, value: int) -> None:
+        st = self.st
+        if reg >= r.COMMAND_BLOCK_LEN or st.phase is Phase.RESET:
+            return  # writes while BSY (SRST) are ignored
+        st.control &= ~r.DC_HOB  # any command-block write clears HOB
+        if reg == r.REG_DEVICE:
+            st.device = value
+        elif reg == r.REG_COMMAND:
+            if not self._slave():
+                self._execute(value)
+        else:
+            st.prev[reg], st.cur[reg] = st.cur[reg], value
+
+    # ------------------------------------------------------------------ command execution
+    def _execute(self, opcode: int) -> None:
+        st = self.st
+        self._drop_transfer()  # a new command ends any transfer in progress, uncommitted
+        st.error, st.command = 0, opcode
+        cmd = r.COMMANDS.get(opcode)
+        if cmd is None:
+            self._abort()
+            return
+        if cmd.op in (r.Op.READ, r.Op.WRITE, r.Op.VERIFY):
+            addr = self._address(cmd.lba48)
+            if addr is None:
+                self._abort(r.ER_IDNF | r.ER_ABRT)
+                return
+            lba, count = addr
+            if (cmd.multiple and not st.multiple) or (cmd.op is r.Op.WRITE and self.disk.read_only):
+                self._abort()  # MULTIPLE before SET MULTIPLE MODE, or a write-protected image
+                return
+            if cmd.op is r.Op.VERIFY:
+                self._complete()
+                return
+            st.lba, st.remaining = lba, count
+            if cmd.proto is r.Proto.DMA:
+                # The driver now programs the bus master (or already did) and sets Start.
+                st.phase, st.status = Phase.DMA, r.ST_IDLE | r.ST_DRQ
+                if self._dma is not None:
+                    self._dma.dma_ready()
+            elif cmd.proto is r.Proto.PIO_IN:
+                self._load_read_block()
+            else:
+                # The driver waits for DRQ, then writes the first block with ``rep outsw``.
+                self._open_write_block()
+            return
+        self._non_data(cmd)
+
+    def _non_data(self, cmd: r.AtaCommand) -> None:
+        st = self.st
+        if cmd.op is r.Op.IDENTIFY:
+            st.phase, st.remaining, st.lba = Phase.PIO_IN, 1, 0
+            st.buffer, st.pos = bytearray(self._identify()), 0
+            st.status, st.irq = r.ST_IDLE | r.ST_DRQ, True
+        elif cmd.op is r.Op.FLUSH:
+            try:
+                self.disk.flush()
+            except OSError as e:
+                self.host_error = e
+                self._abort()
+                return
+            self._complete()
+        elif cmd.op is r.Op.SET_MULTIPLE:
+            n = st.cur[r.REG_COUNT]
+            if n > r.MAX_MULTIPLE or n & (n - 1):
+                self._abort()
+            else:
+                st.multiple = n  # 0 disables multiple mode
+                self._complete()
+        elif cmd.op is r.Op.SET_FEATURES:
+            if r.set_features(st, st.cur[r.REG_FEATURES], st.cur[r.REG_COUNT]):
+                self._complete()
+            else:
+                self._abort()
+        elif cmd.op is r.Op.INIT_PARAMS:
+            if st.cur[r.REG_COUNT] == 0:
+                self._abort()
+            else:
+                st.sectors_per_track = st.cur[r.REG_COUNT]
+                st.heads = (st.device & r.DEV_HEAD_MASK) + 1
+                self._complete()
+        elif cmd.op is r.Op.CHECK_POWER:
+            st.cur[r.REG_COUNT] = 0xFF  # active or idle
+            self._complete()
+        else:  # power-management commands: nothing to spin down
+            self._complete()
+
+    def _identify(self) -> bytes:
+        st = self.st
+        params = r.IdentifyParams(
+            self.disk.sector_count, self.model, self.serial, self.firmware, st.multiple,
+            st.write_cache, st.lookahead, st.mwdma_mode, st.udma_mode, st.heads,
+            st.sectors_per_track,
+        )  # fmt: skip
+        return r.build_identify(params)
+
+    def _address(self, lba48: bool) -> tuple[int, int] | None:
+        """(LBA, count) read back from the task file at command time (as BitVisor does);
+        ``None`` if outside the disk or the CHS geometry."""
+        st = self.st
+        addr = r.decode_address(st.cur, st.prev, st.device, lba48, st.heads, st.sectors_per_track)
+        if addr is None or addr[0] + addr[1] > self.disk.sector_count:
+            return None
+        return addr
+
+    # ------------------------------------------------------------------ PIO data phase
+    def _block_sectors(self) -> int:
+        cmd = r.COMMANDS[self.st.command]
+        return min(self.st.multiple if cmd.multiple else 1, self.st.remaining)
+
+    def _load_read_block(self) -> None:
+        st = self.st
+        data = self._disk_read(st.lba, self._block_sectors())
+        if data is None:
+            return
+        self.observer.on_read(StorageRead(st.lba, data, "pio", st.command))
+        st.phase, st.buffer, st.pos = Phase.PIO_IN, bytearray(data), 0
+        st.status, st.irq = r.ST_IDLE | r.ST_DRQ, True
+
+    def _open_write_block(self) -> None:
+        st = self.st
+        st.phase, st.pos = Phase.PIO_OUT, 0
+        st.buffer = bytearray(self._block_sectors() * r.SECTOR_SIZE)
+        st.status = r.ST_IDLE | r.ST_DRQ
+
+    def _data_in(self) -> int:
+        st = self.st
+        if st.phase is not Phase.PIO_IN or self._slave():
+            return 0xFFFF
+        word = st.buffer[st.pos] | st.buffer[st.pos + 1] << 8
+        st.pos += 2
+        if st.pos == len(st.buffer):  # the driver has read the whole DRQ block
+            sectors = max(1, len(st.buffer) // r.SECTOR_SIZE)
+            st.lba, st.remaining = st.lba + sectors, st.remaining - sectors
+            if st.remaining > 0:
+                self._load_read_block()
+            else:
+                self._complete(irq=False)
+        return word
+
+    def _data_out(self, word: int) -> None:
+        st = self.st
+        if st.phase is not Phase.PIO_OUT or self._slave():
+            return
+        st.buffer[st.pos], st.buffer[st.pos + 1] = word & 0xFF, word >> 8
+        st.pos += 2
+        if st.pos < len(st.buffer):
+            return
+        # A whole DRQ block is in the private buffer: inspect it once, then commit or refuse.
+        sectors = len(st.buffer) // r.SECTOR_SIZE
+        if not self._commit(st.lba, bytes(st.buffer), "pio"):
+            return
+        st.lba, st.remaining = st.lba + sectors, st.remaining - sectors
+        if st.remaining > 0:
+            self._open_write_block()
+            st.irq = True
+        else:
+            self._complete()
+
+    def _commit(self, lba: int, data: bytes, transport: Transport) -> bool:
+        """Publish a write, obey the verdict; on refusal end the command with ERR/ABRT."""
+        verdict = self.observer.on_write(StorageWrite(lba, data, transport, self.st.command))
+        accepted = resolve(verdict, data)
+        if accepted is None:
+            self._set_lba_regs(lba)
+            self._abort()
+            return False
+        try:
+            self.disk.write_sectors(lba, accepted)
+        except OSError as e:  # the host's disk failed (full, gone): a write fault to the guest
+            self.host_error = e
+            self._set_lba_regs(lba)
+            self._abort()
+            return False
+        return True
+
+    def _disk_read(self, lba: int, count: int) -> bytes | None:
+        """Read sectors; a host I/O error ends the command with ERR, Error = UNC|ABRT."""
+        try:
+            return self.disk.read_sectors(lba, count)
+        except OSError as e:
+            self.host_error = e
+            self._set_lba_regs(lba)
+            self._abort(r.ER_UNC | r.ER_ABRT)
+            return None
+
+    # ------------------------------------------------------------------ DMA (for the bus master)
+    def dma_request(self) -> DmaRequest | None:
+        st = self.st
+        if st.phase is not Phase.DMA:
+            return None
+        return DmaRequest(st.lba, st.remaining, r.COMMANDS[st.command].op is r.Op.READ, st.command)
+
+    def dma_read_data(self) -> bytes | None:
+        """Disk -> private buffer -> observer; the bus master scatters it, then ``dma_finish``.
+        ``None``: nothing pending, or the disk read failed and the command already ended."""
+        st = self.st
+        if st.phase is not Phase.DMA:
+            return None
+        data = self._disk_read(st.lba, st.remaining)
+        if data is None:
+            return None
+        self.observer.on_read(StorageRead(st.lba, data, "dma", st.command))
+        return data
+
+    def dma_write_data(self, data: bytes) -> bool:
+        """The gathered transfer: inspect once, commit or refuse, end the command."""
+        st = self.st
+        if st.phase is not Phase.DMA or len(data) != st.remaining * r.SECTOR_SIZE:
+            self.dma_finish(ok=False)
+            return False
+        if self._commit(st.lba, data, "dma"):
+            self._complete()
+            return True
+        return False
+
+    def dma_finish(self, ok: bool) -> None:
+        """End a pending DMA command: success, or ERR/ABRT (bus-master error, short PRD)."""
+        if self.st.phase is Phase.DMA:
+            if ok:
+                self._complete()
+            else:
+                self._abort()
+
+    # ------------------------------------------------------------------ endings
+    def _drop_transfer(self) -> None:
+        st = self.st
+        st.phase, st.buffer, st.pos, st.remaining = Phase.IDLE, bytearray(), 0, 0
+
+    def _complete(self, irq: bool = True) -> None:
+        self._drop_transfer()
+        self.st.status = r.ST_IDLE
+        self.st.irq = self.st.irq or irq
+
+    def _abort(self, error: int = r.ER_ABRT) -> None:
+        self._drop_transfer()
+        self.st.status, self.st.error, self.st.irq = r.ST_IDLE | r.ST_ERR, error, True
+
+    def _set_lba_regs(self, lba: int) -> None:
+        cur, prev = self.st.cur, self.st.prev
+        cur[r.REG_LBA_LOW], cur[r.REG_LBA_MID], cur[r.REG_LBA_HIGH] = (
+            (lba >> s) & 0xFF for s in (0, 8, 16)
+        )
+        prev[r.REG_LBA_LOW], prev[r.REG_LBA_MID], prev[r.REG_LBA_HIGH] = (
+            (lba >> s) & 0xFF for s in (24, 32, 40)
+        )
+
+    def _signature(self) -> None:
+        """ATA device signature after reset: count 1, LBA 1/0/0, device 0."""
+        st = self.st
+        st.cur[r.REG_COUNT], st.cur[r.REG_LBA_LOW] = 1, 1
+        st.cur[r.REG_LBA_MID] = st.cur[r.REG_LBA_HIGH] = 0
+        st.device = 0

@@ -1,0 +1,79 @@
+"""The hypercall ABI as plain data: numbers, names, registers and return codes.
+
+Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the hypervisor
+(``hypercalls.py``), the guest tool (``guest_tool``) and the assembly in ``asm/``.
+
+Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c): a 128-slot table filled in registration
+order, slot 0 ``get_vmmcall_number`` resolving a name to a number, the function number in RAX and
+arguments in RBX, RCX, then RDX/RSI/RDI; return value in RAX; an unknown number leaves RAX = 0.
+``docs/ABI.md`` is the source of truth; ``tests/docs/test_abi_doc.py`` keeps this file, the handler
+table, the doc and ``asm/`` in agreement.
+
+Leaves out: BitVisor's other services (``dbgsh``, ``log_set_buf``, ``loadcfg``...).
+
+Guest controls: every register value at the VMCALL; nothing in this table.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+#: The VMCALL instruction (Intel SDM vol. 3C, 25.1.3 / 31.3: ``0F 01 C1``).
+VMCALL_BYTES = b"\x0f\x01\xc1"
+#: Slots in the hypercall table (BitVisor's ``NFUNCS``).
+SLOTS = 128
+#: Longest name ``get_vmmcall_number`` reads, including the terminating NUL (BitVisor: 256).
+MAX_NAME = 256
+#: Largest update ``update_signatures`` accepts by default (``hv-emu run --max-update`` changes it).
+DEFAULT_MAX_UPDATE = 16 * 1024 * 1024
+
+
+class Nr(IntEnum):
+    """Hypercall numbers. Slots are assigned in registration order, as in BitVisor."""
+
+    GET_VMMCALL_NUMBER = 0
+    GET_STATUS = 1
+    UPDATE_SIGNATURES = 2
+
+
+#: The name each number is registered under (what ``get_vmmcall_number`` resolves).
+NAMES: dict[Nr, str] = {
+    Nr.GET_VMMCALL_NUMBER: "get_vmmcall_number",
+    Nr.GET_STATUS: "get_status",
+    Nr.UPDATE_SIGNATURES: "update_signatures",
+}
+
+
+class Rc(IntEnum):
+    """Return codes in RAX. 0 is success (and also what an unknown hypercall leaves in RAX)."""
+
+    OK = 0
+    #: A guest address (data, signature, name or buffer) is not mapped or not in RAM (BitVisor's 1).
+    UNREADABLE = 1
+    #: The detached signature does not verify.
+    BAD_SIGNATURE = 2
+    #: The update's header or its signature database does not parse.
+    MALFORMED = 3
+    #: The length in RCX is larger than the configured cap; nothing was read.
+    TOO_LARGE = 4
+    #: The update's version is not greater than the installed one (rollback or replay).
+    STALE_VERSION = 5
+    #: The key id is not trusted, or the algorithm is not the one that key is bound to.
+    UNTRUSTED_KEY = 6
+    #: The update's expiry time has passed (freeze attack), or it was issued in the future.
+    EXPIRED = 7
+    #: ``get_status``: the buffer in RCX is too small; RCX returns the size needed.
+    BUFFER_TOO_SMALL = 8
+
+
+#: Registers, in order, that carry the number and the arguments (64-bit names; 16- and 32-bit
+#: guests use the low 32 bits: EAX, EBX, ECX, EDX, ESI, EDI).
+ARG_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")
+
+
+def lookup(name: str) -> Nr | None:
+    """The number registered under ``name`` in the built-in table, or ``None``."""
+    for nr, known in NAMES.items():
+        if known == name:
+            return nr
+    return None

@@ -1,0 +1,198 @@
+"""The ELF loader: builds a Linux process's address space in guest RAM from a static executable.
+
+Models: the part of Linux's ``execve`` (``fs/binfmt_elf.c: load_elf_binary``) that turns program
+headers into memory: every ``PT_LOAD`` segment gets page frames, its file bytes and zeroed
+``.bss``; then a stack below the top of the user address space, a heap for ``brk`` right after
+the highest segment, and an arena for anonymous ``mmap``. Where Linux fills page tables lazily on
+page faults, hv-emu builds them all up front (``pagetables.PageTableBuilder``) and hands the CPU
+over in the mode the ELF class asks for: 32-bit protected mode with 32-bit (2-level) paging for
+ELF32, 64-bit long mode with 4-level paging for ELF64, flat segments.
+
+Follows: the System V ABI (i386 and AMD64 supplements, "Process initialization": segments at
+their ``p_vaddr``, stack at the top) and Intel SDM vol. 3A ch. 4 (page-table entries: P, R/W for
+writable segments, U/S). Placement of stack and mmap base in ``layout.py``.
+
+Leaves out: the program's initial stack contents (argv, envp, auxv: ``linux/startup.py`` writes
+them), address-space randomisation, execute-disable (NX) bits, demand paging, a growing stack, and
+position-independent or dynamically linked executables (refused by ``elf.py``).
+
+The user controls the ELF file (checked by ``elf.py``) and the RAM size; a program whose segments
+do not fit in RAM or in the loader's page-table area is an ``ImageError`` naming the sizes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+
+from hv_emu.errors import ConfigError, ImageError
+from hv_emu.layout import (
+    ELF_PHYS_BASE,
+    GDT_ADDR,
+    LINUX_MMAP_BASE,
+    LINUX_STACK_SIZE,
+    LINUX_STACK_TOP,
+    MIB,
+    PAGE_TABLES_ADDR,
+    PAGE_TABLES_END,
+)
+from hv_emu.loaders.elf_file import ELF_PAGE, ElfImage, SegmentFlags
+from hv_emu.loaders.flat import GDT_ENTRIES, GDT_LIMIT
+from hv_emu.memory.boot import BootState
+from hv_emu.memory.guest import GuestMemory
+from hv_emu.memory.tables import PageTableBuilder
+from hv_emu.memory.walk import PagingMode
+
+#: The paging mode and the large page used for the heap and mmap arena, by ELF class.
+_PAGING = {64: (PagingMode.LONG, 2 * MIB), 32: (PagingMode.TWO_LEVEL, 4 * MIB)}
+
+# What Linux turns on for user programs besides paging (Intel SDM vol. 3A 2.5, 13.1): the FPU
+# reports errors natively (CR0.MP, CR0.NE), and SSE/XSAVE are enabled (CR4.OSFXSR, OSXMMEXCPT,
+# OSXSAVE), or every compiled program dies of #UD at its first SSE instruction.
+CR0_MP = 1 << 1
+CR0_NE = 1 << 5
+CR4_OSFXSR = 1 << 9
+CR4_OSXMMEXCPT = 1 << 10
+CR4_OSXSAVE = 1 << 18
+
+
+@dataclass(frozen=True)
+class Region:
+    """A range of guest-virtual addresses ``[start, end)``."""
+
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class ProcessImage:
+    """The address space the loader built: the CPU start state (``boot.stack`` is the top of the
+    empty stack, before ``linux/startup.py`` pushes argv and the rest), where the program headers
+    are mapped (for ``AT_PHDR``) and the regions the system calls hand out."""
+
+    elf: ElfImage
+    boot: BootState
+    stack: Region
+    heap: Region  # brk() moves the break inside it, starting at heap.start
+    mmap: Region  # anonymous mmap() takes pages from here, bottom up
+    phdr: int | None
+
+    @property
+    def bits(self) -> int:
+        return self.elf.bits
+
+
+class _Frames:
+    """Guest-physical page frames, handed out bottom up from ``ELF_PHYS_BASE``."""
+
+    def __init__(self, ram_size: int) -> None:
+        self.next = ELF_PHYS_BASE
+        self.end = ram_size
+
+    def take(self, size: int, align: int = ELF_PAGE) -> int:
+        start = -(-self.next // align) * align
+        if start + size > self.end:
+            raise ImageError(f"the program needs {size:#x} more bytes of RAM at {start:#x}, but "
+                             f"RAM ends at {self.end:#x}: raise --mem")  # fmt: skip
+        self.next = start + size
+        return start
+
+    def room(self, align: int = ELF_PAGE) -> int:
+        """Bytes free from the next ``align`` boundary up (what one ``take`` can get)."""
+        return max(self.end - _page_up(self.next, align), 0)
+
+
+def _page_down(value: int, page: int = ELF_PAGE) -> int:
+    return value - value % page
+
+
+def _page_up(value: int, page: int = ELF_PAGE) -> int:
+    return -(-value // page) * page
+
+
+def load_elf(mem: GuestMemory, elf: ElfImage) -> ProcessImage:
+    """Copy ``elf``'s segments into fresh frames, map them, the stack, heap and mmap arena at
+    their virtual addresses, and return the process image (the CPU state starts at the entry)."""
+    mode, large = _PAGING[elf.bits]
+    frames = _Frames(mem.size)
+    try:
+        tables = PageTableBuilder(mem, mode, PAGE_TABLES_ADDR, PAGE_TABLES_END)
+        _map_segments(mem, elf, tables, frames)
+        image_end = _page_up(max(s.end for s in elf.loads))
+
+        # The stack: LINUX_STACK_SIZE bytes just below the top of user space.
+        top = LINUX_STACK_TOP[elf.bits]
+        stack = Region(top - LINUX_STACK_SIZE, top)
+        if stack.start < image_end:
+            raise ImageError(f"the program's segments reach {image_end:#x}, into the stack")
+        _map_fresh(mem, tables, frames, stack, ELF_PAGE)
+
+        # The RAM left: half for the heap (after the program, on a large-page boundary), the
+        # rest for the mmap arena, each clipped to the virtual room it has.
+        heap_start = _page_up(image_end, large)
+        mmap_base = max(LINUX_MMAP_BASE[elf.bits], heap_start)
+        heap_size = min(_page_down(frames.room() // 2), mmap_base - heap_start)
+        heap = Region(heap_start, heap_start + heap_size)
+        _map_fresh(mem, tables, frames, heap, large)
+        room = frames.room(large) if frames.room(large) >= large else frames.room()
+        mmap_size = min(_page_down(room), _page_down(stack.start, large) - mmap_base)
+        mmap = Region(mmap_base, mmap_base + max(mmap_size, 0))
+        _map_fresh(mem, tables, frames, mmap, large)
+    except ConfigError as err:
+        if isinstance(err, ImageError):
+            raise
+        raise ImageError(f"cannot map the program: {err}") from None
+
+    mem.write(GDT_ADDR, struct.pack(f"<{len(GDT_ENTRIES)}Q", *GDT_ENTRIES))
+    paging = tables.state(cr4_extra=CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE)
+    paging = replace(paging, cr0=paging.cr0 | CR0_MP | CR0_NE)
+    boot = BootState(mode=elf.bits, entry=elf.entry, stack=stack.end, paging=paging,
+                     gdt_base=GDT_ADDR, gdt_limit=GDT_LIMIT)  # fmt: skip
+    return ProcessImage(elf, boot, stack, heap, mmap, elf.phdr_address())
+
+
+def _map_segments(mem: GuestMemory, elf: ElfImage, tables: PageTableBuilder,
+                  frames: _Frames) -> None:  # fmt: skip
+    """Give every page any PT_LOAD touches a frame (pages shared by two segments once, writable
+    if either segment is), then copy each segment's file bytes; the rest stays zero (.bss)."""
+    # Bound the work before any loop: the pages all segments touch must fit in free RAM.
+    pages = sum((_page_up(s.end) - _page_down(s.vaddr)) // ELF_PAGE for s in elf.loads)
+    if pages * ELF_PAGE > frames.room():
+        raise ImageError(f"the program's segments need {pages * ELF_PAGE:#x} bytes of RAM, "
+                         f"{frames.room():#x} are free: raise --mem")  # fmt: skip
+    writable: dict[int, bool] = {}
+    for seg in elf.loads:
+        for page in range(_page_down(seg.vaddr), _page_up(seg.end), ELF_PAGE):
+            writable[page] = writable.get(page, False) or bool(seg.flags & SegmentFlags.W)
+    frame_of: dict[int, int] = {}
+    for page in sorted(writable):
+        # Consecutive pages get consecutive frames, so a segment is one physical run.
+        frame_of[page] = frames.take(ELF_PAGE)
+        mem.zero(frame_of[page], ELF_PAGE)
+        tables.map(page, frame_of[page], ELF_PAGE, writable=writable[page], user=True)
+    for seg in elf.loads:
+        base = frame_of[_page_down(seg.vaddr)] + seg.vaddr % ELF_PAGE
+        mem.write(base, seg.data)
+
+
+def _map_fresh(mem: GuestMemory, tables: PageTableBuilder, frames: _Frames, region: Region,
+               large: int) -> None:  # fmt: skip
+    """Map ``region`` (writable, zeroed) to fresh frames, with ``large`` pages where both the
+    virtual and the physical address allow them (frames are aligned for them when the region is
+    at least one large page: half the RAM left always has room for that alignment)."""
+    if region.size <= 0:
+        return
+    aligned = region.start % large == 0 and region.size >= large
+    pa = frames.take(region.size, large if aligned else ELF_PAGE)
+    mem.zero(pa, region.size)
+    va = region.start
+    while va < region.end:
+        size = large if va % large == 0 and pa % large == 0 and region.end - va >= large \
+            else ELF_PAGE
+        tables.map(va, pa, size, page_size=size, writable=True, user=True)
+        va += size
+        pa += size
