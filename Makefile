@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test installed lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hv-emu demo
 
+# The installed-wheel user flow runs before the unit tests so that pytest's summary closes the run.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	bash tests/installed/user_flow.sh $(BIN)/python
 	$(BIN)/python -m pytest
+
+installed: $(STAMP)
+	bash tests/installed/user_flow.sh $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,4 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

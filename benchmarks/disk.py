@@ -1,7 +1,7 @@
 """Emulated disk write throughput, scanner off and on, through the real guest driver.
 
-A guest built by ``guest-tool build --write`` (``asm/diskwrite64.s``, no read-back) writes a
-payload of random bytes to a raw image file (in the page cache) on a machine with the storage
+A guest built by ``guest-tool build --write`` (``asm/programs/diskwrite64.s``, no read-back) writes
+a payload of random bytes to a raw image file (in the page cache) on a machine with the storage
 path wired: PIO with one sector per command, and bus-master DMA with 64 KiB and 1 MiB commands.
 Each is run with no database (the inspector is there but has nothing to look for: the peer) and with
 the shared rfxn.ndb in force; the ratio is the scanner's overhead on the guest's write time,

@@ -8,7 +8,8 @@ Follows: keystone-engine 0.9.2 (Intel syntax, GAS-style directives) as measured 
 
 Leaves out: sections, relocations and object files (the output is one flat image linked at
 ``address``); AT&T syntax; NASM directives. Files are never read here: ``programs.py`` resolves
-``#include`` lines; a ``prelude`` (for example ``asm/macros16.s``) can be put in front of a source.
+``#include`` lines; a ``prelude`` (for example ``asm/include/macros16.s``) can be put in front of a
+source.
 
 The user controls the source text. keystone crashes (SIGSEGV on ``.text``/``.data``), hangs
 (NASM ``%define``) or silently drops bytes (``.section``, ``.incbin``/``.include`` of a missing
@@ -16,7 +17,8 @@ file), so those directives are refused before keystone sees them, with the reaso
 are caught after assembly by a capstone lint: in 16-bit code ``ret``/``retf``/``call``/``push imm``
 come out with a 0x66 prefix (32-bit stack slots); in 32-bit code ``lgdt``/``lidt``/``sgdt``/
 ``sidt``/``ljmp`` come out with a 0x66 prefix (a 24-bit base, a 16-bit offset). The raw-byte macros
-in ``asm/macros16.s`` and ``asm/macros32.s`` produce the right encodings and pass the lint.
+in ``asm/include/macros16.s`` and ``asm/include/macros32.s`` produce the right encodings and pass
+the lint.
 """
 
 from __future__ import annotations
@@ -72,10 +74,10 @@ _STRUCTURAL = frozenset({
 # Lint tables. 16-bit code: opcodes that keystone wrongly gives a 0x66 prefix, by source mnemonic.
 _LINT16_OPCODES = {0xC3: "ret", 0xC2: "ret", 0xCB: "retf", 0xCA: "retf", 0xE8: "call",
                    0x68: "push", 0x6A: "push"}
-_LINT16_FIX = "use the CALL16/RET16/RETF16/PUSH16 macros of asm/macros16.s"
+_LINT16_FIX = "use the CALL16/RET16/RETF16/PUSH16 macros of asm/include/macros16.s"
 # 32-bit code: mnemonics whose 0x66 prefix truncates the operand.
 _LINT32_MNEMONICS = frozenset({"lgdt", "lidt", "sgdt", "sidt", "ljmp"})
-_LINT32_FIX = "use the LGDT32/LIDT32/LJMP32 macros of asm/macros32.s"
+_LINT32_FIX = "use the LGDT32/LIDT32/LJMP32 macros of asm/include/macros32.s"
 _OPSIZE = 0x66
 
 _LABEL = re.compile(r"\s*([A-Za-z_.$][\w.$]*|\d+)\s*:(?!:)")
@@ -203,8 +205,8 @@ def _capstone(mode: int) -> Cs:
 def assemble(source: str, *, mode: int, address: int, prelude: str = "") -> bytes:
     """Assemble Intel-syntax ``source`` for a ``mode``-bit guest linked at ``address``.
 
-    ``prelude`` (for example the text of ``asm/macros16.s``) is assembled in front of the source;
-    line numbers in errors still count from the first line of ``source``. Raises
+    ``prelude`` (for example the text of ``asm/include/macros16.s``) is assembled in front of the
+    source; line numbers in errors still count from the first line of ``source``. Raises
     ``AssemblyError`` for refused directives, keystone errors, empty output and lint findings.
     """
     if mode not in MODES:

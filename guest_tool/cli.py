@@ -5,6 +5,7 @@ ClamAV database into an update bundle, and build a guest program that hands the 
 hypervisor with VMCALL.
 
     guest-tool keygen demo                                   # demo.key, demo.pub
+    guest-tool sample-db -o sample.db                        # the sample database shipped
     guest-tool bundle --db sigs.ndb --version 7 --key demo.key -o update.hvdb
     guest-tool build --bundle update.hvdb -o update-guest.bin
     guest-tool build --format linux-elf -o hvupdate          # hvupdate UPDATE UPDATE.sig
@@ -35,6 +36,7 @@ from guest_tool.keys import ALGORITHMS, generate_keypair
 from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import build_program, build_source_file, build_update_program
 from guest_tool.push import add_push_command, run_push_command
+from hv_emu import SAMPLE_DB, __version__
 from hv_emu.cli.args import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
@@ -46,11 +48,15 @@ EXIT_OK = 0
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="guest-tool",
                            description="Keys, signed updates and guest programs.")
+    parser.add_argument("--version", action="version", version=f"guest-tool {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     keygen = sub.add_parser("keygen", help="make a signing key pair: STEM.key and STEM.pub")
     keygen.add_argument("stem", type=Path, help="path without suffix, e.g. 'demo'")
     keygen.add_argument("--alg", choices=ALGORITHMS, default=ALGORITHMS[0])
+
+    sample = sub.add_parser("sample-db", help="write the sample ClamAV database hv-emu ships")
+    sample.add_argument("-o", "--output", type=Path, required=True, help="file to write")
 
     bundle = sub.add_parser("bundle", help="sign a ClamAV database into an update bundle")
     bundle.add_argument("--db", type=Path, required=True, help="ClamAV .db or .ndb file")
@@ -67,11 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--write", type=Path, metavar="FILE",
                       help="a guest that writes FILE to the disk at --lba and reads it back")
     what.add_argument("--nic", action="store_true",
-                      help="the NIC driver guest (asm/nic64.s): sends a frame, prints what comes")
+                      help="the NIC driver guest (asm/programs/nic64.s): sends a frame, prints "
+                           "what comes")
     what.add_argument("--program", metavar="NAME",
-                      help="a program of asm/ by name: 'hello' is asm/hello64.s with --mode 64")
+                      help="a program of asm/programs/ by name: 'hello' is hello64.s with "
+                           "--mode 64")
     what.add_argument("--asm", type=Path, metavar="FILE",
-                      help="your own Intel-syntax source (asm/hvabi.s constants predefined)")
+                      help="your own Intel-syntax source (asm/include/hvabi.s constants "
+                           "predefined)")
     what.add_argument("--format", choices=("linux-elf",),
                       help="linux-elf: hvupdate, a static x86-64 Linux program run as "
                            "`hvupdate UPDATE UPDATE.sig` (in hv-emu run or on real Linux)")
@@ -137,6 +146,10 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         private, public = generate_keypair(args.stem, args.alg)
         print(f"wrote {private} (private, keep it secret) and {public} (public: hv-emu --trust)")
+    elif args.command == "sample-db":
+        _write(args.output, SAMPLE_DB.read_bytes())
+        print(f"wrote {args.output}: the sample database (Aircop, Burghofer, Burglar, Carnage, "
+              "EICAR test string)")
     elif args.command == "bundle":
         out, sig = write_bundle(
             args.db, version=args.version, key_path=args.key, out=args.output,
@@ -165,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
               f"hv-emu run {args.output} --net udp:127.0.0.1:PORT,peer=HOST:PORT")
     elif args.write is not None:
         if args.mode != 64:
-            raise ConfigError("--write builds a 64-bit guest only (asm/ata.s is 64-bit)")
+            raise ConfigError("--write builds a 64-bit guest only (asm/include/ata.s is 64-bit)")
         built = build_disk_write_program(
             _read(args.write, "payload"), args.lba, args.via, per_command=args.per_command,
             prd_bytes=args.prd_bytes, lba48=True if args.lba48 else None,

@@ -2,13 +2,13 @@
 
 Models: the user's way to reproduce a detection: ``guest-tool build --write FILE --lba N --via
 pio|dma`` makes a flat image that writes FILE's bytes to the disk through the driver in
-``asm/ata.s``, reads them back and says how many bytes differ (the hypervisor's zero-fill shows up
-there). The payload is appended after the code (``asm/diskwrite64.s``, label ``blobs``); the PRD
-table and the read-back buffer lie in the RAM after it.
+``asm/include/ata.s``, reads them back and says how many bytes differ (the hypervisor's zero-fill
+shows up there). The payload is appended after the code (``asm/programs/diskwrite64.s``, label
+``blobs``); the PRD table and the read-back buffer lie in the RAM after it.
 
-Follows: ``asm/ata.s`` (the driver), ``hv_emu.layout`` (the ports, passed in as ``.equ`` lines),
-ATA8-ACS for the addressing limits (LBA28: addresses below 2^28, at most 256 sectors a command;
-LBA48: below 2^48, at most 65536) and SFF-8038i for PRD entries (even sizes up to 64 KiB).
+Follows: ``asm/include/ata.s`` (the driver), ``hv_emu.layout`` (the ports, passed in as ``.equ``
+lines), ATA8-ACS for the addressing limits (LBA28: addresses below 2^28, at most 256 sectors a
+command; LBA48: below 2^48, at most 65536) and SFF-8038i for PRD entries (even sizes up to 64 KiB).
 
 Leaves out: 16- and 32-bit versions (the driver is 64-bit), file systems (the payload lands at a
 raw LBA), interrupts (the driver polls).
@@ -41,7 +41,7 @@ PAGE = 4096
 
 
 def ata_equates() -> dict[str, int]:
-    """The ports ``asm/ata.s`` needs, from ``hv_emu.layout``."""
+    """The ports ``asm/include/ata.s`` needs, from ``hv_emu.layout``."""
     return {
         "ATA_PORT": layout.PORT_ATA_PRIMARY,
         "ATA_CTRL_PORT": layout.PORT_ATA_PRIMARY_CTRL,
@@ -50,7 +50,7 @@ def ata_equates() -> dict[str, int]:
 
 
 def build_identify_program() -> bytes:
-    """``asm/identify64.s``: IDENTIFY DEVICE, then print model, capacity, LBA48 and DMA."""
+    """``asm/programs/identify64.s``: IDENTIFY DEVICE, then print model, capacity, LBA48 and DMA."""
     return build_program("identify", equates=ata_equates())
 
 
@@ -126,7 +126,7 @@ def build_disk_write_program(
     }
     code = build_program("diskwrite", equates=equates)
     if len(code) % 16:
-        raise HostError("asm/diskwrite64.s must end with `.p2align 4` and `blobs:`")
+        raise HostError("asm/programs/diskwrite64.s must end with `.p2align 4` and `blobs:`")
     return DiskWrite(code + padded, lba, sectors, per_command, lba48)
 
 

@@ -1,13 +1,13 @@
-"""Build the Linux guest programs of ``asm/linux/`` into static ELF executables.
+"""Build the Linux guest programs of ``asm/programs/linux/`` into static ELF executables.
 
 Models: the whole toolchain for a tiny Linux program, from the project's own files only: the
-source (``asm/linux/<name>64.s`` with its ``#include`` lines expanded by ``programs.load_source``)
-is assembled by keystone at the address the code will have in the executable, and wrapped into a
-one-segment ELF file by ``elf_writer``. No compiler or linker is needed, and the same source gives
-the same bytes on every machine.
+source (``asm/programs/linux/<name>64.s`` with its ``#include`` lines expanded by
+``programs.load_source``) is assembled by keystone at the address the code will have in the
+executable, and wrapped into a one-segment ELF file by ``elf_writer``. No compiler or linker is
+needed, and the same source gives the same bytes on every machine.
 
-Follows: the x86-64 Linux system-call ABI (``asm/linux/linux64.s``), the hypercall ABI
-(``asm/hvabi.s``, ``docs/ABI.md``) and the psABI's conventional base address (0x400000).
+Follows: the x86-64 Linux system-call ABI (``asm/include/linux64.s``), the hypercall ABI
+(``asm/include/hvabi.s``, ``docs/ABI.md``) and the psABI's conventional base address (0x400000).
 
 Leaves out: 32-bit Linux programs (the only one shipped is 64-bit), parameters and blobs (the
 program reads its update files at run time, from its arguments).
@@ -19,16 +19,16 @@ from __future__ import annotations
 
 from guest_tool.assemble import AssemblyError, assemble
 from guest_tool.elf_writer import code_address, write_executable
-from guest_tool.programs import ASM_DIR, load_source
+from guest_tool.programs import PROGRAMS_DIR, load_source
 
 #: The Linux programs' sources.
-LINUX_ASM_DIR = ASM_DIR / "linux"
+LINUX_ASM_DIR = PROGRAMS_DIR / "linux"
 #: The update program: ``hvupdate UPDATE UPDATE.sig``.
 HVUPDATE = "hvupdate"
 
 
 def build_linux_program(name: str) -> bytes:
-    """Assemble ``asm/linux/<name>64.s`` into a static x86-64 ELF executable."""
+    """Assemble ``asm/programs/linux/<name>64.s`` into a static x86-64 ELF executable."""
     source = load_source(f"{name}64.s", asm_dir=LINUX_ASM_DIR)
     try:
         code = assemble(source.text, mode=64, address=code_address(64))

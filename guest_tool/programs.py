@@ -1,23 +1,29 @@
 """Build the guest programs shipped in ``asm/`` into flat images.
 
-Models: the link step of a tiny toolchain. A program is ``asm/<name><mode>.s`` (``hello64.s``,
-``update16.s``...); ``#include "file.s"`` lines pull in shared files (``hvabi.s``, ``print64.s``)
-at that point, once each, like the C preprocessor with ``#pragma once``; keystone itself reads them
-as comments. Parameters arrive as ``.equ`` lines put in front of the source, 16- and 32-bit programs
-get the raw-byte macros of ``asm/macros16.s`` / ``asm/macros32.s`` in front too, and the image is
-assembled at the address the loader will use. The update program gets its bundle and signature
-appended after the code, because keystone's ``.incbin`` is unusable.
+Models: the link step of a tiny toolchain. A program is ``asm/programs/<name><mode>.s``
+(``hello64.s``, ``update16.s``...); ``#include "file.s"`` lines pull in shared files (``hvabi.s``,
+``print64.s``) at that point, once each, like the C preprocessor with ``#pragma once``; keystone
+itself reads them as comments. An include is looked up beside the including file, then in
+``asm/include/`` (the compiler's ``-I``). Parameters arrive as ``.equ`` lines put in front of the
+source, 16- and 32-bit programs get the raw-byte macros of ``asm/include/macros16.s`` /
+``macros32.s`` in front too, and the image is assembled at the address the loader will use. The
+update program gets its bundle and signature appended after the code, because keystone's
+``.incbin`` is unusable.
 
-Follows: the hypercall ABI of ``hv_emu.hypercalls.abi`` (mirrored by ``asm/hvabi.s``) and the
-loader's start
-state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode with CS = DS = 0).
+``asm/`` sits at the top of the repository and is installed inside the wheel as the package
+``guest_tool.asm`` (``pyproject.toml``); ``ASM_DIR`` is found through ``importlib.resources``, so an
+installed ``guest-tool`` reads only its own installed files, never the current directory.
+
+Follows: the hypercall ABI of ``hv_emu.hypercalls.abi`` (mirrored by ``asm/include/hvabi.s``) and
+the loader's start state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode
+with CS = DS = 0).
 
 Leaves out: ELF output (``linux_programs.py`` builds Linux programs), relocation (an image runs
-only where it was assembled), user programs outside ``asm/`` (use ``guest_tool.assemble``
-directly).
+only where it was assembled), a zipped installation (the sources must be files on disk).
 
 The user controls the bundle and signature bytes (appended verbatim, never parsed here), the load
-address, the mode and extra equates; all are checked against the mode's address limits.
+address, the mode and extra equates; all are checked against the mode's address limits. A user's
+own source (``build_source_file``) also controls its ``#include`` lines.
 """
 
 from __future__ import annotations
@@ -25,18 +31,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from guest_tool.assemble import MODES, AssemblyError, assemble
 from hv_emu import layout
 from hv_emu.errors import ConfigError, HostError
 
-#: The repository's ``asm/`` directory.
-ASM_DIR = Path(__file__).resolve().parent.parent / "asm"
+#: The installed ``asm/`` tree (the package ``guest_tool.asm``).
+ASM_DIR = Path(str(resources.files("guest_tool.asm")))
+#: The programs ``build_program`` knows (``<name><mode>.s``).
+PROGRAMS_DIR = ASM_DIR / "programs"
+#: Shared files that programs ``#include``; searched after the including file's directory.
+INCLUDE_DIR = ASM_DIR / "include"
 #: Alignment of the bundle and of the signature appended to the update program.
 BLOB_ALIGN = 16
-#: Shared files in ``asm/`` that are included by programs, not built on their own.
-LIBRARIES = frozenset({"print", "macros"})
 #: The program that needs blobs (built by ``build_update_program`` only).
 UPDATE = "update"
 #: A real-mode segment spans 64 KiB: with CS = DS = 0 the code and its strings must lie below.
@@ -66,9 +75,10 @@ class Source:
                              offset=error.offset, origin=file)  # fmt: skip
 
 
-def load_source(filename: str, *, asm_dir: Path = ASM_DIR) -> Source:
-    """Read ``asm_dir/filename`` and expand its ``#include "file.s"`` lines (relative to the
-    including file's directory; each file at most once)."""
+def load_source(filename: str, *, asm_dir: Path = PROGRAMS_DIR,
+                include_dirs: tuple[Path, ...] = (INCLUDE_DIR,)) -> Source:
+    """Read ``asm_dir/filename`` and expand its ``#include "file.s"`` lines (each file at most
+    once), looking for an included file beside the including file, then in ``include_dirs``."""
     lines: list[str] = []
     origins: list[tuple[str, int]] = []
     seen: set[Path] = set()
@@ -90,10 +100,19 @@ def load_source(filename: str, *, asm_dir: Path = ASM_DIR) -> Source:
                 lines.append(line)
                 origins.append((path.name, number))
             else:
-                expand(path.parent / m.group(1), (*stack, path))
+                expand(_find_include(m.group(1), path.parent, include_dirs), (*stack, path))
 
     expand(asm_dir / filename, ())
     return Source("\n".join(lines) + "\n", tuple(origins))
+
+
+def _find_include(name: str, beside: Path, include_dirs: tuple[Path, ...]) -> Path:
+    """The first of ``beside/name``, ``include_dirs[i]/name`` that exists (``beside/name`` when
+    none does, so that the error names the file where it was expected)."""
+    for directory in (beside, *include_dirs):
+        if (directory / name).is_file():
+            return directory / name
+    return beside / name
 
 
 def parse_equates(text: str) -> dict[str, int]:
@@ -101,7 +120,7 @@ def parse_equates(text: str) -> dict[str, int]:
     literal (decimal, 0x hex, 0b binary, 0o octal, optionally negative). Later lines win.
 
     Raises ``ConfigError`` for an equate whose value is an expression: this reader is for
-    constant tables such as ``asm/hvabi.s``.
+    constant tables such as ``asm/include/hvabi.s``.
     """
     found: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -130,18 +149,19 @@ def equate_lines(equates: Mapping[str, int]) -> str:
 
 
 def macro_prelude(mode: int) -> str:
-    """The raw-byte macros for ``mode`` (``asm/macros16.s`` / ``macros32.s``; none for 64)."""
+    """The raw-byte macros for ``mode`` (``asm/include/macros16.s`` / ``macros32.s``; none for
+    64)."""
     if mode == 64:
         return ""
-    return load_source(f"macros{mode}.s").text
+    return load_source(f"macros{mode}.s", asm_dir=INCLUDE_DIR).text
 
 
-def available_programs(*, asm_dir: Path = ASM_DIR) -> dict[str, tuple[int, ...]]:
+def available_programs(*, asm_dir: Path = PROGRAMS_DIR) -> dict[str, tuple[int, ...]]:
     """Program name -> the modes it exists in (``{"hello": (64,), "update": (16, 32, 64)...}``)."""
     found: dict[str, list[int]] = {}
     for path in sorted(asm_dir.glob("*.s")):
         m = _PROGRAM_FILE.match(path.name)
-        if m is not None and m.group(1) not in LIBRARIES:
+        if m is not None:
             found.setdefault(m.group(1), []).append(int(m.group(2)))
     return {name: tuple(sorted(modes)) for name, modes in sorted(found.items())}
 
@@ -153,7 +173,7 @@ def default_load(mode: int) -> int:
 
 def build_program(name: str, *, mode: int = 64, load: int | None = None,
                   equates: dict[str, int] | None = None) -> bytes:
-    """Assemble ``asm/<name><mode>.s`` at ``load`` (default: the loader's) with ``equates``
+    """Assemble ``asm/programs/<name><mode>.s`` at ``load`` (default: the loader's) with ``equates``
     in front. For the update program use ``build_update_program``."""
     if name == UPDATE:
         raise ConfigError("the update program needs its blobs: use build_update_program()")
@@ -179,7 +199,7 @@ def build_update_program(bundle: bytes, signature: bytes, *, mode: int = 64,
         raise ConfigError(f"a bundle of {len(bundle)} bytes does not fit a 32-bit length")
     code = _build(UPDATE, mode, load, equates)
     if len(code) % BLOB_ALIGN:
-        raise HostError(f"asm/update{mode}.s must end with `.p2align 4` and `blobs:`")
+        raise HostError(f"asm/programs/update{mode}.s must end with `.p2align 4` and `blobs:`")
     image = code + bundle + bytes(offset - len(bundle)) + signature
     start = default_load(mode) if load is None else load
     _check_fits(image, mode, start, f"the {mode}-bit update image")
@@ -238,13 +258,14 @@ def _align(n: int) -> int:
 
 def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) -> bytes:
     """Assemble the user's own source file for ``mode`` at ``load`` (default: the loader's), with
-    the ABI constants of ``asm/hvabi.s`` and the mode's raw-byte macros defined in front;
-    ``#include "x.s"`` lines resolve beside the file (``guest-tool build --asm FILE``)."""
+    the ABI constants of ``asm/include/hvabi.s`` and the mode's raw-byte macros defined in front;
+    ``#include "x.s"`` lines resolve beside the file, then among the shipped ``asm/include/`` files
+    (``guest-tool build --asm FILE``)."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, not {mode}")
     start = default_load(mode) if load is None else load
     source = load_source(path.name, asm_dir=path.parent)
-    prelude = macro_prelude(mode) + load_source("hvabi.s").text
+    prelude = macro_prelude(mode) + load_source("hvabi.s", asm_dir=INCLUDE_DIR).text
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:

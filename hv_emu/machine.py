@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from hv_emu import layout
+from hv_emu import __version__, layout
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
 from hv_emu.devices.debugcon import DebugConsole
@@ -58,9 +58,6 @@ from hv_emu.updates.service import UpdateService
 from hv_emu.updates.state import StateDir
 from hv_emu.updates.verify import TrustStore
 from hv_emu.vcpu import Vcpu, native_cpuid
-
-VERSION = "0.1.0"
-
 
 #: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
 ExitObserver = Callable[[Exit, Outcome, float], None]
@@ -342,7 +339,7 @@ class Machine:
         """What ``get_status`` tells the guest (and ``hv-emu run`` prints at the end)."""
         db = self.database.current
         lines = [
-            f"hv-emu {VERSION}",
+            f"hv-emu {__version__}",
             f"db_version: {db.version}",
             f"signatures: {db.count}",
             f"db_sha256: {db.sha256}",

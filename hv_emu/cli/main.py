@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from hv_emu import __version__
 from hv_emu.cli.args import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
@@ -50,7 +51,7 @@ from hv_emu.linux.files import FileGrant, FileTable
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
-from hv_emu.machine import VERSION, Machine, MachineConfig, RunResult
+from hv_emu.machine import Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
 
 EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hv-emu",
         description="An emulated BitVisor-style hypervisor that guards its guest from outside.",
     )
-    parser.add_argument("--version", action="version", version=f"hv-emu {VERSION}")
+    parser.add_argument("--version", action="version", version=f"hv-emu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="run a guest image",

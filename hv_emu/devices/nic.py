@@ -10,7 +10,8 @@ Why a model of our own and not an NE2000 (DP8390): the NE2000's paged register f
 ring in card memory with boundary/current pointers and its remote-DMA engine would double the
 device and the driver and teach nothing about interception, which happens in the switch behind the
 card. This card keeps the three things every NIC has (a transmit path, a receive queue that drops
-when full, a link bit) and nothing else; docs/DEVICES.md documents it, ``asm/nic64.s`` drives it.
+when full, a link bit) and nothing else; docs/DEVICES.md documents it, ``asm/programs/nic64.s``
+drives it.
 
 Follows: Ethernet II frames without FCS (IEEE 802.3 clause 3; QEMU hands NICs frames the same way),
 the 60-byte minimum with transmit padding as real NICs pad (e.g. the RTL8139's auto-pad), 1514

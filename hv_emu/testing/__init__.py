@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from guest_tool.assemble import assemble
-from guest_tool.programs import ASM_DIR, build_program, load_source
+from guest_tool.programs import INCLUDE_DIR, build_program, load_source
 from hv_emu.bus import PortDevice
 from hv_emu.events import Event
 from hv_emu.exits import Exit, Fault, Handled, Hypercall, Outcome
@@ -172,14 +172,15 @@ class Hypervisor:
     # ------------------------------------------------------------------ running guests
     def run_asm(self, source: str, *, mode: int = 64, paging: str = "none",
                 load: int | None = None) -> GuestRun:  # fmt: skip
-        """Assemble Intel-syntax ``source`` (with the ABI constants of ``asm/hvabi.s``, such as
-        ``HC_GET_STATUS`` and ``DEBUGCON_PORT``, defined) and run it to its end."""
+        """Assemble Intel-syntax ``source`` (with the ABI constants of ``asm/include/hvabi.s``, such
+        as ``HC_GET_STATUS`` and ``DEBUGCON_PORT``, defined) and run it to its end."""
         address = default_load(mode) if load is None else load
         image = assemble(source, mode=mode, address=address, prelude=_abi_constants())
         return self.run_image(image, mode=mode, load=address, paging=paging)
 
     def run_program(self, name: str, *, mode: int = 64) -> GuestRun:
-        """Build and run a program from ``asm/`` (``"hello"`` is ``asm/hello64.s`` in mode 64)."""
+        """Build and run a program from ``asm/`` (``"hello"`` is ``asm/programs/hello64.s`` in mode
+        64)."""
         return self.run_image(build_program(name, mode=mode), mode=mode)
 
     def run_image(self, image: bytes, *, mode: int = 64, load: int | None = None,
@@ -199,4 +200,4 @@ class Hypervisor:
 
 
 def _abi_constants() -> str:
-    return load_source("hvabi.s", asm_dir=ASM_DIR).text
+    return load_source("hvabi.s", asm_dir=INCLUDE_DIR).text

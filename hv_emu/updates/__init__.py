@@ -1,0 +1,11 @@
+"""The one update pipeline: a signed database, by VMCALL or from the network.
+
+Models: the bundle format (``format``), signature verification against trusted keys
+(``verify``), the persisted version counter and database (``state``), the decision and the swap
+(``service``), and the network path's packets and sans-IO receiver (``packets``, ``receiver``).
+
+Follows: ``docs/UPDATE-FORMAT.md`` and ``docs/PROTOCOL.md``. Leaves out: key rotation.
+
+Who controls what: the guest and the network control every byte of an update; only a valid
+signature makes it count.
+"""

@@ -1,5 +1,6 @@
-"""A real guest driving its NIC (asm/nic64.s) over a loopback UDP backend: sending, receiving,
-the hypervisor's interception in both directions, the capture file, and the CLI's options."""
+"""A real guest driving its NIC (asm/programs/nic64.s) over a loopback UDP backend: sending,
+receiving, the hypervisor's interception in both directions, the capture file, and the CLI's
+options."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guest_tool.programs import ASM_DIR, parse_equates
+from guest_tool.programs import INCLUDE_DIR, parse_equates
 from hv_emu import layout
 from hv_emu.cli.main import main
 from hv_emu.devices.nic import NIC_ID, Command, Reg, Status
@@ -46,7 +47,7 @@ def peer() -> Iterator[UdpBackend]:
 
 
 def test_nicregs_s_agrees_with_the_device_and_layout() -> None:
-    equates = parse_equates((ASM_DIR / "nicregs.s").read_text(encoding="utf-8"))
+    equates = parse_equates((INCLUDE_DIR / "nicregs.s").read_text(encoding="utf-8"))
     assert equates["NIC_PORT"] == layout.PORT_NIC
     assert equates["NIC_ID_VALUE"] == NIC_ID
     for reg in Reg:

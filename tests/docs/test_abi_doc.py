@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from guest_tool.programs import ASM_DIR, parse_equates
+from guest_tool.programs import INCLUDE_DIR, parse_equates
 from hv_emu.cpuid import ABI_VERSION, HYPERVISOR_SIGNATURE
 from hv_emu.hypercalls.abi import MAX_NAME, NAMES, SLOTS, Nr, Rc
 from hv_emu.machine import Machine, MachineConfig
@@ -39,7 +39,7 @@ def test_return_codes_table_matches_abi() -> None:
 
 
 def test_asm_constants_match_abi() -> None:
-    equates = parse_equates((ASM_DIR / "hvabi.s").read_text(encoding="utf-8"))
+    equates = parse_equates((INCLUDE_DIR / "hvabi.s").read_text(encoding="utf-8"))
     for nr in Nr:
         assert equates[f"HC_{NAMES[nr].upper()}"] == nr
     for rc in Rc:
@@ -47,7 +47,7 @@ def test_asm_constants_match_abi() -> None:
     assert equates["MAX_NAME"] == MAX_NAME
     hc = {k for k in equates if k.startswith("HC_")}
     rcs = {k for k in equates if k.startswith("RC_")}
-    assert len(hc) == len(Nr) and len(rcs) == len(Rc), "asm/hvabi.s has constants abi.py lacks"
+    assert len(hc) == len(Nr) and len(rcs) == len(Rc), "hvabi.s has constants abi.py lacks"
 
 
 def test_doc_states_the_numbers_the_code_uses() -> None:

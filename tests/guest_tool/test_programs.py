@@ -39,8 +39,9 @@ from unicorn.x86_const import (
 
 from guest_tool.assemble import AssemblyError
 from guest_tool.programs import (
-    ASM_DIR,
     BLOB_ALIGN,
+    INCLUDE_DIR,
+    PROGRAMS_DIR,
     available_programs,
     build_program,
     build_update_program,
@@ -136,11 +137,11 @@ def run_guest(image: bytes, mode: int, load: int, hv: Hypervisor) -> None:
     assert bytes(uc.mem_read(pc - 1, 1)) == b"\xf4", "the guest did not end with HLT"
 
 
-# ------------------------------------------------------------------ asm/hvabi.s and rcnames.s
+# -------------------------------------------------------------- asm/include/hvabi.s and rcnames.s
 
 
 def test_hvabi_agrees_with_abi_and_layout() -> None:
-    equates = parse_equates((ASM_DIR / "hvabi.s").read_text())
+    equates = parse_equates((INCLUDE_DIR / "hvabi.s").read_text())
     expected = {f"HC_{nr.name}": int(nr) for nr in abi.Nr}
     expected |= {f"RC_{rc.name}": int(rc) for rc in abi.Rc}
     expected |= {"MAX_NAME": abi.MAX_NAME, "DEBUGCON_PORT": layout.PORT_DEBUGCON}
@@ -150,7 +151,7 @@ def test_hvabi_agrees_with_abi_and_layout() -> None:
 
 
 def test_rcnames_table_follows_rc_order() -> None:
-    text = (ASM_DIR / "rcnames.s").read_text()
+    text = (INCLUDE_DIR / "rcnames.s").read_text()
     table = text.split("rc_names:", 1)[1].split("rc_unknown:", 1)[0]
     names = re.findall(r'\.asciz\s+"([^"]*)"', table)
     assert names == [rc.name for rc in sorted(abi.Rc)]
@@ -211,7 +212,7 @@ def test_assembly_errors_name_the_asm_file() -> None:
     err = info.value
     assert err.origin == "status64.s" and err.line is not None
     assert err.statement == ".space STATUS_BUF_SIZE"
-    lines = (ASM_DIR / "status64.s").read_text().splitlines()
+    lines = (PROGRAMS_DIR / "status64.s").read_text().splitlines()
     assert lines[err.line - 1].strip() == ".space STATUS_BUF_SIZE"
     assert str(err).startswith(f"status64.s:{err.line}: ")
 

@@ -1,5 +1,5 @@
-"""Real Linux programs end to end: hvupdate (built by guest-tool from asm/linux/) in hv-emu and
-natively on this machine, the original design's vmcall() compiled by gcc, and a static glibc
+"""Real Linux programs end to end: hvupdate (built by guest-tool from asm/programs/linux/) in hv-emu
+and natively on this machine, the original design's vmcall() compiled by gcc, and a static glibc
 program reading a granted file, all through the `hv-emu run` command line."""
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def test_a_cut_guest_sends_and_receives_nothing_while_updates_install(
     assert peer.recv_frames(1) == []  # nothing from the guest ever reached the wire
     assert [e["reason"] for e in machine.events.of("network_cut")] == [
         "test: malware written to disk"]
-    # What the guest itself learns from get_status (asm/status64.s prints the text).
+    # What the guest itself learns from get_status (asm/programs/status64.s prints the text).
     machine.load(build_program("status"))
     machine.config.timeout = PATIENCE
     assert machine.run().halted

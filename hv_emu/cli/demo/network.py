@@ -39,7 +39,7 @@ LOSS = 0.2
 PATIENCE = 20.0
 #: The answering peer's MAC (locally administered).
 PEER_MAC = bytes.fromhex("020000000001")
-_ETHERTYPE = b"\x88\xb5"  # as asm/nic64.s sends
+_ETHERTYPE = b"\x88\xb5"  # as asm/programs/nic64.s sends
 
 
 def _say(text: str = "") -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 from guest_tool.bundle import write_bundle
 from guest_tool.keys import generate_keypair
 from guest_tool.programs import build_update_program
+from hv_emu import SAMPLE_DB
 from hv_emu.cli.demo.network import network_story
 from hv_emu.cli.demo.storage import storage_story
 from hv_emu.machine import Machine, MachineConfig
 
-SAMPLE_DB = Path(__file__).resolve().parents[2] / "data" / "sample.db"
 #: The update's new signature (a made-up body, in the original design's ``new_virus1=0f3b...``
 #: spirit).
 NEW_SIGNATURE = "Demo.New-Virus-1=0f3b5e8b7d0c31c0cd80b801000000cd80\n"

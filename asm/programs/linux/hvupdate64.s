@@ -17,7 +17,7 @@
 # Exit status: 0 the update was installed; 1 the hypervisor refused it (the rc says why);
 #              2 usage or file error; 3 no hv-emu hypervisor (or no update service).
 
-#include "../hvabi.s"
+#include "hvabi.s"
 
 .equ EXIT_INSTALLED, 0
 .equ EXIT_REFUSED, 1

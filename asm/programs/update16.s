@@ -1,7 +1,7 @@
 # update16.s - the update guest, real mode: hand a signed signature update to the hypervisor.
 # The same three steps as update64.s, as a boot-sector-style program.
 #
-# guest_tool.programs.build_update_program(mode=16) assembles it with asm/macros16.s in front
+# guest_tool.programs.build_update_program(mode=16) assembles it with asm/include/macros16.s in front
 # and these .equ lines:
 #   LOOKUP            1 = resolve "update_signatures" by name first, 0 = use HC_UPDATE_SIGNATURES
 #   BUNDLE_LEN        length of the bundle in bytes

@@ -73,4 +73,4 @@ print_rc_name.scan:
     dec rcx
     jmp print_rc_name.skip
 
-#include "../rcnames.s"
+#include "rcnames.s"
