@@ -7,7 +7,7 @@ run:
 
 - packets per source packet: the 2012 design's plain repetition carousel (every chunk once per
   round, round after round, until the receiver has them all), same loss, same seeds;
-- install time under a 50:1 flood of the notes' §4.3 mix: the same install without a flood;
+- install time under a 50:1 flood of docs/PROTOCOL.md's flood mix: the same install without a flood;
 - rejection costs: one SHA-256 of a 1436-byte symbol (the hash every data packet costs) and one
   Ed25519 verification (what a forged manifest would cost without the pre-filter and LRU);
 - peak memory: ``memory_bound()``, the receiver's configured ceiling.
@@ -105,8 +105,9 @@ def repetition_needed(k: int, loss: float, seed: int) -> float:
 
 # ------------------------------------------------------------------------------ flood
 class Forger:
-    """Pools of forged packets for the live update (§4.3 mix: 50 % symbols, 10 % manifests with
-    fresh uid/version and bad signatures, 20 % garbage, 20 % hash pages)."""
+    """Pools of forged packets for the live update (the flood mix of docs/PROTOCOL.md: 50 %
+    symbols, 10 % manifests with fresh uid/version and bad signatures, 20 % garbage, 20 % hash
+    pages)."""
 
     def __init__(self, update: EncodedUpdate, pool: int = 4000) -> None:
         rng = random.Random(3)

@@ -4,7 +4,7 @@ Models: the assembler step of building a guest image: Intel-syntax x86 source fo
 64-bit guest, assembled at the address the loader will put it, into flat bytes.
 
 Follows: keystone-engine 0.9.2 (Intel syntax, GAS-style directives) as measured in
-``notes/unicorn-keystone.md`` section 7. This is the only module that imports keystone.
+``docs/UNICORN.md`` (U26-U33). This is the only module that imports keystone.
 
 Leaves out: sections, relocations and object files (the output is one flat image linked at
 ``address``); AT&T syntax; NASM directives. Files are never read here: ``programs.py`` resolves
@@ -39,7 +39,7 @@ _CS_MODES = {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}
 #: Highest address (exclusive) an image can be linked at in each mode.
 _ADDRESS_LIMIT = {16: 1 << 20, 32: 1 << 32, 64: 1 << 64}
 
-#: Directives refused before keystone sees them, and why (notes/unicorn-keystone.md section 7).
+#: Directives refused before keystone sees them, and why (docs/UNICORN.md U29).
 REFUSED_DIRECTIVES: dict[str, str] = {
     ".text": "keystone 0.9.2 crashes the whole process (SIGSEGV) on it; images have one section",
     ".data": "keystone 0.9.2 crashes the whole process (SIGSEGV) on it; images have one section",

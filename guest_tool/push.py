@@ -1,9 +1,9 @@
 """Pushing a signed update over the network: ``guest-tool push UPDATE --key K --to udp:H:P``.
 
-Models: the publisher's update server of the update-protocol notes §6. ``encode_update`` turns a
-bundle and its detached signature into the packets of ``docs/PROTOCOL.md``: the body is RaptorQ
-encoded (systematic: K source symbols, then repair symbols up to N), every symbol is hashed into
-hash pages, and a MANIFEST carrying the bundle header, the bundle signature, the FEC parameters
+Models: the publisher's update server (``docs/PROTOCOL.md``, "The carousel"). ``encode_update``
+turns a bundle and its detached signature into the packets of ``docs/PROTOCOL.md``: the body is
+RaptorQ encoded (systematic: K source symbols, then repair symbols up to N), every symbol is hashed
+into hash pages, and a MANIFEST carrying the bundle header, the bundle signature, the FEC parameters
 and the page hashes is signed with the publisher's key. ``carousel`` is the order they go out in
 (sans-IO: a generator of UDP payloads, which the tests drive without sockets); ``push`` wraps each
 payload in an Ethernet/IPv4/UDP frame to the hypervisor and sends it through a ``net.backends``

@@ -6,9 +6,9 @@ and the hypervisor share them with no copy. Devices (DMA), the loader and hyperc
 and write through this class only.
 
 Follows: rust-vmm ``vm-memory`` (``GuestMemory``: typed guest-physical addresses, every access
-bounds-checked in one function). Unicorn note: host writes do not invalidate translated code
-(unicorn#2258), so every ``write`` tells its listeners, and the vCPU registers one that calls
-``ctl_remove_cache`` on the written range.
+bounds-checked in one function). Unicorn: host writes do not invalidate translated code
+(docs/UNICORN.md U9, U10), so every ``write`` tells its listeners, and the vCPU registers one that
+flushes translated code before the guest runs again.
 
 Leaves out: memory holes and MMIO regions (RAM is contiguous from 0), dirty tracking, NUMA.
 

@@ -11,7 +11,7 @@ Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
 
-Follows: BitVisor's netapi split (bitvisor notes 3.1: the "virt" endpoint is the NIC, the "phys"
+Follows: BitVisor's netapi split (include/net/netapi.h: the "virt" endpoint is the NIC, the "phys"
 endpoint the backend, the module between them decides), QEMU's NetClientState pairing of a NIC
 and a netdev, ``hv_emu/net/switch.py`` for every forwarding decision.
 

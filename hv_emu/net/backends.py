@@ -6,7 +6,7 @@ Models: the "phys" end of the hypervisor's switch. ``UdpBackend`` is QEMU's ``-n
 multicast group). A real QEMU VM, another hv-emu or a Python test sender can be the other end.
 
 Follows: QEMU net/dgram.c and net/socket.c framing: each UDP datagram carries exactly one whole
-Ethernet frame, no header, no FCS (update-protocol notes 7.1). Multicast as QEMU's
+Ethernet frame, no header, no FCS (README.md, ``--net``). Multicast as QEMU's
 ``net_socket_mcast_create``: SO_REUSEADDR, bind to the group, IP_ADD_MEMBERSHIP, IP_MULTICAST_LOOP
 on; here the TTL is 0 and the interface 127.0.0.1, so frames never leave the host.
 

@@ -1,6 +1,6 @@
 """The hypervisor's two-endpoint frame switch: every frame between wire and guest passes it first.
 
-Models: a BitVisor netapi module (bitvisor notes 3.1) between the "phys" endpoint (the host
+Models: a BitVisor netapi module (include/net/netapi.h) between the "phys" endpoint (the host
 backend) and the "virt" endpoint (the guest NIC). Like ``ippassfilter`` it lets everything through
 except traffic for the hypervisor itself, which here is UDP to the update port: consumed by the
 hypervisor (``on_update_datagram``) and never shown to the guest. Like the ``ip`` module with its
@@ -9,8 +9,8 @@ ways while the hypervisor stays online and keeps receiving updates. Like lwIP be
 hypervisor answers ARP who-has for its own address (the request still reaches the guest).
 
 Follows: BitVisor include/net/netapi.h semantics (drop = do not call ``send``; inject = call the
-other side's ``send``), the update-protocol receiver step 0 (no fragments, egress filter, notes 6),
-RFC 826 (ARP for Ethernet/IPv4).
+other side's ``send``), the update receiver's step 0 (no fragments, egress filter:
+docs/PROTOCOL.md, "Threats"), RFC 826 (ARP for Ethernet/IPv4).
 
 Leaves out: an ARP cache and gratuitous ARP (the hypervisor never asks; it answers the requester),
 rate limits (the update receiver's token buckets), the RX queue bound (the backend's

@@ -7,7 +7,7 @@ SHA-256. The detached signature (at RDX) covers ``DOMAIN || header`` only, so th
 signed manifest followed by chunks) reuses the very same signature and verification.
 
 Follows: ``docs/UPDATE-FORMAT.md`` (the source of truth; ``tests/updates/test_format.py`` checks
-that its header table agrees with ``FIELDS``) and the TUF-lite notes: a fixed binary layout in
+that its header table agrees with ``FIELDS``) and TUF, trimmed: a fixed binary layout in
 network byte order instead of canonical JSON, domain-separated signatures, truncated
 domain-separated SHA-256 key ids (TUF's KEYID), one ``sig_alg`` byte for scheme agility.
 

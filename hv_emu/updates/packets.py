@@ -10,10 +10,10 @@ FEC Payload ID + ``symbol_size`` bytes).
 
 Follows: ``docs/PROTOCOL.md`` (the source of truth;
 ``tests/docs/test_updates_protocol_doc.py`` checks
-its tables against ``HEADER_FIELDS`` and ``MANIFEST_FIELDS``), the update-protocol notes §5 (this
-layout is their recommended starting point, trimmed), RFC 6330 (RaptorQ, FEC Encoding ID 6).
+its tables against ``HEADER_FIELDS`` and ``MANIFEST_FIELDS``; its "Common header" and payload
+sections are this layout), RFC 6330 (RaptorQ, FEC Encoding ID 6).
 
-Leaves out: the group-MAC trailer (flag bit 0 of the notes; every flag bit must be 0 here),
+Leaves out: the group-MAC trailer (a flag bit in the design; every flag bit must be 0 here),
 HEARTBEAT and NACK packets, a second level of page hashes (``tree_depth``): one manifest commits
 to at most ``max_pages`` pages, which bounds the object (see ``max_pages``).
 

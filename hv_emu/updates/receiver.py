@@ -15,8 +15,8 @@ forged one is dropped alone; symbols feed a RaptorQ decoder until the body decod
 ``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
 decides what is installed. Every drop has a counter.
 
-Follows: the update-protocol notes §4.2 (check order, verify budget with random sampling, sessions
-only from verified manifests, no buffering before authentication) and §6 (receiver pipeline);
+Follows: ``docs/PROTOCOL.md`` "Check order" (check order, verify budget with random sampling,
+sessions only from verified manifests, no buffering before authentication) and "Threats";
 RFC 6330 through the ``raptorq`` package.
 
 Leaves out: the group MAC, HEARTBEATs and the freeze alarm, deltas (``base_version``), NACKs, and

@@ -13,9 +13,9 @@ never paused for a compile. Any failure before acceptance leaves the database in
 and is answered with a return code from ``abi.Rc``.
 
 Follows: ``docs/UPDATE-FORMAT.md`` (acceptance and activation), clamd's reload model (build the new
-engine beside the old, then switch), and the install order of /work/shared/notes/update-protocol.md
-§6 ("write new -> verify -> switch pointer -> persist counter") with persisting moved to
-acceptance, before the switch: once the guest was told ``OK`` a restart can never roll back.
+engine beside the old, then switch), and the usual install order ("write new -> verify ->
+switch pointer -> persist counter") with persisting moved to acceptance, before the switch:
+once the guest was told ``OK`` a restart can never roll back.
 
 Leaves out: cancelling a superseded compile (it runs to the end and is dropped: only a newer
 version than the one in force is ever swapped in), deltas against the installed version, rate

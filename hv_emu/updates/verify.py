@@ -8,7 +8,7 @@ signed header alone (the network receiver does this before it accepts any chunk)
 replayed or garbage update costs a few comparisons and never a signature verification.
 
 Follows: ``docs/UPDATE-FORMAT.md`` (``CHECK_ORDER`` below is the table it reproduces; a test
-keeps them in agreement) and the TUF-lite notes: version strictly greater than the installed one
+keeps them in agreement) and TUF, trimmed: version strictly greater than the installed one
 and checked before any crypto (rollback, replay), expiry against a trusted time floor (freeze),
 key ids for lookup without trial verification, and a key never accepted under an algorithm other
 than the one it is bound to (downgrade).

@@ -6,8 +6,8 @@ turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exi
 (``Vcpu.run``: enter the guest, HLT, the watchdog, the stale-code flush, single steps) and
 ``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers).
 
-Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4). This package is the only place
-that imports unicorn.
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25 and their work-arounds). This package is
+the only place that imports unicorn.
 
 Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).
 
@@ -16,7 +16,8 @@ Guest controls: all register and memory state the vCPU reads (see each module).
 
 import os
 
-# Wrong register ids must fail loudly instead of reading 0 (notes §9); set before any engine exists.
+# Wrong register ids must fail loudly instead of reading 0 (docs/UNICORN.md U4); set before any
+# engine exists.
 os.environ.setdefault("UC_IGNORE_REG_BREAK", "1")
 
 from hv_emu.vcpu.cpuid_native import native_cpuid

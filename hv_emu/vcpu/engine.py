@@ -6,12 +6,12 @@ Guest RAM is the very mmap ``GuestMemory`` owns, mapped into the engine with no 
 ``reset`` puts the CPU in a boot state's mode at its entry point, like INIT plus the firmware's
 hand-over.
 
-Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4): the engine is always opened in
-``UC_MODE_64`` and a 16/32-bit start state is copied in from a fresh donor engine of that mode, so
-the 64-bit register API works in every mode (trap 1, §3.5-3.6, §10.A); the hot registers are read
-through the raw C API, several at a time with ``uc_reg_read_batch`` (the Python wrapper costs four
-times as much per register). Intel SDM vol. 3A 2.5 (CR0.PE, EFER.LMA) and 9.8 (the order in which
-paging is switched on).
+Follows: docs/UNICORN.md (Unicorn 2.1.4): the engine is always opened in ``UC_MODE_64`` and a
+16/32-bit start state is copied in from a fresh donor engine of that mode, so the 64-bit register
+API works in every mode (U1-U3, U5); the hot registers are read through the raw C API, several at
+a time with ``uc_reg_read_batch`` (the Python wrapper costs four times as much per register:
+U25). Intel SDM vol. 3A 2.5 (CR0.PE, EFER.LMA) and 9.8 (the order in which paging is switched
+on).
 
 Leaves out: compatibility mode (a long-mode guest is assumed to run 64-bit code: CS.L is not
 read), MSRs other than EFER, the FPU/SSE state, SMP.
@@ -60,7 +60,7 @@ class _Msr(ctypes.Structure):
 
 
 def mode_of(paging: PagingState) -> int:
-    """16 if CR0.PE is clear, 64 if EFER.LMA is set, else 32 (notes §10.A)."""
+    """16 if CR0.PE is clear, 64 if EFER.LMA is set, else 32 (docs/UNICORN.md U5)."""
     if not paging.cr0 & CR0_PE:
         return 16
     return 64 if paging.efer & EFER_LMA else 32
@@ -167,7 +167,7 @@ class Engine:
 
     # ------------------------------------------------------------------ start state
     def reset(self, boot: BootState) -> None:
-        """Put the CPU in ``boot``'s mode at its entry point (notes §3.5-3.6)."""
+        """Put the CPU in ``boot``'s mode at its entry point (docs/UNICORN.md U2, U3)."""
         if boot.mode != 64 or self._booted:
             # A fresh engine of the boot mode lends its CPU state: for 16/32-bit guests, and for a
             # 64-bit guest loaded after another guest ran (whose mode and caches linger).
@@ -185,12 +185,13 @@ class Engine:
             self.uc.context_restore(donor.context_save())
         if boot.mode == 64:
             self.uc.reg_write(X.UC_X86_REG_GDTR, (0, boot.gdt_base, boot.gdt_limit, 0))
-            # In a 64-bit engine a selector write changes only the selector (notes §3.5): the
-            # hidden cache already describes 64-bit code, and iretq would reload it from our GDT.
+            # In a 64-bit engine a selector write changes only the selector (docs/UNICORN.md
+            # U2): the hidden cache already describes 64-bit code, and iretq would reload it from
+            # our GDT.
             self.uc.reg_write(X.UC_X86_REG_CS, SEL_CODE64)
             self.uc.reg_write(X.UC_X86_REG_SS, SEL_DATA)
         if boot.paging is not None:
-            # Enable order matters: CR4 (PAE/PSE), CR3, EFER, then CR0.PG (notes §3.1).
+            # Enable order matters: CR4 (PAE/PSE), CR3, EFER, then CR0.PG (docs/UNICORN.md U6).
             self.uc.reg_write(X.UC_X86_REG_CR4, boot.paging.cr4)
             self.uc.reg_write(X.UC_X86_REG_CR3, boot.paging.cr3)
             self.uc.msr_write(MSR_EFER, boot.paging.efer)

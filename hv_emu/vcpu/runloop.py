@@ -6,10 +6,10 @@ handler's request, a fault), the watchdog fired, host code wrote guest RAM (flus
 and go on), or Unicorn stopped without saying why (the silent invalid-opcode stop, finished here).
 Also single steps for a debugger (``steps=1``).
 
-Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4) §10.B (the run loop); invalidate
-translated code after host writes (trap 2); a watchdog thread instead of ``timeout=`` (trap 9);
-``count=`` only when a debugger steps (trap 9). docs/ARCHITECTURE.md "Things Unicorn 2.1.4 taught
-us" for the silent stop and the stale-code flush.
+Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
+translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
+a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23); the
+silent stop at a thrice-met invalid opcode (U15).
 
 Leaves out: interrupt injection at ``emu_start`` boundaries (a HLT ends the run: no interrupt will
 wake it), SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -33,7 +33,7 @@ from hv_emu.vcpu.faults import fault_report
 from hv_emu.vcpu.traps import ExitHandler, Traps
 
 _HLT = 0xF4
-_UNTIL = 2**64 - 1  # an unreachable sentinel: run until a trap stops us (notes §6)
+_UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)
 
 
 class Vcpu(Traps):
@@ -131,12 +131,13 @@ class Vcpu(Traps):
     def _invalidate(self, pa: int, n: int) -> None:
         """A host write to guest RAM (DMA, a hypercall's result, the loader).
 
-        Unicorn does not notice host writes, so code translated from that RAM may be stale (notes
-        trap 2). ``ctl_remove_cache`` cannot help: it takes a guest-*virtual* address and walks the
-        guest's page tables to find the page, which faults when the tables do not map it. So the
-        whole translation cache is flushed at the next ``emu_start``; a write from a hook ends the
-        current ``emu_start`` (at the end of the translation block) so the guest never runs stale
-        code, except from an IN hook, which must not stop (trap 3) and never writes RAM itself.
+        Unicorn does not notice host writes, so code translated from that RAM may be stale
+        (docs/UNICORN.md U9). ``ctl_remove_cache`` cannot help: it takes a guest-*virtual*
+        address and walks the guest's page tables to find the page, which faults when the tables
+        do not map it (U10). So the whole translation cache is flushed at the next ``emu_start``;
+        a write from a hook ends the current ``emu_start`` (at the end of the translation block,
+        U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11)
+        and never writes RAM itself.
         """
         self._stale_code = True
         if self._in_hook and not self._in_port_in:

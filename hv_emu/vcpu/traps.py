@@ -7,10 +7,10 @@ interrupt hook, accesses outside RAM through the memory hook. Each trap becomes 
 (``exits.py``) handed to one callback (the machine's ``dispatch``), whose outcome is applied here:
 registers written, an IN answered, or the run stopped.
 
-Follows: /work/shared/notes/unicorn-keystone.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook
-during ``rep ins*`` (trap 3: IN is always answered inside the hook); one IN and one OUT hook
-dispatching by port (trap 10); no delivery through the guest IDT (trap 5). Intel SDM vol. 3C 27.1
-(on a VMCALL exit the handler, not the CPU, moves RIP past the instruction).
+Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
+(U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
+(U13); VMCALL as an invalid instruction (U14); no delivery through the guest IDT (U18). Intel
+SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the instruction).
 
 Leaves out: interrupt delivery (no PIC/APIC: guests poll), reflecting exceptions into the guest IDT
 (every guest exception ends the run with a fault report), MSR and control-register exits.
@@ -66,7 +66,7 @@ class Traps(Engine):
         self._error: BaseException | None = None  # an exception raised inside a hook
         self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
         self._resume = False  # we stopped emu_start ourselves only to flush; just go on
-        self._in_port_in = False  # inside an IN hook, where stopping would lose data (trap 3)
+        self._in_port_in = False  # inside an IN hook, where stopping would lose data (U11)
         self._in_hook = False  # inside any hook, during emu_start
         #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
         self.exact_rip_in_hooks = False
@@ -76,7 +76,7 @@ class Traps(Engine):
         super().set_reg(name, value)
         if name == "rip" and self._in_hook and self.exact_rip_in_hooks:
             # Unicorn 2.1.4 stops syncing RIP for later hooks once a hook has written it (fixed
-            # upstream by unicorn PR #2181); a new emu_start syncs it again.
+            # upstream by unicorn PR #2181; docs/UNICORN.md U16); a new emu_start syncs it.
             self._resume = True
             self.uc.emu_stop()
 
@@ -109,7 +109,7 @@ class Traps(Engine):
 
     def request_stop(self, reason: str) -> None:
         """End the current run with a ``StopRequest`` (from a handler or a code hook; never from
-        an IN hook, see trap 3)."""
+        an IN hook, see docs/UNICORN.md U11)."""
         self._stop = StopRequest(reason, self.mode(), self.reg("rip"))
         self.uc.emu_stop()
 
@@ -173,7 +173,7 @@ class Traps(Engine):
 
     # ------------------------------------------------------------------ port I/O, CPUID, SYSCALL
     def _on_in(self, uc: unicorn.Uc, port: int, size: int, _ud: object) -> int:
-        # Always answered here, never by stopping: stopping inside rep insw loses a word (trap 3).
+        # Always answered here, never by stopping: stopping inside rep insw loses a word (U11).
         self._in_hook = self._in_port_in = True
         try:
             outcome = self.on_exit(PortIn(port, size))
@@ -202,7 +202,7 @@ class Traps(Engine):
             leaf = self.reg("rax") & 0xFFFFFFFF
             outcome = self.on_exit(Cpuid(leaf, self.reg("rcx") & 0xFFFFFFFF))
             if isinstance(outcome, Handled) and outcome.cpuid is not None:
-                # Native CPUID zero-extends into RAX..RDX, so write the full registers (notes §2).
+                # Native CPUID zero-extends: write all of RAX..RDX (docs/UNICORN.md U20).
                 for name, value in zip(("rax", "rbx", "rcx", "rdx"), outcome.cpuid, strict=True):
                     self.set_reg(name, value & 0xFFFFFFFF)
                 return 1

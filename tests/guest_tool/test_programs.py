@@ -1,9 +1,9 @@
 """guest_tool.programs and asm/: the constants agree with hv_emu.hypercalls.abi, every program
 assembles in every mode, and each one runs in a tiny Unicorn harness that plays the hypervisor.
 
-The harness (until hv_emu.vcpu exists) follows notes/unicorn-keystone.md: one UC_MODE_64 engine,
+The harness (until hv_emu.vcpu exists) follows docs/UNICORN.md (U1, U2): one UC_MODE_64 engine,
 with a context saved from a fresh UC_MODE_16 / UC_MODE_32 engine restored into it for real and
-protected mode (section 3.6); VMCALL arrives as an invalid instruction; OUT to 0xE9 is collected.
+protected mode; VMCALL arrives as an invalid instruction (U14); OUT to 0xE9 is collected.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def engine(mem: GuestMemory, state: PagingState) -> UcIntel:
         uc.reg_write(UC_X86_REG_CR0, CR0_PE | CR0_ET)
     uc.msr_write(MSR_EFER, state.efer)
     assert uc.msr_read(MSR_EFER) == state.efer
-    # Host-side enable order (notes §3.1): CR4, CR3, then CR0.PG.
+    # Host-side enable order (docs/UNICORN.md U6): CR4, CR3, then CR0.PG.
     uc.reg_write(UC_X86_REG_CR4, state.cr4)
     uc.reg_write(UC_X86_REG_CR3, state.cr3)
     uc.reg_write(UC_X86_REG_CR0, state.cr0)

@@ -170,7 +170,7 @@ class Forger:
         return self.rng.randbytes(self.rng.randrange(0, 1500))
 
     def mixed(self) -> bytes:
-        """The notes' §4.3 mix: 50 % symbols, 10 % manifests, 20 % garbage, 20 % pages."""
+        """docs/PROTOCOL.md's flood mix: 50 % symbols, 10 % manifests, 20 % garbage, 20 % pages."""
         roll = self.rng.random()
         if roll < 0.5:
             return self.symbol_packet()

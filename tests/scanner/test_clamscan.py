@@ -1,7 +1,7 @@
 """Differential test: hv-emu's scanner against ``clamscan`` in raw mode, the reference peer.
 
 Raw mode (normalisation, decoders and file-type parsers off) is the mode hv-emu agrees with; the
-exact command is the one in the project's ClamAV notes. Each comparison reduces both sides to a set
+exact command is the one in docs/SIGNATURES.md. Each comparison reduces both sides to a set
 of (file, signature name) pairs. Skips when clamscan is not installed (CI installs Debian's clamav).
 """
 

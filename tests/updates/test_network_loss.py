@@ -1,6 +1,7 @@
-"""Loss, bursts, reordering, duplicates, late joiners and floods (notes §8 D and E): every case
-completes with the right database, the receiver's memory within its bound on every packet
-(``Rig.feed``), and at 30 % random loss the sender sends at most 1.5 K symbols on average."""
+"""Loss, bursts, reordering, duplicates, late joiners and floods (attack classes D and E of
+docs/PROTOCOL.md): every case completes with the right database, the receiver's memory within its
+bound on every packet (``Rig.feed``), and at 30 % random loss the sender sends at most 1.5 K symbols
+on average."""
 
 from __future__ import annotations
 

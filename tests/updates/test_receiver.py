@@ -1,4 +1,4 @@
-"""The receiver against the attack list of the update-protocol notes §8 (A-C, E, F45, G): each
+"""The receiver against the attack classes of docs/PROTOCOL.md (A-C, E, F45, G): each
 test checks the drop counter, that the installed version did not move (unless it should), and
 (``Rig.feed`` asserts it on every packet) that memory stays within ``memory_bound()``."""
 
