@@ -35,8 +35,9 @@ from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
 from hv_emu.errors import ConfigError, DatabaseError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
-from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE, NAMES, SLOTS, Nr
-from hv_emu.hypercalls.services import get_status, update_signatures
+from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE, SLOTS
+from hv_emu.hypercalls.builtin import BUILTINS
+from hv_emu.hypercalls.spec import HypercallServices
 from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.inspection import DEFAULT_ACTIONS, Inspector
 from hv_emu.layout import DEFAULT_MEM_MIB, MAX_MEM_MIB, MIB, MIN_MEM_MIB, PORT_DEBUGCON
@@ -158,12 +159,12 @@ class Machine:
 
         # Hypercalls in ABI order: registration order is slot order, as in BitVisor.
         self.hypercalls = HypercallTable(self.mem, self.events)
-        for nr, handler in (
-            (Nr.GET_STATUS, get_status(self.status_text)),
-            (Nr.UPDATE_SIGNATURES, update_signatures(self.updates)),
-        ):
-            if self.hypercalls.register(NAMES[nr], handler) != nr:
-                raise HostError(f"hypercall {NAMES[nr]} did not land in slot {int(nr)}")
+        services = HypercallServices(status_text=self.status_text, updates=self.updates)
+        for spec in BUILTINS:
+            if spec.make is None:
+                continue  # get_vmmcall_number: every table holds slot 0 from birth
+            if self.hypercalls.register(spec.name, spec.make(services)) != spec.nr:
+                raise HostError(f"hypercall {spec.name} did not land in slot {int(spec.nr)}")
 
         self.cpuid = CpuidTable(native_cpuid, SLOTS)
         #: Software-interrupt handlers by vector (an OS personality, a BIOS model): see dispatch.

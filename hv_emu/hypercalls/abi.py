@@ -1,13 +1,16 @@
 """The hypercall ABI as plain data: numbers, names, registers and return codes.
 
-Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the hypervisor
-(``hypercalls.py``), the guest tool (``guest_tool``) and the assembly in ``asm/``.
+Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the hypervisor (one
+module per built-in hypercall, listed in ``builtin.py``), the guest tool (``guest_tool``) and the
+assembly in ``asm/``.
 
 Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c): a 128-slot table filled in registration
 order, slot 0 ``get_vmmcall_number`` resolving a name to a number, the function number in RAX and
 arguments in RBX, RCX, then RDX/RSI/RDI; return value in RAX; an unknown number leaves RAX = 0.
-``docs/ABI.md`` is the source of truth; ``tests/docs/test_abi_doc.py`` keeps this file, the handler
-table, the doc and ``asm/`` in agreement.
+``docs/ABI.md`` is the source of truth; ``tests/docs/test_abi_doc.py`` keeps this file, the built-in
+modules (``builtin.BUILTINS``), the live table, the doc and ``asm/`` in agreement. ``Nr`` stays an
+enum here, not derived from ``BUILTINS``, because ``updates/`` imports this file and the handlers
+import ``updates/``.
 
 Leaves out: BitVisor's other services (``dbgsh``, ``log_set_buf``, ``loadcfg``...).
 
@@ -29,19 +32,19 @@ DEFAULT_MAX_UPDATE = 16 * 1024 * 1024
 
 
 class Nr(IntEnum):
-    """Hypercall numbers. Slots are assigned in registration order, as in BitVisor."""
+    """Hypercall numbers. Slots are assigned in registration order, as in BitVisor.
+
+    One member per entry of ``builtin.BUILTINS``, with the same number and name (upper case).
+    """
 
     GET_VMMCALL_NUMBER = 0
     GET_STATUS = 1
     UPDATE_SIGNATURES = 2
 
 
-#: The name each number is registered under (what ``get_vmmcall_number`` resolves).
-NAMES: dict[Nr, str] = {
-    Nr.GET_VMMCALL_NUMBER: "get_vmmcall_number",
-    Nr.GET_STATUS: "get_status",
-    Nr.UPDATE_SIGNATURES: "update_signatures",
-}
+#: The name each number is registered under (what ``get_vmmcall_number`` resolves): the member's
+#: name in lower case, the name each built-in module's ``SPEC`` declares (a test keeps them equal).
+NAMES: dict[Nr, str] = {nr: nr.name.lower() for nr in Nr}
 
 
 class Rc(IntEnum):
@@ -70,10 +73,3 @@ class Rc(IntEnum):
 #: guests use the low 32 bits: EAX, EBX, ECX, EDX, ESI, EDI).
 ARG_REGISTERS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")
 
-
-def lookup(name: str) -> Nr | None:
-    """The number registered under ``name`` in the built-in table, or ``None``."""
-    for nr, known in NAMES.items():
-        if known == name:
-            return nr
-    return None

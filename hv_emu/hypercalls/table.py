@@ -1,9 +1,11 @@
 """The hypercall table: VMCALL number -> handler, BitVisor style.
 
 Models: BitVisor's ``vmmcall`` dispatcher (core/vmmcall.c): 128 slots filled in registration order,
-slot 0 is ``get_vmmcall_number``, which turns a NUL-terminated name in guest memory into the number
-of the function registered under it (0 if none). A number that names no function leaves RAX = 0,
-which is also the success code of most functions: guests must resolve a name before calling it.
+slot 0 is ``get_vmmcall_number`` (``get_vmmcall_number.py``), which turns a NUL-terminated name in
+guest memory into the number of the function registered under it (0 if none). The built-in
+functions are one module each, listed in ``builtin.py``; what a handler sees and answers is
+``spec.py``. A number that names no function leaves RAX = 0, which is also the success code of
+most functions: guests must resolve a name before calling it.
 A test bench (``hv_emu/testing/__init__.py``) may also put a handler at a number of its choosing.
 
 Follows: ``docs/ABI.md`` (the source of truth) and ``hv_emu/hypercalls/abi.py`` (the same facts
@@ -19,59 +21,15 @@ tables and turns every unmapped or out-of-RAM address into ``GuestFault`` (-> ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hv_emu.errors import ConfigError, GuestFault
 from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Hypercall
-from hv_emu.hypercalls.abi import MAX_NAME, NAMES, SLOTS, Nr, Rc
+from hv_emu.hypercalls import get_vmmcall_number
+from hv_emu.hypercalls.abi import MAX_NAME, SLOTS, Rc
+from hv_emu.hypercalls.spec import Handler, HypercallContext, HypercallResult
 from hv_emu.memory.guest import GuestMemory
-from hv_emu.memory.walk import PagingState, read_cstring, read_virt, write_virt
-
-
-@dataclass(frozen=True)
-class HypercallContext:
-    """What a handler sees of the calling guest: its argument registers and its memory."""
-
-    args: tuple[int, int, int, int, int]  # RBX, RCX, RDX, RSI, RDI
-    mode: int
-    paging: PagingState
-    mem: GuestMemory
-
-    @property
-    def rbx(self) -> int:
-        return self.args[0]
-
-    @property
-    def rcx(self) -> int:
-        return self.args[1]
-
-    @property
-    def rdx(self) -> int:
-        return self.args[2]
-
-    def read(self, va: int, n: int) -> bytes:
-        """Copy ``n`` bytes at guest-virtual ``va`` (one copy: parse the result, not the guest)."""
-        return read_virt(self.mem, self.paging, va, n)
-
-    def write(self, va: int, data: bytes) -> None:
-        write_virt(self.mem, self.paging, va, data)
-
-    def read_name(self, va: int) -> bytes | None:
-        """A NUL-terminated name of at most ``MAX_NAME`` bytes with its NUL, or ``None``."""
-        return read_cstring(self.mem, self.paging, va, MAX_NAME)
-
-
-@dataclass(frozen=True)
-class HypercallResult:
-    """RAX, plus any secondary results (``{"rcx": needed_size}``)."""
-
-    rax: int
-    registers: Mapping[str, int] = field(default_factory=dict)
-
-
-Handler = Callable[[HypercallContext], HypercallResult]
 
 
 @dataclass(frozen=True)
@@ -88,7 +46,10 @@ class HypercallTable:
         self._events = events
         self._slots: list[_Slot | None] = [None] * SLOTS
         self.calls = 0
-        self.register(NAMES[Nr.GET_VMMCALL_NUMBER], self._get_vmmcall_number)
+        # Slot 0 answers from this very table, so the table binds it itself (a bare table, as a
+        # test bench builds, resolves names too); the machine registers the rest of BUILTINS.
+        slot0 = get_vmmcall_number.SPEC
+        self.register(slot0.name, get_vmmcall_number.get_vmmcall_number(self.number), nr=slot0.nr)
 
     # ------------------------------------------------------------------ registration
     def register(self, name: str, handler: Handler, *, nr: int | None = None) -> int:
@@ -147,18 +108,3 @@ class HypercallTable:
             ret=result.rax,
         )
         return Handled(registers={"rax": result.rax, **result.registers})
-
-    # ------------------------------------------------------------------ slot 0
-    def _get_vmmcall_number(self, ctx: HypercallContext) -> HypercallResult:
-        """RBX -> NUL-terminated name; RAX <- its number, or 0 if unknown or unreadable."""
-        try:
-            raw = ctx.read_name(ctx.rbx)
-        except GuestFault:
-            return HypercallResult(0)
-        if raw is None:
-            return HypercallResult(0)
-        try:
-            name = raw.decode("ascii")
-        except UnicodeDecodeError:
-            return HypercallResult(0)
-        return HypercallResult(self.number(name) or 0)

@@ -33,7 +33,7 @@ from guest_tool.programs import INCLUDE_DIR, build_program, load_source
 from hv_emu.bus import PortDevice
 from hv_emu.events import Event
 from hv_emu.exits import Exit, Fault, Handled, Hypercall, Outcome
-from hv_emu.hypercalls.table import HypercallContext, HypercallResult
+from hv_emu.hypercalls.spec import HypercallContext, HypercallResult
 from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig, RunResult
 from hv_emu.memory.walk import read_cstring, read_virt

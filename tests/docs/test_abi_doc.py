@@ -1,4 +1,5 @@
-"""docs/ABI.md is the source of truth: abi.py, the live handler table and asm/ agree with it."""
+"""docs/ABI.md is the source of truth: abi.py, the built-in hypercall modules, the live handler
+table and asm/ agree with it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from guest_tool.programs import INCLUDE_DIR, parse_equates
 from hv_emu.cpuid import ABI_VERSION, HYPERVISOR_SIGNATURE
 from hv_emu.hypercalls.abi import MAX_NAME, NAMES, SLOTS, Nr, Rc
+from hv_emu.hypercalls.builtin import BUILTINS
 from hv_emu.machine import Machine, MachineConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "ABI.md").read_text(encoding="utf-8")
@@ -56,3 +58,36 @@ def test_doc_states_the_numbers_the_code_uses() -> None:
     assert f"ABI version: **{ABI_VERSION}**" in DOC
     assert "`hv-emu\\0\\0\\0\\0\\0\\0`" in DOC and HYPERVISOR_SIGNATURE == b"hv-emu" + b"\0" * 6
     assert re.search(r"cap \(16 MiB", DOC)
+
+
+def test_every_builtin_module_is_a_row_of_the_functions_table_and_a_member_of_nr() -> None:
+    documented = {int(row[0]): row[1] for row in table_after("## Functions")}
+    assert {int(spec.nr): spec.name for spec in BUILTINS} == documented
+    assert {int(nr): nr.name.lower() for nr in Nr} == documented
+    for spec in BUILTINS:
+        assert spec.nr is Nr[spec.name.upper()] and NAMES[spec.nr] == spec.name
+
+
+def returned_by() -> dict[Rc, set[str]]:
+    """The "returned by" column of the return codes table: code -> the functions named there."""
+    return {Rc(int(row[0])): set(re.findall(r"[a-z_]+", row[2]))
+            for row in table_after("## Return codes")}
+
+
+def test_codes_each_builtin_declares_are_the_codes_documented_for_it() -> None:
+    documented = returned_by()
+    for spec in BUILTINS:
+        listed = {rc for rc, names in documented.items() if spec.name in names}
+        assert spec.returns == listed, f"{spec.name}: module declares {sorted(spec.returns)}, " \
+                                       f"docs/ABI.md lists {sorted(listed)}"
+    named = set().union(*documented.values())
+    assert named <= {spec.name for spec in BUILTINS}, "docs/ABI.md names an unknown function"
+
+
+def test_asm_constants_match_the_builtin_modules() -> None:
+    equates = parse_equates((INCLUDE_DIR / "hvabi.s").read_text(encoding="utf-8"))
+    hc = {k: v for k, v in equates.items() if k.startswith("HC_")}
+    assert hc == {f"HC_{spec.name.upper()}": int(spec.nr) for spec in BUILTINS}
+    for spec in BUILTINS:
+        for rc in spec.returns:
+            assert equates[f"RC_{rc.name}"] == rc

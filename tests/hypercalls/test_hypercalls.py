@@ -8,7 +8,8 @@ from hv_emu.errors import ConfigError, GuestMemoryError
 from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Hypercall
 from hv_emu.hypercalls.abi import MAX_NAME, NAMES, SLOTS, Nr, Rc
-from hv_emu.hypercalls.table import HypercallContext, HypercallResult, HypercallTable
+from hv_emu.hypercalls.spec import HypercallContext, HypercallResult
+from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState
 

@@ -22,7 +22,8 @@ from hv_emu.exits import (
     Timeout,
 )
 from hv_emu.hypercalls.abi import SLOTS
-from hv_emu.hypercalls.table import HypercallResult, HypercallTable
+from hv_emu.hypercalls.spec import HypercallResult
+from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState
 

@@ -1,0 +1,28 @@
+"""The built-in hypercalls, one line each, in slot order: the one table the machine registers.
+
+Models: the list of functions hv-emu offers every guest, as BitVisor's ``vmmcall_register`` calls
+at start-up do: registration order is slot order, so the position in ``BUILTINS`` is the number
+(``machine.py`` checks that each lands where its ``HypercallSpec`` says).
+
+Follows: ``docs/ABI.md``, "Functions" and "Return codes"; ``tests/docs/test_abi_doc.py`` checks
+every spec here against those tables, ``abi.Nr`` and ``asm/include/hvabi.s``. Adding a built-in
+hypercall: a module beside this one declaring its ``SPEC``, one line below, one row in docs/ABI.md
+(and the ``Nr`` member and ``asm/include/hvabi.s`` constant those tests then ask for).
+
+Leaves out: BitVisor's other services (``dbgsh``, ``log_set_buf``, ``loadcfg``...). This is not
+``hypercalls/__init__.py`` so that importing ``abi`` (as ``updates/`` does) does not import the
+handlers, which import ``updates/``.
+
+Guest controls: nothing here; it is fixed before the guest runs.
+"""
+
+from __future__ import annotations
+
+from hv_emu.hypercalls import get_status, get_vmmcall_number, update_signatures
+from hv_emu.hypercalls.spec import HypercallSpec
+
+BUILTINS: tuple[HypercallSpec, ...] = (
+    get_vmmcall_number.SPEC,
+    get_status.SPEC,
+    update_signatures.SPEC,
+)
