@@ -37,10 +37,10 @@ from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import build_program, build_source_file, build_update_program
 from guest_tool.push import add_push_command, run_push_command
 from hv_emu import SAMPLE_DB, __version__
-from hv_emu.cli.args import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
 from hv_emu.scanner.signatures import parse_database
+from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 
 EXIT_OK = 0
 

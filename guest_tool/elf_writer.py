@@ -6,7 +6,8 @@ Models: the last step of a linker for the simplest program there is: one ``PT_LO
 after the headers, so its first byte is the entry point.
 
 Follows: the System V gABI (ELF header, program headers), the i386 and AMD64 psABI supplements
-(``EM_386``/``EM_X86_64``, the conventional base addresses 0x08048000 and 0x400000), and what
+(``EM_386``/``EM_X86_64``, the conventional base addresses 0x08048000 and 0x400000, kept in
+``hv_emu.layout.LINUX_IMAGE_BASE``), and what
 Linux's ``binfmt_elf`` needs to run a file (``ET_EXEC``, page-congruent offsets).
 
 Leaves out: sections, symbols, relocations, a writable data segment (programs keep their data on
@@ -20,6 +21,7 @@ from __future__ import annotations
 import struct
 
 from hv_emu.errors import ConfigError
+from hv_emu.layout import LINUX_IMAGE_BASE
 from hv_emu.loaders.elf_file import (
     ELF_MAGIC,
     ElfClass,
@@ -29,8 +31,6 @@ from hv_emu.loaders.elf_file import (
     SegmentType,
 )
 
-#: Conventional load addresses of non-PIE executables (psABI): where the file's first byte goes.
-BASE = {64: 0x400000, 32: 0x08048000}
 _EHDR = {32: struct.Struct("<16sHHIIIIIHHHHHH"), 64: struct.Struct("<16sHHIQQQIHHHHHH")}
 _PHDR = {32: struct.Struct("<IIIIIIII"), 64: struct.Struct("<IIQQQQQQ")}
 #: Bytes of the ELF header and 2 program headers, rounded up to 16 so the code starts aligned
@@ -41,13 +41,13 @@ _MACHINE = {32: ElfMachine.I386, 64: ElfMachine.X86_64}
 
 def code_address(bits: int) -> int:
     """Where the code (and the entry point) is: assemble the program at this address."""
-    return BASE[bits] + HEADERS[bits]
+    return LINUX_IMAGE_BASE[bits] + HEADERS[bits]
 
 
 def write_executable(code: bytes, *, bits: int = 64, bss: int = 0) -> bytes:
     """A static ELF executable whose entry point is ``code``'s first byte (assembled at
     ``code_address(bits)``), with ``bss`` zeroed bytes of memory after the code."""
-    if bits not in BASE:
+    if bits not in LINUX_IMAGE_BASE:
         raise ConfigError(f"an ELF class is 32 or 64 bits, not {bits}")
     if not code:
         raise ConfigError("no code to wrap")
@@ -60,7 +60,7 @@ def write_executable(code: bytes, *, bits: int = 64, bss: int = 0) -> bytes:
     )  # fmt: skip
     rx = SegmentFlags.R | SegmentFlags.X
     rw = SegmentFlags.R | SegmentFlags.W
-    load = (SegmentType.LOAD, 0, BASE[bits], size, size + bss, rx, 0x1000)
+    load = (SegmentType.LOAD, 0, LINUX_IMAGE_BASE[bits], size, size + bss, rx, 0x1000)
     stack = (SegmentType.GNU_STACK, 0, 0, 0, 0, rw, 16)
     headers = header
     for p_type, offset, vaddr, filesz, memsz, flags, align in (load, stack):

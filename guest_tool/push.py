@@ -66,9 +66,6 @@ MANIFEST_BURST = 3
 MANIFEST_EVERY = 50
 #: Copies of each hash page sent ahead of its symbols (see ``carousel``).
 PAGE_COPIES = 4
-#: UDP source port of the sender's frames (any; the receiver does not look at it).
-SENDER_PORT = 0xDB01
-SENDER_MAC = bytes.fromhex("020000db0001")
 HV_IPV4 = IPv4Address(layout.HV_IPV4)
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
@@ -178,8 +175,8 @@ def carousel(update: EncodedUpdate, *, rounds: int | None = 1) -> Iterator[bytes
 def frame_for(payload: bytes, *, dst_mac: bytes, dst_ip: IPv4Address, port: int) -> bytes:
     """One UDP payload as the Ethernet/IPv4/UDP frame the hypervisor's switch intercepts."""
     return build_udp_frame(
-        src_mac=SENDER_MAC, dst_mac=dst_mac, src_ip="10.0.2.2", dst_ip=dst_ip,
-        src_port=SENDER_PORT, dst_port=port, payload=payload,
+        src_mac=layout.PUSH_SENDER_MAC, dst_mac=dst_mac, src_ip=layout.PUSH_SENDER_IPV4,
+        dst_ip=dst_ip, src_port=layout.PUSH_SENDER_UDP_PORT, dst_port=port, payload=payload,
     )  # fmt: skip
 
 

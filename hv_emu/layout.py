@@ -47,6 +47,9 @@ STACK_TOP_REAL = 0x7C00
 #: Guest-physical RAM handed out to an ELF program's segments, stack, heap and mmap arena, from
 #: the 1 MiB mark up (below it: the loader's GDT and page tables).
 ELF_PHYS_BASE = 0x100000
+#: Conventional load addresses of non-PIE executables (psABI): where ``guest-tool build
+#: --format linux-elf`` puts the file's first byte (guest-virtual).
+LINUX_IMAGE_BASE = {64: 0x40_0000, 32: 0x0804_8000}
 #: Top of the initial stack (exclusive), as Linux places it: the end of the user address space
 #: (x86-64: 2^47 minus a guard page; i386 with the 3G/1G split: 0xC0000000).
 LINUX_STACK_TOP = {64: 0x7FFF_FFFF_F000, 32: 0xC000_0000}
@@ -99,3 +102,8 @@ UPDATE_UDP_PORT = 0xDB00
 GUEST_MAC = bytes.fromhex("525400123456")
 #: Limited broadcast (RFC 919): the carousel may be sent there; consumed like the hypervisor's IP.
 BROADCAST_IPV4 = "255.255.255.255"
+#: ``guest-tool push``'s side of the frames it sends: any values do, the receiver does not look at
+#: them. A locally administered MAC, QEMU user-net's gateway address, the port after the update's.
+PUSH_SENDER_MAC = bytes.fromhex("020000db0001")
+PUSH_SENDER_IPV4 = "10.0.2.2"
+PUSH_SENDER_UDP_PORT = 0xDB01

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import TextIO
 
 from hv_emu import __version__
-from hv_emu.cli.args import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.cli.scan import add_parser as add_scan_parser
@@ -53,6 +52,7 @@ from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
 from hv_emu.machine import Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
+from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
 
 EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hv_emu.errors import HvEmuError
+
 MAX_VARIANTS = 64  # per part, after expanding generic alternations
 MAX_PARTS = 64
 # Elements (byte runs, classes, choices) summed over every variant: '{127}' is 127 elements and
@@ -111,9 +113,9 @@ class Part:
 # --------------------------------------------------------------------------- body syntax
 
 
-class BodyError(Exception):
+class BodyError(HvEmuError):
     """A body syntax error at ``column`` (0-based in the body); the line parser turns it into a
-    ``DatabaseError`` naming file, line and column."""
+    ``DatabaseError`` naming file, line and column (so, like it, neither side's fault yet)."""
 
     def __init__(self, column: int, message: str) -> None:
         super().__init__(message)

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
-from guest_tool.elf_writer import BASE, code_address, write_executable
+from guest_tool.elf_writer import code_address, write_executable
+from hv_emu.layout import LINUX_IMAGE_BASE
 from hv_emu.loaders.elf_file import ElfError, SegmentFlags, SegmentType, is_elf, parse_elf
 
 
@@ -30,11 +31,12 @@ def test_the_writer_output_parses_back(bits: int) -> None:
     elf = parse_elf(image)
     assert is_elf(image) and elf.bits == bits and elf.entry == code_address(bits)
     (load,) = elf.loads
-    assert load.vaddr == BASE[bits] and load.filesz == len(image) and load.data == image
+    assert load.vaddr == LINUX_IMAGE_BASE[bits] and load.filesz == len(image) and load.data == image
     assert load.memsz == len(image) + 0x3000
     assert load.flags == SegmentFlags.R | SegmentFlags.X
     assert [s.type for s in elf.segments] == [SegmentType.GNU_STACK, SegmentType.LOAD]
-    assert elf.phdr_address() == BASE[bits] + elf.phoff  # the headers are inside the segment
+    # the headers are inside the segment
+    assert elf.phdr_address() == LINUX_IMAGE_BASE[bits] + elf.phoff
 
 
 def _readelf_loads(path: Path) -> list[tuple[int, int, int, int]]:

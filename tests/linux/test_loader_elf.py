@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
-from guest_tool.elf_writer import BASE, code_address, write_executable
+from guest_tool.elf_writer import code_address, write_executable
 from hv_emu.errors import ImageError, PageFault
-from hv_emu.layout import LINUX_STACK_TOP, MIB
+from hv_emu.layout import LINUX_IMAGE_BASE, LINUX_STACK_TOP, MIB
 from hv_emu.loaders.elf_file import ELF_MAGIC, parse_elf
 from hv_emu.loaders.elf_process import load_elf
 from hv_emu.memory.guest import GuestMemory
@@ -67,7 +67,7 @@ def test_an_elf32_runs_in_32_bit_mode_with_32_bit_paging() -> None:
     paging = process.boot.paging
     assert paging is not None and paging.mode is PagingMode.TWO_LEVEL and process.boot.mode == 32
     assert read_virt(mem, paging, code_address(32), 1) == b"\xf4"
-    assert read_virt(mem, paging, BASE[32], 4) == ELF_MAGIC
+    assert read_virt(mem, paging, LINUX_IMAGE_BASE[32], 4) == ELF_MAGIC
     assert process.stack.end == LINUX_STACK_TOP[32] and process.mmap.end <= process.stack.start
 
 

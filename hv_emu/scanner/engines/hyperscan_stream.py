@@ -33,9 +33,12 @@ from collections.abc import Sequence
 
 import hyperscan
 
+from hv_emu.errors import HvEmuError
 
-class HyperscanCompileError(Exception):
-    """Hyperscan refused the literal set (too large for its compiler or for memory)."""
+
+class HyperscanCompileError(HvEmuError):
+    """Hyperscan refused the literal set (too large for its compiler or for memory); the database
+    loader turns it into a ``DatabaseError`` naming the database."""
 
 
 def _expression(literal: bytes) -> bytes:

@@ -1,7 +1,9 @@
-"""Argument parsing shared by the two command lines, ``hv-emu`` and ``guest-tool``.
+"""Usage errors and exit statuses shared by the two command lines, ``hv-emu`` and ``guest-tool``.
 
 Models: the user's side of a command line: a mistyped flag is one line on standard error and exit
 status 2 (the usage status of argparse and of ``clamscan``), never a usage dump or a traceback.
+It lives beside the VMM core, not in ``hv_emu/cli/``, because both front ends use it and
+``guest_tool`` may not import a front end (imports flow core <- ``guest_tool`` <- front ends).
 
 Follows: argparse; exit statuses in the spirit of sysexits.h.
 
