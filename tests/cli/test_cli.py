@@ -183,6 +183,7 @@ def test_run_writes_events_without_keeping_them_in_memory(
     """A guest that calls VMCALL in a loop for the whole ``--timeout`` makes an event per call;
     ``hv-emu run`` writes them to ``--events`` and must not also hold every one in RAM."""
     import hv_emu.cli.main
+    import hv_emu.cli.run
     from hv_emu.events import EventLog
 
     logs: list[EventLog] = []
@@ -192,7 +193,7 @@ def test_run_writes_events_without_keeping_them_in_memory(
             super().__init__(*args, **kwargs)  # type: ignore[arg-type]
             logs.append(self)
 
-    monkeypatch.setattr(hv_emu.cli.main, "EventLog", Recorded)
+    monkeypatch.setattr(hv_emu.cli.run, "EventLog", Recorded)
     guest = image(tmp_path, "mov ecx, 5\n again: xor eax, eax\n vmcall\n loop again\n hlt")
     events = tmp_path / "events.jsonl"
     assert hv_emu.cli.main.main(["run", str(guest), "--quiet", "--events", str(events)]) == 0

@@ -1,0 +1,270 @@
+"""``hv-emu run``: load a guest image into a machine, run it, report how it ended.
+
+Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, keys,
+database, state, disk, network, trace, gdb), the image (flat or a static Linux ELF program, chosen
+by its first bytes), and the exit status that tells how it ended.
+
+Exit status:
+    0  the guest halted
+    1  the guest faulted (the line says mode, CS:RIP, the instruction and the registers)
+    2  a bad argument, image, key or file
+    3  the watchdog timed out (``--timeout``)
+    4  a handler stopped the run
+    70 an internal error of hv-emu (a bug: please report it)
+A Linux ELF program that calls exit/exit_group makes ``hv-emu run`` exit with the program's own
+status instead, as ``qemu-x86_64`` does (docs/ELF.md); its other ends keep the codes above.
+
+Follows: README.md (``hv-emu run``), docs/ELF.md, docs/EVENTS.md.
+
+Leaves out: snapshots, an interactive monitor.
+
+Guest controls: what it prints to the debug console and the screen, and how the run ends; never
+the shape of hv-emu's own messages (one line each on standard error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from hv_emu.cli.netopts import add_arguments as add_network_arguments
+from hv_emu.cli.netopts import apply as apply_network_options
+from hv_emu.debug.gdbstub import serve_gdb
+from hv_emu.debug.trace import ExitTracer
+from hv_emu.errors import ConfigError, HostError
+from hv_emu.events import EventLog
+from hv_emu.exits import Fault, Halt, StopRequest, Timeout
+from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE
+from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
+from hv_emu.layout import DEFAULT_MEM_MIB
+from hv_emu.linux.files import FileGrant, FileTable
+from hv_emu.linux.syscalls import LinuxProcess
+from hv_emu.loaders.elf_file import is_elf
+from hv_emu.loaders.flat import PAGING_CHOICES
+from hv_emu.machine import Machine, MachineConfig, RunResult
+from hv_emu.memory.boot import MODES
+from hv_emu.usage import integer
+
+EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):  # inf would never fire the watchdog; nan fires it at once
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _actions(text: str) -> tuple[str, ...]:
+    try:
+        return parse_actions(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--on-detect: ")) from None
+
+
+def _port(text: str) -> int:
+    port = integer(text)
+    if not 0 <= port <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return port
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``hv-emu run`` and its options to the sub-command table."""
+    run = sub.add_parser("run", help="run a guest image",
+                         description="Run a flat guest image or a static Linux ELF program "
+                                     "(arguments for the program after --).")  # fmt: skip
+    run.add_argument("image", type=Path, help="flat binary image or static ELF executable")
+    run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
+                     help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
+                          "unless :rw); no other file exists for it (repeatable)")
+    run.add_argument("--arg", action="append", default=[], metavar="ARG",
+                     help="ELF programs: one more argv entry (repeatable; or put them after --)")
+    run.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode at entry")
+    run.add_argument("--load", type=integer,
+                     help="load address (default 0x100000; 0x7c00 in mode 16)")
+    run.add_argument("--entry", type=integer, help="entry point (default: the load address)")
+    run.add_argument("--mem", type=int, default=DEFAULT_MEM_MIB, metavar="MiB", help="guest RAM")
+    run.add_argument("--paging", choices=tuple(PAGING_CHOICES), default="none",
+                     help="paging for --mode 32 (64-bit guests always have 4-level paging)")
+    run.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                     help="watchdog: stop a guest that runs longer (default 30)")
+    run.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
+                     help="a public key trusted to sign updates (repeatable)")
+    run.add_argument("--db", type=Path, help="initial signature database (.db or .ndb)")
+    run.add_argument("--state", type=Path, metavar="DIR",
+                     help="persist the installed database and its version counter here")
+    run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
+    run.add_argument("--max-update", type=integer, default=DEFAULT_MAX_UPDATE, metavar="BYTES",
+                     help=f"largest update accepted (default {DEFAULT_MAX_UPDATE})")
+    run.add_argument("--disk", type=Path, metavar="IMAGE",
+                     help="raw disk image on the primary ATA channel (every write is scanned)")
+    run.add_argument("--disk-size", type=int, metavar="MiB",
+                     help="create the --disk image with this size first (it must not exist)")
+    run.add_argument("--on-detect", type=_actions, default=DEFAULT_ACTIONS, metavar="ACTIONS",
+                     help=f"what a detection does: a comma list of {','.join(ACTIONS)} "
+                          f"(default {','.join(DEFAULT_ACTIONS)})")
+    run.add_argument("--screen", type=Path, metavar="FILE",
+                     help="write the final 80x25 text screen here, as 25 lines")
+    run.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
+    run.add_argument("--trace", action="store_true",
+                     help="print every VM exit on standard error, and exits by reason at the end")
+    run.add_argument("--trace-json", type=Path, metavar="FILE",
+                     help="write every VM exit as a JSON line (see hv_emu/debug/trace.py)")
+    run.add_argument("--gdb", type=_port, metavar="PORT",
+                     help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive")
+    add_network_arguments(run)
+
+
+def _run_watched(machine: Machine, args: argparse.Namespace) -> RunResult:
+    """Run the guest, under gdb if asked, with the exit tracer attached if asked."""
+    records = None
+    if args.trace_json is not None:
+        try:
+            records = args.trace_json.open("w", encoding="utf-8")
+        except OSError as err:
+            why = err.strerror
+            raise HostError(f"cannot write the trace to {args.trace_json}: {why}") from None
+    tracer = None
+    if args.trace or records is not None:
+        lines = sys.stderr if args.trace else None
+        tracer = ExitTracer(machine.vcpu, machine.bus, machine.hypercalls, lines=lines,
+                            records=records)  # fmt: skip
+        machine.exit_observers.append(tracer)
+    try:
+        if args.gdb is None:
+            return machine.run()
+        with machine.serving_network():
+            return serve_gdb(machine, args.gdb, announce=_announce_gdb)
+    finally:
+        if records is not None:
+            records.close()
+        if tracer is not None and args.trace:
+            print(tracer.summary(), file=sys.stderr)
+
+
+def _announce_gdb(port: int) -> None:
+    print(f"hv-emu: waiting for gdb on 127.0.0.1:{port} (in gdb: target remote :{port})",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _open_events(path: Path | None) -> TextIO | None:
+    if path is None:
+        return None
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise HostError(f"cannot write events to {path}: {err.strerror}") from None
+
+
+def _write_screen(path: Path, rows: list[str]) -> None:
+    """The guest's text screen as the user would have seen it: 25 lines, trailing blanks cut."""
+    try:
+        path.write_text("".join(row.rstrip() + "\n" for row in rows), encoding="utf-8")
+    except OSError as err:
+        raise HostError(f"cannot write the screen to {path}: {err.strerror}") from None
+
+
+def _drop_standard_output() -> None:
+    """The reader of standard output went away (``hv-emu run | head``): send what is still
+    buffered to /dev/null, so flushing it at exit is not a second broken pipe (the recipe of the
+    Python docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
+    """A static ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
+    if not is_elf(image):
+        if args.file or args.arg or args.guest_args:
+            raise ConfigError("--file, --arg and program arguments apply to ELF programs only")
+        machine.load(image, mode=args.mode, load=args.load, entry=args.entry, paging=args.paging)
+        return
+    if args.load is not None or args.entry is not None or args.paging != "none":
+        raise ConfigError("--load, --entry and --paging apply to flat images: an ELF program's "
+                          "headers say where it goes and its class picks the mode")  # fmt: skip
+    files = FileTable([FileGrant.parse(spec) for spec in args.file], stdin=sys.stdin.buffer,
+                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)  # fmt: skip
+    machine.load_elf(image, argv=[str(args.image), *args.arg, *args.guest_args], files=files)
+
+
+def _program_exited(linux: LinuxProcess, summary: str, quiet: bool) -> int:
+    """A Linux program called exit: hv-emu run exits with the program's own status."""
+    if not quiet:
+        unsupported = ", ".join(name or str(nr) for nr, name in linux.unsupported.items())
+        note = f"; unsupported system calls (-ENOSYS): {unsupported}" if unsupported else ""
+        print(f"hv-emu: program exited with status {linux.exit_status}: {linux.calls} system "
+              f"calls, {summary}{note}", file=sys.stderr)  # fmt: skip
+    return linux.exit_status or 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        image = args.image.read_bytes()
+    except OSError as err:
+        raise HostError(f"cannot read image {args.image}: {err.strerror}") from None
+    config = MachineConfig(
+        mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
+        state_dir=args.state, max_update=args.max_update, disk=args.disk,
+        disk_size_mib=args.disk_size, on_detect=args.on_detect,
+    )  # fmt: skip
+    config = apply_network_options(args, config)
+    if args.disk_size is not None and args.disk is None:
+        raise ConfigError("--disk-size needs --disk (the image to create)")
+    # Written to --events as they happen, never kept: a guest looping on VMCALL makes ~40 000
+    # events a second, which a kept list would hold in RAM until the run ends.
+    events = EventLog(_open_events(args.events), keep=False)
+    try:
+        machine = Machine(config, console=sys.stdout.buffer, events=events)
+        try:
+            _load(machine, image, args)
+            started = time.perf_counter()
+            result = _run_watched(machine, args)
+            elapsed = time.perf_counter() - started
+        finally:
+            machine.close()
+    finally:
+        events.close()
+    if machine.debugcon.output_error is not None:
+        _drop_standard_output()
+    if args.screen is not None:
+        _write_screen(args.screen, machine.vga.read_screen())
+    final = result.exit
+    db = machine.database.current
+    summary = (
+        f"{machine.hypercalls.calls} hypercalls, {elapsed:.3f} s; "
+        f"database v{db.version} ({db.count} signatures)"
+    )
+    if machine.disk is not None:
+        summary += f"; {machine.detections} detections in disk writes"
+    if machine.network is not None:
+        summary += f"; network {machine.network.summary()}"
+    if machine.linux is not None and machine.linux.exit_status is not None:
+        return _program_exited(machine.linux, summary, args.quiet)
+    match final:
+        case Halt():
+            if not args.quiet:
+                print(f"hv-emu: guest halted: {summary}", file=sys.stderr)
+            return EXIT_HALT
+        case Fault():
+            print(f"hv-emu: {final.describe()}", file=sys.stderr)
+            return EXIT_FAULT
+        case Timeout(seconds=seconds, rip=rip):
+            print(f"hv-emu: timeout: the guest ran {seconds:g} s without halting "
+                  f"(RIP={rip:#x}); raise --timeout if it needs longer", file=sys.stderr)
+            return EXIT_TIMEOUT
+        case StopRequest(reason=reason):
+            print(f"hv-emu: stopped: {reason}: {summary}", file=sys.stderr)
+            return EXIT_STOPPED
+    raise HostError(f"unexpected end of run: {final!r}")
