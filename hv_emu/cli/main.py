@@ -1,7 +1,7 @@
 """``hv-emu``: the command line, a thin face over ``machine.py``.
 
 Models: the user's view of the hypervisor: ``run`` a guest image, ``scan`` files with its
-signature engine (``scancmd.py``; exit status as clamscan's), ``demo`` the whole story.
+signature engine (``scan.py``; exit status as clamscan's), ``demo`` the whole story.
 Guest output (port 0xE9) goes to standard output as it happens; hv-emu's own messages go to standard
 error. Nothing the guest or the user does produces a Python traceback: every error is one line.
 

@@ -1,7 +1,7 @@
 """The hypercall ABI as plain data: numbers, names, registers and return codes.
 
 Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the hypervisor
-(``hypercalls.py``), the guest tool (``guest_tool``) and the assembly in ``asm/``.
+(``table.py``), the guest tool (``guest_tool``) and the assembly in ``asm/``.
 
 Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c): a 128-slot table filled in registration
 order, slot 0 ``get_vmmcall_number`` resolving a name to a number, the function number in RAX and
