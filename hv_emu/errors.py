@@ -9,7 +9,7 @@ Follows: h11's split of ``LocalProtocolError``/``RemoteProtocolError`` by who br
 rust-vmm's habit of errors that carry data (addresses, ports, expected/got), not only a message.
 
 Leaves out: nothing guest-visible; the mapping from exception to hypercall return code lives in
-``hypercalls.py`` and ``abi.py``.
+``hypercalls/table.py`` and ``hypercalls/abi.py``.
 
 Guest controls: the field values (addresses, lengths) of every ``GuestFault``; never the type.
 """

@@ -6,10 +6,11 @@ guest's memory, plants breakpoints, single-steps and continues; the stub answers
 stop reply. A VMCALL is one instruction to gdb: ``stepi`` over it runs the hypercall handler, and
 RAX changes across it as the ABI says.
 
-Follows: the GDB manual, appendix E (packets in ``gdbpackets.py``; ``?``, ``g``/``G``, ``p``/``P``,
-``m``/``M``, ``Z0``/``z0`` and ``Z1``/``z1``, ``s``, ``c``, ``k``, ``D``, ``qSupported`` with
-``swbreak+``/``hwbreak+``), and the register layout gdb uses for ``i386:x86-64`` without a target
-description: RAX..R15, RIP, EFLAGS, CS..GS, then x87, SSE and MXCSR.
+Follows: the GDB manual, appendix E (packets in ``gdb_protocol.py``; ``?``, ``g``/``G``,
+``p``/``P``, ``m``/``M``, ``Z0``/``z0`` and ``Z1``/``z1``, ``s``, ``c``, ``k``, ``D``,
+``qSupported`` with ``swbreak+``/``hwbreak+``), and the register layout gdb uses for
+``i386:x86-64`` without a target description: RAX..R15, RIP, EFLAGS, CS..GS, then x87, SSE and
+MXCSR.
 
 Leaves out: a target description (``target.xml``: gdb is told ``set architecture i386:x86-64``);
 x87/SSE state, FS and GS (read as zeros, not writable: Unicorn's engine has them but hv-emu's

@@ -8,7 +8,7 @@ status. A call this personality does not implement returns ``-ENOSYS`` (as a ker
 feature would) and is reported once, as a ``syscall_unsupported`` event.
 
 Follows: the Linux man-pages (section 2) for each call's semantics and errors, the register
-conventions of ``abi.py``, and glibc's and musl's static start-up paths (``arch_prctl``,
+conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``arch_prctl``,
 ``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
 ``gcc -static`` programs.
 

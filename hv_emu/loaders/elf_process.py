@@ -4,7 +4,7 @@ Models: the part of Linux's ``execve`` (``fs/binfmt_elf.c: load_elf_binary``) th
 headers into memory: every ``PT_LOAD`` segment gets page frames, its file bytes and zeroed
 ``.bss``; then a stack below the top of the user address space, a heap for ``brk`` right after
 the highest segment, and an arena for anonymous ``mmap``. Where Linux fills page tables lazily on
-page faults, hv-emu builds them all up front (``pagetables.PageTableBuilder``) and hands the CPU
+page faults, hv-emu builds them all up front (``memory.tables.PageTableBuilder``) and hands the CPU
 over in the mode the ELF class asks for: 32-bit protected mode with 32-bit (2-level) paging for
 ELF32, 64-bit long mode with 4-level paging for ELF64, flat segments.
 
@@ -14,10 +14,11 @@ writable segments, U/S). Placement of stack and mmap base in ``layout.py``.
 
 Leaves out: the program's initial stack contents (argv, envp, auxv: ``linux/startup.py`` writes
 them), address-space randomisation, execute-disable (NX) bits, demand paging, a growing stack, and
-position-independent or dynamically linked executables (refused by ``elf.py``).
+position-independent or dynamically linked executables (refused by ``elf_file.py``).
 
-The user controls the ELF file (checked by ``elf.py``) and the RAM size; a program whose segments
-do not fit in RAM or in the loader's page-table area is an ``ImageError`` naming the sizes.
+The user controls the ELF file (checked by ``elf_file.py``) and the RAM size; a program whose
+segments do not fit in RAM or in the loader's page-table area is an ``ImageError`` naming the
+sizes.
 """
 
 from __future__ import annotations

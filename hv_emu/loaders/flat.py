@@ -8,7 +8,7 @@ asked in 32-bit mode), so the guest starts like a kernel handed over by Multiboo
 Follows: Intel SDM vol. 3A 3.4.5 (segment descriptors), 4.3-4.5 (paging modes), 9.8-9.9 (mode
 switches); the IBM PC convention of loading a real-mode boot image at 0x7C00 with CS = 0.
 
-Leaves out: ELF images (``loader_elf.py`` builds a Linux process from one), a BIOS, and an IDT
+Leaves out: ELF images (``elf_process.py`` builds a Linux process from one), a BIOS, and an IDT
 (no interrupt delivery).
 
 Guest controls: nothing at load time; the image bytes are the user's. A user's bad choice (an image

@@ -13,7 +13,7 @@ Leaves out: unmapping and remapping (a mapping over a present entry is refused),
 pages, global/PAT/cache-control bits, XD, 5-level paging.
 
 Guest controls: nothing while the tables are built (before the guest's first instruction); once
-it runs, the guest owns these pages and may rewrite them (the walk in ``paging.py`` assumes
+it runs, the guest owns these pages and may rewrite them (the walk in ``walk.py`` assumes
 nothing about what it finds).
 """
 

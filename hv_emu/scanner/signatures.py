@@ -196,7 +196,7 @@ def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
 _ANYWHERE = Offset("any")
 # The line that is a plain literal anywhere in any file (all of rfxn.ndb but one line), parsed
 # without splitting fields: a name (printable, no ':', not a '#' comment) and at least 3 hex bytes.
-# What it accepts, the general path accepts with the same result (tests/test_scanner_signatures).
+# What it accepts, the general path accepts with the same result (tests/scanner/test_signatures.py).
 _PLAIN_NDB_LINE = re.compile(rb"([\x21\x22\x24-\x39\x3b-\x7e][\x21-\x39\x3b-\x7e]*):0:\*:"
                              rb"((?:[0-9a-fA-F]{2}){3,})\r?")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import ROOT, SAMPLE, one_line, sh
+from tests.cli.test_cli import ROOT, one_line, sh
 
 DOC = (ROOT / "docs" / "STORAGE.md").read_text(encoding="utf-8")
 
@@ -22,20 +22,20 @@ def doc_commands() -> list[list[str]]:
 def test_the_storage_doc_commands_work_as_written(tmp_path: Path) -> None:
     commands = doc_commands()
     assert [c[:2] for c in commands] == [
-        ["python", "-c"], ["guest-tool", "build"], ["hv-emu", "run"], ["hv-emu", "run"],
+        ["guest-tool", "sample-db"], ["python", "-c"], ["guest-tool", "build"], ["hv-emu", "run"],
+        ["hv-emu", "run"],
     ]
     outputs = []
     for argv in commands:
-        argv = [str(SAMPLE) if a == "hv_emu/data/sample.db" else a for a in argv]
         done = sh(*argv, cwd=tmp_path)
         assert done.returncode == 0, (argv, done.stderr)
         outputs.append(done)
-    assert "2 sectors at LBA 100 via dma in 1 commands" in outputs[1].stdout
+    assert "2 sectors at LBA 100 via dma in 1 commands" in outputs[2].stdout
     # Aircop's 16-byte body has one zero byte already: 15 bytes change.
-    assert outputs[2].stdout == ("diskwrite: LBA 100, 2 sectors via dma in 1 commands: ok\n"
+    assert outputs[3].stdout == ("diskwrite: LBA 100, 2 sectors via dma in 1 commands: ok\n"
                                  "read back: 15 bytes differ\n")  # fmt: skip
-    assert "1 detections in disk writes" in outputs[2].stderr
-    assert outputs[3].stdout == ("diskwrite: LBA 100, 2 sectors via dma in 1 commands: "
+    assert "1 detections in disk writes" in outputs[3].stderr
+    assert outputs[4].stdout == ("diskwrite: LBA 100, 2 sectors via dma in 1 commands: "
                                  "refused at LBA 100 (error 4)\n")  # fmt: skip
     screen = (tmp_path / "screen.txt").read_text(encoding="utf-8").split("\n")
     assert len(screen) == 26 and screen[-1] == ""  # 25 lines, each ending in a newline

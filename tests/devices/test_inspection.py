@@ -1,6 +1,6 @@
 """The inspection policy on its own: streams over runs of consecutive LBAs, the four actions, and
 a database that comes into force in the middle of a run. The device is played by ``commit``:
-what the ATA channel does with a verdict (``storage.resolve``, then the disk)."""
+what the ATA channel does with a verdict (``observer.resolve``, then the disk)."""
 
 from __future__ import annotations
 

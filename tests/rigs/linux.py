@@ -1,5 +1,5 @@
 """A rig for Linux guest programs: assemble a few system calls into a static ELF, run it on a
-real Machine, and read back each call's result (tests/test_linux_*.py)."""
+real Machine, and read back each call's result (tests/linux/)."""
 
 from __future__ import annotations
 

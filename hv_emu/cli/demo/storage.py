@@ -22,7 +22,7 @@ from guest_tool.disk_programs import build_disk_write_program
 from hv_emu.devices.storage.observer import SECTOR_SIZE
 from hv_emu.machine import Machine, MachineConfig
 
-#: The body of the signature the demo's version 2 adds (``demo.NEW_SIGNATURE``).
+#: The body of the signature the demo's version 2 adds (``story.NEW_SIGNATURE``).
 VIRUS_BODY = bytes.fromhex("0f3b5e8b7d0c31c0cd80b801000000cd80")
 #: Where the body sits in the demo's file: across the boundary of its first and second sectors.
 BODY_AT = SECTOR_SIZE - 6

@@ -8,8 +8,8 @@ a directory, exactly as ``hv-emu run --state DIR`` would.
 
 Follows: the README's walkthrough, step for step.
 
-Leaves out: nothing of the three paths: the disk chapter is ``demo_storage.py``, the network
-chapter ``demo_network.py``.
+Leaves out: nothing of the three paths: the disk chapter is ``storage.py``, the network
+chapter ``network.py``.
 
 Guest controls: nothing; the demo builds its own guests.
 """

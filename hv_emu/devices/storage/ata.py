@@ -9,7 +9,7 @@ a DMA command leaves the channel waiting for ``BusMaster`` (``busmaster.py``), w
 
 Follows: ATA/ATAPI-8 ACS (commands, IDENTIFY), ATA8-APT (register block, protocols, reset
 signature), BitVisor ``drivers/ata/ata_core.c`` for where inspection happens (private buffer, hook
-per completed block before the disk sees it). The command table is data in ``ata_regs.py``.
+per completed block before the disk sees it). The command table is data in ``ata_registers.py``.
 
 Leaves out:
 - Interrupts are not delivered (hv-emu has no interrupt controller yet): the guest polls Status.

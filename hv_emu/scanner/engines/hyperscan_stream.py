@@ -1,6 +1,6 @@
 """The fast literal finder: a Hyperscan database in stream mode.
 
-Models: the same job as ``engine_ac`` (every occurrence of every anchor literal, across chunk
+Models: the same job as ``aho_corasick`` (every occurrence of every anchor literal, across chunk
 boundaries), done by Intel's Hyperscan, which compiles the literal set into SIMD-friendly matchers
 and runs at gigabytes per second on rfxn-sized sets. A stream keeps a few hundred bytes of state
 (389 B for rfxn.ndb) instead of an overlap buffer.
