@@ -26,14 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from hv_emu.hypercalls import get_abi_version, get_status, get_vmmcall_number, update_signatures
+from hv_emu.hypercalls import get_status, get_vmmcall_number, update_signatures
 from hv_emu.hypercalls.spec import HypercallSpec
 
 BUILTINS: tuple[HypercallSpec, ...] = (
     get_vmmcall_number.SPEC,  # slot 0 by the ABI: the table binds it itself when it is built
     get_status.SPEC,
     update_signatures.SPEC,
-    get_abi_version.SPEC,
 )
 
 #: Each built-in's number by name (``NUMBERS["get_status"] == 1``): its position in ``BUILTINS``.
