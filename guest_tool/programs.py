@@ -4,9 +4,13 @@ Models: the link step of a tiny toolchain. A program is ``asm/programs/<name><mo
 (``hello64.s``, ``update16.s``...); ``#include "file.s"`` lines pull in shared files (``hvabi.s``,
 ``print64.s``) at that point, once each, like the C preprocessor with ``#pragma once``; keystone
 itself reads them as comments. An include is looked up beside the including file, then in
-``asm/include/`` (the compiler's ``-I``). Parameters arrive as ``.equ`` lines put in front of the
-source, 16- and 32-bit programs get the raw-byte macros of ``asm/include/macros16.s`` /
-``macros32.s`` in front too, and the image is assembled at the address the loader will use. The
+``asm/include/`` (the compiler's ``-I``). Every program gets the ``HC_<NAME>`` hypercall numbers as
+``.equ`` lines in front, generated from ``hv_emu.hypercalls.builtin.BUILTINS`` (a hypercall's
+number is its position there) as Linux generates ``unistd_64.h`` from ``syscall_64.tbl``:
+``asm/include/hvabi.s`` holds the other constants and no ``HC_``, so each is defined once.
+Parameters arrive as ``.equ`` lines put in front of the source, 16- and 32-bit programs get the
+raw-byte macros of ``asm/include/macros16.s`` / ``macros32.s`` in front too, and the image is
+assembled at the address the loader will use. The
 update program gets its bundle and signature appended after the code, because keystone's
 ``.incbin`` is unusable.
 
@@ -14,7 +18,8 @@ update program gets its bundle and signature appended after the code, because ke
 ``guest_tool.asm`` (``pyproject.toml``); ``ASM_DIR`` is found through ``importlib.resources``, so an
 installed ``guest-tool`` reads only its own installed files, never the current directory.
 
-Follows: the hypercall ABI of ``hv_emu.hypercalls.abi`` (mirrored by ``asm/include/hvabi.s``) and
+Follows: the hypercall ABI of ``hv_emu.hypercalls`` (numbers from ``builtin.BUILTINS``, generated
+here; codes and limits of ``abi``, mirrored by ``asm/include/hvabi.s``) and
 the loader's start state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode
 with CS = DS = 0).
 
@@ -37,6 +42,7 @@ from pathlib import Path
 from guest_tool.assemble import MODES, AssemblyError, assemble
 from hv_emu import layout
 from hv_emu.errors import ConfigError, HostError
+from hv_emu.hypercalls.builtin import NUMBERS
 
 #: The installed ``asm/`` tree (the package ``guest_tool.asm``).
 ASM_DIR = Path(str(resources.files("guest_tool.asm")))
@@ -44,6 +50,8 @@ ASM_DIR = Path(str(resources.files("guest_tool.asm")))
 PROGRAMS_DIR = ASM_DIR / "programs"
 #: Shared files that programs ``#include``; searched after the including file's directory.
 INCLUDE_DIR = ASM_DIR / "include"
+#: The ABI's constants for assembly (return codes, ports, limits; no ``HC_``: those are generated).
+HVABI = INCLUDE_DIR / "hvabi.s"
 #: Alignment of the bundle and of the signature appended to the update program.
 BLOB_ALIGN = 16
 #: The program that needs blobs (built by ``build_update_program`` only).
@@ -76,12 +84,14 @@ class Source:
 
 
 def load_source(filename: str, *, asm_dir: Path = PROGRAMS_DIR,
-                include_dirs: tuple[Path, ...] = (INCLUDE_DIR,)) -> Source:
+                include_dirs: tuple[Path, ...] = (INCLUDE_DIR,),
+                already: tuple[Path, ...] = ()) -> Source:
     """Read ``asm_dir/filename`` and expand its ``#include "file.s"`` lines (each file at most
-    once), looking for an included file beside the including file, then in ``include_dirs``."""
+    once), looking for an included file beside the including file, then in ``include_dirs``.
+    An ``#include`` of one of the files ``already`` put in front of the source is dropped."""
     lines: list[str] = []
     origins: list[tuple[str, int]] = []
-    seen: set[Path] = set()
+    seen: set[Path] = {path.resolve() for path in already}
 
     def expand(path: Path, stack: tuple[Path, ...]) -> None:
         path = path.resolve()
@@ -136,6 +146,18 @@ def parse_equates(text: str) -> dict[str, int]:
     return found
 
 
+def hypercall_equates() -> dict[str, int]:
+    """``HC_<NAME>`` -> number for each built-in hypercall (``HC_GET_STATUS``: 1), generated
+    from its position in ``hv_emu.hypercalls.builtin.BUILTINS``."""
+    return {f"HC_{name.upper()}": nr for name, nr in NUMBERS.items()}
+
+
+def hypercall_prelude() -> str:
+    """The ``.equ HC_<NAME>, n`` lines put in front of every program assembled here, in
+    ``linux_programs.py`` and by ``hv_emu.testing`` (``asm/include/hvabi.s`` defines none)."""
+    return equate_lines(hypercall_equates())
+
+
 def equate_lines(equates: Mapping[str, int]) -> str:
     """``.equ`` lines for ``equates``, checking names and values."""
     out = []
@@ -164,6 +186,12 @@ def available_programs(*, asm_dir: Path = PROGRAMS_DIR) -> dict[str, tuple[int, 
         if m is not None:
             found.setdefault(m.group(1), []).append(int(m.group(2)))
     return {name: tuple(sorted(modes)) for name, modes in sorted(found.items())}
+
+
+def abi_prelude() -> str:
+    """Every ABI constant for a source that does not ``#include "hvabi.s"`` itself: the
+    generated hypercall numbers, then ``asm/include/hvabi.s``."""
+    return hypercall_prelude() + load_source(HVABI.name, asm_dir=HVABI.parent).text
 
 
 def default_load(mode: int) -> int:
@@ -216,8 +244,11 @@ def _build(name: str, mode: int, load: int | None, equates: dict[str, int]) -> b
     start = default_load(mode) if load is None else load
     if start < 0:
         raise ConfigError(f"load address {start:#x} is negative")
+    clash = sorted(set(equates) & set(hypercall_equates()))
+    if clash:
+        raise ConfigError(f"equates {', '.join(clash)} would redefine hypercall numbers")
     source = load_source(f"{name}{mode}.s")
-    prelude = macro_prelude(mode) + equate_lines(equates)
+    prelude = macro_prelude(mode) + hypercall_prelude() + equate_lines(equates)
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:
@@ -258,14 +289,15 @@ def _align(n: int) -> int:
 
 def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) -> bytes:
     """Assemble the user's own source file for ``mode`` at ``load`` (default: the loader's), with
-    the ABI constants of ``asm/include/hvabi.s`` and the mode's raw-byte macros defined in front;
-    ``#include "x.s"`` lines resolve beside the file, then among the shipped ``asm/include/`` files
-    (``guest-tool build --asm FILE``)."""
+    the hypercall numbers (``HC_*``), the ABI constants of ``asm/include/hvabi.s`` and the mode's
+    raw-byte macros defined in front; ``#include "x.s"`` lines resolve beside the file, then among
+    the shipped ``asm/include/`` files, and one that finds the shipped ``hvabi.s`` is dropped, as
+    it is in front already (``guest-tool build --asm FILE``)."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, not {mode}")
     start = default_load(mode) if load is None else load
-    source = load_source(path.name, asm_dir=path.parent)
-    prelude = macro_prelude(mode) + load_source("hvabi.s", asm_dir=INCLUDE_DIR).text
+    source = load_source(path.name, asm_dir=path.parent, already=(HVABI,))
+    prelude = macro_prelude(mode) + abi_prelude()
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:

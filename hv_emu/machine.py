@@ -160,11 +160,14 @@ class Machine:
         # Hypercalls in ABI order: registration order is slot order, as in BitVisor.
         self.hypercalls = HypercallTable(self.mem, self.events)
         services = HypercallServices(status_text=self.status_text, updates=self.updates)
-        for spec in BUILTINS:
-            if spec.make is None:
-                continue  # get_vmmcall_number: every table holds slot 0 from birth
-            if self.hypercalls.register(spec.name, spec.make(services)) != spec.nr:
-                raise HostError(f"hypercall {spec.name} did not land in slot {int(spec.nr)}")
+        # A built-in's number is its position in BUILTINS; check that each lands there.
+        for nr, spec in enumerate(BUILTINS):
+            if spec.make is None:  # get_vmmcall_number: every table holds slot 0 from birth
+                landed = self.hypercalls.number(spec.name)
+            else:
+                landed = self.hypercalls.register(spec.name, spec.make(services))
+            if landed != nr:
+                raise HostError(f"hypercall {spec.name} is in slot {landed}, not {nr}")
 
         self.cpuid = CpuidTable(native_cpuid, SLOTS)
         #: Software-interrupt handlers by vector (an OS personality, a BIOS model): see dispatch.

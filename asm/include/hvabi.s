@@ -4,17 +4,18 @@
 # agree, and docs/ABI.md describes them. Only .equ lines here: this file emits no bytes, so it can
 # be included at the top of any program.
 #
+# The hypercall numbers are not here. HC_GET_VMMCALL_NUMBER, HC_GET_STATUS, HC_UPDATE_SIGNATURES...
+# are generated from the built-in table, hv_emu/hypercalls/builtin.py (a hypercall's number is its
+# position in BUILTINS), as Linux generates unistd_64.h from syscall_64.tbl: guest_tool puts the
+# .equ HC_<NAME>, n lines in front of every program it assembles (guest_tool.programs.
+# hypercall_prelude), and so does hv_emu.testing's run_asm. Each is defined exactly once.
+#
 # The convention (BitVisor's vmmcall, extended):
 #   VMCALL (0f 01 c1) traps to the hypervisor.
 #   RAX = hypercall number; arguments in RBX, RCX, RDX, RSI, RDI (EAX, EBX, ... in 16/32-bit code).
 #   The result comes back in RAX; every other register is preserved.
 #   Addresses are guest linear addresses (real mode: segment * 16 + offset).
 #   An unknown number leaves RAX = 0, so resolve names with get_vmmcall_number first.
-
-# Hypercall numbers (hv_emu.hypercalls.abi.Nr), in the hypervisor's registration order.
-.equ HC_GET_VMMCALL_NUMBER, 0   # RBX = address of a NUL-terminated name -> RAX = number or 0
-.equ HC_GET_STATUS, 1           # RBX = buffer, RCX = its size -> RAX = RC_*, text in the buffer
-.equ HC_UPDATE_SIGNATURES, 2    # RBX = bundle, RCX = its length, RDX = signature -> RAX = RC_*
 
 # Return codes in RAX (hv_emu.hypercalls.abi.Rc).
 .equ RC_OK, 0                   # done (also what an unknown hypercall leaves in RAX)

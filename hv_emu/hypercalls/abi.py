@@ -1,4 +1,4 @@
-"""The hypercall ABI as plain data: numbers, names, registers and return codes.
+"""The hypercall ABI as plain data: the instruction, registers, limits and return codes.
 
 Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the hypervisor (one
 module per built-in hypercall, listed in ``builtin.py``), the guest tool (``guest_tool``) and the
@@ -8,9 +8,10 @@ Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c): a 128-slot table fi
 order, slot 0 ``get_vmmcall_number`` resolving a name to a number, the function number in RAX and
 arguments in RBX, RCX, then RDX/RSI/RDI; return value in RAX; an unknown number leaves RAX = 0.
 ``docs/ABI.md`` is the source of truth; ``tests/docs/test_abi_doc.py`` keeps this file, the built-in
-modules (``builtin.BUILTINS``), the live table, the doc and ``asm/`` in agreement. ``Nr`` stays an
-enum here, not derived from ``BUILTINS``, because ``updates/`` imports this file and the handlers
-import ``updates/``.
+modules (``builtin.BUILTINS``), the live table, the doc and ``asm/`` in agreement. The functions'
+numbers are not here: a built-in's number is its position in ``builtin.BUILTINS``
+(``builtin.NUMBERS`` maps names to them). This file cannot derive them, because ``updates/``
+imports it and the handlers that ``BUILTINS`` lists import ``updates/``.
 
 Leaves out: BitVisor's other services (``dbgsh``, ``log_set_buf``, ``loadcfg``...).
 
@@ -29,22 +30,6 @@ SLOTS = 128
 MAX_NAME = 256
 #: Largest update ``update_signatures`` accepts by default (``hv-emu run --max-update`` changes it).
 DEFAULT_MAX_UPDATE = 16 * 1024 * 1024
-
-
-class Nr(IntEnum):
-    """Hypercall numbers. Slots are assigned in registration order, as in BitVisor.
-
-    One member per entry of ``builtin.BUILTINS``, with the same number and name (upper case).
-    """
-
-    GET_VMMCALL_NUMBER = 0
-    GET_STATUS = 1
-    UPDATE_SIGNATURES = 2
-
-
-#: The name each number is registered under (what ``get_vmmcall_number`` resolves): the member's
-#: name in lower case, the name each built-in module's ``SPEC`` declares (a test keeps them equal).
-NAMES: dict[Nr, str] = {nr: nr.name.lower() for nr in Nr}
 
 
 class Rc(IntEnum):

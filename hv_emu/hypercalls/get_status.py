@@ -1,10 +1,10 @@
-"""Hypercall 1, ``get_status``: the hypervisor's status text, copied into a guest buffer.
+"""The hypercall ``get_status``: the hypervisor's status text, copied into a guest buffer.
 
 Models: BitVisor's ``get_status`` service (status text for vmmstatus-style agents): RBX = buffer,
 RCX = its size. The text is UTF-8, one ``key: value`` per line, with a terminating NUL; the machine
 supplies it (``Machine.status_text``).
 
-Follows: ``docs/ABI.md``, "Functions", row 1, and its section "``get_status``".
+Follows: ``docs/ABI.md``, its row of "Functions", and its section "``get_status``".
 
 Leaves out: partial copies (a buffer too small gets nothing, only the size needed).
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hv_emu.errors import GuestFault
-from hv_emu.hypercalls.abi import Nr, Rc
+from hv_emu.hypercalls.abi import Rc
 from hv_emu.hypercalls.spec import (
     Handler,
     HypercallContext,
@@ -52,7 +52,6 @@ def _make(services: HypercallServices) -> Handler:
 
 
 SPEC = HypercallSpec(
-    Nr.GET_STATUS,
     "get_status",
     returns=frozenset({Rc.OK, Rc.BUFFER_TOO_SMALL, Rc.UNREADABLE}),
     make=_make,

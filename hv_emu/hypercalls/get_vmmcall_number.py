@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hv_emu.errors import GuestFault
-from hv_emu.hypercalls.abi import Nr
 from hv_emu.hypercalls.spec import Handler, HypercallContext, HypercallResult, HypercallSpec
 
-SPEC = HypercallSpec(Nr.GET_VMMCALL_NUMBER, "get_vmmcall_number", returns=frozenset(), make=None)
+SPEC = HypercallSpec("get_vmmcall_number", returns=frozenset(), make=None)
 
 
 def get_vmmcall_number(number: Callable[[str], int | None]) -> Handler:

@@ -3,12 +3,12 @@
 Models: the contract between BitVisor-style ``vmmcall`` dispatch (``table.py``) and one hypercall
 function. A handler gets a ``HypercallContext`` (the guest's argument registers and its memory,
 read through the guest's page tables) and answers a ``HypercallResult`` (RAX and any secondary
-registers). Each built-in hypercall is one module declaring a ``HypercallSpec``: its number, its
-name, the return codes it can give, and how to make its handler from the ``HypercallServices``
-the machine lends it; ``builtin.py`` lists them.
+registers). Each built-in hypercall is one module declaring a ``HypercallSpec``: its name, the
+return codes it can give, and how to make its handler from the ``HypercallServices`` the machine
+lends it; ``builtin.py`` lists them, and a spec's position in that list is its number.
 
 Follows: ``docs/ABI.md`` (registers, numbers, names and return codes; its tables are tested
-against every ``HypercallSpec``).
+against every ``HypercallSpec`` and its position in ``builtin.BUILTINS``).
 
 Leaves out: per-function privilege checks (every function is callable from any ring).
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from hv_emu.hypercalls.abi import MAX_NAME, Nr, Rc
+from hv_emu.hypercalls.abi import MAX_NAME, Rc
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_cstring, read_virt, write_virt
 from hv_emu.updates.service import UpdateService
@@ -84,14 +84,14 @@ class HypercallServices:
 
 @dataclass(frozen=True)
 class HypercallSpec:
-    """A built-in hypercall: its ABI number and name, the codes it can return, its handler.
+    """A built-in hypercall: its ABI name, the codes it can return, its handler.
 
-    ``make`` builds the handler from the machine's services. It is ``None`` only for slot 0,
-    ``get_vmmcall_number``, which resolves names in the table itself: every ``HypercallTable``
-    registers it when it is built.
+    It carries no number: its number is its position in ``builtin.BUILTINS`` (registration order,
+    as in BitVisor). ``make`` builds the handler from the machine's services. It is ``None`` only
+    for slot 0, ``get_vmmcall_number``, which resolves names in the table itself: every
+    ``HypercallTable`` registers it first, when it is built.
     """
 
-    nr: Nr
     name: str
     #: The ``Rc`` values that can reach RAX (empty: RAX carries something else, such as a number).
     returns: frozenset[Rc]

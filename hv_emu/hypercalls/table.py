@@ -46,10 +46,11 @@ class HypercallTable:
         self._events = events
         self._slots: list[_Slot | None] = [None] * SLOTS
         self.calls = 0
-        # Slot 0 answers from this very table, so the table binds it itself (a bare table, as a
-        # test bench builds, resolves names too); the machine registers the rest of BUILTINS.
+        # Slot 0 answers from this very table, so the table binds it itself, first, so in slot 0
+        # (a bare table, as a test bench builds, resolves names too); the machine registers the
+        # rest of BUILTINS, where get_vmmcall_number comes first too.
         slot0 = get_vmmcall_number.SPEC
-        self.register(slot0.name, get_vmmcall_number.get_vmmcall_number(self.number), nr=slot0.nr)
+        self.register(slot0.name, get_vmmcall_number.get_vmmcall_number(self.number), nr=0)
 
     # ------------------------------------------------------------------ registration
     def register(self, name: str, handler: Handler, *, nr: int | None = None) -> int:

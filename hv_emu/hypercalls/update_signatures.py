@@ -1,11 +1,11 @@
-"""Hypercall 2, ``update_signatures``: a signed signature-database update handed over by the guest.
+"""The hypercall ``update_signatures``: a signed signature-database update handed over by the guest.
 
 Models: the guest-facing end of the update pipeline (verify -> parse -> swap, ``updates/``), the
 2012 design's function 2: RBX = update data, RCX = its length, RDX = the detached signature. The
 same pipeline also takes updates from the network; this module only fetches the arguments.
 
-Follows: ``docs/ABI.md``, "Functions", row 2, and its section "``update_signatures``" (the order of
-the checks); the bundle format is ``docs/UPDATE-FORMAT.md``.
+Follows: ``docs/ABI.md``, its row of "Functions", and its section "``update_signatures``" (the
+order of the checks); the bundle format is ``docs/UPDATE-FORMAT.md``.
 
 Leaves out: updates split over several calls (one VMCALL carries one whole bundle).
 
@@ -17,7 +17,7 @@ length comes from that copy's header, never from a second look at guest memory (
 from __future__ import annotations
 
 from hv_emu.errors import GuestFault, UpdateRejected
-from hv_emu.hypercalls.abi import Nr, Rc
+from hv_emu.hypercalls.abi import Rc
 from hv_emu.hypercalls.spec import (
     Handler,
     HypercallContext,
@@ -66,7 +66,6 @@ def _make(services: HypercallServices) -> Handler:
 
 
 SPEC = HypercallSpec(
-    Nr.UPDATE_SIGNATURES,
     "update_signatures",
     returns=frozenset({
         Rc.OK, Rc.UNREADABLE, Rc.BAD_SIGNATURE, Rc.MALFORMED, Rc.TOO_LARGE, Rc.STALE_VERSION,

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from guest_tool.assemble import assemble
-from guest_tool.programs import INCLUDE_DIR, build_program, load_source
+from guest_tool.programs import abi_prelude, build_program
 from hv_emu.bus import PortDevice
 from hv_emu.events import Event
 from hv_emu.exits import Exit, Fault, Handled, Hypercall, Outcome
@@ -172,10 +172,11 @@ class Hypervisor:
     # ------------------------------------------------------------------ running guests
     def run_asm(self, source: str, *, mode: int = 64, paging: str = "none",
                 load: int | None = None) -> GuestRun:  # fmt: skip
-        """Assemble Intel-syntax ``source`` (with the ABI constants of ``asm/include/hvabi.s``, such
-        as ``HC_GET_STATUS`` and ``DEBUGCON_PORT``, defined) and run it to its end."""
+        """Assemble Intel-syntax ``source`` (with the hypercall numbers generated from the
+        built-in table, such as ``HC_GET_STATUS``, and the constants of ``asm/include/hvabi.s``,
+        such as ``DEBUGCON_PORT``, defined) and run it to its end."""
         address = default_load(mode) if load is None else load
-        image = assemble(source, mode=mode, address=address, prelude=_abi_constants())
+        image = assemble(source, mode=mode, address=address, prelude=abi_prelude())
         return self.run_image(image, mode=mode, load=address, paging=paging)
 
     def run_program(self, name: str, *, mode: int = 64) -> GuestRun:
@@ -198,6 +199,3 @@ class Hypervisor:
     def close(self) -> None:
         self.machine.close()
 
-
-def _abi_constants() -> str:
-    return load_source("hvabi.s", asm_dir=INCLUDE_DIR).text

@@ -1,15 +1,16 @@
-"""docs/ABI.md is the source of truth: abi.py, the built-in hypercall modules, the live handler
-table and asm/ agree with it."""
+"""docs/ABI.md is the source of truth: abi.py, the built-in hypercall modules (a module's number is
+its position in builtin.BUILTINS), the live handler table, asm/ and the HC_ constants guest_tool
+generates agree with it."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from guest_tool.programs import INCLUDE_DIR, parse_equates
+from guest_tool.programs import HVABI, hypercall_prelude, parse_equates
 from hv_emu.cpuid import ABI_VERSION, HYPERVISOR_SIGNATURE
-from hv_emu.hypercalls.abi import MAX_NAME, NAMES, SLOTS, Nr, Rc
-from hv_emu.hypercalls.builtin import BUILTINS
+from hv_emu.hypercalls.abi import MAX_NAME, SLOTS, Rc
+from hv_emu.hypercalls.builtin import BUILTINS, NUMBERS
 from hv_emu.machine import Machine, MachineConfig
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "ABI.md").read_text(encoding="utf-8")
@@ -31,7 +32,7 @@ def table_after(heading: str) -> list[list[str]]:
 
 def test_functions_table_matches_abi_and_the_live_handler_table() -> None:
     documented = {int(row[0]): row[1] for row in table_after("## Functions")}
-    assert documented == {int(nr): name for nr, name in NAMES.items()}
+    assert documented == {nr: name for name, nr in NUMBERS.items()}
     assert Machine(MachineConfig()).hypercalls.names() == documented
 
 
@@ -41,15 +42,20 @@ def test_return_codes_table_matches_abi() -> None:
 
 
 def test_asm_constants_match_abi() -> None:
-    equates = parse_equates((INCLUDE_DIR / "hvabi.s").read_text(encoding="utf-8"))
-    for nr in Nr:
-        assert equates[f"HC_{NAMES[nr].upper()}"] == nr
+    equates = parse_equates(HVABI.read_text(encoding="utf-8"))
     for rc in Rc:
         assert equates[f"RC_{rc.name}"] == rc
     assert equates["MAX_NAME"] == MAX_NAME
-    hc = {k for k in equates if k.startswith("HC_")}
     rcs = {k for k in equates if k.startswith("RC_")}
-    assert len(hc) == len(Nr) and len(rcs) == len(Rc), "hvabi.s has constants abi.py lacks"
+    assert len(rcs) == len(Rc), "hvabi.s has constants abi.py lacks"
+    hc = {k for k in equates if k.startswith("HC_")}
+    assert not hc, "hvabi.s defines hypercall numbers: guest_tool generates those from BUILTINS"
+
+
+def test_generated_hc_constants_match_the_functions_table() -> None:
+    documented = {int(row[0]): row[1] for row in table_after("## Functions")}
+    generated = parse_equates(hypercall_prelude())
+    assert generated == {f"HC_{name.upper()}": nr for nr, name in documented.items()}
 
 
 def test_doc_states_the_numbers_the_code_uses() -> None:
@@ -60,12 +66,10 @@ def test_doc_states_the_numbers_the_code_uses() -> None:
     assert re.search(r"cap \(16 MiB", DOC)
 
 
-def test_every_builtin_module_is_a_row_of_the_functions_table_and_a_member_of_nr() -> None:
+def test_every_builtin_module_is_the_row_of_the_functions_table_at_its_position() -> None:
     documented = {int(row[0]): row[1] for row in table_after("## Functions")}
-    assert {int(spec.nr): spec.name for spec in BUILTINS} == documented
-    assert {int(nr): nr.name.lower() for nr in Nr} == documented
-    for spec in BUILTINS:
-        assert spec.nr is Nr[spec.name.upper()] and NAMES[spec.nr] == spec.name
+    assert dict(enumerate(spec.name for spec in BUILTINS)) == documented
+    assert {nr: name for name, nr in NUMBERS.items()} == documented
 
 
 def returned_by() -> dict[Rc, set[str]]:
@@ -85,9 +89,9 @@ def test_codes_each_builtin_declares_are_the_codes_documented_for_it() -> None:
 
 
 def test_asm_constants_match_the_builtin_modules() -> None:
-    equates = parse_equates((INCLUDE_DIR / "hvabi.s").read_text(encoding="utf-8"))
-    hc = {k: v for k, v in equates.items() if k.startswith("HC_")}
-    assert hc == {f"HC_{spec.name.upper()}": int(spec.nr) for spec in BUILTINS}
+    equates = parse_equates(HVABI.read_text(encoding="utf-8"))
+    hc = parse_equates(hypercall_prelude())
+    assert hc == {f"HC_{spec.name.upper()}": nr for nr, spec in enumerate(BUILTINS)}
     for spec in BUILTINS:
         for rc in spec.returns:
             assert equates[f"RC_{rc.name}"] == rc

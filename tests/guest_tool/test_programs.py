@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,21 +38,29 @@ from unicorn.x86_const import (
     UC_X86_REG_RSP,
 )
 
-from guest_tool.assemble import AssemblyError
+from guest_tool import linux_programs, programs
+from guest_tool.assemble import AssemblyError, assemble
+from guest_tool.disk_programs import build_disk_write_program, build_identify_program
+from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import (
     BLOB_ALIGN,
+    HVABI,
     INCLUDE_DIR,
     PROGRAMS_DIR,
     available_programs,
     build_program,
+    build_source_file,
     build_update_program,
     default_load,
+    hypercall_equates,
+    hypercall_prelude,
     load_source,
     parse_equates,
 )
-from hv_emu import layout
+from hv_emu import layout, testing
 from hv_emu.errors import ConfigError
 from hv_emu.hypercalls import abi
+from hv_emu.hypercalls.builtin import NUMBERS
 
 BUNDLE = bytes(range(256)) * 3 + b"tail"  # 772 bytes: not a multiple of the alignment
 SIGNATURE = bytes(range(64, 128))
@@ -77,7 +86,7 @@ class Call:
 class Hypervisor:
     """Fixed answers: the name table, update_signatures' return code, the status text."""
 
-    names: dict[str, int] = field(default_factory=lambda: {n: int(k) for k, n in abi.NAMES.items()})
+    names: dict[str, int] = field(default_factory=lambda: dict(NUMBERS))
     update_rc: int = abi.Rc.OK
     status: bytes = STATUS_TEXT
     calls: list[Call] = field(default_factory=list)
@@ -141,13 +150,63 @@ def run_guest(image: bytes, mode: int, load: int, hv: Hypervisor) -> None:
 
 
 def test_hvabi_agrees_with_abi_and_layout() -> None:
-    equates = parse_equates((INCLUDE_DIR / "hvabi.s").read_text())
-    expected = {f"HC_{nr.name}": int(nr) for nr in abi.Nr}
-    expected |= {f"RC_{rc.name}": int(rc) for rc in abi.Rc}
+    equates = parse_equates(HVABI.read_text())
+    expected = {f"RC_{rc.name}": int(rc) for rc in abi.Rc}
     expected |= {"MAX_NAME": abi.MAX_NAME, "DEBUGCON_PORT": layout.PORT_DEBUGCON}
-    assert equates == expected
-    for nr, name in abi.NAMES.items():  # and the names match the numbers
-        assert f"HC_{name.upper()}" in equates and equates[f"HC_{name.upper()}"] == nr
+    assert equates == expected  # and no HC_: the hypercall numbers are generated
+    generated = {f"HC_{name.upper()}": nr for name, nr in NUMBERS.items()}
+    assert hypercall_equates() == generated == parse_equates(hypercall_prelude())
+
+
+_DEFINITION = re.compile(r"^\s*\.(?:equ|set|equiv)\s+([A-Za-z_.$][\w.$]*)\s*,", re.MULTILINE)
+
+
+@pytest.fixture
+def assembled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The whole text (prelude and source) of every assembly from here on, as keystone gets it."""
+    texts: list[str] = []
+
+    def spy(source: str, *, mode: int, address: int, prelude: str = "") -> bytes:
+        texts.append(prelude + source)
+        return assemble(source, mode=mode, address=address, prelude=prelude)
+
+    for module in (programs, linux_programs, testing):
+        monkeypatch.setattr(module, "assemble", spy)
+    return texts
+
+
+def test_every_assembly_defines_each_abi_constant_exactly_once(
+    assembled: list[str], tmp_path: Path, hv: testing.Hypervisor
+) -> None:
+    # keystone takes a second .equ of a name silently (the last one wins): count them instead.
+    for mode in available_programs()["update"]:
+        build_update_program(BUNDLE, SIGNATURE, mode=mode)
+    build_program("hello")
+    build_program("status")
+    build_program("nic", equates={"RX_FRAMES": 1})
+    build_identify_program()
+    build_disk_write_program(b"x", 1, "pio")
+    assert len(assembled) == sum(map(len, available_programs().values()))  # each program once
+    build_hvupdate()  # asm/programs/linux/hvupdate64.s, which includes hvabi.s
+    user = tmp_path / "mine.s"  # a user's source that includes hvabi.s, which is in front already
+    user.write_text('#include "hvabi.s"\nmov eax, HC_GET_STATUS\nmov ebx, RC_OK\nhlt\n')
+    build_source_file(user)
+    hv.run_asm("mov eax, HC_GET_STATUS\n mov ebx, RC_OK\n hlt")
+    generated = set(hypercall_equates())
+    everything = generated | set(parse_equates(HVABI.read_text()))
+    for text in assembled:
+        counts = Counter(_DEFINITION.findall(text))
+        assert {n: counts[n] for n in generated} == dict.fromkeys(generated, 1)
+        assert hypercall_prelude() in text
+        assert all(counts[n] <= 1 for n in everything), text
+    for text in assembled[-2:]:  # the user's source and run_asm get every constant, once
+        counts = Counter(_DEFINITION.findall(text))
+        assert {n: counts[n] for n in everything} == dict.fromkeys(everything, 1)
+
+
+def test_program_equates_cannot_redefine_hypercall_numbers() -> None:
+    with pytest.raises(ConfigError, match="HC_GET_STATUS would redefine hypercall numbers"):
+        build_program("status", equates={"HC_GET_STATUS": 9})
 
 
 def test_rcnames_table_follows_rc_order() -> None:
@@ -241,7 +300,7 @@ def test_update_prints_the_return_code(mode: int, rc: abi.Rc) -> None:
     run_guest(image, mode, load, hv)
     assert hv.output.decode() == f"hvupdate: rc={int(rc)} ({rc.name})\n"
     lookup, update = hv.calls
-    assert (lookup.nr, update.nr) == (abi.Nr.GET_VMMCALL_NUMBER, abi.Nr.UPDATE_SIGNATURES)
+    assert (lookup.nr, update.nr) == (NUMBERS["get_vmmcall_number"], NUMBERS["update_signatures"])
     # The registers at the VMCALL point at the exact bundle and signature bytes of the image.
     assert update.data == BUNDLE and update.rcx == len(BUNDLE)
     assert update.signature == SIGNATURE
@@ -270,7 +329,7 @@ def test_update_without_lookup_calls_the_fixed_number(mode: int) -> None:
     image = build_update_program(BUNDLE, SIGNATURE, mode=mode, lookup=False)
     hv = Hypervisor(update_rc=abi.Rc.STALE_VERSION)
     run_guest(image, mode, default_load(mode), hv)
-    assert [c.nr for c in hv.calls] == [abi.Nr.UPDATE_SIGNATURES]
+    assert [c.nr for c in hv.calls] == [NUMBERS["update_signatures"]]
     assert hv.output == b"hvupdate: rc=5 (STALE_VERSION)\n"
 
 
@@ -327,7 +386,7 @@ def test_status_prints_the_hypervisors_text() -> None:
     run_guest(image, 64, layout.DEFAULT_LOAD, hv)
     assert hv.output == STATUS_TEXT
     _lookup, status = hv.calls
-    assert status.nr == abi.Nr.GET_STATUS and status.rcx == 1024
+    assert status.nr == NUMBERS["get_status"] and status.rcx == 1024
     assert layout.DEFAULT_LOAD < status.rbx < layout.DEFAULT_LOAD + len(image)
 
 

@@ -7,7 +7,8 @@ import pytest
 from hv_emu.errors import ConfigError, GuestMemoryError
 from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Hypercall
-from hv_emu.hypercalls.abi import MAX_NAME, NAMES, SLOTS, Nr, Rc
+from hv_emu.hypercalls.abi import MAX_NAME, SLOTS, Rc
+from hv_emu.hypercalls.builtin import NUMBERS
 from hv_emu.hypercalls.spec import HypercallContext, HypercallResult
 from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.memory.guest import GuestMemory
@@ -37,7 +38,7 @@ def setup() -> Setup:
 
 def test_slots_follow_registration_order(setup: Setup) -> None:
     _, table, _ = setup
-    assert table.number(NAMES[Nr.GET_VMMCALL_NUMBER]) == 0
+    assert table.number("get_vmmcall_number") == NUMBERS["get_vmmcall_number"] == 0
     assert table.register("get_status", ok) == 1
     assert table.register("update_signatures", ok) == 2
     assert table.names() == {0: "get_vmmcall_number", 1: "get_status", 2: "update_signatures"}
