@@ -2,8 +2,8 @@
 
 Data: 64 MiB of random binary and 64 MiB of text (script-like lines), written to files so that
 ``clamscan`` reads the very same bytes; neither holds a signature. Databases: the real rfxn.ndb
-(1,869 signatures; rows skipped when ../shared/data lacks it) and 100,000 generated 16-64 byte
-literals (``benchmarks.update.synthetic_ndb``).
+(1,869 signatures; rows skipped when the data set is absent: tests/conftest.py's RFXN) and 100,000
+generated 16-64 byte literals (``benchmarks.update.synthetic_ndb``).
 
 - Throughput is hv-emu's scan path (``SignatureDatabase.open_stream`` + ``feed``) in 1 MiB chunks
   (``hv-emu scan``'s reads) and 4 KiB chunks (disk-write sized), against ``clamscan`` in raw mode

@@ -5,7 +5,7 @@ the result going back to the guest: copying the bundle out of guest memory, veri
 signature, parsing and compiling the database and swapping it in. The peer is ClamAV itself:
 ``clamscan`` loading the same database (as a ``.ndb``) and scanning an empty file, which is what
 its engine pays to put a database in force (process start included; skipped without clamscan).
-A second row does the same with the real rfxn.ndb when ../shared/data has it.
+A second row does the same with the real rfxn.ndb when the data set is there (tests/conftest.py).
 """
 
 from __future__ import annotations

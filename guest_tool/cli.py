@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a program of asm/programs/ by name: 'hello' is hello64.s with "
                            "--mode 64")
     what.add_argument("--asm", type=Path, metavar="FILE",
-                      help="your own Intel-syntax source (asm/include/hvabi.s constants "
-                           "predefined)")
+                      help="your own Intel-syntax source (the HC_* hypercall numbers and the "
+                           "asm/include/hvabi.s constants predefined)")
     what.add_argument("--format", choices=("linux-elf",),
                       help="linux-elf: hvupdate, a static x86-64 Linux program run as "
                            "`hvupdate UPDATE UPDATE.sig` (in hv-emu run or on real Linux)")

@@ -61,6 +61,7 @@ REAL_MODE_SEGMENT = 0x10000
 
 _INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$')
 _EQU = re.compile(r"^\s*\.(?:equ|set)\s+([A-Za-z_.$][\w.$]*)\s*,\s*([^#;]+?)\s*(?:[#;].*)?$")
+_DEFINES = re.compile(r"^\s*\.(?:equ|set|equiv)\s+([A-Za-z_.$][\w.$]*)\s*,")
 _NAME = re.compile(r"^[A-Za-z_][\w.$]*$")
 _PROGRAM_FILE = re.compile(r"^([a-z_]+?)(16|32|64)\.s$")
 
@@ -117,12 +118,13 @@ def load_source(filename: str, *, asm_dir: Path = PROGRAMS_DIR,
 
 
 def _find_include(name: str, beside: Path, include_dirs: tuple[Path, ...]) -> Path:
-    """The first of ``beside/name``, ``include_dirs[i]/name`` that exists (``beside/name`` when
-    none does, so that the error names the file where it was expected)."""
-    for directory in (beside, *include_dirs):
+    """The first of ``beside/name``, ``include_dirs[i]/name`` that exists; a ``ConfigError``
+    naming every directory searched when none does."""
+    searched = (beside, *include_dirs)
+    for directory in searched:
         if (directory / name).is_file():
             return directory / name
-    return beside / name
+    raise ConfigError(f"#include \"{name}\": not found in {', '.join(map(str, searched))}")
 
 
 def parse_equates(text: str) -> dict[str, int]:
@@ -298,6 +300,14 @@ def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) ->
     start = default_load(mode) if load is None else load
     source = load_source(path.name, asm_dir=path.parent, already=(HVABI,))
     prelude = macro_prelude(mode) + abi_prelude()
+    # keystone takes a second `.equ` of a name silently, the last one winning: a user's file that
+    # redefines an ABI constant would build a program that disagrees with the hypervisor.
+    defined = {m.group(1) for m in map(_DEFINES.match, prelude.splitlines()) if m}
+    clash = sorted({m.group(1) for m in map(_DEFINES.match, source.text.splitlines()) if m}
+                   & defined)
+    if clash:
+        raise ConfigError(f"{path.name} redefines {', '.join(clash)}, which the hypervisor's ABI "
+                          "defines already (asm/include/hvabi.s and the HC_ numbers)")
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:

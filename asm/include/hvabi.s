@@ -1,6 +1,7 @@
 # hvabi.s - hv-emu's hypercall ABI as assembler constants.
 #
-# The same numbers as hv_emu/hypercalls/abi.py and hv_emu/layout.py; tests/guest_tool/test_programs.py checks that they
+# The same numbers as hv_emu/hypercalls/abi.py and hv_emu/layout.py;
+# tests/guest_tool/test_programs.py checks that they
 # agree, and docs/ABI.md describes them. Only .equ lines here: this file emits no bytes, so it can
 # be included at the top of any program.
 #

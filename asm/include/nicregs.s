@@ -1,8 +1,8 @@
 # nicregs.s - hv-emu's guest NIC ("hvnic") as assembler constants.
 #
 # The same numbers as hv_emu/devices/nic.py (Reg, Status, Command, NIC_ID) and
-# hv_emu/layout.py (PORT_NIC); tests/devices/test_nic_guest.py checks that they agree, and docs/DEVICES.md
-# describes the card. Only .equ lines: include it at the top of a program.
+# hv_emu/layout.py (PORT_NIC); tests/devices/test_nic_guest.py checks that they agree, and
+# docs/DEVICES.md describes the card. Only .equ lines: include it at the top of a program.
 
 .equ NIC_PORT, 0xc100           # the card's port base (layout.PORT_NIC)
 

@@ -3,7 +3,8 @@
 # The loader starts real-mode guests with CS = DS = ES = SS = 0, so a label's value is both its
 # offset and its linear address; strings must lie in the first 64 KiB (SI is 16 bits).
 # keystone encodes 16-bit `call` and `ret` with a 0x66 prefix (4-byte stack slots), so these
-# routines are entered with CALL16 and leave with RET16 (asm/include/macros16.s, which must be the prelude).
+# routines are entered with CALL16 and leave with RET16 (asm/include/macros16.s, which must be the
+# prelude).
 # Needs hvabi.s; brings rcnames.s along. Include it after the program's code: it emits bytes.
 
 # print_str - write the NUL-terminated string at DS:SI.

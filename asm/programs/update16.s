@@ -1,8 +1,8 @@
 # update16.s - the update guest, real mode: hand a signed signature update to the hypervisor.
 # The same three steps as update64.s, as a boot-sector-style program.
 #
-# guest_tool.programs.build_update_program(mode=16) assembles it with asm/include/macros16.s in front
-# and these .equ lines:
+# guest_tool.programs.build_update_program(mode=16) assembles it with asm/include/macros16.s in
+# front and these .equ lines:
 #   LOOKUP            1 = resolve "update_signatures" by name first, 0 = use HC_UPDATE_SIGNATURES
 #   BUNDLE_LEN        length of the bundle in bytes
 #   SIGNATURE_OFFSET  where the signature starts, counted from the label `blobs`

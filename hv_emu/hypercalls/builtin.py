@@ -8,11 +8,12 @@ this list, ``machine.py`` checks that each spec lands in the slot of its positio
 generates ``unistd_64.h`` from ``syscall_64.tbl``).
 
 Follows: ``docs/ABI.md``, "Functions" and "Return codes"; ``tests/docs/test_abi_doc.py`` checks
-every spec's position, name and return codes here against those tables. Adding a built-in
-hypercall takes three edits: a module ``hv_emu/hypercalls/<name>.py`` declaring its ``SPEC`` (name,
-return codes, handler factory), its line at the end of ``BUILTINS`` below, and its row in the
-Functions table of ``docs/ABI.md`` (with its name in the "returned by" cell of each code it
-returns). Its number, its ``HC_<NAME>`` constant for ``asm/`` and its entry in ``NUMBERS`` follow.
+every spec's position, name and return codes here against the Functions table. Adding a built-in
+hypercall is one module, one line and one row: a module ``hv_emu/hypercalls/<name>.py`` declaring
+its ``SPEC`` (name, return codes, handler factory), its line at the end of ``BUILTINS`` below (and
+its name in the import above it), and its row in the Functions table of ``docs/ABI.md`` naming the
+codes it returns. Its number, its ``HC_<NAME>`` constant for ``asm/`` and its entry in ``NUMBERS``
+follow.
 
 Leaves out: BitVisor's other services (``dbgsh``, ``log_set_buf``, ``loadcfg``...). This is not
 ``hypercalls/__init__.py`` so that importing ``abi`` (as ``updates/`` does) does not import the

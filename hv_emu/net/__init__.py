@@ -4,7 +4,8 @@ Models: the wire side of a BitVisor-style thin hypervisor: ``frames`` parses and
 / IPv4 / UDP and decides where each frame goes (``classify``); ``switch`` is the netapi-style module
 between the host backend and the guest NIC (interception, egress filter, cut-off, capture tap);
 ``backends`` carries raw frames over UDP sockets as QEMU ``-netdev dgram`` / ``socket,mcast=`` do;
-``pcap`` writes the ``--capture`` file; ``config`` holds the hypervisor's MAC, IPv4 and update port.
+``pcap`` writes the ``--capture`` file; ``config`` holds the hypervisor's MAC, IPv4 and update port;
+``attachment`` puts it together for a machine (NIC, switch, backend, receiver and the I/O thread).
 
 Follows: IEEE 802.3, IEEE 802.1Q, RFC 791, RFC 768, RFC 1071, the libpcap file format, QEMU
 net/dgram.c framing (see each module).

@@ -401,3 +401,23 @@ def test_status_without_the_service() -> None:
     hv = Hypervisor(names={"get_vmmcall_number": 0})
     run_guest(build_program("status"), 64, layout.DEFAULT_LOAD, hv)
     assert hv.output == b"hvstatus: get_status not found\n"
+
+
+def test_a_users_source_may_not_redefine_an_abi_constant(tmp_path: Path) -> None:
+    """keystone would take the second `.equ` silently (the last one wins): a program built so would
+    call a different hypercall than its source says."""
+    mine = tmp_path / "mine.s"
+    mine.write_text(".equ HC_GET_STATUS, 5\nmov eax, HC_GET_STATUS\nhlt\n")
+    with pytest.raises(ConfigError, match=r"mine\.s redefines HC_GET_STATUS"):
+        build_source_file(mine)
+    mine.write_text(".set RC_OK, 1\nhlt\n")
+    with pytest.raises(ConfigError, match="redefines RC_OK"):
+        build_source_file(mine)
+    mine.write_text('#include "hvabi.s"\n#include "print64.s"\nmov eax, HC_GET_STATUS\nhlt\n')
+    assert build_source_file(mine)
+
+
+def test_a_missing_include_names_every_directory_searched(tmp_path: Path) -> None:
+    (tmp_path / "main.s").write_text('#include "nowhere.s"\nhlt\n')
+    with pytest.raises(ConfigError, match=r'#include "nowhere.s": not found in .*, .*include'):
+        load_source("main.s", asm_dir=tmp_path)

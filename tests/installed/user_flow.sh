@@ -19,10 +19,12 @@ step() { printf 'installed: %s\n' "$*"; }
 fail() { printf 'installed: FAILED: %s\n' "$*" >&2; exit 1; }
 
 step "building the sdist, a wheel from it, and a wheel from the tree"
-# Build from a copy of the files git knows (a fresh clone's, with uncommitted edits): the checkout
-# gets no build/ or egg-info, and no stale build/lib of an earlier layout can slip into the wheel.
+# Build from a copy of the files git tracks (a fresh clone's, with their uncommitted edits): the
+# checkout gets no build/ or egg-info, and neither a stale build/lib nor an untracked file can slip
+# into the wheel. The isolated builds fetch setuptools, and the fresh venv its dependencies, from
+# the package index (or pip's cache).
 mkdir "$work/src"
-git -C "$repo" ls-files -z --cached --others --exclude-standard \
+git -C "$repo" ls-files -z --cached \
   | (cd "$repo" && xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' _) \
   | (cd "$repo" && tar --null -T - -cf -) | tar -xf - -C "$work/src"
 "$py" -m build -q --outdir "$work/dist" "$work/src" >"$work/build.log" 2>&1 \
@@ -30,15 +32,23 @@ git -C "$repo" ls-files -z --cached --others --exclude-standard \
 "$py" -m build -q --wheel --outdir "$work/tree" "$work/src" >>"$work/build.log" 2>&1 \
   || { tail -n 20 "$work/build.log" >&2; fail "python -m build --wheel"; }
 wheel=$(ls "$work"/dist/*.whl)
-"$py" - "$wheel" "$work"/tree/*.whl <<'PY' || fail "the wheels differ or lack files"
-import sys, zipfile
-from_sdist, from_tree = (sorted(zipfile.ZipFile(p).namelist()) for p in sys.argv[1:])
+"$py" - "$wheel" "$work"/tree/*.whl "$work/src" <<'PY' || fail "the wheels differ or lack files"
+import pathlib, sys, zipfile
+sdist_whl, tree_whl, src = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+def contents(path):
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist() if ".dist-info/" not in n}
+from_sdist, from_tree = contents(sdist_whl), contents(tree_whl)
 if from_sdist != from_tree:
-    sys.exit(f"sdist wheel and tree wheel differ: {set(from_sdist) ^ set(from_tree)}")
-need = ["guest_tool/asm/include/hvabi.s", "guest_tool/asm/programs/update16.s",
-        "guest_tool/asm/programs/linux/hvupdate64.s", "hv_emu/data/sample.db", "hv_emu/py.typed",
-        "guest_tool/py.typed", "hv_emu/testing/pytest_plugin.py"]
-missing = [n for n in need if n not in from_sdist]
+    differ = sorted(set(from_sdist) ^ set(from_tree)) or sorted(
+        n for n in from_sdist if from_sdist[n] != from_tree[n])
+    sys.exit(f"the sdist's wheel and the tree's wheel differ: {differ}")
+# Every tracked source and data file of the packages, and every asm/ source, is in the wheel.
+need = {str(p.relative_to(src)) for top in ("hv_emu", "guest_tool") for p in (src / top).rglob("*")
+        if p.is_file()}
+need |= {"guest_tool/asm/" + str(p.relative_to(src / "asm")) for p in (src / "asm").rglob("*")
+         if p.is_file()}
+missing = sorted(need - set(from_sdist))
 if missing:
     sys.exit(f"the wheel lacks {missing}")
 PY
@@ -54,7 +64,12 @@ unset PYTHONPATH
 
 where=$(python -c 'import hv_emu, guest_tool.programs as p; print(hv_emu.__file__, p.ASM_DIR)')
 case "$where" in *"$repo"*) fail "the installed packages resolve into the checkout: $where";; esac
-step "versions: $(hv-emu --version), $(guest-tool --version), python -m hv_emu: $(python -m hv_emu --version)"
+version=$(python -c 'import hv_emu; print(hv_emu.__version__)')
+for command in "hv-emu --version" "guest-tool --version" "python -m hv_emu --version"; do
+  said=$($command) || fail "$command exited $?"
+  case "$said" in *" $version") ;; *) fail "$command said '$said', not version $version";; esac
+done
+step "hv-emu, guest-tool and python -m hv_emu say version $version"
 
 step "guest-tool keygen, sample-db, bundle"
 guest-tool keygen demo >/dev/null

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hv_emu.cli import scan as scancmd
+from hv_emu.cli import scan as scan_command
 from hv_emu.cli.main import main
 from hv_emu.scanner.database import compile_files
 
@@ -87,7 +87,7 @@ def test_bodies_straddling_chunks_are_found(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A disk image read in small chunks: every split of the body across a chunk boundary."""
-    monkeypatch.setattr(scancmd, "CHUNK", 64)
+    monkeypatch.setattr(scan_command, "CHUNK", 64)
     body = b"hv-emu-test-body"
     for split in range(len(body) + 1):
         image = tmp_path / f"disk{split}.img"
@@ -139,7 +139,7 @@ class FakeTty(io.StringIO):
 def test_progress_appears_on_a_terminal_for_long_scans_only(
     tmp_path: Path, dbs: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scancmd, "CHUNK", 1000)
+    monkeypatch.setattr(scan_command, "CHUNK", 1000)
     (tmp_path / "big.img").write_bytes(bytes(10_000))
     db = compile_files(dbs)
     ticks = iter(range(1000))
@@ -148,11 +148,12 @@ def test_progress_appears_on_a_terminal_for_long_scans_only(
         return float(next(ticks))  # one second per call: a "long" scan
 
     err = FakeTty()
-    code = scancmd.run_scan(db, [tmp_path / "big.img"], out=io.StringIO(), err=err, clock=clock)
+    code = scan_command.run_scan(db, [tmp_path / "big.img"], out=io.StringIO(), err=err,
+                                 clock=clock)
     assert code == 0
     assert "\r[" in err.getvalue() and "big.img" in err.getvalue()
     plain = io.StringIO()  # not a terminal: no progress, just the summary
-    scancmd.run_scan(db, [tmp_path / "big.img"], out=io.StringIO(), err=plain, clock=clock)
+    scan_command.run_scan(db, [tmp_path / "big.img"], out=io.StringIO(), err=plain, clock=clock)
     assert "\r" not in plain.getvalue()
     assert plain.getvalue().startswith("----------- SCAN SUMMARY")
 
@@ -177,7 +178,7 @@ def test_special_files_inside_directories_are_skipped(tmp_path: Path) -> None:
     tree.mkdir()
     (tree / "a.txt").write_bytes(b"clean")
     os.mkfifo(tree / "pipe")
-    assert list(scancmd.walk([tree])) == [(tree / "a.txt", None)]
+    assert list(scan_command.walk([tree])) == [(tree / "a.txt", None)]
 
 
 def test_the_installed_command_runs(tmp_path: Path, dbs: list[Path]) -> None:
