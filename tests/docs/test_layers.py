@@ -3,7 +3,8 @@
 1. Imports flow one way: the VMM core <- ``guest_tool`` <- the front ends (``hv_emu/cli/``,
    ``hv_emu/testing/``). Only the front ends import ``guest_tool``; nothing imports a front end,
    nor the ``guest-tool`` command (``guest_tool/cli.py``).
-2. Devices (``hv_emu/devices/`` and below) import no policy, network, update, machine or front end.
+2. Devices (``hv_emu/devices/`` and below) import no policy, network, update, machine or front end,
+   directly or through other modules.
 3. Port numbers and fixed guest-physical addresses are written only in ``hv_emu/layout.py``.
 4. Every exception class of ``hv_emu/`` and ``guest_tool/`` derives from ``HvEmuError``.
 5. Unicorn is imported only in ``hv_emu/vcpu/``, keystone only in ``guest_tool/assemble.py``.
@@ -148,6 +149,41 @@ def test_devices_know_no_policy() -> None:
         if any(within(imported, forbidden) for forbidden in DEVICE_FORBIDDEN)
     }.values())
     assert offenders == [], report(offenders, f"devices may not import {DEVICE_FORBIDDEN}")
+
+
+def reached_from(start: str) -> dict[str, str]:
+    """Every module of ours that importing ``start`` loads, each with the import chain that loads
+    it first (``a -> b -> c``): a device may not reach a policy by a detour either."""
+    ours = {m.name: m for m in all_modules()}
+    chains = {start: start}
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        for _, imported in imports(ours[current]):
+            # importing a.b.c also runs a/__init__ and a/b/__init__
+            parts = imported.split(".")
+            for name in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+                if name in ours and name not in chains:
+                    chains[name] = f"{chains[current]} -> {name}"
+                    todo.append(name)
+    return chains
+
+
+def test_devices_reach_no_policy_through_other_modules_either() -> None:
+    offenders = sorted({
+        f"{module.where}: {chain}"
+        for module in modules_under("hv_emu.devices")
+        for name, chain in reached_from(module.name).items()
+        if any(within(name, forbidden) for forbidden in DEVICE_FORBIDDEN)
+    })
+    assert offenders == [], report(offenders, "devices may not reach these through other modules")
+
+
+def test_the_import_closure_follows_chains() -> None:
+    """The closure walk itself: the machine reaches the scanner through other modules."""
+    chains = reached_from("hv_emu.machine")
+    assert "hv_emu.scanner.engine" in chains
+    assert chains["hv_emu.scanner.engine"].startswith("hv_emu.machine -> ")
 
 
 # ---------------------------------------------- rule 3: ports and fixed addresses in layout.py
