@@ -28,6 +28,12 @@ once the guest was told ``OK`` a restart can never roll back.
 Leaves out: interrupting a compile inside a stage (Hyperscan's compiler cannot be stopped; the
 worker checks between stages), deltas against the installed version, rate limiting.
 
+The version policy lives here too, one for every path (docs/UPDATE-FORMAT.md, "Versions"): an
+update must be newer than the newest accepted version, at most ``MAX_VERSION_JUMP`` newer, and not
+above ``MAX_DB_VERSION``. ``acceptable_versions`` is that window; the verifier refuses a version
+outside it as ``STALE_VERSION`` before any crypto, and the network receiver drops packets outside
+it with the same window, so the two paths cannot disagree.
+
 Guest controls: the bundle and signature bytes, and ``source`` only as far as the caller says.
 Parse errors (the only errors the database text can cause) are found synchronously, so the guest
 still gets ``MALFORMED``; the compile that follows works on an already-bounded, parsed database.
@@ -54,6 +60,21 @@ from hv_emu.scanner.database import (
 from hv_emu.scanner.signatures import Signature, parse_database
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
+
+#: The largest step forward one update may take over the newest accepted version: a signed
+#: update (a stolen key, a signer's slip) cannot push the version out of reach of every later one.
+MAX_VERSION_JUMP = 1_000_000
+#: The highest version an update may carry. Versions above it, the top half of the header's u64,
+#: are reserved: they do not fit a signed 64-bit integer (how many readers of ``state.json`` and
+#: of the wire store them) and a signer's -1 lands there.
+MAX_DB_VERSION = 2**63 - 1
+
+
+def acceptable_versions(installed: int, max_jump: int = MAX_VERSION_JUMP) -> range:
+    """The versions an update may carry when ``installed`` is the newest accepted one: newer than
+    it, at most ``max_jump`` newer, and at most ``MAX_DB_VERSION`` (empty above that)."""
+    return range(installed + 1, min(installed + max_jump, MAX_DB_VERSION) + 1)
+
 
 #: From this many signatures, an update is activated in two stages: first with its Hyperscan
 #: literal finder compiled as one shard per core at once (in force sooner, scanning about 40%
@@ -86,6 +107,7 @@ class UpdateService:
         time_floor: int = 0,
         max_size: int,
         clock: Callable[[], float] = time.time,
+        max_jump: int = MAX_VERSION_JUMP,
     ) -> None:
         self.trust = trust
         self.database = database
@@ -94,6 +116,7 @@ class UpdateService:
         self.time_floor = time_floor
         self.max_size = max_size
         self.clock = clock
+        self.max_jump = max_jump
         self.accepted = 0
         self.rejected = 0
         # The newest accepted version: rollback checks use it even before it is active.
@@ -114,6 +137,12 @@ class UpdateService:
         """The newest accepted (and persisted) version, active or still compiling."""
         return self._accepted_version
 
+    @property
+    def acceptable_versions(self) -> range:
+        """The versions an update may carry now, whichever path it comes by (the version policy:
+        ``acceptable_versions`` of the newest accepted version)."""
+        return acceptable_versions(self._accepted_version, self.max_jump)
+
     def submit(self, bundle: bytes, signature: bytes, source: str) -> Rc:
         """Install ``bundle`` if it verifies; the return code for the guest either way."""
         with self._submit_lock:
@@ -126,7 +155,7 @@ class UpdateService:
                 bundle,
                 signature,
                 self.trust,
-                installed_version=self.installed_version,
+                versions=self.acceptable_versions,
                 now=now,
                 time_floor=self.time_floor,
                 max_size=self.max_size,
