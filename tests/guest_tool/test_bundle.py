@@ -204,6 +204,8 @@ def test_validator_sees_the_database_and_can_refuse_it(
     ("db_name", "changes", "message"),
     [
         ("sigs.ndb", {"version": 0}, "--version must be at least 1"),
+        ("sigs.ndb", {"version": 2**63}, "reserved: the hypervisor refuses"),
+        ("sigs.ndb", {"version": 2**64 - 1}, "reserved: the hypervisor refuses"),
         ("sigs.hdb", {}, "cannot tell the database kind"),
         ("missing.ndb", {}, "cannot read"),
         ("sigs.ndb", {"expires_in_days": 0}, "positive number of days"),
