@@ -34,6 +34,7 @@ from hv_emu.updates.format import (
     key_id_of,
     signing_message,
 )
+from hv_emu.updates.service import MAX_DB_VERSION
 from hv_emu.updates.verify import pss_padding, sig_alg_for
 
 #: Largest value of a u64 header field (versions and times).
@@ -117,6 +118,9 @@ def write_bundle(
     db_path, out = Path(db_path), Path(out)
     if version < 1:
         raise ConfigError(f"--version must be at least 1, got {version}")
+    if version > MAX_DB_VERSION:
+        raise ConfigError(f"--version {version} is reserved: the hypervisor refuses versions above "
+                          f"{MAX_DB_VERSION} (docs/UPDATE-FORMAT.md, Versions)")  # fmt: skip
     if not 0 < expires_in_days < math.inf:  # also refuses NaN
         raise ConfigError(f"expiry must be a positive number of days, got {expires_in_days}")
     kind = ContentType.from_kind(kind).kind if kind is not None else _kind_of(db_path)

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundle = sub.add_parser("bundle", help="sign a ClamAV database into an update bundle")
     bundle.add_argument("--db", type=Path, required=True, help="ClamAV .db or .ndb file")
-    bundle.add_argument("--version", type=integer, required=True, help="database version (>= 1)")
+    bundle.add_argument("--version", type=integer, required=True,
+                        help="database version (1 .. 2^63-1)")
     bundle.add_argument("--key", type=Path, required=True, help="PEM private key")
     bundle.add_argument("-o", "--output", type=Path, required=True, help="bundle file to write")
     bundle.add_argument("--expires-in", type=float, default=30.0, metavar="DAYS",

@@ -24,7 +24,7 @@
 .equ RC_BAD_SIGNATURE, 2        # the detached signature does not verify
 .equ RC_MALFORMED, 3            # the bundle's header or signature database does not parse
 .equ RC_TOO_LARGE, 4            # RCX is above the hypervisor's cap; nothing was read
-.equ RC_STALE_VERSION, 5        # not newer than the installed database (rollback or replay)
+.equ RC_STALE_VERSION, 5        # not newer than the installed database, or too far ahead of it
 .equ RC_UNTRUSTED_KEY, 6        # unknown key id, or the wrong algorithm for that key
 .equ RC_EXPIRED, 7              # past its expiry time, or issued in the future
 .equ RC_BUFFER_TOO_SMALL, 8     # get_status: RCX returns the size needed

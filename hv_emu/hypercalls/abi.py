@@ -44,7 +44,8 @@ class Rc(IntEnum):
     MALFORMED = 3
     #: The length in RCX is larger than the configured cap; nothing was read.
     TOO_LARGE = 4
-    #: The update's version is not greater than the installed one (rollback or replay).
+    #: The update's version is not one accepted next: not greater than the installed one (rollback
+    #: or replay), or beyond the version window (a jump, a reserved version: docs/UPDATE-FORMAT.md).
     STALE_VERSION = 5
     #: The key id is not trusted, or the algorithm is not the one that key is bound to.
     UNTRUSTED_KEY = 6

@@ -3,11 +3,13 @@
 Models: the receiving half of ``docs/PROTOCOL.md``, sans-IO. ``on_datagram`` takes the payload of
 one UDP datagram that the switch intercepted for the update port and runs the cheap checks in
 order: stateless header checks (``packets.parse_packet``), the stale-version drop (before any
-crypto), then per type. A MANIFEST that passes an O(1) pre-filter becomes a *candidate*: one slot,
-filled by reservoir sampling among every candidate seen since the last check, so a flood of forged
-manifests cannot starve the real one by timing. ``poll`` spends a token-bucket budget of checks on
-that slot: the bundle header and signature through ``verify.verify_header`` (the VMCALL path's own
-checks), then the manifest signature. Only a manifest that verifies creates a session (at most
+crypto), then per type; versions are judged by the update service's one policy
+(``UpdateService.acceptable_versions``), never by a rule of the receiver's own. A MANIFEST that
+passes an O(1) pre-filter becomes a *candidate*: one slot, filled by reservoir sampling among
+every candidate seen since the last check, so a flood of forged manifests cannot starve the real
+one by timing. ``poll`` spends a token-bucket budget of checks on that slot: the bundle header
+and signature through ``verify.verify_header`` (the VMCALL path's own checks), then the manifest
+signature. Only a manifest that verifies creates a session (at most
 ``max_sessions``); a failed one is remembered by hash in a bounded LRU (unless it was only
 issued ahead of the trusted time, which time lifts). A HASHPAGE or SYMBOL is
 accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
@@ -76,8 +78,6 @@ class ReceiverConfig:
     verify_burst: int = 5
     #: Hashes of manifests that failed verification, remembered so a replay costs no signature.
     bad_manifest_memory: int = 1024
-    #: Largest accepted jump over the installed version (a stolen key cannot push 2**63).
-    max_jump: int = 1_000_000
 
     def session_bound(self) -> int:
         """Bytes one session may hold: manifest, pages, bitmap and the decoder's symbols."""
@@ -178,7 +178,7 @@ class UpdateReceiver:
             self.counters[bad.reason] += 1
             return
         header = packet.header
-        if header.db_version <= self.service.installed_version:
+        if header.db_version < self.service.acceptable_versions.start:
             self.counters["stale"] += 1  # rollback or replay: dropped before any crypto
             return
         if header.type is PacketType.MANIFEST:
@@ -207,8 +207,8 @@ class UpdateReceiver:
         header, c = manifest.header, self.config
         if (packet.header.update_id, header.db_version) in self.sessions:
             self.counters["manifest_known"] += 1  # a repeat of a verified one: nothing to do
-        elif header.db_version > self.service.installed_version + c.max_jump:
-            self.counters["version_jump"] += 1
+        elif header.db_version not in self.service.acceptable_versions:
+            self.counters["version_jump"] += 1  # the service's version policy, before any crypto
         elif header.body_len > c.max_object or manifest.symbol_count > c.max_symbols:
             self.counters["too_large"] += 1
         elif not self._trusted_signer(manifest):
@@ -286,7 +286,7 @@ class UpdateReceiver:
         try:
             verify_header(
                 manifest.bundle_header, manifest.bundle_signature, self.service.trust,
-                installed_version=self.service.installed_version, now=int(self.wall_clock()),
+                versions=self.service.acceptable_versions, now=int(self.wall_clock()),
                 time_floor=self.service.time_floor, max_size=HEADER_SIZE + self.config.max_object,
             )  # fmt: skip
         except UpdateRejected as bad:

@@ -3,23 +3,36 @@
 Models: what the hypervisor does with an update, whichever way it arrived (a guest's VMCALL or the
 network), in two halves. On the caller's path (the vCPU thread, for a VMCALL): verify
 (``verify.py``), parse the database text (``scanner.signatures``), persist it with its version
-counter (``state.py``), answer ``OK``. Off that path, on a background thread: compile the literal
-finder (``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build takes
-seconds) and swap the result in atomically, logging ``database_active``; a large database is
-compiled first in shards on every core, then once more as one database, swapped in under the
+counter (``state.py``), answer ``OK``. Off that path, on one compile worker thread: compile the
+literal finder (``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build
+takes seconds) and swap the result in atomically, logging ``database_active``; a large database
+is compiled first in shards on every core, then once more as one database, swapped in under the
 running streams (``database_recompiled``). Between acceptance and
 activation the database in force keeps scanning every write: the guest is never unguarded and
 never paused for a compile. Any failure before acceptance leaves the database in force in force
 and is answered with a return code from ``abi.Rc``.
+
+One compile at a time (docs/SIGNATURES.md, "Updates: acceptance, then activation"): an accepted
+database waits in a one-entry slot for the worker; a newer acceptance replaces the one waiting
+(dropped before it starts, ``database_superseded``) and cuts the second stage of the one running.
+A compile that has finished a stage is still put in force when it is newer than the database in
+force: so every compile the worker starts ends with progress, and a stream of updates cannot keep
+the database in force from ever moving. Memory and the guest's pause stay those of one compile,
+however many updates arrive back to back.
 
 Follows: ``docs/UPDATE-FORMAT.md`` (acceptance and activation), clamd's reload model (build the new
 engine beside the old, then switch), and the usual install order ("write new -> verify ->
 switch pointer -> persist counter") with persisting moved to acceptance, before the switch:
 once the guest was told ``OK`` a restart can never roll back.
 
-Leaves out: cancelling a superseded compile (it runs to the end and is dropped: only a newer
-version than the one in force is ever swapped in), deltas against the installed version, rate
-limiting.
+Leaves out: interrupting a compile inside a stage (Hyperscan's compiler cannot be stopped; the
+worker checks between stages), deltas against the installed version, rate limiting.
+
+The version policy lives here too, one for every path (docs/UPDATE-FORMAT.md, "Versions"): an
+update must be newer than the newest accepted version, at most ``MAX_VERSION_JUMP`` newer, and not
+above ``MAX_DB_VERSION``. ``acceptable_versions`` is that window; the verifier refuses a version
+outside it as ``STALE_VERSION`` before any crypto, and the network receiver drops packets outside
+it with the same window, so the two paths cannot disagree.
 
 Guest controls: the bundle and signature bytes, and ``source`` only as far as the caller says.
 Parse errors (the only errors the database text can cause) are found synchronously, so the guest
@@ -32,6 +45,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError, UpdateRejected
 from hv_emu.events import EventLog
@@ -47,11 +61,37 @@ from hv_emu.scanner.signatures import Signature, parse_database
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
 
+#: The largest step forward one update may take over the newest accepted version: a signed
+#: update (a stolen key, a signer's slip) cannot push the version out of reach of every later one.
+MAX_VERSION_JUMP = 1_000_000
+#: The highest version an update may carry. Versions above it, the top half of the header's u64,
+#: are reserved: they do not fit a signed 64-bit integer (how many readers of ``state.json`` and
+#: of the wire store them) and a signer's -1 lands there.
+MAX_DB_VERSION = 2**63 - 1
+
+
+def acceptable_versions(installed: int, max_jump: int = MAX_VERSION_JUMP) -> range:
+    """The versions an update may carry when ``installed`` is the newest accepted one: newer than
+    it, at most ``max_jump`` newer, and at most ``MAX_DB_VERSION`` (empty above that)."""
+    return range(installed + 1, min(installed + max_jump, MAX_DB_VERSION) + 1)
+
+
 #: From this many signatures, an update is activated in two stages: first with its Hyperscan
 #: literal finder compiled as one shard per core at once (in force sooner, scanning about 40%
 #: slower), then recompiled as one database and swapped in under the running streams. Below it
 #: one database compiles in about a second (5,000 signatures: 0.3 s).
 SHARDED_FROM = 20_000
+
+
+@dataclass(frozen=True)
+class _CompileJob:
+    """An accepted, parsed database waiting for (or in) the compile worker."""
+
+    signatures: Sequence[Signature]
+    kind: str
+    version: int
+    source: str
+    sha256: str
 
 
 class UpdateService:
@@ -67,6 +107,7 @@ class UpdateService:
         time_floor: int = 0,
         max_size: int,
         clock: Callable[[], float] = time.time,
+        max_jump: int = MAX_VERSION_JUMP,
     ) -> None:
         self.trust = trust
         self.database = database
@@ -75,6 +116,7 @@ class UpdateService:
         self.time_floor = time_floor
         self.max_size = max_size
         self.clock = clock
+        self.max_jump = max_jump
         self.accepted = 0
         self.rejected = 0
         # The newest accepted version: rollback checks use it even before it is active.
@@ -84,12 +126,22 @@ class UpdateService:
         # submit, and the version check, the persisted counter and the acceptance must not
         # interleave.
         self._submit_lock = threading.Lock()
-        self._compiles: list[threading.Thread] = []
+        # The compile worker: one thread at most, started when a database is accepted and gone
+        # when nothing waits; ``_waiting`` is the one-entry slot it takes the next job from.
+        self._jobs = threading.Condition()
+        self._waiting: _CompileJob | None = None
+        self._worker: threading.Thread | None = None
 
     @property
     def installed_version(self) -> int:
         """The newest accepted (and persisted) version, active or still compiling."""
         return self._accepted_version
+
+    @property
+    def acceptable_versions(self) -> range:
+        """The versions an update may carry now, whichever path it comes by (the version policy:
+        ``acceptable_versions`` of the newest accepted version)."""
+        return acceptable_versions(self._accepted_version, self.max_jump)
 
     def submit(self, bundle: bytes, signature: bytes, source: str) -> Rc:
         """Install ``bundle`` if it verifies; the return code for the guest either way."""
@@ -103,7 +155,7 @@ class UpdateService:
                 bundle,
                 signature,
                 self.trust,
-                installed_version=self.installed_version,
+                versions=self.acceptable_versions,
                 now=now,
                 time_floor=self.time_floor,
                 max_size=self.max_size,
@@ -136,29 +188,63 @@ class UpdateService:
             sha256=sha256,
             key_id=header.key_id.hex(),
         )
-        compile_job = threading.Thread(
-            target=self._activate,
-            args=(signatures, kind, header.db_version, source_name, sha256),
-            name=f"compile-db-v{header.db_version}",
-            # Not a daemon: the interpreter waits for it at exit rather than tearing down
-            # Python under a thread that is inside Hyperscan's compiler (a crash at exit).
-            daemon=False,
-        )
-        self._compiles.append(compile_job)
-        compile_job.start()
+        self._schedule(_CompileJob(signatures, kind, header.db_version, source_name, sha256))
         return Rc.OK
 
-    def _activate(
-        self, signatures: Sequence[Signature], kind: str, version: int, source: str, sha256: str
-    ) -> None:
-        """Background thread: compile the accepted database, then put it in force."""
+    # ------------------------------------------------------------------ the compile worker
+    def _schedule(self, job: _CompileJob) -> None:
+        """Put ``job`` in the slot (dropping the one waiting there) and make sure a worker runs."""
+        with self._jobs:
+            dropped, self._waiting = self._waiting, job
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="compile-db",
+                    # Not a daemon: the interpreter waits for it at exit rather than tearing down
+                    # Python under a thread that is inside Hyperscan's compiler (a crash at exit).
+                    daemon=False,
+                )  # fmt: skip
+                self._worker.start()
+        if dropped is not None:
+            self.events.emit("database_superseded", db_version=dropped.version,
+                             by_version=job.version, stage="queued")  # fmt: skip
+
+    def _take(self) -> _CompileJob | None:
+        """The next job for the worker; None (and the worker is gone) when nothing waits."""
+        with self._jobs:
+            job, self._waiting = self._waiting, None
+            if job is None:
+                self._worker = None
+                self._jobs.notify_all()
+            return job
+
+    def _newer_waiting(self) -> int | None:
+        """The version waiting for the worker, if any (it is always newer than the running one)."""
+        with self._jobs:
+            return None if self._waiting is None else self._waiting.version
+
+    def _work(self) -> None:
+        """The worker thread: compile what waits in the slot, one job after the other."""
+        job = self._take()
+        while job is not None:
+            try:
+                self._activate(job)
+            except Exception as error:  # a host failure (e.g. MemoryError) must not stop it
+                self.events.emit("database_failed", db_version=job.version,
+                                 reason=f"compile failed on the host: {error!r}",
+                                 active_version=self.database.current.version)  # fmt: skip
+            job = self._take()
+
+    def _activate(self, job: _CompileJob) -> None:
+        """Compile one accepted database, then put it in force (unless something newer is)."""
         started = time.perf_counter()
-        shards = self._shards(len(signatures))
+        version = job.version
+        shards = self._shards(len(job.signatures))
+        args = (job.signatures, job.kind, version, job.source, job.sha256)
         try:
             if shards > 1:
-                db = compile_signatures(signatures, kind, version, source, sha256, shards=shards)
+                db = compile_signatures(*args, shards=shards)
             else:
-                db = compile_signatures(signatures, kind, version, source, sha256)
+                db = compile_signatures(*args)
         except DatabaseError as refused:  # the literal finder refused a parsed set
             self.events.emit("database_failed", db_version=version, reason=str(refused),
                              active_version=self.database.current.version)  # fmt: skip
@@ -166,10 +252,16 @@ class UpdateService:
         seconds = time.perf_counter() - started
         with self._swap_lock:
             if version <= self.database.current.version:
-                return  # superseded by a newer update that compiled first
+                return  # never an older database over a newer one
             old = self.database.swap(db)
+        # A stage boundary: this build is in force (it is newer than what scanned until now).
         self._announce(db, old, seconds)
         if db.shards > 1:
+            newer = self._newer_waiting()
+            if newer is not None:  # the worker's time goes to the newer database instead
+                self.events.emit("database_superseded", db_version=version, by_version=newer,
+                                 stage="recompile")  # fmt: skip
+                return
             self._recompile(db)
 
     @staticmethod
@@ -214,16 +306,10 @@ class UpdateService:
         )
 
     def wait_active(self, timeout: float | None = None) -> bool:
-        """Wait until every accepted update is compiled (and active, unless superseded or
-        refused); False if ``timeout`` seconds passed first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for compile_job in list(self._compiles):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            compile_job.join(left)
-            if compile_job.is_alive():
-                return False
-            self._compiles.remove(compile_job)
-        return True
+        """Wait until the compile worker is idle: the newest accepted update is active (unless its
+        compile was refused); False if ``timeout`` seconds passed first."""
+        with self._jobs:
+            return self._jobs.wait_for(lambda: self._worker is None, timeout)
 
     def reject(self, source: str, code: Rc, reason: str) -> Rc:
         """Count and log a refused update (also for checks the caller made before ``submit``)."""

@@ -8,8 +8,10 @@ signed header alone (the network receiver does this before it accepts any chunk)
 replayed or garbage update costs a few comparisons and never a signature verification.
 
 Follows: ``docs/UPDATE-FORMAT.md`` (``CHECK_ORDER`` below is the table it reproduces; a test
-keeps them in agreement) and TUF, trimmed: version strictly greater than the installed one
-and checked before any crypto (rollback, replay), expiry against a trusted time floor (freeze),
+keeps them in agreement) and TUF, trimmed: version strictly greater than the installed one, and
+within the window the update service allows (``UpdateService.acceptable_versions``: a bounded
+jump, no reserved version), checked before any crypto (rollback, replay, fast-forward), expiry
+against a trusted time floor (freeze),
 key ids for lookup without trial verification, and a key never accepted under an algorithm other
 than the one it is bound to (downgrade).
 
@@ -92,7 +94,8 @@ class Check:
 CHECK_ORDER: tuple[Check, ...] = (
     Check(Rc.TOO_LARGE, "bundle (or declared header + body) larger than max_size"),
     Check(Rc.MALFORMED, "header or bundle does not parse (magic, version, lengths, fields)"),
-    Check(Rc.STALE_VERSION, "db_version <= installed version (before any crypto)"),
+    Check(Rc.STALE_VERSION, "db_version <= installed version, or beyond the version window "
+                            "(before any crypto)"),
     Check(Rc.UNTRUSTED_KEY, "key_id not trusted, or sig_alg not the key's bound algorithm"),
     Check(Rc.BAD_SIGNATURE, "signature length not the one sig_alg fixes"),
     Check(Rc.EXPIRED, "expires_at <= trusted now = max(now, time_floor)"),
@@ -209,15 +212,17 @@ def verify_header(
     signature: bytes,
     trust: TrustStore,
     *,
-    installed_version: int,
+    versions: range,
     now: int,
     time_floor: int = 0,
     max_size: int = abi.DEFAULT_MAX_UPDATE,
 ) -> BundleHeader:
     """Check a signed header on its own: every check of ``CHECK_ORDER`` but the body hash.
 
-    ``now`` is the host clock; ``time_floor`` the latest time the hypervisor has proof of (the
-    last installed update's ``issued_at``), so a clock set back cannot revive an expired update.
+    ``versions`` are the versions acceptable now (``UpdateService.acceptable_versions``: newer
+    than the installed one, within the version window); ``now`` is the host clock;
+    ``time_floor`` the latest time the hypervisor has proof of (the last installed update's
+    ``issued_at``), so a clock set back cannot revive an expired update.
     """
     header = BundleHeader.from_bytes(header_bytes)
     if HEADER_SIZE + header.body_len > max_size:
@@ -225,10 +230,16 @@ def verify_header(
             Rc.TOO_LARGE,
             f"update declares {HEADER_SIZE + header.body_len} bytes, the limit is {max_size}",
         )
-    if header.db_version <= installed_version:
+    if header.db_version < versions.start:
         raise UpdateRejected(
             Rc.STALE_VERSION,
-            f"version {header.db_version} is not newer than installed {installed_version}",
+            f"version {header.db_version} is not newer than installed {versions.start - 1}",
+        )
+    if header.db_version not in versions:
+        raise UpdateRejected(
+            Rc.STALE_VERSION,
+            f"version {header.db_version} is beyond {versions.stop - 1}, the newest accepted now "
+            f"(installed {versions.start - 1}; docs/UPDATE-FORMAT.md, Versions)",
         )
     key = trust.lookup(header.key_id)
     if key is None:
@@ -280,7 +291,7 @@ def verify_bundle(
     signature: bytes,
     trust: TrustStore,
     *,
-    installed_version: int,
+    versions: range,
     now: int,
     time_floor: int = 0,
     max_size: int = abi.DEFAULT_MAX_UPDATE,
@@ -295,7 +306,7 @@ def verify_bundle(
         bundle[:HEADER_SIZE],
         signature,
         trust,
-        installed_version=installed_version,
+        versions=versions,
         now=now,
         time_floor=time_floor,
         max_size=max_size,

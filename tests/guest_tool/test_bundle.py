@@ -18,6 +18,7 @@ from guest_tool.keys import ALGORITHMS, generate_keypair, load_private_key, load
 from hv_emu.errors import ConfigError, DatabaseError, UpdateRejected
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.format import ContentType, SigAlg, key_id_of, parse_bundle
+from hv_emu.updates.service import acceptable_versions
 from hv_emu.updates.verify import TrustStore, verify_bundle
 from tests.conftest import RFXN
 
@@ -118,7 +119,7 @@ def test_make_bundle_round_trips_through_verification(keypair: tuple[Path, Path]
     rsa_key = isinstance(private, rsa.RSAPrivateKey)
     assert header.sig_alg == (SigAlg.RSA_PSS_3072 if rsa_key else SigAlg.ED25519)
     update = verify_bundle(
-        bundle, signature, trust_of(keypair[1]), installed_version=6, now=NOW + 1
+        bundle, signature, trust_of(keypair[1]), versions=acceptable_versions(6), now=NOW + 1
     )
     assert (update.db_version, update.kind, update.body) == (7, "ndb", NDB)
 
@@ -165,7 +166,8 @@ def test_write_bundle_takes_the_kind_from_the_suffix(
     )
     assert (out.name, sig.name) == ("update.hvdb", "update.hvdb.sig")
     update = verify_bundle(
-        out.read_bytes(), sig.read_bytes(), trust_of(keypair[1]), installed_version=0, now=NOW
+        out.read_bytes(), sig.read_bytes(), trust_of(keypair[1]), versions=acceptable_versions(0),
+        now=NOW,
     )
     assert update.kind == suffix[1:]
     assert update.header.expires_at == NOW + 2 * 86400
@@ -202,6 +204,8 @@ def test_validator_sees_the_database_and_can_refuse_it(
     ("db_name", "changes", "message"),
     [
         ("sigs.ndb", {"version": 0}, "--version must be at least 1"),
+        ("sigs.ndb", {"version": 2**63}, "reserved: the hypervisor refuses"),
+        ("sigs.ndb", {"version": 2**64 - 1}, "reserved: the hypervisor refuses"),
         ("sigs.hdb", {}, "cannot tell the database kind"),
         ("missing.ndb", {}, "cannot read"),
         ("sigs.ndb", {"expires_in_days": 0}, "positive number of days"),
@@ -234,12 +238,12 @@ def test_real_database_bundles_and_verifies(tmp_path: Path, keypair: tuple[Path,
         out.read_bytes(),
         sig.read_bytes(),
         trust_of(keypair[1]),
-        installed_version=1,
+        versions=acceptable_versions(1),
         now=int(out.stat().st_mtime),
     )
     assert update.body == RFXN.read_bytes()
     assert update.body.count(b"\n") >= 1869
     # The same files replayed once installed are refused before any signature check.
     with pytest.raises(UpdateRejected) as info:
-        verify_bundle(out.read_bytes(), b"", TrustStore(), installed_version=2, now=0)
+        verify_bundle(out.read_bytes(), b"", TrustStore(), versions=acceptable_versions(2), now=0)
     assert info.value.code == Rc.STALE_VERSION

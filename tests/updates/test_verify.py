@@ -25,6 +25,7 @@ from guest_tool.keys import PrivateKey
 from hv_emu.errors import ConfigError, UpdateRejected
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.format import HEADER_SIZE, BundleHeader, SigAlg, key_id_of, signing_message
+from hv_emu.updates.service import acceptable_versions
 from hv_emu.updates.verify import (
     CHECK_ORDER,
     CLOCK_SKEW,
@@ -87,8 +88,9 @@ def resign(key: PrivateKey, header: BundleHeader, body: bytes) -> tuple[bytes, b
 
 
 def verify(bundle: bytes, signature: bytes, trust: TrustStore, **kw: int) -> VerifiedUpdate:
-    options = {"installed_version": 0, "now": NOW} | kw
-    return verify_bundle(bundle, signature, trust, **options)
+    installed = kw.pop("installed_version", 0)
+    options = {"versions": acceptable_versions(installed), "now": NOW} | kw
+    return verify_bundle(bundle, signature, trust, **options)  # type: ignore[arg-type]
 
 
 def code_of(bundle: bytes, signature: bytes, trust: TrustStore, **kw: int) -> Rc:
@@ -299,7 +301,8 @@ def test_doc_reproduces_check_order() -> None:
 
 def test_header_then_body(trust: TrustStore, rsa_key: rsa.RSAPrivateKey) -> None:
     bundle, signature = bundle_of(rsa_key)
-    header = verify_header(bundle[:HEADER_SIZE], signature, trust, installed_version=0, now=NOW)
+    header = verify_header(bundle[:HEADER_SIZE], signature, trust, versions=acceptable_versions(0),
+                           now=NOW)
     assert check_body(header, BODY).body == BODY
     with pytest.raises(UpdateRejected) as info:
         check_body(header, BODY[:-1])
@@ -316,7 +319,7 @@ def test_header_declaring_too_much_is_refused(trust: TrustStore, ed_key: Ed25519
             bundle[:HEADER_SIZE],
             signature,
             trust,
-            installed_version=0,
+            versions=acceptable_versions(0),
             now=NOW,
             max_size=HEADER_SIZE + len(BODY) - 1,
         )
@@ -333,7 +336,8 @@ def test_random_input_is_only_rejected(
 ) -> None:
     store = TrustStore()  # no keys: nothing random can pass
     with pytest.raises(UpdateRejected):
-        verify_bundle(bundle, signature, store, installed_version=installed, now=now)
+        verify_bundle(bundle, signature, store, versions=acceptable_versions(installed),
+                      now=now)
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +374,7 @@ def test_any_change_to_a_valid_update_is_rejected(
     if args == (bundle, signature):  # the flips cancelled out
         return
     with pytest.raises(UpdateRejected):
-        verify_bundle(*args, trust, installed_version=0, now=NOW)
+        verify_bundle(*args, trust, versions=acceptable_versions(0), now=NOW)
 
 
 @settings(max_examples=100, deadline=None)
@@ -384,4 +388,5 @@ def test_plausible_headers_from_untrusted_keys_are_only_rejected(
     body = b"abcd"
     struct.pack_into(">32s", raw, 48, hashlib.sha256(body).digest())
     with pytest.raises(UpdateRejected):
-        verify_bundle(bytes(raw) + body, signature, TrustStore(), installed_version=0, now=0)
+        verify_bundle(bytes(raw) + body, signature, TrustStore(), versions=acceptable_versions(0),
+                      now=0)
