@@ -5,7 +5,7 @@
 # the same in 16-, 32- and 64-bit code. tests/guest_tool/test_programs.py checks it against hv_emu.hypercalls.abi.Rc.
 # It emits bytes: include it after the code, never in the path of execution.
 
-.equ RC_NAME_COUNT, 9           # number of strings below; larger codes print as UNKNOWN
+.equ RC_NAME_COUNT, 10          # number of strings below; larger codes print as UNKNOWN
 
 rc_names:
     .asciz "OK"                 # 0
@@ -17,5 +17,6 @@ rc_names:
     .asciz "UNTRUSTED_KEY"      # 6
     .asciz "EXPIRED"            # 7
     .asciz "BUFFER_TOO_SMALL"   # 8
+    .asciz "STORAGE_FAILED"     # 9
 rc_unknown:
     .asciz "UNKNOWN"

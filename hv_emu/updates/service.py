@@ -21,6 +21,11 @@ Leaves out: cancelling a superseded compile (it runs to the end and is dropped: 
 version than the one in force is ever swapped in), deltas against the installed version, rate
 limiting.
 
+Failures of the host: an update the state directory cannot take (a full disk, a refused entry) is
+answered ``STORAGE_FAILED`` with nothing changed; a problem after ``state.json`` was committed (a
+superseded file that cannot be removed) is the event ``state_cleanup_failed`` and the update goes
+on to activation: the guest's answer and the running database always agree with the disk.
+
 Guest controls: the bundle and signature bytes, and ``source`` only as far as the caller says.
 Parse errors (the only errors the database text can cause) are found synchronously, so the guest
 still gets ``MALFORMED``; the compile that follows works on an already-bounded, parsed database.
@@ -33,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from hv_emu.errors import DatabaseError, UpdateRejected
+from hv_emu.errors import DatabaseError, StorageError, UpdateRejected
 from hv_emu.events import EventLog
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import (
@@ -119,10 +124,15 @@ class UpdateService:
         header = update.header
         installed = InstalledState.record(update, now=now, time_floor=self.time_floor)
         sha256 = installed.db_sha256  # check_body proved it is the body's hash
+        problems: list[str] = []
         if self.state is not None:
-            # Persist at acceptance: once the guest is told OK, a restart can never go back. If
-            # the host cannot save, the error leaves with nothing in force changed.
-            self.state.save(installed, update.body)
+            # Persist at acceptance: once the guest is told OK, a restart can never go back. A
+            # failure before the commit point changes nothing and is the guest's answer; what
+            # goes wrong after it (the new state is in force) is logged below, never raised.
+            try:
+                problems = self.state.save(installed, update.body)
+            except StorageError as failed:
+                return self.reject(source, Rc.STORAGE_FAILED, str(failed))
         self.time_floor = installed.time_floor
         previous = self._accepted_version
         self._accepted_version = header.db_version
@@ -136,6 +146,9 @@ class UpdateService:
             sha256=sha256,
             key_id=header.key_id.hex(),
         )
+        for problem in problems:
+            self.events.emit("state_cleanup_failed", db_version=header.db_version,
+                             problem=problem)  # fmt: skip
         compile_job = threading.Thread(
             target=self._activate,
             args=(signatures, kind, header.db_version, source_name, sha256),
