@@ -86,5 +86,10 @@ class ConfigError(HostError):
     """A bad argument, image, key or file given by the user."""
 
 
+class StorageError(HostError):
+    """The host could not persist something it must (a full disk, a refused entry in the state
+    directory): the operation that needed it did not happen, and nothing it would change did."""
+
+
 class ImageError(ConfigError):
     """A guest image that cannot be loaded as asked (too big, overlapping, unreadable)."""

@@ -28,6 +28,7 @@
 .equ RC_UNTRUSTED_KEY, 6        # unknown key id, or the wrong algorithm for that key
 .equ RC_EXPIRED, 7              # past its expiry time, or issued in the future
 .equ RC_BUFFER_TOO_SMALL, 8     # get_status: RCX returns the size needed
+.equ RC_STORAGE_FAILED, 9       # update_signatures: verified, but could not be persisted
 
 # Longest name get_vmmcall_number reads, including the NUL (hv_emu.hypercalls.abi.MAX_NAME).
 .equ MAX_NAME, 256

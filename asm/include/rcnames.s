@@ -7,7 +7,7 @@
 # hv_emu.hypercalls.abi.Rc.
 # It emits bytes: include it after the code, never in the path of execution.
 
-.equ RC_NAME_COUNT, 9           # number of strings below; larger codes print as UNKNOWN
+.equ RC_NAME_COUNT, 10          # number of strings below; larger codes print as UNKNOWN
 
 rc_names:
     .asciz "OK"                 # 0
@@ -19,5 +19,6 @@ rc_names:
     .asciz "UNTRUSTED_KEY"      # 6
     .asciz "EXPIRED"            # 7
     .asciz "BUFFER_TOO_SMALL"   # 8
+    .asciz "STORAGE_FAILED"     # 9
 rc_unknown:
     .asciz "UNKNOWN"

@@ -53,6 +53,9 @@ class Rc(IntEnum):
     EXPIRED = 7
     #: ``get_status``: the buffer in RCX is too small; RCX returns the size needed.
     BUFFER_TOO_SMALL = 8
+    #: The hypervisor could not persist the update (its state directory: a full disk, a refused
+    #: entry); nothing was installed, the database in force stays. Not the guest's fault.
+    STORAGE_FAILED = 9
 
 
 #: Registers, in order, that carry the number and the arguments (64-bit names; 16- and 32-bit

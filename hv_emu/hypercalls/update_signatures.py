@@ -69,7 +69,7 @@ SPEC = HypercallSpec(
     "update_signatures",
     returns=frozenset({
         Rc.OK, Rc.UNREADABLE, Rc.BAD_SIGNATURE, Rc.MALFORMED, Rc.TOO_LARGE, Rc.STALE_VERSION,
-        Rc.UNTRUSTED_KEY, Rc.EXPIRED,
+        Rc.UNTRUSTED_KEY, Rc.EXPIRED, Rc.STORAGE_FAILED,
     }),
     make=_make,
 )

@@ -34,6 +34,11 @@ above ``MAX_DB_VERSION``. ``acceptable_versions`` is that window; the verifier r
 outside it as ``STALE_VERSION`` before any crypto, and the network receiver drops packets outside
 it with the same window, so the two paths cannot disagree.
 
+Failures of the host: an update the state directory cannot take (a full disk, a refused entry) is
+answered ``STORAGE_FAILED`` with nothing changed; a problem after ``state.json`` was committed (a
+superseded file that cannot be removed) is the event ``state_cleanup_failed`` and the update goes
+on to activation: the guest's answer and the running database always agree with the disk.
+
 Guest controls: the bundle and signature bytes, and ``source`` only as far as the caller says.
 Parse errors (the only errors the database text can cause) are found synchronously, so the guest
 still gets ``MALFORMED``; the compile that follows works on an already-bounded, parsed database.
@@ -47,7 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from hv_emu.errors import DatabaseError, UpdateRejected
+from hv_emu.errors import DatabaseError, StorageError, UpdateRejected
 from hv_emu.events import EventLog
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import (
@@ -171,10 +176,15 @@ class UpdateService:
         header = update.header
         installed = InstalledState.record(update, now=now, time_floor=self.time_floor)
         sha256 = installed.db_sha256  # check_body proved it is the body's hash
+        problems: list[str] = []
         if self.state is not None:
-            # Persist at acceptance: once the guest is told OK, a restart can never go back. If
-            # the host cannot save, the error leaves with nothing in force changed.
-            self.state.save(installed, update.body)
+            # Persist at acceptance: once the guest is told OK, a restart can never go back. A
+            # failure before the commit point changes nothing and is the guest's answer; what
+            # goes wrong after it (the new state is in force) is logged below, never raised.
+            try:
+                problems = self.state.save(installed, update.body)
+            except StorageError as failed:
+                return self.reject(source, Rc.STORAGE_FAILED, str(failed))
         self.time_floor = installed.time_floor
         previous = self._accepted_version
         self._accepted_version = header.db_version
@@ -188,6 +198,9 @@ class UpdateService:
             sha256=sha256,
             key_id=header.key_id.hex(),
         )
+        for problem in problems:
+            self.events.emit("state_cleanup_failed", db_version=header.db_version,
+                             problem=problem)  # fmt: skip
         self._schedule(_CompileJob(signatures, kind, header.db_version, source_name, sha256))
         return Rc.OK
 

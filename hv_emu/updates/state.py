@@ -5,37 +5,52 @@ and a small ``state.json`` naming its version, kind, hash, signer and the truste
 Without it a restart would forget the installed version, and a replayed older update would roll
 the database back (the go-tuf GHSA-66x3-6cw3-v5gj bug class).
 
-Follows: the classic atomic-replace recipe. The body goes to a new content-addressed file
-(``db-<sha256>.<kind>``) written to a temporary name, fsynced and renamed; then ``state.json`` is
-written to a temporary file, fsynced and ``os.replace``d over the old one, and the directory is
-fsynced; only then are superseded files removed. ``state.json`` is the single commit point: before
-its rename the old state is intact, after it the new one is complete. ``docs/UPDATE-FORMAT.md``
-gives the argument step by step.
+Follows: the classic atomic-replace recipe, done relative to one directory file descriptor. The
+body goes to a new content-addressed file (``db-<sha256>.<kind>``): written to a temporary with an
+unpredictable name created with ``O_CREAT|O_EXCL|O_NOFOLLOW``, fsynced, renamed, the directory
+fsynced; then ``state.json`` the same way. Its rename is the single commit point: before it the
+old state is intact (and a failure is a ``StorageError``, with what this save created removed),
+after it the new one is complete. Only then is the superseded body (the one the previous
+``state.json`` named) removed; a failure there is reported back, never raised.
+``docs/UPDATE-FORMAT.md`` ("The state directory") gives the promises and the argument.
 
-Leaves out: locking against two hypervisors sharing one directory, history of older versions.
+Leaves out: locking against two hypervisors sharing one directory, history of older versions,
+removing temporaries a crashed earlier run left (their names are random: they cannot be told from
+a user's files, so they stay).
 
 Guest controls: indirectly, the body and the header fields of the last verified update. The
-directory itself is the user's: a corrupt or inconsistent state is a ``ConfigError``, never a
-silent fall back to "nothing installed" (which would reopen rollback).
+directory itself is the user's, and anyone who can write to it is not trusted to steer our writes:
+an entry we read (``state.json``, the database it names) must be a regular file, never a symbolic
+link or a FIFO (refused, one line); entries we did not write are never followed, opened for
+writing, replaced or removed. A corrupt or inconsistent state is a ``ConfigError``, never a silent
+fall back to "nothing installed" (which would reopen rollback).
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
+import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from hv_emu.errors import ConfigError, HostError
+from hv_emu.errors import ConfigError, HostError, StorageError
 from hv_emu.updates.format import ContentType
 from hv_emu.updates.verify import VerifiedUpdate
 
 #: The commit point: the file that names the installed database.
 STATE_FILE = "state.json"
+#: Largest ``state.json`` read (it is about 300 bytes): a planted huge file is refused unread.
+MAX_STATE_SIZE = 64 * 1024
 _DB_PREFIX = "db-"
 _TMP_SUFFIX = ".tmp"
+#: Flags of every read: never through a link, never blocking on a FIFO, never inherited.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Flags of every file we create: a new inode of our own or nothing (EEXIST), never via a link.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _KINDS = tuple(member.kind for member in ContentType)
 
 
@@ -111,24 +126,44 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or creation in ``path`` durable (the directory entry is data too)."""
-    fd = os.open(path, os.O_RDONLY)
+def _read_entry(dir_fd: int, name: str, where: Path, limit: int | None = None) -> bytes | None:
+    """The bytes of the regular file ``name`` in the directory ``dir_fd`` (shown as ``where``),
+    or ``None`` if there is no such entry. A symbolic link, a directory, a FIFO or any other
+    non-regular entry is a ``ConfigError`` (one line), as is a file larger than ``limit``."""
     try:
-        os.fsync(fd)
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        path = where / name
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: is a symbolic link; refusing to follow it") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO):
+            raise ConfigError(f"{path}: not a regular file; refusing it") from None
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where / name}: not a regular file; refusing it")
+        if limit is not None and info.st_size > limit:
+            raise ConfigError(f"{where / name}: larger than {limit} bytes; refusing it")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ConfigError(f"{where / name}: cannot read ({exc.strerror})") from None
     finally:
         os.close(fd)
 
 
-def _write_durably(directory: Path, name: str, data: bytes) -> None:
-    """Write ``data`` as ``directory/name`` atomically: temp file, fsync, rename, fsync dir."""
-    tmp = directory / (name + _TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / name)
-    _fsync_dir(directory)
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
 
 
 class StateDir:
@@ -136,53 +171,152 @@ class StateDir:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        #: Temporaries this object created and could not remove yet (retried after each commit).
+        self._leftovers: set[str] = set()
+
+    def _open_dir(self) -> int:
+        return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def load(self) -> tuple[InstalledState, bytes] | None:
         """The installed state and body, or ``None`` if nothing was ever installed here."""
-        state_path = self.path / STATE_FILE
         try:
-            text = state_path.read_text(encoding="utf-8")
+            dir_fd = self._open_dir()
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{state_path}: cannot read ({exc})") from None
-        state = InstalledState.from_json(text, str(state_path))
-        db_path = self.path / state.db_file
-        try:
-            body = db_path.read_bytes()
         except OSError as exc:
             raise ConfigError(
-                f"{state_path}: installed database {db_path.name} is unreadable ({exc.strerror});"
-                " refusing to forget the installed version"
+                f"state directory {self.path}: cannot open ({exc.strerror})"
             ) from None
+        try:
+            return self._load(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _load(self, dir_fd: int) -> tuple[InstalledState, bytes] | None:
+        state = self._read_state(dir_fd)
+        if state is None:
+            return None
+        state_path = self.path / STATE_FILE
+        db_path = self.path / state.db_file
+        try:
+            body = _read_entry(dir_fd, state.db_file, self.path)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; refusing to forget the installed version") from None
+        if body is None:
+            raise ConfigError(
+                f"{state_path}: installed database {db_path.name} is missing;"
+                " refusing to forget the installed version"
+            )
         if hashlib.sha256(body).hexdigest() != state.db_sha256:
             raise ConfigError(f"{db_path}: SHA-256 does not match {STATE_FILE}; state is corrupt")
         return state, body
 
-    def save(self, state: InstalledState, body: bytes) -> None:
-        """Install ``body`` as described by ``state``; a crash leaves the old or the new state."""
+    def _read_state(self, dir_fd: int) -> InstalledState | None:
+        """``state.json`` decoded and checked, or ``None`` if there is none."""
+        data = _read_entry(dir_fd, STATE_FILE, self.path, MAX_STATE_SIZE)
+        if data is None:
+            return None
+        state_path = self.path / STATE_FILE
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{state_path}: cannot read ({exc})") from None
+        return InstalledState.from_json(text, str(state_path))
+
+    def save(self, state: InstalledState, body: bytes) -> list[str]:
+        """Install ``body`` as described by ``state``; a crash leaves the old or the new state.
+
+        Raises ``StorageError`` if it fails before the commit point: the old state is in force
+        and whatever this call created is gone. Returns the problems met after the commit point
+        (the new state is in force; e.g. the superseded body could not be removed), one line
+        each, for the caller to log: they are never raised.
+        """
         if hashlib.sha256(body).hexdigest() != state.db_sha256:
             raise HostError("InstalledState.db_sha256 does not match the body being saved")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            dir_fd = self._open_dir()
+        except OSError as exc:
+            raise StorageError(f"state directory {self.path}: cannot save ({exc})") from None
+        try:
+            previous = self._prepare(dir_fd, state, body)
+            return self._after_commit(dir_fd, previous, keep=state.db_file)
+        finally:
+            os.close(dir_fd)
+
+    def _prepare(self, dir_fd: int, state: InstalledState, body: bytes) -> InstalledState | None:
+        """Everything up to and including the commit rename; the previous state, if any."""
+        created: list[str] = []  # entries of ours to remove if the commit does not happen
+        try:
+            # The entries we are about to replace or reuse are checked first: a planted link or
+            # special file there stops the save before anything is written.
+            previous = self._read_state(dir_fd)
+            existing = _read_entry(dir_fd, state.db_file, self.path)
+            if existing is not None and hashlib.sha256(existing).hexdigest() != state.db_sha256:
+                raise ConfigError(
+                    f"{self.path / state.db_file}: exists and is not the database it names;"
+                    " refusing to overwrite it"
+                )
             # 1. The new body under its own name: the old state.json does not point at it, so
             #    a crash here leaves at worst an unreferenced file.
-            db_path = self.path / state.db_file
-            if not (
-                db_path.exists()
-                and hashlib.sha256(db_path.read_bytes()).hexdigest() == state.db_sha256
-            ):
-                _write_durably(self.path, state.db_file, body)
+            if existing is None:
+                self._write_new(dir_fd, state.db_file, body, created)
+                os.fsync(dir_fd)
             # 2. The commit point: one rename switches state.json from the old body to the new.
-            _write_durably(self.path, STATE_FILE, state.to_json().encode("utf-8"))
-            # 3. Nothing points at the old body any more.
-            self._remove_superseded(keep=state.db_file)
-        except OSError as exc:
-            raise ConfigError(f"state directory {self.path}: cannot save ({exc})") from None
+            self._write_new(dir_fd, STATE_FILE, state.to_json().encode("utf-8"), created)
+        except (OSError, ConfigError) as exc:
+            for name in reversed(created):
+                self._remove(dir_fd, name)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StorageError(
+                f"state directory {self.path}: cannot save ({reason}); nothing changed"
+            ) from None
+        return previous
 
-    def _remove_superseded(self, keep: str) -> None:
-        for entry in self.path.iterdir():
-            stale_db = entry.name.startswith(_DB_PREFIX) and entry.name != keep
-            if stale_db or entry.name.endswith(_TMP_SUFFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+    def _write_new(self, dir_fd: int, name: str, data: bytes, created: list[str]) -> None:
+        """Write ``data`` to a fresh temporary, fsync it and rename it to ``name``; ``created``
+        gets each entry of ours that exists until this returns (the temporary, then ``name``
+        unless it replaced ``state.json``, which is the commit)."""
+        tmp = f"{name}.{secrets.token_hex(8)}{_TMP_SUFFIX}"
+        fd = os.open(tmp, _CREATE_FLAGS, 0o644, dir_fd=dir_fd)
+        created.append(tmp)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        created.remove(tmp)
+        if name != STATE_FILE:
+            created.append(name)
+
+    def _remove(self, dir_fd: int, name: str) -> None:
+        """Remove an entry of ours after a failure; if that fails too, retry after a commit."""
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+            self._leftovers.discard(name)
+        except FileNotFoundError:
+            self._leftovers.discard(name)
+        except OSError:
+            if name.endswith(_TMP_SUFFIX):
+                self._leftovers.add(name)
+
+    def _after_commit(self, dir_fd: int, previous: InstalledState | None, keep: str) -> list[str]:
+        """Make the commit durable, then remove what it superseded; problems are returned."""
+        problems: list[str] = []
+        try:
+            os.fsync(dir_fd)
+        except OSError as exc:
+            problems.append(f"fsync of {self.path} after the commit failed ({exc.strerror});"
+                            " the new state may not survive a power cut")  # fmt: skip
+        stale = [previous.db_file] if previous is not None and previous.db_file != keep else []
+        for name in stale + sorted(self._leftovers):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problems.append(f"cannot remove {self.path / name} ({exc.strerror}); it stays")
+                continue
+            self._leftovers.discard(name)
+        return problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pkgutil
 import time
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,6 +26,7 @@ from hv_emu.memory.walk import PagingState
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.service import UpdateService
+from hv_emu.updates.state import STATE_FILE, StateDir
 from tests.rigs.netupdate import KEY, signed, trust_of
 
 FLAT32 = PagingState(cr0=0x11, cr3=0, cr4=0, efer=0)
@@ -33,12 +35,12 @@ CAP = 64 * 1024
 BUNDLE_VA, SIG_VA, BUF_VA = 0x10000, 0x80000, 0x90000
 
 
-def built_table() -> tuple[GuestMemory, HypercallTable]:
+def built_table(state: StateDir | None = None) -> tuple[GuestMemory, HypercallTable]:
     """A table with every built-in registered as machine.py does, on a small service."""
     mem = GuestMemory(RAM)
     events = EventLog()
     updates = UpdateService(trust_of(KEY), ActiveDatabase(SignatureDatabase.empty()), events,
-                            max_size=CAP)
+                            state=state, max_size=CAP)
     services = HypercallServices(status_text=lambda: "hv-emu test\nkey: value\n", updates=updates)
     table = HypercallTable(mem, events)
     for spec in BUILTINS:
@@ -81,8 +83,9 @@ def test_get_status_returns_each_code_it_declares_and_no_other() -> None:
     assert seen == get_status.SPEC.returns
 
 
-def test_update_signatures_returns_each_code_it_declares_and_no_other() -> None:
-    mem, table = built_table()
+def test_update_signatures_returns_each_code_it_declares_and_no_other(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    mem, table = built_table(state)
     spec = update_signatures.SPEC
     now = int(time.time())
 
@@ -90,6 +93,11 @@ def test_update_signatures_returns_each_code_it_declares_and_no_other() -> None:
         mem.write(BUNDLE_VA, bundle)
         mem.write(SIG_VA, sig)
         return rax(table, spec, BUNDLE_VA, len(bundle), SIG_VA)
+
+    def storage_failed() -> int:  # a directory where state.json should be: cannot persist
+        (state.path / STATE_FILE).unlink()
+        (state.path / STATE_FILE).mkdir()
+        return submit(*signed(4))
 
     bundle, sig = signed(1)
     other = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -102,6 +110,7 @@ def test_update_signatures_returns_each_code_it_declares_and_no_other() -> None:
         submit(*signed(3, issued_at=now - 7200, expires_at=now - 3600)),  # EXPIRED
         submit(bundle, sig),  # OK
         submit(bundle, sig),  # STALE_VERSION: a replay
+        storage_failed(),
     }
     assert seen == spec.returns
 
