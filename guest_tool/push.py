@@ -1,22 +1,27 @@
-"""Pushing a signed update over the network: ``guest-tool push UPDATE --key K --to udp:H:P``.
+"""Pushing a signed update over the network: ``guest-tool push UPDATE --to udp:H:P``.
 
-Models: the publisher's update server (``docs/PROTOCOL.md``, "The carousel"). ``encode_update``
-turns a bundle and its detached signature into the packets of ``docs/PROTOCOL.md``: the body is
-RaptorQ encoded (systematic: K source symbols, then repair symbols up to N), every symbol is hashed
-into hash pages, and a MANIFEST carrying the bundle header, the bundle signature, the FEC parameters
-and the page hashes is signed with the publisher's key. ``carousel`` is the order they go out in
-(sans-IO: a generator of UDP payloads, which the tests drive without sockets); ``push`` wraps each
-payload in an Ethernet/IPv4/UDP frame to the hypervisor and sends it through a ``net.backends``
-transport, with optional random loss (testing), a packet rate and a progress bar.
+Models: the publisher's update server and its relays (``docs/PROTOCOL.md``, "The carousel" and
+"Sign once, push anywhere"). ``encode_update`` turns a bundle and its detached signature into the
+packets of ``docs/PROTOCOL.md``: the body is RaptorQ encoded (systematic: K source symbols, then
+repair symbols up to N), every symbol is hashed into hash pages, and a MANIFEST carrying the bundle
+header, the bundle signature, the FEC parameters and the page hashes is signed with the
+publisher's key (``guest-tool manifest`` keeps it in ``UPDATE.manifest``, ``push --key`` signs at
+send time). ``relay_update`` is the key-less side: it checks a signed manifest file against the
+bundle and re-encodes the very symbols it committed to (the encoding is deterministic).
+``carousel`` is the order they go out in (sans-IO: a generator of UDP payloads, which the tests
+drive without sockets); ``push`` wraps each payload in an Ethernet/IPv4/UDP frame to the
+hypervisor and sends it through a ``net.backends`` transport, with optional random loss
+(testing), a packet rate and a progress bar.
 
-Follows: ``docs/PROTOCOL.md`` (the wire format and the carousel), RFC 6330 through the ``raptorq``
-package (``Encoder.with_defaults``: one source block, T-byte symbols, 4-byte FEC Payload IDs),
-QEMU's one-frame-per-datagram framing (``net/backends.py``).
+Follows: ``docs/PROTOCOL.md`` (the wire format, the carousel, the manifest file), RFC 6330 through
+the ``raptorq`` package (``Encoder.with_defaults``: one source block, T-byte symbols, 4-byte FEC
+Payload IDs), QEMU's one-frame-per-datagram framing (``net/backends.py``).
 
 Leaves out: a return channel (NACKs), HEARTBEAT packets, objects larger than one manifest can
 commit to (``packets.max_pages``: about 2.3 MB of symbols with Ed25519; the CLI says so).
 
-Network controls: nothing here; the user controls the files, the key and the options.
+Network controls: nothing here; the user controls the files, the key and the options. A relay's
+manifest file may come from anyone: ``manifest_file.py`` and ``relay_update`` treat it as hostile.
 """
 
 from __future__ import annotations
