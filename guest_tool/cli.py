@@ -12,6 +12,8 @@ hypervisor with VMCALL.
     guest-tool build --write payload.bin --lba 100 --via dma -o write-guest.bin
     guest-tool build --nic --rx-frames 2 -o nic-guest.bin
     guest-tool push update.hvdb --key demo.key --to udp:127.0.0.1:5555
+    guest-tool manifest update.hvdb --key demo.key            # update.hvdb.manifest, once
+    guest-tool push update.hvdb --to udp:127.0.0.1:5555      # a relay: no private key
 
 Exit status: 0 success, 2 a bad argument or file (one line on standard error), 70 a bug.
 
@@ -35,7 +37,7 @@ from guest_tool.disk_programs import MAX_PRD_BYTES, VIAS, build_disk_write_progr
 from guest_tool.keys import ALGORITHMS, generate_keypair
 from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import build_program, build_source_file, build_update_program
-from guest_tool.push import add_push_command, run_push_command
+from guest_tool.push import add_push_command, run_manifest_command, run_push_command
 from hv_emu import SAMPLE_DB, __version__
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({out.stat().st_size} bytes) and {sig}")
     elif args.command == "push":
         print(run_push_command(args))
+    elif args.command == "manifest":
+        print(run_manifest_command(args))
     elif args.format == "linux-elf":
         _build_linux_elf(args)
     elif args.program is not None or args.asm is not None:

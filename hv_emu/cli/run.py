@@ -250,6 +250,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary += f"; {machine.detections} detections in disk writes"
     if machine.network is not None:
         summary += f"; network {machine.network.summary()}"
+    received = machine.receiver.stats() if machine.receiver is not None else None
+    if received is not None and received.datagrams:  # what arrived, the top drop reasons
+        summary += f"; {received.summary()}"
     if machine.linux is not None and machine.linux.exit_status is not None:
         return _program_exited(machine.linux, summary, args.quiet)
     match final:

@@ -6,7 +6,8 @@ switch to the backend at once (on the vCPU thread); frames arriving on the backe
 I/O thread, which passes each through the switch first (update datagrams go to the hypervisor's
 update receiver and never to the guest) and queues the rest in the NIC. The same thread drives the
 update receiver's ``poll`` (after every frame, and at least every ``POLL_INTERVAL`` when idle: its
-verification budget refills with time, not with packets), and stops cleanly when the run ends.
+verification budget refills with time, not with packets), and stops cleanly when the run ends,
+with one last ``poll(final=True)`` so the receiver logs the counters it has not logged yet.
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
@@ -38,6 +39,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from hv_emu.devices.nic import Nic
 from hv_emu.errors import ConfigError, HostError
@@ -55,13 +57,21 @@ POLL_INTERVAL = 0.02
 JOIN_TIMEOUT = 5.0
 
 UpdateSink = Callable[[UdpDatagram], None]
+_T = TypeVar("_T")
+
+
+class Poll(Protocol):
+    """The update receiver's ``poll``: ``final`` on the last call before the I/O thread stops."""
+
+    def __call__(self, *, final: bool = False) -> None: ...
 
 
 class GuestNetwork:
     """The guest's card on the port bus, wired through the switch to ``backend``.
 
     ``on_update`` receives every update datagram the switch consumes; ``poll`` (if given) is
-    called by the I/O thread at least every ``POLL_INTERVAL`` seconds while it runs.
+    called by the I/O thread at least every ``POLL_INTERVAL`` seconds while it runs, and once
+    with ``final=True`` when ``stop()`` has stopped it.
     """
 
     def __init__(
@@ -71,7 +81,7 @@ class GuestNetwork:
         *,
         guest_mac: bytes,
         on_update: UpdateSink,
-        poll: Callable[[], None] | None = None,
+        poll: Poll | None = None,
         capture: Path | None = None,
     ) -> None:
         if guest_mac == config.hv_mac or len(guest_mac) != 6 or guest_mac[0] & 1:
@@ -126,9 +136,9 @@ class GuestNetwork:
         except BaseException as err:  # handed to the vCPU's side by stop()
             self.error = err
 
-    def _tick(self) -> None:
+    def _tick(self, *, final: bool = False) -> None:
         if self._poll is not None:
-            self._poll()
+            self._poll(final=final)
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -149,12 +159,22 @@ class GuestNetwork:
             if thread.is_alive():
                 raise HostError("the network I/O thread did not stop")
             self._wake_r.recv(1)
+            if self.error is None:
+                self._last_tick()
         if self.capture is not None:
             with self._lock:
                 self.capture.flush()
         if self.error is not None:
             err, self.error = self.error, None
             raise HostError(f"network I/O thread failed: {type(err).__name__}: {err}") from err
+
+    def _last_tick(self) -> None:
+        """The thread has stopped: one last poll on this thread, under the same lock."""
+        try:
+            with self._lock:
+                self._tick(final=True)
+        except Exception as err:  # raised by stop() as the thread's own failures are
+            self.error = err
 
     def close(self) -> None:
         """Stop, close the capture file and the backend's socket (once; later calls do nothing)."""
@@ -177,6 +197,12 @@ class GuestNetwork:
             self.nic.set_link(False)
 
     # ------------------------------------------------------------------ status
+    def under_lock(self, read: Callable[[], _T]) -> _T:
+        """``read()`` while no frame is being handled: how another thread (the vCPU's, for
+        ``get_status``) takes a consistent snapshot, e.g. ``under_lock(receiver.stats)``."""
+        with self._lock:
+            return read()
+
     def summary(self) -> str:
         """One phrase for the end-of-run line: link state and frame counts."""
         with self._lock:

@@ -27,6 +27,12 @@ per-source packet buckets (sources are spoofable; the global verification budget
 Network controls: every byte of every payload, their order, timing and rate. It cannot make the
 receiver hold more than ``memory_bound()`` bytes, spend more than the budget on signatures, or
 install anything ``UpdateService`` would refuse.
+
+Observability: ``stats()`` is a consistent snapshot of the counters (what arrived, what was
+dropped and why, verifications, sessions), for the end-of-run summary and ``get_status``; ``poll``
+logs it as the event ``receiver_stats`` (``docs/EVENTS.md``) at most once per
+``STATS_INTERVAL`` of the receiver's clock while counters change, and once more when its caller
+stops polling (``poll(final=True)``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 import raptorq
 
 from hv_emu.errors import UpdateRejected
+from hv_emu.events import JsonValue
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
@@ -60,6 +67,77 @@ from hv_emu.updates.packets import (
 )
 from hv_emu.updates.service import UpdateService
 from hv_emu.updates.verify import CLOCK_SKEW, check_body, verify_header
+
+#: Counters that record progress; every other counter names a reason something was dropped or
+#: refused (a datagram, a candidate manifest at ``poll``, or a session).
+PROGRESS_COUNTERS = frozenset({
+    "datagrams", "manifest_queued", "verifications", "session_opened", "page_accepted",
+    "symbol_accepted", "installed",
+})  # fmt: skip
+#: Seconds (of the receiver's clock) between two ``receiver_stats`` events, at least.
+STATS_INTERVAL = 1.0
+#: Drop reasons named in the end-of-run summary; the rest are summed.
+SUMMARY_REASONS = 3
+
+
+@dataclass(frozen=True)
+class ReceiverStats:
+    """A snapshot of the receiver's counters: what arrived, what was dropped and why."""
+
+    datagrams: int
+    symbols_accepted: int
+    verifications: int
+    sessions_opened: int
+    sessions_open: int
+    installed: int
+    #: Drop and refusal counts by reason (the counter names of ``docs/PROTOCOL.md``), largest
+    #: first; reasons never seen are absent.
+    drops: dict[str, int]
+
+    @classmethod
+    def of(cls, counters: collections.Counter[str], sessions_open: int) -> ReceiverStats:
+        drops = {k: v for k, v in counters.items() if k not in PROGRESS_COUNTERS and v}
+        ordered = dict(sorted(drops.items(), key=lambda item: (-item[1], item[0])))
+        return cls(
+            counters["datagrams"], counters["symbol_accepted"], counters["verifications"],
+            counters["session_opened"], sessions_open, counters["installed"], ordered,
+        )  # fmt: skip
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    def summary(self) -> str:
+        """One phrase for the end-of-run line: what arrived, and the top reasons for drops."""
+        text = (
+            f"update receiver: {_count(self.datagrams, 'datagram')}, "
+            f"{_count(self.symbols_accepted, 'symbol')} accepted, "
+            f"{_count(self.verifications, 'manifest check')}, {self.installed} installed"
+        )
+        if not self.drops:
+            return text + "; nothing dropped"
+        top = list(self.drops.items())[:SUMMARY_REASONS]
+        text += f"; dropped {self.dropped}: " + ", ".join(f"{n} {reason}" for reason, n in top)
+        rest = list(self.drops.values())[SUMMARY_REASONS:]
+        if rest:
+            text += f", {sum(rest)} for {len(rest)} other reason{'s' if len(rest) > 1 else ''}"
+        return text
+
+    def status_lines(self) -> list[str]:
+        """``key: value`` lines in the style of ``get_status`` (for whoever wires it there)."""
+        drops = ",".join(f"{reason}={n}" for reason, n in self.drops.items()) or "none"
+        return [
+            f"update_datagrams_taken: {self.datagrams}",
+            f"update_symbols_accepted: {self.symbols_accepted}",
+            f"update_manifest_checks: {self.verifications}",
+            f"update_sessions: {self.sessions_open} open, {self.sessions_opened} opened",
+            f"update_installed: {self.installed}",
+            f"update_drops: {drops}",
+        ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -155,6 +233,35 @@ class UpdateReceiver:
         self._bad: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._candidate: _Candidate | None = None
         self._candidates_seen = 0
+        # receiver_stats: the counters last logged, when, and how many times.
+        self._reported: dict[str, int] = {}
+        self._reported_at = self.clock()
+        self._reports = 0
+
+    # ------------------------------------------------------------------------------ stats
+    def stats(self) -> ReceiverStats:
+        """A snapshot of the counters. Not locked: call it from the thread that feeds the
+        receiver, or under the lock that serialises it (``GuestNetwork.under_lock``)."""
+        return ReceiverStats.of(self.counters, len(self.sessions))
+
+    def _report(self, final: bool) -> None:
+        """Log ``receiver_stats``: at most once per ``STATS_INTERVAL`` while the counters change;
+        when ``final``, if they changed since the last one (or none was logged yet)."""
+        now = self.clock()
+        if not final and now - self._reported_at < STATS_INTERVAL:
+            return
+        if dict(self.counters) == self._reported and (self._reports or not final):
+            return
+        self._reported, self._reported_at = dict(self.counters), now
+        self._reports += 1
+        stats = self.stats()
+        drops: dict[str, JsonValue] = dict(stats.drops)
+        self.service.events.emit(
+            "receiver_stats", datagrams=stats.datagrams, symbols_accepted=stats.symbols_accepted,
+            verifications=stats.verifications, sessions_opened=stats.sessions_opened,
+            sessions_open=stats.sessions_open, installed=stats.installed,
+            dropped=stats.dropped, drops=drops, final=final,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------ memory
     def memory_bound(self) -> int:
@@ -276,8 +383,14 @@ class UpdateReceiver:
                 self._remember_bad_digest(session.manifest_digest)
 
     # ------------------------------------------------------------------------------ budget
-    def poll(self) -> None:
-        """Spend the verification budget on the sampled candidate manifest, if any."""
+    def poll(self, *, final: bool = False) -> None:
+        """Spend the verification budget on the sampled candidate manifest, if any; log
+        ``receiver_stats`` when due. ``final``: the caller stops polling now (the network's I/O
+        thread is stopping), so counters not yet logged are logged at once."""
+        self._check_candidate()
+        self._report(final)
+
+    def _check_candidate(self) -> None:
         if self._candidate is None or not self.budget.take():
             return
         candidate, self._candidate, self._candidates_seen = self._candidate, None, 0

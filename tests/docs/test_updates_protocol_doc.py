@@ -6,6 +6,7 @@ import re
 import struct
 from pathlib import Path
 
+from guest_tool import manifest_file
 from hv_emu.updates import packets, receiver, service
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import HEADER_FIELDS, HEADER_LEN, MANIFEST_FIELDS, PacketType
@@ -57,6 +58,18 @@ def test_manifest_table_matches_the_fec_struct() -> None:
     assert names == ["bundle_signature", "page_hashes", "manifest_signature"]
     assert f"b\"{packets.MANIFEST_DOMAIN.decode()[:-1]}\\x00\"" in DOC
     assert rows[len(MANIFEST_FIELDS) + 1][0] == str(offset)
+
+
+def test_manifest_file_table_matches_the_struct() -> None:
+    rows = table("Sign once, push anywhere (`guest_tool/manifest_file.py`)")
+    offset = 0
+    for row, (name, code, rule) in zip(rows, manifest_file.FILE_FIELDS, strict=True):
+        size = struct.calcsize(">" + code)
+        assert [*row[:4], row[4].strip("`")] == [str(offset), str(size), name, doc_type(code), rule]
+        offset += size
+    assert "a 10-byte header" in DOC and offset == 10
+    assert f"{manifest_file.MAX_FILE:,} bytes" in DOC
+    assert f"1 to {manifest_file.MAX_KEY}" in DOC
 
 
 def test_types_and_constants_are_as_documented() -> None:

@@ -71,9 +71,12 @@ def doc_commands(tool: str) -> list[str]:
 
 
 def test_doc_push_commands_run_and_install(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The carousel's commands, and sign-once: ``guest-tool manifest`` then a push without key."""
     monkeypatch.chdir(files)
+    (signing,) = doc_commands("guest-tool manifest")
+    assert main(shlex.split(signing)[1:]) == 0 and (files / "update.hvdb.manifest").is_file()
     commands = doc_commands("guest-tool push")
-    assert len(commands) == 3
+    assert len(commands) == 4 and sum("--key" not in c for c in commands) == 1
     for command in commands:
         listener: FrameBackend
         if "mcast:" in command:
