@@ -284,3 +284,18 @@ def test_every_run_option_is_in_the_readme() -> None:
     missing = sorted(o for o in options if not re.search(re.escape(o) + r"(?![\w-])", section))
     assert missing == []
 
+
+def test_the_demo_tells_accepted_from_active(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process (the worktree's own demo): an acceptance is told as such, and the disk chapter
+    shows get_status's database lines once the update is active."""
+    import hv_emu.cli.main
+
+    assert hv_emu.cli.main.main(["demo", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "update accepted: database v1, 5 signatures; OK now, v0 scans until its compile" in out
+    step8 = out.split("\n8. ", 1)[1].split("\n9. ", 1)[0]
+    assert step8.endswith("state | db_version: 2\n    state | db_active_version: 2\n"
+                          "    state | db_state: active\n")
+    assert "state | detections: 2\n    state | network: cut" in out
