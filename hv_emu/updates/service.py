@@ -20,6 +20,10 @@ force: so every compile the worker starts ends with progress, and a stream of up
 the database in force from ever moving. Memory and the guest's pause stay those of one compile,
 however many updates arrive back to back.
 
+Accepted is not active: ``status`` reports both (``get_status``'s ``db_version``,
+``db_active_version`` and ``db_state``), and ``submit(..., wait=True)`` (the VMCALL under
+``--sync-updates``) answers only once the worker is done with the version it accepted.
+
 Follows: ``docs/UPDATE-FORMAT.md`` (acceptance and activation), clamd's reload model (build the new
 engine beside the old, then switch), and the usual install order ("write new -> verify ->
 switch pointer -> persist counter") with persisting moved to acceptance, before the switch:
