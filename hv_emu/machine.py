@@ -81,6 +81,9 @@ class MachineConfig:
     net_config: NetConfig = field(default_factory=NetConfig)  # ``--hv-mac/--hv-ip/--update-port``
     guest_mac: bytes = layout.GUEST_MAC  # the guest NIC's MAC
     capture: Path | None = None  # every frame through the hypervisor's switch (``--capture``)
+    #: ``update_signatures`` answers only once its database is active (``--sync-updates``): the
+    #: guest's pause then includes the compile. Read at each call: it may change between runs.
+    sync_updates: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ class Machine:
 
         # Hypercalls in ABI order: registration order is slot order, as in BitVisor.
         self.hypercalls = HypercallTable(self.mem, self.events)
-        services = HypercallServices(status_text=self.status_text, updates=self.updates)
+        services = HypercallServices(status_text=self.status_text, updates=self.updates,
+                                     sync_updates=lambda: self.config.sync_updates)  # fmt: skip
         # A built-in's number is its position in BUILTINS; check that each lands there.
         for nr, spec in enumerate(BUILTINS):
             if spec.make is None:  # get_vmmcall_number: every table holds slot 0 from birth
@@ -340,13 +344,17 @@ class Machine:
         return 0 if self.inspector is None else self.inspector.detections
 
     def status_text(self) -> str:
-        """What ``get_status`` tells the guest (and ``hv-emu run`` prints at the end)."""
-        db = self.database.current
+        """What ``get_status`` tells the guest (docs/ABI.md): ``db_version``, ``signatures`` and
+        ``db_sha256`` describe the newest accepted database, ``db_active_version`` the one that
+        scans disk writes now, ``db_state`` how far the accepted one got."""
+        db = self.updates.status()
         lines = [
             f"hv-emu {__version__}",
             f"db_version: {db.version}",
-            f"signatures: {db.count}",
+            f"signatures: {db.signatures}",
             f"db_sha256: {db.sha256}",
+            f"db_active_version: {db.active_version}",
+            f"db_state: {db.state}",
             f"detections: {self.detections}",
             f"network: {'cut' if self.network_cut else 'up'}",
             f"updates_accepted: {self.updates.accepted}",

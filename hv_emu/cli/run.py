@@ -107,6 +107,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
     run.add_argument("--max-update", type=integer, default=DEFAULT_MAX_UPDATE, metavar="BYTES",
                      help=f"largest update accepted (default {DEFAULT_MAX_UPDATE})")
+    run.add_argument("--sync-updates", action="store_true",
+                     help="update_signatures answers only once the new database is active (the "
+                          "guest's pause then includes the compile; for tests and teaching)")
     run.add_argument("--disk", type=Path, metavar="IMAGE",
                      help="raw disk image on the primary ATA channel (every write is scanned)")
     run.add_argument("--disk-size", type=int, metavar="MiB",
@@ -209,6 +212,17 @@ def _program_exited(linux: LinuxProcess, summary: str, quiet: bool) -> int:
     return linux.exit_status or 0
 
 
+def _database_summary(machine: Machine) -> str:
+    """The database in force at the end, and the newest accepted one if that never came into force
+    (its compile was refused: ``database_failed``). The run waited for pending compiles, so
+    nothing is still compiling here."""
+    db, status = machine.database.current, machine.updates.status()
+    text = f"database v{db.version} ({db.count} signatures)"
+    if status.version != db.version:
+        text += f", v{status.version} accepted but not in force ({status.state})"
+    return text
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         image = args.image.read_bytes()
@@ -217,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
-        disk_size_mib=args.disk_size, on_detect=args.on_detect,
+        disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:
@@ -241,11 +255,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.screen is not None:
         _write_screen(args.screen, machine.vga.read_screen())
     final = result.exit
-    db = machine.database.current
-    summary = (
-        f"{machine.hypercalls.calls} hypercalls, {elapsed:.3f} s; "
-        f"database v{db.version} ({db.count} signatures)"
-    )
+    summary = f"{machine.hypercalls.calls} hypercalls, {elapsed:.3f} s; "
+    summary += _database_summary(machine)
     if machine.disk is not None:
         summary += f"; {machine.detections} detections in disk writes"
     if machine.network is not None:

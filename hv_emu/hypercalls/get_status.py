@@ -2,7 +2,9 @@
 
 Models: BitVisor's ``get_status`` service (status text for vmmstatus-style agents): RBX = buffer,
 RCX = its size. The text is UTF-8, one ``key: value`` per line, with a terminating NUL; the machine
-supplies it (``Machine.status_text``).
+supplies it (``Machine.status_text``): ``db_version`` is the newest accepted database,
+``db_active_version`` the one scanning disk writes, ``db_state`` how far the accepted one got
+(``UpdateService.status``).
 
 Follows: ``docs/ABI.md``, its row of "Functions", and its section "``get_status``".
 

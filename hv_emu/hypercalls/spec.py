@@ -80,6 +80,9 @@ class HypercallServices:
     status_text: Callable[[], str]
     #: Verify, parse and swap pipeline that ``update_signatures`` feeds.
     updates: UpdateService
+    #: Whether ``update_signatures`` answers only once its database is active (``--sync-updates``),
+    #: asked at each call.
+    sync_updates: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True)

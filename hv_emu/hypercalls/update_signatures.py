@@ -9,12 +9,18 @@ order of the checks); the bundle format is ``docs/UPDATE-FORMAT.md``.
 
 Leaves out: updates split over several calls (one VMCALL carries one whole bundle).
 
+Answers at acceptance: the database compiles afterwards, off the vCPU path (``get_status`` says
+``db_state: compiling`` meanwhile). With ``--sync-updates`` (``MachineConfig.sync_updates``) it
+answers only once the compile is done, so the guest's pause includes the compile.
+
 Guest controls: every argument register and every byte behind them. Nothing is read when RCX
 exceeds the cap; the bundle is copied out once (header and body together) and the signature's
 length comes from that copy's header, never from a second look at guest memory (no double fetch).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from hv_emu.errors import GuestFault, UpdateRejected
 from hv_emu.hypercalls.abi import Rc
@@ -29,8 +35,10 @@ from hv_emu.updates.format import HEADER_SIZE, BundleHeader, signature_length
 from hv_emu.updates.service import UpdateService
 
 
-def update_signatures(service: UpdateService) -> Handler:
-    """The handler of ``update_signatures`` bound to ``service``."""
+def update_signatures(service: UpdateService, sync: Callable[[], bool] = lambda: False) -> Handler:
+    """The handler of ``update_signatures`` bound to ``service``; when ``sync()`` says so at the
+    call (``hv-emu run --sync-updates``), an accepted update is answered only once the compile
+    worker is done with it."""
 
     def handler(ctx: HypercallContext) -> HypercallResult:
         data_va, length, sig_va = ctx.rbx, ctx.rcx, ctx.rdx
@@ -56,13 +64,13 @@ def update_signatures(service: UpdateService) -> Handler:
             signature = ctx.read(sig_va, sig_len)
         except GuestFault as fault:
             return HypercallResult(service.reject(source, Rc.UNREADABLE, f"signature: {fault}"))
-        return HypercallResult(service.submit(bundle, signature, source))
+        return HypercallResult(service.submit(bundle, signature, source, wait=sync()))
 
     return handler
 
 
 def _make(services: HypercallServices) -> Handler:
-    return update_signatures(services.updates)
+    return update_signatures(services.updates, services.sync_updates)
 
 
 SPEC = HypercallSpec(

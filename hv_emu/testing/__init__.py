@@ -144,15 +144,30 @@ class Hypervisor:
     """One machine to test hypercalls on: register handlers and devices, then run guests.
 
     ``config`` is ``hv-emu run``'s configuration (trusted keys, database, RAM...); by default a
-    64 MiB machine with an empty database and a 10-second watchdog.
+    64 MiB machine with an empty database and a 10-second watchdog. ``sync_updates=True`` (or
+    ``bench.sync_updates = True`` later, e.g. on the ``hv`` fixture) is ``--sync-updates``:
+    ``update_signatures`` answers only once its database is active, so a guest's next
+    ``get_status`` says ``db_state: active``.
     """
 
-    def __init__(self, config: MachineConfig | None = None) -> None:
+    def __init__(self, config: MachineConfig | None = None, *,
+                 sync_updates: bool | None = None) -> None:  # fmt: skip
         self._console = io.BytesIO()
         self.machine = Machine(config or MachineConfig(timeout=DEFAULT_TIMEOUT),
                                console=self._console)  # fmt: skip
+        if sync_updates is not None:
+            self.sync_updates = sync_updates
         self._exits: list[tuple[Exit, Outcome]] = []
         self.machine.exit_observers.append(lambda e, outcome, _s: self._exits.append((e, outcome)))
+
+    @property
+    def sync_updates(self) -> bool:
+        """``update_signatures`` answers only once its database is active (``--sync-updates``)."""
+        return self.machine.config.sync_updates
+
+    @sync_updates.setter
+    def sync_updates(self, value: bool) -> None:
+        self.machine.config.sync_updates = value
 
     def register_hypercall(self, name: str, handler: HypercallFunction, *,
                            nr: int | None = None) -> int:  # fmt: skip

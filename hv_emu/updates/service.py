@@ -20,6 +20,10 @@ force: so every compile the worker starts ends with progress, and a stream of up
 the database in force from ever moving. Memory and the guest's pause stay those of one compile,
 however many updates arrive back to back.
 
+Accepted is not active: ``status`` reports both (``get_status``'s ``db_version``,
+``db_active_version`` and ``db_state``), and ``submit(..., wait=True)`` (the VMCALL under
+``--sync-updates``) answers only once the worker is done with the version it accepted.
+
 Follows: ``docs/UPDATE-FORMAT.md`` (acceptance and activation), clamd's reload model (build the new
 engine beside the old, then switch), and the usual install order ("write new -> verify ->
 switch pointer -> persist counter") with persisting moved to acceptance, before the switch:
@@ -88,6 +92,29 @@ def acceptable_versions(installed: int, max_jump: int = MAX_VERSION_JUMP) -> ran
 SHARDED_FROM = 20_000
 
 
+#: ``DatabaseStatus.state``: how far the newest accepted database got (docs/ABI.md, ``get_status``).
+DB_STATES = ("active", "compiling", "recompiling", "failed")
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    """The accepted database and the one in force, read at one moment (``get_status``'s lines).
+
+    ``version``, ``signatures`` and ``sha256`` describe the newest accepted (and persisted)
+    database; ``active_version`` is the database that scans disk writes now. ``state``:
+    ``active`` (the accepted one scans, at full speed), ``compiling`` (it waits for or is in the
+    compile worker; ``active_version`` scans meanwhile), ``recompiling`` (it scans in its sharded
+    first stage while its second stage compiles) or ``failed`` (its compile was refused; the older
+    ``active_version`` stays in force).
+    """
+
+    version: int
+    signatures: int
+    sha256: str
+    active_version: int
+    state: str
+
+
 @dataclass(frozen=True)
 class _CompileJob:
     """An accepted, parsed database waiting for (or in) the compile worker."""
@@ -124,8 +151,14 @@ class UpdateService:
         self.max_jump = max_jump
         self.accepted = 0
         self.rejected = 0
-        # The newest accepted version: rollback checks use it even before it is active.
-        self._accepted_version = database.current.version
+        # The newest accepted version: rollback checks use it even before it is active; with
+        # its signature count and hash, for get_status.
+        initial = database.current
+        self._accepted_version = initial.version
+        self._accepted_count = initial.count
+        self._accepted_sha256 = initial.sha256
+        self._failed_version = -1  # the newest version whose compile was refused
+        self._done_version = initial.version  # the newest version the worker is done with
         self._swap_lock = threading.Lock()  # orders "is it newer?" with the swap
         # One submission at a time: the vCPU thread (VMCALL) and the network I/O thread may both
         # submit, and the version check, the persisted counter and the acceptance must not
@@ -148,10 +181,35 @@ class UpdateService:
         ``acceptable_versions`` of the newest accepted version)."""
         return acceptable_versions(self._accepted_version, self.max_jump)
 
-    def submit(self, bundle: bytes, signature: bytes, source: str) -> Rc:
-        """Install ``bundle`` if it verifies; the return code for the guest either way."""
+    def status(self) -> DatabaseStatus:
+        """The accepted database, the one in force, and how far the accepted one got."""
+        active = self.database.current
+        with self._jobs:
+            version, count, sha256 = (self._accepted_version, self._accepted_count,
+                                      self._accepted_sha256)  # fmt: skip
+            failed, working = self._failed_version, self._worker is not None
+        if active.version >= version:
+            # A sharded first stage with the worker still at it: its second stage is compiling
+            # (a newer acceptance would make ``version`` the newer one).
+            state = "recompiling" if active.shards > 1 and working else "active"
+        elif failed == version:
+            state = "failed"
+        else:
+            state = "compiling"
+        return DatabaseStatus(version, count, sha256, active.version, state)
+
+    def submit(self, bundle: bytes, signature: bytes, source: str, *, wait: bool = False) -> Rc:
+        """Install ``bundle`` if it verifies; the return code for the guest either way.
+
+        With ``wait`` (``hv-emu run --sync-updates``, for the VMCALL path), an accepted update
+        returns only once the compile worker is done with it: active, at full speed, or refused
+        (``database_failed``; still ``OK``: it was accepted and persisted)."""
         with self._submit_lock:
-            return self._submit(bundle, signature, source)
+            rc = self._submit(bundle, signature, source)
+            version = self._accepted_version
+        if rc == Rc.OK and wait:
+            self.wait_done(version)
+        return rc
 
     def _submit(self, bundle: bytes, signature: bytes, source: str) -> Rc:
         now = int(self.clock())
@@ -187,13 +245,17 @@ class UpdateService:
                 return self.reject(source, Rc.STORAGE_FAILED, str(failed))
         self.time_floor = installed.time_floor
         previous = self._accepted_version
-        self._accepted_version = header.db_version
+        with self._jobs:  # the three together, for status()
+            self._accepted_version = header.db_version
+            self._accepted_count = len(signatures)
+            self._accepted_sha256 = sha256
         self.accepted += 1
         self.events.emit(
             "update_accepted",
             source=source,
             db_version=header.db_version,
             previous_version=previous,
+            active_version=self.database.current.version,
             signatures=len(signatures),
             sha256=sha256,
             key_id=header.key_id.hex(),
@@ -242,10 +304,18 @@ class UpdateService:
             try:
                 self._activate(job)
             except Exception as error:  # a host failure (e.g. MemoryError) must not stop it
-                self.events.emit("database_failed", db_version=job.version,
-                                 reason=f"compile failed on the host: {error!r}",
-                                 active_version=self.database.current.version)  # fmt: skip
+                self._failed(job.version, f"compile failed on the host: {error!r}")
+            with self._jobs:  # the worker is done with it (and with every older version)
+                self._done_version = max(self._done_version, job.version)
+                self._jobs.notify_all()
             job = self._take()
+
+    def _failed(self, version: int, reason: str) -> None:
+        """An accepted version's compile was refused: it never comes into force."""
+        with self._jobs:
+            self._failed_version = max(self._failed_version, version)
+        self.events.emit("database_failed", db_version=version, reason=reason,
+                         active_version=self.database.current.version)  # fmt: skip
 
     def _activate(self, job: _CompileJob) -> None:
         """Compile one accepted database, then put it in force (unless something newer is)."""
@@ -259,8 +329,7 @@ class UpdateService:
             else:
                 db = compile_signatures(*args)
         except DatabaseError as refused:  # the literal finder refused a parsed set
-            self.events.emit("database_failed", db_version=version, reason=str(refused),
-                             active_version=self.database.current.version)  # fmt: skip
+            self._failed(version, str(refused))
             return
         seconds = time.perf_counter() - started
         with self._swap_lock:
@@ -324,6 +393,15 @@ class UpdateService:
         with self._jobs:
             return self._jobs.wait_for(lambda: self._worker is None, timeout)
 
+    def wait_done(self, version: int, timeout: float | None = None) -> bool:
+        """Wait until the compile worker is done with ``version``: it is active at full speed
+        (both stages of a large database), or its compile was refused, or a newer version was
+        compiled in its place. Unlike ``wait_active``, updates accepted later (from the network)
+        do not prolong the wait. False if ``timeout`` seconds passed first."""
+        with self._jobs:
+            return self._jobs.wait_for(
+                lambda: self._done_version >= version or self._worker is None, timeout)
+
     def reject(self, source: str, code: Rc, reason: str) -> Rc:
         """Count and log a refused update (also for checks the caller made before ``submit``)."""
         self.rejected += 1
@@ -334,5 +412,6 @@ class UpdateService:
             error=code.name,
             reason=reason,
             db_version=self.installed_version,
+            active_version=self.database.current.version,
         )
         return code

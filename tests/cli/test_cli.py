@@ -216,3 +216,86 @@ def test_a_reader_that_goes_away_does_not_stop_the_hypervisor(tmp_path: Path) ->
     stderr = run.stderr.read().decode()
     assert run.wait(60) == 3  # the watchdog ended the spinning guest, as without the pipe
     assert "timeout" in one_line(stderr)
+
+
+def update_image(tmp_path: Path, version: int = 7) -> tuple[Path, Path]:
+    """An update guest for ``version`` of the sample database and the key that signed it, made
+    in-process (so the worktree's own code builds it)."""
+    from guest_tool.bundle import write_bundle
+    from guest_tool.keys import generate_keypair
+    from guest_tool.programs import build_update_program
+
+    key, pub = generate_keypair(tmp_path / "k")
+    bundle, signature = write_bundle(SAMPLE, version=version, key_path=key,
+                                     out=tmp_path / "u.hvdb")  # fmt: skip
+    guest = tmp_path / "update-guest.bin"
+    guest.write_bytes(build_update_program(bundle.read_bytes(), signature.read_bytes()))
+    return guest, pub
+
+
+def test_sync_updates_answers_the_vmcall_once_the_database_is_active(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hv-emu run --sync-updates`` (in-process: the worktree's own CLI): the compile ends before
+    the guest hears OK, so ``database_active`` comes before the update's ``hypercall`` event."""
+    import hv_emu.cli.main
+
+    guest, pub = update_image(tmp_path)
+    events = tmp_path / "events.jsonl"
+    argv = ["run", str(guest), "--trust", str(pub), "--sync-updates", "--events", str(events)]
+    assert hv_emu.cli.main.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out == "hvupdate: rc=0 (OK)\n"
+    assert re.search(r"guest halted: 2 hypercalls, .* database v7 \(5 signatures\)$", err.strip())
+    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert kinds == ["hypercall", "update_accepted", "database_active", "hypercall", "halt"]
+
+
+def test_the_summary_names_an_accepted_database_that_never_came_into_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hv_emu.cli.main
+    from hv_emu.errors import DatabaseError
+    from hv_emu.updates import service
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise DatabaseError("update v7", 0, 0, "Hyperscan cannot compile it: out of memory")
+
+    monkeypatch.setattr(service, "compile_signatures", refuse)
+    guest, pub = update_image(tmp_path)
+    assert hv_emu.cli.main.main(["run", str(guest), "--trust", str(pub)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("database v0 (0 signatures), v7 accepted but not in force (failed)"), err
+
+
+def test_every_run_option_is_in_the_readme() -> None:
+    """The README's ``hv-emu run`` section names every option ``hv-emu run --help`` lists."""
+    import argparse
+
+    from hv_emu.cli.run import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    run = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = {o for a in run.choices["run"]._actions for o in a.option_strings
+               if o.startswith("--") and o != "--help"}  # fmt: skip
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## `hv-emu run`", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(o for o in options if not re.search(re.escape(o) + r"(?![\w-])", section))
+    assert missing == []
+
+
+def test_the_demo_tells_accepted_from_active(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process (the worktree's own demo): an acceptance is told as such, and the disk chapter
+    shows get_status's database lines once the update is active."""
+    import hv_emu.cli.main
+
+    assert hv_emu.cli.main.main(["demo", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "update accepted: database v1, 5 signatures; OK now, v0 scans until its compile" in out
+    step8 = out.split("\n8. ", 1)[1].split("\n9. ", 1)[0]
+    assert step8.endswith("state | db_version: 2\n    state | db_active_version: 2\n"
+                          "    state | db_state: active\n")
+    assert "state | detections: 2\n    state | network: cut" in out

@@ -12,6 +12,7 @@ from hv_emu.cpuid import ABI_VERSION, HYPERVISOR_SIGNATURE
 from hv_emu.hypercalls.abi import MAX_NAME, SLOTS, Rc
 from hv_emu.hypercalls.builtin import BUILTINS, NUMBERS
 from hv_emu.machine import Machine, MachineConfig
+from hv_emu.updates.service import DB_STATES
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "ABI.md").read_text(encoding="utf-8")
 
@@ -87,3 +88,19 @@ def test_asm_constants_match_the_builtin_modules() -> None:
     for spec in BUILTINS:
         for rc in spec.returns:
             assert equates[f"RC_{rc.name}"] == rc
+
+
+def test_get_status_example_has_the_lines_the_machine_writes() -> None:
+    """The example in "get_status" has the keys a machine without a NIC writes, in its order, and
+    the ``db_state`` row names every state the update service reports."""
+    section = DOC.split("### `get_status`", 1)[1]
+    example = section.split("```\n", 2)[1].splitlines()
+    machine = Machine(MachineConfig())
+    written = machine.status_text().splitlines()
+    assert example[0].split()[0] == written[0].split()[0] == "hv-emu"
+    assert [line.split(": ")[0] for line in example[1:]] == [
+        line.split(": ")[0] for line in written[1:]]
+    row = next(r for r in table_after("### `get_status`") if r[0] == "db_state")
+    assert set(re.findall(r"`(\w+)`", row[1])) >= set(DB_STATES)
+    assert {line.split(": ")[1] for line in written if line.startswith("db_state")} <= set(
+        DB_STATES)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from hv_emu.errors import DatabaseError
 from hv_emu.events import EventLog
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, ActiveDatabase, SignatureDatabase
@@ -181,3 +182,78 @@ def test_a_compile_that_crashes_on_the_host_does_not_stop_the_worker(
     assert updates.submit(*signed(2), "vmcall") == Rc.OK
     assert updates.wait_active(WAIT)
     assert updates.database.current.version == 2
+
+
+def state(updates: UpdateService) -> tuple[int, int, str]:
+    status = updates.status()
+    return status.version, status.active_version, status.state
+
+
+def test_status_follows_an_update_from_acceptance_to_activation(compiler: GatedCompiler) -> None:
+    """``get_status``'s database lines (issue 12, item 6): accepted and active are told apart."""
+    updates = new_service()
+    assert state(updates) == (0, 0, "active")
+    assert updates.submit(*signed(1), "vmcall") == Rc.OK
+    assert compiler.has_begun(1).wait(WAIT)
+    status = updates.status()
+    assert (status.version, status.active_version, status.state) == (1, 0, "compiling")
+    assert status.signatures == 40 and status.sha256 != updates.database.current.sha256
+    compiler.gate(1).set()
+    assert updates.wait_active(WAIT)
+    assert state(updates) == (1, 1, "active")
+    assert updates.status().sha256 == updates.database.current.sha256
+
+
+def test_wait_done_is_not_prolonged_by_a_later_update(compiler: GatedCompiler) -> None:
+    """``--sync-updates`` waits for its own version, not for updates accepted after it."""
+    updates = new_service()
+    assert updates.submit(*signed(1), "vmcall") == Rc.OK
+    assert compiler.has_begun(1).wait(WAIT)
+    assert updates.submit(*signed(2), "network") == Rc.OK  # waits for the worker behind v1
+    assert not updates.wait_done(1, 0.01)
+    compiler.gate(1).set()
+    assert updates.wait_done(1, WAIT)
+    assert state(updates) == (2, 1, "compiling")  # v2 is held at its gate
+    assert not updates.wait_active(0.01)
+    compiler.gate(2).set()
+    assert updates.wait_done(2, WAIT)
+    assert state(updates) == (2, 2, "active")
+
+
+def test_status_says_failed_when_the_accepted_compile_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(signatures, kind, version, *rest, **kw):  # type: ignore[no-untyped-def]
+        raise DatabaseError(f"update v{version}", 0, 0, "Hyperscan cannot compile it")
+
+    monkeypatch.setattr(service, "compile_signatures", refuse)
+    updates = new_service()
+    assert updates.submit(*signed(1), "vmcall", wait=True) == Rc.OK  # accepted and persisted
+    assert state(updates) == (1, 0, "failed")
+
+
+@pytest.mark.skipif(not HYPERSCAN_AVAILABLE, reason="hyperscan is not installed")
+def test_status_says_recompiling_while_a_large_database_scans_in_its_first_stage(
+    compiler: GatedCompiler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service.UpdateService, "_shards", staticmethod(lambda count: 2))
+    began, release = threading.Event(), threading.Event()
+    real_recompile = service.recompile
+
+    def held(db: SignatureDatabase, *rest: object) -> SignatureDatabase:
+        began.set()
+        assert release.wait(WAIT)
+        return real_recompile(db)
+
+    monkeypatch.setattr(service, "recompile", held)
+    updates = new_service()
+    compiler.gate(1).set()
+    try:
+        assert updates.submit(*signed(1), "vmcall") == Rc.OK
+        assert began.wait(WAIT)
+        assert state(updates) == (1, 1, "recompiling")  # active, sharded, second stage running
+        assert updates.database.current.shards == 2
+    finally:
+        release.set()
+    assert updates.wait_active(WAIT)
+    assert state(updates) == (1, 1, "active")

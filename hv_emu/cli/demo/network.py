@@ -72,7 +72,8 @@ def _tell(machine: Machine, network: GuestNetwork, printed: int, seen: int) -> N
     for event in machine.events.records[seen:]:
         if event["event"] == "update_accepted":
             _say(f"    vmm   | update from the {event['source']} accepted: database "
-                 f"v{event['db_version']}, {event['signatures']} signatures")
+                 f"v{event['db_version']}, {event['signatures']} signatures (in force once "
+                 "compiled)")
         elif event["event"] == "network_cut":
             _say(f"    vmm   | network cut: {event['reason']}")
     _say(f"    state | network {network.summary()}")

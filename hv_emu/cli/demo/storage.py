@@ -73,6 +73,13 @@ def _write(machine: Machine, lba: int, via: str, per_command: int) -> None:
     _say(f"    disk  | on disk: {_hex(image[: len(VIRUS_BODY) + 8])}")
 
 
+def _status(machine: Machine, *keys: str) -> None:
+    """The lines of ``get_status`` with these keys, in its order."""
+    for line in machine.status_text().splitlines():
+        if line.split(": ", 1)[0] in keys:
+            _say(f"    state | {line}")
+
+
 def storage_story(work: Path, trust: Path, sample_db: Path, update_guest: bytes) -> None:
     """Steps 7-10 of the demo: ``update_guest`` installs the database that knows the body."""
     disk = work / "disk.img"
@@ -92,6 +99,8 @@ def storage_story(work: Path, trust: Path, sample_db: Path, update_guest: bytes)
         machine.run()
         for line in machine.debugcon.text()[printed:].splitlines():
             _say(f"    guest | {line}")
+        _say("   OK came at acceptance; the run waited for the compile, so v2 now scans writes:")
+        _status(machine, "db_version", "db_active_version", "db_state")
         _say()
         _say("9. It writes the file again, by PIO, one sector per command: the body straddles")
         _say("   two commands, and is found all the same")
@@ -106,7 +115,6 @@ def storage_story(work: Path, trust: Path, sample_db: Path, update_guest: bytes)
                 _say(f"    screen| {row.rstrip()}")
         _say()
         _say("   get_status now says:")
-        for line in machine.status_text().splitlines()[4:6]:
-            _say(f"    state | {line}")
+        _status(machine, "detections", "network")
     finally:
         machine.close()

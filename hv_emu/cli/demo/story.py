@@ -50,7 +50,8 @@ def _run_guest(workdir: Path, image: bytes, trust: Path, title: str) -> Machine:
             _say(f"    vmm   | VMCALL nr={event['nr']} ({event['name']}) -> RAX={event['ret']}")
         elif event["event"] == "update_accepted":
             _say(f"    vmm   | update accepted: database v{event['db_version']}, "
-                 f"{event['signatures']} signatures")
+                 f"{event['signatures']} signatures; OK now, v{event['active_version']} scans "
+                 "until its compile is done")
         elif event["event"] == "update_rejected":
             _say(f"    vmm   | update REJECTED ({event['error']}): {event['reason']}")
     for line in machine.debugcon.text().splitlines():
