@@ -6,15 +6,26 @@ the guest. Every event is one JSON object on one line with an ``"event"`` field 
 
 Follows: JSON Lines (one UTF-8 JSON value per line, ``\\n``-terminated).
 
-Leaves out: rotation and size limits of the file (a run is finite); the in-memory copy kept for
-tests and the status text can be turned off with ``keep=False``.
+Bounds: a guest looping on VMCALL makes an event per call (100 to 160 bytes each), so the sink holds
+at most ``max_bytes`` (``hv-emu run --events-max``, default 64 MiB; None: no limit) in three
+tiers. Routine events (``ROUTINE``: ``hypercall``) stop at ``max_bytes - max_bytes // 4``; every
+other kind (detections, update results, database changes) goes on into that last quarter, less
+``END_RESERVE`` bytes kept for how the run ended (``halt``, ``fault``, ``timeout``, ``stop``); and
+``TRUNCATION_RESERVE`` bytes stay for one ``events_truncated`` record, written at ``close``, that
+counts what was dropped, by kind. So the file never exceeds ``max_bytes``, and a truncated log
+says so at its end. Dropped events are counted, never aggregated or summarised further.
 
-Guest controls: values inside events (hypercall arguments, reasons); never their keys or kinds.
+Leaves out: rotation of the file (a run is finite); the in-memory copy kept for tests and the
+status text (not capped) can be turned off with ``keep=False``.
+
+Guest controls: values inside events (hypercall arguments, reasons) and how many there are; never
+their keys or kinds, nor the size of the file past ``max_bytes``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +33,15 @@ from typing import TextIO
 
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 Event = dict[str, JsonValue]
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MIN_MAX_BYTES = 64 * 1024  # room for the reserves below and some events
+#: One per guest action, as many as the guest likes: the first kinds dropped past the cap.
+ROUTINE = frozenset({"hypercall"})
+#: How the run ended: at most one per run, kept while ``TRUNCATION_RESERVE`` bytes remain.
+ENDINGS = frozenset({"halt", "fault", "timeout", "stop"})
+END_RESERVE = 8 * 1024  # a fault record with its registers is under 1 KiB
+TRUNCATION_RESERVE = 1024  # the events_truncated record: a count per kind that was dropped
 
 
 class EventLog:
@@ -33,11 +53,18 @@ class EventLog:
         *,
         clock: Callable[[], float] = time.monotonic,
         keep: bool = True,
+        max_bytes: int | None = None,
     ) -> None:
+        if max_bytes is not None and max_bytes < MIN_MAX_BYTES:
+            raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}, not {max_bytes}")
         self._sink = sink
         self._clock = clock
         self._t0 = clock()
         self._keep = keep
+        self._max_bytes = max_bytes
+        self._written = 0  # bytes written to the sink
+        self._dropped: dict[str, int] = {}  # kind -> events not written for want of room
+        self._first_dropped_t: JsonValue = None
         self.records: list[Event] = []
         self._lock = threading.Lock()
 
@@ -48,15 +75,44 @@ class EventLog:
             if self._keep:
                 self.records.append(record)
             if self._sink is not None:
-                self._sink.write(json.dumps(record, separators=(",", ":")) + "\n")
-                self._sink.flush()
+                line = json.dumps(record, separators=(",", ":")) + "\n"  # ASCII: chars = bytes
+                if self._written + len(line) <= self._room(event):
+                    self._sink.write(line)
+                    self._sink.flush()
+                    self._written += len(line)
+                else:
+                    self._dropped[event] = self._dropped.get(event, 0) + 1
+                    if self._first_dropped_t is None:
+                        self._first_dropped_t = record["t"]
             return record
+
+    def _room(self, event: str) -> float:
+        """Where events of this kind stop: the tiers of the module docstring."""
+        if self._max_bytes is None:
+            return math.inf
+        if event == "events_truncated":
+            return self._max_bytes
+        if event in ENDINGS:
+            return self._max_bytes - TRUNCATION_RESERVE
+        if event in ROUTINE:
+            return self._max_bytes - self._max_bytes // 4
+        return self._max_bytes - TRUNCATION_RESERVE - END_RESERVE
+
+    @property
+    def dropped(self) -> int:
+        """Events not written to the sink for want of room."""
+        return sum(self._dropped.values())
 
     def of(self, event: str) -> list[Event]:
         """The kept records of one kind, in order."""
         return [r for r in self.records if r["event"] == event]
 
     def close(self) -> None:
+        """Write the ``events_truncated`` record if anything was dropped, then close the sink."""
+        if self._sink is not None and self._dropped:
+            by_kind: dict[str, JsonValue] = {kind: n for kind, n in self._dropped.items()}
+            self.emit("events_truncated", max_bytes=self._max_bytes, dropped=self.dropped,
+                      dropped_by_kind=by_kind, first_dropped_t=self._first_dropped_t)  # fmt: skip
         if self._sink is not None:
             self._sink.close()
             self._sink = None

@@ -37,7 +37,7 @@ from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.debug.gdbstub import serve_gdb
 from hv_emu.debug.trace import ExitTracer
 from hv_emu.errors import ConfigError, HostError
-from hv_emu.events import EventLog
+from hv_emu.events import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, EventLog
 from hv_emu.exits import Fault, Halt, StopRequest, Timeout
 from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
@@ -62,6 +62,14 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _events_max(text: str) -> int:
+    value = integer(text)
+    if value != 0 and value < MIN_MAX_BYTES:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least {MIN_MAX_BYTES}, "
+                                         f"not {text!r}")  # fmt: skip
     return value
 
 
@@ -105,6 +113,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--state", type=Path, metavar="DIR",
                      help="persist the installed database and its version counter here")
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
+    run.add_argument("--events-max", type=_events_max, default=DEFAULT_MAX_BYTES, metavar="BYTES",
+                     help=f"largest --events file (default {DEFAULT_MAX_BYTES}, 64 MiB; 0: no "
+                          f"limit); past it, hypercall events are dropped first and an "
+                          f"events_truncated record ends the file")  # fmt: skip
     run.add_argument("--max-update", type=integer, default=DEFAULT_MAX_UPDATE, metavar="BYTES",
                      help=f"largest update accepted (default {DEFAULT_MAX_UPDATE})")
     run.add_argument("--sync-updates", action="store_true",
@@ -237,8 +249,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.disk_size is not None and args.disk is None:
         raise ConfigError("--disk-size needs --disk (the image to create)")
     # Written to --events as they happen, never kept: a guest looping on VMCALL makes ~40 000
-    # events a second, which a kept list would hold in RAM until the run ends.
-    events = EventLog(_open_events(args.events), keep=False)
+    # events a second, which a kept list would hold in RAM until the run ends; and at most
+    # --events-max bytes of them reach the file (hv_emu/events.py says which are dropped first).
+    events = EventLog(_open_events(args.events), keep=False, max_bytes=args.events_max or None)
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
         try:

@@ -16,19 +16,30 @@ not be read), else 2 on an error (a bad database or option, a path that cannot b
 Follows: clamscan 1.4's output lines and exit codes, and the raw-mode semantics of
 docs/SIGNATURES.md (every name, every layout, no file typing or decoding).
 
-Leaves out: clamscan's file typing, normalisation and unpacking (docs/SIGNATURES.md lists the
-differences), hash signatures (``.hdb``), and following symbolic links met inside a directory
-(links named on the command line are followed, as clamscan does by default). FIFOs, sockets and
-device nodes met inside a directory are skipped (a FIFO would block, /dev/zero never end); named on
-the command line, they are read like any file.
+Trees and special files, as clamscan 1.4.6 (measured; docs/SIGNATURES.md): directories are walked
+iteratively, entered to ``--max-dir-recursion`` levels (default 15; the named directory is level 1);
+a directory past the limit is one warning line and not an error (clamscan skips it silently).
+Symbolic links met inside a directory are not followed (so a link loop cannot trap the walk); links
+named on the command line are. Only regular files are read: FIFOs, sockets and devices met inside a
+directory are skipped silently, and named on the command line (or through a link) they are one line
+``hv-emu: warning: PATH: Not supported file type`` and exit 2, as clamscan's ``WARNING:`` (a FIFO
+would block, /dev/zero never end). A file is read up to its size at open, as clamscan maps it, so a
+file that grows while it is scanned cannot keep the scan going. File names are printed as their
+bytes (``os.fsdecode``'s surrogates written back with ``surrogateescape``), as clamscan does.
 
-User controls: the paths and databases; the files' bytes are anyone's (every error is one line).
+Leaves out: clamscan's file typing, normalisation and unpacking (docs/SIGNATURES.md lists the
+differences), hash signatures (``.hdb``), clamscan's ``PATH: Symbolic link`` lines for links inside
+directories, and its ``Excluded (/proc)`` rule.
+
+User controls: the paths and databases; the files' bytes and names, and the tree's shape, are
+anyone's (every problem is one line, and the summary is always printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import stat
@@ -45,6 +56,7 @@ CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet
 PROGRESS_EVERY = 0.25  # seconds between progress updates
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+MAX_DIR_RECURSION = 15  # clamscan's --max-dir-recursion default
 #: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
 #: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
 #: and the benchmarks run clamscan with exactly these.
@@ -71,6 +83,19 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                       help="literal finder: hyperscan when it imports (auto), or pyahocorasick")
     scan.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
     scan.add_argument("-i", "--infected", action="store_true", help="print only infected files")
+    scan.add_argument("--max-dir-recursion", type=_count, default=MAX_DIR_RECURSION, metavar="N",
+                      help=f"enter directories to N levels, the named one being level 1 (default "
+                           f"{MAX_DIR_RECURSION}, as clamscan)")  # fmt: skip
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 @dataclass
@@ -80,7 +105,12 @@ class FileResult:
     path: str
     size: int = 0
     names: list[str] = field(default_factory=list)
-    error: str | None = None
+    problem: Problem | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why the file was not (wholly) scanned, or None."""
+        return None if self.problem is None else self.problem.message
 
 
 @dataclass
@@ -92,35 +122,69 @@ class Summary:
     matches: int = 0  # (file, name) pairs
 
 
-def walk(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
-    """Every file to scan, in a stable order, with an error message where a path is unusable."""
+@dataclass(frozen=True)
+class Problem:
+    """Why a path was not scanned: an error (counted, exit 2) or a warning (``warning``)."""
+
+    message: str
+    warning: bool = False  # printed as "hv-emu: warning: PATH: ..."
+    error: bool = True  # counts in "Total errors" and makes the exit status 2
+
+
+#: clamscan's words for a FIFO, socket or device named on the command line (``WARNING:``, exit 2).
+UNSUPPORTED = Problem("Not supported file type", warning=True)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One path the walk met: a file to scan, or a path it could not use and why."""
+
+    path: Path
+    problem: Problem | None = None
+
+
+def walk(paths: Sequence[Path], max_depth: int = MAX_DIR_RECURSION) -> Iterator[Item]:
+    """Every file to scan, in a stable order, and every path that cannot be used, with why."""
     for path in paths:
         try:
             mode = path.stat().st_mode  # follows a link named on the command line
         except OSError as error:
-            yield path, f"cannot access: {error.strerror}"
+            yield Item(path, Problem(f"cannot access: {error.strerror}"))
             continue
-        if not stat.S_ISDIR(mode):
-            yield path, None
-            continue
-        failures: list[OSError] = []
-        for root, dirs, files in os.walk(path, onerror=failures.append):
-            dirs.sort()
-            for name in sorted(files):
-                child = Path(root) / name
-                if _is_regular(child):  # not a link, and no FIFO or device to block or run forever
-                    yield child, None
-            for failure in failures:
-                yield Path(failure.filename), f"cannot list directory: {failure.strerror}"
-            failures.clear()
+        if stat.S_ISDIR(mode):
+            yield from _walk_tree(path, max_depth)
+        elif stat.S_ISREG(mode):
+            yield Item(path)
+        else:  # a FIFO would block, /dev/zero never end
+            yield Item(path, UNSUPPORTED)
 
 
-def _is_regular(path: Path) -> bool:
-    """Whether ``path`` itself (a link is not followed) is a regular file."""
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return True  # gone or unreadable meanwhile: scanning it reports why, as for any file
+def _walk_tree(top: Path, max_depth: int) -> Iterator[Item]:
+    """A directory's regular files, depth first, names sorted, files before subdirectories: with a
+    stack, not recursion (a tree can be deeper than Python's stack), to ``max_depth`` levels."""
+    stack = [(top, 1)]
+    while stack:
+        directory, depth = stack.pop()
+        if depth > max_depth:
+            why = f"not scanned: deeper than --max-dir-recursion {max_depth}"
+            yield Item(directory, Problem(why, warning=True, error=False))
+            continue
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:  # unreadable, vanished, or a path too long for the kernel
+            yield Item(directory, Problem(f"cannot list directory: {error.strerror}"))
+            continue
+        subdirectories = []
+        for entry in entries:
+            try:  # never follows a link: a link loop cannot trap the walk
+                if entry.is_dir(follow_symlinks=False):
+                    subdirectories.append(directory / entry.name)
+                elif entry.is_file(follow_symlinks=False):  # FIFOs and devices: skipped
+                    yield Item(directory / entry.name)
+            except OSError:  # gone meanwhile: scanning it reports why, as for any file
+                yield Item(directory / entry.name)
+        stack.extend((child, depth + 1) for child in reversed(subdirectories))
 
 
 class Progress:
@@ -167,15 +231,24 @@ class Progress:
 def scan_file(
     db: SignatureDatabase, path: Path, on_chunk: Callable[[int], None] | None = None
 ) -> FileResult:
-    """Scan one file (or disk image, or device) whole, chunk by chunk, as one stream."""
+    """Scan one regular file (or disk image) whole, chunk by chunk, as one stream, up to the size
+    it had when opened (as clamscan maps it: a file that grows meanwhile cannot keep the scan
+    going). A file that says it is empty, as /proc's do, is read for one chunk at most."""
     result = FileResult(str(path))
     try:
-        with path.open("rb") as handle:
+        # O_NONBLOCK: a path that became a FIFO since the walk must not block the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
-            # A regular file's length places EOF-n offsets; a device's is unknown, as on a disk.
-            stream = db.open_stream(info.st_size if stat.S_ISREG(info.st_mode) else None)
+            if not stat.S_ISREG(info.st_mode):
+                result.problem = UNSUPPORTED
+                return result
+            limit = info.st_size or CHUNK
+            stream = db.open_stream(info.st_size or None)  # EOF-n needs a known length
             try:
-                while chunk := handle.read(CHUNK):
+                while result.size < limit and (
+                    chunk := handle.read(min(CHUNK, limit - result.size))
+                ):
                     result.size += len(chunk)
                     for match in stream.feed(chunk):
                         if match.name not in result.names:
@@ -185,16 +258,16 @@ def scan_file(
             finally:
                 stream.close()
     except OSError as error:
-        result.error = f"cannot read: {error.strerror}"
+        result.problem = Problem(f"cannot read: {error.strerror}")
     return result
 
 
-def _total_bytes(files: Sequence[tuple[Path, str | None]]) -> int:
+def _total_bytes(items: Sequence[Item]) -> int:
     total = 0
-    for path, problem in files:
-        if problem is None:
+    for item in items:
+        if item.problem is None:
             with contextlib.suppress(OSError):  # reported when it is scanned
-                total += path.stat().st_size
+                total += item.path.stat().st_size
     return total
 
 
@@ -206,18 +279,23 @@ def run_scan(
     err: TextIO,
     as_json: bool = False,
     infected_only: bool = False,
+    max_depth: int = MAX_DIR_RECURSION,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Scan ``paths`` with ``db``; write results to ``out``, progress and summary to ``err``."""
     started = clock()
-    files = list(walk(paths))
-    progress = Progress(err, _total_bytes(files) if err.isatty() else 0, clock)
+    items = list(walk(paths, max_depth))
+    progress = Progress(err, _total_bytes(items) if err.isatty() else 0, clock)
     summary = Summary()
-    for path, problem in files:
-        if problem is not None:
-            result = FileResult(str(path), error=problem)
+    for item in items:
+        if item.problem is not None and not item.problem.error:  # a directory left out: no file
+            progress.clear()
+            err.write(f"hv-emu: warning: {item.path}: {item.problem.message}\n")
+            continue
+        if item.problem is not None:
+            result = FileResult(str(item.path), problem=item.problem)
         else:
-            result = scan_file(db, path, partial(progress.advance, current=path))
+            result = scan_file(db, item.path, partial(progress.advance, current=item.path))
         summary.files += 1
         summary.scanned += result.size
         summary.matches += len(result.names)
@@ -252,8 +330,9 @@ def _report(
                   "bytes": result.size, "error": result.error}  # fmt: skip
         out.write(json.dumps(record) + "\n")
         return
-    if result.error is not None:
-        err.write(f"hv-emu: {result.path}: {result.error}\n")
+    if result.problem is not None:
+        kind = "warning: " if result.problem.warning else ""
+        err.write(f"hv-emu: {kind}{result.path}: {result.problem.message}\n")
     for name in result.names:
         out.write(f"{result.path}: {name} FOUND\n")
     if not result.names and result.error is None and not infected_only:
@@ -262,8 +341,11 @@ def _report(
 
 def cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``hv-emu scan``: load the databases (errors are one line, exit 2), then scan."""
+    for stream in (out, err):  # a file name's bytes go out as they are, as clamscan prints them
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     db = compile_files(args.db, engine=args.engine)
     for warning in db.not_applied:
         err.write(f"hv-emu: warning: {warning}\n")
     return run_scan(db, args.paths, out=out, err=err, as_json=args.json,
-                    infected_only=args.infected)  # fmt: skip
+                    infected_only=args.infected, max_depth=args.max_dir_recursion)  # fmt: skip

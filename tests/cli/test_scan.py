@@ -178,7 +178,7 @@ def test_special_files_inside_directories_are_skipped(tmp_path: Path) -> None:
     tree.mkdir()
     (tree / "a.txt").write_bytes(b"clean")
     os.mkfifo(tree / "pipe")
-    assert list(scan_command.walk([tree])) == [(tree / "a.txt", None)]
+    assert list(scan_command.walk([tree])) == [scan_command.Item(tree / "a.txt")]
 
 
 def test_the_installed_command_runs(tmp_path: Path, dbs: list[Path]) -> None:
