@@ -6,9 +6,10 @@ pio|dma`` makes a flat image that writes FILE's bytes to the disk through the dr
 shows up there). The payload is appended after the code (``asm/programs/diskwrite64.s``, label
 ``blobs``); the PRD table and the read-back buffer lie in the RAM after it.
 
-Follows: ``asm/include/ata.s`` (the driver), ``hv_emu.layout`` (the ports, passed in as ``.equ``
-lines), ATA8-ACS for the addressing limits (LBA28: addresses below 2^28, at most 256 sectors a
-command; LBA48: below 2^48, at most 65536) and SFF-8038i for PRD entries (even sizes up to 64 KiB).
+Follows: ``asm/include/ata.s`` (the driver), ``hv_emu.layout`` (the ports, generated in front of
+every program by ``guest_tool.programs``), ATA8-ACS for the addressing limits (LBA28: addresses
+below 2^28, at most 256 sectors a command; LBA48: below 2^48, at most 65536) and SFF-8038i for PRD
+entries (even sizes up to 64 KiB).
 
 Leaves out: 16- and 32-bit versions (the driver is 64-bit), file systems (the payload lands at a
 raw LBA), interrupts (the driver polls).
@@ -22,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from guest_tool.programs import build_program
-from hv_emu import layout
+from guest_tool.programs import assemble_program, build_program
 from hv_emu.devices.storage.busmaster import MAX_PRD_ENTRIES
 from hv_emu.devices.storage.observer import SECTOR_SIZE
 from hv_emu.errors import ConfigError, HostError
@@ -40,18 +40,10 @@ MAX_PRD_BYTES = 0x10000
 PAGE = 4096
 
 
-def ata_equates() -> dict[str, int]:
-    """The ports ``asm/include/ata.s`` needs, from ``hv_emu.layout``."""
-    return {
-        "ATA_PORT": layout.PORT_ATA_PRIMARY,
-        "ATA_CTRL_PORT": layout.PORT_ATA_PRIMARY_CTRL,
-        "BM_PORT": layout.PORT_BUSMASTER,
-    }
-
-
 def build_identify_program() -> bytes:
-    """``asm/programs/identify64.s``: IDENTIFY DEVICE, then print model, capacity, LBA48 and DMA."""
-    return build_program("identify", equates=ata_equates())
+    """``asm/programs/identify64.s``: IDENTIFY DEVICE, then print model, capacity, LBA48 and DMA
+    (``build_program("identify")``)."""
+    return build_program("identify")
 
 
 @dataclass(frozen=True)
@@ -113,7 +105,7 @@ def build_disk_write_program(
         )
     padded = payload.ljust(sectors * SECTOR_SIZE, b"\0")
     prd_offset = _align(len(padded), PAGE)
-    equates = ata_equates() | {
+    equates = {
         "LBA": lba,
         "SECTORS": sectors,
         "PER_COMMAND": per_command,
@@ -124,7 +116,7 @@ def build_disk_write_program(
         "PRD_OFFSET": prd_offset,
         "READBACK_OFFSET": prd_offset + _align(entries * 8, PAGE),
     }
-    code = build_program("diskwrite", equates=equates)
+    code = assemble_program("diskwrite", equates=equates)
     if len(code) % 16:
         raise HostError("asm/programs/diskwrite64.s must end with `.p2align 4` and `blobs:`")
     return DiskWrite(code + padded, lba, sectors, per_command, lba48)

@@ -1,0 +1,76 @@
+"""``guest-tool build --program NAME`` as a new user meets it: every program the help lists builds
+and runs, and the programs that need data name the option that builds them.
+
+The commands run in-process (``guest_tool.cli.main``): the ``guest-tool`` on PATH may be another
+checkout's."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from guest_tool.cli import main
+from guest_tool.programs import NEEDS_DATA, available_programs, buildable_programs
+from hv_emu.machine import MachineConfig
+from hv_emu.testing import Hypervisor
+
+#: What each program prints first when run as ``guest-tool build`` says to (with a disk).
+FIRST_WORDS = {"hello": "hello from the guest", "identify": "identify: HV-EMU HARDDISK",
+               "nic": "nic: no card", "status": "hv-emu "}
+
+
+def test_the_help_lists_the_programs_build_program_builds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    listed = re.search(r"--program NAME .*?one of: ([\w, ]+)", help_text)
+    assert listed is not None, help_text
+    assert listed.group(1).strip().split(", ") == list(buildable_programs())
+    assert set(buildable_programs()) | set(NEEDS_DATA) == set(available_programs())
+    assert set(FIRST_WORDS) == set(buildable_programs())
+
+
+@pytest.mark.parametrize("name", list(buildable_programs()))
+def test_every_listed_program_builds_and_runs(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / f"{name}.bin"
+    assert main(["build", "--program", name, "-o", str(out)]) == 0
+    hint = shlex.split(capsys.readouterr().out.split("run it with: ", 1)[1])
+    assert hint[:3] == ["hv-emu", "run", str(out)]
+    config = MachineConfig(disk=tmp_path / "disk.img", disk_size_mib=1, timeout=10.0)
+    if name == "identify":
+        assert hint[3:] == ["--disk", "DISK.img"]
+    hv = Hypervisor(config)
+    try:
+        run = hv.run_image(out.read_bytes())
+    finally:
+        hv.close()
+    assert run.halted, run.exit
+    assert run.output.startswith(FIRST_WORDS[name]), run.output
+
+
+@pytest.mark.parametrize("name", list(NEEDS_DATA))
+def test_a_program_that_needs_data_names_its_option(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", "--program", name, "-o", str(tmp_path / "g.bin")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"guest-tool build {NEEDS_DATA[name].option}" in err
+    assert "()" not in err  # no Python function for a command-line user
+
+
+def test_an_unknown_program_lists_the_ones_there_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["build", "--program", "nosuch", "-o", str(tmp_path / "g.bin")]) == 2
+    err = capsys.readouterr().err
+    assert f"no program 'nosuch'; one of: {', '.join(buildable_programs())}" in err
+    assert not (tmp_path / "g.bin").exists()
+
