@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from guest_tool.cli import main
 from guest_tool.programs import NEEDS_DATA, available_programs, buildable_programs
+from hv_emu import __version__
 from hv_emu.machine import MachineConfig
 from hv_emu.testing import Hypervisor
 
@@ -74,3 +77,9 @@ def test_an_unknown_program_lists_the_ones_there_are(
     assert f"no program 'nosuch'; one of: {', '.join(buildable_programs())}" in err
     assert not (tmp_path / "g.bin").exists()
 
+
+def test_python_dash_m_guest_tool_is_the_command() -> None:
+    root = Path(__file__).resolve().parents[2]  # `python -m` imports this checkout's guest_tool
+    done = subprocess.run([sys.executable, "-m", "guest_tool", "--version"], cwd=root,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"guest-tool {__version__}\n", "")
