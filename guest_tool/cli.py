@@ -46,7 +46,7 @@ from hv_emu import SAMPLE_DB, __version__
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
 from hv_emu.scanner.signatures import parse_database
-from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
+from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer, plural
 
 EXIT_OK = 0
 #: What ``hv-emu run`` needs besides the image for a program ``--program`` builds.
@@ -213,8 +213,9 @@ def run(args: argparse.Namespace) -> int:
             prd_bytes=args.prd_bytes, lba48=True if args.lba48 else None,
         )  # fmt: skip
         _write(args.output, built.image)
-        print(f"wrote {args.output} ({len(built.image)} bytes): {built.sectors} sectors at LBA "
-              f"{built.lba} via {args.via} in {built.commands} commands; run it with: "
+        print(f"wrote {args.output} ({len(built.image)} bytes): "
+              f"{plural(built.sectors, 'sector')} at LBA {built.lba} via {args.via} in "
+              f"{plural(built.commands, 'command')}; run it with: "
               f"hv-emu run {args.output} --disk DISK.img --db SIGNATURES")
     else:
         bundle = _read(args.bundle, "bundle")

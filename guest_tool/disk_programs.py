@@ -27,6 +27,7 @@ from guest_tool.programs import assemble_program, build_program
 from hv_emu.devices.storage.busmaster import MAX_PRD_ENTRIES
 from hv_emu.devices.storage.observer import SECTOR_SIZE
 from hv_emu.errors import ConfigError, HostError
+from hv_emu.usage import plural
 
 Via = Literal["pio", "dma"]
 VIAS: tuple[Via, ...] = ("pio", "dma")
@@ -83,12 +84,12 @@ def build_disk_write_program(
         raise ConfigError("the payload is empty: nothing to write")
     sectors = -(-len(payload) // SECTOR_SIZE)
     if lba < 0 or lba + sectors > LBA48_LIMIT:
-        raise ConfigError(f"LBA {lba} + {sectors} sectors is outside 48-bit addressing")
+        raise ConfigError(f"LBA {lba} + {plural(sectors, 'sector')} is outside 48-bit addressing")
     needs48 = lba + sectors > LBA28_LIMIT
     if lba48 is None:
         lba48 = needs48
     elif needs48 and not lba48:
-        raise ConfigError(f"LBA {lba} + {sectors} sectors needs 48-bit (EXT) commands")
+        raise ConfigError(f"LBA {lba} + {plural(sectors, 'sector')} needs 48-bit (EXT) commands")
     limit = MAX_PER_COMMAND[lba48]
     per_command = min(sectors, limit) if per_command is None else per_command
     if not 1 <= per_command <= limit:
@@ -100,7 +101,7 @@ def build_disk_write_program(
     entries = -(-command_bytes // prd_bytes) + command_bytes // MAX_PRD_BYTES + 1
     if via == "dma" and entries > MAX_PRD_ENTRIES:
         raise ConfigError(
-            f"{per_command} sectors per command in PRD entries of {prd_bytes} bytes need "
+            f"{plural(per_command, 'sector')} per command in PRD entries of {prd_bytes} bytes need "
             f"{entries} entries; the bus master walks at most {MAX_PRD_ENTRIES}"
         )
     padded = payload.ljust(sectors * SECTOR_SIZE, b"\0")

@@ -19,6 +19,7 @@ from guest_tool.programs import NEEDS_DATA, available_programs, buildable_progra
 from hv_emu import __version__
 from hv_emu.machine import MachineConfig
 from hv_emu.testing import Hypervisor
+from hv_emu.usage import plural
 
 #: What each program prints first when run as ``guest-tool build`` says to (with a disk).
 FIRST_WORDS = {"hello": "hello from the guest", "identify": "identify: HV-EMU HARDDISK",
@@ -83,3 +84,18 @@ def test_python_dash_m_guest_tool_is_the_command() -> None:
     done = subprocess.run([sys.executable, "-m", "guest_tool", "--version"], cwd=root,
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"guest-tool {__version__}\n", "")
+
+
+def test_counts_agree_with_their_nouns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert [plural(n, "sector") for n in (0, 1, 2)] == ["0 sectors", "1 sector", "2 sectors"]
+    assert [plural(n, "entry", "entries") for n in (1, 3)] == ["1 entry", "3 entries"]
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"x" * 10)
+    out = tmp_path / "write.bin"
+    assert main(["build", "--write", str(payload), "-o", str(out)]) == 0
+    assert ": 1 sector at LBA 0 via pio in 1 command; run it with" in capsys.readouterr().out
+    payload.write_bytes(b"x" * 1024)
+    assert main(["build", "--write", str(payload), "--per-command", "1", "-o", str(out)]) == 0
+    assert ": 2 sectors at LBA 0 via pio in 2 commands; run it with" in capsys.readouterr().out
+    assert main(["build", "--write", str(payload), "--lba", str(1 << 48), "-o", str(out)]) == 2
+    assert f"LBA {1 << 48} + 2 sectors is outside" in capsys.readouterr().err

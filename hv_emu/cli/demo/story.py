@@ -32,6 +32,7 @@ from hv_emu.cli.demo.network import network_story
 from hv_emu.cli.demo.storage import storage_story
 from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig
+from hv_emu.usage import plural
 
 #: The update's new signature (a made-up body, in the original design's ``new_virus1=0f3b...``
 #: spirit).
@@ -69,7 +70,8 @@ def _run_guest(workdir: Path, image: bytes, trust: Path, title: str) -> Machine:
     for line in machine.debugcon.text().splitlines():
         _say(f"    guest | {line}")
     kept = "replaced" if after.version != before.version else "unchanged"
-    _say(f"    state | database in force: v{after.version}, {after.count} signatures ({kept})")
+    _say(f"    state | database in force: v{after.version}, {plural(after.count, 'signature')} "
+         f"({kept})")
     if not result.halted:
         raise SystemExit(f"hv-emu demo: the guest did not halt: {result.exit}")
     return machine
