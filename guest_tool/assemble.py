@@ -88,12 +88,15 @@ class AssemblyError(ConfigError):
 
     ``line`` is 1-based in the source given (``None`` if it cannot be told, or the fault is in
     the prelude); ``statement`` its text; ``offset`` the byte offset in the output for lint
-    findings; ``origin`` a file name, set by callers that know it.
+    findings; ``origin`` a file name, set by callers that know it; ``in_prelude`` says the
+    statement at fault is the prelude's, not the source's.
     """
 
     def __init__(self, reason: str, *, line: int | None = None, statement: str | None = None,
-                 offset: int | None = None, origin: str | None = None) -> None:
+                 offset: int | None = None, origin: str | None = None,
+                 in_prelude: bool = False) -> None:
         self.reason = reason
+        self.in_prelude = in_prelude
         self.line = line
         self.statement = statement
         self.offset = offset
@@ -223,7 +226,7 @@ def assemble(source: str, *, mode: int, address: int, prelude: str = "") -> byte
             return AssemblyError(reason, offset=offset)
         if stmt.line <= prelude_lines:
             return AssemblyError(f"in the prelude, line {stmt.line}: {reason}",
-                                 statement=stmt.text, offset=offset)
+                                 statement=stmt.text, offset=offset, in_prelude=True)
         return AssemblyError(reason, line=stmt.line - prelude_lines, statement=stmt.text,
                              offset=offset)
 
@@ -243,6 +246,15 @@ def assemble(source: str, *, mode: int, address: int, prelude: str = "") -> byte
             encoding, _count = ks.asm(text, address, as_bytes=True)
         except KsError as exc:
             culprit = _locate(ks, stmts, address, exc.errno)
+            if culprit is not None and culprit.line <= prelude_lines and body \
+                    and _assembles(ks, pre, address):
+                # The prelude alone is fine: a label or directive of the source broke it.
+                culprit = _locate_by_prefix(ks, stmts, len(pre), address, exc.errno)
+                if culprit is None:
+                    raise AssemblyError(
+                        f"keystone: {exc} (keystone blamed the prelude, which assembles alone: "
+                        "the error is somewhere in the source or the files it includes)"
+                    ) from None
             raise fail(f"keystone: {exc}", culprit) from None
         code = bytes(encoding or b"")
         if not code and any(s.head not in _STRUCTURAL and s.head for s in stmts):
@@ -278,6 +290,39 @@ def _locate(ks: Ks, stmts: list[Statement], address: int, errno: int) -> Stateme
     if not stmts or not fails(len(stmts)):
         return None
     lo, hi = 1, len(stmts)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return stmts[lo - 1]
+
+
+def _assembles(ks: Ks, stmts: list[Statement], address: int) -> bool:
+    try:
+        ks.asm("\n".join(s.text for s in stmts), address, as_bytes=True)
+    except KsError:
+        return False
+    return True
+
+
+def _locate_by_prefix(ks: Ks, stmts: list[Statement], start: int, address: int,
+                      errno: int) -> Statement | None:
+    """The first statement from ``stmts[start]`` on whose prefix ``stmts[:k]`` fails with
+    ``errno``: where ``_locate``'s skeleton blames the prelude (a redefined label, a stray
+    directive of the source break the skeleton too) and the prelude alone assembles."""
+
+    def fails(k: int) -> bool:
+        try:
+            ks.asm("\n".join(s.text for s in stmts[:k]), address, as_bytes=True)
+        except KsError as exc:
+            return bool(exc.errno == errno)
+        return False
+
+    lo, hi = start + 1, len(stmts)
+    if lo > hi or not fails(hi):
+        return None
     while lo < hi:
         mid = (lo + hi) // 2
         if fails(mid):

@@ -36,15 +36,26 @@ from guest_tool.bundle import write_bundle
 from guest_tool.disk_programs import MAX_PRD_BYTES, VIAS, build_disk_write_program
 from guest_tool.keys import ALGORITHMS, generate_keypair
 from guest_tool.linux_programs import build_hvupdate
-from guest_tool.programs import build_program, build_source_file, build_update_program
+from guest_tool.programs import (
+    NEEDS_DATA,
+    build_program,
+    build_source_file,
+    build_update_program,
+    buildable_programs,
+)
 from guest_tool.push import add_push_command, run_manifest_command, run_push_command
 from hv_emu import SAMPLE_DB, __version__
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
 from hv_emu.scanner.signatures import parse_database
-from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer
+from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer, plural
 
 EXIT_OK = 0
+#: What ``hv-emu run`` needs besides the image for a program ``--program`` builds.
+RUN_NEEDS = {
+    "identify": " --disk DISK.img",
+    "nic": " --net udp:127.0.0.1:PORT,peer=HOST:PORT",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the NIC driver guest (asm/programs/nic64.s): sends a frame, prints "
                            "what comes")
     what.add_argument("--program", metavar="NAME",
-                      help="a program of asm/programs/ by name: 'hello' is hello64.s with "
-                           "--mode 64")
+                      help="a program of asm/programs/ by name, one of: "
+                           f"{', '.join(buildable_programs())} ('hello' is hello64.s with "
+                           "--mode 64)")
     what.add_argument("--asm", type=Path, metavar="FILE",
                       help="your own Intel-syntax source (the HC_* hypercall numbers and the "
                            "asm/include/hvabi.s constants predefined)")
@@ -145,6 +157,19 @@ def _build_linux_elf(args: argparse.Namespace) -> None:
           f"-- U U.sig")
 
 
+def _buildable(name: str) -> str:
+    """``name`` if ``--program`` builds it; else a ``ConfigError`` naming the option that builds
+    it (a program that needs data) or the programs there are."""
+    if name in NEEDS_DATA:
+        needs = NEEDS_DATA[name]
+        raise ConfigError(f"--program {name} needs {needs.data}: build it with "
+                          f"guest-tool build {needs.option}")
+    if name not in buildable_programs():
+        raise ConfigError(f"--program: no program {name!r}; one of: "
+                          f"{', '.join(buildable_programs())}")
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         private, public = generate_keypair(args.stem, args.alg)
@@ -167,11 +192,14 @@ def run(args: argparse.Namespace) -> int:
         _build_linux_elf(args)
     elif args.program is not None or args.asm is not None:
         if args.program is not None:
-            image = build_program(args.program, mode=args.mode, load=args.load)
+            image = build_program(_buildable(args.program), mode=args.mode, load=args.load)
         else:
             image = build_source_file(args.asm, mode=args.mode, load=args.load)
         _write(args.output, image)
         hint = "" if args.mode == 64 else f" --mode {args.mode}"
+        if args.load is not None:
+            hint += f" --load {args.load:#x}"
+        hint += RUN_NEEDS.get(args.program or "", "")
         print(f"wrote {args.output} ({len(image)} bytes); run it with: "
               f"hv-emu run {args.output}{hint}")
     elif args.nic:
@@ -189,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
             prd_bytes=args.prd_bytes, lba48=True if args.lba48 else None,
         )  # fmt: skip
         _write(args.output, built.image)
-        print(f"wrote {args.output} ({len(built.image)} bytes): {built.sectors} sectors at LBA "
-              f"{built.lba} via {args.via} in {built.commands} commands; run it with: "
+        print(f"wrote {args.output} ({len(built.image)} bytes): "
+              f"{plural(built.sectors, 'sector')} at LBA {built.lba} via {args.via} in "
+              f"{plural(built.commands, 'command')}; run it with: "
               f"hv-emu run {args.output} --disk DISK.img --db SIGNATURES")
     else:
         bundle = _read(args.bundle, "bundle")

@@ -6,9 +6,10 @@ pio|dma`` makes a flat image that writes FILE's bytes to the disk through the dr
 shows up there). The payload is appended after the code (``asm/programs/diskwrite64.s``, label
 ``blobs``); the PRD table and the read-back buffer lie in the RAM after it.
 
-Follows: ``asm/include/ata.s`` (the driver), ``hv_emu.layout`` (the ports, passed in as ``.equ``
-lines), ATA8-ACS for the addressing limits (LBA28: addresses below 2^28, at most 256 sectors a
-command; LBA48: below 2^48, at most 65536) and SFF-8038i for PRD entries (even sizes up to 64 KiB).
+Follows: ``asm/include/ata.s`` (the driver), ``hv_emu.layout`` (the ports, generated in front of
+every program by ``guest_tool.programs``), ATA8-ACS for the addressing limits (LBA28: addresses
+below 2^28, at most 256 sectors a command; LBA48: below 2^48, at most 65536) and SFF-8038i for PRD
+entries (even sizes up to 64 KiB).
 
 Leaves out: 16- and 32-bit versions (the driver is 64-bit), file systems (the payload lands at a
 raw LBA), interrupts (the driver polls).
@@ -22,11 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from guest_tool.programs import build_program
-from hv_emu import layout
+from guest_tool.programs import assemble_program, build_program
 from hv_emu.devices.storage.busmaster import MAX_PRD_ENTRIES
 from hv_emu.devices.storage.observer import SECTOR_SIZE
 from hv_emu.errors import ConfigError, HostError
+from hv_emu.usage import plural
 
 Via = Literal["pio", "dma"]
 VIAS: tuple[Via, ...] = ("pio", "dma")
@@ -40,18 +41,10 @@ MAX_PRD_BYTES = 0x10000
 PAGE = 4096
 
 
-def ata_equates() -> dict[str, int]:
-    """The ports ``asm/include/ata.s`` needs, from ``hv_emu.layout``."""
-    return {
-        "ATA_PORT": layout.PORT_ATA_PRIMARY,
-        "ATA_CTRL_PORT": layout.PORT_ATA_PRIMARY_CTRL,
-        "BM_PORT": layout.PORT_BUSMASTER,
-    }
-
-
 def build_identify_program() -> bytes:
-    """``asm/programs/identify64.s``: IDENTIFY DEVICE, then print model, capacity, LBA48 and DMA."""
-    return build_program("identify", equates=ata_equates())
+    """``asm/programs/identify64.s``: IDENTIFY DEVICE, then print model, capacity, LBA48 and DMA
+    (``build_program("identify")``)."""
+    return build_program("identify")
 
 
 @dataclass(frozen=True)
@@ -91,12 +84,12 @@ def build_disk_write_program(
         raise ConfigError("the payload is empty: nothing to write")
     sectors = -(-len(payload) // SECTOR_SIZE)
     if lba < 0 or lba + sectors > LBA48_LIMIT:
-        raise ConfigError(f"LBA {lba} + {sectors} sectors is outside 48-bit addressing")
+        raise ConfigError(f"LBA {lba} + {plural(sectors, 'sector')} is outside 48-bit addressing")
     needs48 = lba + sectors > LBA28_LIMIT
     if lba48 is None:
         lba48 = needs48
     elif needs48 and not lba48:
-        raise ConfigError(f"LBA {lba} + {sectors} sectors needs 48-bit (EXT) commands")
+        raise ConfigError(f"LBA {lba} + {plural(sectors, 'sector')} needs 48-bit (EXT) commands")
     limit = MAX_PER_COMMAND[lba48]
     per_command = min(sectors, limit) if per_command is None else per_command
     if not 1 <= per_command <= limit:
@@ -108,12 +101,12 @@ def build_disk_write_program(
     entries = -(-command_bytes // prd_bytes) + command_bytes // MAX_PRD_BYTES + 1
     if via == "dma" and entries > MAX_PRD_ENTRIES:
         raise ConfigError(
-            f"{per_command} sectors per command in PRD entries of {prd_bytes} bytes need "
+            f"{plural(per_command, 'sector')} per command in PRD entries of {prd_bytes} bytes need "
             f"{entries} entries; the bus master walks at most {MAX_PRD_ENTRIES}"
         )
     padded = payload.ljust(sectors * SECTOR_SIZE, b"\0")
     prd_offset = _align(len(padded), PAGE)
-    equates = ata_equates() | {
+    equates = {
         "LBA": lba,
         "SECTORS": sectors,
         "PER_COMMAND": per_command,
@@ -124,7 +117,7 @@ def build_disk_write_program(
         "PRD_OFFSET": prd_offset,
         "READBACK_OFFSET": prd_offset + _align(entries * 8, PAGE),
     }
-    code = build_program("diskwrite", equates=equates)
+    code = assemble_program("diskwrite", equates=equates)
     if len(code) % 16:
         raise HostError("asm/programs/diskwrite64.s must end with `.p2align 4` and `blobs:`")
     return DiskWrite(code + padded, lba, sectors, per_command, lba48)

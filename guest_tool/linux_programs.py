@@ -3,9 +3,9 @@
 Models: the whole toolchain for a tiny Linux program, from the project's own files only: the
 source (``asm/programs/linux/<name>64.s`` with its ``#include`` lines expanded by
 ``programs.load_source``) is assembled by keystone at the address the code will have in the
-executable, with the generated hypercall numbers (``programs.hypercall_prelude``) in front, and
-wrapped into a one-segment ELF file by ``elf_writer``. No compiler or linker is
-needed, and the same source gives the same bytes on every machine.
+executable, with the generated hypercall numbers and ports (``programs.generated_prelude``, as for
+every program) in front, and wrapped into a one-segment ELF file by ``elf_writer``. No compiler or
+linker is needed, and the same source gives the same bytes on every machine.
 
 Follows: the x86-64 Linux system-call ABI (``asm/include/linux64.s``), the hypercall ABI
 (``asm/include/hvabi.s``, ``docs/ABI.md``) and the psABI's conventional base address (0x400000).
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from guest_tool.assemble import AssemblyError, assemble
 from guest_tool.elf_writer import code_address, write_executable
-from guest_tool.programs import PROGRAMS_DIR, hypercall_prelude, load_source
+from guest_tool.programs import PROGRAMS_DIR, generated_prelude, load_source
 
 #: The Linux programs' sources.
 LINUX_ASM_DIR = PROGRAMS_DIR / "linux"
@@ -33,7 +33,7 @@ def build_linux_program(name: str) -> bytes:
     source = load_source(f"{name}64.s", asm_dir=LINUX_ASM_DIR)
     try:
         code = assemble(source.text, mode=64, address=code_address(64),
-                        prelude=hypercall_prelude())
+                        prelude=generated_prelude())
     except AssemblyError as exc:
         raise source.locate(exc) from None
     return write_executable(code, bits=64)

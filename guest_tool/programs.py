@@ -6,20 +6,24 @@ Models: the link step of a tiny toolchain. A program is ``asm/programs/<name><mo
 itself reads them as comments. An include is looked up beside the including file, then in
 ``asm/include/`` (the compiler's ``-I``). Every program gets the ``HC_<NAME>`` hypercall numbers as
 ``.equ`` lines in front, generated from ``hv_emu.hypercalls.builtin.BUILTINS`` (a hypercall's
-number is its position there) as Linux generates ``unistd_64.h`` from ``syscall_64.tbl``:
-``asm/include/hvabi.s`` holds the other constants and no ``HC_``, so each is defined once.
+number is its position there) as Linux generates ``unistd_64.h`` from ``syscall_64.tbl``, and the
+I/O ports it talks to (``DEBUGCON_PORT``, ``NIC_PORT``, ``ATA_PORT``...), generated from
+``hv_emu.layout`` by the table ``PORTS``: ``asm/include/hvabi.s`` and ``nicregs.s`` hold the other
+constants and neither, so each is defined once.
 Parameters arrive as ``.equ`` lines put in front of the source, 16- and 32-bit programs get the
 raw-byte macros of ``asm/include/macros16.s`` / ``macros32.s`` in front too, and the image is
 assembled at the address the loader will use. The
 update program gets its bundle and signature appended after the code, because keystone's
-``.incbin`` is unusable.
+``.incbin`` is unusable; it and ``diskwrite`` (its payload) are the programs that need data
+(``NEEDS_DATA``): ``build_program`` builds the others by name.
 
 ``asm/`` sits at the top of the repository and is installed inside the wheel as the package
 ``guest_tool.asm`` (``pyproject.toml``); ``ASM_DIR`` is found through ``importlib.resources``, so an
 installed ``guest-tool`` reads only its own installed files, never the current directory.
 
 Follows: the hypercall ABI of ``hv_emu.hypercalls`` (numbers from ``builtin.BUILTINS``, generated
-here; codes and limits of ``abi``, mirrored by ``asm/include/hvabi.s``) and
+here; codes and limits of ``abi``, mirrored by ``asm/include/hvabi.s``), the ports of
+``hv_emu.layout`` (generated here) and
 the loader's start state for each mode (``hv_emu.layout``: load 0x100000, or 0x7C00 in real mode
 with CS = DS = 0).
 
@@ -50,12 +54,43 @@ ASM_DIR = Path(str(resources.files("guest_tool.asm")))
 PROGRAMS_DIR = ASM_DIR / "programs"
 #: Shared files that programs ``#include``; searched after the including file's directory.
 INCLUDE_DIR = ASM_DIR / "include"
-#: The ABI's constants for assembly (return codes, ports, limits; no ``HC_``: those are generated).
+#: The ABI's constants for assembly (return codes, limits; no ``HC_`` and no ports: those are
+#: generated).
 HVABI = INCLUDE_DIR / "hvabi.s"
 #: Alignment of the bundle and of the signature appended to the update program.
 BLOB_ALIGN = 16
 #: The program that needs blobs (built by ``build_update_program`` only).
 UPDATE = "update"
+#: The I/O ports the programs of ``asm/`` use, by their assembler names: ``.equ`` lines generated
+#: in front of every program, so ``hv_emu/layout.py`` stays the only home of a port number.
+#: ``ATA_CTRL_PORT`` (Device Control / Alternate Status) is for a user's own driver: ``ata.s``
+#: polls Status instead.
+PORTS: dict[str, int] = {
+    "DEBUGCON_PORT": layout.PORT_DEBUGCON,
+    "NIC_PORT": layout.PORT_NIC,
+    "ATA_PORT": layout.PORT_ATA_PRIMARY,
+    "ATA_CTRL_PORT": layout.PORT_ATA_PRIMARY_CTRL,
+    "BM_PORT": layout.PORT_BUSMASTER,
+}
+
+
+@dataclass(frozen=True)
+class NeedsData:
+    """A program that cannot be built by name alone: the data appended after its code, the
+    Python function that builds it, and the ``guest-tool build`` option that does."""
+
+    data: str
+    builder: str
+    option: str
+
+
+#: The programs of ``asm/programs/`` that need data, and where to get them built instead.
+NEEDS_DATA: dict[str, NeedsData] = {
+    UPDATE: NeedsData("a signed bundle and its signature",
+                      "guest_tool.programs.build_update_program()", "--bundle FILE"),
+    "diskwrite": NeedsData("the payload to write",
+                           "guest_tool.disk_programs.build_disk_write_program()", "--write FILE"),
+}
 #: A real-mode segment spans 64 KiB: with CS = DS = 0 the code and its strings must lie below.
 REAL_MODE_SEGMENT = 0x10000
 
@@ -69,14 +104,18 @@ _PROGRAM_FILE = re.compile(r"^([a-z_]+?)(16|32|64)\.s$")
 @dataclass(frozen=True)
 class Source:
     """Source text with every ``#include`` expanded; ``origins[i]`` is the (file, line) that
-    line ``i + 1`` of ``text`` came from."""
+    line ``i + 1`` of ``text`` came from; ``name`` the file that was read."""
 
     text: str
     origins: tuple[tuple[str, int], ...]
+    name: str = ""
 
     def locate(self, error: AssemblyError) -> AssemblyError:
-        """``error`` pointed at the file and line its statement came from (``error`` itself
-        when its line is not one of ``text``'s)."""
+        """``error`` pointed at the file and line its statement came from; an error without a
+        line (a lint finding, an error keystone could not place) names the file that was read."""
+        if error.line is None and error.origin is None and not error.in_prelude and self.name:
+            return AssemblyError(error.reason, statement=error.statement, offset=error.offset,
+                                 origin=self.name)
         if error.line is None or error.line > len(self.origins):
             return error
         file, line = self.origins[error.line - 1]
@@ -114,7 +153,7 @@ def load_source(filename: str, *, asm_dir: Path = PROGRAMS_DIR,
                 expand(_find_include(m.group(1), path.parent, include_dirs), (*stack, path))
 
     expand(asm_dir / filename, ())
-    return Source("\n".join(lines) + "\n", tuple(origins))
+    return Source("\n".join(lines) + "\n", tuple(origins), filename)
 
 
 def _find_include(name: str, beside: Path, include_dirs: tuple[Path, ...]) -> Path:
@@ -155,9 +194,20 @@ def hypercall_equates() -> dict[str, int]:
 
 
 def hypercall_prelude() -> str:
-    """The ``.equ HC_<NAME>, n`` lines put in front of every program assembled here, in
-    ``linux_programs.py`` and by ``hv_emu.testing`` (``asm/include/hvabi.s`` defines none)."""
+    """The ``.equ HC_<NAME>, n`` lines of ``generated_prelude`` (``asm/include/hvabi.s`` defines
+    none)."""
     return equate_lines(hypercall_equates())
+
+
+def generated_equates() -> dict[str, int]:
+    """Every constant generated from the hypervisor's tables: the ``HC_`` numbers and ``PORTS``."""
+    return hypercall_equates() | PORTS
+
+
+def generated_prelude() -> str:
+    """The ``.equ`` lines put in front of every program assembled here, in ``linux_programs.py``
+    and by ``hv_emu.testing``: the hypercall numbers, then the ports (``asm/`` defines neither)."""
+    return hypercall_prelude() + equate_lines(PORTS)
 
 
 def equate_lines(equates: Mapping[str, int]) -> str:
@@ -180,6 +230,12 @@ def macro_prelude(mode: int) -> str:
     return load_source(f"macros{mode}.s", asm_dir=INCLUDE_DIR).text
 
 
+def buildable_programs() -> dict[str, tuple[int, ...]]:
+    """The programs ``build_program`` builds by name (``available_programs`` without
+    ``NEEDS_DATA``), with their modes."""
+    return {name: modes for name, modes in available_programs().items() if name not in NEEDS_DATA}
+
+
 def available_programs(*, asm_dir: Path = PROGRAMS_DIR) -> dict[str, tuple[int, ...]]:
     """Program name -> the modes it exists in (``{"hello": (64,), "update": (16, 32, 64)...}``)."""
     found: dict[str, list[int]] = {}
@@ -192,8 +248,8 @@ def available_programs(*, asm_dir: Path = PROGRAMS_DIR) -> dict[str, tuple[int, 
 
 def abi_prelude() -> str:
     """Every ABI constant for a source that does not ``#include "hvabi.s"`` itself: the
-    generated hypercall numbers, then ``asm/include/hvabi.s``."""
-    return hypercall_prelude() + load_source(HVABI.name, asm_dir=HVABI.parent).text
+    generated hypercall numbers and ports, then ``asm/include/hvabi.s``."""
+    return generated_prelude() + load_source(HVABI.name, asm_dir=HVABI.parent).text
 
 
 def default_load(mode: int) -> int:
@@ -204,10 +260,11 @@ def default_load(mode: int) -> int:
 def build_program(name: str, *, mode: int = 64, load: int | None = None,
                   equates: dict[str, int] | None = None) -> bytes:
     """Assemble ``asm/programs/<name><mode>.s`` at ``load`` (default: the loader's) with ``equates``
-    in front. For the update program use ``build_update_program``."""
-    if name == UPDATE:
-        raise ConfigError("the update program needs its blobs: use build_update_program()")
-    return _build(name, mode, load, dict(equates or {}))
+    in front. The programs of ``NEEDS_DATA`` are refused with the function that builds them."""
+    if name in NEEDS_DATA:
+        needs = NEEDS_DATA[name]
+        raise ConfigError(f"the {name} program needs {needs.data}: use {needs.builder}")
+    return assemble_program(name, mode=mode, load=load, equates=equates)
 
 
 def build_update_program(bundle: bytes, signature: bytes, *, mode: int = 64,
@@ -227,7 +284,7 @@ def build_update_program(bundle: bytes, signature: bytes, *, mode: int = 64,
     }
     if len(bundle) >= 1 << 32:
         raise ConfigError(f"a bundle of {len(bundle)} bytes does not fit a 32-bit length")
-    code = _build(UPDATE, mode, load, equates)
+    code = assemble_program(UPDATE, mode=mode, load=load, equates=equates)
     if len(code) % BLOB_ALIGN:
         raise HostError(f"asm/programs/update{mode}.s must end with `.p2align 4` and `blobs:`")
     image = code + bundle + bytes(offset - len(bundle)) + signature
@@ -236,21 +293,25 @@ def build_update_program(bundle: bytes, signature: bytes, *, mode: int = 64,
     return image
 
 
-def _build(name: str, mode: int, load: int | None, equates: dict[str, int]) -> bytes:
+def assemble_program(name: str, *, mode: int = 64, load: int | None = None,
+                     equates: Mapping[str, int] | None = None) -> bytes:
+    """``asm/programs/<name><mode>.s`` assembled at ``load`` with ``equates`` in front, whether or
+    not it needs data: the builders of ``NEEDS_DATA`` programs append theirs after the code."""
+    equates = dict(equates or {})
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, not {mode}")
     modes = available_programs().get(name)
     if modes is None or mode not in modes:
-        known = ", ".join(f"{n} ({'/'.join(map(str, m))})" for n, m in available_programs().items())
+        known = ", ".join(f"{n} ({'/'.join(map(str, m))})" for n, m in buildable_programs().items())
         raise ConfigError(f"no program {name!r} for {mode}-bit mode; available: {known}")
     start = default_load(mode) if load is None else load
     if start < 0:
         raise ConfigError(f"load address {start:#x} is negative")
-    clash = sorted(set(equates) & set(hypercall_equates()))
+    clash = sorted(set(equates) & set(generated_equates()))
     if clash:
-        raise ConfigError(f"equates {', '.join(clash)} would redefine hypercall numbers")
+        raise ConfigError(f"equates {', '.join(clash)} would redefine hypercall numbers or ports")
     source = load_source(f"{name}{mode}.s")
-    prelude = macro_prelude(mode) + hypercall_prelude() + equate_lines(equates)
+    prelude = macro_prelude(mode) + generated_prelude() + equate_lines(equates)
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:
@@ -291,7 +352,8 @@ def _align(n: int) -> int:
 
 def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) -> bytes:
     """Assemble the user's own source file for ``mode`` at ``load`` (default: the loader's), with
-    the hypercall numbers (``HC_*``), the ABI constants of ``asm/include/hvabi.s`` and the mode's
+    the hypercall numbers (``HC_*``), the ports (``PORTS``), the ABI constants of
+    ``asm/include/hvabi.s`` and the mode's
     raw-byte macros defined in front; ``#include "x.s"`` lines resolve beside the file, then among
     the shipped ``asm/include/`` files, and one that finds the shipped ``hvabi.s`` is dropped, as
     it is in front already (``guest-tool build --asm FILE``)."""
@@ -307,7 +369,7 @@ def build_source_file(path: Path, *, mode: int = 64, load: int | None = None) ->
                    & defined)
     if clash:
         raise ConfigError(f"{path.name} redefines {', '.join(clash)}, which the hypervisor's ABI "
-                          "defines already (asm/include/hvabi.s and the HC_ numbers)")
+                          "defines already (asm/include/hvabi.s, the HC_ numbers and the ports)")
     try:
         code = assemble(source.text, mode=mode, address=start, prelude=prelude)
     except AssemblyError as exc:

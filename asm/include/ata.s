@@ -6,7 +6,8 @@
 # buffer (one entry per PRD_BYTES, never crossing a 64 KiB boundary, as SFF-8038i requires).
 # There is no interrupt controller, so every routine polls Status (ATA) or Status (bus master).
 #
-# guest_tool.programs puts these .equ lines in front (their values come from hv_emu/layout.py):
+# guest_tool.programs puts these .equ lines in front of every program (generated from
+# hv_emu/layout.py, the one home of port numbers):
 #   ATA_PORT       command block base (0x1f0)
 #   ATA_CTRL_PORT  control block: Alternate Status / Device Control (0x3f6)
 #   BM_PORT        bus-master registers, BAR4 of the IDE function (0xc000)

@@ -1,15 +1,17 @@
 # hvabi.s - hv-emu's hypercall ABI as assembler constants.
 #
-# The same numbers as hv_emu/hypercalls/abi.py and hv_emu/layout.py;
-# tests/guest_tool/test_programs.py checks that they
+# The same numbers as hv_emu/hypercalls/abi.py; tests/guest_tool/test_programs.py checks that they
 # agree, and docs/ABI.md describes them. Only .equ lines here: this file emits no bytes, so it can
 # be included at the top of any program.
 #
-# The hypercall numbers are not here. HC_GET_VMMCALL_NUMBER, HC_GET_STATUS, HC_UPDATE_SIGNATURES...
-# are generated from the built-in table, hv_emu/hypercalls/builtin.py (a hypercall's number is its
-# position in BUILTINS), as Linux generates unistd_64.h from syscall_64.tbl: guest_tool puts the
-# .equ HC_<NAME>, n lines in front of every program it assembles (guest_tool.programs.
-# hypercall_prelude), and so does hv_emu.testing's run_asm. Each is defined exactly once.
+# The hypercall numbers and the I/O ports are not here. HC_GET_VMMCALL_NUMBER, HC_GET_STATUS,
+# HC_UPDATE_SIGNATURES... are generated from the built-in table, hv_emu/hypercalls/builtin.py (a
+# hypercall's number is its position in BUILTINS), as Linux generates unistd_64.h from
+# syscall_64.tbl; DEBUGCON_PORT (the Bochs/QEMU debug console: bytes written there appear on
+# hv-emu's standard output), NIC_PORT, ATA_PORT, ATA_CTRL_PORT and BM_PORT from hv_emu/layout.py,
+# the one home of port numbers. guest_tool puts these .equ lines in front of every program it
+# assembles (guest_tool.programs.generated_prelude), and so does hv_emu.testing's run_asm. Each
+# is defined exactly once.
 #
 # The convention (BitVisor's vmmcall, extended):
 #   VMCALL (0f 01 c1) traps to the hypervisor.
@@ -32,7 +34,3 @@
 
 # Longest name get_vmmcall_number reads, including the NUL (hv_emu.hypercalls.abi.MAX_NAME).
 .equ MAX_NAME, 256
-
-# The Bochs/QEMU debug console: bytes written here appear on hv-emu's standard output
-# (hv_emu.layout.PORT_DEBUGCON).
-.equ DEBUGCON_PORT, 0xe9

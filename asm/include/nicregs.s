@@ -1,10 +1,11 @@
 # nicregs.s - hv-emu's guest NIC ("hvnic") as assembler constants.
 #
-# The same numbers as hv_emu/devices/nic.py (Reg, Status, Command, NIC_ID) and
-# hv_emu/layout.py (PORT_NIC); tests/devices/test_nic_guest.py checks that they agree, and
-# docs/DEVICES.md describes the card. Only .equ lines: include it at the top of a program.
-
-.equ NIC_PORT, 0xc100           # the card's port base (layout.PORT_NIC)
+# The same numbers as hv_emu/devices/nic.py (Reg, Status, Command, NIC_ID);
+# tests/devices/test_nic_guest.py checks that they agree, and docs/DEVICES.md describes the card.
+# Only .equ lines: include it at the top of a program.
+#
+# NIC_PORT, the card's port base, is not here: guest_tool.programs generates it in front of every
+# program from hv_emu/layout.py (PORT_NIC), the one home of port numbers.
 
 # Register offsets from NIC_PORT.
 .equ NIC_REG_ID, 0x00           # R 4: NIC_ID_VALUE when the card is there

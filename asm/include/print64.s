@@ -1,7 +1,8 @@
 # print64.s - console output routines for 64-bit guests (plain call/ret on the stack at RSP).
 #
 # Every byte is written with OUT to the debug console (port DEBUGCON_PORT, 0xe9), which hv-emu
-# copies to its standard output. Needs hvabi.s (for DEBUGCON_PORT); brings rcnames.s along.
+# copies to its standard output. DEBUGCON_PORT is generated in front of every program
+# (guest_tool.programs.generated_prelude); brings rcnames.s along.
 # Include it after the program's code: it emits bytes.
 
 # print_str - write the NUL-terminated string at RSI.

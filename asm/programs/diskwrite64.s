@@ -10,8 +10,8 @@
 #   3. if READBACK, reads the sectors back the same way and prints how many bytes differ from what
 #      it wrote ("read back: 0 bytes differ", or the number the hypervisor zero-filled), and halts.
 #
-# guest_tool.programs.build_disk_write_program() assembles it with these .equ lines in front:
-#   ATA_PORT, ATA_CTRL_PORT, BM_PORT   the ports (hv_emu/layout.py)
+# guest_tool.disk_programs.build_disk_write_program() assembles it with the ports
+# (guest_tool.programs.generated_prelude) and these .equ lines in front:
 #   LBA, SECTORS, PER_COMMAND          where, how much, how many sectors per command
 #   VIA_DMA, LBA48, READBACK           0 or 1
 #   PRD_BYTES                          the largest PRD entry (even, 2..65536)

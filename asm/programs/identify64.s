@@ -4,12 +4,18 @@
 # IDENTIFY block (ATA8-ACS 7.16): the model is words 27-46, 40 ASCII characters with the first
 # character of each pair in the word's high byte; the capacity is words 100-103 (48-bit) or
 # 60-61 (28-bit); word 83 bit 10 = LBA48 supported, word 49 bit 8 = DMA supported.
-# guest_tool.programs.build_program("identify") puts ATA_PORT, ATA_CTRL_PORT and BM_PORT in front.
+# Without a disk the channel's ports read all ones: it prints "identify: no disk ..." instead.
+# guest_tool.programs.build_program("identify") puts the ports (ATA_PORT, BM_PORT...) in front.
 
 #include "hvabi.s"
 
 start:
     cld
+    # No drive: nothing answers on the channel's ports, which read all ones (a floating bus).
+    mov edx, ATA_STATUS
+    in al, dx
+    cmp al, 0xff
+    je no_disk
     lea rdi, [rip + block]
     call ata_identify
     test al, ST_ERR
@@ -63,6 +69,11 @@ failed:
     call print_str
     jmp halt
 
+no_disk:
+    lea rsi, [rip + msg_no_disk]
+    call print_str
+    jmp halt
+
 # print_yes_no - "yes" if ZF is clear (a TEST found the bit), else "no".
 print_yes_no:
     lea rsi, [rip + msg_yes]
@@ -78,6 +89,7 @@ msg_close:      .asciz ")\n"
 msg_yes:        .asciz "yes"
 msg_no:         .asciz "no"
 msg_failed:     .asciz "identify: the device answered ERR\n"
+msg_no_disk:    .asciz "identify: no disk on the primary channel (Status reads 0xff; hv-emu run --disk)\n"
 
 #include "print64.s"
 #include "ata.s"

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_parser(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
-    demo.add_argument("--workdir", type=Path, help="keep the demo's files here")
+    demo.add_argument("--workdir", type=Path, metavar="DIR",
+                      help="keep the demo's files in DIR: a new directory (its parent must "
+                           "exist) or one without the demo's files")
     return parser
 
 

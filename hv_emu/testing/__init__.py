@@ -188,15 +188,18 @@ class Hypervisor:
     def run_asm(self, source: str, *, mode: int = 64, paging: str = "none",
                 load: int | None = None) -> GuestRun:  # fmt: skip
         """Assemble Intel-syntax ``source`` (with the hypercall numbers generated from the
-        built-in table, such as ``HC_GET_STATUS``, and the constants of ``asm/include/hvabi.s``,
-        such as ``DEBUGCON_PORT``, defined) and run it to its end."""
+        built-in table, such as ``HC_GET_STATUS``, the ports of ``hv_emu.layout``, such as
+        ``DEBUGCON_PORT``, and the constants of ``asm/include/hvabi.s``, such as ``RC_OK``,
+        defined) and run it to its end."""
         address = default_load(mode) if load is None else load
         image = assemble(source, mode=mode, address=address, prelude=abi_prelude())
         return self.run_image(image, mode=mode, load=address, paging=paging)
 
     def run_program(self, name: str, *, mode: int = 64) -> GuestRun:
-        """Build and run a program from ``asm/`` (``"hello"`` is ``asm/programs/hello64.s`` in mode
-        64)."""
+        """Build and run a program from ``asm/`` as ``guest-tool build --program NAME`` builds it
+        (``"hello"`` is ``asm/programs/hello64.s`` in mode 64; ``guest_tool.programs.
+        buildable_programs()`` lists them, and the update and diskwrite programs, which need data,
+        are refused with the function that builds them)."""
         return self.run_image(build_program(name, mode=mode), mode=mode)
 
     def run_image(self, image: bytes, *, mode: int = 64, load: int | None = None,

@@ -30,7 +30,7 @@ def test_the_storage_doc_commands_work_as_written(tmp_path: Path) -> None:
         done = sh(*argv, cwd=tmp_path)
         assert done.returncode == 0, (argv, done.stderr)
         outputs.append(done)
-    assert "2 sectors at LBA 100 via dma in 1 commands" in outputs[2].stdout
+    assert "2 sectors at LBA 100 via dma in 1 command" in outputs[2].stdout
     # Aircop's 16-byte body has one zero byte already: 15 bytes change.
     assert outputs[3].stdout == ("diskwrite: LBA 100, 2 sectors via dma in 1 commands: ok\n"
                                  "read back: 15 bytes differ\n")  # fmt: skip

@@ -2,7 +2,8 @@
 
 1. Imports flow one way: the VMM core <- ``guest_tool`` <- the front ends (``hv_emu/cli/``,
    ``hv_emu/testing/``). Only the front ends import ``guest_tool``; nothing imports a front end,
-   nor the ``guest-tool`` command (``guest_tool/cli.py``).
+   nor the ``guest-tool`` command (``guest_tool/cli.py`` and ``python -m guest_tool``'s
+   ``guest_tool/__main__.py``).
 2. Devices (``hv_emu/devices/`` and below) import no policy, network, update, machine or front end,
    directly or through other modules.
 3. Port numbers and fixed guest-physical addresses are written only in ``hv_emu/layout.py``.
@@ -103,6 +104,8 @@ def report(offenders: list[str], rule: str) -> str:
 FRONT_ENDS = ("hv_emu.cli", "hv_emu.testing")
 #: The ``guest-tool`` command: a face of guest_tool, imported by nothing (tests aside).
 GUEST_TOOL_COMMAND = "guest_tool.cli"
+#: ``python -m guest_tool``: the same command, the one module that may import it.
+GUEST_TOOL_MAIN = "guest_tool.__main__"
 
 
 def part(name: str) -> str:
@@ -121,7 +124,8 @@ def test_imports_flow_from_the_core_to_guest_tool_to_the_front_ends() -> None:
     for module in all_modules():
         importer = part(module.name)
         for node, imported in imports(module):
-            if within(imported, GUEST_TOOL_COMMAND) and module.name != GUEST_TOOL_COMMAND:
+            if (within(imported, GUEST_TOOL_COMMAND) or imported == GUEST_TOOL_MAIN) \
+                    and module.name not in (GUEST_TOOL_COMMAND, GUEST_TOOL_MAIN):
                 offenders.append(f"{module.at(node)}: imports {imported}, the guest-tool command")
             if not within(imported, "hv_emu") and not within(imported, "guest_tool"):
                 continue

@@ -15,26 +15,47 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 
 
+def data_packages(top: Path, package: str) -> dict[str, Path]:
+    """Every folder below ``top`` that holds files but no ``__init__.py``, as the package it is
+    installed as (``asm/programs/linux`` -> ``guest_tool.asm.programs.linux``)."""
+    return {
+        ".".join((package, *folder.relative_to(top).parts)): folder
+        for folder in sorted({p.parent for p in top.rglob("*") if p.is_file()})
+        if not (folder / "__init__.py").exists() and "__pycache__" not in folder.parts
+    }
+
+
+def asm_data_packages() -> dict[str, Path]:
+    """asm/'s folders of sources (``asm/`` itself is a package, with an ``__init__.py``)."""
+    return data_packages(ROOT / "asm", "guest_tool.asm")
+
+
 def test_every_package_of_the_tree_is_listed_and_asm_is_mapped_into_guest_tool() -> None:
     on_disk = {
         ".".join(init.parent.relative_to(ROOT).parts)
         for top in ("hv_emu", "guest_tool")
         for init in (ROOT / top).rglob("__init__.py")
+        if not init.parent.relative_to(ROOT).as_posix().startswith("guest_tool/asm")
     }
-    assert set(SETUPTOOLS["packages"]) == on_disk | {"guest_tool.asm"}
+    # Folders of data are packages too: listed, or setuptools warns "Package would be ignored".
+    expected = on_disk | {"guest_tool.asm"} | set(asm_data_packages()) \
+        | set(data_packages(ROOT / "hv_emu", "hv_emu"))
+    assert "hv_emu.data" in expected
+    assert set(SETUPTOOLS["packages"]) == expected
     assert SETUPTOOLS["package-dir"] == {"guest_tool.asm": "asm"}
     assert (ROOT / "asm" / "__init__.py").is_file()
 
 
 def test_package_data_ships_every_assembly_source_the_sample_database_and_py_typed() -> None:
     data = SETUPTOOLS["package-data"]
-    shipped = {p for pattern in data["guest_tool.asm"] for p in (ROOT / "asm").glob(pattern)}
+    shipped = {p for package, folder in asm_data_packages().items()
+               for pattern in data.get(package, []) for p in folder.glob(pattern)}
     sources = set((ROOT / "asm").rglob("*.s"))
     assert sources and sources == shipped, f"not in the wheel: {sorted(sources - shipped)}"
-    wanted = {"hv_emu": ["data/sample.db", "py.typed"], "guest_tool": ["py.typed"]}
+    wanted = {"hv_emu": ["py.typed"], "hv_emu.data": ["sample.db"], "guest_tool": ["py.typed"]}
     for package, files in wanted.items():
         for name in files:
-            assert (ROOT / package / name).is_file()
+            assert (ROOT / package.replace(".", "/") / name).is_file()
             assert any(Path(name).match(pattern) for pattern in data[package]), name
 
 

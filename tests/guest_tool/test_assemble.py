@@ -103,7 +103,25 @@ def test_lines_count_from_the_source_not_the_prelude() -> None:
 def test_error_in_the_prelude_says_so() -> None:
     with pytest.raises(AssemblyError, match="in the prelude, line 2") as info:
         assemble("nop", mode=64, address=LOAD64, prelude="nop\nbogus\n")
-    assert info.value.line is None
+    assert info.value.line is None and info.value.in_prelude
+
+
+@pytest.mark.parametrize("source", [
+    "hlt\nroot:x:0:0:root:/root:/bin/bash\nnop\n",  # a file that is not assembly (/etc/passwd)
+    "nop\nA:\nnop\nA:\nhlt\n",  # a label defined twice
+])
+def test_an_error_keystone_blames_on_a_prelude_that_assembles_is_found_in_the_source(
+    source: str,
+) -> None:
+    """keystone's own line is unreliable, and the skeleton ``_locate`` keeps (the source's labels)
+    breaks with the whole prelude in front: the prelude alone assembles, so it is the source's."""
+    prelude = ".equ HC_X, 0\n.equ Y, 1\n"
+    with pytest.raises(AssemblyError) as info:
+        assemble(source, mode=64, address=LOAD64, prelude=prelude)
+    err = info.value
+    assert "prelude" not in str(err) and not err.in_prelude
+    assert err.line is not None
+    assert source.splitlines()[err.line - 1] == err.statement
 
 
 def test_bad_mode_and_address_are_config_errors() -> None:

@@ -46,12 +46,16 @@ from guest_tool.programs import (
     BLOB_ALIGN,
     HVABI,
     INCLUDE_DIR,
+    NEEDS_DATA,
+    PORTS,
     PROGRAMS_DIR,
     available_programs,
     build_program,
     build_source_file,
     build_update_program,
+    buildable_programs,
     default_load,
+    generated_prelude,
     hypercall_equates,
     hypercall_prelude,
     load_source,
@@ -61,6 +65,7 @@ from hv_emu import layout, testing
 from hv_emu.errors import ConfigError
 from hv_emu.hypercalls import abi
 from hv_emu.hypercalls.builtin import NUMBERS
+from hv_emu.machine import MachineConfig
 
 BUNDLE = bytes(range(256)) * 3 + b"tail"  # 772 bytes: not a multiple of the alignment
 SIGNATURE = bytes(range(64, 128))
@@ -152,10 +157,21 @@ def run_guest(image: bytes, mode: int, load: int, hv: Hypervisor) -> None:
 def test_hvabi_agrees_with_abi_and_layout() -> None:
     equates = parse_equates(HVABI.read_text())
     expected = {f"RC_{rc.name}": int(rc) for rc in abi.Rc}
-    expected |= {"MAX_NAME": abi.MAX_NAME, "DEBUGCON_PORT": layout.PORT_DEBUGCON}
-    assert equates == expected  # and no HC_: the hypercall numbers are generated
+    expected |= {"MAX_NAME": abi.MAX_NAME}
+    assert equates == expected  # no HC_ and no ports: those are generated
     generated = {f"HC_{name.upper()}": nr for name, nr in NUMBERS.items()}
     assert hypercall_equates() == generated == parse_equates(hypercall_prelude())
+
+
+def test_the_ports_are_generated_from_layout_and_written_nowhere_in_asm() -> None:
+    assert PORTS == {"DEBUGCON_PORT": layout.PORT_DEBUGCON, "NIC_PORT": layout.PORT_NIC,
+                     "ATA_PORT": layout.PORT_ATA_PRIMARY,
+                     "ATA_CTRL_PORT": layout.PORT_ATA_PRIMARY_CTRL,
+                     "BM_PORT": layout.PORT_BUSMASTER}
+    assert parse_equates(generated_prelude()) == hypercall_equates() | PORTS
+    for path in (PROGRAMS_DIR.parent).rglob("*.s"):
+        defined = set(_DEFINITION.findall(path.read_text()))
+        assert not defined & set(PORTS), f"{path.name} defines {defined & set(PORTS)}"
 
 
 _DEFINITION = re.compile(r"^\s*\.(?:equ|set|equiv)\s+([A-Za-z_.$][\w.$]*)\s*,", re.MULTILINE)
@@ -186,18 +202,20 @@ def test_every_assembly_defines_each_abi_constant_exactly_once(
     build_program("nic", equates={"RX_FRAMES": 1})
     build_identify_program()
     build_disk_write_program(b"x", 1, "pio")
+    assert set(buildable_programs()) | set(NEEDS_DATA) == {"hello", "status", "nic", "identify",
+                                                           "diskwrite", "update"}
     assert len(assembled) == sum(map(len, available_programs().values()))  # each program once
     build_hvupdate()  # asm/programs/linux/hvupdate64.s, which includes hvabi.s
     user = tmp_path / "mine.s"  # a user's source that includes hvabi.s, which is in front already
     user.write_text('#include "hvabi.s"\nmov eax, HC_GET_STATUS\nmov ebx, RC_OK\nhlt\n')
     build_source_file(user)
     hv.run_asm("mov eax, HC_GET_STATUS\n mov ebx, RC_OK\n hlt")
-    generated = set(hypercall_equates())
+    generated = set(hypercall_equates()) | set(PORTS)
     everything = generated | set(parse_equates(HVABI.read_text()))
     for text in assembled:
         counts = Counter(_DEFINITION.findall(text))
         assert {n: counts[n] for n in generated} == dict.fromkeys(generated, 1)
-        assert hypercall_prelude() in text
+        assert generated_prelude() in text
         assert all(counts[n] <= 1 for n in everything), text
     for text in assembled[-2:]:  # the user's source and run_asm get every constant, once
         counts = Counter(_DEFINITION.findall(text))
@@ -207,6 +225,8 @@ def test_every_assembly_defines_each_abi_constant_exactly_once(
 def test_program_equates_cannot_redefine_hypercall_numbers() -> None:
     with pytest.raises(ConfigError, match="HC_GET_STATUS would redefine hypercall numbers"):
         build_program("status", equates={"HC_GET_STATUS": 9})
+    with pytest.raises(ConfigError, match="DEBUGCON_PORT would redefine hypercall numbers or por"):
+        build_program("status", equates={"DEBUGCON_PORT": 0x80})
 
 
 def test_rcnames_table_follows_rc_order() -> None:
@@ -260,6 +280,8 @@ def test_build_program_refusals() -> None:
         build_program("hello", mode=16)
     with pytest.raises(ConfigError, match="build_update_program"):
         build_program("update")
+    with pytest.raises(ConfigError, match=r"needs the payload to write: use .*build_disk_write_pr"):
+        build_program("diskwrite")
     with pytest.raises(ConfigError, match="not an assembler symbol"):
         build_program("status", equates={"bad name": 1})
 
@@ -373,6 +395,19 @@ def test_16bit_code_must_fit_the_first_segment() -> None:
 # ------------------------------------------------------------------ hello and status
 
 
+def test_identify_runs_with_and_without_a_disk(tmp_path: Path, hv: testing.Hypervisor) -> None:
+    """The ATA ports are in front of every program: the identify program builds by name."""
+    run = hv.run_program("identify")
+    assert run.halted and run.output.startswith("identify: no disk on the primary channel")
+    config = MachineConfig(disk=tmp_path / "disk.img", disk_size_mib=1, timeout=10.0)
+    with_disk = testing.Hypervisor(config)
+    try:
+        run = with_disk.run_program("identify")
+    finally:
+        with_disk.close()
+    assert run.output == "identify: HV-EMU HARDDISK, 2048 sectors (LBA48 yes, DMA yes)\n"
+
+
 def test_hello_prints_and_halts() -> None:
     hv = Hypervisor()
     run_guest(build_program("hello"), 64, layout.DEFAULT_LOAD, hv)
@@ -415,6 +450,15 @@ def test_a_users_source_may_not_redefine_an_abi_constant(tmp_path: Path) -> None
         build_source_file(mine)
     mine.write_text('#include "hvabi.s"\n#include "print64.s"\nmov eax, HC_GET_STATUS\nhlt\n')
     assert build_source_file(mine)
+
+
+def test_an_included_file_that_is_not_assembly_is_named(tmp_path: Path) -> None:
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/:\n")
+    (tmp_path / "mine.s").write_text(f'hlt\n#include "{tmp_path / "passwd"}"\n')
+    with pytest.raises(AssemblyError) as info:
+        build_source_file(tmp_path / "mine.s")
+    assert str(info.value).startswith("passwd:1: `root:x:0:0:root:/root:/bin/bash`: keystone: ")
+    assert "prelude" not in str(info.value)
 
 
 def test_a_missing_include_names_every_directory_searched(tmp_path: Path) -> None:

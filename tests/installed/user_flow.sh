@@ -65,11 +65,12 @@ unset PYTHONPATH
 where=$(python -c 'import hv_emu, guest_tool.programs as p; print(hv_emu.__file__, p.ASM_DIR)')
 case "$where" in *"$repo"*) fail "the installed packages resolve into the checkout: $where";; esac
 version=$(python -c 'import hv_emu; print(hv_emu.__version__)')
-for command in "hv-emu --version" "guest-tool --version" "python -m hv_emu --version"; do
+for command in "hv-emu --version" "guest-tool --version" "python -m hv_emu --version" \
+               "python -m guest_tool --version"; do
   said=$($command) || fail "$command exited $?"
   case "$said" in *" $version") ;; *) fail "$command said '$said', not version $version";; esac
 done
-step "hv-emu, guest-tool and python -m hv_emu say version $version"
+step "hv-emu, guest-tool, python -m hv_emu and python -m guest_tool say version $version"
 
 step "guest-tool keygen, sample-db, bundle"
 guest-tool keygen demo >/dev/null

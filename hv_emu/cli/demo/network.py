@@ -32,6 +32,7 @@ from guest_tool.push import EncodedUpdate, encode_update, push
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import UdpBackend, UdpSpec
+from hv_emu.usage import plural
 
 #: The publisher's loss rate: the receiver's forward error correction makes up for it.
 LOSS = 0.2
@@ -63,7 +64,8 @@ def _encode(work: Path, key: Path, db: Path, version: int) -> EncodedUpdate:
 def _push(update: EncodedUpdate, publisher: UdpBackend, seed: int) -> str:
     report = push(update, publisher, rounds=3, loss=LOSS, rng=random.Random(seed),
                   progress_to=io.StringIO())  # fmt: skip
-    return f"{report.sent} packets sent, {report.dropped} lost on purpose ({LOSS:.0%} loss)"
+    return (f"{plural(report.sent, 'packet')} sent, {report.dropped} lost on purpose "
+            f"({LOSS:.0%} loss)")
 
 
 def _tell(machine: Machine, network: GuestNetwork, printed: int, seen: int) -> None:

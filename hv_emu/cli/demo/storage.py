@@ -21,6 +21,7 @@ from pathlib import Path
 from guest_tool.disk_programs import build_disk_write_program
 from hv_emu.devices.storage.observer import SECTOR_SIZE
 from hv_emu.machine import Machine, MachineConfig
+from hv_emu.usage import plural
 
 #: The body of the signature the demo's version 2 adds (``story.NEW_SIGNATURE``).
 VIRUS_BODY = bytes.fromhex("0f3b5e8b7d0c31c0cd80b801000000cd80")
@@ -90,7 +91,7 @@ def storage_story(work: Path, trust: Path, sample_db: Path, update_guest: bytes)
         _say("7. The disk: every sector the guest writes is scanned before it lands")
         _say("   (hv-emu run write-guest.bin --disk disk.img --db sample.db --trust demo.pub)")
         _say("   the guest writes a file carrying Demo.New-Virus-1's body; the database in force")
-        _say(f"   ({machine.database.current.count} signatures) does not know it yet:")
+        _say(f"   ({plural(machine.database.current.count, 'signature')}) does not know it yet:")
         _write(machine, 100, "pio", 1)
         _say()
         _say("8. The guest installs version 2 by VMCALL")

@@ -4,7 +4,10 @@ Models: a short story told with the real pieces: a publisher makes a key and sig
 database; a guest program hands it to the hypervisor with VMCALL; the hypervisor verifies and
 installs it; then a tampered update and a replayed older one are refused while the installed
 database stays in force. Every step runs a real guest on the real vCPU, with the state persisted in
-a directory, exactly as ``hv-emu run --state DIR`` would.
+a directory, exactly as ``hv-emu run --state DIR`` would: a temporary one, or ``--workdir DIR``,
+which is created if missing (its parent must exist: only the last component is made, as by
+``mkdir`` without ``-p``) and, if it exists, used only when it holds none of ``DEMO_FILES``: the
+demo never overwrites a file it did not write.
 
 Follows: the README's walkthrough, step for step.
 
@@ -16,6 +19,7 @@ Guest controls: nothing; the demo builds its own guests.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,11 +30,21 @@ from guest_tool.programs import build_update_program
 from hv_emu import SAMPLE_DB
 from hv_emu.cli.demo.network import network_story
 from hv_emu.cli.demo.storage import storage_story
+from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig
+from hv_emu.usage import plural
 
 #: The update's new signature (a made-up body, in the original design's ``new_virus1=0f3b...``
 #: spirit).
 NEW_SIGNATURE = "Demo.New-Virus-1=0f3b5e8b7d0c31c0cd80b801000000cd80\n"
+#: Every file and directory the demo writes in its working directory (the chapters' files too);
+#: tests/cli/test_story.py checks that a run writes nothing else.
+DEMO_FILES = (
+    "demo.key", "demo.pub", "v1.hvdb", "v1.hvdb.sig", "v2.db", "v2.hvdb", "v2.hvdb.sig",
+    "v2-tampered.hvdb", "state",  # this chapter
+    "disk.img", "disk-state",  # storage.py
+    "v3.hvdb", "v3.hvdb.sig", "v4.hvdb", "v4.hvdb.sig",  # network.py
+)
 
 
 def _say(text: str = "") -> None:
@@ -57,7 +71,8 @@ def _run_guest(workdir: Path, image: bytes, trust: Path, title: str) -> Machine:
     for line in machine.debugcon.text().splitlines():
         _say(f"    guest | {line}")
     kept = "replaced" if after.version != before.version else "unchanged"
-    _say(f"    state | database in force: v{after.version}, {after.count} signatures ({kept})")
+    _say(f"    state | database in force: v{after.version}, {plural(after.count, 'signature')} "
+         f"({kept})")
     if not result.halted:
         raise SystemExit(f"hv-emu demo: the guest did not halt: {result.exit}")
     return machine
@@ -67,8 +82,32 @@ def run_demo(workdir: Path | None = None) -> int:
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="hv-emu-demo-") as tmp:
             return _demo(Path(tmp))
-    workdir.mkdir(parents=True, exist_ok=True)
+    prepare_workdir(workdir)
     return _demo(workdir)
+
+
+def prepare_workdir(path: Path) -> None:
+    """Make ``--workdir`` ready, or raise a one-line ``ConfigError``: create it if missing (only
+    the last component), and refuse a path that is not a directory, a directory the user cannot
+    write, and one holding any of ``DEMO_FILES``, which the demo would overwrite."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise ConfigError(f"--workdir {path}: not a directory")
+        taken = [name for name in DEMO_FILES
+                 if (path / name).exists() or (path / name).is_symlink()]
+        if taken:
+            raise ConfigError(f"--workdir {path} already holds {', '.join(taken)}, which the demo "
+                              "would overwrite: give it a new or an empty directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"--workdir {path}: not writable")
+        return
+    if not path.parent.is_dir():
+        raise ConfigError(f"--workdir {path}: {path.parent} is not a directory (the demo creates "
+                          "only the last component, as mkdir does without -p)")
+    try:
+        path.mkdir()
+    except OSError as err:
+        raise ConfigError(f"--workdir {path}: cannot create it: {err.strerror}") from None
 
 
 def _demo(work: Path) -> int:
