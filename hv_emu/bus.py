@@ -5,7 +5,9 @@ owned by one device that sees only the *offset* into its range, never the port n
 
 Follows: rust-vmm ``vm-device`` (a bus keyed by ranges, overlapping insertions rejected). Intel SDM
 vol. 1, 18.3 (port space, 1/2/4-byte accesses). Unknown ports behave like an empty ISA bus: reads
-float high (all ones) and writes vanish, and both are counted so a curious guest is visible.
+float high (all ones) and writes vanish, and both are counted so a curious guest is visible. The
+lookup is one list index: a 64 Ki-entry table of bound handlers, filled when a device registers
+(KVM's ``kvm_io_bus`` resolves in O(log n); QEMU's memory API flattens ranges into a table).
 
 Leaves out: accesses that straddle two devices (a 4-byte IN at the last port of one range goes to
 that device whole), port-I/O permission bitmaps, virtual-8086 I/O privilege checks.
@@ -16,8 +18,8 @@ once here, so devices may trust it.
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +28,11 @@ from hv_emu.layout import PORT_SPACE
 
 VALID_SIZES = (1, 2, 4)
 _ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
+
+#: A resolved IN: (port, size) -> value, already masked to the size.
+PortReader = Callable[[int, int], int]
+#: A resolved OUT: (port, size, value).
+PortWriter = Callable[[int, int, int], None]
 
 
 class PortDevice(Protocol):
@@ -53,7 +60,14 @@ class PortIoBus:
 
     def __init__(self) -> None:
         self._ranges: list[PortRange] = []
-        self._bases: list[int] = []
+        # One entry per port: the owner, and its IN and OUT bound to the owner's base.
+        self._owners: list[PortRange | None] = [None] * PORT_SPACE
+        #: The IN of each port 0..0xFFFF, resolved: ``readers[port](port, size)`` is ``read``
+        #: without its checks, for a caller that guarantees them (the vCPU's port hooks: Unicorn
+        #: gives 16-bit ports and sizes 1, 2, 4). Read-only outside this class.
+        self.readers: list[PortReader] = [self._read_unknown] * PORT_SPACE
+        #: The OUT of each port, likewise.
+        self.writers: list[PortWriter] = [self._write_unknown] * PORT_SPACE
         #: Accesses to ports no device owns, by (direction, port): ("in", 0x80) -> 3.
         self.unknown: Counter[tuple[str, int]] = Counter()
 
@@ -62,22 +76,22 @@ class PortIoBus:
         if length <= 0 or base < 0 or base + length > PORT_SPACE:
             raise ConfigError(f"port range {base:#x}+{length} for {name} is outside the port space")
         new = PortRange(base, length, name, device)
-        i = bisect.bisect_left(self._bases, base)
-        for neighbour in self._ranges[max(i - 1, 0) : i + 1]:
-            if new.base < neighbour.end and neighbour.base < new.end:
+        for other in self._ranges:
+            if new.base < other.end and other.base < new.end:
                 raise ConfigError(
                     f"port range {base:#x}-{new.end - 1:#x} ({name}) overlaps "
-                    f"{neighbour.base:#x}-{neighbour.end - 1:#x} ({neighbour.name})"
+                    f"{other.base:#x}-{other.end - 1:#x} ({other.name})"
                 )
-        self._ranges.insert(i, new)
-        self._bases.insert(i, base)
+        self._ranges.append(new)
+        self._ranges.sort(key=lambda r: r.base)
+        reader, writer = _bind(new)
+        self._owners[base : new.end] = [new] * length
+        self.readers[base : new.end] = [reader] * length
+        self.writers[base : new.end] = [writer] * length
 
     def find(self, port: int) -> PortRange | None:
         """The range that owns ``port``, if any."""
-        i = bisect.bisect_right(self._bases, port) - 1
-        if i >= 0 and port < self._ranges[i].end:
-            return self._ranges[i]
-        return None
+        return self._owners[port] if 0 <= port < PORT_SPACE else None
 
     @property
     def ranges(self) -> tuple[PortRange, ...]:
@@ -87,18 +101,36 @@ class PortIoBus:
         """An IN of ``size`` bytes from ``port``: the owner's answer, or all ones."""
         if size not in VALID_SIZES:
             raise ValueError(f"I/O access size {size} is not 1, 2 or 4")
-        owner = self.find(port)
-        if owner is None:
-            self.unknown["in", port] += 1
-            return _ONES[size]
-        return owner.device.io_read(port - owner.base, size) & _ONES[size]
+        if 0 <= port < PORT_SPACE:
+            return self.readers[port](port, size)
+        return self._read_unknown(port, size)
 
     def write(self, port: int, size: int, value: int) -> None:
         """An OUT of ``size`` bytes to ``port``: to the owner, or counted and dropped."""
         if size not in VALID_SIZES:
             raise ValueError(f"I/O access size {size} is not 1, 2 or 4")
-        owner = self.find(port)
-        if owner is None:
-            self.unknown["out", port] += 1
-            return
-        owner.device.io_write(port - owner.base, size, value & _ONES[size])
+        if 0 <= port < PORT_SPACE:
+            self.writers[port](port, size, value)
+        else:
+            self._write_unknown(port, size, value)
+
+        # ------------------------------------------------------------------ the empty bus
+    def _read_unknown(self, port: int, size: int) -> int:
+        self.unknown["in", port] += 1
+        return _ONES[size]
+
+    def _write_unknown(self, port: int, size: int, value: int) -> None:
+        self.unknown["out", port] += 1
+
+
+def _bind(owner: PortRange) -> tuple[PortReader, PortWriter]:
+    """The IN and OUT of ``owner``'s device as functions of the port: offset and mask applied."""
+    io_read, io_write, base = owner.device.io_read, owner.device.io_write, owner.base
+
+    def read(port: int, size: int) -> int:
+        return io_read(port - base, size) & _ONES[size]
+
+    def write(port: int, size: int, value: int) -> None:
+        io_write(port - base, size, value & _ONES[size])
+
+    return read, write

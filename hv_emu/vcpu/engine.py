@@ -23,11 +23,12 @@ CR0 and EFER as the CPU decides it, whatever the guest wrote into them).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3 import unicorn as _binding
+from unicorn.unicorn_py3.arch.intel import HOOK_INSN_IN_CFUNC, HOOK_INSN_OUT_CFUNC
 
 from hv_emu.layout import SEL_CODE32, SEL_CODE64, SEL_DATA
 from hv_emu.memory.boot import BootState
@@ -35,6 +36,11 @@ from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import CR0_PE, EFER_LMA, MSR_EFER, PagingState
 
 U64 = 0xFFFFFFFFFFFFFFFF
+
+#: A raw IN hook: (engine handle, port, size, user data) -> the value read.
+RawInHook = Callable[[object, int, int, object], int]
+#: A raw OUT hook: (engine handle, port, size, value, user data).
+RawOutHook = Callable[[object, int, int, int, object], None]
 
 _GPRS = {
     "rax": X.UC_X86_REG_RAX, "rbx": X.UC_X86_REG_RBX, "rcx": X.UC_X86_REG_RCX,
@@ -118,6 +124,26 @@ class Engine:
         self._control = RegisterBatch(self.uc, ("cr0", "cr3", "cr4", "efer"))
         self._general = RegisterBatch(self.uc, GENERAL)
         self._booted = False  # reset() has run: the engine is no longer in its fresh state
+        self._raw_hooks: list[object] = []  # the C function pointers Unicorn calls: kept alive
+
+    # ------------------------------------------------------------------ raw hooks
+    def add_port_hooks(self, on_in: RawInHook, on_out: RawOutHook) -> None:
+        """The IN and OUT hooks as C function pointers registered with ``uc_hook_add`` itself.
+
+        The binding's ``hook_add`` wraps a callback in two more Python calls (an exception guard
+        and an argument adapter), more than half of a bare hook's cost (docs/UNICORN.md U34). The
+        callbacks here get the engine's raw handle, not the ``Uc``, and must never raise (U22):
+        ctypes would print the exception and return 0 to Unicorn."""
+        for insn, pointer in ((X.UC_X86_INS_IN, HOOK_INSN_IN_CFUNC(on_in)),
+                              (X.UC_X86_INS_OUT, HOOK_INSN_OUT_CFUNC(on_out))):  # fmt: skip
+            handle = _binding.uc_hook_h()
+            status = _binding.uclib.uc_hook_add(
+                self._handle, ctypes.byref(handle), unicorn.UC_HOOK_INSN, pointer, None,
+                ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn),
+            )  # fmt: skip
+            if status != unicorn.UC_ERR_OK:
+                raise unicorn.UcError(status)
+            self._raw_hooks.append(pointer)
 
     # ------------------------------------------------------------------ registers
     def reg(self, name: str) -> int:

@@ -21,7 +21,8 @@ never let an exception escape into Unicorn (it is stored and re-raised after ``e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence, Sized
+from typing import Protocol
 
 import unicorn
 from unicorn import x86_const as X
@@ -48,6 +49,18 @@ from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
 
 ExitHandler = Callable[[Exit], Outcome]
+
+
+class PortIo(Protocol):
+    """The port bus as the direct path sees it (``bus.PortIoBus``): each port's IN and OUT,
+    resolved, indexed by the port (Unicorn gives 16-bit ports and sizes 1, 2, 4: U13)."""
+
+    @property
+    def readers(self) -> Sequence[Callable[[int, int], int]]: ...
+
+    @property
+    def writers(self) -> Sequence[Callable[[int, int, int], None]]: ...
+
 #: A code hook: called with (address, size) before each instruction in its range.
 CodeHook = Callable[[int, int], None]
 
@@ -67,14 +80,22 @@ class Traps(Engine):
         self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
         self._resume = False  # we stopped emu_start ourselves only to flush; just go on
         self._in_port_in = False  # inside an IN hook, where stopping would lose data (U11)
-        self._in_hook = False  # inside any hook, during emu_start
+        self._emulating = False  # inside emu_start (so inside a hook, when Python runs)
         #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
         self.exact_rip_in_hooks = False
+        #: The direct path for port I/O: when set, and while ``exit_watchers`` is empty, IN and
+        #: OUT go straight to these ports instead of through ``PortIn``/``PortOut`` exits and
+        #: ``on_exit``. The owner sets both only if its ``on_exit`` sends port exits to this bus
+        #: and nothing else (``dispatch`` does), so the guest sees the same either way.
+        self.direct_ports: PortIo | None = None
+        #: Whoever watches every exit (the machine's exit observers): while any is attached,
+        #: every exit is a value passed to ``on_exit``, as tracing and statistics need.
+        self.exit_watchers: Sized = ()
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
         super().set_reg(name, value)
-        if name == "rip" and self._in_hook and self.exact_rip_in_hooks:
+        if name == "rip" and self._emulating and self.exact_rip_in_hooks:
             # Unicorn 2.1.4 stops syncing RIP for later hooks once a hook has written it (fixed
             # upstream by unicorn PR #2181; docs/UNICORN.md U16); a new emu_start syncs it.
             self._resume = True
@@ -83,8 +104,7 @@ class Traps(Engine):
     def _install_hooks(self) -> None:
         uc = self.uc
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid_insn)
-        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        self.add_port_hooks(self._on_in, self._on_out)  # raw: the hottest exits (U34)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
@@ -145,7 +165,6 @@ class Traps(Engine):
 
     def _on_invalid_insn(self, uc: unicorn.Uc, _ud: object) -> bool:
         """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
-        self._in_hook = True
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
@@ -156,8 +175,6 @@ class Traps(Engine):
             self._vmcall(mode, paging, rip)
         except BaseException as err:  # never let an exception unwind through Unicorn's C frames
             self._hook_error(err)
-        finally:
-            self._in_hook = False
         return True
 
     def _vmcall(self, mode: int, paging: PagingState, rip: int) -> None:
@@ -172,9 +189,18 @@ class Traps(Engine):
         self._apply(self.on_exit(exit_))
 
     # ------------------------------------------------------------------ port I/O, CPUID, SYSCALL
-    def _on_in(self, uc: unicorn.Uc, port: int, size: int, _ud: object) -> int:
+    def _on_in(self, _handle: object, port: int, size: int, _ud: object) -> int:
         # Always answered here, never by stopping: stopping inside rep insw loses a word (U11).
-        self._in_hook = self._in_port_in = True
+        ports = self.direct_ports
+        if ports is not None and not self.exit_watchers:
+            # The direct path: what dispatch does with PortIn, without building the exit and its
+            # outcome (an IN handler neither stops nor writes RAM, so no flag needs setting).
+            try:
+                return ports.readers[port](port, size)
+            except BaseException as err:
+                self._hook_error(err)
+                return (1 << (8 * size)) - 1
+        self._in_port_in = True
         try:
             outcome = self.on_exit(PortIn(port, size))
             if isinstance(outcome, Handled):
@@ -183,19 +209,21 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
         finally:
-            self._in_hook = self._in_port_in = False
+            self._in_port_in = False
         return (1 << (8 * size)) - 1
 
-    def _on_out(self, uc: unicorn.Uc, port: int, size: int, value: int, _ud: object) -> None:
-        self._in_hook = True
+    def _on_out(self, _handle: object, port: int, size: int, value: int, _ud: object) -> None:
+        # A device may write guest RAM here (a DMA start): Vcpu._invalidate then ends emu_start.
         try:
+            ports = self.direct_ports
+            if ports is not None and not self.exit_watchers:
+                ports.writers[port](port, size, value)  # the direct path: dispatch's PortOut
+                return
             outcome = self.on_exit(PortOut(port, size, value))
             if not isinstance(outcome, Handled):
                 self._apply(outcome)
         except BaseException as err:
             self._hook_error(err)
-        finally:
-            self._in_hook = False
 
     def _on_cpuid(self, uc: unicorn.Uc, _ud: object) -> int:
         try:
@@ -214,7 +242,6 @@ class Traps(Engine):
 
     def _on_syscall(self, uc: unicorn.Uc, _ud: object) -> None:
         """SYSCALL: Unicorn calls this with RIP on the instruction and resumes after it."""
-        self._in_hook = True
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
@@ -223,14 +250,11 @@ class Traps(Engine):
             self._apply(self.on_exit(exit_))
         except BaseException as err:
             self._hook_error(err)
-        finally:
-            self._in_hook = False
 
     # ------------------------------------------------------------------ exceptions, INT n, memory
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
         """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
-        self._in_hook = True  # a handler that writes guest RAM ends this emu_start (_invalidate)
-        try:
+        try:  # a handler that writes guest RAM ends this emu_start (_invalidate)
             paging = self.paging_state()
             mode = mode_of(paging)
             pc = self.linear_pc(mode)
@@ -251,8 +275,6 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
             return
-        finally:
-            self._in_hook = False
         uc.emu_stop()
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,

@@ -68,16 +68,13 @@ __all__ = ["AtaChannel", "AtaState", "DmaListener", "DmaRequest", "Phase", "Port
 
 @dataclass(frozen=True)
 class PortView:
-    """A ``PortDevice`` made of two bound methods (the command and control blocks of a channel)."""
+    """A ``PortDevice`` made of two bound methods (the command and control blocks of a channel).
 
-    read: Callable[[int, int], int]
-    write: Callable[[int, int, int], None]
+    The methods are the fields themselves, so the bus calls the channel's method directly, with
+    no forwarding call per access."""
 
-    def io_read(self, offset: int, size: int) -> int:
-        return self.read(offset, size)
-
-    def io_write(self, offset: int, size: int, value: int) -> None:
-        self.write(offset, size, value)
+    io_read: Callable[[int, int], int]
+    io_write: Callable[[int, int, int], None]
 
 
 class AtaChannel:
