@@ -1,7 +1,9 @@
 """The I/O port bus: which device answers an IN or OUT to a given port.
 
 Models: the x86 I/O address space (64 Ki byte-wide ports) as a set of non-overlapping ranges, each
-owned by one device that sees only the *offset* into its range, never the port number.
+owned by one device that sees only the *offset* into its range, never the port number. A device
+that takes runs of OUTs at once (a data port fed by ``rep outsw``) says so by being a
+``BlockPortDevice``; the vCPU then moves a string instruction's block in one call.
 
 Follows: rust-vmm ``vm-device`` (a bus keyed by ranges, overlapping insertions rejected). Intel SDM
 vol. 1, 18.3 (port space, 1/2/4-byte accesses). Unknown ports behave like an empty ISA bus: reads
@@ -12,8 +14,9 @@ lookup is one list index: a 64 Ki-entry table of bound handlers, filled when a d
 Leaves out: accesses that straddle two devices (a 4-byte IN at the last port of one range goes to
 that device whole), port-I/O permission bitmaps, virtual-8086 I/O privilege checks.
 
-Guest controls: the port, the access size (1, 2 or 4) and the value written. The size is checked
-once here, so devices may trust it.
+Guest controls: the port, the access size (1, 2 or 4), the value written and, for string I/O,
+the bytes of a block. The size is checked once here, so devices may trust it; a block is never
+larger than the room its device gave.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hv_emu.errors import ConfigError
 from hv_emu.layout import PORT_SPACE
@@ -41,6 +44,21 @@ class PortDevice(Protocol):
     def io_read(self, offset: int, size: int) -> int: ...
 
     def io_write(self, offset: int, size: int, value: int) -> None: ...
+
+
+@runtime_checkable
+class BlockPortDevice(Protocol):
+    """A port device that also takes runs of same-size OUTs to one offset (string I/O).
+
+    ``io_write_room`` says how many consecutive OUTs of ``size`` to ``offset`` it would take at
+    once right now (0: send them one by one); ``io_write_block`` then gets the bytes of at most that
+    many, in the order they would have been written, with the same effect as that many
+    ``io_write`` calls.
+    """
+
+    def io_write_room(self, offset: int, size: int) -> int: ...
+
+    def io_write_block(self, offset: int, size: int, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,8 @@ class PortIoBus:
         self.readers: list[PortReader] = [self._read_unknown] * PORT_SPACE
         #: The OUT of each port, likewise.
         self.writers: list[PortWriter] = [self._write_unknown] * PORT_SPACE
+        #: The ports whose owner takes string I/O in blocks: port -> (device, offset).
+        self.block_ports: dict[int, tuple[BlockPortDevice, int]] = {}
         #: Accesses to ports no device owns, by (direction, port): ("in", 0x80) -> 3.
         self.unknown: Counter[tuple[str, int]] = Counter()
 
@@ -88,6 +108,8 @@ class PortIoBus:
         self._owners[base : new.end] = [new] * length
         self.readers[base : new.end] = [reader] * length
         self.writers[base : new.end] = [writer] * length
+        if isinstance(device, BlockPortDevice):
+            self.block_ports.update((base + i, (device, i)) for i in range(length))
 
     def find(self, port: int) -> PortRange | None:
         """The range that owns ``port``, if any."""
@@ -114,7 +136,23 @@ class PortIoBus:
         else:
             self._write_unknown(port, size, value)
 
-        # ------------------------------------------------------------------ the empty bus
+        # ------------------------------------------------------------------ string I/O
+    def write_room(self, port: int, size: int) -> int:
+        """How many consecutive OUTs of ``size`` to ``port`` its owner takes at once (0: none,
+        or an owner that takes no blocks)."""
+        owner = self.block_ports.get(port)
+        if owner is None or size not in VALID_SIZES:
+            return 0
+        device, offset = owner
+        return max(0, device.io_write_room(offset, size))
+
+    def write_block(self, port: int, size: int, data: bytes) -> None:
+        """Consecutive OUTs of ``size`` bytes each, lowest-addressed first in ``data``: at most
+        what ``write_room`` just said."""
+        device, offset = self.block_ports[port]
+        device.io_write_block(offset, size, data)
+
+    # ------------------------------------------------------------------ the empty bus
     def _read_unknown(self, port: int, size: int) -> int:
         self.unknown["in", port] += 1
         return _ONES[size]
