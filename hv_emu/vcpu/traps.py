@@ -81,6 +81,8 @@ CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
+#: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
+_INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
 _NOT_REP_OUTS_MAX = 4096  # RIPs remembered as holding no rep outs (the guest picks them: bounded)
 
 
@@ -91,6 +93,7 @@ class Traps(Engine):
         super().__init__(mem)
         self.on_exit = on_exit
         self._hypercall_regs = RegisterBatch(self.uc, _HYPERCALL_REGS)
+        self._invalid_insn_regs = RegisterBatch(self.uc, _INVALID_INSN_REGS)
         self._string_regs = RegisterBatch(self.uc, ("rcx", "rsi", "rflags"))
         # RIPs of OUTs to block ports that were no rep outs*: not decoded again (a miss here only
         # costs speed: such an OUT is then sent one element at a time, as it always could be).
@@ -123,7 +126,7 @@ class Traps(Engine):
 
     def _install_hooks(self) -> None:
         uc = self.uc
-        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid_insn)
+        self.add_invalid_insn_hook(self._on_invalid_insn)  # raw, as the port hooks (U34)
         self.add_port_hooks(self._on_in, self._on_out)  # raw: the hottest exits (U34)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
@@ -183,28 +186,35 @@ class Traps(Engine):
         except GuestFault:
             return False
 
-    def _on_invalid_insn(self, uc: unicorn.Uc, _ud: object) -> bool:
+    def _on_invalid_insn(self, _handle: object, _ud: object) -> bool:
         """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
         try:
-            paging = self.paging_state()
+            cr0, cr3, cr4, efer, rip, *hypercall = self._invalid_insn_regs.read()
+            paging = PagingState(cr0, cr3, cr4, efer)
             mode = mode_of(paging)
-            rip = self.reg("rip")
-            if not self._is_vmcall(paging, self.linear_address(mode, rip)):
+            pc = self.linear_address(mode, rip)
+            # The CPU has just fetched these bytes: its own MMU reads them back (U36); the walk
+            # is left for an instruction whose bytes may run into the next page.
+            fetched = self.fetched_bytes(pc, len(VMCALL_BYTES))
+            if not (fetched == VMCALL_BYTES if fetched is not None
+                    else self._is_vmcall(paging, pc)):  # fmt: skip
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
-            self._vmcall(mode, paging, rip)
+            self._vmcall(mode, paging, rip, hypercall)
         except BaseException as err:  # never let an exception unwind through Unicorn's C frames
             self._hook_error(err)
         return True
 
-    def _vmcall(self, mode: int, paging: PagingState, rip: int) -> None:
+    def _vmcall(self, mode: int, paging: PagingState, rip: int,
+                registers: list[int] | None = None) -> None:  # fmt: skip
         """The VMCALL exit at ``rip``: like VT-x, move RIP past the instruction, then run the
-        handler."""
+        handler. ``registers``: RAX, RBX, RCX, RDX, RSI, RDI if already read."""
         rip += len(VMCALL_BYTES)
         rip = rip & 0xFFFF if mode == 16 else rip & U64
         self.set_reg("rip", rip)
         mask = U64 if mode == 64 else 0xFFFFFFFF
-        nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in self._hypercall_regs.read())
+        values = registers if registers is not None else self._hypercall_regs.read()
+        nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in values)
         exit_ = Hypercall(nr, (rbx, rcx, rdx, rsi, rdi), mode, rip, paging)
         self._apply(self.on_exit(exit_))
 

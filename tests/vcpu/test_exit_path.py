@@ -132,3 +132,27 @@ def test_the_resolved_tables_answer_as_read_and_write_do(port: int, size: int, v
     assert tables.unknown == checked.unknown
     owner = tables.find(port)
     assert (owner is not None) == (0x1F0 <= port < 0x1F8 or port == 0x3F6)
+
+
+@pytest.mark.parametrize(("mode", "paging"), [(64, "none"), (32, "pae"), (32, "2level")])
+def test_fetched_bytes_match_the_page_walk_and_a_failed_read_overwrites_cr2(
+    mode: int, paging: str
+) -> None:
+    """docs/UNICORN.md U36: ``uc_vmem_read`` reads code through the CPU's own MMU, the same
+    bytes as the hypervisor's walk; when the address is unmapped it fails and sets CR2, which
+    is why the #UD hook asks it only for bytes the CPU has just fetched."""
+    from hv_emu.hypercalls.abi import VMCALL_BYTES
+    from hv_emu.memory.walk import read_virt
+
+    machine = Machine(MachineConfig(timeout=10.0))
+    machine.load(assemble("vmcall\nhlt\n", mode=mode, address=0x100000), mode=mode,
+                 paging=paging)  # fmt: skip
+    vcpu = machine.vcpu
+    state = vcpu.paging_state()
+    assert vcpu.fetched_bytes(0x100000, 3) == read_virt(machine.mem, state, 0x100000, 3)
+    assert vcpu.fetched_bytes(0x100000, 3) == VMCALL_BYTES
+    assert vcpu.fetched_bytes(0x100FFE, 3) is None  # would cross a page: left to the walk
+    unmapped = 0xFFC00000  # beyond the identity map of 64 MiB of RAM, in every paging mode
+    assert vcpu.reg("cr2") == 0
+    assert vcpu.fetched_bytes(unmapped, 3) is None
+    assert vcpu.reg("cr2") == unmapped
