@@ -88,8 +88,10 @@ class PortIoBus:
         self.writers: list[PortWriter] = [self._write_unknown] * PORT_SPACE
         #: The ports whose owner takes string I/O in blocks: port -> (device, offset).
         self.block_ports: dict[int, tuple[BlockPortDevice, int]] = {}
-        #: Accesses to ports no device owns, by (direction, port): ("in", 0x80) -> 3.
-        self.unknown: Counter[tuple[str, int]] = Counter()
+        # Accesses to ports no device owns, one counter per port and direction (see unknown).
+        self._unknown_in = [0] * PORT_SPACE
+        self._unknown_out = [0] * PORT_SPACE
+        self._unknown_beyond: Counter[tuple[str, int]] = Counter()  # ports past 0xFFFF
 
     def register(self, base: int, length: int, device: PortDevice, name: str) -> None:
         """Give ``device`` the ports ``[base, base+length)``; overlaps are a configuration error."""
@@ -153,12 +155,27 @@ class PortIoBus:
         device.io_write_block(offset, size, data)
 
     # ------------------------------------------------------------------ the empty bus
+    @property
+    def unknown(self) -> Counter[tuple[str, int]]:
+        """Accesses to ports no device owns, by (direction, port): ("in", 0x80) -> 3. Built on
+        each call from per-port counters (a count costs the hot path one list store)."""
+        counts = Counter(self._unknown_beyond)
+        for direction, table in (("in", self._unknown_in), ("out", self._unknown_out)):
+            counts.update({(direction, port): n for port, n in enumerate(table) if n})
+        return counts
+
     def _read_unknown(self, port: int, size: int) -> int:
-        self.unknown["in", port] += 1
+        if 0 <= port < PORT_SPACE:
+            self._unknown_in[port] += 1
+        else:
+            self._unknown_beyond["in", port] += 1
         return _ONES[size]
 
     def _write_unknown(self, port: int, size: int, value: int) -> None:
-        self.unknown["out", port] += 1
+        if 0 <= port < PORT_SPACE:
+            self._unknown_out[port] += 1
+        else:
+            self._unknown_beyond["out", port] += 1
 
 
 def _bind(owner: PortRange) -> tuple[PortReader, PortWriter]:
