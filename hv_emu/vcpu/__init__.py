@@ -7,8 +7,8 @@ turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exi
 ``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers) and
 ``string_io`` (a ``rep outs*`` decoded and moved a block per exit).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U36 and their work-arounds). This package is
-the only place that imports unicorn.
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U36 and their work-arounds). This
+package is the only place that imports unicorn.
 
 Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).
 
