@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import disk, hypercall, linux, network, nic, scanner, trace, update
+from benchmarks import disk, hypercall, linux, network, nic, ports, scanner, trace, update
 
 
 def main() -> int:
-    rows = hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
+    rows = ports.run() + hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
     rows += trace.run() + nic.run() + linux.run()
     print("| benchmark | hv-emu | peer | peer value | ratio |")
     print("|---|---|---|---|---|")

@@ -180,6 +180,10 @@ class Machine:
         #: Watchers of every exit (a tracer, statistics); empty on the default path.
         self.exit_observers: list[ExitObserver] = []
         self.vcpu = Vcpu(self.mem, self._on_exit)
+        # Port exits go straight to the bus while nobody watches exits: dispatch sends PortIn and
+        # PortOut nowhere else, so the guest cannot tell (docs/PERFORMANCE.md, the exit path).
+        self.vcpu.direct_ports = self.bus
+        self.vcpu.exit_watchers = self.exit_observers
         self.boot: BootState | None = None
         #: The Linux process when the guest is an ELF program (``load_elf``), else ``None``.
         self.linux: LinuxProcess | None = None

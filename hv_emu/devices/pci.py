@@ -48,7 +48,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hv_emu.devices.storage.ata import PortView
+from hv_emu.devices.port import PortView
 
 CONFIG_SPACE = 256
 ADDR_ENABLE = 0x80000000

@@ -4,11 +4,12 @@ Models: the part of a VMM that runs guest code and regains control at each VM ex
 ``engine`` (the CPU: Unicorn over guest RAM, registers, mode, reset), ``traps`` (the hooks that
 turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exits), ``runloop``
 (``Vcpu.run``: enter the guest, HLT, the watchdog, the stale-code flush, single steps) and
-``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers) and
-``disasm`` (capstone, for fault reports and traces).
+``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers),
+``disasm`` (capstone, for fault reports and traces) and ``string_io`` (a ``rep outs*`` decoded
+and moved a block per exit).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25 and their work-arounds). This package is
-the only place that imports unicorn.
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U36 and their work-arounds). This
+package is the only place that imports unicorn.
 
 Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).
 

@@ -67,9 +67,8 @@ class Vcpu(Traps):
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
                 start = self.reg("rip")
-                try:
-                    self.uc.emu_start(start, _UNTIL, count=steps or 0)
-                except unicorn.UcError as err:
+                err = self._enter(start, steps)
+                if err is not None:
                     if self._error is not None:
                         raise self._error from None
                     if self._stop is not None:  # a fault recorded by a hook, then stopped
@@ -108,6 +107,17 @@ class Vcpu(Traps):
             if watchdog is not None:
                 watchdog.cancel()
 
+    def _enter(self, start: int, steps: int | None) -> unicorn.UcError | None:
+        """One ``emu_start`` from ``start``: the Unicorn error it ended with, if any."""
+        self._emulating = True
+        try:
+            self.uc.emu_start(start, _UNTIL, count=steps or 0)
+        except unicorn.UcError as err:
+            return err
+        finally:
+            self._emulating = False
+        return None
+
     def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
                                pc: int) -> Exit | None:  # fmt: skip
         """Handle a VMCALL Unicorn stopped at without a hook call; any other opcode is a #UD."""
@@ -140,7 +150,7 @@ class Vcpu(Traps):
         and never writes RAM itself.
         """
         self._stale_code = True
-        if self._in_hook and not self._in_port_in:
+        if self._emulating and not self._in_port_in:
             self._resume = True
             self.uc.emu_stop()
 

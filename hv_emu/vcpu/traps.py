@@ -21,7 +21,8 @@ never let an exception escape into Unicorn (it is stored and re-raised after ``e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence, Sized
+from typing import Protocol
 
 import unicorn
 from unicorn import x86_const as X
@@ -42,17 +43,47 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.abi import VMCALL_BYTES
+from hv_emu.layout import PAGE_SIZE
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
+from hv_emu.vcpu.string_io import (
+    MAX_INSN,
+    decode_rep_outs,
+    elements_in_order,
+    plan_block,
+    registers_after,
+)
 
 ExitHandler = Callable[[Exit], Outcome]
+
+
+class PortIo(Protocol):
+    """The port bus as the direct path sees it (``bus.PortIoBus``): each port's IN and OUT,
+    resolved, indexed by the port (Unicorn gives 16-bit ports and sizes 1, 2, 4: U13)."""
+
+    @property
+    def readers(self) -> Sequence[Callable[[int, int], int]]: ...
+
+    @property
+    def writers(self) -> Sequence[Callable[[int, int, int], None]]: ...
+
+    @property
+    def block_ports(self) -> Container[int]: ...
+
+    def write_room(self, port: int, size: int) -> int: ...
+
+    def write_block(self, port: int, size: int, data: bytes) -> None: ...
+
 #: A code hook: called with (address, size) before each instruction in its range.
 CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
+#: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
+_INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
+_NOT_REP_OUTS_MAX = 4096  # RIPs remembered as holding no rep outs (the guest picks them: bounded)
 
 
 class Traps(Engine):
@@ -62,19 +93,32 @@ class Traps(Engine):
         super().__init__(mem)
         self.on_exit = on_exit
         self._hypercall_regs = RegisterBatch(self.uc, _HYPERCALL_REGS)
+        self._invalid_insn_regs = RegisterBatch(self.uc, _INVALID_INSN_REGS)
+        self._string_regs = RegisterBatch(self.uc, ("rcx", "rsi", "rflags"))
+        # RIPs of OUTs to block ports that were no rep outs*: not decoded again (a miss here only
+        # costs speed: such an OUT is then sent one element at a time, as it always could be).
+        self._not_rep_outs: set[int] = set()
         self._stop: Exit | None = None  # why the current emu_start was stopped on purpose
         self._error: BaseException | None = None  # an exception raised inside a hook
         self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
         self._resume = False  # we stopped emu_start ourselves only to flush; just go on
         self._in_port_in = False  # inside an IN hook, where stopping would lose data (U11)
-        self._in_hook = False  # inside any hook, during emu_start
+        self._emulating = False  # inside emu_start (so inside a hook, when Python runs)
         #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
         self.exact_rip_in_hooks = False
+        #: The direct path for port I/O: when set, and while ``exit_watchers`` is empty, IN and
+        #: OUT go straight to these ports instead of through ``PortIn``/``PortOut`` exits and
+        #: ``on_exit``. The owner sets both only if its ``on_exit`` sends port exits to this bus
+        #: and nothing else (``dispatch`` does), so the guest sees the same either way.
+        self.direct_ports: PortIo | None = None
+        #: Whoever watches every exit (the machine's exit observers): while any is attached,
+        #: every exit is a value passed to ``on_exit``, as tracing and statistics need.
+        self.exit_watchers: Sized = ()
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
         super().set_reg(name, value)
-        if name == "rip" and self._in_hook and self.exact_rip_in_hooks:
+        if name == "rip" and self._emulating and self.exact_rip_in_hooks:
             # Unicorn 2.1.4 stops syncing RIP for later hooks once a hook has written it (fixed
             # upstream by unicorn PR #2181; docs/UNICORN.md U16); a new emu_start syncs it.
             self._resume = True
@@ -82,9 +126,8 @@ class Traps(Engine):
 
     def _install_hooks(self) -> None:
         uc = self.uc
-        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid_insn)
-        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_in, None, 1, 0, X.UC_X86_INS_IN)
-        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_out, None, 1, 0, X.UC_X86_INS_OUT)
+        self.add_invalid_insn_hook(self._on_invalid_insn)  # raw, as the port hooks (U34)
+        self.add_port_hooks(self._on_in, self._on_out)  # raw: the hottest exits (U34)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_cpuid, None, 1, 0, X.UC_X86_INS_CPUID)
         uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_interrupt)
@@ -143,38 +186,51 @@ class Traps(Engine):
         except GuestFault:
             return False
 
-    def _on_invalid_insn(self, uc: unicorn.Uc, _ud: object) -> bool:
+    def _on_invalid_insn(self, _handle: object, _ud: object) -> bool:
         """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
-        self._in_hook = True
         try:
-            paging = self.paging_state()
+            cr0, cr3, cr4, efer, rip, *hypercall = self._invalid_insn_regs.read()
+            paging = PagingState(cr0, cr3, cr4, efer)
             mode = mode_of(paging)
-            rip = self.reg("rip")
-            if not self._is_vmcall(paging, self.linear_address(mode, rip)):
+            pc = self.linear_address(mode, rip)
+            # The CPU has just fetched these bytes: its own MMU reads them back (U36); the walk
+            # is left for an instruction whose bytes may run into the next page.
+            fetched = self.fetched_bytes(pc, len(VMCALL_BYTES))
+            if not (fetched == VMCALL_BYTES if fetched is not None
+                    else self._is_vmcall(paging, pc)):  # fmt: skip
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
-            self._vmcall(mode, paging, rip)
+            self._vmcall(mode, paging, rip, hypercall)
         except BaseException as err:  # never let an exception unwind through Unicorn's C frames
             self._hook_error(err)
-        finally:
-            self._in_hook = False
         return True
 
-    def _vmcall(self, mode: int, paging: PagingState, rip: int) -> None:
+    def _vmcall(self, mode: int, paging: PagingState, rip: int,
+                registers: list[int] | None = None) -> None:  # fmt: skip
         """The VMCALL exit at ``rip``: like VT-x, move RIP past the instruction, then run the
-        handler."""
+        handler. ``registers``: RAX, RBX, RCX, RDX, RSI, RDI if already read."""
         rip += len(VMCALL_BYTES)
         rip = rip & 0xFFFF if mode == 16 else rip & U64
         self.set_reg("rip", rip)
         mask = U64 if mode == 64 else 0xFFFFFFFF
-        nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in self._hypercall_regs.read())
+        values = registers if registers is not None else self._hypercall_regs.read()
+        nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in values)
         exit_ = Hypercall(nr, (rbx, rcx, rdx, rsi, rdi), mode, rip, paging)
         self._apply(self.on_exit(exit_))
 
     # ------------------------------------------------------------------ port I/O, CPUID, SYSCALL
-    def _on_in(self, uc: unicorn.Uc, port: int, size: int, _ud: object) -> int:
+    def _on_in(self, _handle: object, port: int, size: int, _ud: object) -> int:
         # Always answered here, never by stopping: stopping inside rep insw loses a word (U11).
-        self._in_hook = self._in_port_in = True
+        ports = self.direct_ports
+        if ports is not None and not self.exit_watchers:
+            # The direct path: what dispatch does with PortIn, without building the exit and its
+            # outcome (an IN handler neither stops nor writes RAM, so no flag needs setting).
+            try:
+                return ports.readers[port](port, size)
+            except BaseException as err:
+                self._hook_error(err)
+                return (1 << (8 * size)) - 1
+        self._in_port_in = True
         try:
             outcome = self.on_exit(PortIn(port, size))
             if isinstance(outcome, Handled):
@@ -183,19 +239,72 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
         finally:
-            self._in_hook = self._in_port_in = False
+            self._in_port_in = False
         return (1 << (8 * size)) - 1
 
-    def _on_out(self, uc: unicorn.Uc, port: int, size: int, value: int, _ud: object) -> None:
-        self._in_hook = True
+    def _on_out(self, _handle: object, port: int, size: int, value: int, _ud: object) -> None:
+        # A device may write guest RAM here (a DMA start): Vcpu._invalidate then ends emu_start.
         try:
+            ports = self.direct_ports
+            if ports is not None and not self.exit_watchers:
+                # The direct path: dispatch's PortOut, or a whole block of a rep outs* at once.
+                if port in ports.block_ports and self._rep_outs(ports, port, size, value):
+                    return
+                ports.writers[port](port, size, value)
+                return
             outcome = self.on_exit(PortOut(port, size, value))
             if not isinstance(outcome, Handled):
                 self._apply(outcome)
         except BaseException as err:
             self._hook_error(err)
-        finally:
-            self._in_hook = False
+
+    def _rep_outs(self, ports: PortIo, port: int, size: int, value: int) -> bool:
+        """The first element's exit of a ``rep outs*`` to a device that takes blocks: send it as
+        many elements as it takes now and leave RCX/RSI so that Unicorn's own update of this
+        element finishes them (``string_io.py``, docs/UNICORN.md U35). False: not such an
+        instruction, or nothing to gain; the caller sends this one element alone."""
+        room = ports.write_room(port, size)
+        if room < 2:
+            return False
+        rip = self.reg("rip")
+        if rip in self._not_rep_outs:
+            return False
+        paging = self.paging_state()
+        mode = mode_of(paging)
+        insn = decode_rep_outs(self._code_at(paging, self.linear_address(mode, rip)), mode)
+        if insn is None or insn.size != size:
+            if len(self._not_rep_outs) >= _NOT_REP_OUTS_MAX:
+                self._not_rep_outs.clear()
+            self._not_rep_outs.add(rip)
+            return False
+        rcx, rsi, rflags = self._string_regs.read()
+        block = plan_block(insn, rcx, rsi, rflags, room)
+        if block is None:
+            return False
+        base = self.reg(insn.segment) << 4 if mode == 16 else 0
+        try:
+            data = read_virt(self.mem, paging, base + block.start, block.count * size)
+        except GuestFault:
+            return False  # the CPU meets the fault itself, element by element
+        data = elements_in_order(data, size, block.reverse)
+        # The first element as the CPU already fetched it; the rest copied out once, here.
+        ports.write_block(port, size, value.to_bytes(size, "little") + data[size:])
+        new_rcx, new_rsi = registers_after(insn, rcx, rsi, rflags, block.count)
+        self.set_reg("rcx", new_rcx)
+        self.set_reg("rsi", new_rsi)
+        return True
+
+    def _code_at(self, paging: PagingState, pc: int) -> bytes:
+        """Up to 15 instruction bytes at linear ``pc`` (fewer where a page is unmapped)."""
+        first = min(MAX_INSN, PAGE_SIZE - pc % PAGE_SIZE)
+        code = b""
+        for va, n in ((pc, first), (pc + first, MAX_INSN - first)):
+            if n:
+                try:
+                    code += read_virt(self.mem, paging, va, n)
+                except GuestFault:
+                    break
+        return code
 
     def _on_cpuid(self, uc: unicorn.Uc, _ud: object) -> int:
         try:
@@ -214,7 +323,6 @@ class Traps(Engine):
 
     def _on_syscall(self, uc: unicorn.Uc, _ud: object) -> None:
         """SYSCALL: Unicorn calls this with RIP on the instruction and resumes after it."""
-        self._in_hook = True
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
@@ -223,14 +331,11 @@ class Traps(Engine):
             self._apply(self.on_exit(exit_))
         except BaseException as err:
             self._hook_error(err)
-        finally:
-            self._in_hook = False
 
     # ------------------------------------------------------------------ exceptions, INT n, memory
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
         """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
-        self._in_hook = True  # a handler that writes guest RAM ends this emu_start (_invalidate)
-        try:
+        try:  # a handler that writes guest RAM ends this emu_start (_invalidate)
             paging = self.paging_state()
             mode = mode_of(paging)
             pc = self.linear_pc(mode)
@@ -251,8 +356,6 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
             return
-        finally:
-            self._in_hook = False
         uc.emu_stop()
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,

@@ -81,3 +81,11 @@ def test_find_agrees_with_a_linear_search(ranges: list[tuple[int, int]], port: i
     owner = bus.find(port)
     expected = [b for b, n in accepted if b <= port < b + n]
     assert (owner.base if owner else None) == (expected[0] if expected else None)
+
+
+def test_unknown_counts_cover_ports_past_the_port_space_too() -> None:
+    bus = PortIoBus()
+    bus.read(0x10000, 1)
+    bus.write(-1, 2, 0)
+    bus.read(0xFFFF, 4)
+    assert bus.unknown == {("in", 0x10000): 1, ("out", -1): 1, ("in", 0xFFFF): 1}

@@ -4,7 +4,8 @@ Models: a parallel-ATA hard disk in compatibility mode as a driver sees it throu
 registers: Status sequencing (BSY during software reset, DRDY, DRQ per data block, ERR with the
 Error register), the alternate status, nIEN and SRST in Device Control, LBA28, LBA48 (HOB
 registers written twice, read back with Device Control HOB) and CHS, PIO data through the 16-bit
-data port (``rep insw``/``rep outsw`` arrive word by word), and the device half of bus-master DMA:
+data port (``rep insw`` arrives word by word; ``rep outsw`` word by word, or the rest of a DRQ
+block at once through ``command_write_block``), and the device half of bus-master DMA:
 a DMA command leaves the channel waiting for ``BusMaster`` (``busmaster.py``), which moves the data.
 
 Follows: ATA/ATAPI-8 ACS (commands, IDENTIFY), ATA8-APT (register block, protocols, reset
@@ -47,9 +48,8 @@ Threats (threat -> mitigation):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from dataclasses import dataclass
 
+from hv_emu.devices.port import BlockPortView, PortView
 from hv_emu.devices.storage import ata_registers as r
 from hv_emu.devices.storage.ata_registers import AtaState, DmaListener, DmaRequest, Phase
 from hv_emu.devices.storage.disk import Disk
@@ -64,20 +64,6 @@ from hv_emu.devices.storage.observer import (
 from hv_emu.memory.guest import GuestMemory
 
 __all__ = ["AtaChannel", "AtaState", "DmaListener", "DmaRequest", "Phase", "PortView"]
-
-
-@dataclass(frozen=True)
-class PortView:
-    """A ``PortDevice`` made of two bound methods (the command and control blocks of a channel)."""
-
-    read: Callable[[int, int], int]
-    write: Callable[[int, int, int], None]
-
-    def io_read(self, offset: int, size: int) -> int:
-        return self.read(offset, size)
-
-    def io_write(self, offset: int, size: int, value: int) -> None:
-        self.write(offset, size, value)
 
 
 class AtaChannel:
@@ -98,7 +84,8 @@ class AtaChannel:
         self.observer: StorageObserver = observer or NullStorageObserver()
         self.mem = mem  # guest RAM, for the bus master; PIO does not need it
         self.model, self.serial, self.firmware = model, serial, firmware
-        self.command_block = PortView(self.command_read, self.command_write)
+        self.command_block = BlockPortView(self.command_read, self.command_write,
+                                           self.command_write_room, self.command_write_block)
         self.control_block = PortView(self.control_read, self.control_write)
         self._dma: DmaListener | None = None
         #: The last host I/O error the guest saw as ERR (for the event log); never raised.
@@ -151,6 +138,26 @@ class AtaChannel:
             return
         for i in range(size):
             self._write_reg(offset + i, (value >> (8 * i)) & 0xFF)
+
+    def command_write_room(self, offset: int, size: int) -> int:
+        """How many OUTs of ``size`` to ``offset`` the channel takes at once: the rest of the
+        current PIO DRQ block for 16- and 32-bit data-port writes, else 0 (one by one)."""
+        st = self.st
+        if offset != r.REG_DATA or size == 1 or st.phase is not Phase.PIO_OUT or self._slave():
+            return 0
+        return (len(st.buffer) - st.pos) // size
+
+    def command_write_block(self, offset: int, size: int, data: bytes) -> None:
+        """Data-port OUTs taken at once (at most ``command_write_room``): the same as writing
+        the words one by one, low word of a dword first, which is their order in ``data``."""
+        st = self.st
+        if not data or len(data) > len(st.buffer) - st.pos or self.command_write_room(offset,
+                                                                                     size) == 0:
+            raise ValueError("a data block beyond the room the channel gave")  # a host bug
+        st.buffer[st.pos : st.pos + len(data)] = data
+        st.pos += len(data)
+        if st.pos == len(st.buffer):
+            self._write_block_done()
 
     def control_read(self, offset: int, size: int) -> int:
         """Alternate Status: Status without acknowledging INTRQ (drivers poll it)."""
@@ -334,8 +341,11 @@ class AtaChannel:
             return
         st.buffer[st.pos], st.buffer[st.pos + 1] = word & 0xFF, word >> 8
         st.pos += 2
-        if st.pos < len(st.buffer):
-            return
+        if st.pos == len(st.buffer):
+            self._write_block_done()
+
+    def _write_block_done(self) -> None:
+        st = self.st
         # A whole DRQ block is in the private buffer: inspect it once, then commit or refuse.
         sectors = len(st.buffer) // r.SECTOR_SIZE
         if not self._commit(st.lba, bytes(st.buffer), "pio"):
