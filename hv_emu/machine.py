@@ -366,4 +366,6 @@ class Machine:
         ]
         if self.network is not None:
             lines += self.network.status_lines()
+            if self.receiver is not None:
+                lines += self.network.under_lock(self.receiver.stats).status_lines()
         return "\n".join(lines) + "\n"

@@ -67,6 +67,7 @@ from hv_emu.updates.packets import (
 )
 from hv_emu.updates.service import UpdateService
 from hv_emu.updates.verify import CLOCK_SKEW, check_body, verify_header
+from hv_emu.usage import plural
 
 #: Counters that record progress; every other counter names a reason something was dropped or
 #: refused (a datagram, a candidate manifest at ``poll``, or a session).
@@ -110,9 +111,9 @@ class ReceiverStats:
     def summary(self) -> str:
         """One phrase for the end-of-run line: what arrived, and the top reasons for drops."""
         text = (
-            f"update receiver: {_count(self.datagrams, 'datagram')}, "
-            f"{_count(self.symbols_accepted, 'symbol')} accepted, "
-            f"{_count(self.verifications, 'manifest check')}, {self.installed} installed"
+            f"update receiver: {plural(self.datagrams, 'datagram')}, "
+            f"{plural(self.symbols_accepted, 'symbol')} accepted, "
+            f"{plural(self.verifications, 'manifest check')}, {self.installed} installed"
         )
         if not self.drops:
             return text + "; nothing dropped"
@@ -135,9 +136,6 @@ class ReceiverStats:
             f"update_drops: {drops}",
         ]
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,11 @@ def test_an_update_arrives_over_the_network_while_the_guest_runs(
     assert "db_version: 7" in status and "network: up" in status
     assert "frames_from_guest: 1" in status and "frames_to_guest: 1" in status
     assert f"update_datagrams: {counters['from_wire.for_hypervisor']}" in status
+    # and the receiver's counters, taken under the network's lock (docs/ABI.md, get_status)
+    stats = machine.receiver.stats()
+    assert f"update_datagrams_taken: {stats.datagrams}" in status and stats.datagrams > 0
+    assert "update_installed: 1" in status
+    assert any(line.startswith("update_drops: ") for line in status)
 
 
 def test_a_cut_guest_sends_and_receives_nothing_while_updates_install(
