@@ -14,6 +14,9 @@ from hv_emu.machine import Machine, MachineConfig, RunResult
 ROOT = Path(__file__).resolve().parent.parent
 RFXN = ROOT.parent / "shared" / "data" / "rfxn.ndb"
 
+# The helpers of tests/rigs/ assert too: their failures read as a test module's would.
+pytest.register_assert_rewrite("tests.rigs")
+
 Boot = Callable[..., tuple[Machine, RunResult]]
 
 

@@ -5,31 +5,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from guest_tool.assemble import assemble
+from tests.rigs.commands import BIN, one_line, sh
 
-BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "hv_emu" / "data" / "sample.db"
-
-
-def sh(*argv: str | Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    tool, *rest = argv
-    return subprocess.run(
-        [str(BIN / str(tool)), *map(str, rest)], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, check=False,
-    )  # fmt: skip
-
-
-def one_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 def test_the_readme_commands_work_as_written(tmp_path: Path) -> None:

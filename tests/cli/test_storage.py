@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import ROOT, one_line, sh
+from tests.conftest import ROOT
+from tests.rigs.commands import one_line, sh
 
 DOC = (ROOT / "docs" / "STORAGE.md").read_text(encoding="utf-8")
 

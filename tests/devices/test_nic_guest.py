@@ -24,7 +24,7 @@ from hv_emu.net.backends import UdpBackend
 from hv_emu.net.config import format_mac
 from hv_emu.net.frames import build_udp_frame
 from hv_emu.net.pcap import read_pcap
-from tests.cli.test_cli import one_line, sh
+from tests.rigs.commands import one_line, sh
 from tests.rigs.nic import (
     ETHERTYPE_TEST,
     PATIENCE,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.rigs.events import documented
+
 ROOT = Path(__file__).resolve().parents[2]
-DOC = (ROOT / "docs" / "EVENTS.md").read_text(encoding="utf-8")
 
 
 def emitted() -> dict[str, set[str]]:
@@ -25,19 +26,6 @@ def emitted() -> dict[str, set[str]]:
                 fields = {kw.arg for kw in node.keywords if kw.arg is not None}
                 found.setdefault(node.args[0].value, set()).update(fields)
     return found
-
-
-def documented() -> dict[str, set[str]]:
-    kinds: dict[str, set[str]] = {}
-    for section in DOC.split("\n## ")[1:]:
-        title, body = section.split("\n", 1)
-        fields = {
-            line.split("|")[1].strip().strip("`")
-            for line in body.splitlines()
-            if line.startswith("| `")
-        }
-        kinds[title.strip()] = fields
-    return kinds
 
 
 def test_every_emitted_event_is_documented_with_its_exact_fields() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scanner.test_agreement import RAW_MODE, found_pairs
+from tests.rigs.scanner import RAW_MODE, found_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "SIGNATURES.md").read_text(encoding="utf-8")

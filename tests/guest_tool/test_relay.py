@@ -6,7 +6,6 @@ and, pushed anyway, by the receiver; the file parser only ever raises ``ConfigEr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -29,7 +28,6 @@ from guest_tool.cli import main
 from guest_tool.manifest_file import MAX_FILE, ManifestFile, read_manifest_file
 from guest_tool.push import (
     carousel,
-    encode_symbols,
     encode_update,
     manifest_file_for,
     relay_update,
@@ -39,8 +37,8 @@ from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.backends import UdpBackend, UdpSpec
 from hv_emu.net.frames import parse_udp_frame
 from hv_emu.updates.packets import HEADER_LEN, Packet, PacketType, parse_packet
-from tests.guest_tool.test_updates_push import drain
-from tests.rigs.netupdate import KEY, database_text, rig, signed
+from tests.rigs.netupdate import KEY, KNOWN_BODY, database_text, rig, signed, symbols_digest
+from tests.rigs.nic import drain
 
 ROOT = Path(__file__).resolve().parents[2]
 V = 5
@@ -121,26 +119,20 @@ def test_the_rsa_path_too() -> None:
 
 
 # ------------------------------------------------------------------------------ determinism
-#: 64,000 bytes anyone can rebuild: SHA-256 of 0, 1, 2, ... 1999 as 4-byte big-endian numbers.
-KNOWN_BODY = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2000))
-#: SHA-256 of its 2K + 1 = 93 symbols (FEC Payload IDs included) at T = 1400, computed once with
-#: raptorq 2.0.0. If this changes, a relay re-encoding with another raptorq would send symbols that
-#: no longer match manifests signed before: do not take that upgrade as it is.
+#: SHA-256 of the 2K + 1 = 93 symbols of KNOWN_BODY (tests/rigs/netupdate.py; FEC Payload IDs
+#: included) at T = 1400, computed once with raptorq 2.0.0. If this changes, a relay re-encoding
+#: with another raptorq would send symbols that no longer match manifests signed before: do not
+#: take that upgrade as it is.
 KNOWN_SYMBOLS = "1a36dfe752f6e55f4460dc0b8978c66b89f5e4cf6976800be555f44f44f56e14"
 
 
-def _symbols_digest(body: bytes) -> str:
-    k = -(-len(body) // 1400)
-    return hashlib.sha256(b"".join(encode_symbols(body, 1400, 2 * k + 1))).hexdigest()
-
-
 def test_raptorq_encoding_is_deterministic_known_answer() -> None:
-    assert _symbols_digest(KNOWN_BODY) == _symbols_digest(KNOWN_BODY) == KNOWN_SYMBOLS
+    assert symbols_digest(KNOWN_BODY) == symbols_digest(KNOWN_BODY) == KNOWN_SYMBOLS
 
 
 def test_raptorq_encoding_is_the_same_in_another_process() -> None:
-    code = ("from tests.guest_tool.test_relay import KNOWN_BODY, _symbols_digest; "
-            "print(_symbols_digest(KNOWN_BODY))")
+    code = ("from tests.rigs.netupdate import KNOWN_BODY, symbols_digest; "
+            "print(symbols_digest(KNOWN_BODY))")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True, timeout=120).stdout.strip()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import random
 import re
-import select
 import shlex
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ from hv_emu.net.frames import parse_udp_frame
 from hv_emu.net.pcap import PcapWriter, read_pcap
 from hv_emu.updates.packets import PacketType, parse_packet
 from tests.rigs.netupdate import KEY, encoded, rig, signed
+from tests.rigs.nic import drain
 
 ROOT = Path(__file__).resolve().parents[2]
 DISSECTOR = ROOT / "contrib" / "wireshark" / "hvdb.lua"
@@ -45,13 +45,6 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "update.hvdb").write_bytes(bundle)
     (tmp_path / "update.hvdb.sig").write_bytes(sig)
     return tmp_path
-
-
-def drain(backend: FrameBackend) -> list[bytes]:
-    frames: list[bytes] = []
-    while select.select([backend.fileno()], [], [], 0.5)[0]:
-        frames += backend.recv_frames(256)
-    return frames
 
 
 def deliver(frames: list[bytes]) -> int:

@@ -1,7 +1,9 @@
-"""Shared pieces of the network-update tests: a key, a service, updates, a fake clock, a channel."""
+"""Shared pieces of the network-update tests: a key, a service, updates, a fake clock, a channel,
+a known body to encode."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -11,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from guest_tool.bundle import make_bundle
-from guest_tool.push import EncodedUpdate, encode_update
+from guest_tool.push import EncodedUpdate, encode_symbols, encode_update
 from hv_emu.events import EventLog
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
 from hv_emu.updates.receiver import ReceiverConfig, UpdateReceiver
@@ -53,6 +55,16 @@ def encoded(version: int, *, lines: int = 40, width: int = 12, update_id: int = 
             **kw: object) -> EncodedUpdate:
     bundle, sig = signed(version, body=database_text(version, lines, width))
     return encode_update(bundle, sig, KEY, update_id=update_id + version, **kw)  # type: ignore[arg-type]
+
+
+#: 64,000 bytes anyone can rebuild: SHA-256 of 0, 1, 2, ... 1999 as 4-byte big-endian numbers.
+KNOWN_BODY = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(2000))
+
+
+def symbols_digest(body: bytes) -> str:
+    """SHA-256 of the 2K + 1 RaptorQ symbols of ``body`` (FEC Payload IDs included), T = 1400."""
+    k = -(-len(body) // 1400)
+    return hashlib.sha256(b"".join(encode_symbols(body, 1400, 2 * k + 1))).hexdigest()
 
 
 @dataclass

@@ -36,6 +36,14 @@ def wait_frames(backend: FrameBackend, count: int = 1, patience: float = PATIENC
     return got
 
 
+def drain(backend: FrameBackend) -> list[bytes]:
+    """Every frame that arrives on ``backend`` until it has been quiet for half a second."""
+    frames: list[bytes] = []
+    while select.select([backend.fileno()], [], [], 0.5)[0]:
+        frames += backend.recv_frames(256)
+    return frames
+
+
 def frame_to(dst: bytes, text: bytes, src: bytes = PEER_MAC) -> bytes:
     """A frame for the guest in nic64.s's own format."""
     return dst + src + ETHERTYPE_TEST + text

@@ -25,6 +25,7 @@ from hv_emu.scanner.database import (
 from hv_emu.scanner.engine import LARGE_SET, LARGE_SET_ANCHOR, build_program
 from hv_emu.scanner.signatures import parse_database
 from hv_emu.updates import service
+from tests.rigs.updates import Publisher, machine_for
 
 pytestmark = pytest.mark.skipif(not HYPERSCAN_AVAILABLE, reason="hyperscan is not installed")
 
@@ -97,8 +98,6 @@ def test_large_sets_get_short_anchors_and_small_ones_whole_ones() -> None:
 def test_an_update_activates_sharded_then_recompiled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.updates.test_e2e import Publisher, machine_for
-
     monkeypatch.setattr(service, "SHARDED_FROM", 2)  # this small database counts as large
     publisher = Publisher(tmp_path)
     machine = machine_for(publisher)

@@ -24,8 +24,7 @@ from hv_emu.scanner.signatures import (
     load_database_file,
     parse_database,
 )
-from tests.scanner.test_clamscan import RAW_MODE
-from tests.scanner.test_engine import instance
+from tests.rigs.scanner import RAW_MODE, found_pairs, instance
 
 CLAMSCAN = shutil.which("clamscan")
 pytestmark = pytest.mark.skipif(CLAMSCAN is None, reason="clamscan (Debian package clamav) absent")
@@ -144,16 +143,6 @@ def clamscan_pairs(databases: list[Path], root: Path) -> set[tuple[str, str]]:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode in (0, 1), result.stderr
     return found_pairs(result.stdout, root)
-
-
-def found_pairs(stdout: str, root: Path) -> set[tuple[str, str]]:
-    pairs = set()
-    for line in stdout.splitlines():
-        path, _, verdict = line.rpartition(": ")
-        if verdict.endswith(" FOUND"):
-            name = verdict.removesuffix(" FOUND").removesuffix(".UNOFFICIAL")
-            pairs.add((str(Path(path).relative_to(root)), name))
-    return pairs
 
 
 def hv_emu_scan(databases: list[Path], root: Path, engine: str, *, as_json: bool = False

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner.body import Anchor, BodyError, Literal, parse_body
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
-from tests.scanner.test_clamscan import RAW_MODE
+from tests.rigs.scanner import RAW_MODE
 
 ENGINES = ["ac"] + (["hyperscan"] if HYPERSCAN_AVAILABLE else [])
 CLAMSCAN = shutil.which("clamscan")

@@ -14,16 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from hv_emu.cli.scan import CLAMSCAN_RAW_MODE
 from hv_emu.scanner.database import compile_database
 from hv_emu.scanner.signatures import load_database_file
 from tests.conftest import RFXN
-from tests.scanner.test_engine import instance
+from tests.rigs.scanner import RAW_MODE, instance
 
 CLAMSCAN = shutil.which("clamscan")
 pytestmark = pytest.mark.skipif(CLAMSCAN is None, reason="clamscan (Debian package clamav) absent")
-
-RAW_MODE = list(CLAMSCAN_RAW_MODE)
 
 #: One signature per construct hv-emu implements.
 CONSTRUCTS = b"""\

@@ -11,8 +11,9 @@ import pytest
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
 from hv_emu.scanner.engine import Match
-from hv_emu.scanner.signatures import ByteClass, Choice, Element, Literal, Signature, Variant
+from hv_emu.scanner.signatures import ByteClass, Element, Literal, Signature
 from tests.conftest import RFXN
+from tests.rigs.scanner import instance
 
 needs_rfxn = pytest.mark.skipif(not RFXN.exists(), reason=f"{RFXN} (rfxn.ndb) is absent")
 ENGINES = [
@@ -40,24 +41,6 @@ def stream_scan(db: SignatureDatabase, data: bytes, size: int) -> list[Match]:
     assert stream.offset == len(data)
     stream.close()
     return found
-
-
-def instance(variant: Variant, rng: random.Random) -> bytes:
-    """Some bytes that the variant matches."""
-    out = bytearray()
-    for element in variant:
-        if isinstance(element, Literal):
-            out += element.data
-        elif isinstance(element, ByteClass):
-            out.append(rng.choice(sorted(element.allowed)))
-        elif isinstance(element, Choice) and not element.negated:
-            out += rng.choice(sorted(element.options))
-        else:
-            assert isinstance(element, Choice)
-            while (candidate := rng.randbytes(element.width)) in element.options:
-                pass
-            out += candidate
-    return bytes(out)
 
 
 # ------------------------------------------------------------------------ milestone 1

@@ -21,6 +21,7 @@ from hv_emu.machine import Machine, MachineConfig
 from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.updates import service
 from hv_emu.updates.state import StateDir
+from tests.rigs.updates import Publisher, machine_for, run_update
 
 #: The guest: hand over the update, then write to the debug console forever.
 GUEST = """
@@ -111,8 +112,6 @@ def test_the_guest_runs_while_the_database_compiles(
 
 
 def test_run_waits_for_the_compile_before_it_returns(tmp_path: Path) -> None:
-    from tests.updates.test_e2e import Publisher, machine_for, run_update
-
     publisher = Publisher(tmp_path)
     machine = machine_for(publisher)
     body = synthetic(300)
@@ -128,8 +127,6 @@ def test_run_waits_for_the_compile_before_it_returns(tmp_path: Path) -> None:
 def test_a_refused_compile_keeps_the_old_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.updates.test_e2e import Publisher, machine_for, run_update
-
     def refuse(*args: object, **kwargs: object) -> SignatureDatabase:
         raise DatabaseError("update v2", 0, 0, "Hyperscan cannot compile it: out of memory")
 
@@ -150,8 +147,6 @@ def test_a_compile_overtaken_by_a_newer_acceptance_never_lands_over_it(
     """Version 3 is accepted while version 2 compiles: version 3 waits for the one compile worker
     (it does not compile beside version 2); version 2 goes in force when it is done (it is still
     newer than what scans), then version 3, never the other way round."""
-    from tests.updates.test_e2e import Publisher, machine_for
-
     release_v2 = threading.Event()
     compiling_v2 = threading.Event()
     real_compile = service.compile_signatures

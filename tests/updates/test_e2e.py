@@ -10,52 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from guest_tool.bundle import make_bundle
-from guest_tool.keys import generate_keypair, load_private_key
-from guest_tool.programs import build_update_program
 from hv_emu.exits import Halt
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.layout import PAGE_SIZE
-from hv_emu.machine import Machine, MachineConfig
+from hv_emu.machine import Machine
 from hv_emu.memory.tables import PageTableBuilder
 from hv_emu.memory.walk import PagingMode
 from tests.conftest import boot_asm
-
-SAMPLE = (Path(__file__).resolve().parents[2] / "hv_emu" / "data" / "sample.db").read_bytes()
-DAY = 86400
-
-
-class Publisher:
-    """A signing key and the bundles it makes."""
-
-    def __init__(self, workdir: Path, name: str = "demo", alg: str = "ed25519") -> None:
-        self.key_path, self.pub = generate_keypair(workdir / name, alg)
-        self.key = load_private_key(self.key_path)
-
-    def sign(self, body: bytes = SAMPLE, *, version: int = 1, kind: str = "db",
-             issued: int | None = None, expires: int | None = None) -> tuple[bytes, bytes]:
-        now = int(time.time())
-        issued = now if issued is None else issued
-        return make_bundle(body, kind=kind, version=version, private_key=self.key,
-                           issued_at=issued, expires_at=expires or issued + 30 * DAY)
+from tests.rigs.updates import DAY, SAMPLE, Publisher, machine_for, run_update
 
 
 @pytest.fixture
 def publisher(tmp_path: Path) -> Publisher:
     return Publisher(tmp_path)
-
-
-def machine_for(publisher: Publisher, **kw: object) -> Machine:
-    return Machine(MachineConfig(trust=[publisher.pub], timeout=20.0, **kw))  # type: ignore[arg-type]
-
-
-def run_update(machine: Machine, bundle: bytes, signature: bytes, *, mode: int = 64,
-               lookup: bool = True) -> str:
-    machine.load(build_update_program(bundle, signature, mode=mode, lookup=lookup), mode=mode)
-    printed = len(machine.debugcon.captured)
-    result = machine.run()
-    assert isinstance(result.exit, Halt), result.exit
-    return machine.debugcon.captured[printed:].decode()
 
 
 @pytest.mark.parametrize("mode", [16, 32, 64])

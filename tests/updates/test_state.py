@@ -15,30 +15,8 @@ from hypothesis import strategies as st
 
 from hv_emu.errors import ConfigError, HostError, StorageError
 from hv_emu.hypercalls.abi import Rc
-from hv_emu.updates.format import BundleHeader, ContentType, SigAlg
 from hv_emu.updates.state import STATE_FILE, InstalledState, StateDir
-from hv_emu.updates.verify import VerifiedUpdate
-
-OLD_BODY = b"Old.Sig-1:0:*:0011223344\n"
-NEW_BODY = b"New.Sig-1:0:*:5566778899\nNew.Sig-2:0:*:aabbccddee\n"
-
-
-def update(body: bytes, version: int, issued_at: int) -> VerifiedUpdate:
-    header = BundleHeader(
-        db_version=version,
-        issued_at=issued_at,
-        expires_at=issued_at + 1000,
-        key_id=bytes.fromhex("0102030405060708"),
-        sig_alg=SigAlg.ED25519,
-        content_type=ContentType.NDB,
-        body_len=len(body),
-        body_sha256=hashlib.sha256(body).digest(),
-    )
-    return VerifiedUpdate(header, body)
-
-
-def installed(body: bytes, version: int, issued_at: int = 5000) -> InstalledState:
-    return InstalledState.record(update(body, version, issued_at), now=9000, time_floor=0)
+from tests.rigs.updates import NEW_BODY, OLD_BODY, installed, update
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
 from hv_emu.updates.service import UpdateService
 from hv_emu.updates.state import STATE_FILE, StateDir
 from tests.rigs.netupdate import KEY, NOW, signed, trust_of
-from tests.updates.test_state import NEW_BODY, OLD_BODY, installed
+from tests.rigs.updates import NEW_BODY, OLD_BODY, Publisher, installed, machine_for, run_update
 
 NEW = installed(NEW_BODY, 4)
 OLD = installed(OLD_BODY, 3)
@@ -254,8 +254,6 @@ def test_a_full_disk_before_the_commit_is_storage_failed_and_changes_nothing(
 def test_a_guest_gets_ok_and_the_update_comes_into_force_despite_junk_tmp(
     tmp_path: Path,
 ) -> None:
-    from tests.updates.test_e2e import Publisher, machine_for, run_update
-
     publisher = Publisher(tmp_path)
     state = tmp_path / "state"
     (state / "junk.tmp").mkdir(parents=True)
@@ -268,8 +266,6 @@ def test_a_guest_gets_ok_and_the_update_comes_into_force_despite_junk_tmp(
 
 
 def test_a_guest_is_told_storage_failed_when_the_state_cannot_be_saved(tmp_path: Path) -> None:
-    from tests.updates.test_e2e import Publisher, machine_for, run_update
-
     publisher = Publisher(tmp_path)
     state = tmp_path / "state"
     machine = machine_for(publisher, state_dir=state)

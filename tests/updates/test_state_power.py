@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hv_emu.updates.state import STATE_FILE, InstalledState, StateDir
-from tests.updates.test_state import NEW_BODY, OLD_BODY, installed
+from tests.rigs.updates import NEW_BODY, OLD_BODY, installed
 
 OLD = installed(OLD_BODY, 3)
 NEW = installed(NEW_BODY, 4)

@@ -24,7 +24,7 @@ from hv_emu.updates import service
 from hv_emu.updates.receiver import UpdateReceiver
 from hv_emu.updates.service import UpdateService, acceptable_versions
 from tests.rigs.netupdate import KEY, FakeClock, database_text, signed, trust_of
-from tests.updates.test_e2e import Publisher, machine_for, run_update
+from tests.rigs.updates import Publisher, machine_for, run_update
 
 U64_MAX = 2**64 - 1
 JUMP = 1_000_000  # docs/UPDATE-FORMAT.md: the largest step forward one update may take

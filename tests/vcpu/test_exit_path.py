@@ -15,7 +15,7 @@ from guest_tool.assemble import assemble
 from hv_emu.bus import PortIoBus
 from hv_emu.exits import Exit, Halt, Outcome, PortIn, PortOut
 from hv_emu.machine import Machine, MachineConfig
-from tests.vcpu.test_exits import Fifo
+from tests.rigs.ports import Fifo
 
 PORTS_GUEST = """
     mov dx, 0xe9

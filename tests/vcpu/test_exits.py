@@ -7,6 +7,7 @@ import pytest
 from hv_emu.exits import Fault, Halt, Timeout
 from hv_emu.machine import MachineConfig
 from tests.conftest import Boot
+from tests.rigs.ports import Fifo
 
 HELLO = {
     64: """
@@ -88,22 +89,6 @@ def test_port_in_known_and_unknown_ports(boot: Boot) -> None:
     assert machine.vcpu.reg("r13") == 0xFFFFFFFF
     assert machine.vcpu.reg("r14") == 0xFFFF
     assert machine.bus.unknown[("in", 0x80)] == 1 and machine.bus.unknown[("in", 0x81)] == 1
-
-
-class Fifo:
-    """A test device: a data port that reads 1, 2, 3, ... and records what is written."""
-
-    def __init__(self) -> None:
-        self.next = 1
-        self.written: list[int] = []
-
-    def io_read(self, offset: int, size: int) -> int:
-        value = self.next
-        self.next += 1
-        return value
-
-    def io_write(self, offset: int, size: int, value: int) -> None:
-        self.written.append(value)
 
 
 def test_rep_insw_and_outsw_go_word_by_word_with_nothing_lost() -> None:
