@@ -12,7 +12,7 @@ I/O ports it talks to (``DEBUGCON_PORT``, ``NIC_PORT``, ``ATA_PORT``...), genera
 constants and neither, so each is defined once.
 Parameters arrive as ``.equ`` lines put in front of the source, 16- and 32-bit programs get the
 raw-byte macros of ``asm/include/macros16.s`` / ``macros32.s`` in front too, and the image is
-assembled at the address the loader will use. The
+assembled at the address the loader will use (U32). The
 update program gets its bundle and signature appended after the code, because keystone's
 ``.incbin`` is unusable; it and ``diskwrite`` (its payload) are the programs that need data
 (``NEEDS_DATA``): ``build_program`` builds the others by name.
@@ -91,7 +91,8 @@ NEEDS_DATA: dict[str, NeedsData] = {
     "diskwrite": NeedsData("the payload to write",
                            "guest_tool.disk_programs.build_disk_write_program()", "--write FILE"),
 }
-#: A real-mode segment spans 64 KiB: with CS = DS = 0 the code and its strings must lie below.
+#: A real-mode segment spans 64 KiB: with CS = DS = 0 the code and its strings must lie below
+#: (docs/UNICORN.md U32: a 16-bit near jump past 127 bytes works only there).
 REAL_MODE_SEGMENT = 0x10000
 
 _INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$')

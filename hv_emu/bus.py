@@ -6,8 +6,10 @@ that takes runs of OUTs at once (a data port fed by ``rep outsw``) says so by be
 ``BlockPortDevice``; the vCPU then moves a string instruction's block in one call.
 
 Follows: rust-vmm ``vm-device`` (a bus keyed by ranges, overlapping insertions rejected). Intel SDM
-vol. 1, 18.3 (port space, 1/2/4-byte accesses). Unknown ports behave like an empty ISA bus: reads
-float high (all ones) and writes vanish, and both are counted so a curious guest is visible. The
+vol. 1, 18.3 (port space, 1/2/4-byte accesses). docs/UNICORN.md U13: the vCPU's one IN and one
+OUT hook dispatch here by port. Unknown ports behave like an empty ISA bus: reads float high (all
+ones, where Unicorn alone would read 0) and writes vanish, and both are counted so a curious guest
+is visible. The
 lookup is one list index: a 64 Ki-entry table of bound handlers, filled when a device registers
 (KVM's ``kvm_io_bus`` resolves in O(log n); QEMU's memory API flattens ranges into a table).
 

@@ -4,7 +4,8 @@
 # operand-size prefix (0x66), so they move 4 bytes of stack instead of 2: a `call` pushes a
 # 32-bit return address that a real-mode `ret` would not pop, `[bp+4]` no longer finds the first
 # argument, and hand-built IVT/iret frames come out wrong. These macros spell the instructions
-# out byte by byte, exactly as the Intel SDM encodes them for a 16-bit code segment.
+# out byte by byte, exactly as the Intel SDM encodes them for a 16-bit code segment
+# (docs/UNICORN.md U26).
 # guest_tool/assemble.py refuses 0x66-prefixed ret/call/push in 16-bit code, so use these.
 
 # CALL16 target: near call, E8 rel16. The displacement counts from the end of the 3-byte

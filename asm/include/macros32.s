@@ -3,8 +3,9 @@
 # In 32-bit Intel syntax keystone gives `lgdt`, `lidt` and `ljmp` an operand-size prefix
 # (0x66): the CPU then loads only a 24-bit table base, and a far jump keeps only the low 16 bits
 # of its offset (`ljmp 0x08:0x12345` lands at 0x2345). These macros spell the instructions out
-# byte by byte, as the Intel SDM encodes them for a 32-bit code segment. guest_tool/assemble.py
-# refuses 0x66-prefixed lgdt/lidt/sgdt/sidt/ljmp in 32-bit code, so use these.
+# byte by byte, as the Intel SDM encodes them for a 32-bit code segment (docs/UNICORN.md U27).
+# guest_tool/assemble.py refuses 0x66-prefixed lgdt/lidt/sgdt/sidt/ljmp in 32-bit code, so use
+# these.
 
 # LGDT32 address: lgdt [address] = 0F 01 /2 with ModRM 0x15 (mod 00, reg 010, rm 101 = disp32).
 # The operand at `address` is 6 bytes: a 16-bit limit, then a 32-bit base.

@@ -221,7 +221,8 @@ class GdbStub:
         return b"OK"
 
     def _hook(self, address: int) -> int:
-        """A code hook on exactly ``address`` that stops the vCPU before the instruction runs."""
+        """A code hook on exactly ``address`` that stops the vCPU before the instruction runs; it
+        costs nothing while other code runs (docs/UNICORN.md U24)."""
         return self.vcpu.add_code_hook(lambda _a, _s: self.vcpu.request_stop("breakpoint"),
                                        address, address)  # fmt: skip
 

@@ -141,7 +141,8 @@ class ExitTracer:
         self._clock = clock
         self._t0 = clock()
         self.stats: dict[str, ReasonStats] = {}
-        # A port exit's CS:RIP is read from the vCPU, which must then keep RIP exact.
+        # A port exit's CS:RIP is read from the vCPU, which must then keep RIP exact: after a hook
+        # writes RIP, Unicorn gives later hooks a stale one (docs/UNICORN.md U16).
         vcpu.exact_rip_in_hooks = True
         if lines is not None:
             lines.write(self.header() + "\n")

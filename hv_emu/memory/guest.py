@@ -2,8 +2,8 @@
 
 Models: the RAM of the virtual machine as the hypervisor sees it. The block is an anonymous ``mmap``
 owned by this object; the vCPU maps the very same bytes into Unicorn (``mem_map_ptr``), so the CPU
-and the hypervisor share them with no copy. Devices (DMA), the loader and hypercall handlers read
-and write through this class only.
+and the hypervisor share them with no copy (docs/UNICORN.md U8). Devices (DMA), the loader and
+hypercall handlers read and write through this class only.
 
 Follows: rust-vmm ``vm-memory`` (``GuestMemory``: typed guest-physical addresses, every access
 bounds-checked in one function). Unicorn: host writes do not invalidate translated code

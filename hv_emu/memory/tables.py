@@ -42,10 +42,11 @@ from hv_emu.memory.walk import (
 )
 
 #: CR0 of every paging mode built here: protected mode, paging, supervisor write protection,
-#: and ET (hardwired to 1, as Unicorn's reset value 0x11 shows) = 0x80010011.
+#: and ET (hardwired to 1, as Unicorn's reset value 0x11 shows: docs/UNICORN.md U2) = 0x80010011.
 PAGING_CR0 = CR0_PE | CR0_ET | CR0_WP | CR0_PG
 
-#: The page sizes each mode offers (SDM 4.3, 4.4, 4.5), largest first.
+#: The page sizes each mode offers (SDM 4.3, 4.4, 4.5), largest first. Unicorn honours 1 GiB pages
+#: without advertising PDPE1GB (docs/UNICORN.md U6).
 PAGE_SIZES: dict[PagingMode, tuple[int, ...]] = {
     PagingMode.LONG: (GIB, 2 * MIB, PAGE_SIZE),
     PagingMode.PAE: (2 * MIB, PAGE_SIZE),

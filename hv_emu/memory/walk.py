@@ -8,6 +8,7 @@ Accessed/Dirty bit, fills no TLB and touches no CR2.
 Follows: Intel SDM vol. 3A ch. 4 ("Paging"): 4.1.1 (how CR0.PG, CR4.PAE and EFER.LMA select the
 mode), 4.3 (32-bit paging, with 4 MiB PSE pages and PSE-36), 4.4 (PAE paging), 4.5 (4-level
 paging, 2 MiB and 1 GiB pages), 4.6 (access rights, CR0.WP). Canonical addresses: 3.3.7.1.
+docs/UNICORN.md: Unicorn's host side sees guest-physical addresses only, hence this walk (U7).
 
 Checks, at every level: the present bit (P); the bits the SDM reserves and that do not depend on
 the CPU's MAXPHYADDR (PS in a PML4E; bits 62:52 under PAE; bit 63 while EFER.NXE = 0; the low
@@ -105,7 +106,7 @@ class PagingState:
 
     @property
     def long_mode(self) -> bool:
-        """EFER.LMA. (Unicorn's 64-bit engine starts with LMA set and paging off.)"""
+        """EFER.LMA. Unicorn's 64-bit engine starts with it set and paging off (U2)."""
         return bool(self.efer & EFER_LMA)
 
     @property
@@ -134,8 +135,8 @@ class _Level:
 
 
 # 4-level paging (SDM 4.5, tables 4-14..4-20). PS is reserved in a PML4E; a PDPTE with PS maps
-# a 1 GiB page (the PDPE1GB feature; Unicorn honours it without advertising it). Bits 62:52 are
-# ignored (free for software).
+# a 1 GiB page (the PDPE1GB feature), which Unicorn honours without advertising it (U6). Bits
+# 62:52 are ignored (free for software).
 _LONG_LEVELS = (
     _Level(4, 39, 0x1FF, 8, ADDRESS_MASK_64, PTE_PS, 0, True),
     _Level(3, 30, 0x1FF, 8, ADDRESS_MASK_64, 0, 1 << 30, True),
@@ -145,8 +146,8 @@ _LONG_LEVELS = (
 # PAE paging (SDM 4.4, tables 4-8..4-11). Bits 62:52 are reserved at every level (unlike 4-level
 # paging), bit 63 too in the PDPTEs. The four PDPTEs have no R/W, U/S or PS bit; the SDM also
 # reserves their bits 2:1 and 8:5, but a real CPU checks those only when MOV CR3 loads the PDPTEs
-# (#GP), and Unicorn not at all: the walk accepts them, so the hypervisor reads what the guest's
-# CPU reads. A PDE with PS maps a 2 MiB page.
+# (#GP), and Unicorn not at all (U6): the walk accepts them, so the hypervisor reads what the
+# guest's CPU reads. A PDE with PS maps a 2 MiB page.
 _PAE_HIGH_RESERVED = 0x7FF0_0000_0000_0000
 _PAE_LEVELS = (
     _Level(3, 30, 0x3, 8, ADDRESS_MASK_64, _PAE_HIGH_RESERVED | XD, 0, False),

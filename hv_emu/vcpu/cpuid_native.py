@@ -5,7 +5,8 @@ Models: the host CPU's CPUID as a hypervisor sees it before filtering: KVM's
 builds the guest's table from these answers and overrides the leaves the hypervisor owns.
 
 Follows: Intel SDM vol. 2A, CPUID (EAX selects the leaf, ECX the subleaf; the answer is in
-EAX..EDX).
+EAX..EDX). docs/UNICORN.md U20: the model's native answers, asked once per leaf; its hypervisor
+leaves are zeros, so ``cpuid.py`` answers those itself.
 
 Leaves out: leaves that depend on the calling logical processor (APIC IDs are those of Unicorn's
 single CPU).

@@ -3,7 +3,8 @@
 Models: nothing of the machine; a printing aid that turns the bytes at the guest's program counter
 into Intel-syntax text.
 
-Follows: capstone 5 (x86, modes 16/32/64).
+Follows: capstone 5 (x86, modes 16/32/64). docs/UNICORN.md: capstone hides the 0x66 prefix, so
+the bytes are printed next to the text (U28); its handles are not thread-safe (U33).
 
 Leaves out: decoding prefixes that capstone hides (it prints ``66 c3`` as plain ``ret``).
 
@@ -20,7 +21,7 @@ import capstone
 _CS_MODES = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 #: The longest x86 instruction (Intel SDM vol. 2A, 2.3.11).
 MAX_INSN = 15
-#: A capstone handle is not thread-safe; machines may run in several threads.
+#: A capstone handle is not thread-safe (U33); machines may run in several threads.
 _LOCK = threading.Lock()
 
 

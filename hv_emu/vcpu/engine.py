@@ -9,8 +9,8 @@ hand-over.
 Follows: docs/UNICORN.md (Unicorn 2.1.4): the engine is always opened in ``UC_MODE_64`` and a
 16/32-bit start state is copied in from a fresh donor engine of that mode, so the 64-bit register
 API works in every mode (U1-U3, U5); the hot registers are read through the raw C API, several at
-a time with ``uc_reg_read_batch`` (the Python wrapper costs four times as much per register:
-U25). Intel SDM vol. 3A 2.5 (CR0.PE, EFER.LMA) and 9.8 (the order in which paging is switched
+a time with ``uc_reg_read_batch``, as the Python wrapper costs four times as much per register
+(U25). Intel SDM vol. 3A 2.5 (CR0.PE, EFER.LMA) and 9.8 (the order in which paging is switched
 on).
 
 Leaves out: compatibility mode (a long-mode guest is assumed to run 64-bit code: CS.L is not
@@ -114,7 +114,7 @@ class Engine:
     def __init__(self, mem: GuestMemory) -> None:
         self.mem = mem
         self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        # The guest's RAM is the very mmap GuestMemory owns: no copies either way.
+        # The guest's RAM is the very mmap GuestMemory owns: no copies either way (U8).
         self.uc.mem_map_ptr(0, mem.size, unicorn.UC_PROT_ALL, mem.host_address)
         self._handle = self.uc._uch
         self._reg_buf = ctypes.c_uint64()
@@ -248,5 +248,5 @@ class Engine:
             self.uc.reg_write(X.UC_X86_REG_CR0, boot.paging.cr0)
         self.set_reg("rsp", boot.stack)
         self.set_reg("rip", boot.entry)
-        self.uc.ctl_flush_tb()
+        self.uc.ctl_flush_tb()  # the loader wrote a new image, which Unicorn did not see (U9)
         self._booted = True

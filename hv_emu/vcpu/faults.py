@@ -6,7 +6,9 @@ CPU state the way a kernel oops does: the kind of fault and its vector, the faul
 mode, CS:RIP, the instruction at the linear PC (disassembled) and the main registers.
 
 Follows: Intel SDM vol. 3A 6.3.1 and table 6-1 (exception vectors and their mnemonics); CR2 holds
-the linear address of a page fault (6.15, interrupt 14).
+the linear address of a page fault (6.15, interrupt 14). docs/UNICORN.md: a guest exception
+reaches the hypervisor with RIP on the faulting instruction and CR2 set for a #PF (U18); the bytes
+at the PC are read through the guest's page tables, as Unicorn reads physical memory only (U7).
 
 Leaves out: error codes pushed by the exception, the segment registers other than CS, RFLAGS and
 the debug registers.

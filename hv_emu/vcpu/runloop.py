@@ -69,7 +69,7 @@ class Vcpu(Traps):
                 start = self.reg("rip")
                 err = self._enter(start, steps)
                 if err is not None:
-                    if self._error is not None:
+                    if self._error is not None:  # raised in a hook, stored there (U22)
                         raise self._error from None
                     if self._stop is not None:  # a fault recorded by a hook, then stopped
                         return self._stop
@@ -133,6 +133,8 @@ class Vcpu(Traps):
         self.uc.emu_stop()
 
     def _byte_before(self, paging: PagingState, pc: int) -> int:
+        """The byte before linear ``pc`` (a HLT?), read through the guest's tables (U7); -1 when
+        they do not map it."""
         try:
             return read_virt(self.mem, paging, pc - 1, 1)[0]
         except GuestFault:
@@ -156,7 +158,7 @@ class Vcpu(Traps):
 
     def _fault_from(self, err: unicorn.UcError) -> Fault:
         """The fault report for an ``emu_start`` that ended in a Unicorn error, with what a hook
-        recorded about it (a #UD, a bad access) or else Unicorn's own words."""
+        recorded about it, a #UD or a bad access (U19), or else Unicorn's own words."""
         if self._pending_fault is not None:
             kind, address, vector = self._pending_fault
         else:

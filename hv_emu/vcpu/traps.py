@@ -152,11 +152,14 @@ class Traps(Engine):
 
     def request_stop(self, reason: str) -> None:
         """End the current run with a ``StopRequest`` (from a handler or a code hook; never from
-        an IN hook, see docs/UNICORN.md U11)."""
+        an IN hook, see docs/UNICORN.md U11). RIP is read now: the stop takes effect only at the
+        end of the translation block (U12)."""
         self._stop = StopRequest(reason, self.mode(), self.reg("rip"))
         self.uc.emu_stop()
 
     def _hook_error(self, err: BaseException) -> None:
+        """Keep an exception raised in a hook for the run loop to raise after ``emu_start``: it
+        must not unwind through Unicorn's C frames (U22)."""
         if self._error is None:
             self._error = err
         self.uc.emu_stop()
@@ -164,8 +167,9 @@ class Traps(Engine):
     # ------------------------------------------------------------------ extension points
     def add_code_hook(self, callback: CodeHook, begin: int = 1, end: int = 0) -> int:
         """Call ``callback(address, size)`` before each instruction in ``[begin, end]`` (all
-        code when begin > end). Costly (about 0.3 µs per instruction): for debuggers and traces,
-        never on the default path. Returns a handle for ``remove_hook``."""
+        code when begin > end). Costly where it covers code (U24: about 0.3 µs per instruction):
+        for debuggers and traces, never on the default path. Returns a handle for
+        ``remove_hook``."""
 
         def hook(uc: unicorn.Uc, address: int, size: int, _ud: object) -> None:
             try:
@@ -180,7 +184,8 @@ class Traps(Engine):
 
     # ------------------------------------------------------------------ VMCALL
     def _is_vmcall(self, paging: PagingState, pc: int) -> bool:
-        """Whether the bytes at linear ``pc`` are a VMCALL (unmapped bytes are not)."""
+        """Whether the bytes at linear ``pc`` are a VMCALL (unmapped bytes are not), read by the
+        walk: Unicorn's host side reads physical memory only (U7)."""
         try:
             return read_virt(self.mem, paging, pc, len(VMCALL_BYTES)) == VMCALL_BYTES
         except GuestFault:
@@ -201,7 +206,7 @@ class Traps(Engine):
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
             self._vmcall(mode, paging, rip, hypercall)
-        except BaseException as err:  # never let an exception unwind through Unicorn's C frames
+        except BaseException as err:  # never unwind through Unicorn's C frames (U22)
             self._hook_error(err)
         return True
 
@@ -322,7 +327,7 @@ class Traps(Engine):
         return 0
 
     def _on_syscall(self, uc: unicorn.Uc, _ud: object) -> None:
-        """SYSCALL: Unicorn calls this with RIP on the instruction and resumes after it."""
+        """SYSCALL: Unicorn calls this with RIP on the instruction and resumes after it (U21)."""
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
@@ -339,7 +344,7 @@ class Traps(Engine):
             paging = self.paging_state()
             mode = mode_of(paging)
             pc = self.linear_pc(mode)
-            try:
+            try:  # the two bytes before RIP, through the guest's tables (U7)
                 before = read_virt(self.mem, paging, pc - 2, 2)
             except GuestFault:
                 before = b""
@@ -360,6 +365,8 @@ class Traps(Engine):
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
                        value: int, _ud: object) -> bool:  # fmt: skip
+        """An access outside RAM or against its rights, at a physical address (U7): record it,
+        and Unicorn ends the run (U19)."""
         kinds = {
             unicorn.UC_MEM_READ_UNMAPPED: "read of unmapped memory",
             unicorn.UC_MEM_WRITE_UNMAPPED: "write to unmapped memory",
