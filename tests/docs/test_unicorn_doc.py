@@ -1,6 +1,6 @@
 """docs/UNICORN.md and the repository stand alone: no file names a path outside the repository,
-every "docs/UNICORN.md Un" citation names a fact that is there, and every test the file names as a
-guard exists."""
+every "docs/UNICORN.md Un" citation names a fact that is there, every module a fact's "Code:" line
+names cites that fact, and every test the file names as a guard exists."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ CITATION = re.compile(r"docs/UNICORN\.md`{0,2}\s+\(?(U\d+(?:\s*(?:-|,|and)\s*U\d
 BARE = re.compile(r"\((U\d+(?:\s*(?:-|,|and)\s*U\d+)*)[),:;]")
 ANCHOR = re.compile(r"^### U(\d+)\. ", re.M)
 GUARD = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
+#: A file on a fact's "Code:" line: `hv_emu/vcpu/traps.py`, `asm/include/macros16.s`.
+CODE_FILE = re.compile(r"`([\w/.-]+\.(?:py|s))`")
 
 
 def scanned_files() -> list[Path]:
@@ -147,6 +149,50 @@ def test_every_fact_names_its_code_and_its_guard() -> None:
     for section in sections:
         if section.startswith("U"):
             assert "- Code:" in section and "- Tests:" in section, section.splitlines()[0]
+
+
+def code_files(doc: str) -> dict[int, list[str]]:
+    """Fact number -> the files its "- Code:" line names (the line may run over several)."""
+    facts: dict[int, list[str]] = {}
+    for section in re.split(r"^### ", doc, flags=re.M)[1:]:
+        if fact := re.match(r"U(\d+)\. ", section):
+            code = re.search(r"^- Code:(.*?)(?=^- |^#|\Z)", section, re.S | re.M)
+            facts[int(fact.group(1))] = CODE_FILE.findall(code.group(1)) if code else []
+    return facts
+
+
+def uncited(doc: str) -> list[str]:
+    """Each module named on a fact's "Code:" line that does not cite that fact."""
+    problems = []
+    for number, files in code_files(doc).items():
+        for file in files:
+            path = ROOT / file
+            text = text_of(path) if path.is_file() else None
+            if text is None:
+                problems.append(f"U{number} names {file}, which is not a text file here")
+            elif number not in cited_anchors(text):
+                problems.append(f"{file} relies on U{number} (its Code: line) but does not cite "
+                                f"it: add docs/UNICORN.md U{number} where it relies on it")
+    return problems
+
+
+def test_every_module_a_fact_names_cites_that_fact() -> None:
+    doc = DOC_PATH.read_text(encoding="utf-8")
+    named = code_files(doc)
+    assert len(named) == len(anchors()) and sum(map(len, named.values())) > 40, "parse broken"
+    assert uncited(doc) == []
+
+
+def test_an_uncited_or_missing_module_is_reported() -> None:
+    doc = ("### U7. A fact\n\nText.\n\n- Code: `hv_emu/memory/walk.py` (`read_virt`),\n"
+           "  `hv_emu/vcpu/nowhere.py`.\n- Tests: none.\n\n### U1. Another\n\n"
+           "- Code: `hv_emu/memory/walk.py`.\n- Tests: none.\n")
+    assert code_files(doc) == {7: ["hv_emu/memory/walk.py", "hv_emu/vcpu/nowhere.py"],
+                               1: ["hv_emu/memory/walk.py"]}  # fmt: skip
+    problems = uncited(doc)
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("U7 names hv_emu/vcpu/nowhere.py")
+    assert problems[1].startswith("hv_emu/memory/walk.py relies on U1 ")
 
 
 def test_every_test_named_in_the_doc_exists() -> None:
