@@ -7,8 +7,8 @@
 #                    5 WRITE DMA of 64 KiB | 6 get_vmmcall_number VMCALL (hv-emu only: TCG has none)
 #   COUNT            how many units (port accesses, disk commands, VMCALLs); 0 = start-up only
 #   SECTORS          sectors per disk command (1, 256 or 128), BLOCKS DRQ blocks per command,
-#   BLOCK_SHIFT      log2 of a DRQ block's bytes (BLOCK_WORDS its words); LBA_SHIFT log2 of SECTORS; LBA_MASK commands per
-#                    16 MiB window (the LBA wraps, so the disk stays small)
+#   BLOCK_SHIFT      log2 of a DRQ block's bytes (BLOCK_WORDS its words); LBA_SHIFT log2 of
+#                    SECTORS; LBA_MASK commands per 16 MiB window (the LBA wraps: a small disk)
 #   LBA_BASE         first LBA written (past the boot sector)
 #   POST_PORT, UNASSIGNED_PORT, EXIT_PORT, PCI_ADDR_PORT, PCI_DATA_PORT, PCI_IDE_BAR4,
 #   PCI_IDE_COMMAND  ports and PCI configuration addresses
