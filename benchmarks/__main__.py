@@ -1,18 +1,20 @@
 """``python -m benchmarks`` (``make bench``): run every benchmark, print a Markdown table.
 
 Each row is a ratio against a named peer measured in the same run, as docs/PERFORMANCE.md records.
+The rows against QEMU TCG (``benchmarks/qemu.py``) are skipped, with a message, where
+``qemu-system-x86_64`` is not installed.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import disk, hypercall, linux, network, nic, ports, scanner, trace, update
+from benchmarks import disk, hypercall, linux, network, nic, ports, qemu, scanner, trace, update
 
 
 def main() -> int:
     rows = ports.run() + hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
-    rows += trace.run() + nic.run() + linux.run()
+    rows += trace.run() + nic.run() + linux.run() + qemu.run()
     print("| benchmark | hv-emu | peer | peer value | ratio |")
     print("|---|---|---|---|---|")
     for row in rows:

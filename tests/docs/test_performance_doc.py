@@ -16,7 +16,8 @@ from hv_emu.machine import Machine, MachineConfig
 
 
 def test_the_port_exit_rows_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ports, "N", 2000)
+    # At 2,000 exits (under a millisecond) T(N) - T(0) drowned in a loaded machine's noise.
+    monkeypatch.setattr(ports, "N", 20_000)
     rows = ports.run()
     assert [row.name for row in rows] == [f"port exit, {label}" for label, _ in ports.INSNS]
     assert all(row.peer_value is not None and row.value > 0 for row in rows)
