@@ -24,7 +24,7 @@ from hv_emu.scanner.signatures import (
     load_database_file,
     parse_database,
 )
-from tests.scanner.test_clamscan import RAW_MODE
+from tests.scanner.test_clamscan import CLAMSCAN_SKIPS_UP_TO, RAW_MODE
 from tests.scanner.test_engine import instance
 
 CLAMSCAN = shutil.which("clamscan")
@@ -147,10 +147,11 @@ def clamscan_pairs(databases: list[Path], root: Path) -> set[tuple[str, str]]:
 
 
 def found_pairs(stdout: str, root: Path) -> set[tuple[str, str]]:
+    """(file, name) pairs; files clamscan skips for their size (5 bytes or fewer) left out."""
     pairs = set()
     for line in stdout.splitlines():
         path, _, verdict = line.rpartition(": ")
-        if verdict.endswith(" FOUND"):
+        if verdict.endswith(" FOUND") and Path(path).stat().st_size > CLAMSCAN_SKIPS_UP_TO:
             name = verdict.removesuffix(" FOUND").removesuffix(".UNOFFICIAL")
             pairs.add((str(Path(path).relative_to(root)), name))
     return pairs
@@ -175,7 +176,8 @@ def agree(databases: list[Path], root: Path, planted: set[tuple[str, str]]) -> N
     listed = hv_emu_scan(databases, root, "auto", as_json=True)
     records = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(records) == FILES
-    pairs = {(str(Path(r["path"]).relative_to(root)), n) for r in records for n in r["names"]}
+    pairs = {(str(Path(r["path"]).relative_to(root)), n) for r in records for n in r["names"]
+             if r["bytes"] > CLAMSCAN_SKIPS_UP_TO}
     assert pairs == expected
 
 
