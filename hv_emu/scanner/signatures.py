@@ -10,11 +10,16 @@ loader rules of libclamav 1.4 (``readdb.c``): ``#`` comments, 4-6 ``.ndb`` field
 FLEVELs (lines for another functionality level skipped quietly), one bad line refuses the whole
 database, and a database without signatures is refused ("Empty database file").
 
+Names are clamscan's: any text up to the first " (Clam)" (``cli_mpool_virname``). Offsets are
+read as ``cli_caloff`` reads them, leniency included (an empty number is 0, ``sscanf`` forms).
+Blank lines refuse the database and ``Name==`` ``.db`` lines are skipped, as in ``readdb.c``.
+
 Leaves out: the body constructs ``body.py`` refuses. Accepted but recorded as not applied
 (``Signature.not_applied``): target types other than 0 (they need ClamAV's file typing; so do
-their ``EP``/``Sx``/``SEx``/``SL`` offsets, which ClamAV refuses on other types). ``EOF-n``
-offsets are parsed; they can only match where the length is known (one-shot scans, not a disk
-stream).
+their ``EP``/``Sx``/``SEx``/``SL``/``VI`` offsets, which ClamAV refuses on other types), ``$n$``
+macro offsets, offset numbers of 2**32 or more, and ranges ``{n-m}`` with 0 < m < n (clamscan
+never matches them). ``EOF-n`` offsets are parsed; they can only match where the length is known
+(one-shot scans, not a disk stream).
 
 Guest controls: everything. A database may arrive from the guest as a signature update, so the
 parser bounds the input size, line length and signature count (and ``body.py`` each body's
