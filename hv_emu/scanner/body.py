@@ -17,9 +17,21 @@ into an ``Anchor`` beside the part's variants, as ``cli_ac_addsig`` does: at mos
 the anchor one plain byte ``hh`` (clamscan accepts ``??`` and nibbles there but checks ``?h`` only;
 refused here), the range also written ``[n]``.
 
-Leaves out (refused with a ``BodyError`` naming the column, never half-matched): the boundary
-tokens ``(B)``, ``(L)``, ``(W)``, and ranges ``{n-m}`` with m < n (which clamscan accepts).
-Names, target types and offsets are the line's business (``signatures.py``).
+Alternations nest, ``6161(6a6a|66(6767|6868)66|6969)6161``, as ``ac_special_altexpand`` expands
+them: a nested alternation makes its enclosing one generic (so not negatable), a negation inside
+one is refused, and an enclosing alternation may hold at most ``MAX_NESTED`` groups
+(``ACPATT_ALTN_MAXNEST``). An empty alternative other than the first is accepted and never
+matches; an empty first one is refused (both measured on clamscan 1.4.6).
+
+Boundaries ``(B)``, ``(L)``, ``(W)`` follow ``cli_ac_addsig`` and ``ac_findmatch_special``: first
+in a part (and not negated) it is a condition on the byte before the part (``Part.left_boundary``),
+last in a part (negated or not) one on the byte(s) after it (``Part.right_boundary``); anywhere
+else, or negated first, it is one byte of the part (a ``ByteClass``). The byte sets are
+libclamav's ``boundary[]`` table, restated in docs/SIGNATURES.md.
+
+Leaves out (refused with a ``BodyError`` naming the column, never half-matched): ranges ``{n-m}``
+with m < n (which clamscan accepts). Names, target types and offsets are the line's business
+(``signatures.py``).
 
 Guest controls: the body text, when a database arrives as an update. The parser bounds parts,
 alternation expansion and the elements a body expands to before it allocates, and raises only
@@ -39,6 +51,7 @@ MAX_PARTS = 64
 # alternations multiply variants, so a body can cost far more than its text.
 MAX_SIGNATURE_ELEMENTS = 65_536
 MAX_FIXED_SKIP = 127  # {n} with n < 128 is n x '??' in libclamav; larger n splits the body
+MAX_NESTED = 15  # libclamav's ACPATT_ALTN_MAXNEST: groups inside one top-level alternation
 
 _HEX = "0123456789abcdefABCDEF"
 _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
@@ -60,9 +73,11 @@ class Literal:
 
 @dataclass(frozen=True, slots=True)
 class ByteClass:
-    """One byte out of a set: ``??``, a nibble ``a?``/``?a`` or a one-byte alternation."""
+    """One byte out of a set: ``??``, a nibble ``a?``/``?a``, a one-byte alternation or a
+    boundary inside a part. ``not_crlf`` (``!(L)`` inside a part): a CR before an LF fails too."""
 
     allowed: frozenset[int]
+    not_crlf: bool = False
 
     @property
     def width(self) -> int:
@@ -96,6 +111,70 @@ class Anchor:
     farthest: int
 
 
+#: libclamav's ``boundary[]`` table (matcher-ac.c): bytes that end a word before a body (1 or 3),
+#: after a body (2 or 3), and either (any non-zero value: ``(B)`` inside a part).
+WORD_BEFORE = frozenset(b" -./<@_")
+WORD_AFTER = frozenset(b"\n\r \"'-/=>_")
+WORD_ANY = WORD_BEFORE | WORD_AFTER
+#: C's ``isalnum`` in the "C" locale: what ``(W)`` is not.
+ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+LF, CR = 0x0A, 0x0D
+BOUNDARY_KINDS = ("B", "L", "W")
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """``(B)``, ``(L)`` or ``(W)`` at a part's edge: a condition on the byte before its start (left;
+    never negated) or on the byte(s) after its end (right; ``!(X)`` negates it). The start and the
+    end of the data count as boundaries of every kind (for a negated one, as failing)."""
+
+    kind: str  # "B", "L" or "W"
+    negated: bool = False
+
+    @property
+    def reach(self) -> int:
+        """Bytes after a part that a right boundary may read: (L) accepts CR LF."""
+        return 2 if self.kind == "L" else 1
+
+    def holds_before(self, byte: int | None) -> bool:
+        """A left boundary, given the byte before the part (None: the part starts the data)."""
+        if byte is None:
+            return True
+        if self.kind == "B":
+            return byte in WORD_BEFORE
+        return byte == LF if self.kind == "L" else byte not in ALNUM
+
+    def holds_after(self, following: bytes, ended: bool) -> bool | None:
+        """A right boundary, given the bytes after the part (up to ``reach``) and whether the data
+        ends after them; None while it cannot be decided yet."""
+        if not following:
+            verdict: bool | None = True if ended else None
+        elif self.kind == "B":
+            verdict = following[0] in WORD_AFTER
+        elif self.kind == "W":
+            verdict = following[0] not in ALNUM
+        elif following[0] == LF:
+            verdict = True
+        elif following[0] != CR:
+            verdict = False
+        elif len(following) > 1:
+            verdict = following[1] == LF
+        else:  # a CR: an LF may follow (a CR that ends the data is no line end)
+            verdict = False if ended else None
+        if verdict is None or not self.negated:
+            return verdict
+        return not verdict
+
+
+def _boundary_class(kind: str, negated: bool) -> ByteClass:
+    """A boundary inside a part (or negated at its start): one byte, as ``ac_findmatch_special``
+    checks it. ``(L)`` there is an LF only (measured: clamscan 1.4.6 never matches CR LF there)."""
+    allowed = {"B": WORD_ANY, "L": frozenset([LF]), "W": frozenset(range(256)) - ALNUM}[kind]
+    if negated:
+        return ByteClass(frozenset(range(256)) - allowed, not_crlf=kind == "L")
+    return ByteClass(allowed)
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     """A fixed-length piece of a body, as its variants. ``*`` and ranges split a body into parts;
@@ -108,6 +187,8 @@ class Part:
     variants: tuple[Variant, ...]
     left: Anchor | None = None
     right: Anchor | None = None
+    left_boundary: Boundary | None = None
+    right_boundary: Boundary | None = None
 
 
 # --------------------------------------------------------------------------- body syntax
@@ -187,7 +268,7 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
             if close < 0:
                 raise BodyError(at, "unterminated '{'")
             inner = text[i + 1 : close]
-            if not inner.isdigit() or len(inner) > 9 or int(inner) > MAX_FIXED_SKIP:
+            if not inner.isdigit() or len(inner) > 9 or not 0 < int(inner) <= MAX_FIXED_SKIP:
                 raise BodyError(at, _UNBOUNDED if in_alternative else f"bad range '{{{inner}}}'")
             budget.spend(len(variants) * int(inner), at)
             for variant in variants:
@@ -198,16 +279,28 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
         elif c in "[]":  # anchors were cut off by _split_anchors: any left is out of place
             raise BodyError(at, "an anchored byte range must have one byte on one side: "
                                 "'aa[x-y]BODY' or 'BODY[x-y]aa'")
-        elif c in "(!" and not in_alternative:
+        elif c in "(!":
             negated = c == "!"
             if negated and text[i + 1 : i + 2] != "(":
                 raise BodyError(at, "'!' must be followed by '('")
+            if negated and in_alternative:
+                raise BodyError(at, "Generic alternates cannot contain negations")
             opening = i + 1 if negated else i
-            close = text.find(")", opening)
+            close = closing_paren(text, opening)
             if close < 0:
                 raise BodyError(at, "unterminated '('")
-            element_variants = _parse_alternation(text[opening + 1 : close], base + opening + 1,
-                                                  negated, budget)
+            inner = text[opening + 1 : close]
+            element_variants: list[Variant]
+            if inner in BOUNDARY_KINDS:
+                if in_alternative:
+                    raise BodyError(base + opening + 1, f"boundary '({inner})' inside an "
+                                                        "alternation")
+                element_variants = [(_boundary_class(inner, negated),)]
+            else:
+                if not in_alternative and inner.count("(") > MAX_NESTED:
+                    raise BodyError(at, "Expression exceeds maximum alternate nesting limit "
+                                        f"({MAX_NESTED} groups)")
+                element_variants = _parse_alternation(inner, base + opening + 1, negated, budget)
             if len(variants) * len(element_variants) > MAX_VARIANTS:
                 raise BodyError(at, f"alternations expand to more than {MAX_VARIANTS} variants")
             # Each new variant copies an old one and one alternative.
@@ -221,21 +314,49 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
     return [tuple(v) for v in variants]
 
 
+def closing_paren(text: str, opening: int) -> int:
+    """The index of the ``)`` that closes the ``(`` at ``opening`` (alternations nest), or -1."""
+    depth = 0
+    for index in range(opening, len(text)):
+        if text[index] == "(":
+            depth += 1
+        elif text[index] == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+    return -1
+
+
+def _top_level_alternatives(inner: str) -> list[str]:
+    """Split an alternation's text at its own ``|``, not at those of nested alternations."""
+    pieces, depth, begin = [], 0, 0
+    for index, char in enumerate(inner):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            pieces.append(inner[begin:index])
+            begin = index + 1
+    pieces.append(inner[begin:])
+    return pieces
+
+
 def _parse_alternation(inner: str, base: int, negated: bool, budget: _Budget) -> list[Variant]:
     """``(a|b|...)``: a byte class, a choice of equal-length strings, or generic alternatives."""
-    if inner in ("B", "L", "W"):
-        raise BodyError(base, f"boundary '({inner})' is not supported by hv-emu")
     alternatives: list[list[Variant]] = []
     column = base
-    for text in inner.split("|"):
-        if not text:
+    texts = _top_level_alternatives(inner)
+    for number, text in enumerate(texts):
+        if not text and number == 0:
             raise BodyError(column, "empty alternative")
-        alternatives.append(_parse_fixed(text, column, budget, in_alternative=True))
+        if text:  # a later empty alternative loads in clamscan and never matches
+            alternatives.append(_parse_fixed(text, column, budget, in_alternative=True))
         column += len(text) + 1
     plain = [a[0][0].data for a in alternatives
              if len(a) == 1 and len(a[0]) == 1 and isinstance(a[0][0], Literal)]
     # Plain hex alternatives of one length become one element: a byte class or a string choice.
-    if len(plain) == len(alternatives) and len({len(p) for p in plain}) == 1:
+    if len(plain) == len(texts) and len({len(p) for p in plain}) == 1:
         if len(plain[0]) == 1:
             chosen = frozenset(p[0] for p in plain)
             return [(ByteClass(frozenset(range(256)) - chosen if negated else chosen),)]
@@ -268,20 +389,21 @@ def _split_parts(text: str) -> list[tuple[int, str, int, int | None]]:
         i = hit.start()
         found: tuple[int, int | None]
         if text[i] == "(":  # skip alternations: a '*' inside one is an error, not a split
-            close = text.find(")", i)
+            close = closing_paren(text, i)
             i = len(text) if close < 0 else close + 1
             continue
         if text[i] == "*":
             found, end = (0, None), i + 1
         elif text[i] == "{" and (m := _RANGE.match(text, i)):
-            if m["exact"] is not None and int(m["exact"]) <= MAX_FIXED_SKIP:
+            if m["exact"] is not None and 0 < int(m["exact"]) <= MAX_FIXED_SKIP:
                 i = m.end()
                 continue
             low = m["exact"] or m["least"] or m["low"] or "0"
             high = m["exact"] or m["most"] or m["high"]
-            found, end = (int(low), None if high is None else int(high)), m.end()
-            if high is not None and int(high) < int(low):
-                raise BodyError(i, f"range {m.group()} ends before it starts")
+            # libclamav reads a maximum of 0 as no maximum: {0}, {-0}, {n-0} are gaps of n or more
+            # (measured). A maximum below the minimum is kept: the signature is never applied.
+            found = (int(low), None if high is None or int(high) == 0 else int(high))
+            end = m.end()
         else:  # a malformed '{', reported by _parse_fixed
             i += 1
             continue
@@ -334,6 +456,22 @@ def _split_anchors(text: str, column: int) -> tuple[Anchor | None, int, str, Anc
     return left, column, text, right
 
 
+def _split_boundaries(text: str, column: int
+                      ) -> tuple[Boundary | None, int, str, Boundary | None]:  # fmt: skip
+    """Cut a part's edge boundaries off it, as ``cli_ac_addsig`` does: a last ``(X)`` or ``!(X)``
+    is a right boundary, then a first ``(X)`` (not negated) a left one. Returns (left, column of
+    the rest, rest, right)."""
+    left = right = None
+    if len(text) >= 3 and text[-3] == "(" and text[-2] in BOUNDARY_KINDS and text[-1] == ")":
+        negated = text[-4:-3] == "!"
+        right = Boundary(text[-2], negated)
+        text = text[: -4 if negated else -3]
+    if len(text) >= 3 and text[0] == "(" and text[1] in BOUNDARY_KINDS and text[2] == ")":
+        left = Boundary(text[1])
+        text, column = text[3:], column + 3
+    return left, column, text, right
+
+
 def parse_body(text: str) -> tuple[Part, ...]:
     """Parse a hex body and apply ClamAV's length rules; raises only ``BodyError``."""
     if _HEX_RUN.fullmatch(text):  # a plain literal, as nearly every real body is: one Literal
@@ -345,6 +483,7 @@ def parse_body(text: str) -> tuple[Part, ...]:
     parts = []
     for column, piece, gap_min, gap_max in pieces:
         left, column, piece, right = _split_anchors(piece, column)
+        left_boundary, column, piece, right_boundary = _split_boundaries(piece, column)
         if not piece:
             raise BodyError(column, "empty part: '*' or a range at an end or after another")
         fixed = _parse_fixed(piece, column, budget, in_alternative=False)
@@ -353,10 +492,12 @@ def parse_body(text: str) -> tuple[Part, ...]:
             width = sum(element.width for element in variant)
             is_plain = len(variant) == 1 and isinstance(variant[0], Literal)
             # A plain literal (Boyer-Moore in libclamav) needs 3 bytes, anything else 2.
-            anchored = left is not None or right is not None
+            anchored = any(edge is not None for edge in (left, right, left_boundary,
+                                                           right_boundary))
             if width < 2 or (is_plain and width < 3 and len(pieces) == 1 and not anchored):
                 raise BodyError(column, f"body of {width} byte(s) is too short")
             if not any(isinstance(e, Literal) and e.width >= 2 for e in variant):
                 raise BodyError(column, "Can't find a static subpattern of length 2")
-        parts.append(Part(gap_min, gap_max, tuple(variants), left, right))
+        parts.append(Part(gap_min, gap_max, tuple(variants), left, right, left_boundary,
+                          right_boundary))
     return tuple(parts)

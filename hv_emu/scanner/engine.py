@@ -40,6 +40,7 @@ from typing import Protocol
 
 from hv_emu.scanner.signatures import (
     Anchor,
+    Boundary,
     ByteClass,
     Literal,
     Offset,
@@ -88,19 +89,24 @@ class Pattern:
     last: bool
     left: Anchor | None  # anchored bytes ``aa[x-y]`` before the start / after the end
     right: Anchor | None
-    anchored: bool  # left or right is set
+    left_boundary: Boundary | None  # (B), (L), (W) before the start / after the end
+    right_boundary: Boundary | None
+    anchored: bool  # an anchor or a boundary is set: bytes around the body are checked
     # The literal is not the whole variant, or an anchored byte is to be checked around it.
     needs_verification: bool
 
     @property
     def reach_before(self) -> int:
         """Bytes before the start that verification reads (the farthest left anchored byte)."""
-        return 0 if self.left is None else self.left.farthest + 1
+        anchor = 0 if self.left is None else self.left.farthest + 1
+        return max(anchor, 0 if self.left_boundary is None else 1)
 
     @property
     def reach_after(self) -> int:
-        """Bytes after the end that verification reads (the farthest right anchored byte)."""
-        return 0 if self.right is None else self.right.farthest + 1
+        """Bytes after the end that verification reads (the farthest right anchored byte, or the
+        bytes a right boundary looks at)."""
+        anchor = 0 if self.right is None else self.right.farthest + 1
+        return max(anchor, 0 if self.right_boundary is None else self.right_boundary.reach)
 
 
 def _pattern(
@@ -109,7 +115,8 @@ def _pattern(
     # The anchor is the longest static run, as libclamav picks the trie entry (earliest on a tie);
     # the parser guarantees every variant has a run of at least 2 bytes.
     gaps: Part = signature.parts[part]
-    anchored = gaps.left is not None or gaps.right is not None
+    anchored = any(edge is not None for edge in (gaps.left, gaps.right, gaps.left_boundary,
+                                                 gaps.right_boundary))
     if len(elements) == 1 and isinstance(elements[0], Literal):  # a plain literal, the usual case
         anchor, anchor_at, width = elements[0].data, 0, elements[0].width
     else:
@@ -133,6 +140,8 @@ def _pattern(
         last=part == len(signature.parts) - 1,
         left=gaps.left,
         right=gaps.right,
+        left_boundary=gaps.left_boundary,
+        right_boundary=gaps.right_boundary,
         anchored=anchored,
         needs_verification=anchored or width != len(anchor),
     )
@@ -147,6 +156,8 @@ def _matches_at(elements: Variant, data: bytes | bytearray, at: int) -> bool:
         elif isinstance(element, ByteClass):
             if data[at] not in element.allowed:
                 return False
+            if element.not_crlf and data[at] == 0x0D and data[at + 1 : at + 2] == b"\n":
+                return False  # '!(L)' inside a part: neither an LF nor a CR LF
         elif (bytes(data[at : at + element.width]) in element.options) == element.negated:
             return False  # a Choice: in the set when negated, or not in it otherwise
         at += element.width
@@ -326,12 +337,21 @@ class ScanStream:
             window = data[max(0, at - 1 - left.farthest) : max(0, at - left.nearest)]
             if not any(byte in left.allowed for byte in window):
                 return False
-        if (right := pattern.right) is not None:
-            after = at + pattern.width
-            if any(byte in right.allowed for byte in data[after + right.nearest :]):
-                return True
-            return None if stop < end + pattern.reach_after else False
-        return True
+        # At 0 (no byte before), the part starts the stream.
+        edge = pattern.left_boundary
+        if edge is not None and not edge.holds_before(data[at - 1] if at else None):
+            return False
+        after = at + pattern.width
+        verdict: bool | None = True
+        if (edge := pattern.right_boundary) is not None:
+            ended = self._length is not None and stop >= self._length
+            verdict = edge.holds_after(bytes(data[after : after + edge.reach]), ended)
+            if verdict is False:
+                return False
+        right = pattern.right
+        if right is not None and not any(b in right.allowed for b in data[after + right.nearest :]):
+            return None if stop < end + right.farthest + 1 else False
+        return verdict
 
     def _remember(self, chunk: bytes) -> None:
         """Keep the last ``program.history`` bytes (and never more) for verification."""

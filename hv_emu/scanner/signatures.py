@@ -10,11 +10,16 @@ loader rules of libclamav 1.4 (``readdb.c``): ``#`` comments, 4-6 ``.ndb`` field
 FLEVELs (lines for another functionality level skipped quietly), one bad line refuses the whole
 database, and a database without signatures is refused ("Empty database file").
 
+Names are clamscan's: any text up to the first " (Clam)" (``cli_mpool_virname``). Offsets are
+read as ``cli_caloff`` reads them, leniency included (an empty number is 0, ``sscanf`` forms).
+Blank lines refuse the database and ``Name==`` ``.db`` lines are skipped, as in ``readdb.c``.
+
 Leaves out: the body constructs ``body.py`` refuses. Accepted but recorded as not applied
 (``Signature.not_applied``): target types other than 0 (they need ClamAV's file typing; so do
-their ``EP``/``Sx``/``SEx``/``SL`` offsets, which ClamAV refuses on other types). ``EOF-n``
-offsets are parsed; they can only match where the length is known (one-shot scans, not a disk
-stream).
+their ``EP``/``Sx``/``SEx``/``SL``/``VI`` offsets, which ClamAV refuses on other types), ``$n$``
+macro offsets, offset numbers of 2**32 or more, and ranges ``{n-m}`` with 0 < m < n (clamscan
+never matches them). ``EOF-n`` offsets are parsed; they can only match where the length is known
+(one-shot scans, not a disk stream).
 
 Guest controls: everything. A database may arrive from the guest as a signature update, so the
 parser bounds the input size, line length and signature count (and ``body.py`` each body's
@@ -36,6 +41,7 @@ from hv_emu.scanner.body import (
     MAX_VARIANTS,
     Anchor,
     BodyError,
+    Boundary,
     ByteClass,
     Choice,
     Element,
@@ -49,8 +55,8 @@ from hv_emu.scanner.body import (
 __all__ = [
     "FLEVEL", "KINDS", "MAX_DATABASE_BYTES", "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP",
     "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS", "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS",
-    "MAX_VARIANTS", "TARGET_ANY", "Anchor", "ByteClass", "Choice", "Element", "Literal", "Offset",
-    "Part", "Signature", "Variant", "load_database_file", "parse_database",
+    "MAX_VARIANTS", "TARGET_ANY", "Anchor", "Boundary", "ByteClass", "Choice", "Element",
+    "Literal", "Offset", "Part", "Signature", "Variant", "load_database_file", "parse_database",
 ]
 
 # Bounds on hostile input, checked before the work they limit.
@@ -73,7 +79,7 @@ class Offset:
     ``eof`` (``EOF-n[,shift]``: ``start`` is n, counted back from the end) or ``executable``
     (``EP``, ``Sx``, ``SEx``, ``SL``: never placed, as hv-emu does not parse executables)."""
 
-    kind: str
+    kind: str  # any, absolute, eof, executable or macro (never placed)
     start: int = 0
     shift: int = 0
     text: str = "*"
@@ -103,42 +109,104 @@ class Signature:
 
 # --------------------------------------------------------------------------- lines and fields
 
-_NUMBER = re.compile(r"[0-9]{1,10}")
-_SHIFT = r"(?:,(?P<shift>[0-9]{1,10}))?"
-_ABSOLUTE = re.compile(r"(?P<start>[0-9]{1,10})" + _SHIFT)
-_EOF = re.compile(r"EOF-(?P<start>[0-9]{1,10})" + _SHIFT)
-# Offsets from an executable's entry point or sections (ClamAV's EP+-n, Sx+n, SL+n, SEx).
-_EXECUTABLE = re.compile(r"(?:EP[+-][0-9]{1,10}|(?:S[0-9]{1,5}|SL)\+[0-9]{1,10})(?:,[0-9]{1,10})?"
-                         r"|SE[0-9]{1,5}")
+#: ``cli_isnumber``: digits only, and the empty string passes (``atoi`` then reads it as 0).
+_DIGITS = re.compile(r"[0-9]*")
+#: What C's ``sscanf("%u")`` reads: white space, a sign, digits (the rest of the text is ignored).
+_C_UNSIGNED = r"[ \t\n\v\f\r]*[+-]?[0-9]+"
+_SECTION = re.compile(rf"S{_C_UNSIGNED}\+{_C_UNSIGNED}")
+_MACRO = re.compile(r"\$[ \t\n\v\f\r]*(?P<sign>[+-]?)(?P<group>[0-9]+)")
+MAX_OFFSET_TEXT = 64  # cli_caloff: "Offset string too long"
+MAX_MACRO_GROUPS = 32
 #: Target types whose files have an entry point and sections: PE, ELF, Mach-O.
 EXECUTABLE_TARGETS = (1, 6, 9)
 
 
-def _parse_offset(text: str) -> Offset:
+#: libclamav's ``CLI_MTARGETS``: target types 0..14 load, others are skipped quietly.
+TARGET_TYPES = 15
+
+
+def _c_atoi32(digits: str) -> int:
+    """C's ``atoi`` on a digit string, as glibc does it: ``strtol`` (saturating at 2**63 - 1)
+    truncated to a 32-bit ``int``. Empty text is 0."""
+    value = min(int(digits or "0"), 2**63 - 1) & 0xFFFF_FFFF
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _c_atoi(digits: str) -> int:
+    """An offset number as libclamav keeps it: ``atoi`` into 32 bits (empty text is 0)."""
+    return int(digits or "0")
+
+
+def _parse_offset(text: str, target: int) -> tuple[Offset, str | None]:
+    """An offset field, as ``cli_caloff`` decodes it: the offset, and why it is not applied (None:
+    it is). Raises ``ValueError`` with ClamAV's reason where ``cli_caloff`` refuses the line."""
     if text == "*":
-        return Offset("any")
-    for kind, grammar in (("absolute", _ABSOLUTE), ("eof", _EOF)):
-        if found := grammar.fullmatch(text):
-            start, shift = int(found["start"]), int(found["shift"] or 0)
-            if start > MAX_OFFSET or shift > MAX_OFFSET:
-                raise ValueError(f"offset {text!r} is out of range")
-            return Offset(kind, start, shift, text)
-    if _EXECUTABLE.fullmatch(text):
-        return Offset("executable", text=text)
-    raise ValueError(f"bad offset {text!r}")
+        return Offset("any"), None
+    if len(text) > MAX_OFFSET_TEXT:
+        raise ValueError("Offset string too long")
+    head, comma, shift_text = text.partition(",")
+    if comma and not _DIGITS.fullmatch(shift_text):
+        raise ValueError(f"Invalid offset shift value {shift_text!r}")
+    shift = _c_atoi(shift_text)
+    kind, start = "", 0
+    if head.startswith(("EP+", "EP-")) or head.startswith("SL+"):
+        if not _DIGITS.fullmatch(head[3:]):
+            raise ValueError(f"Invalid offset value {head[3:]!r}")
+        kind = "executable"
+    elif head.startswith("SE"):
+        if not _DIGITS.fullmatch(head[2:]):
+            raise ValueError(f"Invalid section number {head[2:]!r}")
+        kind = "executable"
+    elif head.startswith("S"):
+        if not _SECTION.match(head):
+            raise ValueError(f"Invalid offset string {head!r}")
+        kind = "executable"
+    elif head.startswith("EOF-"):
+        if not _DIGITS.fullmatch(head[4:]):
+            raise ValueError(f"Invalid offset value {head[4:]!r}")
+        kind, start = "eof", _c_atoi(head[4:])
+    elif head.startswith("VI"):  # the PE version information; anything may follow
+        kind = "executable"
+    elif "$" in head:
+        macro = _MACRO.match(head)
+        if macro is None:
+            raise ValueError(f"Invalid macro($) in offset: {head}")
+        group = int(macro["group"])
+        if macro["sign"] == "-" and group:
+            group = 2**32 - group  # %u reads a negative number modulo 2**32
+        if group >= MAX_MACRO_GROUPS:
+            raise ValueError(f"at most {MAX_MACRO_GROUPS} macro groups supported")
+        kind = "macro"
+    else:
+        if not _DIGITS.fullmatch(head):
+            raise ValueError(f"Invalid offset value {head!r}")
+        kind, start = "absolute", _c_atoi(head)
+    if kind == "executable" and target not in EXECUTABLE_TARGETS:
+        raise ValueError(f"Invalid offset type for target {target}")
+    offset = Offset(kind, min(start, MAX_OFFSET), min(shift, MAX_OFFSET), text)
+    if kind == "macro":
+        return offset, "a macro offset ($n$) needs ClamAV's logical-signature macro groups"
+    if start > MAX_OFFSET or shift > MAX_OFFSET:
+        return offset, f"offset {text!r} is beyond 2**32 - 1, where ClamAV's atoi wraps"
+    return offset, None
 
 
-_NAME = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space
+#: What libclamav cuts a name at (``cli_mpool_virname``): the rest of the name is dropped.
+CLAM_SUFFIX = " (Clam)"
 
 
-def _check_name(name: str, source: str, line: int) -> None:
+def _name(raw: str, source: str, line: int) -> str:
+    """A signature name as clamscan reports it: any text (spaces too) up to the first " (Clam)".
+    The line is read as latin-1; the name's bytes are read again as UTF-8 (an invalid sequence
+    becomes U+FFFD), so that a UTF-8 name prints as clamscan prints it."""
+    name = raw.split(CLAM_SUFFIX, 1)[0]
     if not name:
-        raise DatabaseError(source, line, 1, "empty signature name")
-    if _NAME.fullmatch(name):
-        return
-    for column, char in enumerate(name, start=1):  # find the culprit for the message
-        if not "\x21" <= char <= "\x7e":
-            raise DatabaseError(source, line, column, f"bad character {char!r} in signature name")
+        raise DatabaseError(source, line, 1, "Empty virus name")
+    if "\0" in name:
+        raise DatabaseError(source, line, name.index("\0") + 1, "NUL byte in signature name")
+    if name.isascii():
+        return name
+    return name.encode("latin-1").decode("utf-8", errors="replace")
 
 
 def _body(text: str, column: int, source: str, line: int) -> tuple[Part, ...]:
@@ -148,14 +216,26 @@ def _body(text: str, column: int, source: str, line: int) -> tuple[Part, ...]:
         raise DatabaseError(source, line, column + error.column, error.message) from None
 
 
-def _parse_db_line(text: str, source: str, line: int) -> Signature:
-    """``Name=HEXBODY``: the name is everything before the first ``=``."""
-    name, equals, body = text.partition("=")
+def _never_matches(parts: tuple[Part, ...]) -> str | None:
+    """Why a body that clamscan loads can never match (a range ``{n-m}`` with 0 < m < n)."""
+    for part in parts:
+        if part.gap_max is not None and part.gap_max < part.gap_min:
+            return (f"range {{{part.gap_min}-{part.gap_max}}} ends before it starts (clamscan "
+                    "never matches it)")
+    return None
+
+
+def _parse_db_line(text: str, source: str, line: int) -> Signature | None:
+    """``Name=HEXBODY``: the name is everything before the first ``=``. A body that starts with
+    ``=`` (``Name==...``) makes libclamav skip the line quietly: None."""
+    raw_name, equals, body = text.partition("=")
     if not equals:
         raise DatabaseError(source, line, 1, "expected 'Name=HexSignature'")
-    _check_name(name, source, line)
-    parts = _body(body, len(name) + 2, source, line)
-    return Signature(name, line, TARGET_ANY, Offset("any"), parts, source=source)
+    if body.startswith("="):
+        return None
+    name = _name(raw_name, source, line)
+    parts = _body(body, len(raw_name) + 2, source, line)
+    return Signature(name, line, TARGET_ANY, Offset("any"), parts, _never_matches(parts), source)
 
 
 def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
@@ -167,29 +247,31 @@ def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
     columns = [1]
     for field in fields[:-1]:
         columns.append(columns[-1] + len(field) + 1)
-    name, target_text, offset_text, body_text = fields[:4]
-    _check_name(name, source, line)
+    raw_name, target_text, offset_text, body_text = fields[:4]
+    # In cli_loadndb's order: each FLEVEL is checked, then used (a line for another level is
+    # skipped quietly, before its later fields are looked at), then the target type (one out of
+    # range skipped quietly too), then the name, offset and body.
     for index in (4, 5):
-        if len(fields) > index and not _NUMBER.fullmatch(fields[index]):
-            raise DatabaseError(source, line, columns[index], "FLEVEL must be a number")
-    # ClamAV skips, quietly, lines meant for another functionality level.
-    if len(fields) > 4 and int(fields[4]) > FLEVEL:
-        return None
-    if len(fields) > 5 and int(fields[5]) < FLEVEL:
-        return None
-    if target_text == "*":
-        target_text = "0"
-    if not _NUMBER.fullmatch(target_text):
+        if len(fields) > index:
+            if not _DIGITS.fullmatch(fields[index]):
+                raise DatabaseError(source, line, columns[index], "FLEVEL must be a number")
+            level = _c_atoi32(fields[index]) & 0xFFFF_FFFF  # compared as unsigned
+            if (level > FLEVEL) if index == 4 else (level < FLEVEL):
+                return None
+    if target_text != "*" and not _DIGITS.fullmatch(target_text):
         raise DatabaseError(source, line, columns[1], f"bad target type {target_text!r}")
+    target = 0 if target_text == "*" else _c_atoi32(target_text)
+    if not 0 <= target < TARGET_TYPES:
+        return None
+    name = _name(raw_name, source, line)
     try:
-        offset = _parse_offset(offset_text)
+        offset, reason = _parse_offset(offset_text, target)
     except ValueError as error:
         raise DatabaseError(source, line, columns[2], str(error)) from None
-    target = int(target_text)
-    if offset.kind == "executable" and target not in EXECUTABLE_TARGETS:
-        raise DatabaseError(source, line, columns[2], f"Invalid offset type for target {target}")
     parts = _body(body_text, columns[3], source, line)
-    reason = None if target == TARGET_ANY else f"target type {target} needs ClamAV's file typing"
+    reason = reason or _never_matches(parts)
+    if target != TARGET_ANY:
+        reason = f"target type {target} needs ClamAV's file typing"
     return Signature(name, line, target, offset, parts, reason, source)
 
 
@@ -210,14 +292,19 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
     signatures: list[Signature] = []
     saw_line = False
     elements = 0
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the newline that ends the last line starts no line
+    for number, raw in enumerate(lines, start=1):
         if len(raw) > MAX_LINE_LENGTH:
             raise DatabaseError(source, number, 0, f"line longer than {MAX_LINE_LENGTH} bytes")
         plain = _PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
         if plain is None:
             text = raw.decode("latin-1").rstrip("\r")
-            if not text.strip() or text.startswith("#"):
+            if text.startswith("#"):
                 continue
+            if not text:  # libclamav refuses a database with an empty line
+                raise DatabaseError(source, number, 1, "empty line")
         saw_line = True
         if len(signatures) >= MAX_SIGNATURES:
             raise DatabaseError(source, number, 0, f"more than {MAX_SIGNATURES} signatures")

@@ -17,7 +17,7 @@ import pytest
 from hv_emu.scanner.database import compile_database
 from hv_emu.scanner.signatures import load_database_file
 from tests.conftest import RFXN
-from tests.rigs.scanner import RAW_MODE, instance
+from tests.rigs.scanner import CLAMSCAN_SKIPS_UP_TO, RAW_MODE, clamscan, instance, ours
 
 CLAMSCAN = shutil.which("clamscan")
 pytestmark = pytest.mark.skipif(CLAMSCAN is None, reason="clamscan (Debian package clamav) absent")
@@ -64,26 +64,18 @@ PROBES = [
 ]
 
 
-def clamscan(database: Path, files: list[Path]) -> set[tuple[str, str]]:
-    assert CLAMSCAN is not None
-    result = subprocess.run(
-        [CLAMSCAN, "-d", str(database), *RAW_MODE, *map(str, files)],
-        capture_output=True, text=True, check=False, timeout=120,
-    )
-    assert result.returncode in (0, 1), result.stderr  # 1: something found
-    found = set()
-    for line in result.stdout.splitlines():
-        path, _, verdict = line.rpartition(": ")
-        if verdict.endswith(" FOUND"):
-            name = verdict.removesuffix(" FOUND").removesuffix(".UNOFFICIAL")
-            found.add((Path(path).name, name))
-    return found
-
-
-def ours(database: Path, files: list[Path], engine: str) -> set[tuple[str, str]]:
+def test_clamscan_skips_files_of_five_bytes_or_fewer(tmp_path: Path) -> None:
+    database = tmp_path / "short.ndb"
+    database.write_bytes(b"Short:0:*:616263\n")
+    files = []
+    for size in range(3, 8):
+        path = tmp_path / f"s{size}.bin"
+        path.write_bytes(b"abc" + b"x" * (size - 3))
+        files.append(path)
+    assert clamscan(database, files) == {(f"s{n}.bin", "Short") for n in (6, 7)}
     data, kind = load_database_file(database)
-    db = compile_database(data, kind=kind, version=1, source=database.name, engine=engine)
-    return {(f.name, m.name) for f in files for m in db.scan(f.read_bytes())}
+    db = compile_database(data, kind=kind, version=1, source="short.ndb", engine="ac")
+    assert all(db.scan(f.read_bytes()) for f in files)  # hv-emu finds it in every file
 
 
 def test_constructs_agree_with_clamscan(tmp_path: Path) -> None:
