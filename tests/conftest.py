@@ -37,9 +37,8 @@ def private_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     """Every test's ``hv-emu scan`` (in this process or a child) keeps its compiled databases in
-    a cache directory of the session's own, never in the user's ``~/.cache/hv-emu``."""
-    root = tmp_path_factory.getbasetemp() / "xdg-cache"
-    root.mkdir(mode=0o700, exist_ok=True)
+    a cache directory of the test's own, never in the user's ``~/.cache/hv-emu``."""
+    root = tmp_path_factory.mktemp("xdg-cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(root))
     return root / "hv-emu"
 

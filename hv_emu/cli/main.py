@@ -3,7 +3,8 @@
 Models: the user's view of the hypervisor, one sub-command a module: ``run`` a guest image
 (``run.py``), ``scan`` files with its signature engine (``scan.py``; exit status as clamscan's),
 ``demo`` the whole story (``demo/``). This module holds the sub-command table and the one place
-where errors become one line and an exit status.
+where errors become one line and an exit status. A sub-command's module is imported only when it
+runs, so ``scan`` starts without the emulator (``COMMANDS``).
 
 Guest output (port 0xE9) goes to standard output as it happens; hv-emu's own messages go to standard
 error. Nothing the guest or the user does produces a Python traceback: every error is one line.

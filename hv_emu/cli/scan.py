@@ -10,6 +10,12 @@ object per file (JSON Lines). A path that cannot be read is one line ``hv-emu: P
 standard error (a ``"status": "error"`` object with ``--json``). A summary goes to standard error,
 with a progress line while a long scan runs on a terminal.
 
+Start-up and parallelism (docs/SIGNATURES.md, "Start-up, the cache and -j"): the databases come
+from the per-user cache of compiled databases (``hv_emu/scanner/cache.py``) unless ``--no-cache``;
+a scan of ``PARALLEL_FROM`` bytes or more is shared among ``-j`` forked worker processes (default:
+one per core), a large file cut into pieces when the database allows (``splittable``); results
+are printed in walk order, the same output as one process gives.
+
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
 not be read), else 2 on an error (a bad database or option, a path that cannot be read), else 0.
 
@@ -40,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import os
 import stat
 import time
@@ -60,6 +67,9 @@ MAX_DIR_RECURSION = 15  # clamscan's --max-dir-recursion default
 #: Below this many bytes in all (or with one file) a scan stays in this process: starting worker
 #: processes costs more than it saves.
 PARALLEL_FROM = 16 * 1024 * 1024
+#: A file this large is scanned in pieces by several workers at once, when the database allows it
+#: (``splittable``); a piece is never smaller.
+SPLIT_FROM = 32 * 1024 * 1024
 #: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
 #: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
 #: and the benchmarks run clamscan with exactly these.
@@ -301,8 +311,9 @@ def run_scan(
     progress = Progress(err, total, clock)
     summary = Summary()
     files = [item.path for item in items if item.problem is None]
-    parallel = jobs > 1 and len(files) > 1 and total >= PARALLEL_FROM
-    results = parallel_results(db, files, jobs) if parallel else None
+    split = splittable(db)
+    parallel = jobs > 1 and total >= PARALLEL_FROM and (len(files) > 1 or split)
+    results = parallel_results(db, files, jobs, split=split) if parallel else None
     for item in items:
         if item.problem is not None and not item.problem.error:  # a directory left out: no file
             progress.clear()
@@ -347,25 +358,123 @@ def run_scan(
 _WORKER_DB: SignatureDatabase | None = None
 
 
-def _scan_in_worker(path: Path) -> FileResult:
+@dataclass(frozen=True)
+class Piece:
+    """Scan ``path`` for the matches that end in ``(first, stop]``; the whole file when ``stop``
+    is None."""
+
+    path: Path
+    first: int = 0
+    stop: int | None = None
+
+
+def _scan_in_worker(piece: Piece) -> FileResult:
     assert _WORKER_DB is not None
-    return scan_file(_WORKER_DB, path)
+    if piece.stop is None:
+        return scan_file(_WORKER_DB, piece.path)
+    return scan_piece(_WORKER_DB, piece.path, piece.first, piece.stop)
+
+
+def splittable(db: SignatureDatabase) -> bool:
+    """Whether pieces of a file can be scanned apart with the same result as the whole: every
+    signature of one part (no chain may span pieces) at offset ``*`` (no piece needs to know
+    where it lies in the file, or the file's length)."""
+    program = db.program
+    return not program.gap_max and all(
+        pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
+    )
+
+
+def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> FileResult:
+    """The names of the matches that end in ``(first, stop]`` of ``path``, in the order a scan of
+    the whole file reports them (``first`` must be a multiple of ``CHUNK``; ``db`` must be
+    ``splittable``). The stream starts ``program.history + program.widest`` bytes before
+    ``first`` (every byte a match ending after ``first`` can depend on), is fed from ``first`` in
+    the same ``CHUNK`` grid as ``scan_file`` (so each feed reports what the whole scan's does), and
+    goes on ``history`` bytes past ``stop``, where a right-anchored byte can decide a match that
+    ended before it. ``size`` counts the bytes of ``[first, stop)`` read."""
+    result = FileResult(str(path))
+    reach = db.program.history + db.program.widest
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                result.problem = UNSUPPORTED
+                return result
+            base = max(0, first - reach)
+            handle.seek(base)
+            stream = db.open_stream(None)  # no EOF-n or absolute offsets: see splittable
+            try:
+                position = base
+                while position < stop + db.program.history:
+                    want = first - position if position < first else (
+                        min(CHUNK, stop - position) if position < stop else
+                        stop + db.program.history - position)  # fmt: skip
+                    chunk = handle.read(want)
+                    if not chunk:
+                        break
+                    if first <= position < stop:
+                        result.size += len(chunk)
+                    for match in stream.feed(chunk):
+                        if first < base + match.end <= stop and match.name not in result.names:
+                            result.names.append(match.name)
+                    position += len(chunk)
+            finally:
+                stream.close()
+    except OSError as error:
+        result.problem = Problem(f"cannot read: {error.strerror}")
+    return result
+
+
+def _pieces(path: Path, jobs: int, split: bool) -> list[Piece]:
+    """``path`` whole, or in about ``jobs`` pieces of at least ``SPLIT_FROM`` bytes each, cut on
+    the ``CHUNK`` grid."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # scanning it says why
+    if not split or size < 2 * SPLIT_FROM:
+        return [Piece(path)]
+    step = max(SPLIT_FROM, -(-size // jobs))
+    step = -(-step // CHUNK) * CHUNK
+    cuts = [*range(0, size, step), size]
+    return [Piece(path, first, stop) for first, stop in itertools.pairwise(cuts)]
+
+
+def _joined(path: Path, parts: list[FileResult]) -> FileResult:
+    """One file's result from its pieces' results, in order: names in order of first match; a
+    piece that could not be read ends the file there, as it would end a whole scan."""
+    result = FileResult(str(path))
+    for part in parts:
+        result.size += part.size
+        result.names += [name for name in part.names if name not in result.names]
+        if part.problem is not None:
+            result.problem = part.problem
+            break
+    return result
 
 
 def parallel_results(
-    db: SignatureDatabase, files: Sequence[Path], jobs: int
+    db: SignatureDatabase, files: Sequence[Path], jobs: int, *, split: bool = False
 ) -> Generator[FileResult, None, None]:
     """``scan_file``'s result for each of ``files``, in their order, scanned by ``jobs`` worker
-    processes at once. Processes, not threads: python-hyperscan holds the GIL while it scans
-    (measured: two threads scan no faster than one). The workers are forked, so they start in
-    milliseconds with the compiled database already in memory; closing the iterator ends them."""
+    processes at once; with ``split`` (``splittable(db)``), a large file is scanned in pieces
+    (``scan_piece``), so one file too uses every core. Processes, not threads: python-hyperscan
+    holds the GIL while it scans (measured: two threads scan no faster than one). The workers
+    are forked, so they start in milliseconds with the compiled database already in memory;
+    closing the iterator ends them."""
     import multiprocessing  # only a large scan pays for it
 
     global _WORKER_DB
+    plan = [_pieces(path, jobs, split) for path in files]
+    tasks = [piece for pieces in plan for piece in pieces]
     _WORKER_DB = db
-    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(files)))
+    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)))
     try:
-        yield from pool.imap(_scan_in_worker, files, chunksize=1)
+        done = pool.imap(_scan_in_worker, tasks, chunksize=1)
+        for path, pieces in zip(files, plan, strict=True):
+            parts = [next(done) for _ in pieces]
+            yield parts[0] if pieces[0].stop is None else _joined(path, parts)
     finally:
         pool.terminate()
         pool.join()

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -120,9 +122,9 @@ def test_jobs_give_the_same_output_in_the_same_order(
     pools = []
     real = scan_command.parallel_results
 
-    def counted(*args: object) -> object:
+    def counted(*args: object, **kwargs: object) -> object:
         pools.append(args[-1])
-        return real(*args)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(scan_command, "parallel_results", counted)
     db = tmp_path / "t.ndb"
@@ -162,3 +164,74 @@ def test_parallel_results_come_back_in_order_from_other_processes(tmp_path: Path
     assert [r.path for r in results] == [str(f) for f in files]
     assert [r.names for r in results] == [["Test.Plain"] * (i % 2) for i in range(8)]
     assert scan_command._WORKER_DB is None
+
+
+SPLITTABLE = (
+    b"Plain:0:*:" + b"hv-emu-test-body".hex().encode() + b"\n"
+    b"Wild:0:*:414243??4445(46|47)48\n"
+    b"Left:0:*:5a[1-3]4b4c4d\n"
+    b"Right:0:*:4e4f50[2-4]51\n"
+    b"Short:0:*:787878\n"
+)
+BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx"]
+
+
+@pytest.mark.parametrize("engine", ["ac", "auto"])
+def test_pieces_of_a_file_give_what_the_whole_file_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """Bodies placed across, just before and just after every cut, at every chunk grid."""
+    from hv_emu.scanner.database import compile_files
+
+    db_path = tmp_path / "s.ndb"
+    db_path.write_bytes(SPLITTABLE)
+    db = compile_files([db_path], engine=engine)
+    assert scan_command.splittable(db)
+    monkeypatch.setattr(scan_command, "CHUNK", 64)
+    rng = random.Random(7)
+    for trial in range(60):
+        data = bytearray(rng.randbytes(64 * 12))
+        for _ in range(rng.randint(0, 6)):
+            body = rng.choice(BODIES)
+            at = rng.choice([64 * rng.randint(1, 11) + rng.randint(-20, 8), rng.randrange(700)])
+            at = max(0, min(at, len(data) - len(body)))
+            data[at : at + len(body)] = body
+        target = tmp_path / f"f{trial}"
+        target.write_bytes(bytes(data))
+        whole = scan_command.scan_file(db, target)
+        for step in (64, 128, 320):
+            cuts = [*range(0, len(data), step), len(data)]
+            parts = [scan_command.scan_piece(db, target, a, b) for a, b in pairwise(cuts)]
+            joined = scan_command._joined(target, parts)
+            assert (joined.names, joined.size) == (whole.names, whole.size), (trial, step)
+
+
+def test_one_large_file_is_split_across_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hv_emu.scanner.database import compile_files
+
+    monkeypatch.setattr(scan_command, "CHUNK", 4096)
+    monkeypatch.setattr(scan_command, "SPLIT_FROM", 8192)
+    db_path = tmp_path / "s.ndb"
+    db_path.write_bytes(SPLITTABLE)
+    db = compile_files([db_path])
+    target = tmp_path / "big"
+    data = bytearray(os.urandom(4096 * 9 + 100))
+    for at, body in ((4090, b"hv-emu-test-body"), (8190, b"NOP..Q"), (20000, b"Z.KLM")):
+        data[at : at + len(body)] = body
+    target.write_bytes(bytes(data))
+    assert len(scan_command._pieces(target, 3, True)) == 3
+    assert len(scan_command._pieces(target, 3, False)) == 1
+    (result,) = scan_command.parallel_results(db, [target], 3, split=True)
+    assert result == scan_command.scan_file(db, target)
+    assert result.names == ["Plain", "Right", "Left"]
+
+
+def test_chains_and_offsets_are_never_split(tmp_path: Path) -> None:
+    from hv_emu.scanner.database import compile_files
+
+    for line in (b"C:0:*:414243*444546\n", b"A:0:10:414243\n", b"E:0:EOF-3:414243\n"):
+        db_path = tmp_path / "x.ndb"
+        db_path.write_bytes(SPLITTABLE + line)
+        assert not scan_command.splittable(compile_files([db_path], engine="ac"))
