@@ -17,6 +17,11 @@ generated 16-64 byte literals (``benchmarks.update.synthetic_ndb``).
   part of it the guest waits for (the VMCALL's pause), against clamscan's load.
 - Stream state is resident memory per open scan stream (10,000 streams), Hyperscan against the
   pyahocorasick reference.
+- Whole process (``cli_rows``, issue 10 item 4): ``python -m hv_emu scan --db rfxn.ndb`` as a
+  user runs it, start-up, database load and output included, against ``clamscan`` in raw mode on
+  the same files in the same run: one small file (with the compiled-database cache warm, and with
+  ``--no-cache``), one 256 MiB binary and one 256 MiB text file, and the text as 16 files of
+  16 MiB. Each is the median of several runs; the rate is bytes / wall time of the whole process.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,18 +45,21 @@ from hv_emu.cli.scan import CLAMSCAN_RAW_MODE
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
 
-RFXN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rfxn.ndb"
+ROOT = Path(__file__).resolve().parent.parent
+RFXN = ROOT.parent / "shared" / "data" / "rfxn.ndb"
 SIZE = 64 * 1024 * 1024
+CLI_SIZE = 256 * 1024 * 1024
 MB = 1e6
 RAW_MODE = list(CLAMSCAN_RAW_MODE)
 WORDS = (b"if", b"else", b"return", b"function", b"echo", b"$var", b"GET", b"POST", b"200",
          b"error", b"user", b"admin", b"the", b"and", b"=", b"{", b"}", b"while", b"print")
 
 
-def corpora(rng: random.Random) -> dict[str, bytes]:
+def corpora(rng: random.Random, size: int = SIZE) -> dict[str, bytes]:
     lines = [b" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 16))) for _ in range(4096)]
     block = b"\n".join(lines) + b"\n"
-    return {"binary": rng.randbytes(SIZE), "text": (block * (SIZE // len(block) + 1))[:SIZE]}
+    binary = b"".join(rng.randbytes(min(SIZE, size - at)) for at in range(0, size, SIZE))
+    return {"binary": binary, "text": (block * (size // len(block) + 1))[:size]}
 
 
 def resident() -> int:
@@ -148,6 +157,65 @@ def run() -> list[Row]:
         if RFXN.is_file():
             rows += _rfxn_rows(files, empty)
         rows += _large_rows(files, empty, work)
+    return rows + cli_rows()
+
+
+def hv_scan_seconds(args: list[str], cache_home: Path) -> float:
+    """Wall time of one whole ``hv-emu scan`` process (this tree's code, cache in
+    ``cache_home``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_home)}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "hv_emu", "scan", "--db", str(RFXN), *args], env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+    return time.perf_counter() - started
+
+
+def cli_rows() -> list[Row]:
+    """``hv-emu scan`` and ``clamscan`` as whole processes, in the same run (issue 10 item 4)."""
+    if not RFXN.is_file() or shutil.which("clamscan") is None:
+        return []
+    rows = []
+    peer = "clamscan raw mode, same files"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cache = work / "cache"
+        small = work / "small.txt"
+        small.write_bytes(b"<?php echo 'a small, clean file'; ?>\n" * 30)
+        hv_scan_seconds([str(small)], cache)  # fills the cache
+        theirs = median_of(9, lambda: clamscan_run(RFXN, small)[0]) * 1e3
+        warm = median_of(9, lambda: hv_scan_seconds([str(small)], cache)) * 1e3
+        cold = median_of(5, lambda: hv_scan_seconds(["--no-cache", str(small)], cache)) * 1e3
+        rows.append(Row("hv-emu scan, one small file, rfxn, whole process, cache warm", warm,
+                        "ms", peer, theirs))  # fmt: skip
+        rows.append(Row("hv-emu scan, one small file, rfxn, whole process, --no-cache", cold,
+                        "ms", peer, theirs))  # fmt: skip
+        def ours(*args: str | Path) -> float:
+            seconds_ = median_of(3, lambda: hv_scan_seconds([str(arg) for arg in args], cache))
+            return CLI_SIZE / seconds_ / MB
+
+        def clamscan_mbps(path: Path) -> float:
+            return CLI_SIZE / median_of(3, lambda: clamscan_run(RFXN, path)[0]) / MB
+
+        tree = work / "tree"
+        for name, data in corpora(random.Random(256), CLI_SIZE).items():
+            path = work / f"{name}.256M"
+            path.write_bytes(data)
+            if name == "text":
+                tree.mkdir()
+                piece = CLI_SIZE // 16
+                for index in range(16):
+                    (tree / f"{index:02}").write_bytes(data[index * piece : (index + 1) * piece])
+            del data
+            theirs = clamscan_mbps(path)
+            rows.append(Row(f"hv-emu scan, one 256 MiB {name} file, whole process, -j all "
+                            "cores", ours(path), "MB/s", peer, theirs))  # fmt: skip
+            rows.append(Row(f"hv-emu scan, one 256 MiB {name} file, whole process, -j 1",
+                            ours("-j", "1", path), "MB/s", peer, theirs))  # fmt: skip
+        theirs = clamscan_mbps(tree)
+        rows.append(Row("hv-emu scan, 16 text files of 16 MiB, whole process, -j all cores",
+                        ours(tree), "MB/s", peer, theirs))  # fmt: skip
+        rows.append(Row("hv-emu scan, 16 text files of 16 MiB, whole process, -j 1",
+                        ours("-j", "1", tree), "MB/s", peer, theirs))  # fmt: skip
     return rows
 
 

@@ -35,6 +35,17 @@ def boot_asm(
     return machine, machine.run()
 
 
+@pytest.fixture(autouse=True)
+def private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test's ``hv-emu scan`` (in this process or a child) keeps its compiled databases in
+    a cache directory of the test's own, never in the user's ``~/.cache/hv-emu``."""
+    root = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root))
+    return root / "hv-emu"
+
+
 @pytest.fixture
 def boot() -> Boot:
     return boot_asm

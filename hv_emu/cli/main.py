@@ -3,7 +3,8 @@
 Models: the user's view of the hypervisor, one sub-command a module: ``run`` a guest image
 (``run.py``), ``scan`` files with its signature engine (``scan.py``; exit status as clamscan's),
 ``demo`` the whole story (``demo/``). This module holds the sub-command table and the one place
-where errors become one line and an exit status.
+where errors become one line and an exit status. A sub-command's module is imported only when it
+runs, so ``scan`` starts without the emulator (``COMMANDS``).
 
 Guest output (port 0xE9) goes to standard output as it happens; hv-emu's own messages go to standard
 error. Nothing the guest or the user does produces a Python traceback: every error is one line.
@@ -25,29 +26,53 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hv_emu import __version__
-from hv_emu.cli.run import add_parser as add_run_parser
-from hv_emu.cli.run import cmd_run
-from hv_emu.cli.scan import add_parser as add_scan_parser
-from hv_emu.cli.scan import cmd_scan
 from hv_emu.errors import HvEmuError
 from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser
 
+#: The sub-commands, in the order ``--help`` lists them. Each one's module is imported only when
+#: that sub-command runs (or for ``hv-emu --help``): ``run`` pulls in the CPU emulator, the
+#: disassembler and the update code, which ``scan`` never uses (a scan of one small file must not
+#: pay for them: tests/cli/test_scan_fast.py checks ``sys.modules`` after one).
+COMMANDS = ("run", "scan", "demo")
 
-def build_parser() -> argparse.ArgumentParser:
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv``: its first word that is not an option (the top level has
+    only ``--help`` and ``--version``), or None."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; for a known ``command``, only that sub-command's options are built (the
+    others are placeholders that no argument list naming ``command`` can reach)."""
     parser = OneLineParser(
         prog="hv-emu",
         description="An emulated BitVisor-style hypervisor that guards its guest from outside.",
     )
     parser.add_argument("--version", action="version", version=f"hv-emu {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    wanted = COMMANDS if command not in COMMANDS else (command,)
+    for name in COMMANDS:
+        if name not in wanted:
+            sub.add_parser(name)  # a placeholder: keeps the table's order and choices
+        elif name == "run":
+            from hv_emu.cli.run import add_parser as add_run_parser
 
-    add_run_parser(sub)
-    add_scan_parser(sub)
+            add_run_parser(sub)
+        elif name == "scan":
+            from hv_emu.cli.scan import add_parser as add_scan_parser
 
-    demo = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
-    demo.add_argument("--workdir", type=Path, metavar="DIR",
-                      help="keep the demo's files in DIR: a new directory (its parent must "
-                           "exist) or one without the demo's files")
+            add_scan_parser(sub)
+        else:
+            demo = sub.add_parser("demo", help="the end-to-end demo on embedded defaults")
+            demo.add_argument("--workdir", type=Path, metavar="DIR",
+                              help="keep the demo's files in DIR: a new directory (its parent "
+                                   "must exist) or one without the demo's files")  # fmt: skip
     return parser
 
 
@@ -61,12 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `hv-emu run PROG [options] -- ARGS...`: everything after the first -- is the program's.
     argv = list(sys.argv[1:] if argv is None else argv)
     guest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
-    args = build_parser().parse_args(argv[: len(argv) - len(guest_args) - bool(guest_args)])
+    own = argv[: len(argv) - len(guest_args) - bool(guest_args)]
+    args = build_parser(command_of(own)).parse_args(own)
     args.guest_args = guest_args
     try:
         if args.command == "run":
+            from hv_emu.cli.run import cmd_run
+
             return cmd_run(args)
         if args.command == "scan":
+            from hv_emu.cli.scan import cmd_scan
+
             return cmd_scan(args, sys.stdout, sys.stderr)
         return cmd_demo(args)
     except HvEmuError as err:  # the user's (or the image's) fault: one line

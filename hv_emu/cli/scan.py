@@ -10,6 +10,12 @@ object per file (JSON Lines). A path that cannot be read is one line ``hv-emu: P
 standard error (a ``"status": "error"`` object with ``--json``). A summary goes to standard error,
 with a progress line while a long scan runs on a terminal.
 
+Start-up and parallelism (docs/SIGNATURES.md, "Start-up, the cache and -j"): the databases come
+from the per-user cache of compiled databases (``hv_emu/scanner/cache.py``) unless ``--no-cache``;
+a scan of ``PARALLEL_FROM`` bytes or more is shared among ``-j`` forked worker processes (default:
+one per core), a large file cut into pieces when the database allows (``splittable``); results
+are printed in walk order, the same output as one process gives.
+
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
 not be read), else 2 on an error (a bad database or option, a path that cannot be read), else 0.
 
@@ -40,16 +46,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
+import itertools
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database import ENGINES, SignatureDatabase, compile_files
 
 CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
@@ -57,6 +64,12 @@ PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay
 PROGRESS_EVERY = 0.25  # seconds between progress updates
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 MAX_DIR_RECURSION = 15  # clamscan's --max-dir-recursion default
+#: Below this many bytes in all (or with one file) a scan stays in this process: starting worker
+#: processes costs more than it saves.
+PARALLEL_FROM = 16 * 1024 * 1024
+#: A file this large is scanned in pieces by several workers at once, when the database allows it
+#: (``splittable``); a piece is never smaller.
+SPLIT_FROM = 32 * 1024 * 1024
 #: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
 #: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
 #: and the benchmarks run clamscan with exactly these.
@@ -86,6 +99,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     scan.add_argument("--max-dir-recursion", type=_count, default=MAX_DIR_RECURSION, metavar="N",
                       help=f"enter directories to N levels, the named one being level 1 (default "
                            f"{MAX_DIR_RECURSION}, as clamscan)")  # fmt: skip
+    scan.add_argument("-j", "--jobs", type=_count, default=0, metavar="N",
+                      help="scan up to N files at once, in worker processes (default 0: one per "
+                           "core); the output is in the same order as with -j 1")
+    scan.add_argument("--no-cache", action="store_true",
+                      help="compile the databases afresh, neither reading nor writing the cache "
+                           "of compiled databases (docs/SIGNATURES.md)")
 
 
 def _count(text: str) -> int:
@@ -281,12 +300,20 @@ def run_scan(
     infected_only: bool = False,
     max_depth: int = MAX_DIR_RECURSION,
     clock: Callable[[], float] = time.monotonic,
+    jobs: int = 1,
 ) -> int:
-    """Scan ``paths`` with ``db``; write results to ``out``, progress and summary to ``err``."""
+    """Scan ``paths`` with ``db``; write results to ``out``, progress and summary to ``err``.
+    With ``jobs`` > 1 a large scan's files are scanned that many at once (``parallel_results``);
+    the output is the same, in the same order."""
     started = clock()
     items = list(walk(paths, max_depth))
-    progress = Progress(err, _total_bytes(items) if err.isatty() else 0, clock)
+    total = _total_bytes(items) if err.isatty() or jobs > 1 else 0
+    progress = Progress(err, total, clock)
     summary = Summary()
+    files = [item.path for item in items if item.problem is None]
+    split = splittable(db)
+    parallel = jobs > 1 and total >= PARALLEL_FROM and (len(files) > 1 or split)
+    results = parallel_results(db, files, jobs, split=split) if parallel else None
     for item in items:
         if item.problem is not None and not item.problem.error:  # a directory left out: no file
             progress.clear()
@@ -294,6 +321,9 @@ def run_scan(
             continue
         if item.problem is not None:
             result = FileResult(str(item.path), problem=item.problem)
+        elif results is not None:
+            result = next(results)
+            progress.advance(result.size, item.path)
         else:
             result = scan_file(db, item.path, partial(progress.advance, current=item.path))
         summary.files += 1
@@ -303,6 +333,8 @@ def run_scan(
         summary.errors += result.error is not None
         progress.clear()
         _report(out, err, result, as_json=as_json, infected_only=infected_only)
+    if results is not None:
+        results.close()  # ends the workers
     elapsed = clock() - started
     rate = summary.scanned / elapsed / 1e6 if elapsed > 0 else 0.0
     err.write(
@@ -321,10 +353,140 @@ def run_scan(
     return EXIT_ERROR if summary.errors else EXIT_CLEAN
 
 
+#: The database a worker process scans with: set before the workers fork, so each inherits it
+#: (compiled, with its own copy of the scratch space) instead of receiving it pickled.
+_WORKER_DB: SignatureDatabase | None = None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Scan ``path`` for the matches that end in ``(first, stop]``; the whole file when ``stop``
+    is None."""
+
+    path: Path
+    first: int = 0
+    stop: int | None = None
+
+
+def _scan_in_worker(piece: Piece) -> FileResult:
+    assert _WORKER_DB is not None
+    if piece.stop is None:
+        return scan_file(_WORKER_DB, piece.path)
+    return scan_piece(_WORKER_DB, piece.path, piece.first, piece.stop)
+
+
+def splittable(db: SignatureDatabase) -> bool:
+    """Whether pieces of a file can be scanned apart with the same result as the whole: every
+    signature of one part (no chain may span pieces) at offset ``*`` (no piece needs to know
+    where it lies in the file, or the file's length)."""
+    program = db.program
+    return not program.gap_max and all(
+        pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
+    )
+
+
+def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> FileResult:
+    """The names of the matches that end in ``(first, stop]`` of ``path``, in the order a scan of
+    the whole file reports them (``first`` must be a multiple of ``CHUNK``; ``db`` must be
+    ``splittable``). The stream starts ``program.history + program.widest`` bytes before
+    ``first`` (every byte a match ending after ``first`` can depend on), is fed from ``first`` in
+    the same ``CHUNK`` grid as ``scan_file`` (so each feed reports what the whole scan's does), and
+    goes on ``history`` bytes past ``stop``, where a right-anchored byte can decide a match that
+    ended before it. ``size`` counts the bytes of ``[first, stop)`` read."""
+    result = FileResult(str(path))
+    reach = db.program.history + db.program.widest
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                result.problem = UNSUPPORTED
+                return result
+            base = max(0, first - reach)
+            handle.seek(base)
+            stream = db.open_stream(None)  # no EOF-n or absolute offsets: see splittable
+            try:
+                position = base
+                while position < stop + db.program.history:
+                    want = first - position if position < first else (
+                        min(CHUNK, stop - position) if position < stop else
+                        stop + db.program.history - position)  # fmt: skip
+                    chunk = handle.read(want)
+                    if not chunk:
+                        break
+                    if first <= position < stop:
+                        result.size += len(chunk)
+                    for match in stream.feed(chunk):
+                        if first < base + match.end <= stop and match.name not in result.names:
+                            result.names.append(match.name)
+                    position += len(chunk)
+            finally:
+                stream.close()
+    except OSError as error:
+        result.problem = Problem(f"cannot read: {error.strerror}")
+    return result
+
+
+def _pieces(path: Path, jobs: int, split: bool) -> list[Piece]:
+    """``path`` whole, or in about ``jobs`` pieces of at least ``SPLIT_FROM`` bytes each, cut on
+    the ``CHUNK`` grid."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # scanning it says why
+    if not split or size < 2 * SPLIT_FROM:
+        return [Piece(path)]
+    step = max(SPLIT_FROM, -(-size // jobs))
+    step = -(-step // CHUNK) * CHUNK
+    cuts = [*range(0, size, step), size]
+    return [Piece(path, first, stop) for first, stop in itertools.pairwise(cuts)]
+
+
+def _joined(path: Path, parts: list[FileResult]) -> FileResult:
+    """One file's result from its pieces' results, in order: names in order of first match; a
+    piece that could not be read ends the file there, as it would end a whole scan."""
+    result = FileResult(str(path))
+    for part in parts:
+        result.size += part.size
+        result.names += [name for name in part.names if name not in result.names]
+        if part.problem is not None:
+            result.problem = part.problem
+            break
+    return result
+
+
+def parallel_results(
+    db: SignatureDatabase, files: Sequence[Path], jobs: int, *, split: bool = False
+) -> Generator[FileResult, None, None]:
+    """``scan_file``'s result for each of ``files``, in their order, scanned by ``jobs`` worker
+    processes at once; with ``split`` (``splittable(db)``), a large file is scanned in pieces
+    (``scan_piece``), so one file too uses every core. Processes, not threads: python-hyperscan
+    holds the GIL while it scans (measured: two threads scan no faster than one). The workers
+    are forked, so they start in milliseconds with the compiled database already in memory;
+    closing the iterator ends them."""
+    import multiprocessing  # only a large scan pays for it
+
+    global _WORKER_DB
+    plan = [_pieces(path, jobs, split) for path in files]
+    tasks = [piece for pieces in plan for piece in pieces]
+    _WORKER_DB = db
+    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)))
+    try:
+        done = pool.imap(_scan_in_worker, tasks, chunksize=1)
+        for path, pieces in zip(files, plan, strict=True):
+            parts = [next(done) for _ in pieces]
+            yield parts[0] if pieces[0].stop is None else _joined(path, parts)
+    finally:
+        pool.terminate()
+        pool.join()
+        _WORKER_DB = None
+
+
 def _report(
     out: TextIO, err: TextIO, result: FileResult, *, as_json: bool, infected_only: bool
 ) -> None:
     if as_json:
+        import json  # only --json pays for it
+
         status = "error" if result.error else "found" if result.names else "clean"
         record = {"path": result.path, "status": status, "names": result.names,
                   "bytes": result.size, "error": result.error}  # fmt: skip
@@ -339,13 +501,23 @@ def _report(
         out.write(f"{result.path}: OK\n")
 
 
+def cores() -> int:
+    """The cores this process may run on (``-j``'s default)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``hv-emu scan``: load the databases (errors are one line, exit 2), then scan."""
     for stream in (out, err):  # a file name's bytes go out as they are, as clamscan prints them
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="surrogateescape")
-    db = compile_files(args.db, engine=args.engine)
+    cache = None if args.no_cache else Cache()
+    db = compile_files(args.db, engine=args.engine, cache=cache)
     for warning in db.not_applied:
         err.write(f"hv-emu: warning: {warning}\n")
+    jobs = args.jobs or cores()
     return run_scan(db, args.paths, out=out, err=err, as_json=args.json,
-                    infected_only=args.infected, max_depth=args.max_dir_recursion)  # fmt: skip
+                    infected_only=args.infected, max_depth=args.max_dir_recursion,
+                    jobs=jobs)  # fmt: skip

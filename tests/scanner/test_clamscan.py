@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from hv_emu.scanner.database import compile_database
 from hv_emu.scanner.signatures import load_database_file
 from tests.conftest import RFXN
-from tests.rigs.scanner import CLAMSCAN_SKIPS_UP_TO, RAW_MODE, clamscan, instance, ours
+from tests.rigs.scanner import clamscan, instance, ours
 
 CLAMSCAN = shutil.which("clamscan")
 pytestmark = pytest.mark.skipif(CLAMSCAN is None, reason="clamscan (Debian package clamav) absent")

@@ -1,0 +1,237 @@
+"""``hv-emu scan`` starts lean: no emulator imports, a cached database, every core for large scans
+(issue 10 item 4; docs/PERFORMANCE.md has the timings, measured outside the suite)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from hv_emu.cli import scan as scan_command
+from hv_emu.cli.main import main
+from hv_emu.scanner.cache import SUFFIX
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NDB = (
+    b"Test.Plain:0:*:" + b"hv-emu-test-body".hex().encode() + b"\n"
+    b"Test.Wild:0:*:414243??444546*474849\n"
+    b"Test.Tail:0:EOF-4:54414c21\n"
+)
+#: What ``hv-emu scan`` never needs: the CPU emulator, assembler and disassembler, the update
+#: path's cryptography and network code, the VMM core, the guest tools.
+FORBIDDEN = ("unicorn", "capstone", "keystone", "cryptography", "raptorq", "guest_tool",
+             "hv_emu.machine", "hv_emu.vcpu", "hv_emu.updates", "hv_emu.net", "hv_emu.cli.run",
+             "hv_emu.cli.demo", "multiprocessing", "json")  # fmt: skip
+
+
+def imported(
+    argv: list[str], cache_home: Path
+) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """The modules ``python -X importtime -m hv_emu ARGV`` imported, and how it ended."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_home)}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "hv_emu", *argv], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    names = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()
+             if line.startswith("import time:")}  # fmt: skip
+    return names, done
+
+
+def forbidden(names: set[str]) -> list[str]:
+    return sorted(n for n in names if any(n == f or n.startswith(f + ".") for f in FORBIDDEN))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_scan_imports_nothing_it_does_not_use(tmp_path: Path, cached: bool) -> None:
+    db = tmp_path / "t.ndb"
+    db.write_bytes(NDB)
+    target = tmp_path / "file"
+    target.write_bytes(b"an ordinary file with hv-emu-test-body in it\n")
+    argv = ["scan", "--db", str(db), str(target)]
+    if cached:
+        imported(argv, tmp_path)  # fills the cache
+    names, done = imported(argv, tmp_path)
+    assert done.returncode == 1 and "Test.Plain FOUND" in done.stdout, done.stderr[-2000:]
+    assert "hv_emu.scanner.engine" in names  # the measurement itself works
+    assert forbidden(names) == []
+    assert (tmp_path / "hv-emu").is_dir()
+
+
+def test_the_check_sees_what_run_imports(tmp_path: Path) -> None:
+    """The same measurement on ``hv-emu run --help`` does find the emulator: the test above can
+    fail."""
+    names, done = imported(["run", "--help"], tmp_path)
+    assert done.returncode == 0
+    assert "unicorn" in forbidden(names) and "hv_emu.machine" in forbidden(names)
+
+
+def test_every_sub_command_is_still_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "{run,scan,demo}" in out and "run a guest image" in out
+    assert main(["scan", "--db", "/nonexistent.ndb", "x"]) == 2
+    assert "cannot read signature database" in capsys.readouterr().err
+
+
+def test_no_cache_writes_nothing_and_the_cache_gives_the_same_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], private_cache: Path
+) -> None:
+    db = tmp_path / "t.ndb"
+    db.write_bytes(NDB)
+    target = tmp_path / "f"
+    target.write_bytes(b"..ABC\x00DEF..GHI hv-emu-test-body TAL!")
+    outputs = []
+    assert main(["scan", "--no-cache", "--db", str(db), str(target)]) == 1
+    outputs.append(capsys.readouterr().out)
+    assert not private_cache.exists()
+    for flag in ([], [], ["--no-cache"]):
+        assert main(["scan", *flag, "--db", str(db), str(target)]) == 1
+        outputs.append(capsys.readouterr().out)
+        assert len(list(private_cache.glob("*" + SUFFIX))) == 1
+    assert len(set(outputs)) == 1
+    assert sorted(outputs[0].splitlines()) == sorted(
+        f"{target}: Test.{name} FOUND" for name in ("Plain", "Wild", "Tail"))
+
+
+def make_tree(top: Path) -> None:
+    """Files of many sizes, some infected, one unreadable, one nested too deep, one FIFO."""
+    for index in range(12):
+        folder = top / f"d{index % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        body = b"hv-emu-test-body" if index % 4 == 1 else b""
+        tail = b"TAL!" if index % 5 == 2 else b""
+        (folder / f"f{index:02}").write_bytes(os.urandom(index * 9000) + body + tail)
+    deep = top / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "hidden").write_bytes(b"hv-emu-test-body")
+    (top / "d1" / "unreadable").symlink_to(top / "d1" / "gone")  # not followed inside a tree
+    os.mkfifo(top / "fifo")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_jobs_give_the_same_output_in_the_same_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    as_json: bool,
+) -> None:
+    monkeypatch.setattr(scan_command, "PARALLEL_FROM", 0)  # even this small tree in parallel
+    pools = []
+    real = scan_command.parallel_results
+
+    def counted(*args: object, **kwargs: object) -> object:
+        pools.append(args[-1])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_command, "parallel_results", counted)
+    db = tmp_path / "t.ndb"
+    db.write_bytes(NDB)
+    tree = tmp_path / "tree"
+    make_tree(tree)
+    missing = tmp_path / "missing"
+    runs = {}
+    for jobs in ("1", "3"):
+        argv = ["scan", "-j", jobs, "--db", str(db), "--max-dir-recursion", "3", str(tree),
+                str(missing), str(tree / "d0" / "f00"), *(["--json"] if as_json else [])]
+        status = main(argv)
+        out, err = capsys.readouterr()
+        runs[jobs] = (status, out, err.partition("----------- SCAN SUMMARY")[0])
+    assert pools == [3]  # -j 1 scanned here, -j 3 in workers
+    assert runs["1"] == runs["3"]
+    status, out, err = runs["1"]
+    assert status == 1
+    if as_json:
+        assert '"status": "found"' in out and '"status": "error"' in out
+    else:
+        assert "Test.Plain FOUND" in out and "missing: cannot access" in err
+    assert "fifo" not in out + err and "hidden" not in out
+
+
+def test_parallel_results_come_back_in_order_from_other_processes(tmp_path: Path) -> None:
+    from hv_emu.scanner.database import compile_files
+
+    db_path = tmp_path / "t.ndb"
+    db_path.write_bytes(NDB)
+    db = compile_files([db_path])
+    files = []
+    for index in range(8):
+        files.append(tmp_path / f"f{index}")
+        files[-1].write_bytes(b"x" * (8 - index) * 100_000 + b"hv-emu-test-body" * (index % 2))
+    results = list(scan_command.parallel_results(db, files, 4))
+    assert [r.path for r in results] == [str(f) for f in files]
+    assert [r.names for r in results] == [["Test.Plain"] * (i % 2) for i in range(8)]
+    assert scan_command._WORKER_DB is None
+
+
+SPLITTABLE = (
+    b"Plain:0:*:" + b"hv-emu-test-body".hex().encode() + b"\n"
+    b"Wild:0:*:414243??4445(46|47)48\n"
+    b"Left:0:*:5a[1-3]4b4c4d\n"
+    b"Right:0:*:4e4f50[2-4]51\n"
+    b"Short:0:*:787878\n"
+)
+BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx"]
+
+
+@pytest.mark.parametrize("engine", ["ac", "auto"])
+def test_pieces_of_a_file_give_what_the_whole_file_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """Bodies placed across, just before and just after every cut, at every chunk grid."""
+    from hv_emu.scanner.database import compile_files
+
+    db_path = tmp_path / "s.ndb"
+    db_path.write_bytes(SPLITTABLE)
+    db = compile_files([db_path], engine=engine)
+    assert scan_command.splittable(db)
+    monkeypatch.setattr(scan_command, "CHUNK", 64)
+    rng = random.Random(7)
+    for trial in range(60):
+        data = bytearray(rng.randbytes(64 * 12))
+        for _ in range(rng.randint(0, 6)):
+            body = rng.choice(BODIES)
+            at = rng.choice([64 * rng.randint(1, 11) + rng.randint(-20, 8), rng.randrange(700)])
+            at = max(0, min(at, len(data) - len(body)))
+            data[at : at + len(body)] = body
+        target = tmp_path / f"f{trial}"
+        target.write_bytes(bytes(data))
+        whole = scan_command.scan_file(db, target)
+        for step in (64, 128, 320):
+            cuts = [*range(0, len(data), step), len(data)]
+            parts = [scan_command.scan_piece(db, target, a, b) for a, b in pairwise(cuts)]
+            joined = scan_command._joined(target, parts)
+            assert (joined.names, joined.size) == (whole.names, whole.size), (trial, step)
+
+
+def test_one_large_file_is_split_across_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hv_emu.scanner.database import compile_files
+
+    monkeypatch.setattr(scan_command, "CHUNK", 4096)
+    monkeypatch.setattr(scan_command, "SPLIT_FROM", 8192)
+    db_path = tmp_path / "s.ndb"
+    db_path.write_bytes(SPLITTABLE)
+    db = compile_files([db_path])
+    target = tmp_path / "big"
+    data = bytearray(os.urandom(4096 * 9 + 100))
+    for at, body in ((4090, b"hv-emu-test-body"), (8190, b"NOP..Q"), (20000, b"Z.KLM")):
+        data[at : at + len(body)] = body
+    target.write_bytes(bytes(data))
+    assert len(scan_command._pieces(target, 3, True)) == 3
+    assert len(scan_command._pieces(target, 3, False)) == 1
+    (result,) = scan_command.parallel_results(db, [target], 3, split=True)
+    assert result == scan_command.scan_file(db, target)
+    assert result.names == ["Plain", "Right", "Left"]
+
+
+def test_chains_and_offsets_are_never_split(tmp_path: Path) -> None:
+    from hv_emu.scanner.database import compile_files
+
+    for line in (b"C:0:*:414243*444546\n", b"A:0:10:414243\n", b"E:0:EOF-3:414243\n"):
+        db_path = tmp_path / "x.ndb"
+        db_path.write_bytes(SPLITTABLE + line)
+        assert not scan_command.splittable(compile_files([db_path], engine="ac"))
