@@ -31,12 +31,12 @@ cache is ever an error of the scan: every one is a miss, or a write left undone.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import hmac
 import os
-import stat
 from pathlib import Path
+
+from hv_emu.hostile_dir import RefusedEntry, create_exclusive, read_regular, temporary_name
 
 #: The first bytes of every entry; bump the digit when the layout changes.
 MAGIC = b"HVEMUDB1"
@@ -49,8 +49,6 @@ MAX_ENTRIES = 16
 #: Largest entry read (a 100,000-signature database is about 100 MiB): a planted huge file is
 #: a miss, unread.
 MAX_ENTRY = 2 << 30
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -166,44 +164,18 @@ def _read(dir_fd: int, name: str, limit: int, *, private: bool = False) -> bytes
     """The bytes of ``name`` if it is a regular file of ours of at most ``limit`` bytes (and, if
     ``private``, readable by no one else); None otherwise."""
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
-    except OSError:
+        return read_regular(dir_fd, name, limit, owned=True, private=private)
+    except (OSError, RefusedEntry):
         return None
-    try:
-        info = os.fstat(fd)
-        if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid()
-                or info.st_size > limit or (private and info.st_mode & 0o077)):  # fmt: skip
-            return None
-        buffer = bytearray(info.st_size)
-        view, done = memoryview(buffer), 0
-        while done < len(buffer) and (count := os.readv(fd, [view[done:]])):
-            done += count
-        return bytes(buffer) if done == len(buffer) else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _create_temporary(dir_fd: int, name: str, data: bytes) -> str | None:
     """A new file (0600) holding ``data`` under an unpredictable name; its name, or None."""
-    temporary = f".{name}.{os.urandom(8).hex()}.tmp"
+    temporary = temporary_name(f".{name}")
     try:
-        fd = os.open(temporary, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+        create_exclusive(dir_fd, temporary, data, 0o600)
     except OSError:
         return None
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            if written <= 0:
-                raise OSError(errno.EIO, "write made no progress")
-            view = view[written:]
-    except OSError:
-        _unlink(dir_fd, temporary)
-        return None
-    finally:
-        os.close(fd)
     return temporary
 
 

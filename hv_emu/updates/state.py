@@ -32,12 +32,11 @@ import errno
 import hashlib
 import json
 import os
-import secrets
-import stat
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from hv_emu.errors import ConfigError, HostError, StorageError
+from hv_emu.hostile_dir import RefusedEntry, create_exclusive, read_regular, temporary_name
 from hv_emu.updates.format import ContentType
 from hv_emu.updates.verify import VerifiedUpdate
 
@@ -47,10 +46,6 @@ STATE_FILE = "state.json"
 MAX_STATE_SIZE = 64 * 1024
 _DB_PREFIX = "db-"
 _TMP_SUFFIX = ".tmp"
-#: Flags of every read: never through a link, never blocking on a FIFO, never inherited.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: Flags of every file we create: a new inode of our own or nothing (EEXIST), never via a link.
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _KINDS = tuple(member.kind for member in ContentType)
 
 
@@ -130,40 +125,19 @@ def _read_entry(dir_fd: int, name: str, where: Path, limit: int | None = None) -
     """The bytes of the regular file ``name`` in the directory ``dir_fd`` (shown as ``where``),
     or ``None`` if there is no such entry. A symbolic link, a directory, a FIFO or any other
     non-regular entry is a ``ConfigError`` (one line), as is a file larger than ``limit``."""
+    path = where / name
     try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        return read_regular(dir_fd, name, limit)
     except FileNotFoundError:
         return None
+    except RefusedEntry as refused:
+        raise ConfigError(f"{path}: {refused}; refusing it") from None
     except OSError as exc:
-        path = where / name
         if exc.errno == errno.ELOOP:
             raise ConfigError(f"{path}: is a symbolic link; refusing to follow it") from None
         if exc.errno in (errno.EISDIR, errno.ENXIO):
             raise ConfigError(f"{path}: not a regular file; refusing it") from None
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{where / name}: not a regular file; refusing it")
-        if limit is not None and info.st_size > limit:
-            raise ConfigError(f"{where / name}: larger than {limit} bytes; refusing it")
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    except OSError as exc:
-        raise ConfigError(f"{where / name}: cannot read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.EIO, "write made no progress")
-        view = view[written:]
 
 
 class StateDir:
@@ -277,14 +251,9 @@ class StateDir:
         """Write ``data`` to a fresh temporary, fsync it and rename it to ``name``; ``created``
         gets each entry of ours that exists until this returns (the temporary, then ``name``
         unless it replaced ``state.json``, which is the commit)."""
-        tmp = f"{name}.{secrets.token_hex(8)}{_TMP_SUFFIX}"
-        fd = os.open(tmp, _CREATE_FLAGS, 0o644, dir_fd=dir_fd)
+        tmp = temporary_name(name, _TMP_SUFFIX)
+        create_exclusive(dir_fd, tmp, data, 0o644, durable=True)
         created.append(tmp)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         created.remove(tmp)
         if name != STATE_FILE:
