@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
@@ -289,14 +290,7 @@ def _locate(ks: Ks, stmts: list[Statement], address: int, errno: int) -> Stateme
 
     if not stmts or not fails(len(stmts)):
         return None
-    lo, hi = 1, len(stmts)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fails(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return stmts[lo - 1]
+    return stmts[_first_failing(1, len(stmts), fails) - 1]
 
 
 def _assembles(ks: Ks, stmts: list[Statement], address: int) -> bool:
@@ -320,16 +314,21 @@ def _locate_by_prefix(ks: Ks, stmts: list[Statement], start: int, address: int,
             return bool(exc.errno == errno)
         return False
 
-    lo, hi = start + 1, len(stmts)
-    if lo > hi or not fails(hi):
+    if start + 1 > len(stmts) or not fails(len(stmts)):
         return None
+    return stmts[_first_failing(start + 1, len(stmts), fails) - 1]
+
+
+def _first_failing(lo: int, hi: int, fails: Callable[[int], bool]) -> int:
+    """The smallest k in [lo, hi] for which ``fails(k)``, by bisection (``fails(hi)`` holds and
+    a failing prefix stays failing when it grows)."""
     while lo < hi:
         mid = (lo + hi) // 2
         if fails(mid):
             hi = mid
         else:
             lo = mid + 1
-    return stmts[lo - 1]
+    return lo
 
 
 def _lint(code: bytes, mode: int, address: int, stmts: list[Statement]) -> tuple[int, str] | None:
