@@ -90,7 +90,7 @@ DEFAULT_SYMBOL_SIZE = 1400
 REPAIR_FACTOR = 2.0
 #: A MANIFEST goes out this many times at the start of a round, then once every ...
 MANIFEST_BURST = 3
-MANIFEST_EVERY = 20
+MANIFEST_EVERY = 10
 #: Seconds ``push`` waits after a round's opening MANIFEST burst: receivers verify manifests off
 #: their packet path, so a session opens a moment after its manifest arrived (well under a
 #: millisecond when no flood keeps the verifier busy); without the pause a small update sent in
