@@ -5,11 +5,14 @@ one UDP datagram that the switch intercepted for the update port and runs the ch
 order: stateless header checks (``packets.parse_packet``), the stale-version drop (before any
 crypto), then per type; versions are judged by the update service's one policy
 (``UpdateService.acceptable_versions``), never by a rule of the receiver's own. A MANIFEST that
-passes an O(1) pre-filter becomes a *candidate*: one slot, filled by reservoir sampling among
-every candidate seen since the last check, so a flood of forged manifests cannot starve the real
-one by timing. ``poll`` spends a token-bucket budget of checks on that slot: the bundle header
-and signature through ``verify.verify_header`` (the VMCALL path's own checks), then the manifest
-signature. Only a manifest that verifies creates a session (at most
+passes an O(1) pre-filter becomes a *candidate* in a bounded pool, admitted and drawn at random
+(``admission.py``), so a flood of forged manifests cannot starve the real one by timing.
+``on_datagram`` never verifies: the checks are paid by a budget of CPU time (a share of a core)
+and split in three (``take_checks`` under the caller's lock, ``check`` on any thread, then
+``finish_checks``), so the network's verifier thread runs the crypto while the I/O thread keeps
+reading; ``poll`` runs all three itself when no worker does. A check verifies the manifest
+signature, then the bundle header and signature through ``verify.verify_header`` (the VMCALL
+path's own checks). Only a manifest that verifies creates a session (at most
 ``max_sessions``); a failed one is remembered by hash in a bounded LRU (unless it was only
 issued ahead of the trusted time, which time lifts). A HASHPAGE or SYMBOL is
 accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
@@ -17,8 +20,8 @@ forged one is dropped alone; symbols feed a RaptorQ decoder until the body decod
 ``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
 decides what is installed. Every drop has a counter.
 
-Follows: ``docs/PROTOCOL.md`` "Check order" (check order, verify budget with random sampling,
-sessions only from verified manifests, no buffering before authentication) and "Threats";
+Follows: ``docs/PROTOCOL.md`` "Check order" (check order, sessions only from verified manifests,
+no buffering before authentication), "Verification budget" and "Threats";
 RFC 6330 through the ``raptorq`` package.
 
 Leaves out: the group MAC, HEARTBEATs and the freeze alarm, deltas (``base_version``), NACKs, and
