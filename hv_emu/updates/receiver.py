@@ -55,6 +55,7 @@ from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.admission import (
     BAD_ENTRY_BYTES,
     CANDIDATE_BYTES,
+    CHECK_BYTES,
     BadManifests,
     CandidatePool,
     CheckResult,
@@ -286,14 +287,14 @@ class UpdateReceiver:
         c = self.config
         return (
             c.max_sessions * c.session_bound()
-            + (c.candidate_slots + c.check_batch) * CANDIDATE_BYTES
+            + c.candidate_slots * CANDIDATE_BYTES + c.check_batch * CHECK_BYTES
             + c.bad_manifest_memory * BAD_ENTRY_BYTES
         )  # fmt: skip
 
     def memory_in_use(self) -> int:
         """Bytes held now, counted as ``memory_bound`` counts them."""
         held = sum(s.memory() for s in self.sessions.values())
-        candidates = (len(self.pool) + len(self._checking)) * CANDIDATE_BYTES
+        candidates = len(self.pool) * CANDIDATE_BYTES + len(self._checking) * CHECK_BYTES
         return held + candidates + self._bad.memory()
 
     # ------------------------------------------------------------------------------ input

@@ -193,3 +193,30 @@ def test_a_caller_waits_for_a_verdict_only_while_no_forgery_was_seen() -> None:
     assert not r.receiver.awaits_verdict()  # a forgery was just refused: never wait
     r.clock.now += QUIET_WINDOW
     assert r.receiver.awaits_verdict()
+
+
+def test_memory_bound_counts_the_candidates_as_python_holds_them() -> None:
+    """The largest manifests (38 pages, a 2.3 MB update), read from a socket (fresh objects):
+    what the pool and a batch being checked hold stays within what ``memory_in_use`` counts."""
+    big = encoded(V, lines=100, width=6000)  # K = 860 symbols: N capped at 1,672, 38 pages
+    assert len(big.pages) == 38
+    rng, genuine = random.Random(4), parse_packet(big.manifest)
+    forged = []
+    for _ in range(64):
+        payload = bytearray(genuine.payload)
+        payload[-64:] = rng.randbytes(64)
+        forged.append(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), V, 0, 1,
+                                   bytes(payload)).raw)
+    r = slow_rig(ReceiverConfig(candidate_slots=64, check_batch=64))
+    r.receiver.offloaded = True
+    tracemalloc.start()
+    try:
+        for raw in forged:
+            r.receiver.on_datagram(bytearray(raw), ("10.0.2.2", 1))  # a fresh copy
+        pooled, _ = tracemalloc.get_traced_memory()
+        assert pooled <= r.receiver.memory_in_use()
+        checks = r.receiver.take_checks()
+        checking, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(checks) == 64 and checking <= r.receiver.memory_in_use()
