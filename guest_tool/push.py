@@ -293,7 +293,9 @@ def carousel(update: EncodedUpdate, *, rounds: int | None = 1) -> Iterator[bytes
     first, then repair), page by page. A page's symbols are only accepted once the page is, so each
     page goes out ``PAGE_COPIES`` times ahead of them: one copy at the start of each of the
     ``PAGE_COPIES - 1`` blocks before it (page b rides with blocks b-3, b-2 and b-1) and one right
-    before its own block. The MANIFEST repeats every ``MANIFEST_EVERY`` packets for late joiners.
+    before its own block. The MANIFEST repeats every ``MANIFEST_EVERY`` packets, for late joiners
+    and so that under a flood of forged manifests a genuine copy is often among the candidates
+    a receiver draws from (``docs/PROTOCOL.md``, "Verification budget").
     """
     done = 0
     while rounds is None or done < rounds:
