@@ -11,8 +11,9 @@ with one last ``poll(final=True)`` so the receiver logs the counters it has not 
 Signature checks of candidate manifests run on a second thread, the *verifier*: it takes a batch
 from the receiver under the lock (``take_checks``: no crypto), verifies it without the lock
 (``check``; ``cryptography`` releases the GIL, so it runs on another core), and hands the verdicts
-back under the lock (``finish_checks``), so the I/O thread never waits for a signature and keeps
-draining the socket under a flood of forged manifests. The receiver's CPU budget
+back under the lock (``finish_checks``), so the I/O thread never verifies and keeps draining the
+socket under a flood of forged manifests (it waits for a verdict, at most ``HANDOFF_WAIT``, only
+while no forgery was refused for a second: see ``_serve``). The receiver's CPU budget
 (``updates/admission.py``) decides how many checks a batch holds; the verifier sleeps until the
 budget refills (at least ``CHECK_PERIOD``), or, idle, until the I/O thread says candidates wait.
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
