@@ -90,7 +90,12 @@ DEFAULT_SYMBOL_SIZE = 1400
 REPAIR_FACTOR = 2.0
 #: A MANIFEST goes out this many times at the start of a round, then once every ...
 MANIFEST_BURST = 3
-MANIFEST_EVERY = 50
+MANIFEST_EVERY = 10
+#: Seconds ``push`` waits after a round's opening MANIFEST burst: receivers verify manifests off
+#: their packet path, so a session opens a moment after its manifest arrived (well under a
+#: millisecond when no flood keeps the verifier busy); without the pause a small update sent in
+#: one go would reach them before it.
+MANIFEST_LEAD = 0.01
 #: Copies of each hash page sent ahead of its symbols (see ``carousel``).
 PAGE_COPIES = 4
 HV_IPV4 = IPv4Address(layout.HV_IPV4)
@@ -288,7 +293,9 @@ def carousel(update: EncodedUpdate, *, rounds: int | None = 1) -> Iterator[bytes
     first, then repair), page by page. A page's symbols are only accepted once the page is, so each
     page goes out ``PAGE_COPIES`` times ahead of them: one copy at the start of each of the
     ``PAGE_COPIES - 1`` blocks before it (page b rides with blocks b-3, b-2 and b-1) and one right
-    before its own block. The MANIFEST repeats every ``MANIFEST_EVERY`` packets for late joiners.
+    before its own block. The MANIFEST repeats every ``MANIFEST_EVERY`` packets, for late joiners
+    and so that under a flood of forged manifests a genuine copy is often among the candidates
+    a receiver draws from (``docs/PROTOCOL.md``, "Verification budget").
     """
     done = 0
     while rounds is None or done < rounds:
@@ -359,7 +366,8 @@ def push(
     sleep: Callable[[float], None] = time.sleep,
     progress_to: TextIO = sys.stderr,
 ) -> PushReport:
-    """Send ``rounds`` rounds of the carousel; drop each frame with probability ``loss``."""
+    """Send ``rounds`` rounds of the carousel; drop each frame with probability ``loss``; pause
+    ``MANIFEST_LEAD`` after each round's opening MANIFEST burst."""
     if not 0.0 <= loss < 1.0:
         raise ConfigError(f"--loss must be in [0, 1), got {loss}")
     if rate is not None and not rate > 0:  # also refuses NaN
@@ -368,15 +376,19 @@ def push(
     # Every round is the same packets: count one, send them all without holding them all.
     per_round = sum(1 for _ in carousel(update, rounds=1))
     progress = Progress(progress_to, rounds * per_round)
-    sent = dropped = 0
+    sent = dropped = manifests_in_a_row = 0
     for number, payload in enumerate(carousel(update, rounds=rounds), 1):
         if loss and draw.random() < loss:
             dropped += 1
         else:
             backend.send_frame(frame_for(payload, dst_mac=dst_mac, dst_ip=dst_ip, port=port))
             sent += 1
-        if rate is not None:
-            sleep(1.0 / rate)
+        manifests_in_a_row = manifests_in_a_row + 1 if payload == update.manifest else 0
+        pause = 1.0 / rate if rate is not None else 0.0
+        if manifests_in_a_row == MANIFEST_BURST:  # the round's opening burst: let them verify it
+            pause = max(pause, MANIFEST_LEAD)
+        if pause:
+            sleep(pause)
         progress.update(number)
     progress.clear()
     return PushReport(sent, dropped)

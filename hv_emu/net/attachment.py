@@ -8,6 +8,14 @@ update receiver and never to the guest) and queues the rest in the NIC. The same
 update receiver's ``poll`` (after every frame, and at least every ``POLL_INTERVAL`` when idle: its
 verification budget refills with time, not with packets), and stops cleanly when the run ends,
 with one last ``poll(final=True)`` so the receiver logs the counters it has not logged yet.
+Signature checks of candidate manifests run on a second thread, the *verifier*: it takes a batch
+from the receiver under the lock (``take_checks``: no crypto), verifies it without the lock
+(``check``; ``cryptography`` releases the GIL, so it runs on another core), and hands the verdicts
+back under the lock (``finish_checks``), so the I/O thread never verifies and keeps draining the
+socket under a flood of forged manifests (it waits for a verdict, at most ``HANDOFF_WAIT``, only
+while no forgery was refused for a second: see ``_serve``). The receiver's CPU budget
+(``updates/admission.py``) decides how many checks a batch holds; the verifier sleeps until the
+budget refills (at least ``CHECK_PERIOD``), or, idle, until the I/O thread says candidates wait.
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
@@ -27,6 +35,8 @@ never called back while that lock is held by the NIC's caller. Threats:
 | Threat                                          | Mitigation                                    |
 |-------------------------------------------------|-----------------------------------------------|
 | Flood on the backend starves the thread         | at most ``RX_BATCH`` frames a turn, then poll |
+| Forged manifests stall the I/O thread on crypto | verified on the verifier thread, off the lock |
+| Verification eats the host                      | the receiver's CPU budget sizes every batch   |
 | Flood fills host memory                         | bounded NIC queue; the switch keeps nothing   |
 | A bug in the receiver kills the thread silently | kept; ``stop()`` raises it as ``HostError``   |
 | The thread outliving the run                    | ``stop()`` wakes it (socket pair) and joins   |
@@ -34,12 +44,13 @@ never called back while that lock is held by the NIC's caller. Threats:
 
 from __future__ import annotations
 
+import collections
 import select
 import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from hv_emu.devices.nic import Nic
 from hv_emu.errors import ConfigError, HostError
@@ -53,8 +64,13 @@ from hv_emu.net.switch import Direction, NetSwitch
 RX_BATCH = 64
 #: Longest the I/O thread sleeps with nothing to read: the receiver's poll period.
 POLL_INTERVAL = 0.02
+#: Longest the I/O thread waits for the verifier's verdict on a lone candidate (see ``_serve``).
+HANDOFF_WAIT = 0.02
 #: How long ``stop()`` waits for the I/O thread to finish its turn.
 JOIN_TIMEOUT = 5.0
+#: Shortest sleep of the verifier once the budget is spent (the next batch then holds a few
+#: checks' worth of budget, not one); also its longest idle sleep between two looks.
+CHECK_PERIOD = 0.005
 
 UpdateSink = Callable[[UdpDatagram], None]
 _T = TypeVar("_T")
@@ -66,12 +82,29 @@ class Poll(Protocol):
     def __call__(self, *, final: bool = False) -> None: ...
 
 
+@runtime_checkable
+class ManifestChecks(Protocol):
+    """The update receiver's checks, split so the crypto runs off the lock (``UpdateReceiver``):
+    ``take_checks`` and ``finish_checks`` under the lock, ``check`` on any thread without it;
+    ``offloaded`` tells its ``poll`` to leave the checks to the verifier."""
+
+    offloaded: bool
+
+    def take_checks(self) -> list[Any]: ...
+    def check(self, check: Any) -> Any: ...
+    def finish_checks(self, results: list[Any]) -> None: ...
+    def check_wait(self) -> float: ...
+    def pending_checks(self) -> int: ...
+    def awaits_verdict(self) -> bool: ...
+
+
 class GuestNetwork:
     """The guest's card on the port bus, wired through the switch to ``backend``.
 
     ``on_update`` receives every update datagram the switch consumes; ``poll`` (if given) is
     called by the I/O thread at least every ``POLL_INTERVAL`` seconds while it runs, and once
-    with ``final=True`` when ``stop()`` has stopped it.
+    with ``final=True`` when ``stop()`` has stopped it. ``checks`` (by default the owner of
+    ``poll`` when it is a ``ManifestChecks``, i.e. the update receiver) get the verifier thread.
     """
 
     def __init__(
@@ -82,6 +115,7 @@ class GuestNetwork:
         guest_mac: bytes,
         on_update: UpdateSink,
         poll: Poll | None = None,
+        checks: ManifestChecks | None = None,
         capture: Path | None = None,
     ) -> None:
         if guest_mac == config.hv_mac or len(guest_mac) != 6 or guest_mac[0] & 1:
@@ -91,6 +125,13 @@ class GuestNetwork:
         self.backend = backend
         self._lock = threading.Lock()
         self._poll = poll
+        owner = getattr(poll, "__self__", None)
+        if checks is None and isinstance(owner, ManifestChecks):
+            checks = owner
+        self._checks = checks
+        self._verifier: threading.Thread | None = None
+        self._candidates = threading.Event()  # set by the I/O thread: candidates are pending
+        self._verdicts = threading.Event()  # set by the verifier: verdicts are in
         self.capture = PcapWriter.create(str(capture)) if capture is not None else None
         self.nic = Nic(guest_mac, self._guest_transmitted)
         self.switch = NetSwitch(
@@ -122,17 +163,55 @@ class GuestNetwork:
         self.capture.write(frame)
 
     def _serve(self) -> None:
-        """The I/O thread: wait for frames or the stop signal, pass frames in, poll."""
+        """The I/O thread: wait for frames or the stop signal, pass frames in, poll.
+
+        When the receiver ``awaits_verdict`` (a candidate manifest and no recent forgery), the
+        thread hands it to the verifier and waits for the verdict (at most ``HANDOFF_WAIT``)
+        before it passes the rest of its batch in, so the frames queued behind a genuine
+        manifest find its session open. Under a flood of forged manifests it never waits."""
         backend_fd, wake_fd = self.backend.fileno(), self._wake_r.fileno()
+        backlog: collections.deque[bytes] = collections.deque()
         try:
             while not self._stopping.is_set():
-                readable, _, _ = select.select([backend_fd, wake_fd], [], [], POLL_INTERVAL)
-                frames = self.backend.recv_frames(RX_BATCH) if backend_fd in readable else []
+                if not backlog:
+                    readable, _, _ = select.select([backend_fd, wake_fd], [], [], POLL_INTERVAL)
+                    if backend_fd in readable:
+                        backlog.extend(self.backend.recv_frames(RX_BATCH))
+                handoff = pending = False
                 with self._lock:
-                    for frame in frames:
-                        self.switch.from_wire(frame)
+                    while backlog and not handoff:
+                        self.switch.from_wire(backlog.popleft())
                         self._tick()  # a manifest just verified lets the next packets in
+                        handoff = self._checks is not None and self._checks.awaits_verdict()
                     self._tick()  # the receiver's budget refills with time, traffic or not
+                    if self._checks is not None and self._checks.pending_checks() > 0:
+                        pending = True
+                        self._verdicts.clear()
+                if pending:
+                    self._candidates.set()  # wakes an idle verifier at once
+                if handoff:
+                    self._verdicts.wait(HANDOFF_WAIT)
+        except BaseException as err:  # handed to the vCPU's side by stop()
+            self.error = err
+
+    def _verify(self, checks: ManifestChecks) -> None:
+        """The verifier thread: a batch under the lock, its crypto without, verdicts under it."""
+        try:
+            while not self._stopping.is_set():
+                with self._lock:
+                    batch = checks.take_checks()
+                    wait = checks.check_wait()
+                if batch:
+                    results = [checks.check(c) for c in batch]
+                    with self._lock:
+                        checks.finish_checks(results)
+                    self._verdicts.set()
+                    continue  # more may be affordable and pending
+                if wait > 0.0:  # the budget is spent: sleep until it refills
+                    self._stopping.wait(max(wait, CHECK_PERIOD))
+                else:  # nothing pending: until the I/O thread says so (or CHECK_PERIOD)
+                    self._candidates.wait(CHECK_PERIOD)
+                    self._candidates.clear()
         except BaseException as err:  # handed to the vCPU's side by stop()
             self.error = err
 
@@ -146,19 +225,30 @@ class GuestNetwork:
         if self._thread is not None or self._closed:
             raise HostError("the network is closed or its I/O thread already running")
         self._stopping.clear()
+        if self._checks is not None:
+            self._checks.offloaded = True
+            self._verifier = threading.Thread(target=self._verify, args=(self._checks,),
+                                              name="hv-emu-verify", daemon=True)  # fmt: skip
+            self._verifier.start()
         self._thread = threading.Thread(target=self._serve, name="hv-emu-net", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop serving (after the vCPU stopped): wake the thread, join it, flush the capture."""
         thread, self._thread = self._thread, None
+        verifier, self._verifier = self._verifier, None
         if thread is not None:
             self._stopping.set()
+            self._candidates.set()
             self._wake_w.send(b"\0")
             thread.join(JOIN_TIMEOUT)
-            if thread.is_alive():
+            if verifier is not None:
+                verifier.join(JOIN_TIMEOUT)
+            if thread.is_alive() or (verifier is not None and verifier.is_alive()):
                 raise HostError("the network I/O thread did not stop")
             self._wake_r.recv(1)
+            if self._checks is not None:
+                self._checks.offloaded = False  # the last poll checks on this thread
             if self.error is None:
                 self._last_tick()
         if self.capture is not None:

@@ -5,11 +5,14 @@ one UDP datagram that the switch intercepted for the update port and runs the ch
 order: stateless header checks (``packets.parse_packet``), the stale-version drop (before any
 crypto), then per type; versions are judged by the update service's one policy
 (``UpdateService.acceptable_versions``), never by a rule of the receiver's own. A MANIFEST that
-passes an O(1) pre-filter becomes a *candidate*: one slot, filled by reservoir sampling among
-every candidate seen since the last check, so a flood of forged manifests cannot starve the real
-one by timing. ``poll`` spends a token-bucket budget of checks on that slot: the bundle header
-and signature through ``verify.verify_header`` (the VMCALL path's own checks), then the manifest
-signature. Only a manifest that verifies creates a session (at most
+passes an O(1) pre-filter becomes a *candidate* in a bounded pool, admitted and drawn at random
+(``admission.py``), so a flood of forged manifests cannot starve the real one by timing.
+``on_datagram`` never verifies: the checks are paid by a budget of CPU time (a share of a core)
+and split in three (``take_checks`` under the caller's lock, ``check`` on any thread, then
+``finish_checks``), so the network's verifier thread runs the crypto while the I/O thread keeps
+reading; ``poll`` runs all three itself when no worker does. A check verifies the manifest
+signature, then the bundle header and signature through ``verify.verify_header`` (the VMCALL
+path's own checks). Only a manifest that verifies creates a session (at most
 ``max_sessions``); a failed one is remembered by hash in a bounded LRU (unless it was only
 issued ahead of the trusted time, which time lifts). A HASHPAGE or SYMBOL is
 accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
@@ -17,8 +20,8 @@ forged one is dropped alone; symbols feed a RaptorQ decoder until the body decod
 ``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
 decides what is installed. Every drop has a counter.
 
-Follows: ``docs/PROTOCOL.md`` "Check order" (check order, verify budget with random sampling,
-sessions only from verified manifests, no buffering before authentication) and "Threats";
+Follows: ``docs/PROTOCOL.md`` "Check order" (check order, sessions only from verified manifests,
+no buffering before authentication), "Verification budget" and "Threats";
 RFC 6330 through the ``raptorq`` package.
 
 Leaves out: the group MAC, HEARTBEATs and the freeze alarm, deltas (``base_version``), NACKs, and
@@ -38,6 +41,7 @@ stops polling (``poll(final=True)``).
 from __future__ import annotations
 
 import collections
+import math
 import random
 import time
 from collections.abc import Callable
@@ -48,6 +52,17 @@ import raptorq
 from hv_emu.errors import UpdateRejected
 from hv_emu.events import JsonValue
 from hv_emu.hypercalls.abi import Rc
+from hv_emu.updates.admission import (
+    BAD_ENTRY_BYTES,
+    CANDIDATE_BYTES,
+    CHECK_BYTES,
+    BadManifests,
+    CandidatePool,
+    CheckResult,
+    CpuBudget,
+    ManifestCheck,
+    run_check,
+)
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
     FEC_PAYLOAD_ID_SIZE,
@@ -60,13 +75,12 @@ from hv_emu.updates.packets import (
     PacketError,
     PacketType,
     digest,
-    manifest_message,
     page_count_for,
     page_entries,
     parse_packet,
 )
 from hv_emu.updates.service import UpdateService
-from hv_emu.updates.verify import CLOCK_SKEW, check_body, verify_header
+from hv_emu.updates.verify import check_body
 from hv_emu.usage import plural
 
 #: Counters that record progress; every other counter names a reason something was dropped or
@@ -77,6 +91,9 @@ PROGRESS_COUNTERS = frozenset({
 })  # fmt: skip
 #: Seconds (of the receiver's clock) between two ``receiver_stats`` events, at least.
 STATS_INTERVAL = 1.0
+#: Seconds (of the receiver's clock) after a refused manifest during which ``awaits_verdict`` is
+#: False: a caller waits for the verifier only while no forgery was seen for that long.
+QUIET_WINDOW = 1.0
 #: Drop reasons named in the end-of-run summary; the rest are summed.
 SUMMARY_REASONS = 3
 
@@ -148,12 +165,29 @@ class ReceiverConfig:
     max_object: int = 4 * 1024 * 1024
     #: Most symbols (N) a manifest may commit to.
     max_symbols: int = 4096
-    #: Manifest checks per second (each costs up to two signature verifications, about 0.2 ms
-    #: of CPU with Ed25519: under 1 % of a core) and burst.
-    verify_rate: float = 50.0
-    verify_burst: int = 5
-    #: Hashes of manifests that failed verification, remembered so a replay costs no signature.
-    bad_manifest_memory: int = 1024
+    #: Share of one core spent on manifest checks (CPU seconds per second), and the most saved
+    #: up; each check is charged what it cost on ``UpdateReceiver.cpu_clock``, at least
+    #: ``check_cost_floor`` (half of one Ed25519 verification here: a guard, not an estimate).
+    #: A quarter of a core pays for about 2,800 checks of forged Ed25519 manifests a second.
+    verify_share: float = 0.25
+    verify_burst_seconds: float = 0.02
+    check_cost_floor: float = 50e-6
+    #: Candidates waiting for a check (random admission once full) and most checked per batch.
+    candidate_slots: int = 256
+    check_batch: int = 64
+    #: Manifests that failed verification, remembered (by 16 bytes of their SHA-256) so a replay
+    #: costs a hash and a lookup: 32,768 x 144 bytes = 4.7 MB.
+    bad_manifest_memory: int = 32768
+
+    @property
+    def verify_rate(self) -> float:
+        """The most checks a second the budget can ever pay for (every check at the floor)."""
+        return self.verify_share / self.check_cost_floor
+
+    @property
+    def verify_burst(self) -> int:
+        """The most checks the saved-up budget pays for at once (at the floor)."""
+        return round(self.verify_burst_seconds / self.check_cost_floor)
 
     def session_bound(self) -> int:
         """Bytes one session may hold: manifest, pages, bitmap and the decoder's symbols."""
@@ -163,24 +197,6 @@ class ReceiverConfig:
             + self.max_symbols // 8 + 1
             + self.max_symbols * (FEC_PAYLOAD_ID_SIZE + MAX_SYMBOL_SIZE)
         )  # fmt: skip
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; starts full."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = float(burst)
-        self.stamp = clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 @dataclass
@@ -209,12 +225,6 @@ class Session:
 
 
 @dataclass
-class _Candidate:
-    packet: Packet
-    manifest: Manifest
-
-
-@dataclass
 class UpdateReceiver:
     """Feed it ``on_datagram``; call ``poll`` periodically; read ``counters``."""
 
@@ -224,13 +234,22 @@ class UpdateReceiver:
     rng: random.Random = field(default_factory=random.Random)
     wall_clock: Callable[[], float] = time.time
     counters: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: What a check's cost is measured with: the CPU time of the thread that runs it.
+    cpu_clock: Callable[[], float] = time.thread_time
 
     def __post_init__(self) -> None:
         self.sessions: dict[tuple[int, int], Session] = {}
-        self.budget = TokenBucket(self.config.verify_rate, self.config.verify_burst, self.clock)
-        self._bad: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        self._candidate: _Candidate | None = None
-        self._candidates_seen = 0
+        c = self.config
+        self.budget = CpuBudget(c.verify_share, c.verify_burst_seconds, c.check_cost_floor,
+                                self.clock)  # fmt: skip
+        self._bad = BadManifests(c.bad_manifest_memory)
+        #: Candidates (fingerprint, datagram) waiting for a check.
+        self.pool: CandidatePool[tuple[bytes, bytes]] = CandidatePool(c.candidate_slots, self.rng)
+        #: Fingerprints of candidates handed out by ``take_checks`` and not yet finished.
+        self._checking: set[bytes] = set()
+        #: True while a worker (``net/attachment.py``) runs the checks: ``poll`` then leaves them.
+        self.offloaded = False
+        self._refused_at = -math.inf
         # receiver_stats: the counters last logged, when, and how many times.
         self._reported: dict[str, int] = {}
         self._reported_at = self.clock()
@@ -263,15 +282,20 @@ class UpdateReceiver:
 
     # ------------------------------------------------------------------------------ memory
     def memory_bound(self) -> int:
-        """The most bytes the receiver holds, whatever arrives (from ``config`` alone)."""
+        """The most bytes the receiver holds, whatever arrives (from ``config`` alone):
+        sessions, candidates pending and being checked, remembered failures."""
         c = self.config
-        return c.max_sessions * c.session_bound() + MAX_DATAGRAM + c.bad_manifest_memory * HASH_SIZE
+        return (
+            c.max_sessions * c.session_bound()
+            + c.candidate_slots * CANDIDATE_BYTES + c.check_batch * CHECK_BYTES
+            + c.bad_manifest_memory * BAD_ENTRY_BYTES
+        )  # fmt: skip
 
     def memory_in_use(self) -> int:
         """Bytes held now, counted as ``memory_bound`` counts them."""
-        pending = MAX_DATAGRAM if self._candidate is not None else 0
         held = sum(s.memory() for s in self.sessions.values())
-        return held + pending + len(self._bad) * HASH_SIZE
+        candidates = len(self.pool) * CANDIDATE_BYTES + len(self._checking) * CHECK_BYTES
+        return held + candidates + self._bad.memory()
 
     # ------------------------------------------------------------------------------ input
     def on_datagram(self, payload: bytes, source: tuple[str, int]) -> None:
@@ -301,7 +325,6 @@ class UpdateReceiver:
         """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify."""
         fingerprint = digest(packet.raw)
         if fingerprint in self._bad:  # a replay of bytes that already failed: one hash, no more
-            self._bad.move_to_end(fingerprint)
             self.counters["known_bad_manifest"] += 1
             return
         try:
@@ -312,6 +335,8 @@ class UpdateReceiver:
         header, c = manifest.header, self.config
         if (packet.header.update_id, header.db_version) in self.sessions:
             self.counters["manifest_known"] += 1  # a repeat of a verified one: nothing to do
+        elif fingerprint in self._checking:
+            self.counters["manifest_checking"] += 1  # the same bytes are being checked now
         elif header.db_version not in self.service.acceptable_versions:
             self.counters["version_jump"] += 1  # the service's version policy, before any crypto
         elif header.body_len > c.max_object or manifest.symbol_count > c.max_symbols:
@@ -320,13 +345,12 @@ class UpdateReceiver:
             self.counters["untrusted_key"] += 1
         elif header.expires_at <= self._trusted_now():
             self.counters["expired"] += 1
-        else:
-            # Reservoir sampling with one slot: the n-th candidate replaces the held one with
-            # probability 1/n, so each candidate since the last check is equally likely to win.
-            self._candidates_seen += 1
-            if self.rng.randrange(self._candidates_seen) == 0:
-                self._candidate = _Candidate(packet, manifest)
+        elif self.pool.offer((fingerprint, packet.raw)):
+            # Random admission (admission.CandidatePool): once the pool is full, each arrival
+            # has the same chance to be pending, whatever its timing.
             self.counters["manifest_queued"] += 1
+        else:
+            self.counters["manifest_not_sampled"] += 1
 
     def _trusted_signer(self, manifest: Manifest) -> bool:
         key = self.service.trust.lookup(manifest.header.key_id)
@@ -382,46 +406,79 @@ class UpdateReceiver:
 
     # ------------------------------------------------------------------------------ budget
     def poll(self, *, final: bool = False) -> None:
-        """Spend the verification budget on the sampled candidate manifest, if any; log
-        ``receiver_stats`` when due. ``final``: the caller stops polling now (the network's I/O
-        thread is stopping), so counters not yet logged are logged at once."""
-        self._check_candidate()
+        """Spend the verification budget on candidate manifests (unless a worker does: see
+        ``offloaded``); log ``receiver_stats`` when due. ``final``: the caller stops polling now
+        (the network's I/O thread is stopping), so counters not yet logged are logged at once."""
+        if not self.offloaded:
+            self.finish_checks([self.check(c) for c in self.take_checks()])
         self._report(final)
 
-    def _check_candidate(self) -> None:
-        if self._candidate is None or not self.budget.take():
-            return
-        candidate, self._candidate, self._candidates_seen = self._candidate, None, 0
-        self.counters["verifications"] += 1
-        packet, manifest = candidate.packet, candidate.manifest
-        try:
-            verify_header(
-                manifest.bundle_header, manifest.bundle_signature, self.service.trust,
-                versions=self.service.acceptable_versions, now=int(self.wall_clock()),
-                time_floor=self.service.time_floor, max_size=HEADER_SIZE + self.config.max_object,
-            )  # fmt: skip
-        except UpdateRejected as bad:
-            self.counters[Rc(bad.code).name.lower()] += 1
-            # Every refusal is final but one: issued ahead of our clock, which time lifts (a
-            # genuine manifest met by a slow host clock must get another check later).
-            if manifest.header.issued_at <= self._trusted_now() + CLOCK_SKEW:
-                self._remember_bad(packet.raw)
-            return
-        key = self.service.trust.lookup(manifest.header.key_id)
-        message = manifest_message(packet.header, manifest.signed_part())
-        if key is None or not key.verifies(message, manifest.manifest_signature):
-            self.counters["bad_signature"] += 1
-            self._remember_bad(packet.raw)
-            return
-        self._open(packet, manifest)
+    def take_checks(self) -> list[ManifestCheck]:
+        """The candidates the budget pays for now (at most ``check_batch``), drawn at random from
+        the pool, each with the state it is judged against; identical ones once. Cheap: no
+        crypto. Hand each to ``check`` (any thread), the results to ``finish_checks``."""
+        n = self.budget.affordable(min(self.config.check_batch, len(self.pool)))
+        if n == 0:
+            return []
+        versions, now = self.service.acceptable_versions, int(self.wall_clock())
+        checks = []
+        for fingerprint, raw in self.pool.draw(n):
+            if fingerprint in self._checking:
+                continue
+            packet = parse_packet(raw)  # parsed once already: cannot fail
+            checks.append(ManifestCheck(
+                packet, Manifest.from_payload(packet.header, packet.payload), fingerprint,
+                versions, now, self.service.time_floor, HEADER_SIZE + self.config.max_object,
+            ))  # fmt: skip
+            self._checking.add(fingerprint)
+        return checks
 
-    def _remember_bad(self, raw: bytes) -> None:
-        self._remember_bad_digest(digest(raw))
+    def check(self, check: ManifestCheck) -> CheckResult:
+        """Verify one candidate (``admission.run_check``): touches no state of the receiver, so
+        it runs on any thread without the receiver's lock."""
+        return run_check(check, self.service.trust, self.cpu_clock)
+
+    def pending_checks(self) -> int:
+        """Candidates waiting for a check."""
+        return len(self.pool)
+
+    def awaits_verdict(self) -> bool:
+        """True when the caller feeding datagrams should let the verifier judge the pending
+        candidates before it feeds more: some are pending, the budget pays for them, and no
+        manifest was refused for ``QUIET_WINDOW`` (so no flood: under one, the caller never
+        waits, and a forger makes it wait for at most one check per ``QUIET_WINDOW``). Then the
+        datagrams queued behind a genuine manifest find its session open."""
+        return (
+            len(self.pool) > 0 and not self._checking
+            and self.clock() - self._refused_at >= QUIET_WINDOW
+            and self.budget.wait() == 0.0
+        )  # fmt: skip
+
+    def check_wait(self) -> float:
+        """Seconds of ``clock`` until the budget pays for a check again (0 if it does now)."""
+        return self.budget.wait()
+
+    def finish_checks(self, results: list[CheckResult]) -> None:
+        """Apply verdicts: charge their cost, remember failures, open sessions."""
+        for result in results:
+            check = result.check
+            self._checking.discard(check.fingerprint)
+            self.budget.spend(result.cost)
+            self.counters["verifications"] += 1
+            if result.refusal is not None:
+                self._refused_at = self.clock()
+                self.counters[result.refusal] += 1
+                if result.final:
+                    self._remember_bad_digest(check.fingerprint)
+            elif check.manifest.header.db_version not in self.service.acceptable_versions:
+                self.counters["stale"] += 1  # something newer was installed meanwhile
+            elif (check.packet.header.update_id, check.manifest.header.db_version) in self.sessions:
+                self.counters["manifest_known"] += 1
+            else:
+                self._open(check.packet, check.manifest)
 
     def _remember_bad_digest(self, manifest_digest: bytes) -> None:
-        self._bad[manifest_digest] = None
-        if len(self._bad) > self.config.bad_manifest_memory:
-            self._bad.popitem(last=False)
+        self._bad.add(manifest_digest)
 
     # ------------------------------------------------------------------------------ sessions
     def _open(self, packet: Packet, manifest: Manifest) -> None:

@@ -1,0 +1,219 @@
+"""Admission to the manifest verifier: a share of a core, a fair sample, a memory of failures.
+
+Models: the defence of ``docs/PROTOCOL.md`` ("Verification budget") against floods of forged
+MANIFESTs. Signatures are the only costly step of the receiver (one Ed25519 verification is
+about 0.1 ms, a forged manifest costs its sender a few microseconds), so three things bound it:
+
+- ``CpuBudget``: a token bucket of CPU *seconds*, refilled at ``share`` seconds per second (a
+  quarter of one core by default), debited by what each check really cost (never less than a
+  floor, so a coarse or fake clock cannot make checks free). The rate in checks per second
+  follows the machine: about 2,800/s for forged Ed25519 manifests at a quarter of a core here.
+- ``CandidatePool``: the manifests that passed the O(1) pre-filter and wait for a check, at most
+  ``slots`` of them. Admission is random (Vitter's Algorithm R: once the pool is full, the n-th
+  arrival since the last draw replaces a random slot with probability slots/n), and so is the
+  draw, so an attacker who controls timing and volume gets only his share of the checks, never
+  the genuine manifest's (FIFO or first-come admission would let him). Below ``slots`` pending,
+  every candidate is checked: within ceil(pending / checks per period) budget periods.
+- ``BadManifests``: a bounded LRU of the SHA-256 (truncated to 16 bytes) of manifests that failed,
+  so a replay of a failed one costs one hash and one lookup.
+
+``run_check`` is the check itself, a pure function of a ``ManifestCheck`` (everything it needs,
+copied from the receiver under its lock), so it can run on a worker thread
+(``net/attachment.py``) while the I/O thread keeps draining the socket: ``cryptography`` releases
+the GIL while it verifies.
+
+Follows: ``docs/PROTOCOL.md`` ("Check order", "Verification budget"), Vitter 1985 (reservoir
+sampling, Algorithm R).
+
+Leaves out: batch verification of Ed25519 (``cryptography`` has none; a batch here is several
+checks per lock acquisition and per wake-up of the worker).
+
+Network controls: which manifests are offered, how many and when. It cannot make the checks
+cost more than the budget (over any interval: at most ``burst`` plus ``share`` of it plus one
+batch), grow the pool past ``slots``, or the memory of failures past its capacity.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from hv_emu.errors import UpdateRejected
+from hv_emu.hypercalls.abi import Rc
+from hv_emu.updates.packets import MAX_DATAGRAM, Manifest, Packet, manifest_message
+from hv_emu.updates.verify import CLOCK_SKEW, TrustStore, verify_header
+
+#: Bytes of a manifest's SHA-256 kept in ``BadManifests`` (a 128-bit key: nobody finds a second
+#: preimage of a genuine manifest to get it refused).
+BAD_KEY_SIZE = 16
+#: Bytes one remembered failure holds: 137 measured with ``tracemalloc`` (a 16-byte ``bytes`` key
+#: and its ``OrderedDict`` node, CPython 3.11, 64-bit), rounded up.
+BAD_ENTRY_BYTES = 144
+#: Bytes one pending candidate holds: its datagram (at most ``MAX_DATAGRAM``) as a ``bytes``
+#: object, its 32-byte fingerprint and the tuple and list slot holding them, rounded up.
+CANDIDATE_BYTES = MAX_DATAGRAM + 256
+#: Bytes one candidate holds while it is being checked: parsed, its payload and page hashes are
+#: copies (6.6 KB measured with ``tracemalloc`` for a 33-page manifest), rounded up.
+CHECK_BYTES = 8192
+
+_T = TypeVar("_T")
+
+
+class CpuBudget:
+    """CPU seconds for checks: ``share`` of a second per second of ``clock``, at most ``burst``
+    saved up (starts full); ``spend`` debits a check's cost, at least ``floor``."""
+
+    def __init__(self, share: float, burst: float, floor: float,
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        self.share, self.burst, self.floor, self.clock = share, burst, floor, clock
+        self.tokens = burst
+        self.stamp = clock()
+        #: What one check costs, a moving average of the last ones (sizes the next batch).
+        self.estimate = floor
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.share)
+        self.stamp = now
+
+    def affordable(self, most: int) -> int:
+        """How many checks (at most ``most``) the saved-up seconds pay for now (0 when in debt)."""
+        self._refill()
+        if self.tokens <= 0.0 or most <= 0:
+            return 0
+        return min(most, math.ceil(self.tokens / self.estimate))
+
+    def spend(self, cost: float) -> None:
+        charged = max(cost, self.floor)
+        self.tokens -= charged
+        self.estimate += (charged - self.estimate) / 8
+
+    def wait(self) -> float:
+        """Seconds of ``clock`` until a check is affordable again (0 if it is now)."""
+        self._refill()
+        return 0.0 if self.tokens > 0.0 else (self.floor - self.tokens) / self.share
+
+
+class CandidatePool(Generic[_T]):
+    """At most ``slots`` items, admitted at random once full (Algorithm R), drawn at random."""
+
+    def __init__(self, slots: int, rng: random.Random) -> None:
+        self.slots, self.rng = slots, rng
+        self.items: list[_T] = []
+        #: Items offered since the last draw, plus those that survived it.
+        self.seen = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def offer(self, item: _T) -> bool:
+        """Admit ``item`` (True) or drop it (False); once full it replaces a random slot with
+        probability slots / seen, so every item offered has the same chance to be pending."""
+        self.seen += 1
+        if len(self.items) < self.slots:
+            self.items.append(item)
+            return True
+        slot = self.rng.randrange(self.seen)
+        if slot < self.slots:
+            self.items[slot] = item
+            return True
+        return False
+
+    def draw(self, n: int) -> list[_T]:
+        """Take ``n`` items (all if fewer) chosen at random; the rest stay pending and count as
+        just offered, so they compete on equal terms with the next arrivals."""
+        if n >= len(self.items):
+            drawn, self.items = self.items, []
+        else:
+            self.rng.shuffle(self.items)
+            drawn, self.items = self.items[:n], self.items[n:]
+        self.seen = len(self.items)
+        return drawn
+
+
+class BadManifests:
+    """Fingerprints (SHA-256) of manifests that failed, least recently seen evicted first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, fingerprint: object) -> bool:
+        """A hit counts as a use: a failure replayed often stays remembered."""
+        if not isinstance(fingerprint, bytes):
+            return False
+        key = fingerprint[:BAD_KEY_SIZE]
+        if key not in self._keys:
+            return False
+        self._keys.move_to_end(key)
+        return True
+
+    def add(self, fingerprint: bytes) -> None:
+        self._keys[fingerprint[:BAD_KEY_SIZE]] = None
+        self._keys.move_to_end(fingerprint[:BAD_KEY_SIZE])
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+
+    def memory(self) -> int:
+        return len(self._keys) * BAD_ENTRY_BYTES
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    """One candidate and the receiver's state it is judged against, copied under its lock."""
+
+    packet: Packet
+    manifest: Manifest
+    #: SHA-256 of the datagram: the key of ``BadManifests``.
+    fingerprint: bytes
+    versions: range
+    now: int
+    time_floor: int
+    max_size: int
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: ManifestCheck
+    #: The counter of the refusal, or None: both signatures verified.
+    refusal: str | None
+    #: The refusal is final (the fingerprint is remembered): all but "issued ahead of our clock".
+    final: bool
+    #: CPU seconds the check took (``cpu_clock`` of ``run_check``).
+    cost: float
+
+
+def run_check(check: ManifestCheck, trust: TrustStore,
+              cpu_clock: Callable[[], float]) -> CheckResult:  # fmt: skip
+    """Verify a candidate: the manifest signature first (it covers every byte, so any forgery,
+    bit flip or spliced field costs exactly one verification), then ``verify.verify_header`` on
+    the bundle header and bundle signature (the VMCALL path's checks)."""
+    start = cpu_clock()
+    refusal, final = _judge(check, trust)
+    return CheckResult(check, refusal, final, cpu_clock() - start)
+
+
+def _judge(check: ManifestCheck, trust: TrustStore) -> tuple[str | None, bool]:
+    packet, manifest = check.packet, check.manifest
+    key = trust.lookup(manifest.header.key_id)
+    message = manifest_message(packet.header, manifest.signed_part())
+    if key is None or not key.verifies(message, manifest.manifest_signature):
+        return "bad_signature", True
+    try:
+        verify_header(
+            manifest.bundle_header, manifest.bundle_signature, trust, versions=check.versions,
+            now=check.now, time_floor=check.time_floor, max_size=check.max_size,
+        )  # fmt: skip
+    except UpdateRejected as bad:
+        # Every refusal is final but one: issued ahead of our clock, which time lifts (a genuine
+        # manifest met by a slow host clock must get another check later).
+        ahead = manifest.header.issued_at > max(check.now, check.time_floor) + CLOCK_SKEW
+        return Rc(bad.code).name.lower(), not ahead
+    return None, False
