@@ -343,7 +343,8 @@ def loopback_install(update: EncodedUpdate, older: EncodedUpdate,
     backend = _AnySource(("127.0.0.1", 0))
     port = backend.local_address[1]
     network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
-                           on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll)
+                           on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
+                           checks=rx)
     network.start()
     flood = None
     result: dict[str, float] = {}

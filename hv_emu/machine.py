@@ -235,7 +235,7 @@ class Machine:
             network = GuestNetwork(
                 backend, self.config.net_config, guest_mac=self.config.guest_mac,
                 on_update=lambda d: receiver.on_datagram(d.payload, (str(d.src_ip), d.src_port)),
-                poll=receiver.poll, capture=self.config.capture,
+                poll=receiver.poll, checks=receiver, capture=self.config.capture,
             )  # fmt: skip
         except BaseException:
             backend.close()

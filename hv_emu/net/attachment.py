@@ -125,9 +125,6 @@ class GuestNetwork:
         self.backend = backend
         self._lock = threading.Lock()
         self._poll = poll
-        owner = getattr(poll, "__self__", None)
-        if checks is None and isinstance(owner, ManifestChecks):
-            checks = owner
         self._checks = checks
         self._verifier: threading.Thread | None = None
         self._candidates = threading.Event()  # set by the I/O thread: candidates are pending

@@ -42,7 +42,7 @@ def test_manifests_are_verified_on_the_verifier_thread(
     backend = UdpBackend(("127.0.0.1", 0))
     network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000002"),
                            on_update=lambda d: r.receiver.on_datagram(d.payload, SOURCE),
-                           poll=r.receiver.poll)
+                           poll=r.receiver.poll, checks=r.receiver)
     sender = UdpBackend(("127.0.0.1", 0), backend.local_address)
     try:
         if before_start:  # everything waits in the socket when the I/O thread starts
