@@ -25,7 +25,7 @@ NativeCpuid = Callable[[int, int], Registers]
 HYPERVISOR_SIGNATURE = b"hv-emu\0\0\0\0\0\0"
 HYPERVISOR_BASE_LEAF = 0x40000000
 #: Leaf 0x40000001: EAX = version of the hypercall ABI in docs/ABI.md.
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: Leaf 1 ECX bit 31: "running under a hypervisor".
 HYPERVISOR_PRESENT = 1 << 31
 

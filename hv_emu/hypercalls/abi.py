@@ -37,6 +37,8 @@ class Rc(IntEnum):
 
     OK = 0
     #: A guest address (data, signature, name or buffer) is not mapped or not in RAM (BitVisor's 1).
+    #: From ``get_status`` it is BitVisor's one failure value: the buffer is too small (RCX returns
+    #: the text's length) or cannot be written.
     UNREADABLE = 1
     #: The detached signature does not verify.
     BAD_SIGNATURE = 2
@@ -51,7 +53,8 @@ class Rc(IntEnum):
     UNTRUSTED_KEY = 6
     #: The update's expiry time has passed (freeze attack), or it was issued in the future.
     EXPIRED = 7
-    #: ``get_status``: the buffer in RCX is too small; RCX returns the size needed.
+    #: Retired: ABI version 1's ``get_status`` answered a short buffer with it. No function returns
+    #: it since version 2 (``get_status`` gives BitVisor's 1); the value is kept, never reused.
     BUFFER_TOO_SMALL = 8
     #: The hypervisor could not persist the update (its state directory: a full disk, a refused
     #: entry); nothing was installed, the database in force stays. Not the guest's fault.
