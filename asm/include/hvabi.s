@@ -14,7 +14,8 @@
 # is defined exactly once.
 #
 # The convention (BitVisor's vmmcall, extended):
-#   VMCALL (0f 01 c1) traps to the hypervisor.
+#   VMCALL (0f 01 c1) traps to the hypervisor; on an AMD CPU (hv-emu run --cpu amd) VMMCALL
+#   (0f 01 d9) does, and VMCALL raises #UD.
 #   RAX = hypercall number; arguments in RBX, RCX, RDX, RSI, RDI (EAX, EBX, ... in 16/32-bit code).
 #   The result comes back in RAX; every other register is preserved.
 #   Addresses are guest linear addresses (real mode: segment * 16 + offset).
