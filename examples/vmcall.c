@@ -57,8 +57,10 @@ __attribute__((force_align_arg_pointer, noreturn)) void _start(void)
 	int nr = vmcall(GET_VMMCALL_NUMBER, (unsigned long)name, 0, 0);
 	unsigned long length = 0;
 
-	if (nr != 0 && vmcall(nr, (unsigned long)status, sizeof status, 0) == 0)
-		while (length < sizeof status && status[length] != '\0')
+	/* get_status writes its text without a NUL (as BitVisor's does): offer one byte less than
+	 * the buffer, so the zeroed last byte always ends the text. */
+	if (nr != 0 && vmcall(nr, (unsigned long)status, sizeof status - 1, 0) == 0)
+		while (status[length] != '\0')
 			length++;
 	sys_write(1, status, length);
 	sys_exit_group(nr);

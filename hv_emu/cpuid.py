@@ -2,13 +2,17 @@
 
 Models: how a VMM presents itself to a guest through CPUID: the "hypervisor present" bit (leaf 1,
 ECX bit 31) and the hypervisor leaves from 0x40000000, whose EBX:ECX:EDX hold a 12-byte vendor
-signature that guests use to find out which hypervisor they run on (as KVM's "KVMKVMKVM\\0\\0\\0").
+signature that guests use to find out which hypervisor they run on (as KVM's "KVMKVMKVM\\0\\0\\0");
+and the CPU vendor string of leaf 0 (EBX, EDX, ECX: "GenuineIntel" or "AuthenticAMD", ``hv-emu
+run --cpu``), which tells a guest whether its hypercall is VMCALL or VMMCALL.
 
 Follows: Intel SDM vol. 2A, CPUID (leaf 1 ECX bit 31 is reserved for hypervisor use); the de-facto
 hypervisor CPUID interface (leaf 0x40000000: EAX = highest hypervisor leaf, EBX/ECX/EDX =
 signature) shared by KVM, Hyper-V, Xen and VMware. Every other leaf is the CPU model's own answer.
 
-Leaves out: masking features the emulator cannot honour (Unicorn's Haswell model is passed through).
+Leaves out: masking features the emulator cannot honour (Unicorn's Haswell model is passed through);
+the rest of an AMD CPU's identity under ``--cpu amd`` (leaf 0x80000000's vendor string, AMD family
+numbers, the SVM feature bit): only leaf 0 says AMD, the other leaves stay the Haswell's.
 
 Guest controls: EAX (leaf) and ECX (sub-leaf); both are only table keys.
 """
@@ -25,9 +29,12 @@ NativeCpuid = Callable[[int, int], Registers]
 HYPERVISOR_SIGNATURE = b"hv-emu\0\0\0\0\0\0"
 HYPERVISOR_BASE_LEAF = 0x40000000
 #: Leaf 0x40000001: EAX = version of the hypercall ABI in docs/ABI.md.
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: Leaf 1 ECX bit 31: "running under a hypervisor".
 HYPERVISOR_PRESENT = 1 << 31
+#: Leaf 0's 12-byte vendor string for each CPU vendor (``hv-emu run --cpu``), as the CPU returns
+#: it in EBX, EDX, ECX (in that order, unlike the hypervisor signature).
+CPU_VENDOR_IDS = {"intel": b"GenuineIntel", "amd": b"AuthenticAMD"}
 
 
 def _signature_registers() -> tuple[int, int, int]:
@@ -36,9 +43,10 @@ def _signature_registers() -> tuple[int, int, int]:
 
 
 class CpuidTable:
-    """Answers CPUID: the hypervisor leaves from this table, the rest from the CPU model."""
+    """Answers CPUID: the vendor string, the hypervisor leaves from this table, the rest from the
+    CPU model."""
 
-    def __init__(self, native: NativeCpuid, hypercall_slots: int) -> None:
+    def __init__(self, native: NativeCpuid, hypercall_slots: int, vendor: str = "intel") -> None:
         ebx, ecx, edx = _signature_registers()
         self._leaves: dict[int, Registers] = {
             HYPERVISOR_BASE_LEAF: (HYPERVISOR_BASE_LEAF + 1, ebx, ecx, edx),
@@ -46,6 +54,17 @@ class CpuidTable:
         }
         eax, ebx1, ecx1, edx1 = native(1, 0)
         self._leaves[1] = (eax, ebx1, ecx1 | HYPERVISOR_PRESENT, edx1)
+        self._max_basic_leaf = native(0, 0)[0]
+        self.set_vendor(vendor)
+
+    def set_vendor(self, vendor: str) -> None:
+        """Leaf 0 as a CPU of ``vendor`` ("intel" or "amd") answers it: the highest basic leaf
+        (the CPU model's) and the vendor string in EBX, EDX, ECX."""
+        ident = CPU_VENDOR_IDS.get(vendor)
+        if ident is None:
+            raise ValueError(f"unknown CPU vendor {vendor!r} (one of {', '.join(CPU_VENDOR_IDS)})")
+        ebx, edx, ecx = struct.unpack("<III", ident)
+        self._leaves[0] = (self._max_basic_leaf, ebx, ecx, edx)
 
     @property
     def features(self) -> Registers:

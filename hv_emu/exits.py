@@ -28,7 +28,8 @@ from hv_emu.memory.walk import PagingState
 
 @dataclass(frozen=True)
 class Hypercall:
-    """VMCALL (``0f 01 c1``). RIP has already been moved past the instruction.
+    """VMCALL (``0f 01 c1``), or VMMCALL (``0f 01 d9``) on an AMD CPU (``--cpu amd``): the same
+    exit for both. RIP has already been moved past the instruction.
 
     ``args`` are RBX, RCX, RDX, RSI, RDI (zero-extended low halves in 16/32-bit mode); ``paging`` is
     the control-register state needed to read guest-virtual pointers among them.

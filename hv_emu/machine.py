@@ -35,7 +35,7 @@ from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
 from hv_emu.errors import ConfigError, DatabaseError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
-from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE, SLOTS
+from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE, HYPERCALL_INSTRUCTIONS, SLOTS
 from hv_emu.hypercalls.builtin import BUILTINS
 from hv_emu.hypercalls.spec import HypercallServices
 from hv_emu.hypercalls.table import HypercallTable
@@ -84,6 +84,9 @@ class MachineConfig:
     #: ``update_signatures`` answers only once its database is active (``--sync-updates``): the
     #: guest's pause then includes the compile. Read at each call: it may change between runs.
     sync_updates: bool = False
+    #: The CPU vendor the guest sees (``--cpu``): ``intel`` (CPUID "GenuineIntel", the hypercall
+    #: is VMCALL) or ``amd`` ("AuthenticAMD", VMMCALL); the other vendor's instruction is a #UD.
+    cpu: str = CPU_VENDORS[0]
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Machine:
             # The cap bounds what one update_signatures call copies out of the guest (read_virt
             # of RCX bytes, which the guest's page tables can alias far past its RAM).
             raise ConfigError(f"--max-update must be 1..{MAX_MEM_MIB * MIB} bytes")
+        if config.cpu not in CPU_VENDORS:
+            raise ConfigError(f"--cpu must be one of {', '.join(CPU_VENDORS)}, not {config.cpu!r}")
         self.events = events or EventLog()
         self.mem = GuestMemory(config.mem_mib * MIB)
 
@@ -173,7 +178,7 @@ class Machine:
             if landed != nr:
                 raise HostError(f"hypercall {spec.name} is in slot {landed}, not {nr}")
 
-        self.cpuid = CpuidTable(native_cpuid, SLOTS)
+        self.cpuid = CpuidTable(native_cpuid, SLOTS, vendor=config.cpu)
         #: Software-interrupt handlers by vector (an OS personality, a BIOS model): see dispatch.
         self.interrupts: dict[int, InterruptHandler] = {}
         self.handlers = Handlers(self.bus, self.hypercalls, self.cpuid, self.interrupts)
@@ -184,6 +189,7 @@ class Machine:
         # PortOut nowhere else, so the guest cannot tell (docs/PERFORMANCE.md, the exit path).
         self.vcpu.direct_ports = self.bus
         self.vcpu.exit_watchers = self.exit_observers
+        self.vcpu.hypercall_instruction = HYPERCALL_INSTRUCTIONS[config.cpu]
         self.boot: BootState | None = None
         #: The Linux process when the guest is an ELF program (``load_elf``), else ``None``.
         self.linux: LinuxProcess | None = None
@@ -272,6 +278,16 @@ class Machine:
         for observer in self.exit_observers:
             observer(exit_, outcome, elapsed)
         return outcome
+
+    def set_cpu(self, vendor: str) -> None:
+        """Present a CPU of ``vendor`` (``MachineConfig.cpu``) from the next instruction on: its
+        CPUID vendor string, its hypercall instruction. For a test bench between runs; a real CPU
+        never changes vendor under its guest."""
+        if vendor not in CPU_VENDORS:
+            raise ConfigError(f"--cpu must be one of {', '.join(CPU_VENDORS)}, not {vendor!r}")
+        self.config.cpu = vendor
+        self.cpuid.set_vendor(vendor)
+        self.vcpu.hypercall_instruction = HYPERCALL_INSTRUCTIONS[vendor]
 
     def set_syscall_handler(self, handler: SyscallHandler | None) -> None:
         """Who handles SYSCALL (an OS personality); without one, SYSCALL is a guest fault."""

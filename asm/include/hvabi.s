@@ -14,7 +14,8 @@
 # is defined exactly once.
 #
 # The convention (BitVisor's vmmcall, extended):
-#   VMCALL (0f 01 c1) traps to the hypervisor.
+#   VMCALL (0f 01 c1) traps to the hypervisor; on an AMD CPU (hv-emu run --cpu amd) VMMCALL
+#   (0f 01 d9) does, and VMCALL raises #UD.
 #   RAX = hypercall number; arguments in RBX, RCX, RDX, RSI, RDI (EAX, EBX, ... in 16/32-bit code).
 #   The result comes back in RAX; every other register is preserved.
 #   Addresses are guest linear addresses (real mode: segment * 16 + offset).
@@ -22,14 +23,15 @@
 
 # Return codes in RAX (hv_emu.hypercalls.abi.Rc).
 .equ RC_OK, 0                   # done (also what an unknown hypercall leaves in RAX)
-.equ RC_UNREADABLE, 1           # a guest address is not mapped or not in RAM
+.equ RC_UNREADABLE, 1           # a guest address is not mapped or not in RAM; get_status:
+                                # the buffer is too small or not writable (BitVisor's 1)
 .equ RC_BAD_SIGNATURE, 2        # the detached signature does not verify
 .equ RC_MALFORMED, 3            # the bundle's header or signature database does not parse
 .equ RC_TOO_LARGE, 4            # RCX is above the hypervisor's cap; nothing was read
 .equ RC_STALE_VERSION, 5        # not newer than the installed database, or too far ahead of it
 .equ RC_UNTRUSTED_KEY, 6        # unknown key id, or the wrong algorithm for that key
 .equ RC_EXPIRED, 7              # past its expiry time, or issued in the future
-.equ RC_BUFFER_TOO_SMALL, 8     # get_status: RCX returns the size needed
+.equ RC_BUFFER_TOO_SMALL, 8     # retired (ABI version 1's get_status); returned by nothing
 .equ RC_STORAGE_FAILED, 9       # update_signatures: verified, but could not be persisted
 
 # Longest name get_vmmcall_number reads, including the NUL (hv_emu.hypercalls.abi.MAX_NAME).

@@ -1,7 +1,9 @@
 # status64.s - a 64-bit guest that asks the hypervisor for its status and prints it.
 #
-# Resolves "get_status" by name, calls it with a buffer, and copies the NUL-terminated text the
-# hypervisor wrote there to the debug console. On failure it prints "hvstatus: rc=<n> (<NAME>)".
+# Resolves "get_status" by name and calls it as BitVisor's vmmstatus does: with its buffer's size
+# minus one, since get_status writes the text without a NUL and returns its length in RCX; the
+# program stores the NUL there itself and copies the text to the debug console. On failure it
+# prints "hvstatus: rc=<n> (<NAME>): the text is <RCX> bytes, the buffer <size - 1>".
 # STATUS_BUF_SIZE (default 1024) may be set by guest_tool.programs.build_program(equates=...).
 
 #include "hvabi.s"
@@ -21,22 +23,25 @@ start:
     jz not_found
 
     # get_status(buffer, size): RAX = number, RBX = buffer, RCX = its size in bytes
-    # -> RAX = RC_OK and NUL-terminated text in the buffer, or RC_BUFFER_TOO_SMALL (RCX = size
-    #    needed) or another RC_* code.
+    # -> RCX = the text's length (no NUL counted), always; RAX = RC_OK and the text in the buffer
+    #    (no NUL written), or 1 (RC_UNREADABLE: BitVisor's one failure value) if the text does
+    #    not fit or the buffer cannot be written. One byte is kept back for the NUL.
     lea rbx, [rip + status_buf]
-    mov ecx, STATUS_BUF_SIZE
+    mov ecx, STATUS_BUF_SIZE - 1
     vmcall
     test rax, rax
     jnz failed
 
     lea rsi, [rip + status_buf]
+    mov byte ptr [rsi + rcx], 0     # terminate the text: get_status wrote none
     call print_str                  # the status text, as the hypervisor wrote it
 halt:
     hlt
     jmp halt
 
 failed:
-    mov rbx, rax                    # keep the code; print_str/print_dec clobber RAX
+    mov rbx, rax                    # keep the code and the length: the print_* routines
+    mov r9, rcx                     # clobber RAX, RCX, RDX, RSI and R8
     lea rsi, [rip + msg_rc]
     call print_str
     mov rax, rbx
@@ -45,7 +50,15 @@ failed:
     call print_str
     mov rax, rbx
     call print_rc_name
-    lea rsi, [rip + msg_close]
+    lea rsi, [rip + msg_text]
+    call print_str
+    mov rax, r9
+    call print_dec                  # the text's length, from RCX
+    lea rsi, [rip + msg_buffer]
+    call print_str
+    mov eax, STATUS_BUF_SIZE - 1
+    call print_dec                  # the size the program offered
+    lea rsi, [rip + msg_newline]
     call print_str
     jmp halt
 
@@ -57,7 +70,9 @@ not_found:
 name_status:    .asciz "get_status"
 msg_rc:         .asciz "hvstatus: rc="
 msg_open:       .asciz " ("
-msg_close:      .asciz ")\n"
+msg_text:       .asciz "): the text is "
+msg_buffer:     .asciz " bytes, the buffer "
+msg_newline:    .asciz "\n"
 msg_not_found:  .asciz "hvstatus: get_status not found\n"
 
 #include "print64.s"

@@ -1,8 +1,8 @@
 """``hv-emu run``: load a guest image into a machine, run it, report how it ended.
 
-Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, keys,
-database, state, disk, network, trace, gdb), the image (flat or a static Linux ELF program, chosen
-by its first bytes), and the exit status that tells how it ended.
+Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, CPU
+vendor, keys, database, state, disk, network, trace, gdb), the image (flat or a static Linux ELF
+program, chosen by its first bytes), and the exit status that tells how it ended.
 
 Exit status:
     0  the guest halted
@@ -39,7 +39,7 @@ from hv_emu.debug.trace import ExitTracer
 from hv_emu.errors import ConfigError, HostError
 from hv_emu.events import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, EventLog
 from hv_emu.exits import Fault, Halt, StopRequest, Timeout
-from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE
+from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
 from hv_emu.layout import DEFAULT_MEM_MIB
 from hv_emu.linux.files import FileGrant, FileTable
@@ -103,6 +103,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                      help="load address (default 0x100000; 0x7c00 in mode 16)")
     run.add_argument("--entry", type=integer, help="entry point (default: the load address)")
     run.add_argument("--mem", type=int, default=DEFAULT_MEM_MIB, metavar="MiB", help="guest RAM")
+    run.add_argument("--cpu", choices=CPU_VENDORS, default=CPU_VENDORS[0],
+                     help="CPU vendor the guest sees: intel (CPUID GenuineIntel, hypercalls by "
+                          "VMCALL) or amd (AuthenticAMD, by VMMCALL); the other vendor's "
+                          "instruction raises #UD (default intel)")
     run.add_argument("--paging", choices=tuple(PAGING_CHOICES), default="none",
                      help="paging for --mode 32 (64-bit guests always have 4-level paging)")
     run.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
@@ -244,6 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
+        cpu=args.cpu,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:

@@ -4,7 +4,8 @@ Models: the guest-visible contract of hv-emu's VMCALL interface, shared by the h
 module per built-in hypercall, listed in ``builtin.py``), the guest tool (``guest_tool``) and the
 assembly in ``asm/``.
 
-Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c): a 128-slot table filled in registration
+Follows: BitVisor's ``vmmcall`` convention (core/vmmcall.c; VMCALL on Intel, VMMCALL on AMD, the
+host vendor's only): a 128-slot table filled in registration
 order, slot 0 ``get_vmmcall_number`` resolving a name to a number, the function number in RAX and
 arguments in RBX, RCX, then RDX/RSI/RDI; return value in RAX; an unknown number leaves RAX = 0.
 ``docs/ABI.md`` is the source of truth; ``tests/docs/test_abi_doc.py`` keeps this file, the built-in
@@ -24,6 +25,14 @@ from enum import IntEnum
 
 #: The VMCALL instruction (Intel SDM vol. 3C, 25.1.3 / 31.3: ``0F 01 C1``).
 VMCALL_BYTES = b"\x0f\x01\xc1"
+#: The VMMCALL instruction (AMD APM vol. 3, "VMMCALL": ``0F 01 D9``), AMD's hypercall.
+VMMCALL_BYTES = b"\x0f\x01\xd9"
+#: The hypercall instruction of each CPU vendor hv-emu can present (``hv-emu run --cpu``), as
+#: BitVisor intercepts VMCALL under VT-x and VMMCALL under SVM; the other vendor's raises #UD.
+#: Both are three bytes long.
+HYPERCALL_INSTRUCTIONS = {"intel": VMCALL_BYTES, "amd": VMMCALL_BYTES}
+#: The vendors, the default first (``MachineConfig.cpu``).
+CPU_VENDORS = tuple(HYPERCALL_INSTRUCTIONS)
 #: Slots in the hypercall table (BitVisor's ``NFUNCS``).
 SLOTS = 128
 #: Longest name ``get_vmmcall_number`` reads, including the terminating NUL (BitVisor: 256).
@@ -37,6 +46,8 @@ class Rc(IntEnum):
 
     OK = 0
     #: A guest address (data, signature, name or buffer) is not mapped or not in RAM (BitVisor's 1).
+    #: From ``get_status`` it is BitVisor's one failure value: the buffer is too small (RCX returns
+    #: the text's length) or cannot be written.
     UNREADABLE = 1
     #: The detached signature does not verify.
     BAD_SIGNATURE = 2
@@ -51,7 +62,8 @@ class Rc(IntEnum):
     UNTRUSTED_KEY = 6
     #: The update's expiry time has passed (freeze attack), or it was issued in the future.
     EXPIRED = 7
-    #: ``get_status``: the buffer in RCX is too small; RCX returns the size needed.
+    #: Retired: ABI version 1's ``get_status`` answered a short buffer with it. No function returns
+    #: it since version 2 (``get_status`` gives BitVisor's 1); the value is kept, never reused.
     BUFFER_TOO_SMALL = 8
     #: The hypervisor could not persist the update (its state directory: a full disk, a refused
     #: entry); nothing was installed, the database in force stays. Not the guest's fault.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from guest_tool.assemble import assemble
 from guest_tool.programs import abi_prelude, build_program
@@ -147,14 +147,17 @@ class Hypervisor:
     64 MiB machine with an empty database and a 10-second watchdog. ``sync_updates=True`` (or
     ``bench.sync_updates = True`` later, e.g. on the ``hv`` fixture) is ``--sync-updates``:
     ``update_signatures`` answers only once its database is active, so a guest's next
-    ``get_status`` says ``db_state: active``.
+    ``get_status`` says ``db_state: active``. ``cpu="amd"`` (or ``bench.cpu = "amd"`` between
+    runs) is ``--cpu amd``: CPUID says AuthenticAMD and the hypercall is VMMCALL, VMCALL a #UD.
     """
 
     def __init__(self, config: MachineConfig | None = None, *,
-                 sync_updates: bool | None = None) -> None:  # fmt: skip
+                 sync_updates: bool | None = None, cpu: str | None = None) -> None:  # fmt: skip
         self._console = io.BytesIO()
-        self.machine = Machine(config or MachineConfig(timeout=DEFAULT_TIMEOUT),
-                               console=self._console)  # fmt: skip
+        config = config or MachineConfig(timeout=DEFAULT_TIMEOUT)
+        if cpu is not None:
+            config = replace(config, cpu=cpu)
+        self.machine = Machine(config, console=self._console)
         if sync_updates is not None:
             self.sync_updates = sync_updates
         self._exits: list[tuple[Exit, Outcome]] = []
@@ -168,6 +171,16 @@ class Hypervisor:
     @sync_updates.setter
     def sync_updates(self, value: bool) -> None:
         self.machine.config.sync_updates = value
+
+    @property
+    def cpu(self) -> str:
+        """The CPU vendor the guest sees (``--cpu``): ``"intel"`` (VMCALL) or ``"amd"``
+        (VMMCALL)."""
+        return self.machine.config.cpu
+
+    @cpu.setter
+    def cpu(self, vendor: str) -> None:
+        self.machine.set_cpu(vendor)
 
     def register_hypercall(self, name: str, handler: HypercallFunction, *,
                            nr: int | None = None) -> int:  # fmt: skip

@@ -9,7 +9,7 @@ Also single steps for a debugger (``steps=1``).
 Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23); the
-silent stop at a thrice-met invalid opcode (U15).
+silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
 
 Leaves out: interrupt injection at ``emu_start`` boundaries (a HLT ends the run: no interrupt will
 wake it), SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -92,10 +92,11 @@ class Vcpu(Traps):
                     return Halt(mode, rip)
                 # Unicorn 2.1.4 with paging on stops silently, without calling the invalid-
                 # instruction hook, at an invalid opcode it has met twice before (seen with
-                # VMCALL: the third call in a loop). Finish the exit here, in the host loop.
+                # VMCALL and VMMCALL: the third call in a loop). Finish the exit here, in the
+                # host loop.
                 if steps is not None:
-                    # A single step that did not move RIP off a VMCALL is the same silent stop.
-                    if rip == start and self._is_vmcall(paging, pc):
+                    # A single step that did not move RIP off a hypercall is the same silent stop.
+                    if rip == start and self._is_hypercall(paging, pc):
                         stop = self._silent_invalid_opcode(mode, paging, rip, pc)
                         if stop is not None:
                             return stop
@@ -120,8 +121,10 @@ class Vcpu(Traps):
 
     def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
                                pc: int) -> Exit | None:  # fmt: skip
-        """Handle a VMCALL Unicorn stopped at without a hook call; any other opcode is a #UD."""
-        if not self._is_vmcall(paging, pc):
+        """Handle a hypercall (VMCALL, or VMMCALL on AMD) Unicorn stopped at without a hook
+        call; any other opcode, the other vendor's hypercall included, is a #UD (for a Linux
+        program, SIGILL once signals exist: see ``Traps._on_invalid_insn``)."""
+        if not self._is_hypercall(paging, pc):
             return fault_report(self, "#UD invalid opcode", 0, 6)
         self._vmcall(mode, paging, rip)
         if self._error is not None:

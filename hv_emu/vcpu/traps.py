@@ -1,16 +1,19 @@
 """VM exits: the Unicorn hooks that catch what the guest does and hand it to the hypervisor.
 
-Models: the exit side of VT-x. Where the CPU writes an exit reason into the VMCS, hv-emu has
-Unicorn hooks: VMCALL arrives as an invalid instruction (Unicorn decodes ``0f 01 c1`` as #UD), IN
-and OUT, CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the
-interrupt hook, accesses outside RAM through the memory hook. Each trap becomes an exit value
-(``exits.py``) handed to one callback (the machine's ``dispatch``), whose outcome is applied here:
-registers written, an IN answered, or the run stopped.
+Models: the exit side of VT-x (and of SVM for its hypercall). Where the CPU writes an exit reason
+into the VMCS, hv-emu has Unicorn hooks: the hypercall arrives as an invalid instruction (Unicorn
+decodes VMCALL ``0f 01 c1`` and VMMCALL ``0f 01 d9`` as #UD; the configured CPU vendor's is the
+hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD), IN and OUT,
+CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the interrupt hook,
+accesses outside RAM through the memory hook. Each trap becomes an exit value (``exits.py``)
+handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
+written, an IN answered, or the run stopped.
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
-(U13); VMCALL as an invalid instruction (U14); no delivery through the guest IDT (U18). Intel
-SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the instruction).
+(U13); VMCALL and VMMCALL as invalid instructions (U14, U37); no delivery through the guest IDT
+(U18). Intel SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the
+instruction; BitVisor does the same for VMMCALL under SVM).
 
 Leaves out: interrupt delivery (no PIC/APIC: guests poll), reflecting exceptions into the guest IDT
 (every guest exception ends the run with a fault report), MSR and control-register exits.
@@ -114,6 +117,10 @@ class Traps(Engine):
         #: Whoever watches every exit (the machine's exit observers): while any is attached,
         #: every exit is a value passed to ``on_exit``, as tracing and statistics need.
         self.exit_watchers: Sized = ()
+        #: The hypercall instruction: VMCALL (Intel, the default) or VMMCALL (AMD), set by the
+        #: owner from ``hypercalls.abi.HYPERCALL_INSTRUCTIONS``; any other opcode, the other
+        #: vendor's included, is a #UD. Three bytes either way.
+        self.hypercall_instruction = VMCALL_BYTES
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
@@ -182,17 +189,19 @@ class Traps(Engine):
     def remove_hook(self, handle: int) -> None:
         self.uc.hook_del(handle)
 
-    # ------------------------------------------------------------------ VMCALL
-    def _is_vmcall(self, paging: PagingState, pc: int) -> bool:
-        """Whether the bytes at linear ``pc`` are a VMCALL (unmapped bytes are not), read by the
-        walk: Unicorn's host side reads physical memory only (U7)."""
+    # ------------------------------------------------------------------ VMCALL / VMMCALL
+    def _is_hypercall(self, paging: PagingState, pc: int) -> bool:
+        """Whether the bytes at linear ``pc`` are the hypercall instruction (unmapped bytes are
+        not), read by the walk: Unicorn's host side reads physical memory only (U7)."""
+        insn = self.hypercall_instruction
         try:
-            return read_virt(self.mem, paging, pc, len(VMCALL_BYTES)) == VMCALL_BYTES
+            return read_virt(self.mem, paging, pc, len(insn)) == insn
         except GuestFault:
             return False
 
     def _on_invalid_insn(self, _handle: object, _ud: object) -> bool:
-        """#UD: a VMCALL (ours to emulate) or a genuinely invalid opcode (a guest fault)."""
+        """#UD: the hypercall instruction (ours to emulate) or a genuinely invalid opcode (a guest
+        fault), the other vendor's hypercall instruction included."""
         try:
             cr0, cr3, cr4, efer, rip, *hypercall = self._invalid_insn_regs.read()
             paging = PagingState(cr0, cr3, cr4, efer)
@@ -200,9 +209,14 @@ class Traps(Engine):
             pc = self.linear_address(mode, rip)
             # The CPU has just fetched these bytes: its own MMU reads them back (U36); the walk
             # is left for an instruction whose bytes may run into the next page.
-            fetched = self.fetched_bytes(pc, len(VMCALL_BYTES))
-            if not (fetched == VMCALL_BYTES if fetched is not None
-                    else self._is_vmcall(paging, pc)):  # fmt: skip
+            insn = self.hypercall_instruction
+            fetched = self.fetched_bytes(pc, len(insn))
+            if not (fetched == insn if fetched is not None
+                    else self._is_hypercall(paging, pc)):  # fmt: skip
+                # A guest fault that ends the run. For a Linux program (hv_emu/linux) this is
+                # where SIGILL would be delivered, so that BitVisor's call_vmm.c (try VMCALL,
+                # catch SIGILL, try VMMCALL) finds the hypercall on either vendor; signals are
+                # not implemented yet, so the program ends here with the #UD report.
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
             self._vmcall(mode, paging, rip, hypercall)
@@ -212,9 +226,10 @@ class Traps(Engine):
 
     def _vmcall(self, mode: int, paging: PagingState, rip: int,
                 registers: list[int] | None = None) -> None:  # fmt: skip
-        """The VMCALL exit at ``rip``: like VT-x, move RIP past the instruction, then run the
-        handler. ``registers``: RAX, RBX, RCX, RDX, RSI, RDI if already read."""
-        rip += len(VMCALL_BYTES)
+        """The hypercall exit at ``rip`` (VMCALL, or VMMCALL on AMD): like VT-x and SVM, move
+        RIP past the instruction, then run the handler. ``registers``: RAX, RBX, RCX, RDX, RSI,
+        RDI if already read."""
+        rip += len(self.hypercall_instruction)
         rip = rip & 0xFFFF if mode == 16 else rip & U64
         self.set_reg("rip", rip)
         mask = U64 if mode == 64 else 0xFFFFFFFF

@@ -126,11 +126,12 @@ def run_guest(image: bytes, mode: int, load: int, hv: Hypervisor) -> None:
         if service == "get_vmmcall_number":
             raw = bytes(uc.mem_read(rbx, abi.MAX_NAME))
             rax = names.get(raw.split(b"\0", 1)[0], 0) if b"\0" in raw else 0
-        elif service == "get_status":
-            if len(hv.status) + 1 > rcx:
-                rax = abi.Rc.BUFFER_TOO_SMALL
+        elif service == "get_status":  # BitVisor's: no NUL, RCX = the length, 1 if short
+            uc.reg_write(UC_X86_REG_RCX, len(hv.status))
+            if len(hv.status) > rcx:
+                rax = abi.Rc.UNREADABLE
             else:
-                uc.mem_write(rbx, hv.status + b"\0")
+                uc.mem_write(rbx, hv.status)
         elif service == "update_signatures":
             call.data = bytes(uc.mem_read(rbx, rcx))
             call.signature = bytes(uc.mem_read(rdx, len(SIGNATURE)))
@@ -421,7 +422,8 @@ def test_status_prints_the_hypervisors_text() -> None:
     run_guest(image, 64, layout.DEFAULT_LOAD, hv)
     assert hv.output == STATUS_TEXT
     _lookup, status = hv.calls
-    assert status.nr == NUMBERS["get_status"] and status.rcx == 1024
+    # vmmstatus's call: one byte of the buffer kept for the NUL the program stores itself.
+    assert status.nr == NUMBERS["get_status"] and status.rcx == 1023
     assert layout.DEFAULT_LOAD < status.rbx < layout.DEFAULT_LOAD + len(image)
 
 
@@ -429,7 +431,17 @@ def test_status_with_a_small_buffer_reports_the_code() -> None:
     hv = Hypervisor()
     run_guest(build_program("status", equates={"STATUS_BUF_SIZE": 8}), 64,
               layout.DEFAULT_LOAD, hv)
-    assert hv.output == b"hvstatus: rc=8 (BUFFER_TOO_SMALL)\n"
+    assert hv.output == b"hvstatus: rc=1 (UNREADABLE): the text is 32 bytes, the buffer 7\n"
+
+
+def test_status_with_a_buffer_of_exactly_the_texts_length_prints_it() -> None:
+    # BitVisor's get_status takes a buffer as long as the text (it writes no NUL); the program
+    # offers its size minus one and terminates the text itself.
+    hv = Hypervisor()
+    run_guest(build_program("status", equates={"STATUS_BUF_SIZE": len(STATUS_TEXT) + 1}), 64,
+              layout.DEFAULT_LOAD, hv)
+    assert hv.output == STATUS_TEXT
+    assert hv.calls[-1].rcx == len(STATUS_TEXT)
 
 
 def test_status_without_the_service() -> None:

@@ -77,7 +77,7 @@ def test_get_status_returns_each_code_it_declares_and_no_other() -> None:
     _, table = built_table()
     seen = {
         rax(table, get_status.SPEC, BUF_VA, 1024),  # OK
-        rax(table, get_status.SPEC, BUF_VA, 0),  # BUFFER_TOO_SMALL
+        rax(table, get_status.SPEC, BUF_VA, 0),  # UNREADABLE (BitVisor's 1): too small
         rax(table, get_status.SPEC, RAM + 0x1000, 1024),  # UNREADABLE: outside RAM
     }
     assert seen == get_status.SPEC.returns
