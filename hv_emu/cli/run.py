@@ -113,7 +113,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                      help="watchdog: stop a guest that runs longer (default 30)")
     run.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
                      help="a public key trusted to sign updates (repeatable)")
-    run.add_argument("--db", type=Path, help="initial signature database (.db or .ndb)")
+    run.add_argument("--db", type=Path,
+                     help="initial signature database (.db or .ndb; a hash database .hdb/.hsb "
+                          "loads, but names whole files: not applied to disk writes)")
     run.add_argument("--state", type=Path, metavar="DIR",
                      help="persist the installed database and its version counter here")
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
@@ -259,6 +261,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     events = EventLog(_open_events(args.events), keep=False, max_bytes=args.events_max or None)
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
+        # Hash signatures name whole files; the disk path sees write streams (said once, here:
+        # an update cannot carry a hash database, its content type is .db or .ndb only).
+        hashes = machine.database.current.hashes
+        for warning in hashes.whole_file() + hashes.not_applied():
+            print(f"hv-emu: warning: {warning}", file=sys.stderr)
         try:
             _load(machine, image, args)
             started = time.perf_counter()

@@ -33,9 +33,15 @@ would block, /dev/zero never end). A file is read up to its size at open, as cla
 file that grows while it is scanned cannot keep the scan going. File names are printed as their
 bytes (``os.fsdecode``'s surrogates written back with ``surrogateescape``), as clamscan does.
 
+Hash signatures (``.hdb``/``.hsb``, ``hv_emu/scanner/hashes.py``) are matched per file: each
+digest the databases need for the file's size is fed the chunks the scan stream is fed, so a file
+is read once; their names follow the body signatures' (``--db DIR`` loads a directory's databases
+as ``clamscan -d DIR``).
+
 Leaves out: clamscan's file typing, normalisation and unpacking (docs/SIGNATURES.md lists the
-differences), hash signatures (``.hdb``), clamscan's ``PATH: Symbolic link`` lines for links inside
-directories, and its ``Excluded (/proc)`` rule.
+differences), PE-section hashes (``.mdb``/``.msb``: accepted, reported once per file),
+clamscan's ``PATH: Symbolic link`` lines for links inside directories, and its ``Excluded
+(/proc)`` rule.
 
 User controls: the paths and databases; the files' bytes and names, and the tree's shape, are
 anyone's (every problem is one line, and the summary is always printed).
@@ -91,7 +97,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )  # fmt: skip
     scan.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="what to scan")
     scan.add_argument("--db", type=Path, action="append", required=True, metavar="FILE",
-                      help="a .db or .ndb signature database (repeatable)")
+                      help="a signature database (.db, .ndb, .hdb, .hsb, .mdb, .msb) or a "
+                           "directory of them, as clamscan -d (repeatable)")
     scan.add_argument("--engine", choices=ENGINES, default="auto",
                       help="literal finder: hyperscan when it imports (auto), or pyahocorasick")
     scan.add_argument("--json", action="store_true", help="one JSON object per file on stdout")
@@ -264,11 +271,15 @@ def scan_file(
                 return result
             limit = info.st_size or CHUNK
             stream = db.open_stream(info.st_size or None)  # EOF-n needs a known length
+            # Each digest the hash signatures need for a file of this size, fed the same chunks.
+            hashers = db.hashes.start(info.st_size) if db.hashes.applied else {}
             try:
                 while result.size < limit and (
                     chunk := handle.read(min(CHUNK, limit - result.size))
                 ):
                     result.size += len(chunk)
+                    for hasher in hashers.values():
+                        hasher.update(chunk)
                     for match in stream.feed(chunk):
                         if match.name not in result.names:
                             result.names.append(match.name)
@@ -276,6 +287,10 @@ def scan_file(
                         on_chunk(len(chunk))
             finally:
                 stream.close()
+            if hashers:
+                for name in db.hashes.names(hashers, result.size):
+                    if name not in result.names:
+                        result.names.append(name)
     except OSError as error:
         result.problem = Problem(f"cannot read: {error.strerror}")
     return result
@@ -378,9 +393,9 @@ def _scan_in_worker(piece: Piece) -> FileResult:
 def splittable(db: SignatureDatabase) -> bool:
     """Whether pieces of a file can be scanned apart with the same result as the whole: every
     signature of one part (no chain may span pieces) at offset ``*`` (no piece needs to know
-    where it lies in the file, or the file's length)."""
+    where it lies in the file, or the file's length), and no hash of whole files."""
     program = db.program
-    return not program.gap_max and all(
+    return not program.gap_max and not db.hashes.applied and all(
         pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
     )
 

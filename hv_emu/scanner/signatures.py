@@ -53,10 +53,12 @@ from hv_emu.scanner.body import (
 
 # The pattern model and the body limits are re-exported: callers see one signature module.
 __all__ = [
-    "FLEVEL", "KINDS", "MAX_DATABASE_BYTES", "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP",
-    "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS", "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS",
-    "MAX_VARIANTS", "TARGET_ANY", "Anchor", "Boundary", "ByteClass", "Choice", "Element",
-    "Literal", "Offset", "Part", "Signature", "Variant", "load_database_file", "parse_database",
+    "FLEVEL", "HASH_KINDS", "KINDS", "LOADABLE_KINDS", "MAX_DATABASE_BYTES",
+    "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP", "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS",
+    "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS", "MAX_VARIANTS", "PUA_KINDS", "TARGET_ANY",
+    "UNSUPPORTED_KINDS", "Anchor", "Boundary", "ByteClass", "Choice", "Element", "Literal",
+    "Offset", "Part", "Signature", "Variant", "clam_name", "load_database_file",
+    "parse_database",
 ]
 
 # Bounds on hostile input, checked before the work they limit.
@@ -70,6 +72,17 @@ MAX_OFFSET = 2**32 - 1
 FLEVEL = 216
 
 KINDS = ("db", "ndb")
+#: Hash databases (``hashes.py``): whole-file ``.hdb``/``.hsb``, PE-section ``.mdb``/``.msb``.
+HASH_KINDS = ("hdb", "hsb", "mdb", "msb")
+#: Every kind ``--db`` loads, by suffix (any case, as libclamav's ``cli_strbcasestr``).
+LOADABLE_KINDS = KINDS + HASH_KINDS
+#: What else libclamav 1.4 loads from a database directory (``CLI_DBEXT``): PUA databases, loaded
+#: only with ``--detect-pua`` (so skipped, as by default), and kinds hv-emu does not implement
+#: (refused: they would change what clamscan reports).
+PUA_KINDS = ("hdu", "hsu", "mdu", "msu", "ndu", "ldu")
+UNSUPPORTED_KINDS = ("fp", "sfp", "ldb", "sdb", "zmd", "rmd", "pdb", "gdb", "wdb", "cbc", "ftm",
+                     "cfg", "cvd", "cld", "cud", "cdb", "cat", "crb", "idb", "ioc", "yar", "yara",
+                     "pwdb", "ign", "ign2", "imp")  # fmt: skip
 TARGET_ANY = 0
 
 
@@ -195,15 +208,16 @@ def _parse_offset(text: str, target: int) -> tuple[Offset, str | None]:
 CLAM_SUFFIX = " (Clam)"
 
 
-def _name(raw: str, source: str, line: int) -> str:
+def clam_name(raw: str, source: str, line: int, column: int = 1) -> str:
     """A signature name as clamscan reports it: any text (spaces too) up to the first " (Clam)".
     The line is read as latin-1; the name's bytes are read again as UTF-8 (an invalid sequence
-    becomes U+FFFD), so that a UTF-8 name prints as clamscan prints it."""
+    becomes U+FFFD), so that a UTF-8 name prints as clamscan prints it. ``column``: where the
+    name starts on its line, for errors."""
     name = raw.split(CLAM_SUFFIX, 1)[0]
     if not name:
-        raise DatabaseError(source, line, 1, "Empty virus name")
+        raise DatabaseError(source, line, column, "Empty virus name")
     if "\0" in name:
-        raise DatabaseError(source, line, name.index("\0") + 1, "NUL byte in signature name")
+        raise DatabaseError(source, line, column + name.index("\0"), "NUL byte in signature name")
     if name.isascii():
         return name
     return name.encode("latin-1").decode("utf-8", errors="replace")
@@ -233,7 +247,7 @@ def _parse_db_line(text: str, source: str, line: int) -> Signature | None:
         raise DatabaseError(source, line, 1, "expected 'Name=HexSignature'")
     if body.startswith("="):
         return None
-    name = _name(raw_name, source, line)
+    name = clam_name(raw_name, source, line)
     parts = _body(body, len(raw_name) + 2, source, line)
     return Signature(name, line, TARGET_ANY, Offset("any"), parts, _never_matches(parts), source)
 
@@ -263,7 +277,7 @@ def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
     target = 0 if target_text == "*" else _c_atoi32(target_text)
     if not 0 <= target < TARGET_TYPES:
         return None
-    name = _name(raw_name, source, line)
+    name = clam_name(raw_name, source, line)
     try:
         offset, reason = _parse_offset(offset_text, target)
     except ValueError as error:
@@ -330,11 +344,12 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
 
 
 def load_database_file(path: Path) -> tuple[bytes, str]:
-    """Read a database file; its kind comes from the suffix (``.db`` or ``.ndb``)."""
+    """Read a database file; its kind comes from the suffix, in any case (``.db``, ``.ndb``, or a
+    hash database: ``.hdb``, ``.hsb``, ``.mdb``, ``.msb``)."""
     kind = path.suffix.lower().lstrip(".")
-    if kind not in KINDS:
+    if kind not in LOADABLE_KINDS:
         raise ConfigError(f"{path}: unknown signature database suffix {path.suffix!r} "
-                          "(expected .db or .ndb)")
+                          "(expected .db, .ndb, .hdb, .hsb, .mdb or .msb)")
     try:
         size = path.stat().st_size
         if size > MAX_DATABASE_BYTES:
