@@ -59,6 +59,16 @@ LINUX_STACK_SIZE = 1 * MIB
 #: x86-64 uses the top of the address space, here a fixed 0x7F00_0000_0000).
 LINUX_MMAP_BASE = {64: 0x7F00_0000_0000, 32: 0x4000_0000}
 
+#: The GDT of a Linux process (at ``GDT_ADDR``): the loader's four entries, two unused, then the
+#: three i386 thread-local-storage slots, entries 6-8 as an i386 kernel numbers them
+#: (``GDT_ENTRY_TLS_MIN`` = 6, ``linux/numbers.py``), which ``set_thread_area`` fills.
+LINUX_GDT_ENTRIES = 9
+#: Where a 32-bit Linux process sees the page holding its GDT: the GDTR base is a linear address,
+#: read through the page tables when a selector is loaded (docs/UNICORN.md U38), so the page is
+#: mapped (supervisor-only, writable for the accessed bit) in the kernel's quarter of the address
+#: space, above the stack, where Linux keeps its own GDT out of the program's reach.
+LINUX_GDT_PAGE = 0xFFC0_0000
+
 #: VGA text-mode buffer (80x25 cells of character + attribute), IBM VGA.
 VGA_TEXT_BASE = 0xB8000
 VGA_TEXT_COLS = 80

@@ -307,7 +307,8 @@ class Machine:
         process = load_elf(self.mem, parse_elf(image))
         hwcap = self.cpuid.features[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
         stack = build_initial_stack(self.mem, process, argv, env, hwcap=hwcap)
-        self.linux = LinuxProcess(self.mem, process, files or FileTable(), self.events)
+        self.linux = LinuxProcess(self.mem, process, files or FileTable(), self.events,
+                                  selectors=self.vcpu.selectors)  # fmt: skip
         if process.bits == 64:
             self.set_syscall_handler(self.linux.on_syscall)
         else:

@@ -40,11 +40,14 @@ from hv_emu.linux.numbers import (
     O_RDONLY,
     O_TRUNC,
     O_WRONLY,
+    R_OK,
     S_IFIFO,
     S_IFREG,
     SEEK_CUR,
     SEEK_END,
     SEEK_SET,
+    W_OK,
+    X_OK,
     Errno,
 )
 
@@ -255,6 +258,18 @@ class FileTable:
 
     def is_open(self, fd: int) -> bool:
         return fd in self._open
+
+    def access(self, path: str, mode: int) -> None:
+        """``access(path, mode)``: a granted path that exists on the host; ``W_OK`` only on a
+        writable grant; ``X_OK`` never (no granted file is executable for the guest)."""
+        if mode & ~(R_OK | W_OK | X_OK):
+            raise SyscallError(Errno.EINVAL, f"mode {mode:#o}")
+        grant = self._grant(path)
+        _host(lambda: os.stat(grant.host_path))
+        if mode & W_OK and not grant.writable:
+            raise SyscallError(Errno.EACCES, f"{path} is granted read-only")
+        if mode & X_OK:
+            raise SyscallError(Errno.EACCES, f"{path} is not executable")
 
     # ------------------------------------------------------------------ stat
     def fstat(self, fd: int, bits: int) -> bytes:

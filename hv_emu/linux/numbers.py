@@ -30,19 +30,21 @@ SYSCALL_REGISTERS = {
 X86_64: dict[int, str] = {
     0: "read", 1: "write", 2: "open", 3: "close", 4: "stat", 5: "fstat", 8: "lseek",
     9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 16: "ioctl", 19: "readv", 20: "writev",
-    39: "getpid", 60: "exit", 63: "uname", 89: "readlink", 102: "getuid", 104: "getgid",
-    107: "geteuid", 108: "getegid", 158: "arch_prctl", 186: "gettid", 218: "set_tid_address",
-    231: "exit_group", 257: "openat", 262: "newfstatat", 273: "set_robust_list",
-    302: "prlimit64", 318: "getrandom", 334: "rseq",
+    21: "access", 39: "getpid", 60: "exit", 63: "uname", 89: "readlink", 102: "getuid",
+    104: "getgid", 107: "geteuid", 108: "getegid", 158: "arch_prctl", 186: "gettid",
+    218: "set_tid_address", 231: "exit_group", 257: "openat", 262: "newfstatat",
+    267: "readlinkat", 269: "faccessat", 273: "set_robust_list", 302: "prlimit64",
+    318: "getrandom", 334: "rseq",
 }  # fmt: skip
 
 #: System-call number -> name, i386 (``syscall_32.tbl``).
 I386: dict[int, str] = {
     1: "exit", 3: "read", 4: "write", 5: "open", 6: "close", 19: "lseek", 20: "getpid",
-    45: "brk", 54: "ioctl", 85: "readlink", 91: "munmap", 122: "uname", 125: "mprotect",
-    145: "readv", 146: "writev", 192: "mmap2", 197: "fstat64", 199: "getuid32",
-    200: "getgid32", 201: "geteuid32", 202: "getegid32", 224: "gettid", 243: "set_thread_area",
-    252: "exit_group", 258: "set_tid_address", 295: "openat", 311: "set_robust_list",
+    33: "access", 45: "brk", 54: "ioctl", 85: "readlink", 91: "munmap", 122: "uname",
+    125: "mprotect", 145: "readv", 146: "writev", 192: "mmap2", 197: "fstat64",
+    199: "getuid32", 200: "getgid32", 201: "geteuid32", 202: "getegid32", 224: "gettid",
+    243: "set_thread_area", 244: "get_thread_area", 252: "exit_group", 258: "set_tid_address",
+    295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
     340: "prlimit64", 355: "getrandom", 386: "rseq",
 }  # fmt: skip
 
@@ -54,6 +56,7 @@ class Errno(IntEnum):
 
     EPERM = 1
     ENOENT = 2
+    ESRCH = 3
     EIO = 5
     EBADF = 9
     ENOMEM = 12
@@ -88,6 +91,9 @@ AT_FDCWD = -100
 #: ``newfstatat``'s "the path is empty: stat the descriptor itself".
 AT_EMPTY_PATH = 0x1000
 
+# access() modes (``unistd.h``).
+F_OK, X_OK, W_OK, R_OK = 0, 1, 2, 4
+
 # lseek() whence.
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 
@@ -103,6 +109,12 @@ ARCH_SET_GS = 0x1001
 ARCH_SET_FS = 0x1002
 ARCH_GET_FS = 0x1003
 ARCH_GET_GS = 0x1004
+
+# i386 thread-local storage (``arch/x86/include/asm/segment.h``, ``tls.c``): set_thread_area
+# writes one of three GDT slots; an i386 kernel numbers them 6-8 (selectors 0x33, 0x3b, 0x43).
+GDT_ENTRY_TLS_MIN = 6
+GDT_ENTRY_TLS_ENTRIES = 3
+GDT_ENTRY_TLS_MAX = GDT_ENTRY_TLS_MIN + GDT_ENTRY_TLS_ENTRIES - 1
 
 # st_mode file types (``stat.h``).
 S_IFIFO = 0o010000

@@ -2,7 +2,9 @@
 
 Models: the kernel's system-call entry for a single-threaded process: decode the call number and
 arguments from the registers of the ABI (``syscall`` in 64-bit programs, ``int 0x80`` in 32-bit
-ones: both reach hv-emu as VM exits), run the call against the process's files and memory, and
+ones: both reach hv-emu as VM exits), each argument narrowed to its C type as the kernel's entry
+code does (``arguments.py``: so AT_FDCWD arrives as -100 however glibc loads it), run the call
+against the process's files, memory and TLS slots (``tls.py``), and
 put the result (or ``-errno``) in RAX. ``exit``/``exit_group`` end the run with the program's exit
 status. A call this personality does not implement returns ``-ENOSYS`` (as a kernel without that
 feature would) and is reported once, as a ``syscall_unsupported`` event.
@@ -14,8 +16,8 @@ conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``a
 
 Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
 ``MAP_FIXED``, freeing memory (``munmap`` succeeds but pages are not reused), changing
-protections (``mprotect`` succeeds and changes nothing), ``set_thread_area`` (so i386 C libraries
-with TLS do not start), ``RCX``/``R11`` clobbering by ``syscall``.
+protections (``mprotect`` succeeds and changes nothing), symbolic links and directories,
+``RCX``/``R11`` clobbering by ``syscall``.
 
 Guest controls: the call number and every argument. Pointers are read and written through the
 guest's page tables (a bad one is ``-EFAULT``), lengths are capped before anything is copied,
@@ -31,6 +33,7 @@ from hv_emu.errors import GuestMemoryError, PageFault
 from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
+from hv_emu.linux.arguments import decode_arguments
 from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
 from hv_emu.linux.numbers import (
     ARCH_GET_FS,
@@ -39,6 +42,7 @@ from hv_emu.linux.numbers import (
     ARCH_SET_GS,
     AT_EMPTY_PATH,
     AT_FDCWD,
+    F_OK,
     MAP_ANONYMOUS,
     MAP_FIXED,
     MAX_ERRNO,
@@ -47,6 +51,7 @@ from hv_emu.linux.numbers import (
     Errno,
 )
 from hv_emu.linux.startup import GID, PLATFORM, UID
+from hv_emu.linux.tls import USER_DESC, TlsSlots, UserDesc, selector
 from hv_emu.loaders.elf_process import ProcessImage
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_cstring, read_virt, write_virt
@@ -64,6 +69,8 @@ RLIM_INFINITY = (1 << 64) - 1
 
 #: What a handler returns: a value for RAX (negative: an errno) or an outcome of its own.
 Result = int | Outcome
+#: Reads the vCPU's visible data-segment selectors (``ds``, ``es``, ``fs``, ``gs``).
+Selectors = Callable[[], Mapping[str, int]]
 
 
 class _Call:
@@ -73,11 +80,6 @@ class _Call:
                  args: tuple[int, ...]) -> None:  # fmt: skip
         self.mem, self.paging, self.bits, self.args = mem, paging, bits, args
         self.word = bits // 8
-
-    def signed(self, index: int) -> int:
-        """Argument ``index`` as a signed integer of the ABI's width (fds, offsets)."""
-        value, top = self.args[index], 1 << (self.bits - 1)
-        return value - (top << 1) if value & top else value
 
     def read(self, va: int, n: int) -> bytes:
         return read_virt(self.mem, self.paging, va, n)
@@ -105,8 +107,11 @@ class LinuxProcess:
     """The one process of a Linux guest: its files, break, mmap arena and exit status."""
 
     def __init__(self, mem: GuestMemory, process: ProcessImage, files: FileTable,
-                 events: EventLog) -> None:  # fmt: skip
+                 events: EventLog, selectors: Selectors | None = None) -> None:  # fmt: skip
         self.mem = mem
+        #: The vCPU's loaded DS/ES/FS/GS selectors (set_thread_area refreshes a changed one).
+        self.selectors = selectors
+        self.tls = TlsSlots(mem, process.boot.gdt_base)
         self.image = process
         self.bits = process.bits
         self.files = files
@@ -134,6 +139,9 @@ class LinuxProcess:
             "getegid": lambda c: GID, "getuid32": lambda c: UID, "geteuid32": lambda c: UID,
             "getgid32": lambda c: GID, "getegid32": lambda c: GID,
             "prlimit64": self._prlimit64, "getrandom": self._getrandom,
+            "access": self._access, "faccessat": self._faccessat, "readlink": self._readlink,
+            "readlinkat": self._readlinkat, "fstatat64": self._newfstatat,
+            "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
         }  # fmt: skip
 
     @property
@@ -155,14 +163,16 @@ class LinuxProcess:
         self.calls += 1
         number_register, arg_registers = SYSCALL_REGISTERS[self.bits]
         mask = (1 << self.bits) - 1
+        # The number is an int (the entry code compares EAX/RAX as unsigned, so no negatives).
         nr = registers[number_register] & mask
-        call = _Call(self.mem, paging, self.bits,
-                     tuple(registers[r] & mask for r in arg_registers))  # fmt: skip
         name = self._table.get(nr)
         handler = self._handlers.get(name) if name is not None else None
-        if handler is None:
+        if name is None or handler is None:
             result: Result = self._unsupported(nr, name)
         else:
+            # Each argument narrowed to its C type, as the kernel's entry code does.
+            args = decode_arguments(name, [registers[r] for r in arg_registers], self.bits)
+            call = _Call(self.mem, paging, self.bits, args)
             try:
                 result = handler(call)
             except SyscallError as refused:
@@ -181,17 +191,17 @@ class LinuxProcess:
 
     # ------------------------------------------------------------------ files
     def _read(self, c: _Call) -> int:
-        data = self.files.read(c.signed(0), c.args[2])
+        data = self.files.read(c.args[0], c.args[2])
         c.write(c.args[1], data)
         return len(data)
 
     def _write(self, c: _Call) -> int:
-        return self.files.write(c.signed(0), c.read(c.args[1], min(c.args[2], MAX_IO)))
+        return self.files.write(c.args[0], c.read(c.args[1], min(c.args[2], MAX_IO)))
 
     def _readv(self, c: _Call) -> int:
         total = 0
         for base, length in c.iovec(c.args[1], c.args[2]):
-            data = self.files.read(c.signed(0), min(length, MAX_IO - total))
+            data = self.files.read(c.args[0], min(length, MAX_IO - total))
             c.write(base, data)
             total += len(data)
             if len(data) < length or total >= MAX_IO:
@@ -203,14 +213,14 @@ class LinuxProcess:
         for base, length in c.iovec(c.args[1], c.args[2]):
             if total >= MAX_IO:
                 break
-            total += self.files.write(c.signed(0), c.read(base, min(length, MAX_IO - total)))
+            total += self.files.write(c.args[0], c.read(base, min(length, MAX_IO - total)))
         return total
 
     def _open(self, c: _Call) -> int:
         return self.files.open(c.path(c.args[0]), c.args[1])
 
     def _openat(self, c: _Call) -> int:
-        return self.files.open(self._at_path(c, c.signed(0), c.path(c.args[1])), c.args[2])
+        return self.files.open(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2])
 
     def _at_path(self, c: _Call, dirfd: int, path: str) -> str:
         """``*at`` calls: absolute paths and paths relative to AT_FDCWD; there are no
@@ -222,17 +232,17 @@ class LinuxProcess:
         raise SyscallError(Errno.EBADF, f"descriptor {dirfd} is not open")
 
     def _close(self, c: _Call) -> int:
-        self.files.close(c.signed(0))
+        self.files.close(c.args[0])
         return 0
 
     def _lseek(self, c: _Call) -> int:
-        position = self.files.seek(c.signed(0), c.signed(1), c.args[2])
+        position = self.files.seek(c.args[0], c.args[1], c.args[2])
         if position > (1 << (self.bits - 1)) - 1 - MAX_ERRNO:
             raise SyscallError(Errno.EINVAL, "position does not fit the return value")
         return position
 
     def _fstat(self, c: _Call) -> int:
-        c.write(c.args[1], self.files.fstat(c.signed(0), self.bits))
+        c.write(c.args[1], self.files.fstat(c.args[0], self.bits))
         return 0
 
     def _stat(self, c: _Call) -> int:
@@ -242,14 +252,36 @@ class LinuxProcess:
     def _newfstatat(self, c: _Call) -> int:
         path = c.path(c.args[1])
         if not path and c.args[3] & AT_EMPTY_PATH:
-            stat = self.files.fstat(c.signed(0), self.bits)
+            stat = self.files.fstat(c.args[0], self.bits)
         else:
-            stat = self.files.stat(self._at_path(c, c.signed(0), path), self.bits)
+            stat = self.files.stat(self._at_path(c, c.args[0], path), self.bits)
         c.write(c.args[2], stat)
         return 0
 
+    def _access(self, c: _Call) -> int:
+        self.files.access(c.path(c.args[0]), c.args[1])
+        return 0
+
+    def _faccessat(self, c: _Call) -> int:
+        self.files.access(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2])
+        return 0
+
+    def _readlink(self, c: _Call) -> int:
+        return self._no_links(c.path(c.args[0]), c.args[2])
+
+    def _readlinkat(self, c: _Call) -> int:
+        return self._no_links(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[3])
+
+    def _no_links(self, path: str, size: int) -> int:
+        """``readlink``: the guest's view has no symbolic links (``/proc/self/exe`` is not
+        granted, so glibc's question gets ``ENOENT``)."""
+        if size <= 0:
+            raise SyscallError(Errno.EINVAL, f"buffer size {size}")
+        self.files.access(path, F_OK)
+        raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+
     def _ioctl(self, c: _Call) -> int:
-        if not self.files.is_open(c.signed(0)):
+        if not self.files.is_open(c.args[0]):
             raise SyscallError(Errno.EBADF, "descriptor not open")
         raise SyscallError(Errno.ENOTTY, "no descriptor is a terminal")
 
@@ -309,6 +341,27 @@ class LinuxProcess:
             c.write(address, self.segment_bases[getters[code]].to_bytes(8, "little"))
             return 0
         raise SyscallError(Errno.EINVAL, f"arch_prctl code {code:#x}")
+
+    def _set_thread_area(self, c: _Call) -> Result:
+        """i386 thread-local storage: a GDT slot for the C library's thread control block."""
+        info = UserDesc.from_bytes(c.read(c.args[0], USER_DESC.size))
+        entry = self.tls.choose(info)
+        if info.entry_number == 0xFFFFFFFF:
+            c.write(c.args[0], entry.to_bytes(4, "little"))  # the chosen slot, written back
+        base = self.tls.install(entry, info)
+        # Linux reloads a segment register that holds the changed selector; here FS's or GS's
+        # base follows (a selector write would not reload the hidden part: docs/UNICORN.md U38).
+        loaded = self.selectors() if self.selectors is not None else {}
+        registers = {"rax": 0}
+        for seg in ("fs", "gs"):
+            if loaded.get(seg) == selector(entry):
+                registers[f"{seg}_base"] = base
+        return Handled(registers=registers)
+
+    def _get_thread_area(self, c: _Call) -> int:
+        entry = int.from_bytes(c.read(c.args[0], 4), "little")
+        c.write(c.args[0], self.tls.get(entry).to_bytes())
+        return 0
 
     def _prlimit64(self, c: _Call) -> int:
         if c.args[0] not in (0, PID):

@@ -6,7 +6,9 @@ headers into memory: every ``PT_LOAD`` segment gets page frames, its file bytes 
 the highest segment, and an arena for anonymous ``mmap``. Where Linux fills page tables lazily on
 page faults, hv-emu builds them all up front (``memory.tables.PageTableBuilder``) and hands the CPU
 over in the mode the ELF class asks for: 32-bit protected mode with 32-bit (2-level) paging for
-ELF32, 64-bit long mode with 4-level paging for ELF64, flat segments.
+ELF32, 64-bit long mode with 4-level paging for ELF64, flat segments. The GDT has room for the
+three i386 TLS slots (entries 6-8, filled by ``set_thread_area``), and for ELF32 its page is
+mapped at ``LINUX_GDT_PAGE``, where the CPU finds it when the C library loads ``%gs``.
 
 Follows: the System V ABI (i386 and AMD64 supplements, "Process initialization": segments at
 their ``p_vaddr``, stack at the top) and Intel SDM vol. 3A ch. 4 (page-table entries: P, R/W for
@@ -30,6 +32,8 @@ from hv_emu.errors import ConfigError, ImageError
 from hv_emu.layout import (
     ELF_PHYS_BASE,
     GDT_ADDR,
+    LINUX_GDT_ENTRIES,
+    LINUX_GDT_PAGE,
     LINUX_MMAP_BASE,
     LINUX_STACK_SIZE,
     LINUX_STACK_TOP,
@@ -38,7 +42,7 @@ from hv_emu.layout import (
     PAGE_TABLES_END,
 )
 from hv_emu.loaders.elf_file import ELF_PAGE, ElfImage, SegmentFlags
-from hv_emu.loaders.flat import GDT_ENTRIES, GDT_LIMIT
+from hv_emu.loaders.flat import GDT_ENTRIES
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.tables import PageTableBuilder
@@ -143,17 +147,31 @@ def load_elf(mem: GuestMemory, elf: ElfImage) -> ProcessImage:
         mmap_size = min(_page_down(room), _page_down(stack.start, large) - mmap_base)
         mmap = Region(mmap_base, mmap_base + max(mmap_size, 0))
         _map_fresh(mem, tables, frames, mmap, large)
+
+        gdt_linear = _map_gdt(tables) if elf.bits == 32 else None
     except ConfigError as err:
         if isinstance(err, ImageError):
             raise
         raise ImageError(f"cannot map the program: {err}") from None
 
-    mem.write(GDT_ADDR, struct.pack(f"<{len(GDT_ENTRIES)}Q", *GDT_ENTRIES))
+    # The loader's flat entries, then empty ones up to the TLS slots set_thread_area fills.
+    entries = GDT_ENTRIES + (0,) * (LINUX_GDT_ENTRIES - len(GDT_ENTRIES))
+    mem.write(GDT_ADDR, struct.pack(f"<{len(entries)}Q", *entries))
     paging = tables.state(cr4_extra=CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE)
     paging = replace(paging, cr0=paging.cr0 | CR0_MP | CR0_NE)
     boot = BootState(mode=elf.bits, entry=elf.entry, stack=stack.end, paging=paging,
-                     gdt_base=GDT_ADDR, gdt_limit=GDT_LIMIT)  # fmt: skip
+                     gdt_base=GDT_ADDR, gdt_limit=8 * len(entries) - 1,
+                     gdt_linear=gdt_linear)  # fmt: skip
     return ProcessImage(elf, boot, stack, heap, mmap, elf.phdr_address())
+
+
+def _map_gdt(tables: PageTableBuilder) -> int:
+    """Map the page holding the GDT at ``LINUX_GDT_PAGE`` (supervisor-only, writable: the CPU
+    sets accessed bits) and return the GDT's linear address there: a 32-bit C library loads GS
+    from the GDT (set_thread_area), and the CPU reads descriptors through the page tables
+    (docs/UNICORN.md U38). 64-bit programs set FS/GS bases with arch_prctl and load no selector."""
+    tables.map(LINUX_GDT_PAGE, _page_down(GDT_ADDR), ELF_PAGE, writable=True, user=False)
+    return LINUX_GDT_PAGE + GDT_ADDR % ELF_PAGE
 
 
 def _map_segments(mem: GuestMemory, elf: ElfImage, tables: PageTableBuilder,

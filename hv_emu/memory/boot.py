@@ -30,7 +30,8 @@ class BootState:
     ``entry`` and ``stack`` are offsets in the code/stack segments (equal to linear addresses, since
     every segment base is 0 at start). ``paging`` is ``None`` when paging is off; in long mode it is
     always set (long mode requires paging). ``gdt_base``/``gdt_limit`` describe the loader's flat
-    GDT (0/0 in real mode).
+    GDT (0/0 in real mode); ``gdt_base`` is its physical address, and ``gdt_linear`` (if set) the
+    GDTR base once paging is on, where the guest's page tables map it (``None``: ``gdt_base``).
     """
 
     mode: int
@@ -39,6 +40,7 @@ class BootState:
     paging: PagingState | None
     gdt_base: int = 0
     gdt_limit: int = 0
+    gdt_linear: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -8,7 +8,7 @@ turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exi
 ``disasm`` (capstone, for fault reports and traces) and ``string_io`` (a ``rep outs*`` decoded
 and moved a block per exit).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U37 and their work-arounds). This
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U38 and their work-arounds). This
 package is the only place that imports unicorn.
 
 Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).

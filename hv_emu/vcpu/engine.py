@@ -57,6 +57,8 @@ _GPRS = {
     # The hidden segment bases a 64-bit OS sets for thread-local storage (arch_prctl).
     "fs_base": X.UC_X86_REG_FS_BASE, "gs_base": X.UC_X86_REG_GS_BASE,
 }  # fmt: skip
+_SELECTORS = {"ds": X.UC_X86_REG_DS, "es": X.UC_X86_REG_ES, "fs": X.UC_X86_REG_FS,
+              "gs": X.UC_X86_REG_GS}  # fmt: skip
 GENERAL = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")  # fmt: skip
 
@@ -192,6 +194,11 @@ class Engine:
         return {name: value & mask for name, value in zip(GENERAL, self._general.read(),
                                                           strict=True)}  # fmt: skip
 
+    def selectors(self) -> dict[str, int]:
+        """The visible data-segment selectors DS, ES, FS and GS (an OS personality asks which
+        segments a changed GDT entry is loaded in: docs/UNICORN.md U38)."""
+        return {name: int(self.uc.reg_read(reg)) & 0xFFFF for name, reg in _SELECTORS.items()}
+
     def efer(self) -> int:
         """The EFER MSR, read through the raw C API like the other hot registers."""
         self._uc_reg_read(self._handle, X.UC_X86_REG_MSR, self._efer_ptr)
@@ -246,6 +253,10 @@ class Engine:
             self.uc.reg_write(X.UC_X86_REG_CR3, boot.paging.cr3)
             self.uc.msr_write(MSR_EFER, boot.paging.efer)
             self.uc.reg_write(X.UC_X86_REG_CR0, boot.paging.cr0)
+        if boot.gdt_linear is not None:
+            # The donor loaded the flat descriptors with paging off (physical = linear); with
+            # paging on, the CPU reads the GDT at a linear address (docs/UNICORN.md U38).
+            self.uc.reg_write(X.UC_X86_REG_GDTR, (0, boot.gdt_linear, boot.gdt_limit, 0))
         self.set_reg("rsp", boot.stack)
         self.set_reg("rip", boot.entry)
         self.uc.ctl_flush_tb()  # the loader wrote a new image, which Unicorn did not see (U9)

@@ -1,6 +1,7 @@
 """Real Linux programs end to end: hvupdate (built by guest-tool from asm/programs/linux/) in hv-emu
-and natively on this machine, the original design's vmcall() compiled by gcc, and a static glibc
-program reading a granted file, all through the `hv-emu run` command line."""
+and natively on this machine, the original design's vmcall() compiled by gcc, and static glibc
+programs (x86-64, and i386 where gcc -m32 works) reading files, opening relative paths, using
+thread-local variables and errno, all through the `hv-emu run` command line."""
 
 from __future__ import annotations
 
@@ -160,3 +161,117 @@ def test_guest_tool_linux_elf_takes_no_flat_options(
                                   str(tmp_path / "h")])  # fmt: skip
     assert status == 2 and "takes no --sig" in capfd.readouterr().err
     assert not (tmp_path / "h").exists()
+
+
+def _gcc_can(*flags: str) -> bool:
+    """Whether gcc can link a static C program with ``flags`` (``-m32`` needs gcc-multilib)."""
+    if shutil.which("gcc") is None:
+        return False
+    done = subprocess.run(["gcc", "-static", *flags, "-x", "c", "-o", "/dev/null", "-"],
+                          input="int main(void) { return 0; }\n", capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    return done.returncode == 0
+
+
+needs_static_glibc = pytest.mark.skipif(
+    not _gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)")
+needs_gcc_m32 = pytest.mark.skipif(not _gcc_can("-m32"),
+                                   reason="needs gcc -m32 -static (Debian: gcc-multilib)")
+
+#: Opens, reads, stats and checks access to a relative path: glibc passes AT_FDCWD as a
+#: zero-extended 32-bit value (mov $0xffffff9c, %edi).
+RELATIVE = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {
+  char buf[64];
+  int fd = open("data.txt", O_RDONLY);
+  if (fd < 0) { printf("open: %s\n", strerror(errno)); return 9; }
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  buf[n > 0 ? n : 0] = 0;
+  close(fd);
+  struct stat st;
+  int s = stat("data.txt", &st);
+  int r = access("data.txt", R_OK), w = access("data.txt", W_OK);
+  printf("%zd: %s", n, buf);
+  printf("stat %d size %lld access %d %d %s\n", s, (long long)st.st_size, r, w, strerror(errno));
+  return 0;
+}
+"""
+
+#: Thread-local variables (through %fs on x86-64, %gs and set_thread_area on i386) and errno.
+THREAD_LOCAL = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+__thread int counter = 5;
+__thread char name[16] = "tls";
+int main(int argc, char **argv) {
+  counter += argc;
+  int fd = open("/missing", O_RDONLY);
+  int e = errno;
+  printf("%d-bit: counter=%d name=%s open=%d errno=%d %s\n", (int)(8 * sizeof(void *)), counter,
+         name, fd, e, strerror(e));
+  return counter;
+}
+"""
+
+
+def _build(tmp_path: Path, name: str, source: str, *flags: str) -> Path:
+    (tmp_path / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-static", "-O2", *flags, "-o", str(tmp_path / name),
+                    str(tmp_path / f"{name}.c")], check=True)  # fmt: skip
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("flags", [
+    pytest.param((), marks=needs_static_glibc, id="x86-64"),
+    pytest.param(("-m32",), marks=needs_gcc_m32, id="i386"),
+])  # fmt: skip
+def test_a_static_glibc_program_opens_a_relative_path(
+    tmp_path: Path, flags: tuple[str, ...], capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _build(tmp_path, "rel", RELATIVE, *flags)
+    (tmp_path / "data.txt").write_text("hello from the host\n")
+    monkeypatch.chdir(tmp_path)
+    status, out, err = hv_emu(capfd, "run", "rel", "--file", "data.txt=data.txt")
+    assert status == 0, out + err
+    assert out == ("20: hello from the host\n"
+                           "stat 0 size 20 access 0 -1 Permission denied\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("flags", [
+    pytest.param((), marks=needs_static_glibc, id="x86-64"),
+    pytest.param(("-m32",), marks=needs_gcc_m32, id="i386"),
+])  # fmt: skip
+def test_thread_local_variables_and_errno_work_in_static_glibc_programs(
+    tmp_path: Path, flags: tuple[str, ...], capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _build(tmp_path, "tls", THREAD_LOCAL, *flags)
+    monkeypatch.chdir(tmp_path)
+    status, out, err = hv_emu(capfd, "run", "tls", "--arg", "x", "--events", "ev.jsonl")
+    bits = 32 if flags else 64
+    assert status == 7, out + err
+    assert out == (f"{bits}-bit: counter=7 name=tls open=-1 errno=2 "
+                           "No such file or directory\n")  # fmt: skip
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    unsupported = {e["name"] for e in events if e["event"] == "syscall_unsupported"}
+    assert "set_thread_area" not in unsupported and "arch_prctl" not in unsupported
+
+
+@needs_gcc_m32
+def test_a_32_bit_static_glibc_hello_world_starts_and_runs(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _build(tmp_path, "hello", '#include <stdio.h>\nint main(void) { puts("hello, world"); }\n',
+           "-m32")  # fmt: skip
+    status, out, err = hv_emu(capfd, "run", tmp_path / "hello")
+    assert status == 0, err
+    assert out == "hello, world\n" and "program exited with status 0" in err
