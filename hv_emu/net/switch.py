@@ -124,6 +124,10 @@ Tap = Callable[[Direction, bytes], None]
 UpdateSink = Callable[[UdpDatagram], None]
 
 
+#: Counter names by (direction, verdict, reason), made once instead of formatted for each frame.
+_COUNTER_KEYS: dict[tuple[str, Verdict, str], str] = {}
+
+
 def _no_tap(direction: Direction, frame: bytes) -> None:
     pass
 
@@ -168,10 +172,14 @@ class NetSwitch:
         self.counters: collections.Counter[str] = collections.Counter()
 
     def _count(self, direction: str, result: FrameClass) -> FrameClass:
-        if result.verdict is Verdict.DROP:
-            self.counters[f"{direction}.drop.{result.reason}"] += 1
-        else:
-            self.counters[f"{direction}.{result.verdict.value}"] += 1
+        key = _COUNTER_KEYS.get((direction, result.verdict, result.reason))
+        if key is None:  # the reasons are the code's own few names: the cache stays small
+            if result.verdict is Verdict.DROP:
+                key = f"{direction}.drop.{result.reason}"
+            else:
+                key = f"{direction}.{result.verdict.value}"
+            _COUNTER_KEYS[direction, result.verdict, result.reason] = key
+        self.counters[key] += 1
         return result
 
     def from_wire(self, frame: bytes) -> FrameClass:
