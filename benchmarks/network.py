@@ -44,10 +44,12 @@ from guest_tool.bundle import make_bundle
 from guest_tool.push import EncodedUpdate, carousel, encode_update, frame_for, push
 from hv_emu import layout
 from hv_emu.events import EventLog
+from hv_emu.net import frames as frame_path
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import UdpBackend
 from hv_emu.net.config import NetConfig
 from hv_emu.net.frames import build_udp_frame
+from hv_emu.net.switch import NetSwitch
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
 from hv_emu.updates.packets import Packet, PacketType, parse_packet
 from hv_emu.updates.receiver import UpdateReceiver
@@ -432,6 +434,81 @@ def loopback_rows(update: EncodedUpdate) -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------------------------ I/O path
+#: Seconds the I/O path is timed under the flood (after FLOOD_LEAD).
+IO_SECONDS = 3.0
+
+
+def frame_path_rows(update: EncodedUpdate, older: EncodedUpdate) -> list[Row]:
+    """What one datagram of the loopback flood mix costs the switch (``NetSwitch.from_wire``:
+    classify and parse, update datagrams to a sink that keeps nothing), against the layered path
+    alone (``_classify_layers``: the parser the fast path skips), same frames, best of 5."""
+    frames = [bytes(f) for f in flood_frames(update, older)]
+    cfg = NetConfig()
+    switch = NetSwitch(cfg, to_guest=lambda f: None, to_wire=lambda f: None,
+                       on_update_datagram=lambda d: None)
+    ours = frozenset({cfg.hv_ip.packed, *(a.packed for a in cfg.extra_dsts)})
+
+    def best(fn: Callable[[bytes], object]) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for frame in frames:
+                fn(frame)
+            times.append((time.perf_counter() - start) / len(frames) * 1e6)
+        return min(times)
+
+    fast = best(switch.from_wire)
+    layered = best(lambda f: frame_path._classify_layers(f, ours, cfg.update_port))
+    return [Row("frame path per datagram, loopback flood mix (NetSwitch.from_wire: classify + "
+                "parse)", fast, "µs", "the layered parser alone (_classify_layers), same frames",
+                layered)]
+
+
+def io_path_rate(older: EncodedUpdate, frames_file: Path) -> dict[str, float]:
+    """Datagrams a second the I/O thread takes from the socket through the switch into the
+    receiver (``GuestNetwork`` with its verifier thread) while one process floods as fast as it
+    can, against what that process sends; ``IO_SECONDS`` long, bounded by FLOOD_MOST."""
+    rx = receiver(installed=older)
+    backend = _AnySource(("127.0.0.1", 0))
+    network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
+                           on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
+                           checks=rx)
+    network.start()
+    flood = subprocess.Popen(
+        [sys.executable, "-c", FLOOD_SENDER, str(frames_file), str(backend.local_address[1]),
+         str(FLOOD_LEAD + IO_SECONDS + 5), str(FLOOD_MOST), "0"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(FLOOD_LEAD)
+        before, start = network.under_lock(lambda: rx.counters["datagrams"]), time.perf_counter()
+        time.sleep(IO_SECONDS)
+        taken = network.under_lock(lambda: rx.counters["datagrams"]) - before
+        elapsed = time.perf_counter() - start
+    finally:
+        flood.send_signal(signal.SIGINT)
+        out, _ = flood.communicate(timeout=10)
+        network.close()
+    sent, duration = [*out.split(), "0", "1"][:2]
+    return {"read": taken / elapsed, "sent": int(sent) / float(duration)}
+
+
+def io_path_rows(update: EncodedUpdate) -> list[Row]:
+    older = one_megabyte_update(VERSION - 1)
+    rows = frame_path_rows(update, older)
+    with tempfile.TemporaryDirectory() as tmp:
+        frames_file = Path(tmp) / "flood.pickle"
+        frames_file.write_bytes(pickle.dumps(flood_frames(update, older)))
+        runs = [io_path_rate(older, frames_file) for _ in range(3)]
+    read = statistics.median(r["read"] for r in runs)
+    sent = statistics.median(r["sent"] for r in runs)
+    rows.append(Row(f"datagrams a second the I/O thread reads through the switch into the "
+                    f"receiver, loopback flood mix as fast as one process sends (median of 3 "
+                    f"runs of {IO_SECONDS:.0f} s)", read, "datagrams/s",
+                    "datagrams a second the flood process sends", sent))
+    return rows
+
+
 # ------------------------------------------------------------------------------ costs
 def budget_rows(forger: Forger) -> list[Row]:
     """What a forged manifest costs us (one check, on the verifier's CPU clock) and its sender
@@ -515,6 +592,7 @@ def run() -> list[Row]:
     forger = Forger(update)
     rows += budget_rows(forger)
     rows += simulated_rows(update, forger)
+    rows += io_path_rows(update)
     rows += loopback_rows(update)
     rows += rejection_rows(update, forger)
     return rows
