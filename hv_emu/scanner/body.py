@@ -268,7 +268,9 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
             if close < 0:
                 raise BodyError(at, "unterminated '{'")
             inner = text[i + 1 : close]
-            if not inner.isdigit() or len(inner) > 9 or not 0 < int(inner) <= MAX_FIXED_SKIP:
+            # isascii: str.isdigit() also takes '¹²³', which int() refuses
+            if (not (inner.isascii() and inner.isdigit()) or len(inner) > 9
+                    or not 0 < int(inner) <= MAX_FIXED_SKIP):
                 raise BodyError(at, _UNBOUNDED if in_alternative else f"bad range '{{{inner}}}'")
             budget.spend(len(variants) * int(inner), at)
             for variant in variants:

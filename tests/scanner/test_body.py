@@ -3,6 +3,7 @@ are found in generated matching bytes by every engine at every split point of th
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -32,6 +33,20 @@ def test_hostile_bodies_raise_only_body_error(text: str) -> None:
         assert 0 <= error.column <= len(text)
         return
     assert parts and all(part.variants for part in parts)
+
+
+@given(st.text(max_size=40), st.sampled_from(["{", "{-", "{1-", "(", "!(", "[", ""]))
+@settings(max_examples=300, deadline=None)
+def test_any_unicode_text_raises_only_body_error(text: str, opener: str) -> None:
+    """Not only the grammar's alphabet: digits of other scripts (superscripts pass
+    ``str.isdigit`` and then fail ``int``) and any other character meet the same one error."""
+    with contextlib.suppress(BodyError):
+        parse_body("414243" + opener + text)
+
+
+def test_a_superscript_digit_in_a_gap_is_a_body_error() -> None:
+    with pytest.raises(BodyError):
+        parse_body("4142{\u00b9}4344")
 
 
 
