@@ -29,12 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from guest_tool.keys import PrivateKey, load_private_key
 from hv_emu.errors import ConfigError
 from hv_emu.updates.format import (
+    MAX_DB_VERSION,
     BundleHeader,
     ContentType,
     key_id_of,
     signing_message,
 )
-from hv_emu.updates.service import MAX_DB_VERSION
 from hv_emu.updates.verify import pss_padding, sig_alg_for
 
 #: Largest value of a u64 header field (versions and times).

@@ -133,7 +133,8 @@ class Machine:
         self.trust = TrustStore()
         for path in config.trust:
             self.trust.load_file(path)
-        state = StateDir(config.state_dir) if config.state_dir is not None else None
+        state = (StateDir(config.state_dir, max_body=config.max_update)
+                 if config.state_dir is not None else None)  # fmt: skip
         initial, time_floor = self._initial_database(state)
         self.database = ActiveDatabase(initial)
         self.updates = UpdateService(

@@ -64,6 +64,11 @@ FIELDS: tuple[tuple[str, str, str], ...] = (
 _HEADER = struct.Struct(">" + "".join(code for _, code, _ in FIELDS))
 #: Bytes of the header (and the offset of the body).
 HEADER_SIZE = _HEADER.size
+#: The highest ``db_version`` hv-emu accepts or keeps. Versions above it, the top half of the
+#: header's u64, are reserved: they do not fit a signed 64-bit integer (how many readers of
+#: ``state.json`` and of the wire store them) and a signer's -1 lands there (docs/UPDATE-FORMAT.md,
+#: "Versions"; the update service's version policy).
+MAX_DB_VERSION = 2**63 - 1
 
 
 class SigAlg(IntEnum):

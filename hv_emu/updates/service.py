@@ -67,16 +67,13 @@ from hv_emu.scanner.database import (
     recompile,
 )
 from hv_emu.scanner.signatures import Signature, parse_database
+from hv_emu.updates.format import MAX_DB_VERSION
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
 
 #: The largest step forward one update may take over the newest accepted version: a signed
 #: update (a stolen key, a signer's slip) cannot push the version out of reach of every later one.
 MAX_VERSION_JUMP = 1_000_000
-#: The highest version an update may carry. Versions above it, the top half of the header's u64,
-#: are reserved: they do not fit a signed 64-bit integer (how many readers of ``state.json`` and
-#: of the wire store them) and a signer's -1 lands there.
-MAX_DB_VERSION = 2**63 - 1
 
 
 def acceptable_versions(installed: int, max_jump: int = MAX_VERSION_JUMP) -> range:

@@ -37,7 +37,8 @@ from pathlib import Path
 
 from hv_emu.errors import ConfigError, HostError, StorageError
 from hv_emu.hostile_dir import RefusedEntry, create_exclusive, read_regular, temporary_name
-from hv_emu.updates.format import ContentType
+from hv_emu.hypercalls.abi import DEFAULT_MAX_UPDATE
+from hv_emu.updates.format import MAX_DB_VERSION, ContentType
 from hv_emu.updates.verify import VerifiedUpdate
 
 #: The commit point: the file that names the installed database.
@@ -109,6 +110,9 @@ class InstalledState:
                 raise ConfigError(f"{source}: {name} must be {length} lowercase hex digits")
         if data["kind"] not in _KINDS:
             raise ConfigError(f"{source}: kind must be one of {', '.join(_KINDS)}")
+        if data["db_version"] > MAX_DB_VERSION:  # no update could ever follow it
+            raise ConfigError(f"{source}: db_version {data['db_version']} is above the highest "
+                              f"version hv-emu accepts ({MAX_DB_VERSION}); refusing it")
         return cls(**data)
 
     @property
@@ -121,13 +125,15 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
 
 
-def _read_entry(dir_fd: int, name: str, where: Path, limit: int | None = None) -> bytes | None:
+def _read_entry(dir_fd: int, name: str, where: Path, limit: int | None = None, *,
+                owned: bool = False) -> bytes | None:
     """The bytes of the regular file ``name`` in the directory ``dir_fd`` (shown as ``where``),
     or ``None`` if there is no such entry. A symbolic link, a directory, a FIFO or any other
-    non-regular entry is a ``ConfigError`` (one line), as is a file larger than ``limit``."""
+    non-regular entry is a ``ConfigError`` (one line), as is a file larger than ``limit`` (and,
+    with ``owned``, one another user owns)."""
     path = where / name
     try:
-        return read_regular(dir_fd, name, limit)
+        return read_regular(dir_fd, name, limit, owned=owned)
     except FileNotFoundError:
         return None
     except RefusedEntry as refused:
@@ -143,8 +149,11 @@ def _read_entry(dir_fd: int, name: str, where: Path, limit: int | None = None) -
 class StateDir:
     """A directory holding ``state.json`` and the installed database body."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, max_body: int = DEFAULT_MAX_UPDATE) -> None:
         self.path = Path(path)
+        #: Largest database body read back (an installed body came in an update no larger than
+        #: the update cap): a planted huge file is refused unread.
+        self.max_body = max_body
         #: Temporaries this object created and could not remove yet (retried after each commit).
         self._leftovers: set[str] = set()
 
@@ -173,7 +182,7 @@ class StateDir:
         state_path = self.path / STATE_FILE
         db_path = self.path / state.db_file
         try:
-            body = _read_entry(dir_fd, state.db_file, self.path)
+            body = _read_entry(dir_fd, state.db_file, self.path, self.max_body)
         except ConfigError as exc:
             raise ConfigError(f"{exc}; refusing to forget the installed version") from None
         if body is None:
@@ -225,7 +234,9 @@ class StateDir:
             # The entries we are about to replace or reuse are checked first: a planted link or
             # special file there stops the save before anything is written.
             previous = self._read_state(dir_fd)
-            existing = _read_entry(dir_fd, state.db_file, self.path)
+            # Reused only if it is ours: a file another user planted under the name is never
+            # adopted (and so never removed later as "superseded").
+            existing = _read_entry(dir_fd, state.db_file, self.path, self.max_body, owned=True)
             if existing is not None and hashlib.sha256(existing).hexdigest() != state.db_sha256:
                 raise ConfigError(
                     f"{self.path / state.db_file}: exists and is not the database it names;"

@@ -172,6 +172,38 @@ def test_an_oversized_state_file_is_refused_without_reading_it_all(old: StateDir
     assert "larger than" in one_line(info)
 
 
+def test_an_oversized_database_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    directory = StateDir(tmp_path / "state", max_body=1 << 20)
+    directory.save(OLD, OLD_BODY)
+    with open(directory.path / OLD.db_file, "ab") as f:
+        f.truncate(1 << 30)  # sparse
+    with pytest.raises(ConfigError) as info:
+        directory.load()
+    assert "larger than 1048576 bytes" in one_line(info)
+
+
+def test_a_state_file_with_a_version_no_update_could_follow_is_refused(old: StateDir) -> None:
+    """A version above 2^63 - 1 (the reserved top half) would make every later update stale."""
+    text = (old.path / STATE_FILE).read_text()
+    (old.path / STATE_FILE).write_text(text.replace('"db_version": 3', f'"db_version": {2**63}'))
+    with pytest.raises(ConfigError) as info:
+        old.load()
+    assert "above the highest version" in one_line(info)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user owns needs root")
+def test_a_database_file_another_user_planted_is_not_adopted(old: StateDir) -> None:
+    """Even with the right content: adopting it would make it ours to remove later."""
+    planted = old.path / NEW.db_file
+    planted.write_bytes(NEW_BODY)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(StorageError, match="not this user's"):
+        old.save(NEW, NEW_BODY)
+    assert planted.read_bytes() == NEW_BODY and planted.stat().st_uid == 65534
+    loaded = old.load()
+    assert loaded is not None and loaded[0] == OLD
+
+
 # ------------------------------------------------------------------ item 2: files it never wrote
 
 
