@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hv_emu.errors import ConfigError
+from hv_emu.named_file import RefusedFile, read_named_file
 from hv_emu.updates.packets import HEADER_LEN, MAX_DATAGRAM
 
 #: The file's fixed header, field by field: (name, struct code, rule). Big-endian.
@@ -94,10 +95,12 @@ def manifest_path(update: Path) -> Path:
 
 
 def read_manifest_file(path: Path) -> ManifestFile:
-    """Read at most ``MAX_FILE + 1`` bytes of ``path`` and check the framing; ``ConfigError``."""
+    """Read at most ``MAX_FILE + 1`` bytes of ``path`` (a regular file, or a link to one: never
+    a FIFO or a device) and check the framing; ``ConfigError``."""
     try:
-        with Path(path).open("rb") as f:
-            data = f.read(MAX_FILE + 1)
+        data = read_named_file(path, MAX_FILE)
+    except RefusedFile as err:
+        raise ConfigError(f"cannot read manifest {path}: {err}") from None
     except OSError as err:
         raise ConfigError(f"cannot read manifest {path}: {err.strerror}") from None
     return ManifestFile.from_bytes(data, str(path))

@@ -114,8 +114,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
                      help="a public key trusted to sign updates (repeatable)")
     run.add_argument("--db", type=Path,
-                     help="initial signature database (.db or .ndb; a hash database .hdb/.hsb "
-                          "loads, but names whole files: not applied to disk writes)")
+                     help="initial signature database, one file (.db or .ndb; a hash database "
+                          ".hdb/.hsb loads, but names whole files: not applied to disk writes)")
     run.add_argument("--state", type=Path, metavar="DIR",
                      help="persist the installed database and its version counter here")
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
@@ -242,6 +242,9 @@ def _database_summary(machine: Machine) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.db is not None and args.db.is_dir():
+        raise ConfigError(f"--db {args.db} is a directory: hv-emu run takes one database file "
+                          "(a directory of databases is accepted by hv-emu scan only)")
     try:
         image = args.image.read_bytes()
     except OSError as err:

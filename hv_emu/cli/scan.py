@@ -13,8 +13,9 @@ with a progress line while a long scan runs on a terminal.
 Start-up and parallelism (docs/SIGNATURES.md, "Start-up, the cache and -j"): the databases come
 from the per-user cache of compiled databases (``hv_emu/scanner/cache.py``) unless ``--no-cache``;
 a scan of ``PARALLEL_FROM`` bytes or more is shared among ``-j`` forked worker processes (default:
-one per core), a large file cut into pieces when the database allows (``splittable``); results
-are printed in walk order, the same output as one process gives.
+one per core, at most ``MAX_JOBS_PER_CORE`` per core), a large file cut into pieces when the
+database allows (``splittable``); results are printed in walk order, the same output as one
+process gives.
 
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
 not be read), else 2 on an error (a bad database or option, a path that cannot be read), else 0.
@@ -73,6 +74,8 @@ MAX_DIR_RECURSION = 15  # clamscan's --max-dir-recursion default
 #: Below this many bytes in all (or with one file) a scan stays in this process: starting worker
 #: processes costs more than it saves.
 PARALLEL_FROM = 16 * 1024 * 1024
+#: ``-j`` is capped at this many workers per core: more only add forks and memory.
+MAX_JOBS_PER_CORE = 4
 #: A file this large is scanned in pieces by several workers at once, when the database allows it
 #: (``splittable``); a piece is never smaller.
 SPLIT_FROM = 32 * 1024 * 1024
@@ -108,7 +111,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                            f"{MAX_DIR_RECURSION}, as clamscan)")  # fmt: skip
     scan.add_argument("-j", "--jobs", type=_count, default=0, metavar="N",
                       help="scan up to N files at once, in worker processes (default 0: one per "
-                           "core); the output is in the same order as with -j 1")
+                           f"core; at most {MAX_JOBS_PER_CORE} per core); the output is in the "
+                           "same order as with -j 1")
     scan.add_argument("--no-cache", action="store_true",
                       help="compile the databases afresh, neither reading nor writing the cache "
                            "of compiled databases (docs/SIGNATURES.md)")
@@ -473,14 +477,16 @@ def parallel_results(
     db: SignatureDatabase, files: Sequence[Path], jobs: int, *, split: bool = False
 ) -> Generator[FileResult, None, None]:
     """``scan_file``'s result for each of ``files``, in their order, scanned by ``jobs`` worker
-    processes at once; with ``split`` (``splittable(db)``), a large file is scanned in pieces
-    (``scan_piece``), so one file too uses every core. Processes, not threads: python-hyperscan
+    processes at once (at most ``MAX_JOBS_PER_CORE`` per core); with ``split``
+    (``splittable(db)``), a large file is scanned in pieces (``scan_piece``), so one file too
+    uses every core. Processes, not threads: python-hyperscan
     holds the GIL while it scans (measured: two threads scan no faster than one). The workers
     are forked, so they start in milliseconds with the compiled database already in memory;
     closing the iterator ends them."""
     import multiprocessing  # only a large scan pays for it
 
     global _WORKER_DB
+    jobs = min(jobs, MAX_JOBS_PER_CORE * cores())  # -j 99999 must not fork 99999 processes
     plan = [_pieces(path, jobs, split) for path in files]
     tasks = [piece for pieces in plan for piece in pieces]
     _WORKER_DB = db

@@ -19,6 +19,11 @@ budget refills (at least ``CHECK_PERIOD``), or, idle, until the I/O thread says 
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
+If the verifier dies (a bug), it hands the checks back under the lock (``ManifestChecks.
+verifier_failed``: ``offloaded`` off, the checks in flight forgotten, the event
+``verifier_failed``), so the I/O thread's ``poll`` runs them from then on and updates still
+install; ``stop()`` then reports the bug as the I/O thread's own: a ``RuntimeError``, not an
+``HvEmuError`` (a bug of ours: the CLI says "internal error", exit status 70).
 
 Follows: BitVisor's netapi split (include/net/netapi.h: the "virt" endpoint is the NIC, the "phys"
 endpoint the backend, the module between them decides), QEMU's NetClientState pairing of a NIC
@@ -38,7 +43,8 @@ never called back while that lock is held by the NIC's caller. Threats:
 | Forged manifests stall the I/O thread on crypto | verified on the verifier thread, off the lock |
 | Verification eats the host                      | the receiver's CPU budget sizes every batch   |
 | Flood fills host memory                         | bounded NIC queue; the switch keeps nothing   |
-| A bug in the receiver kills the thread silently | kept; ``stop()`` raises it as ``HostError``   |
+| A bug in the receiver kills the thread silently | kept; ``stop()`` raises it (internal error)   |
+| A bug kills the verifier and, with it, updates  | ``poll`` takes the checks back; an event says |
 | The thread outliving the run                    | ``stop()`` wakes it (socket pair) and joins   |
 """
 
@@ -96,6 +102,7 @@ class ManifestChecks(Protocol):
     def check_wait(self) -> float: ...
     def pending_checks(self) -> int: ...
     def awaits_verdict(self) -> bool: ...
+    def verifier_failed(self, problem: str) -> None: ...
 
 
 class GuestNetwork:
@@ -139,8 +146,10 @@ class GuestNetwork:
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closed = False
-        #: An unexpected exception that ended the I/O thread (raised again by ``stop``).
-        self.error: BaseException | None = None
+        #: The unexpected exception that ended the I/O thread (raised again by ``stop``).
+        self.io_error: BaseException | None = None
+        #: The unexpected exception that ended the verifier thread (raised again by ``stop``).
+        self.verifier_error: BaseException | None = None
 
     # ------------------------------------------------------------------ the two directions
     def _guest_transmitted(self, frame: bytes) -> None:
@@ -189,7 +198,7 @@ class GuestNetwork:
                 if handoff:
                     self._verdicts.wait(HANDOFF_WAIT)
         except BaseException as err:  # handed to the vCPU's side by stop()
-            self.error = err
+            self.io_error = err
 
     def _verify(self, checks: ManifestChecks) -> None:
         """The verifier thread: a batch under the lock, its crypto without, verdicts under it."""
@@ -210,7 +219,12 @@ class GuestNetwork:
                     self._candidates.wait(CHECK_PERIOD)
                     self._candidates.clear()
         except BaseException as err:  # handed to the vCPU's side by stop()
-            self.error = err
+            self.verifier_error = err
+            # The checks go back to the I/O thread's poll (and those in flight can be retried),
+            # or no update would install for the rest of the run.
+            with self._lock:
+                checks.verifier_failed(f"{type(err).__name__}: {err}")
+            self._verdicts.set()
 
     def _tick(self, *, final: bool = False) -> None:
         if self._poll is not None:
@@ -246,14 +260,17 @@ class GuestNetwork:
             self._wake_r.recv(1)
             if self._checks is not None:
                 self._checks.offloaded = False  # the last poll checks on this thread
-            if self.error is None:
+            if self.io_error is None:
                 self._last_tick()
         if self.capture is not None:
             with self._lock:
                 self.capture.flush()
-        if self.error is not None:
-            err, self.error = self.error, None
-            raise HostError(f"network I/O thread failed: {type(err).__name__}: {err}") from err
+        for which, err in (("I/O", self.io_error), ("verifier", self.verifier_error)):
+            if err is not None:
+                self.io_error = self.verifier_error = None
+                raise RuntimeError(  # a bug of ours: an internal error, not a user's
+                    f"the network {which} thread failed: {type(err).__name__}: {err}"
+                ) from err
 
     def _last_tick(self) -> None:
         """The thread has stopped: one last poll on this thread, under the same lock."""
@@ -261,7 +278,7 @@ class GuestNetwork:
             with self._lock:
                 self._tick(final=True)
         except Exception as err:  # raised by stop() as the thread's own failures are
-            self.error = err
+            self.io_error = err
 
     def close(self) -> None:
         """Stop, close the capture file and the backend's socket (once; later calls do nothing)."""

@@ -49,9 +49,11 @@ def parse_ipv4(text: str, what: str = "IPv4 address") -> IPv4Address:
 
 
 def parse_port(text: str, what: str = "port", *, allow_zero: bool = False) -> int:
-    """A decimal UDP port (1-65535, or 0 = any when ``allow_zero``); ``ConfigError`` otherwise."""
+    """A decimal UDP port (1-65535, or 0 = any when ``allow_zero``); ``ConfigError`` otherwise.
+    ASCII digits only: ``str.isdigit`` takes superscripts (which ``int`` refuses) and ``int``
+    takes other scripts' digits."""
     low = 0 if allow_zero else 1
-    if not text.isdigit() or not low <= int(text) <= 0xFFFF:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= 0xFFFF:
         raise ConfigError(f"bad {what} {text!r}: expected a number from {low} to 65535")
     return int(text)
 

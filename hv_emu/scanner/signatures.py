@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hv_emu.errors import ConfigError, DatabaseError
+from hv_emu.named_file import RefusedFile, read_named_file
 from hv_emu.scanner.body import (
     MAX_FIXED_SKIP,
     MAX_PARTS,
@@ -350,10 +351,9 @@ def load_database_file(path: Path) -> tuple[bytes, str]:
     if kind not in LOADABLE_KINDS:
         raise ConfigError(f"{path}: unknown signature database suffix {path.suffix!r} "
                           "(expected .db, .ndb, .hdb, .hsb, .mdb or .msb)")
-    try:
-        size = path.stat().st_size
-        if size > MAX_DATABASE_BYTES:
-            raise ConfigError(f"{path}: database larger than {MAX_DATABASE_BYTES} bytes")
-        return path.read_bytes(), kind
+    try:  # a regular file (or a link to one), never a FIFO or a device; at most the limit + 1
+        return read_named_file(path, MAX_DATABASE_BYTES), kind
+    except RefusedFile as refused:
+        raise ConfigError(f"{path}: cannot read signature database: {refused}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read signature database: {error.strerror}") from None

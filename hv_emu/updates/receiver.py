@@ -477,6 +477,16 @@ class UpdateReceiver:
             else:
                 self._open(check.packet, check.manifest)
 
+    def verifier_failed(self, problem: str) -> None:
+        """The worker running the checks died (``problem``, one line): ``poll`` runs them again
+        from now on, and the checks in flight are forgotten (their manifests, when sent again,
+        are candidates again rather than dropped as ``manifest_checking``). Logs
+        ``verifier_failed``. Call it under the lock that serialises the receiver."""
+        abandoned = len(self._checking)
+        self._checking.clear()
+        self.offloaded = False
+        self.service.events.emit("verifier_failed", problem=problem, abandoned=abandoned)
+
     def _remember_bad_digest(self, manifest_digest: bytes) -> None:
         self._bad.add(manifest_digest)
 

@@ -44,6 +44,20 @@ def test_the_readme_commands_work_as_written(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file()
 
 
+def test_run_db_names_a_directory_is_one_line_pointing_to_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In process (the installed command may be another tree's): a directory of databases is
+    ``hv-emu scan --db``'s, not ``run``'s."""
+    from hv_emu.cli.main import main
+
+    guest = image(tmp_path, "hlt")
+    assert main(["run", str(guest), "--db", str(tmp_path)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line == (f"hv-emu: error: --db {tmp_path} is a directory: hv-emu run takes one "
+                    "database file (a directory of databases is accepted by hv-emu scan only)")
+
+
 @pytest.mark.parametrize("mode", [16, 32])
 def test_build_prints_how_to_run_other_modes(tmp_path: Path, mode: int) -> None:
     assert sh("guest-tool", "keygen", "k", cwd=tmp_path).returncode == 0

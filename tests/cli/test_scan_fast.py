@@ -235,3 +235,41 @@ def test_chains_and_offsets_are_never_split(tmp_path: Path) -> None:
         db_path = tmp_path / "x.ndb"
         db_path.write_bytes(SPLITTABLE + line)
         assert not scan_command.splittable(compile_files([db_path], engine="ac"))
+
+
+def test_jobs_are_capped_at_a_few_workers_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-j 99999`` on many files forks ``MAX_JOBS_PER_CORE`` workers per core, not 99999."""
+    import multiprocessing.context
+
+    from hv_emu.scanner.database import compile_files
+
+    db_path = tmp_path / "t.ndb"
+    db_path.write_bytes(NDB)
+    db = compile_files([db_path])
+    files = []
+    for index in range(12):
+        files.append(tmp_path / f"f{index}")
+        files[-1].write_bytes(b"hv-emu-test-body" * (index % 2))
+    monkeypatch.setattr(scan_command, "cores", lambda: 2)
+    asked: list[int | None] = []
+    real = multiprocessing.context.BaseContext.Pool
+
+    def recorded(self: multiprocessing.context.BaseContext, processes: int | None = None,
+                 *args: object, **kw: object) -> object:
+        asked.append(processes)
+        return real(self, processes, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", recorded)
+    results = list(scan_command.parallel_results(db, files, 99999))
+    assert [r.names for r in results] == [["Test.Plain"] * (i % 2) for i in range(12)]
+    assert asked == [2 * scan_command.MAX_JOBS_PER_CORE] == [8]
+
+
+def test_the_jobs_cap_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    assert f"at most {scan_command.MAX_JOBS_PER_CORE} per core" in " ".join(
+        capsys.readouterr().out.split()
+    )

@@ -192,6 +192,8 @@ def test_documented_commands_capture_both_directions(tmp_path: Path) -> None:
         (["--net", "udp:127.0.0.1:0", "--hv-mac", "01:00:5e:00:00:01"], "not a unicast"),
         (["--net", "udp:127.0.0.1:0", "--hv-ip", "10.0.2"], "bad --hv-ip '10.0.2'"),
         (["--net", "udp:127.0.0.1:0", "--update-port", "70000"], "bad --update-port '70000'"),
+        (["--net", "udp:127.0.0.1:0", "--update-port", "\u00b2"], "bad --update-port '\u00b2'"),
+        (["--net", "udp:127.0.0.1:\u00b2"], "bad"),
         (["--net", "udp:127.0.0.1:0", "--guest-mac", "52:54:00:c0:ff:ee"], "guest MAC"),
         (["--net", "udp:127.0.0.1:0", "--capture", "/nonexistent/dir/x.pcap"],
          "cannot write capture file"),

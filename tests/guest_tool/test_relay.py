@@ -37,6 +37,7 @@ from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.backends import UdpBackend, UdpSpec
 from hv_emu.net.frames import parse_udp_frame
 from hv_emu.updates.packets import HEADER_LEN, Packet, PacketType, parse_packet
+from tests.rigs.named_files import bounded, fifo
 from tests.rigs.netupdate import KEY, KNOWN_BODY, database_text, rig, signed, symbols_digest
 from tests.rigs.nic import drain
 
@@ -355,8 +356,21 @@ def test_mutated_files_raise_only_config_errors(data: bytes) -> None:
 def test_a_huge_file_is_read_only_up_to_its_bound(tmp_path: Path) -> None:
     big = tmp_path / "big.manifest"
     big.write_bytes(GENUINE.to_bytes() + bytes(10 << 20))
-    with pytest.raises(ConfigError, match="longer than"):
+    with pytest.raises(ConfigError, match="larger than"):
         read_manifest_file(big)
+
+
+def test_a_fifo_at_the_manifest_path_is_refused_without_blocking(tmp_path: Path) -> None:
+    path = fifo(tmp_path / "update.hvdb.manifest")
+    outcome = bounded(lambda: read_manifest_file(path), path)
+    assert isinstance(outcome, ConfigError), outcome
+    assert str(outcome) == f"cannot read manifest {path}: not a regular file"
+
+
+def test_a_link_to_a_manifest_is_read(tmp_path: Path) -> None:
+    (tmp_path / "real.manifest").write_bytes(GENUINE.to_bytes())
+    (tmp_path / "link.manifest").symlink_to("real.manifest")
+    assert read_manifest_file(tmp_path / "link.manifest") == GENUINE
 
 
 def test_a_manifest_file_holding_another_packet_type_is_refused() -> None:

@@ -136,6 +136,7 @@ def test_capture_decodes_with_the_lua_dissector(files: Path) -> None:
     [
         (["--to", "tcp:1.2.3.4:5"], "bad --to"),
         (["--to", "udp:127.0.0.1:0"], "port"),
+        (["--to", "udp:127.0.0.1:\u00b2"], "port"),
         (["--to", "udp:127.0.0.1:9", "--loss", "1.5"], "--loss"),
         (["--to", "udp:127.0.0.1:9", "--repeat", "0"], "--repeat"),
         (["--to", "udp:127.0.0.1:9", "--hv-mac", "zz"], "MAC"),

@@ -53,6 +53,14 @@ def test_ipv4_and_port() -> None:
             parse_port(bad_port)
 
 
+@pytest.mark.parametrize("port", ["\u00b2", "\u0661\u0662", "\uff11\uff12", "+80", " 80", "8_0"])
+def test_a_port_is_ascii_digits_only(port: str) -> None:
+    """Superscripts pass ``str.isdigit`` and then fail ``int``; other scripts' digits and
+    full-width ones pass ``int``: every one of them is a bad port, in one line."""
+    with pytest.raises(ConfigError, match="bad port"):
+        parse_port(port)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

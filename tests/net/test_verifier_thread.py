@@ -59,3 +59,41 @@ def test_manifests_are_verified_on_the_verifier_thread(
     assert r.installed == V
     assert threads and set(threads) == {"hv-emu-verify"}, threads
     assert r.receiver.offloaded is False  # stopped: a last poll checks on its own thread
+
+
+def test_a_dead_verifier_hands_the_checks_back_and_is_reported_as_a_bug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The verifier dies on its first check: the I/O thread's poll takes the checks over (the
+    manifest in flight is forgotten, so sent again it is checked), the update installs, the
+    event ``verifier_failed`` says why, and ``stop()`` raises the bug (not a user error)."""
+    r = rig(installed=2)
+    r.receiver.clock = r.receiver.budget.clock = time.monotonic
+    r.receiver.budget.stamp = time.monotonic()
+    real = type(r.receiver).check
+
+    def dies_on_the_verifier(self: object, check: object) -> object:
+        if threading.current_thread().name == "hv-emu-verify":
+            raise ValueError("boom")
+        return real(self, check)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(r.receiver), "check", dies_on_the_verifier)
+    backend = UdpBackend(("127.0.0.1", 0))
+    network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000002"),
+                           on_update=lambda d: r.receiver.on_datagram(d.payload, SOURCE),
+                           poll=r.receiver.poll, checks=r.receiver)
+    sender = UdpBackend(("127.0.0.1", 0), backend.local_address)
+    try:
+        network.start()
+        end = time.monotonic() + PATIENCE
+        while r.installed != V and time.monotonic() < end:
+            push(encoded(V), sender, rounds=1, progress_to=io.StringIO())
+            time.sleep(0.05)
+    finally:
+        sender.close()
+        with pytest.raises(RuntimeError, match="verifier thread failed: ValueError: boom"):
+            network.close()
+    assert r.installed == V
+    [event] = r.events.of("verifier_failed")
+    assert event["problem"] == "ValueError: boom" and event["abandoned"] >= 1
+    assert r.receiver.offloaded is False
