@@ -15,6 +15,10 @@ other kind (detections, update results, database changes) goes on into that last
 counts what was dropped, by kind. So the file never exceeds ``max_bytes``, and a truncated log
 says so at its end. Dropped events are counted, never aggregated or summarised further.
 
+Failures of the host: a write to the sink that fails (``OSError``: a full disk) never raises from
+``emit``, whichever thread emits; the error is kept (``write_error``), nothing more is written,
+the events from then on are counted as dropped, and ``close`` raises it once as a ``HostError``.
+
 Leaves out: rotation of the file (a run is finite); the in-memory copy kept for tests and the
 status text (not capped) can be turned off with ``keep=False``.
 
@@ -30,6 +34,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+from hv_emu.errors import HostError
 
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 Event = dict[str, JsonValue]
@@ -66,25 +72,37 @@ class EventLog:
         self._dropped: dict[str, int] = {}  # kind -> events not written for want of room
         self._first_dropped_t: JsonValue = None
         self.records: list[Event] = []
+        #: The error that stopped writes to the sink (a full disk), if one did; ``close`` raises it.
+        self.write_error: OSError | None = None
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: JsonValue) -> Event:
         with self._lock:  # the vCPU thread and a database compile may emit at once
-            record: Event = {"event": event, "t": round(self._clock() - self._t0, 6)}
-            record.update(fields)
-            if self._keep:
-                self.records.append(record)
-            if self._sink is not None:
-                line = json.dumps(record, separators=(",", ":")) + "\n"  # ASCII: chars = bytes
-                if self._written + len(line) <= self._room(event):
+            return self._emit(event, **fields)
+
+    def _emit(self, event: str, **fields: JsonValue) -> Event:
+        """``emit`` with ``_lock`` held. A sink that cannot be written (a full disk) never raises
+        here, on whichever thread emits: the error is kept, nothing more is written, every event
+        from then on is counted as dropped, and ``close`` reports it."""
+        record: Event = {"event": event, "t": round(self._clock() - self._t0, 6)}
+        record.update(fields)
+        if self._keep:
+            self.records.append(record)
+        if self._sink is not None:
+            line = json.dumps(record, separators=(",", ":")) + "\n"  # ASCII: chars = bytes
+            if self.write_error is None and self._written + len(line) <= self._room(event):
+                try:
                     self._sink.write(line)
                     self._sink.flush()
-                    self._written += len(line)
+                except OSError as err:
+                    self.write_error = err
                 else:
-                    self._dropped[event] = self._dropped.get(event, 0) + 1
-                    if self._first_dropped_t is None:
-                        self._first_dropped_t = record["t"]
-            return record
+                    self._written += len(line)
+                    return record
+            self._dropped[event] = self._dropped.get(event, 0) + 1
+            if self._first_dropped_t is None:
+                self._first_dropped_t = record["t"]
+        return record
 
     def _room(self, event: str) -> float:
         """Where events of this kind stop: the tiers of the module docstring."""
@@ -108,11 +126,29 @@ class EventLog:
         return [r for r in self.records if r["event"] == event]
 
     def close(self) -> None:
-        """Write the ``events_truncated`` record if anything was dropped, then close the sink."""
-        if self._sink is not None and self._dropped:
-            by_kind: dict[str, JsonValue] = {kind: n for kind, n in self._dropped.items()}
-            self.emit("events_truncated", max_bytes=self._max_bytes, dropped=self.dropped,
-                      dropped_by_kind=by_kind, first_dropped_t=self._first_dropped_t)  # fmt: skip
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        """Write the ``events_truncated`` record if anything was dropped, then close the sink.
+
+        Raises ``HostError`` (one line: the file, the error, how many events were lost) if a write
+        to the sink failed during the run or fails now; the sink is closed either way."""
+        with self._lock:
+            sink, self._sink = self._sink, None
+            if sink is None:
+                return
+            if self._dropped and self.write_error is None:
+                by_kind: dict[str, JsonValue] = {kind: n for kind, n in self._dropped.items()}
+                self._sink = sink  # for this last record only
+                self._emit("events_truncated", max_bytes=self._max_bytes, dropped=self.dropped,
+                           dropped_by_kind=by_kind,
+                           first_dropped_t=self._first_dropped_t)  # fmt: skip
+                self._sink = None
+            try:
+                sink.close()
+            except OSError as err:  # buffered text that cannot be flushed
+                if self.write_error is None:
+                    self.write_error = err
+            error, dropped = self.write_error, self.dropped
+        if error is not None:
+            name = getattr(sink, "name", "the events file")
+            why = error.strerror or str(error)
+            raise HostError(f"cannot write events to {name}: {why}; {dropped} events not "
+                            "written (the file ends where the error began)")  # fmt: skip

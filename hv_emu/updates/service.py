@@ -50,6 +50,7 @@ still gets ``MALFORMED``; the compile that follows works on an already-bounded, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -57,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError, StorageError, UpdateRejected
-from hv_emu.events import EventLog
+from hv_emu.events import EventLog, JsonValue
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import (
     HYPERSCAN_AVAILABLE,
@@ -184,11 +185,13 @@ class UpdateService:
         with self._jobs:
             version, count, sha256 = (self._accepted_version, self._accepted_count,
                                       self._accepted_sha256)  # fmt: skip
-            failed, working = self._failed_version, self._worker is not None
+            failed, done = self._failed_version, self._done_version
         if active.version >= version:
-            # A sharded first stage with the worker still at it: its second stage is compiling
-            # (a newer acceptance would make ``version`` the newer one).
-            state = "recompiling" if active.shards > 1 and working else "active"
+            # A sharded first stage the worker is not done with: its second stage is compiling (a
+            # newer acceptance would make ``version`` the newer one). Told by the version the
+            # worker is done with, not by the worker thread still being there: once ``wait_done``
+            # returns (``--sync-updates``) this reads ``active`` even before the worker is gone.
+            state = "recompiling" if active.shards > 1 and done < version else "active"
         elif failed == version:
             state = "failed"
         else:
@@ -222,11 +225,19 @@ class UpdateService:
             )
             kind = update.header.content_type.kind
             source_name = f"update v{update.header.db_version}"
-            signatures = parse_database(update.body, kind=kind, source=source_name)
         except UpdateRejected as rejected:
             return self.reject(source, Rc(rejected.code), rejected.reason)
+        try:
+            signatures = parse_database(update.body, kind=kind, source=source_name)
         except DatabaseError as bad:
             return self.reject(source, Rc.MALFORMED, str(bad))
+        except Exception as bug:  # a parser bug: still MALFORMED, never a crash
+            # docs/ABI.md promises MALFORMED for a database text that does not parse; an
+            # unexpected exception from the parser must not end the run (a VMCALL) or kill the
+            # network's I/O thread. The event names the exception type, for the report.
+            return self.reject(source, Rc.MALFORMED,
+                               f"the database text could not be parsed: "
+                               f"{type(bug).__name__}: {bug}")  # fmt: skip
 
         header = update.header
         installed = InstalledState.record(update, now=now, time_floor=self.time_floor)
@@ -295,24 +306,44 @@ class UpdateService:
             return None if self._waiting is None else self._waiting.version
 
     def _work(self) -> None:
-        """The worker thread: compile what waits in the slot, one job after the other."""
-        job = self._take()
-        while job is not None:
-            try:
-                self._activate(job)
-            except Exception as error:  # a host failure (e.g. MemoryError) must not stop it
-                self._failed(job.version, f"compile failed on the host: {error!r}")
-            with self._jobs:  # the worker is done with it (and with every older version)
-                self._done_version = max(self._done_version, job.version)
-                self._jobs.notify_all()
+        """The worker thread: compile what waits in the slot, one job after the other.
+
+        Nothing a job does can end the thread with the service thinking it still runs: every job
+        moves ``_done_version`` (so ``wait_done`` returns), and however the thread ends it clears
+        ``_worker`` and wakes the waiters (so ``_schedule`` starts a new one and ``wait_active``
+        returns)."""
+        me = threading.current_thread()
+        try:
             job = self._take()
+            while job is not None:
+                try:
+                    self._activate(job)
+                except Exception as error:  # a host failure (e.g. MemoryError) must not stop it
+                    self._failed(job.version, f"compile failed on the host: {error!r}")
+                finally:
+                    with self._jobs:  # the worker is done with it (and with every older version)
+                        self._done_version = max(self._done_version, job.version)
+                        self._jobs.notify_all()
+                job = self._take()
+        finally:
+            with self._jobs:  # an ending _take did this already; anything else did not
+                if self._worker is me:
+                    self._worker = None
+                self._jobs.notify_all()
+
+    def _emit(self, event: str, **fields: JsonValue) -> None:
+        """An event from the compile worker: a failure to log it (a bug of a sink the event log
+        did not absorb) is not allowed to end the worker, which would leave every later update
+        ``compiling``."""
+        with contextlib.suppress(Exception):  # the event is lost; the worker goes on
+            self.events.emit(event, **fields)
 
     def _failed(self, version: int, reason: str) -> None:
         """An accepted version's compile was refused: it never comes into force."""
         with self._jobs:
             self._failed_version = max(self._failed_version, version)
-        self.events.emit("database_failed", db_version=version, reason=reason,
-                         active_version=self.database.current.version)  # fmt: skip
+        self._emit("database_failed", db_version=version, reason=reason,
+                   active_version=self.database.current.version)  # fmt: skip
 
     def _activate(self, job: _CompileJob) -> None:
         """Compile one accepted database, then put it in force (unless something newer is)."""
@@ -338,8 +369,8 @@ class UpdateService:
         if db.shards > 1:
             newer = self._newer_waiting()
             if newer is not None:  # the worker's time goes to the newer database instead
-                self.events.emit("database_superseded", db_version=version, by_version=newer,
-                                 stage="recompile")  # fmt: skip
+                self._emit("database_superseded", db_version=version, by_version=newer,
+                           stage="recompile")  # fmt: skip
                 return
             self._recompile(db)
 
@@ -359,21 +390,21 @@ class UpdateService:
         try:
             whole = recompile(sharded)
         except DatabaseError as refused:
-            self.events.emit("database_failed", db_version=sharded.version,
-                             reason=f"{refused} (single-database recompile; the sharded build "
-                                    "stays in force)",
-                             active_version=self.database.current.version)  # fmt: skip
+            self._emit("database_failed", db_version=sharded.version,
+                       reason=f"{refused} (single-database recompile; the sharded build "
+                              "stays in force)",
+                       active_version=self.database.current.version)  # fmt: skip
             return
         with self._swap_lock:
             if self.database.current is not sharded:
                 return  # a newer version is in force
             self.database.swap(whole)
-        self.events.emit("database_recompiled", db_version=whole.version, engine=whole.engine,
-                         shards=whole.shards,
-                         compile_seconds=round(time.perf_counter() - started, 6))  # fmt: skip
+        self._emit("database_recompiled", db_version=whole.version, engine=whole.engine,
+                   shards=whole.shards,
+                   compile_seconds=round(time.perf_counter() - started, 6))  # fmt: skip
 
     def _announce(self, db: SignatureDatabase, old: SignatureDatabase, seconds: float) -> None:
-        self.events.emit(
+        self._emit(
             "database_active",
             db_version=db.version,
             previous_version=old.version,
@@ -387,8 +418,21 @@ class UpdateService:
     def wait_active(self, timeout: float | None = None) -> bool:
         """Wait until the compile worker is idle: the newest accepted update is active (unless its
         compile was refused); False if ``timeout`` seconds passed first."""
-        with self._jobs:
-            return self._jobs.wait_for(lambda: self._worker is None, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._jobs:
+                worker = self._worker
+            if worker is None:
+                return True
+            # Joined, not waited for on the condition: a worker thread that is gone without
+            # saying so (which ``_work`` rules out) cannot hang the end of a run either.
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                return False
+            with self._jobs:
+                if self._worker is worker:
+                    self._worker = None
+                    self._jobs.notify_all()
 
     def wait_done(self, version: int, timeout: float | None = None) -> bool:
         """Wait until the compile worker is done with ``version``: it is active at full speed

@@ -10,6 +10,7 @@ import pytest
 
 from guest_tool.assemble import assemble
 from hv_emu.cli.main import main
+from hv_emu.errors import HostError
 from hv_emu.events import EventLog
 
 
@@ -98,3 +99,52 @@ def test_events_max_is_checked(capsys: pytest.CaptureFixture[str], tmp_path: Pat
             main(["run", str(tmp_path / "guest.bin"), "--events-max", bad])
         assert usage.value.code == 2
         assert "--events-max" in capsys.readouterr().err
+
+
+class FullDisk(Sink):
+    """A sink on a disk that fills after ``room`` lines: every write from then on fails (ENOSPC)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.name = "full.jsonl"
+
+    def write(self, text: str) -> int:
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        self.room -= 1
+        return super().write(text)
+
+
+def test_a_write_error_stops_the_log_and_is_reported_once_at_close() -> None:
+    """A full disk under --events: emit never raises (on the vCPU, compile or network thread);
+    what could not be written is counted as dropped, and ``close`` says so in one HostError."""
+    sink = FullDisk(room=3)
+    log = EventLog(sink, keep=False)
+    for n in range(10):
+        log.emit("hypercall", nr=0, name=None, args=[n, 0, 0], ret=0)  # no exception
+    assert isinstance(log.write_error, OSError)
+    assert log.dropped == 7
+    with pytest.raises(HostError) as reported:
+        log.close()
+    message = str(reported.value)
+    assert "\n" not in message
+    assert "full.jsonl" in message and "No space left on device" in message
+    assert "7 events" in message
+    assert [r["args"] for r in lines(sink.kept)] == [[n, 0, 0] for n in range(3)]  # no record after
+    log.close()  # once: a second close has nothing to say
+    log.emit("halt", mode=64, rip=0)  # after close: nothing written, nothing raised
+
+
+def test_events_on_a_full_device_end_the_run_with_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    guest = tmp_path / "guest.bin"
+    guest.write_bytes(assemble("xor eax, eax\n vmcall\n hlt", mode=64, address=0x100000))
+    code = main(["run", str(guest), "--quiet", "--events", "/dev/full"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "internal error" not in err
+    assert "cannot write events to /dev/full: No space left on device" in err

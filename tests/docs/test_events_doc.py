@@ -11,14 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def emitted() -> dict[str, set[str]]:
-    """kind -> keyword fields, from every ``*.emit("kind", field=...)`` call in hv_emu/."""
+    """kind -> keyword fields, from every ``*.emit("kind", field=...)`` call in hv_emu/ (and
+    ``*._emit``: ``EventLog``'s own with its lock held, the compile worker's that cannot raise)."""
     found: dict[str, set[str]] = {}
     for path in (ROOT / "hv_emu").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "emit"
+                and node.func.attr in ("emit", "_emit")
                 and node.args
                 and isinstance(node.args[0], ast.Constant)
                 and isinstance(node.args[0].value, str)
