@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from guest_tool.keys import PrivateKey, load_private_key
 from hv_emu.errors import ConfigError
+from hv_emu.named_file import read_user_file
+from hv_emu.scanner.signatures import MAX_DATABASE_BYTES
 from hv_emu.updates.format import (
     MAX_DB_VERSION,
     BundleHeader,
@@ -124,10 +126,7 @@ def write_bundle(
     if not 0 < expires_in_days < math.inf:  # also refuses NaN
         raise ConfigError(f"expiry must be a positive number of days, got {expires_in_days}")
     kind = ContentType.from_kind(kind).kind if kind is not None else _kind_of(db_path)
-    try:
-        body = db_path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"database {db_path}: cannot read ({exc.strerror})") from None
+    body = read_user_file(db_path, "database", MAX_DATABASE_BYTES)
     if validate is not None:
         validate(body, kind, str(db_path))
     private_key = load_private_key(key_path)

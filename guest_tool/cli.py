@@ -47,6 +47,7 @@ from guest_tool.push import add_push_command, run_manifest_command, run_push_com
 from hv_emu import SAMPLE_DB, __version__
 from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
+from hv_emu.named_file import read_user_file
 from hv_emu.scanner.signatures import parse_database
 from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer, plural
 
@@ -128,10 +129,7 @@ def _validate(body: bytes, kind: str, source: str) -> None:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    return read_user_file(path, what)
 
 
 def _write(path: Path, image: bytes) -> None:

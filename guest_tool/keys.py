@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from hv_emu.errors import ConfigError
+from hv_emu.named_file import read_user_file
 from hv_emu.updates.format import PublicKey
-from hv_emu.updates.verify import RSA_BITS, TrustStore, sig_alg_for
+from hv_emu.updates.verify import MAX_PEM_BYTES, RSA_BITS, TrustStore, sig_alg_for
 
 #: ``--alg`` choices, default first.
 ALGORITHMS = ("ed25519", "rsa-pss-3072")
@@ -76,10 +77,7 @@ def generate_keypair(stem: Path, alg: str = "ed25519") -> tuple[Path, Path]:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    return read_user_file(path, what, MAX_PEM_BYTES)
 
 
 def load_private_key(path: Path) -> PrivateKey:

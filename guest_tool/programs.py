@@ -47,6 +47,7 @@ from guest_tool.assemble import MODES, AssemblyError, assemble
 from hv_emu import layout
 from hv_emu.errors import ConfigError, HostError
 from hv_emu.hypercalls.builtin import NUMBERS
+from hv_emu.named_file import read_user_file
 
 #: The installed ``asm/`` tree (the package ``guest_tool.asm``).
 ASM_DIR = Path(str(resources.files("guest_tool.asm")))
@@ -57,6 +58,8 @@ INCLUDE_DIR = ASM_DIR / "include"
 #: The ABI's constants for assembly (return codes, limits; no ``HC_`` and no ports: those are
 #: generated).
 HVABI = INCLUDE_DIR / "hvabi.s"
+#: Largest assembly source file read (the shipped ones are a few KiB).
+MAX_SOURCE_BYTES = 16 * 1024 * 1024
 #: Alignment of the bundle and of the signature appended to the update program.
 BLOB_ALIGN = 16
 #: The program that needs blobs (built by ``build_update_program`` only).
@@ -142,9 +145,9 @@ def load_source(filename: str, *, asm_dir: Path = PROGRAMS_DIR,
             return
         seen.add(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+            text = read_user_file(path, "source", MAX_SOURCE_BYTES).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"source {path}: not UTF-8 text ({exc.reason})") from None
         for number, line in enumerate(text.splitlines(), start=1):
             m = _INCLUDE.match(line)
             if m is None:

@@ -52,6 +52,7 @@ from guest_tool.manifest_file import (
 )
 from hv_emu import layout
 from hv_emu.errors import ConfigError, UpdateRejected
+from hv_emu.named_file import read_user_file
 from hv_emu.net.backends import FrameBackend, UdpBackend, UdpSpec, open_backend, parse_net_spec
 from hv_emu.net.config import format_mac, parse_ipv4, parse_mac, parse_port
 from hv_emu.net.frames import build_udp_frame
@@ -566,7 +567,4 @@ def run_manifest_command(args: argparse.Namespace) -> str:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    return read_user_file(path, what)

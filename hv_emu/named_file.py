@@ -49,3 +49,19 @@ def read_named_file(path: Path | str, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+#: The largest file a command reads by default: a u32 length's worth (a bundle body, an image).
+DEFAULT_LIMIT = 1 << 32
+
+
+def read_user_file(path: Path | str, what: str, limit: int = DEFAULT_LIMIT) -> bytes:
+    """``read_named_file`` for a command line: any problem is one ``ConfigError`` line naming
+    ``what`` the file was for and its path ("cannot read image x.bin: No such file or
+    directory", "image x.bin: not a regular file")."""
+    try:
+        return read_named_file(path, limit)
+    except RefusedFile as refused:
+        raise ConfigError(f"{what} {path}: {refused}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None

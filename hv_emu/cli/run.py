@@ -48,6 +48,7 @@ from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
 from hv_emu.machine import Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
+from hv_emu.named_file import read_user_file
 from hv_emu.usage import integer
 
 EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
@@ -245,10 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.db is not None and args.db.is_dir():
         raise ConfigError(f"--db {args.db} is a directory: hv-emu run takes one database file "
                           "(a directory of databases is accepted by hv-emu scan only)")
-    try:
-        image = args.image.read_bytes()
-    except OSError as err:
-        raise HostError(f"cannot read image {args.image}: {err.strerror}") from None
+    image = read_user_file(args.image, "image")
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,

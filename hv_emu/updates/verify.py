@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from hv_emu.errors import ConfigError, UpdateRejected
 from hv_emu.hypercalls import abi
 from hv_emu.hypercalls.abi import Rc
+from hv_emu.named_file import read_user_file
 from hv_emu.updates.format import (
     HEADER_SIZE,
     BundleHeader,
@@ -55,6 +56,8 @@ from hv_emu.updates.format import (
 CLOCK_SKEW = 300
 #: The only RSA modulus size accepted (``SigAlg.RSA_PSS_3072``).
 RSA_BITS = 3072
+#: Largest PEM key file read (an RSA-3072 key is about 2.5 KiB): a wrong path is refused unread.
+MAX_PEM_BYTES = 64 * 1024
 #: PSS salt bytes (equal to the SHA-256 digest size, as ClamAV's cdiff signatures use).
 PSS_SALT_LENGTH = 32
 
@@ -164,10 +167,7 @@ class TrustStore:
 
     def load_file(self, path: Path | str) -> TrustedKey:
         """Trust the public key in the PEM file at ``path``."""
-        try:
-            pem = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"trusted key {path}: cannot read ({exc.strerror})") from None
+        pem = read_user_file(path, "trusted key", MAX_PEM_BYTES)
         return self.add_pem(pem, str(path))
 
     def lookup(self, key_id: bytes) -> TrustedKey | None:
