@@ -247,6 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--db {args.db} is a directory: hv-emu run takes one database file "
                           "(a directory of databases is accepted by hv-emu scan only)")
     image = read_user_file(args.image, "image")
+    if args.screen is not None and args.screen.is_dir():  # say so before the run, not after it
+        raise ConfigError(f"--screen {args.screen} is a directory: give a file to write")
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,

@@ -509,6 +509,8 @@ def _report(
         import json  # only --json pays for it
 
         status = "error" if result.error else "found" if result.names else "clean"
+        if status == "clean" and infected_only:  # -i filters the JSON lines as it does the text
+            return
         record = {"path": result.path, "status": status, "names": result.names,
                   "bytes": result.size, "error": result.error}  # fmt: skip
         out.write(json.dumps(record) + "\n")

@@ -297,3 +297,15 @@ def test_the_demo_tells_accepted_from_active(
     assert step8.endswith("state | db_version: 2\n    state | db_active_version: 2\n"
                           "    state | db_state: active\n")
     assert "state | detections: 2\n    state | network: cut" in out
+
+
+def test_a_screen_path_that_is_a_directory_is_refused_before_the_run(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from hv_emu.cli.main import main
+
+    guest = tmp_path / "say.bin"
+    guest.write_bytes(b"\xb0X\xe6\xe9\xf4")  # mov al, 'X'; out 0xe9, al; hlt
+    assert main(["run", str(guest), "--screen", str(tmp_path)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and "is a directory" in err  # the guest never ran

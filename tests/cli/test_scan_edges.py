@@ -212,3 +212,18 @@ def test_paths_longer_than_path_max_are_one_line(
     assert code == 2 and "File name too long" in err, err
     assert len([line for line in err.splitlines() if line.startswith("hv-emu: ")]) == 1
     assert "----------- SCAN SUMMARY" in err
+
+
+def test_infected_only_filters_json_lines_as_it_does_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hv_emu.cli.main import main
+
+    db = tmp_path / "sig.ndb"
+    db.write_text("Found.Me:0:*:68762d656d752d66696e64\n")  # "hv-emu-find"
+    (tmp_path / "dirty.bin").write_bytes(b"...hv-emu-find...")
+    (tmp_path / "clean.bin").write_bytes(b"nothing here at all")
+    assert main(["scan", "-i", "--json", "--db", str(db), str(tmp_path / "dirty.bin"),
+                 str(tmp_path / "clean.bin")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and '"found"' in lines[0] and "dirty.bin" in lines[0]
