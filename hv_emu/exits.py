@@ -135,6 +135,12 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class TripleFault(Fault):
+    """A fault while the CPU delivered a double fault: the CPU shuts down (a PC resets); the
+    run ends here. ``kind`` names the chain of events that led to it."""
+
+
+@dataclass(frozen=True)
 class Timeout:
     """The watchdog fired: the guest ran longer than ``seconds`` without halting."""
 
@@ -153,8 +159,8 @@ class StopRequest:
 
 
 Exit = (
-    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | Syscall | Halt | Fault | Timeout
-    | StopRequest
+    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | Syscall | Halt | Fault
+    | TripleFault | Timeout | StopRequest
 )
 
 
