@@ -268,11 +268,16 @@ class Traps(Engine):
         if ports is not None and not self.exit_watchers:
             # The direct path: what dispatch does with PortIn, without building the exit and its
             # outcome (an IN handler neither stops nor writes RAM, so no flag needs setting).
+            # A device may raise an IRQ line here (the next ATA block): the kick it causes must
+            # not stop emu_start inside an IN hook (U11), hence the flag.
+            self._in_port_in = True
             try:
                 return ports.readers[port](port, size)
             except BaseException as err:
                 self._hook_error(err)
                 return (1 << (8 * size)) - 1
+            finally:
+                self._in_port_in = False
         self._in_port_in = True
         try:
             outcome = self.on_exit(PortIn(port, size))
