@@ -169,9 +169,10 @@ class Vcpu(Traps, Platform):
             if not guest_has_handler(self, self.hidden, self.mode(), event.vector):
                 return fault_report(self, f"external interrupt (vector {event.vector:#x}): no "
                                     "handler in the guest's IVT/IDT", 0, event.vector)  # fmt: skip
+        cs, rip = self.reg("cs"), self.reg("rip")
         injection = inject(self, self.hidden, event)
         for watcher in self.injection_watchers:
-            watcher(injection)
+            watcher(injection, cs, rip)
         result = injection.result
         if isinstance(result, Delivered):
             return None

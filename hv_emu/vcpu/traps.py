@@ -91,8 +91,8 @@ CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
 INVALID_OPCODE = 6  # #UD
-#: Called with each injection the vCPU makes (a tracer, a report).
-InjectionWatcher = Callable[[Injection], None]
+#: Called with each injection the vCPU makes and the CS:RIP it interrupted (a tracer, a report).
+InjectionWatcher = Callable[[Injection, int, int], None]
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
