@@ -3,7 +3,10 @@ spinning: on hv-emu's virtual time, and against QEMU (the same debug-console out
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import pytest
 
 from guest_tool.assemble import assemble
 from guest_tool.programs import macro_prelude
@@ -122,3 +125,23 @@ def test_a_pit_tick_handler_counts_the_same_on_qemu(tmp_path: Path) -> None:
     assert qemu.exit_value == 1, qemu
     machine, _ = run_hv(image)
     assert bytes(machine.debugcon.captured) == qemu.console == b"123456789\n"
+
+
+def test_realtime_paces_the_ticks_by_the_host_clock() -> None:
+    machine = Machine(MachineConfig(timeout=20.0, realtime=True))
+    machine.load(sector("hlt"), mode=16)
+    started = time.monotonic()
+    result = machine.run()
+    assert isinstance(result.exit, Halt)
+    assert machine.debugcon.text() == "123456789\n"
+    assert time.monotonic() - started >= 0.009  # nine 1 ms periods of the host's clock
+
+
+def test_hv_emu_run_realtime_from_the_command_line(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from hv_emu.cli.main import main
+
+    image = tmp_path / "ticks.img"
+    image.write_bytes(sector("hlt"))
+    assert main(["run", "--mode", "16", "--realtime", "-q", str(image)]) == 0
+    assert capsys.readouterr().out == "123456789\n"
