@@ -50,6 +50,7 @@ class Vcpu(Traps, Platform):
         Platform.__init__(self)
         self._timed_out = threading.Event()
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
+        self._pushing_frame = False  # delivery is writing an interrupt frame (not code)
         mem.add_write_listener(self._invalidate)
 
     def run(self, timeout: float | None, *, steps: int | None = None) -> Exit:
@@ -170,7 +171,13 @@ class Vcpu(Traps, Platform):
                 return fault_report(self, f"external interrupt (vector {event.vector:#x}): no "
                                     "handler in the guest's IVT/IDT", 0, event.vector)  # fmt: skip
         cs, rip = self.reg("cs"), self.reg("rip")
-        injection = inject(self, self.hidden, event)
+        # The frame delivery pushes is stack data: it does not make translated code stale (a
+        # guest that runs code from its own interrupt stack would see the old bytes once).
+        self._pushing_frame = True
+        try:
+            injection = inject(self, self.hidden, event)
+        finally:
+            self._pushing_frame = False
         for watcher in self.injection_watchers:
             watcher(injection, cs, rip)
         result = injection.result
@@ -221,6 +228,8 @@ class Vcpu(Traps, Platform):
         U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11)
         and never writes RAM itself.
         """
+        if self._pushing_frame:
+            return
         self._stale_code = True
         if self._emulating and not self._in_port_in:
             self._resume = True
