@@ -10,7 +10,7 @@ Also single steps for a debugger (``steps=1``).
 Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23) or a
-timer is armed (U41, the instruction budget); the
+timer is armed (U41, the instruction budget); CR2 given back after each return (U42); the
 silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
 
 Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -134,6 +134,7 @@ class Vcpu(Traps, Platform):
 
     def _enter(self, start: int, steps: int | None) -> unicorn.UcError | None:
         """One ``emu_start`` from ``start``: the Unicorn error it ended with, if any."""
+        cr2 = self.reg("cr2")
         self._emulating = True
         try:
             self.uc.emu_start(start, _UNTIL, count=steps or 0)
@@ -141,6 +142,10 @@ class Vcpu(Traps, Platform):
             return err
         finally:
             self._emulating = False
+            # With paging on, leaving emu_start writes _UNTIL - 1 into CR2 (docs/UNICORN.md
+            # U42): give the guest back the CR2 it had (a #PF's address, or its own value).
+            if self.reg("cr2") == _UNTIL - 1:
+                self.set_reg("cr2", cr2)
         return None
 
     def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
