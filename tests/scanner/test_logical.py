@@ -294,3 +294,31 @@ def test_a_disk_stream_decides_on_the_bytes_so_far() -> None:
     assert [(m.name, m.start, m.end) for m in second] == [("Both", 9, 12)]
     assert stream.feed(b"abc def") == []  # each fires once per stream
     stream.close()
+
+
+def test_a_guest_write_stream_is_scanned_with_logical_signatures(tmp_path: Path) -> None:
+    """End to end: a guest writes 3 sectors by PIO, one command each; the two subsignatures lie
+    in different commands; the signature fires on the write that completes it, and zero-fill
+    clears that subsignature's bytes (the earlier one is committed, not part of the match)."""
+    from guest_tool.disk_programs import build_disk_write_program
+    from hv_emu.machine import Machine, MachineConfig
+
+    first, second = b"logical-one", b"LOGICAL-TWO"
+    database = tmp_path / "t.ldb"
+    database.write_text(f"Two.Parts;Engine:81-255,Target:0;0&1>1;{first.hex()};"
+                        f"{b'logical-two'.hex()}::i\nNever;Target:0;0&1;{first.hex()};4142434445\n")
+    data = bytearray(b"\x90" * 3 * 512)
+    data[100 : 100 + len(first)] = first
+    data[600 : 600 + len(second)] = second
+    data[1100 : 1100 + len(second)] = second.lower()
+    machine = Machine(MachineConfig(timeout=10.0, disk=tmp_path / "disk.img", disk_size_mib=1,
+                                    db=database, on_detect=("warn", "zero-fill")))
+    machine.load(build_disk_write_program(bytes(data), 40, "pio", per_command=1).image)
+    assert machine.run().halted
+    [event] = machine.events.of("detection")
+    assert (event["signature"], event["lba"], event["offset"]) == ("Two.Parts", 42, 1100 - 1024)
+    machine.close()
+    image = (tmp_path / "disk.img").read_bytes()[40 * 512 : 43 * 512]
+    expected = bytearray(data)
+    expected[1100 : 1100 + len(second)] = bytes(len(second))
+    assert image == bytes(expected)
