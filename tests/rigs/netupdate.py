@@ -114,6 +114,9 @@ def rig(*, installed: int = 0, config: ReceiverConfig | None = None, seed: int =
     if installed:
         bundle, sig = signed(installed)
         assert service.submit(bundle, sig, "vmcall") == 0
+        # Compiled before the test starts: a worker still compiling would be measured with the
+        # receiver by tests that trace allocations, and race with tests that count events.
+        assert service.wait_active(timeout=60)
     clock = FakeClock()
     receiver = UpdateReceiver(service, config=config or ReceiverConfig(), clock=clock,
                               rng=random.Random(seed))
