@@ -74,6 +74,9 @@ class EventLog:
         self.records: list[Event] = []
         #: The error that stopped writes to the sink (a full disk), if one did; ``close`` raises it.
         self.write_error: OSError | None = None
+        #: Called with each event, written or dropped, under the log's lock (a run report's
+        #: recorder): they must be quick and must not emit.
+        self.listeners: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: JsonValue) -> Event:
@@ -88,6 +91,8 @@ class EventLog:
         record.update(fields)
         if self._keep:
             self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
         if self._sink is not None:
             line = json.dumps(record, separators=(",", ":")) + "\n"  # ASCII: chars = bytes
             if self.write_error is None and self._written + len(line) <= self._room(event):
