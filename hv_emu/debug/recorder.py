@@ -100,6 +100,8 @@ EVENT_LANES = {
     "database_active": "update",
     "database_failed": "update",
 }
+#: The exits that end a run: the last one is kept (``final``) even past the cap.
+_ENDINGS = frozenset({Halt, Fault, Timeout, StopRequest})
 #: The return codes each built-in hypercall declares (a name gets its code's name only if declared).
 _DECLARED = {spec.name: spec.returns for spec in BUILTINS}
 
@@ -183,15 +185,25 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ the feeds
     def on_exit(self, exit_: Exit, outcome: Outcome, seconds: float) -> None:
-        """The machine's exit observer (``Machine.exit_observers``)."""
-        reason = REASONS.get(type(exit_), type(exit_).__name__)
-        details = (*_exit_details(exit_), ("action", _action(outcome)))
+        """The machine's exit observer (``Machine.exit_observers``). Once the exit lane is full,
+        an exit costs a count and a sum: nothing is formatted for a mark that is not kept."""
+        kind = type(exit_)
+        reason = REASONS.get(kind) or kind.__name__
+        ending = kind in _ENDINGS
         with self._lock:
             self.exits += 1
-            self.reasons.setdefault(reason, ReasonSummary()).add(seconds)
-            mark = self._add("exit", reason, details)
-            if isinstance(exit_, Halt | Fault | Timeout | StopRequest):
-                self.final = mark
+            summary = self.reasons.get(reason)
+            if summary is None:
+                summary = self.reasons[reason] = ReasonSummary()
+            summary.add(seconds)
+            if ending or len(self.marks["exit"]) < self.max_marks:
+                details = (*_exit_details(exit_), ("action", _action(outcome)))
+                mark = self._add("exit", reason, details)
+                if ending:
+                    self.final = mark
+            else:
+                dropped = self.dropped["exit"]
+                dropped[reason] = dropped.get(reason, 0) + 1
             if isinstance(exit_, Hypercall):
                 self._add("hypercall", *self._hypercall(exit_, outcome))
 

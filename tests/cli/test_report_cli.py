@@ -17,6 +17,8 @@ from guest_tool.disk_programs import build_disk_write_program
 from guest_tool.programs import build_program, build_update_program
 from hv_emu import SAMPLE_DB
 from hv_emu.cli.main import main
+from hv_emu.debug.recorder import DEFAULT_MAX_MARKS
+from hv_emu.layout import PORT_DEBUGCON
 from hv_emu.net.backends import UdpBackend
 from tests.rigs.nic import PATIENCE, frame_to, guest_image, send_update, signed_update, wait_frames
 from tests.rigs.report_page import Page, external_references, parse
@@ -181,3 +183,33 @@ def test_a_report_that_cannot_be_written_stops_before_the_guest_runs(
     assert capsys.readouterr().out == "hello from the guest\n"
     page = report_of(old)
     assert page.text("console") == "hello from the guest\n"
+
+
+def test_a_guest_making_many_exits_gets_a_bounded_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past 2000 marks a lane draws no more and says how many it left out; the summary counts
+    every exit, and the exit that ended the run is still named."""
+    looping = tmp_path / "loop.bin"
+    looping.write_bytes(assemble(f"""
+        mov ecx, 5000
+        mov edx, {PORT_DEBUGCON}
+    again:
+        mov al, 0x2e
+        out dx, al
+        dec ecx
+        jnz again
+        hlt
+    """, mode=64, address=0x100000))  # fmt: skip
+    report = tmp_path / "run.html"
+    assert main(["run", str(looping), "--report", str(report), "-q"]) == 0
+    assert capsys.readouterr().out == "." * 5000
+    text = report.read_text(encoding="utf-8")
+    page = report_of(report)
+    assert [lane for lane, _ in page.marks] == ["exit"] * DEFAULT_MAX_MARKS
+    assert page.rows("summary")[1][:2] == ["IO_INSTRUCTION", "5000"]
+    assert (f"VM exits: the first {DEFAULT_MAX_MARKS} of 5001 are drawn; not drawn: "
+            f"IO_INSTRUCTION: {5000 - DEFAULT_MAX_MARKS}, HLT: 1") in text  # fmt: skip
+    assert "The last exit: HLT at t=5001 (exit 5001" in text
+    assert page.text("console") == "." * 5000
+    assert len(text) < 1_000_000
