@@ -1,8 +1,8 @@
 """``hv-emu run``: load a guest image into a machine, run it, report how it ended.
 
 Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, CPU
-vendor, keys, database, state, disk, network, trace, report, gdb), the image (flat or a static Linux ELF
-program, chosen by its first bytes), and the exit status that tells how it ended.
+vendor, keys, database, state, disk, network, trace, report, gdb), the image (flat or a static
+Linux ELF program, chosen by its first bytes), and the exit status that tells how it ended.
 
 Exit status:
     0  the guest halted

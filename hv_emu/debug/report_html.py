@@ -49,7 +49,7 @@ REASON_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c
 LANE_COLOURS = {"injected": "#9467bd", "hypercall": "#ff7f0e", "disk_write": "#2ca02c",
                 "detection": "#d62728", "update": "#17becf"}  # fmt: skip
 _FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff]")
-_WIDTH, _LEFT, _RIGHT, _LANE_H, _TOP = 1000, 110, 16, 30, 8
+_WIDTH, _LEFT, _RIGHT, _LANE_H, _TOP = 1060, 160, 24, 30, 8
 
 _STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222;background:#fff}
@@ -171,7 +171,14 @@ def _timeline(recorder: RunRecorder) -> str:
                    f'height="{_LANE_H - 4}"/>')  # fmt: skip
         out.append(f'<text x="4" y="{y + 17}">{LANE_TITLES[lane]} '
                    f"({recorder.total(lane)})</text>")  # fmt: skip
-        for mark in recorder.marks[lane]:
+        kept = recorder.marks[lane]
+        if recorder.dropped[lane] and kept:  # where the lane stops being drawn, to the end
+            x = _LEFT + inner * min(max(kept[-1].t / span, 0.0), 1.0)
+            left_out = sum(recorder.dropped[lane].values())
+            out.append(f'<rect class="gap" x="{x:.1f}" y="{y + 2}" width="{_LEFT + inner - x:.1f}" '
+                       f'height="{_LANE_H - 8}" fill="#ddd"><title>{left_out} more '
+                       f"{LANE_TITLES[lane]} not drawn</title></rect>")  # fmt: skip
+        for mark in kept:
             colour = colours.get(mark.label, "#444") if lane == "exit" else LANE_COLOURS[lane]
             x = _LEFT + inner * min(max(mark.t / span, 0.0), 1.0)
             out.append(
@@ -278,4 +285,7 @@ def _us(seconds: float) -> str:
 
 
 def _g(value: float) -> str:
+    """A time: whole numbers (exit ordinals) as integers, others to 6 significant digits."""
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
     return f"{value:.6g}"
