@@ -246,7 +246,8 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
             status, ending = EXIT_STOPPED, repr(final)
     # The options given: those whose value is not the default (``defaults_of``: add_parser).
     default = getattr(args, "defaults_of", lambda _name: None)
-    options = [f"--{k.replace('_', '-')}={_option_text(v)}" for k, v in sorted(vars(args).items())
+    options = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={_option_text(v)}")
+               for k, v in sorted(vars(args).items())
                if k not in ("command", "image", "guest_args", "defaults_of")
                and v not in (None, False, []) and v != default(k)]  # fmt: skip
     info = RunInfo(str(args.image), options + list(args.guest_args), ending, status, summary)

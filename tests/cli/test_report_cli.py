@@ -55,7 +55,8 @@ def test_a_detected_disk_write_with_every_storage_option(
     assert code == 0, err
     page = report_of(report)
     assert page.text("run-program") == str(image)
-    assert "--on-detect=warn,zero-fill" in page.text("run-options")
+    assert "--on-detect=warn,zero-fill" in page.text("run-options").split()
+    assert "--trace" in page.text("run-options").split()
     assert page.text("run-ended").startswith("guest halted")
     assert page.text("run-exit-status") == "0"
     assert "1 detections in disk writes" in page.text("run-summary")
