@@ -19,6 +19,9 @@ Failures of the host: a write to the sink that fails (``OSError``: a full disk) 
 ``emit``, whichever thread emits; the error is kept (``write_error``), nothing more is written,
 the events from then on are counted as dropped, and ``close`` raises it once as a ``HostError``.
 
+Listeners: ``listeners`` (a run report's recorder) are called with every event, written or not,
+under the log's lock, whatever the cap and ``keep``; they must be quick and must not emit.
+
 Leaves out: rotation of the file (a run is finite); the in-memory copy kept for tests and the
 status text (not capped) can be turned off with ``keep=False``.
 

@@ -14,6 +14,7 @@ import pytest
 
 from guest_tool.assemble import assemble
 from guest_tool.disk_programs import build_disk_write_program
+from guest_tool.linux_programs import build_hvupdate
 from guest_tool.programs import build_program, build_update_program
 from hv_emu import SAMPLE_DB
 from hv_emu.cli.main import main
@@ -214,3 +215,21 @@ def test_a_guest_making_many_exits_gets_a_bounded_page(
     assert "The last exit: HLT at t=5001 (exit 5001" in text
     assert page.text("console") == "." * 5000
     assert len(text) < 1_000_000
+
+
+def test_a_linux_program_s_exit_status_heads_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A static ELF program run without its arguments prints its usage and exits 2: the report
+    says so, and counts its system calls (SYSCALL exits) and the stop that ended it."""
+    program = tmp_path / "hvupdate"
+    program.write_bytes(build_hvupdate())
+    report = tmp_path / "elf.html"
+    assert main(["run", str(program), "--report", str(report), "-q"]) == 2
+    assert capsys.readouterr().err.startswith("usage: hvupdate")
+    page = report_of(report)
+    assert page.text("run-ended") == "program exited with status 2"
+    assert page.text("run-exit-status") == "2"
+    rows = {row[0]: row[1] for row in page.rows("summary")[1:-1]}
+    assert rows == {"SYSCALL": "2", "STOP": "1"}
+    assert not page.has("console")  # it wrote to its stderr, not to the debug console
