@@ -147,6 +147,9 @@ class Machine:
         self.debugcon = DebugConsole(console)
         self.bus.register(PORT_DEBUGCON, 1, self.debugcon, "debugcon")
 
+        #: What the user should hear about the configuration before the guest runs (the CLI
+        #: prints each as a warning): options that had no effect, and why.
+        self.notices: list[str] = []
         # Trust, the database in force, and the one update pipeline.
         self.trust = TrustStore()
         for path in config.trust:
@@ -226,6 +229,12 @@ class Machine:
                     )  # fmt: skip
                 except DatabaseError as bad:
                     raise ConfigError(f"persisted database does not parse: {bad}") from None
+                if self.config.db is not None:
+                    self.notices.append(
+                        f"--db {self.config.db} is not loaded: {state.path} holds database "
+                        f"v{installed.db_version}, installed by a signed update, which stays in "
+                        "force (--db seeds an empty state directory only)"
+                    )  # fmt: skip
                 return db, installed.time_floor
         if self.config.db is not None:
             data, kind = load_database_file(self.config.db)

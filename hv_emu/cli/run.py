@@ -345,7 +345,7 @@ def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
         # Hash signatures name whole files; the disk path sees write streams (said once, here:
         # an update cannot carry a hash database, its content type is .db or .ndb only).
         hashes = machine.database.current.hashes
-        for warning in hashes.whole_file() + hashes.not_applied():
+        for warning in (*machine.notices, *hashes.whole_file(), *hashes.not_applied()):
             print(f"hv-emu: warning: {warning}", file=sys.stderr)
         try:
             _load(machine, image, args)

@@ -151,9 +151,11 @@ class Vcpu(Traps):
         address and walks the guest's page tables to find the page, which faults when the tables
         do not map it (U10). So the whole translation cache is flushed at the next ``emu_start``;
         a write from a hook ends the current ``emu_start`` (at the end of the translation block,
-        U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11)
-        and never writes RAM itself.
+        U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11):
+        there only the bulk ``rep ins*`` writes RAM, and it drops what it overwrote itself (U10).
         """
+        if self._code_dropped_here:
+            return  # the vCPU's own bulk store, whose translated code it dropped (U10)
         self._stale_code = True
         if self._emulating and not self._in_port_in:
             self._resume = True

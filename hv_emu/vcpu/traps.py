@@ -7,7 +7,8 @@ hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD
 CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the interrupt hook,
 accesses outside RAM through the memory hook. Each trap becomes an exit value (``exits.py``)
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
-written, an IN answered, or the run stopped.
+written, an IN answered, or the run stopped. The first element of a ``rep ins*``/``rep outs*`` to a
+device that moves blocks takes the direct path of ``bulk_io.py``.
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
@@ -24,8 +25,7 @@ never let an exception escape into Unicorn (it is stored and re-raised after ``e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence, Sized
-from typing import Protocol
+from collections.abc import Callable, Sized
 
 import unicorn
 from unicorn import x86_const as X
@@ -46,38 +46,14 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.abi import VMCALL_BYTES
-from hv_emu.layout import PAGE_SIZE
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
-from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
+from hv_emu.vcpu.bulk_io import BulkStringIo, PortIo
+from hv_emu.vcpu.engine import U64, RegisterBatch, mode_of
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
-from hv_emu.vcpu.string_io import (
-    MAX_INSN,
-    decode_rep_outs,
-    elements_in_order,
-    plan_block,
-    registers_after,
-)
 
 ExitHandler = Callable[[Exit], Outcome]
 
-
-class PortIo(Protocol):
-    """The port bus as the direct path sees it (``bus.PortIoBus``): each port's IN and OUT,
-    resolved, indexed by the port (Unicorn gives 16-bit ports and sizes 1, 2, 4: U13)."""
-
-    @property
-    def readers(self) -> Sequence[Callable[[int, int], int]]: ...
-
-    @property
-    def writers(self) -> Sequence[Callable[[int, int, int], None]]: ...
-
-    @property
-    def block_ports(self) -> Container[int]: ...
-
-    def write_room(self, port: int, size: int) -> int: ...
-
-    def write_block(self, port: int, size: int, data: bytes) -> None: ...
 
 #: A code hook: called with (address, size) before each instruction in its range.
 CodeHook = Callable[[int, int], None]
@@ -86,10 +62,9 @@ _INT_IMM8 = 0xCD  # INT imm8
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
-_NOT_REP_OUTS_MAX = 4096  # RIPs remembered as holding no rep outs (the guest picks them: bounded)
 
 
-class Traps(Engine):
+class Traps(BulkStringIo):
     """The engine with its hooks installed: every trap becomes an exit sent to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
@@ -97,15 +72,10 @@ class Traps(Engine):
         self.on_exit = on_exit
         self._hypercall_regs = RegisterBatch(self.uc, _HYPERCALL_REGS)
         self._invalid_insn_regs = RegisterBatch(self.uc, _INVALID_INSN_REGS)
-        self._string_regs = RegisterBatch(self.uc, ("rcx", "rsi", "rflags"))
-        # RIPs of OUTs to block ports that were no rep outs*: not decoded again (a miss here only
-        # costs speed: such an OUT is then sent one element at a time, as it always could be).
-        self._not_rep_outs: set[int] = set()
         self._stop: Exit | None = None  # why the current emu_start was stopped on purpose
         self._error: BaseException | None = None  # an exception raised inside a hook
         self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
         self._resume = False  # we stopped emu_start ourselves only to flush; just go on
-        self._in_port_in = False  # inside an IN hook, where stopping would lose data (U11)
         self._emulating = False  # inside emu_start (so inside a hook, when Python runs)
         #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
         self.exact_rip_in_hooks = False
@@ -246,6 +216,10 @@ class Traps(Engine):
             # The direct path: what dispatch does with PortIn, without building the exit and its
             # outcome (an IN handler neither stops nor writes RAM, so no flag needs setting).
             try:
+                if port in ports.block_ports:
+                    first = self._rep_ins(ports, port, size)
+                    if first is not None:
+                        return first
                 return ports.readers[port](port, size)
             except BaseException as err:
                 self._hook_error(err)
@@ -277,54 +251,6 @@ class Traps(Engine):
                 self._apply(outcome)
         except BaseException as err:
             self._hook_error(err)
-
-    def _rep_outs(self, ports: PortIo, port: int, size: int, value: int) -> bool:
-        """The first element's exit of a ``rep outs*`` to a device that takes blocks: send it as
-        many elements as it takes now and leave RCX/RSI so that Unicorn's own update of this
-        element finishes them (``string_io.py``, docs/UNICORN.md U35). False: not such an
-        instruction, or nothing to gain; the caller sends this one element alone."""
-        room = ports.write_room(port, size)
-        if room < 2:
-            return False
-        rip = self.reg("rip")
-        if rip in self._not_rep_outs:
-            return False
-        paging = self.paging_state()
-        mode = mode_of(paging)
-        insn = decode_rep_outs(self._code_at(paging, self.linear_address(mode, rip)), mode)
-        if insn is None or insn.size != size:
-            if len(self._not_rep_outs) >= _NOT_REP_OUTS_MAX:
-                self._not_rep_outs.clear()
-            self._not_rep_outs.add(rip)
-            return False
-        rcx, rsi, rflags = self._string_regs.read()
-        block = plan_block(insn, rcx, rsi, rflags, room)
-        if block is None:
-            return False
-        base = self.reg(insn.segment) << 4 if mode == 16 else 0
-        try:
-            data = read_virt(self.mem, paging, base + block.start, block.count * size)
-        except GuestFault:
-            return False  # the CPU meets the fault itself, element by element
-        data = elements_in_order(data, size, block.reverse)
-        # The first element as the CPU already fetched it; the rest copied out once, here.
-        ports.write_block(port, size, value.to_bytes(size, "little") + data[size:])
-        new_rcx, new_rsi = registers_after(insn, rcx, rsi, rflags, block.count)
-        self.set_reg("rcx", new_rcx)
-        self.set_reg("rsi", new_rsi)
-        return True
-
-    def _code_at(self, paging: PagingState, pc: int) -> bytes:
-        """Up to 15 instruction bytes at linear ``pc`` (fewer where a page is unmapped)."""
-        first = min(MAX_INSN, PAGE_SIZE - pc % PAGE_SIZE)
-        code = b""
-        for va, n in ((pc, first), (pc + first, MAX_INSN - first)):
-            if n:
-                try:
-                    code += read_virt(self.mem, paging, va, n)
-                except GuestFault:
-                    break
-        return code
 
     def _on_cpuid(self, uc: unicorn.Uc, _ud: object) -> int:
         try:

@@ -20,7 +20,7 @@ from hv_emu import layout
 from hv_emu.exits import Halt, PortOut
 from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
-from hv_emu.vcpu.string_io import RepOuts, decode_rep_outs, plan_block, registers_after
+from hv_emu.vcpu.string_io import RepString, decode_rep_string, plan_block, registers_after
 
 SIG = bytes.fromhex("0f3b5e8b7d0c31c0cd80b801000000cd80")
 NDB = f"Test.Sig:0:*:{SIG.hex()}\n"
@@ -180,23 +180,28 @@ def test_a_sector_of_rep_outsw_is_one_exit_on_the_direct_path(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("code", "mode", "expected"),
     [
-        (b"\xf3\x6f", 64, RepOuts(4, 64, "ds")),
-        (b"\x66\xf3\x6f", 64, RepOuts(2, 64, "ds")),
-        (b"\xf3\x67\x6e", 64, RepOuts(1, 32, "ds")),
-        (b"\xf3\x26\x6f", 16, RepOuts(2, 16, "es")),
-        (b"\xf3\x66\x67\x6f", 16, RepOuts(4, 32, "ds")),
-        (b"\xf3\x67\x6f", 32, RepOuts(4, 16, "ds")),
+        (b"\xf3\x6f", 64, RepString(4, 64, "ds")),
+        (b"\x66\xf3\x6f", 64, RepString(2, 64, "ds")),
+        (b"\xf3\x67\x6e", 64, RepString(1, 32, "ds")),
+        (b"\xf3\x26\x6f", 16, RepString(2, 16, "es")),
+        (b"\xf3\x66\x67\x6f", 16, RepString(4, 32, "ds")),
+        (b"\xf3\x67\x6f", 32, RepString(4, 16, "ds")),
         (b"\x6f", 64, None),  # no REP
         (b"\xf2\x6f", 64, None),  # REPNE: left out
         (b"\xf3\x48\x6f", 64, None),  # REX: left out
         (b"\xf3\x64\x6f", 64, None),  # FS: base not read
-        (b"\xf3\x6d", 64, None),  # rep insd: left out
+        (b"\xf3\x6d", 64, RepString(4, 64, "es", ins=True)),
+        (b"\xf3\x6c", 16, RepString(1, 16, "es", ins=True)),
+        (b"\x2e\x66\xf3\x6d", 16, RepString(4, 16, "es", ins=True)),  # INS: ES, whatever
+        (b"\xf3\x64\x6d", 32, RepString(4, 32, "es", ins=True)),  # ... even FS
+        (b"\xf3\x67\x6d", 64, RepString(4, 32, "es", ins=True)),
+        (b"\x6d", 64, None),  # no REP
         (b"\xf3" * 15 + b"\x6f", 64, None),  # longer than 15 bytes
         (b"\xf3\xf3", 64, None),
     ],
 )
-def test_decode_rep_outs(code: bytes, mode: int, expected: RepOuts | None) -> None:
-    assert decode_rep_outs(code, mode) == expected
+def test_decode_rep_string(code: bytes, mode: int, expected: RepString | None) -> None:
+    assert decode_rep_string(code, mode) == expected
 
 
 @given(rcx=st.integers(0, 2**64 - 1), rsi=st.integers(0, 2**64 - 1), df=st.booleans(),
@@ -205,7 +210,7 @@ def test_decode_rep_outs(code: bytes, mode: int, expected: RepOuts | None) -> No
 def test_a_block_never_wraps_and_leaves_the_registers_one_element_short(
     rcx: int, rsi: int, df: bool, size: int, address: int, room: int
 ) -> None:
-    insn = RepOuts(size, address, "ds")
+    insn = RepString(size, address, "ds")
     flags = 1 << 10 if df else 0
     block = plan_block(insn, rcx, rsi, flags, room)
     mask = insn.offset_mask
