@@ -30,6 +30,7 @@ from hv_emu.devices.pci import PciConfigSpace
 from hv_emu.devices.storage.ata import AtaChannel
 from hv_emu.devices.storage.busmaster import BusMaster
 from hv_emu.devices.storage.disk import DiskImage
+from hv_emu.devices.storage.observer import StorageObserver, StorageRead, StorageWrite, Verdict
 from hv_emu.devices.vga import VgaText
 from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
 from hv_emu.errors import ConfigError, DatabaseError, HostError
@@ -62,6 +63,23 @@ from hv_emu.vcpu import Vcpu, native_cpuid
 
 #: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
 ExitObserver = Callable[[Exit, Outcome, float], None]
+#: Called after the inspection policy answered a disk write: (the write, the verdict).
+DiskWriteWatcher = Callable[[StorageWrite, Verdict], None]
+
+
+class _WatchedStorage:
+    """A storage observer that asks ``policy`` and then tells ``watcher`` what it answered."""
+
+    def __init__(self, policy: StorageObserver, watcher: DiskWriteWatcher) -> None:
+        self.policy, self.watcher = policy, watcher
+
+    def on_write(self, w: StorageWrite) -> Verdict:
+        verdict = self.policy.on_write(w)
+        self.watcher(w, verdict)
+        return verdict
+
+    def on_read(self, r: StorageRead) -> None:
+        self.policy.on_read(r)
 
 
 @dataclass
@@ -268,6 +286,12 @@ class Machine:
             self.network.close()
         if self.linux is not None:
             self.linux.files.close_all()
+
+    def watch_disk_writes(self, watcher: DiskWriteWatcher) -> None:
+        """Tell ``watcher`` every disk write and the policy's verdict on it (a run report); the
+        default path stays as it is until someone watches. Without a disk, there is none."""
+        if self.disk is not None:
+            self.ata.observer = _WatchedStorage(self.ata.observer, watcher)
 
     def cut_network(self, reason: str) -> None:
         """Cut the guest off the network (a detection's ``cut-network``); idempotent."""

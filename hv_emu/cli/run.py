@@ -1,8 +1,8 @@
 """``hv-emu run``: load a guest image into a machine, run it, report how it ended.
 
 Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, CPU
-vendor, keys, database, state, disk, network, trace, gdb), the image (flat or a static Linux ELF
-program, chosen by its first bytes), and the exit status that tells how it ended.
+vendor, keys, database, state, disk, network, trace, report, gdb), the image (flat or a static
+Linux ELF program, chosen by its first bytes), and the exit status that tells how it ended.
 
 Exit status:
     0  the guest halted
@@ -35,10 +35,12 @@ from typing import Any, TextIO
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.debug.gdbstub import serve_gdb
+from hv_emu.debug.recorder import RunRecorder
+from hv_emu.debug.report_html import RunInfo, render
 from hv_emu.debug.trace import ExitTracer
 from hv_emu.errors import ConfigError, HostError
 from hv_emu.events import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, EventLog
-from hv_emu.exits import Fault, Halt, StopRequest, Timeout
+from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
 from hv_emu.layout import DEFAULT_MEM_MIB
@@ -138,6 +140,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                           f"(default {','.join(DEFAULT_ACTIONS)})")
     run.add_argument("--screen", type=Path, metavar="FILE",
                      help="write the final 80x25 text screen here, as 25 lines")
+    run.add_argument("--report", type=Path, metavar="FILE",
+                     help="write a self-contained HTML page of the run: exits by reason, a "
+                          "timeline, detections, hypercalls, the final screen (replaces FILE)")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
     run.add_argument("--trace", action="store_true",
                      help="print every VM exit on standard error, and exits by reason at the end")
@@ -146,6 +151,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--gdb", type=_port, metavar="PORT",
                      help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive")
     add_network_arguments(run)
+    run.set_defaults(defaults_of=run.get_default)  # the report's header names what was changed
 
 
 def _run_watched(machine: Machine, args: argparse.Namespace) -> RunResult:
@@ -195,6 +201,67 @@ def _write_screen(path: Path, rows: list[str]) -> None:
         path.write_text("".join(row.rstrip() + "\n" for row in rows), encoding="utf-8")
     except OSError as err:
         raise HostError(f"cannot write the screen to {path}: {err.strerror}") from None
+
+
+def _open_report(path: Path | None) -> TextIO | None:
+    """Open ``--report`` before the guest runs (replacing the file, as ``--events`` does), so a
+    path that cannot be written is one line and exit 2 before the run, not after it."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise ConfigError(f"--report {path} is a directory: give a file to write")
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise HostError(f"cannot write the report to {path}: {err.strerror}") from None
+
+
+def _record(machine: Machine, events: EventLog) -> RunRecorder:
+    """A recorder fed by every exit, event and disk write of the run (``--report``)."""
+    recorder = RunRecorder(hypercall_name=machine.hypercalls.name)
+    machine.exit_observers.append(recorder.on_exit)
+    events.listeners.append(recorder.on_event)
+    machine.watch_disk_writes(recorder.on_disk_write)
+    return recorder
+
+
+def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final: Exit,
+                  args: argparse.Namespace, summary: str) -> None:  # fmt: skip
+    """Render the page: the final screen and console, and how the run ended, in the header."""
+    recorder.capture_screen(machine.vga)
+    recorder.capture_console(bytes(machine.debugcon.captured))
+    linux = machine.linux
+    match final:
+        case _ if linux is not None and linux.exit_status is not None:
+            status, ending = linux.exit_status, f"program exited with status {linux.exit_status}"
+        case Halt(rip=rip):
+            status, ending = EXIT_HALT, f"guest halted (HLT, RIP={rip:#x} after it)"
+        case Fault():
+            status, ending = EXIT_FAULT, final.describe()
+        case Timeout(seconds=seconds, rip=rip):
+            status, ending = EXIT_TIMEOUT, f"timeout: {seconds:g} s without halting (RIP={rip:#x})"
+        case StopRequest(reason=reason):
+            status, ending = EXIT_STOPPED, f"stopped: {reason}"
+        case _:
+            status, ending = EXIT_STOPPED, repr(final)
+    # The options given: those whose value is not the default (``defaults_of``: add_parser).
+    default = getattr(args, "defaults_of", lambda _name: None)
+    options = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={_option_text(v)}")
+               for k, v in sorted(vars(args).items())
+               if k not in ("command", "image", "guest_args", "defaults_of")
+               and v not in (None, False, []) and v != default(k)]  # fmt: skip
+    info = RunInfo(str(args.image), options + list(args.guest_args), ending, status, summary)
+    try:
+        report.write(render(recorder, info))
+        report.close()
+    except OSError as err:
+        raise HostError(f"cannot write the report to {report.name}: {err.strerror}") from None
+
+
+def _option_text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 def _drop_standard_output() -> None:
@@ -249,6 +316,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     image = read_user_file(args.image, "image")
     if args.screen is not None and args.screen.is_dir():  # say so before the run, not after it
         raise ConfigError(f"--screen {args.screen} is a directory: give a file to write")
+    report = _open_report(args.report)
+    try:
+        return _run(args, image, report)
+    finally:
+        if report is not None:
+            report.close()
+
+
+def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
+    """``cmd_run`` once the files it writes are open."""
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
@@ -264,6 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     events = EventLog(_open_events(args.events), keep=False, max_bytes=args.events_max or None)
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
+        recorder = _record(machine, events) if report is not None else None
         # Hash signatures name whole files; the disk path sees write streams (said once, here:
         # an update cannot carry a hash database, its content type is .db or .ndb only).
         hashes = machine.database.current.hashes
@@ -292,6 +370,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     received = machine.receiver.stats() if machine.receiver is not None else None
     if received is not None and received.datagrams:  # what arrived, the top drop reasons
         summary += f"; {received.summary()}"
+    if report is not None and recorder is not None:
+        _write_report(report, recorder, machine, final, args, summary)
     if machine.linux is not None and machine.linux.exit_status is not None:
         return _program_exited(machine.linux, summary, args.quiet)
     match final:
