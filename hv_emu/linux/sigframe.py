@@ -40,7 +40,7 @@ FIX_EFLAGS = 0x40000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 
 #: Flags cleared for the handler: TF, DF, RF (``signal_setup_done``/``setup_rt_frame``).
 HANDLER_CLEARS = 0x100 | 0x400 | 0x10000
 #: Bit 1 of EFLAGS is always set; IF is on in user mode.
-EFLAGS_BASE = 0x202
+EFLAGS_DEFAULT = 0x202
 
 #: ``struct sigcontext`` (x86-64) general registers, in order from ``uc_mcontext`` + 0.
 GREGS_64 = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx",
@@ -87,7 +87,7 @@ class Interrupted:
     cr2: int = 0
 
     def reg(self, name: str) -> int:
-        return self.registers.get(name, EFLAGS_BASE if name == "rflags" else 0)
+        return self.registers.get(name, EFLAGS_DEFAULT if name == "rflags" else 0)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from hv_emu.exits import GuestException, Handled, Outcome, Stopped, Unhandled
 from hv_emu.linux.files import SyscallError
 from hv_emu.linux.numbers import Errno
 from hv_emu.linux.sigframe import (
-    EFLAGS_BASE,
+    EFLAGS_DEFAULT,
     AltStack,
     Interrupted,
     build_frame,
@@ -236,7 +236,7 @@ class Signals:
             raw = read_virt(self.mem, c.paging, frame, frame_size(self.bits, rt))
         except GuestFault:
             return self._die(SIGSEGV, fault=False)  # Linux: signal_fault -> SIGSEGV
-        restored = restore_frame(self.bits, raw, rt=rt, current_flags=EFLAGS_BASE)
+        restored = restore_frame(self.bits, raw, rt=rt, current_flags=EFLAGS_DEFAULT)
         self.blocked = restored.mask & ~_UNBLOCKABLE
         registers = {name: value & self._mask for name, value in restored.registers.items()}
         stack = restored.stack
