@@ -135,10 +135,11 @@ def siginfo(bits: int, signo: int, code: int, *, addr: int | None = None, pid: i
 
 def frame_address(sp: int, size: int, bits: int) -> int:
     """Where a frame of ``size`` bytes goes below ``sp`` (already past the red zone and on the
-    chosen stack): 16-byte aligned minus one word, as a ``call`` leaves the stack."""
+    chosen stack): 16-byte aligned minus one word, as a ``call`` leaves the stack; the address
+    wraps as the CPU's would."""
     if bits == 64:
-        return ((sp - size) & ~0xF) - 8
-    return (((sp - size) + 4) & ~0xF) - 4
+        return (((sp - size) & ~0xF) - 8) & (2**64 - 1)
+    return ((((sp - size) + 4) & ~0xF) - 4) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -177,21 +178,23 @@ def build_frame(bits: int, *, sp: int, signo: int, info: bytes, ctx: Interrupted
     if bits == 64:
         at = frame_address(sp, FRAME_64, 64)
         uc = struct.pack("<QQ", UC_FLAGS_64, 0) + stack.pack(64) + _gregs_64(ctx, mask)
-        data = struct.pack("<Q", restorer or 0) + uc + struct.pack("<Q", mask) + info
+        pretcode = (restorer or 0) & (2**64 - 1)
+        data = struct.pack("<Q", pretcode) + uc + struct.pack("<Q", mask) + info
         entry = {"rdi": signo, "rsi": at + INFO_64, "rdx": at + UC_64, "rax": 0, "rsp": at,
                  "rip": handler, "rflags": flags}  # fmt: skip
         return Frame(at, data, entry)
     if rt:
         at = frame_address(sp, FRAME_32, 32)
         pretcode = restorer if restorer is not None else at + RETCODE_32
-        head = struct.pack("<IiII", pretcode, signo, at + INFO_32, at + UC_32)
+        head = struct.pack("<IiII", pretcode & 0xFFFFFFFF, signo, (at + INFO_32) & 0xFFFFFFFF,
+                           (at + UC_32) & 0xFFFFFFFF)  # fmt: skip
         uc = struct.pack("<II", 0, 0) + stack.pack(32) + _sigcontext_32(ctx, mask)
         data = head + info + uc + struct.pack("<Q", mask) + RT_RETCODE
         entry = {"rax": signo, "rdx": at + INFO_32, "rcx": at + UC_32}
     else:
         at = frame_address(sp, FRAME_LEGACY, 32)
         pretcode = restorer if restorer is not None else at + RETCODE_LEGACY
-        head = struct.pack("<Ii", pretcode, signo) + _sigcontext_32(ctx, mask)
+        head = struct.pack("<Ii", pretcode & 0xFFFFFFFF, signo) + _sigcontext_32(ctx, mask)
         data = (head + bytes(624) + struct.pack("<I", (mask >> 32) & 0xFFFFFFFF)
                 + LEGACY_RETCODE)  # fmt: skip
         entry = {"rax": signo, "rdx": 0, "rcx": 0}

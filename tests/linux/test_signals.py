@@ -200,3 +200,26 @@ main:
     assert run.results == [0, 0, 10, 0x1234]
     assert isinstance(run.result.exit, StopRequest) and "SIGTERM" in run.result.exit.reason
     assert run.process.exit_status == 143
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([32, 64]), st.integers(0, 31), _U64, _U64, _U64,
+       st.sampled_from([0, 1, 0x401000]))  # fmt: skip
+def test_hostile_exceptions_never_raise(bits: int, vector: int, cr2: int, rsp: int, rip: int,
+                                        handler: int) -> None:  # fmt: skip
+    from hv_emu.exits import GuestException, Handled, Stopped, Unhandled
+    from hv_emu.linux.signals import SA_ONSTACK, SA_RESTORER, SA_SIGINFO, Action, AltStack
+
+    run = run_program("", bits=bits)
+    process, machine = run.process, run.machine
+    assert machine.boot is not None and machine.boot.paging is not None
+    for sig in range(1, 32):
+        process.signals.actions[sig] = Action(handler, SA_SIGINFO | SA_RESTORER | SA_ONSTACK,
+                                              rip, rsp)  # fmt: skip
+    process.signals.altstack = AltStack(cr2, 0, rsp)
+    exit_ = GuestException(vector, None, cr2, bits, rip, {"rsp": rsp, "rip": rip},
+                           machine.boot.paging)  # fmt: skip
+    outcome = process.on_exception(exit_)
+    assert isinstance(outcome, Handled | Stopped | Unhandled)
+    if isinstance(outcome, Handled) and handler > 1:
+        assert outcome.registers["rip"] == handler
