@@ -5,7 +5,9 @@ program's handler again and again (docs/ELF.md "Signals")."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +15,7 @@ from hv_emu.exits import Fault, StopRequest
 from hv_emu.linux import sigframe
 from hv_emu.linux.numbers import Errno
 from hv_emu.linux.sigframe import AltStack, Interrupted, build_frame, restore_frame, siginfo
+from hv_emu.memory.walk import read_virt
 from tests.rigs.linux import run_program, sys
 
 _U64 = st.integers(0, 2**64 - 1)
@@ -116,21 +119,26 @@ def _install(sig: int) -> str:
 
 def test_faults_in_a_loop_each_reach_the_handler_as_themselves() -> None:
     faults = ""
-    for i in range(3):  # a #PF, a #UD and a #DE, three times: no #DF, no silent stop (U15, U61)
+    # A #PF, a #UD, a #DE and a #GP (a non-canonical address), three times: no #DF, no silent
+    # stop at the third ud2 (U15, U61).
+    for i in range(3):
         faults += (f"lea r14, [rip + pf{i}]\n mov eax, [8]\n pf{i}:\n"
                    f"lea r14, [rip + ud{i}]\n ud{i}x: ud2\n ud{i}:\n"
-                   f"lea r14, [rip + de{i}]\n xor ecx, ecx\n div ecx\n de{i}:\n")  # fmt: skip
+                   f"lea r14, [rip + de{i}]\n xor ecx, ecx\n div ecx\n de{i}:\n"
+                   f"lea r14, [rip + gp{i}]\n mov rax, 0x8000000000000000\n"
+                   f" mov eax, [rax]\n gp{i}:\n")  # fmt: skip
     body = _HANDLER_64 + _install(11) + _install(4) + _install(8) + faults
-    run = run_program(body, calls=3 + 4 * 9)  # SA_SIGINFO | SA_RESTORER
+    run = run_program(body, calls=3 + 4 * 12)  # SA_SIGINFO | SA_RESTORER
     assert isinstance(run.result.exit, StopRequest), run.result.exit
     assert run.results[:3] == [0, 0, 0]
-    logs = [run.results[3 + 4 * i : 7 + 4 * i] for i in range(9)]
+    logs = [run.results[3 + 4 * i : 7 + 4 * i] for i in range(12)]
     for round_ in range(3):
-        pf, ud, de = logs[3 * round_ : 3 * round_ + 3]
+        pf, ud, de, gp = logs[4 * round_ : 4 * round_ + 4]
         assert pf == [11, 1, 8, 8]  # SIGSEGV, SEGV_MAPERR, the address, RSP % 16 == 8
         assert ud[:2] == [4, 2] and ud[3] == 8  # SIGILL, ILL_ILLOPN
         assert de[:2] == [8, 1] and de[3] == 8  # SIGFPE, FPE_INTDIV
-    assert run.process.signals.delivered == 9 and run.process.exit_status == 0
+        assert gp == [11, 0x80, 0, 8]  # SIGSEGV, SI_KERNEL, no address
+    assert run.process.signals.delivered == 12 and run.process.exit_status == 0
 
 
 def test_a_fault_with_no_handler_keeps_the_fault_report_and_ends_with_128_plus_n() -> None:
@@ -223,3 +231,44 @@ def test_hostile_exceptions_never_raise(bits: int, vector: int, cr2: int, rsp: i
     assert isinstance(outcome, Handled | Stopped | Unhandled)
     if isinstance(outcome, Handled) and handler > 1:
         assert outcome.registers["rip"] == handler
+
+
+def test_segment_and_alignment_faults_are_sigbus() -> None:
+    from hv_emu.exits import GuestException, Handled
+    from hv_emu.linux.signals import SA_RESTORER, Action
+
+    for vector, code in ((11, 0x80), (12, 0x80), (17, 1)):
+        run = run_program("")
+        process, boot = run.process, run.machine.boot
+        assert boot is not None and boot.paging is not None
+        process.signals.actions[7] = Action(0x401000, SA_RESTORER, 0x401100, 0)
+        rsp = boot.stack - 4096
+        exit_ = GuestException(vector, None, 0, 64, 0x400100, {"rsp": rsp, "rip": 0x400100},
+                               boot.paging)  # fmt: skip
+        outcome = process.on_exception(exit_)
+        assert isinstance(outcome, Handled) and outcome.registers["rdi"] == 7
+        info = read_virt(run.machine.mem, boot.paging, outcome.registers["rsi"], 16)
+        assert struct.unpack("<iii", info[:12]) == (7, 0, code)
+
+
+def test_trace_names_each_system_call_and_shows_the_exceptions(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from guest_tool.assemble import assemble
+    from guest_tool.elf_writer import code_address, write_executable
+    from hv_emu.cli.main import main
+
+    for bits, exit_call in ((64, "mov eax, 231\n xor edi, edi\n syscall\n"),
+                            (32, "mov eax, 252\n xor ebx, ebx\n int 0x80\n")):  # fmt: skip
+        call = "syscall" if bits == 64 else "int 0x80"
+        kill = ((f"mov eax, 62\n mov edi, 1\n mov esi, 0\n {call}\n" if bits == 64 else
+                 f"mov eax, 37\n mov ebx, 1\n mov ecx, 0\n {call}\n")
+                + "xor ecx, ecx\n div ecx\n")  # fmt: skip
+        code = assemble(kill + exit_call, mode=bits, address=code_address(bits))
+        (tmp_path / "prog").write_bytes(write_executable(code, bits=bits))
+        capfd.readouterr()
+        status = main(["run", str(tmp_path / "prog"), "--trace"])
+        err = capfd.readouterr().err
+        assert status == 136, err
+        assert "handled kill rax=0x0" in err
+        assert "EXCEPTION_NMI" in err and "unhandled: SIGFPE with no handler" in err

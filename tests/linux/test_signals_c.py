@@ -23,7 +23,8 @@ _ABIS = [
 
 #: Faults caught and left with siglongjmp, three rounds; siginfo and ucontext checked against the
 #: faulting instruction; the alternate stack; int3 handlers that return; raise() while blocked,
-#: then unblocked; kill(getpid()); SA_RESETHAND, so the second SIGUSR2 kills (status 140).
+#: then unblocked; kill(getpid()); a handler raising its own signal with and without
+#: SA_NODEFER; SA_RESETHAND, so the second SIGUSR2 kills (status 140).
 SIGNALS = r"""
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -56,6 +57,13 @@ static void handler(int sig, siginfo_t *info, void *ucv) {
 
 static void on_trap(int sig) { traps += sig == SIGTRAP; }
 static void on_usr1(int sig) { usr1 += sig == SIGUSR1 || sig == SIGUSR2; }
+static volatile int calls, depth, deepest;
+static void nested(int sig) {
+  depth++;
+  deepest = depth > deepest ? depth : deepest;
+  if (++calls < 2) raise(sig);  /* at once with SA_NODEFER, after the return without */
+  depth--;
+}
 static int divide(volatile int a, volatile int b) { return a / b; }
 extern char ud2_at[];
 
@@ -113,6 +121,15 @@ int main(void) {
   signal(SIGCHLD, SIG_DFL);
   raise(SIGCHLD);
   printf("SIGCHLD ignored by default\n");
+
+  sa.sa_handler = nested;
+  for (int flags = 0; flags <= 1; flags++) {
+    sa.sa_flags = flags ? SA_NODEFER : 0;
+    sigaction(SIGHUP, &sa, NULL);
+    calls = depth = deepest = 0;
+    raise(SIGHUP);
+    printf("nodefer=%d: calls=%d deepest=%d\n", flags, calls, deepest);
+  }
 
   sa.sa_handler = on_usr1;
   sa.sa_flags = SA_RESETHAND;
@@ -214,6 +231,7 @@ def test_handlers_masks_and_the_alternate_stack_behave_as_natively(
     assert native_status == 140  # killed by the second SIGUSR2
     assert (status, out) == (native_status, native_out.decode()), err
     assert "segv: sig=11 code=1 addr=0x8" in out and "traps=2" in out
+    assert "nodefer=0: calls=2 deepest=1" in out and "nodefer=1: calls=2 deepest=2" in out
     assert "killed by SIGUSR2, exited with status 140" in err
 
 
