@@ -56,6 +56,12 @@ static void handler(int sig, siginfo_t *info, void *ucv) {
 }
 
 static void on_trap(int sig) { traps += sig == SIGTRAP; }
+static volatile int trap_code = -1;
+static void on_trap_info(int sig, siginfo_t *info, void *uc) {
+  (void)uc;
+  traps += sig;
+  trap_code = info->si_code;
+}
 static void on_usr1(int sig) { usr1 += sig == SIGUSR1 || sig == SIGUSR2; }
 static volatile int calls, depth, deepest;
 static void nested(int sig) {
@@ -105,6 +111,11 @@ int main(void) {
   asm volatile("int3");
   asm volatile("int3");
   printf("traps=%d\n", traps);
+  sa.sa_sigaction = on_trap_info;  /* an rt frame, returned from with rt_sigreturn */
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGTRAP, &sa, NULL);
+  asm volatile("int3");
+  printf("traps=%d code=%#x\n", traps, trap_code);
 
   signal(SIGUSR1, on_usr1);
   sigset_t set, old, pending;
