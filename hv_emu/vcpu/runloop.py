@@ -9,8 +9,8 @@ Also single steps for a debugger (``steps=1``).
 Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23); the
-silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37); with an OS
-personality taking exceptions, the exception in flight is forgotten at each entry (U61, U62).
+silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37); the exception in
+flight is forgotten at each entry, so a fault is reported, or delivered, as itself (U61, U62).
 
 Leaves out: interrupt injection at ``emu_start`` boundaries (a HLT ends the run: no interrupt will
 wake it), SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -69,10 +69,9 @@ class Vcpu(Traps):
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
                 start = self.reg("rip")
-                if self.takes_exceptions:
-                    # A stop from inside a hook can leave a page fault "in flight" that turns the
-                    # guest's next fault into #DF (docs/UNICORN.md U62): forget it first.
-                    forget_exception(self.uc)
+                # A stop from inside a hook can leave a page fault "in flight" that would turn
+                # the guest's next fault into #DF (docs/UNICORN.md U62): forget it first.
+                forget_exception(self.uc)
                 err = self._enter(start, steps)
                 if err is not None:
                     if self._error is not None:  # raised in a hook, stored there (U22)

@@ -130,10 +130,6 @@ class Traps(Engine):
         #: owner from ``hypercalls.abi.HYPERCALL_INSTRUCTIONS``; any other opcode, the other
         #: vendor's included, is a #UD. Three bytes either way.
         self.hypercall_instruction = VMCALL_BYTES
-        #: Set by the owner when an OS personality takes the guest's exceptions (a Linux
-        #: program's signals): each exception must then arrive as itself, never as a #DF left
-        #: over from an earlier one (docs/UNICORN.md U61, U62).
-        self.takes_exceptions = False
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:

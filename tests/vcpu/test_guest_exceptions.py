@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
+import pytest
 import unicorn
 from unicorn import x86_const as X
 
@@ -19,6 +20,7 @@ from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState
+from hv_emu.vcpu import runloop
 from hv_emu.vcpu.exception_state import forget_exception, in_flight_offset
 from tests.conftest import boot_asm
 from tests.rigs.linux import run_program, sys
@@ -82,29 +84,30 @@ def test_a_second_divide_error_is_a_double_fault_until_forgotten() -> None:
     assert struct.unpack_from("<i", fresh, offset)[0] == -1
 
 
-def test_a_stop_in_the_syscall_hook_leaves_a_page_fault_in_flight() -> None:
+def test_a_stop_in_the_syscall_hook_leaves_a_page_fault_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # prlimit64 writes guest RAM, so the SYSCALL hook stops emu_start to flush translated code;
-    # then a divide error. With nobody taking exceptions it is reported as the #DF Unicorn makes
-    # of it; a Linux process (takes_exceptions) gets its #DE.
+    # then a divide error. Without the run loop's clearing it is the #DF Unicorn makes of it;
+    # with it, the program gets its #DE (SIGFPE, no handler: status 136).
     body = "lea r10, [rsp - 64]\n" + sys(64, 302, 0, 3, 0, "r10") + "xor ecx, ecx\n div ecx\n"
     run = run_program(body)
     assert isinstance(run.result.exit, Fault) and run.result.exit.vector == 0
     assert run.process.killed_by == 8 and run.process.exit_status == 136
 
-    original = Machine.load_elf
-
-    def without_clearing(self: Machine, *args: object, **kwargs: object) -> object:
-        process = original(self, *args, **kwargs)  # type: ignore[arg-type]
-        self.vcpu.takes_exceptions = False
-        return process
-
-    Machine.load_elf = without_clearing  # type: ignore[assignment,method-assign]
-    try:
-        stale = run_program(body)
-    finally:
-        Machine.load_elf = original  # type: ignore[method-assign]
+    monkeypatch.setattr(runloop, "forget_exception", lambda uc: False)
+    stale = run_program(body)
     assert isinstance(stale.result.exit, Fault) and stale.result.exit.vector == 8
     assert stale.machine.vcpu.reg("cr2") == 2**64 - 2
+
+
+def test_a_page_fault_after_a_hypercall_that_wrote_ram_is_a_page_fault() -> None:
+    _, result = boot_asm("lea rbx, [rip + name]\n xor eax, eax\n vmcall\n"
+                         "lea rbx, [rip + buf]\n mov ecx, 512\n vmcall\n"  # get_status
+                         "mov rax, 0x7fff00000000\n mov eax, [rax]\n hlt\n"
+                         "name: .asciz \"get_status\"\n buf: .space 512\n")  # fmt: skip
+    assert isinstance(result.exit, Fault)
+    assert (result.exit.kind, result.exit.address) == ("#PF", 0x7FFF00000000)
 
 
 def _handlers() -> Handlers:
