@@ -347,6 +347,9 @@ class Machine:
             self.set_syscall_handler(self.linux.on_syscall)
         else:
             self.interrupts[0x80] = self.linux.on_int80
+        # CPU exceptions become the program's signals (SIGSEGV, SIGILL...: docs/ELF.md).
+        self.handlers = replace(self.handlers, exception=self.linux.on_exception)
+        self.vcpu.offer_exceptions = True
         self.boot = replace(process.boot, stack=stack.sp)
         self.vcpu.reset(self.boot)
         return self.linux

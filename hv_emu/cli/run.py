@@ -45,6 +45,7 @@ from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
 from hv_emu.layout import DEFAULT_MEM_MIB
 from hv_emu.linux.files import FileGrant, FileTable
+from hv_emu.linux.signals import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
@@ -288,12 +289,19 @@ def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
     machine.load_elf(image, argv=[str(args.image), *args.arg, *args.guest_args], files=files)
 
 
-def _program_exited(linux: LinuxProcess, summary: str, quiet: bool) -> int:
-    """A Linux program called exit: hv-emu run exits with the program's own status."""
+def _program_exited(linux: LinuxProcess, summary: str, quiet: bool, final: Exit) -> int:
+    """A Linux program called exit, or a signal killed it: hv-emu run exits with the program's
+    own status (128 + the signal's number, as a shell shows it); a fault it had no handler for
+    is reported as any guest fault is."""
+    if isinstance(final, Fault):
+        print(f"hv-emu: {final.describe()}", file=sys.stderr)
     if not quiet:
         unsupported = ", ".join(name or str(nr) for nr, name in linux.unsupported.items())
         note = f"; unsupported system calls (-ENOSYS): {unsupported}" if unsupported else ""
-        print(f"hv-emu: program exited with status {linux.exit_status}: {linux.calls} system "
+        how = "exited"
+        if linux.killed_by is not None:
+            how = f"killed by {signal_name(linux.killed_by)}, exited"
+        print(f"hv-emu: program {how} with status {linux.exit_status}: {linux.calls} system "
               f"calls, {summary}{note}", file=sys.stderr)  # fmt: skip
     return linux.exit_status or 0
 
@@ -373,7 +381,7 @@ def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
     if report is not None and recorder is not None:
         _write_report(report, recorder, machine, final, args, summary)
     if machine.linux is not None and machine.linux.exit_status is not None:
-        return _program_exited(machine.linux, summary, args.quiet)
+        return _program_exited(machine.linux, summary, args.quiet, final)
     match final:
         case Halt():
             if not args.quiet:

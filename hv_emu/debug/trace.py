@@ -37,6 +37,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    GuestException,
     Halt,
     Handled,
     Hypercall,
@@ -51,6 +52,7 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.table import HypercallTable
+from hv_emu.linux.numbers import TABLES
 from hv_emu.memory.walk import read_virt
 from hv_emu.vcpu import Vcpu
 from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
@@ -65,6 +67,7 @@ REASONS: dict[type, str] = {
     Fault: "EXCEPTION_NMI",  # 0
     SoftwareInterrupt: "SOFTWARE_INT",  # an INT n; VT-x reports it as reason 0 when intercepted
     Syscall: "SYSCALL",  # not an exit on VT-x; Unicorn traps it, an OS personality handles it
+    GuestException: "EXCEPTION_NMI",  # 0: an exception an OS personality takes (a signal)
     Timeout: "WATCHDOG",  # hv-emu's own: the run took longer than --timeout
     StopRequest: "STOP",  # hv-emu's own: a handler or a debugger asked the run to end
 }
@@ -176,7 +179,7 @@ class ExitTracer:
             ):  # RIP has moved past the trapping instruction, as VT-x leaves it
                 rip = past - _LENGTH_BEHIND[type(exit_)]
                 instruction = self._instruction(cs, rip)
-            case Timeout(rip=rip) | StopRequest(rip=rip):
+            case Timeout(rip=rip) | StopRequest(rip=rip) | GuestException(rip=rip):
                 instruction = self._instruction(cs, rip)
             case _:  # port I/O and CPUID trap with RIP still on the instruction
                 rip = self._vcpu.reg("rip")
@@ -211,6 +214,8 @@ class ExitTracer:
                 return {name: regs[name] for name in ("rax", "rbx", "rcx", "rdx", "rdi")}
             case Fault(address=address, vector=vector):
                 return {"address": address, "vector": vector}
+            case GuestException(vector=vector, cr2=cr2):
+                return {"vector": vector, "cr2": cr2}
         return {}
 
     def _action(self, exit_: Exit, outcome: Outcome) -> str:
@@ -237,7 +242,7 @@ class ExitTracer:
                     return "native"
                 return "-> " + " ".join(f"{v:08x}" for v in outcome.cpuid)
         changed = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
-        return f"handled {changed}".rstrip()
+        return f"handled {_syscall_name(exit_)}{changed}".rstrip()
 
     def _owner(self, port: int) -> str:
         owner = self._bus.find(port)
@@ -266,6 +271,19 @@ class ExitTracer:
             )
         rows += ["", f"Total Samples:{samples}, Total events handled time:{_micro(total)}."]
         return "\n".join(rows)
+
+
+def _syscall_name(exit_: Exit) -> str:
+    """The Linux system call a SYSCALL (x86-64 numbers) or ``int 0x80`` (i386) names, and a
+    space; "" for other exits."""
+    match exit_:
+        case Syscall(registers=regs):
+            table, nr = TABLES[64], regs["rax"]
+        case SoftwareInterrupt(vector=0x80, registers=regs):
+            table, nr = TABLES[32], regs["rax"] & 0xFFFFFFFF
+        case _:
+            return ""
+    return f"{table.get(nr, f'syscall {nr}')} "
 
 
 def _micro(seconds: float) -> str:

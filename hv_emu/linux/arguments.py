@@ -85,6 +85,10 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     "prlimit64": (_I, _U, _P, _P),
     # drivers/char/random.c: char __user *buf, size_t count, unsigned int flags
     "getrandom": (_P, _UL, _U),
+    # kernel/signal.c: int sig / int how, pointers, size_t sigsetsize; pid_t pid, int sig
+    "rt_sigaction": (_I, _P, _P, _UL), "rt_sigprocmask": (_I, _P, _P, _UL),
+    "sigaltstack": (_P, _P), "rt_sigreturn": (), "sigreturn": (), "rt_sigpending": (_P, _UL),
+    "kill": (_I, _I), "tkill": (_I, _I), "tgkill": (_I, _I, _I),
 }  # fmt: skip
 
 

@@ -35,6 +35,8 @@ X86_64: dict[int, str] = {
     218: "set_tid_address", 231: "exit_group", 257: "openat", 262: "newfstatat",
     267: "readlinkat", 269: "faccessat", 273: "set_robust_list", 302: "prlimit64",
     318: "getrandom", 334: "rseq",
+    13: "rt_sigaction", 14: "rt_sigprocmask", 15: "rt_sigreturn", 62: "kill", 131: "sigaltstack",
+    200: "tkill", 234: "tgkill", 127: "rt_sigpending",
 }  # fmt: skip
 
 #: System-call number -> name, i386 (``syscall_32.tbl``).
@@ -46,6 +48,8 @@ I386: dict[int, str] = {
     243: "set_thread_area", 244: "get_thread_area", 252: "exit_group", 258: "set_tid_address",
     295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
     340: "prlimit64", 355: "getrandom", 386: "rseq",
+    37: "kill", 119: "sigreturn", 173: "rt_sigreturn", 174: "rt_sigaction", 175: "rt_sigprocmask",
+    186: "sigaltstack", 238: "tkill", 270: "tgkill", 176: "rt_sigpending",
 }  # fmt: skip
 
 TABLES = {64: X86_64, 32: I386}

@@ -4,17 +4,18 @@ Models: the kernel's system-call entry for a single-threaded process: decode the
 arguments from the registers of the ABI (``syscall`` in 64-bit programs, ``int 0x80`` in 32-bit
 ones: both reach hv-emu as VM exits), each argument narrowed to its C type as the kernel's entry
 code does (``arguments.py``: so AT_FDCWD arrives as -100 however glibc loads it), run the call
-against the process's files, memory and TLS slots (``tls.py``), and
-put the result (or ``-errno``) in RAX. ``exit``/``exit_group`` end the run with the program's exit
-status. A call this personality does not implement returns ``-ENOSYS`` (as a kernel without that
-feature would) and is reported once, as a ``syscall_unsupported`` event.
+against the process's files, memory, TLS slots (``tls.py``) and signals (``signals.py``,
+which also takes the CPU's exceptions as signals), and put the result (or ``-errno``) in RAX.
+``exit``/``exit_group`` end the run with the program's exit status. A call this personality
+does not implement returns ``-ENOSYS`` (as a kernel without that feature would) and is reported
+once, as a ``syscall_unsupported`` event.
 
 Follows: the Linux man-pages (section 2) for each call's semantics and errors, the register
 conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``arch_prctl``,
 ``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
 ``gcc -static`` programs.
 
-Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
+Leaves out: threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
 ``MAP_FIXED``, freeing memory (``munmap`` succeeds but pages are not reused), changing
 protections (``mprotect`` succeeds and changes nothing), symbolic links and directories,
 ``RCX``/``R11`` clobbering by ``syscall``.
@@ -31,7 +32,7 @@ from collections.abc import Callable, Mapping
 
 from hv_emu.errors import GuestMemoryError, PageFault
 from hv_emu.events import EventLog
-from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
+from hv_emu.exits import GuestException, Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
 from hv_emu.linux.arguments import decode_arguments
 from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
@@ -50,6 +51,7 @@ from hv_emu.linux.numbers import (
     TABLES,
     Errno,
 )
+from hv_emu.linux.signals import Signals
 from hv_emu.linux.startup import GID, PLATFORM, UID
 from hv_emu.linux.tls import USER_DESC, TlsSlots, UserDesc, selector
 from hv_emu.loaders.elf_process import ProcessImage
@@ -76,10 +78,12 @@ Selectors = Callable[[], Mapping[str, int]]
 class _Call:
     """One system call in progress: its arguments and the guest memory they point into."""
 
-    def __init__(self, mem: GuestMemory, paging: PagingState, bits: int,
-                 args: tuple[int, ...]) -> None:  # fmt: skip
+    def __init__(self, mem: GuestMemory, paging: PagingState, bits: int, args: tuple[int, ...],
+                 registers: Mapping[str, int], rip: int) -> None:  # fmt: skip
         self.mem, self.paging, self.bits, self.args = mem, paging, bits, args
         self.word = bits // 8
+        #: The caller's registers and the RIP after its call instruction (for signals).
+        self.registers, self.rip = registers, rip
 
     def read(self, va: int, n: int) -> bytes:
         return read_virt(self.mem, self.paging, va, n)
@@ -119,8 +123,12 @@ class LinuxProcess:
         self.brk = process.heap.start
         self.mmap_next = process.mmap.start
         self.segment_bases = {"fs_base": 0, "gs_base": 0}
-        #: The status given to exit/exit_group, once the program has exited.
+        #: The status given to exit/exit_group, once the program has exited (128 + the signal
+        #: number when a signal killed it, as a shell shows it).
         self.exit_status: int | None = None
+        #: The signal that killed the program, if one did.
+        self.killed_by: int | None = None
+        self.signals = Signals(mem, self.bits, PID, UID, self._killed)
         #: Call numbers answered -ENOSYS (and reported once), with their names if known.
         self.unsupported: dict[int, str | None] = {}
         self.calls = 0
@@ -142,6 +150,7 @@ class LinuxProcess:
             "access": self._access, "faccessat": self._faccessat, "readlink": self._readlink,
             "readlinkat": self._readlinkat, "fstatat64": self._newfstatat,
             "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
+            **self.signals.handlers(),
         }  # fmt: skip
 
     @property
@@ -152,13 +161,22 @@ class LinuxProcess:
     # ------------------------------------------------------------------ the exits
     def on_syscall(self, exit_: Syscall) -> Outcome:
         """``syscall`` (x86-64 ABI)."""
-        return self.handle(exit_.registers, exit_.paging)
+        return self.handle(exit_.registers, exit_.paging, exit_.rip)
 
     def on_int80(self, exit_: SoftwareInterrupt) -> Outcome:
         """``int 0x80`` (i386 ABI)."""
-        return self.handle(exit_.registers, exit_.paging)
+        return self.handle(exit_.registers, exit_.paging, exit_.rip)
 
-    def handle(self, registers: Mapping[str, int], paging: PagingState) -> Outcome:
+    def on_exception(self, exit_: GuestException) -> Outcome:
+        """A CPU exception in the program: the signal Linux would send (``signals.py``)."""
+        return self.signals.on_exception(exit_)
+
+    def _killed(self, sig: int) -> None:
+        self.killed_by = sig
+        self.exit_status = 128 + sig
+
+    def handle(self, registers: Mapping[str, int], paging: PagingState,
+               rip: int = 0) -> Outcome:  # fmt: skip
         """Decode, run and answer one system call."""
         self.calls += 1
         number_register, arg_registers = SYSCALL_REGISTERS[self.bits]
@@ -172,7 +190,7 @@ class LinuxProcess:
         else:
             # Each argument narrowed to its C type, as the kernel's entry code does.
             args = decode_arguments(name, [registers[r] for r in arg_registers], self.bits)
-            call = _Call(self.mem, paging, self.bits, args)
+            call = _Call(self.mem, paging, self.bits, args, registers, rip)
             try:
                 result = handler(call)
             except SyscallError as refused:

@@ -9,7 +9,8 @@ Also single steps for a debugger (``steps=1``).
 Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23); the
-silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
+silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37); the exception in
+flight is forgotten at each entry, so a fault is reported, or delivered, as itself (U61, U62).
 
 Leaves out: interrupt injection at ``emu_start`` boundaries (a HLT ends the run: no interrupt will
 wake it), SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -29,6 +30,7 @@ from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.engine import mode_of
+from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.faults import fault_report
 from hv_emu.vcpu.traps import ExitHandler, Traps
 
@@ -67,6 +69,9 @@ class Vcpu(Traps):
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
                 start = self.reg("rip")
+                # A stop from inside a hook can leave a page fault "in flight" that would turn
+                # the guest's next fault into #DF (docs/UNICORN.md U62): forget it first.
+                forget_exception(self.uc)
                 err = self._enter(start, steps)
                 if err is not None:
                     if self._error is not None:  # raised in a hook, stored there (U22)
@@ -122,10 +127,15 @@ class Vcpu(Traps):
     def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
                                pc: int) -> Exit | None:  # fmt: skip
         """Handle a hypercall (VMCALL, or VMMCALL on AMD) Unicorn stopped at without a hook
-        call; any other opcode, the other vendor's hypercall included, is a #UD (for a Linux
-        program, SIGILL once signals exist: see ``Traps._on_invalid_insn``)."""
+        call; any other opcode, the other vendor's hypercall included, is a #UD, offered to an OS
+        personality first (a Linux program's SIGILL: ``Traps._exception``)."""
         if not self._is_hypercall(paging, pc):
-            return fault_report(self, "#UD invalid opcode", 0, 6)
+            # A #UD as the hook would have seen it: an OS personality may take it (SIGILL).
+            if not self._exception(6, mode, paging, rip):
+                return fault_report(self, "#UD invalid opcode", 0, 6)
+            if self._error is not None:
+                raise self._error
+            return self._stop  # None: resume where the handler put RIP
         self._vmcall(mode, paging, rip)
         if self._error is not None:
             raise self._error

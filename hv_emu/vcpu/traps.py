@@ -17,7 +17,9 @@ Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook dur
 instruction; BitVisor does the same for VMMCALL under SVM).
 
 Leaves out: interrupt delivery (no PIC/APIC: guests poll), reflecting exceptions into the guest IDT
-(every guest exception ends the run with a fault report), MSR and control-register exits.
+(a guest exception is a ``GuestException`` exit an OS personality may take, as Linux's signals
+do, docs/UNICORN.md U60, U61; otherwise it ends the run with a fault report), MSR and
+control-register exits.
 
 Guest controls: all register and memory state; the hooks treat every value they read as hostile and
 never let an exception escape into Unicorn (it is stored and re-raised after ``emu_start``).
@@ -26,6 +28,7 @@ never let an exception escape into Unicorn (it is stored and re-raised after ``e
 from __future__ import annotations
 
 from collections.abc import Callable, Sized
+from dataclasses import replace
 
 import unicorn
 from unicorn import x86_const as X
@@ -34,6 +37,7 @@ from hv_emu.errors import GuestFault
 from hv_emu.exits import (
     Cpuid,
     Exit,
+    GuestException,
     Handled,
     Hypercall,
     Outcome,
@@ -50,6 +54,7 @@ from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.bulk_io import BulkStringIo, PortIo
 from hv_emu.vcpu.engine import U64, RegisterBatch, mode_of
+from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
 
 ExitHandler = Callable[[Exit], Outcome]
@@ -62,6 +67,10 @@ _INT_IMM8 = 0xCD  # INT imm8
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
+_SYSCALL_LENGTH = 2  # 0f 05
+#: Vectors whose exceptions push an error code (Intel SDM vol. 3A table 6-1): Unicorn does not
+#: pass it to the hook (U18), so a GuestException says None for them and 0 for the others.
+_ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 
 
 class Traps(BulkStringIo):
@@ -91,6 +100,10 @@ class Traps(BulkStringIo):
         #: owner from ``hypercalls.abi.HYPERCALL_INSTRUCTIONS``; any other opcode, the other
         #: vendor's included, is a #UD. Three bytes either way.
         self.hypercall_instruction = VMCALL_BYTES
+        #: Whether CPU exceptions are offered to an exception handler as ``GuestException``
+        #: exits (set by the owner when an OS personality takes them); otherwise a guest
+        #: exception is the fault that ends the run, one exit, as it always was.
+        self.offer_exceptions = False
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
@@ -118,6 +131,11 @@ class Traps(BulkStringIo):
         if isinstance(outcome, Handled):
             for name, value in outcome.registers.items():
                 self.set_reg(name, value)
+            if "rip" in outcome.registers and self._emulating:
+                # A handler moved RIP (a signal's delivery or return): start again there, so
+                # later hooks read the new RIP, not a stale one (docs/UNICORN.md U16).
+                self._resume = True
+                self.uc.emu_stop()
         elif isinstance(outcome, Stopped):
             self.request_stop(outcome.reason)
         elif isinstance(outcome, Unhandled):
@@ -183,10 +201,11 @@ class Traps(BulkStringIo):
             fetched = self.fetched_bytes(pc, len(insn))
             if not (fetched == insn if fetched is not None
                     else self._is_hypercall(paging, pc)):  # fmt: skip
-                # A guest fault that ends the run. For a Linux program (hv_emu/linux) this is
-                # where SIGILL would be delivered, so that BitVisor's call_vmm.c (try VMCALL,
-                # catch SIGILL, try VMMCALL) finds the hypercall on either vendor; signals are
-                # not implemented yet, so the program ends here with the #UD report.
+                # A #UD: an OS personality may take it (a Linux program gets SIGILL, so that
+                # BitVisor's call_vmm.c, try VMCALL, catch SIGILL, try VMMCALL, finds the
+                # hypercall on either vendor); otherwise a guest fault that ends the run.
+                if self._exception(6, mode, paging, rip):
+                    return True  # resume where the handler put RIP (U14)
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
             self._vmcall(mode, paging, rip, hypercall)
@@ -272,9 +291,15 @@ class Traps(BulkStringIo):
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
-            rip = self.reg("rip") + 2  # syscall is 0f 05
+            rip = self.reg("rip") + _SYSCALL_LENGTH
             exit_ = Syscall(mode, rip, self.general_registers(mode), paging)
-            self._apply(self.on_exit(exit_))
+            outcome = self.on_exit(exit_)
+            if isinstance(outcome, Handled) and "rip" in outcome.registers:
+                # Unicorn adds the instruction's length to whatever RIP the hook leaves (U60).
+                moved = {**outcome.registers}
+                moved["rip"] = (moved["rip"] - _SYSCALL_LENGTH) & U64
+                outcome = replace(outcome, registers=moved)
+            self._apply(outcome)
         except BaseException as err:
             self._hook_error(err)
 
@@ -297,12 +322,36 @@ class Traps(BulkStringIo):
                                           self.general_registers(mode), paging)  # fmt: skip
                 self._apply(self.on_exit(exit_))
                 return  # Unicorn resumes after the INT unless _apply stopped it
+            if self._exception(intno, mode, paging, self.reg("rip")):
+                return  # delivered: the handler moved RIP, and _apply restarts there (U18)
             address = self.reg("cr2") if intno == PAGE_FAULT else 0
             self._stop = fault_report(self, exception_name(intno), address, intno)
         except BaseException as err:
             self._hook_error(err)
             return
         uc.emu_stop()
+
+    def _exception(self, vector: int, mode: int, paging: PagingState, rip: int) -> bool:
+        """Offer a CPU exception to its handler (an OS personality) as a ``GuestException``;
+        True if it was taken (the outcome applied), False if nobody handles it: the caller
+        reports the fault as before."""
+        if not self.offer_exceptions:
+            return False  # nobody takes them: no exit value, the fault is the one exit
+        registers = self.general_registers(mode)
+        mask = U64 if mode == 64 else 0xFFFFFFFF
+        registers.update(rip=rip & mask, rflags=self.reg("rflags"), cs=self.reg("cs"),
+                         ss=self.reg("ss"), **self.selectors())  # fmt: skip
+        error_code = None if vector in _ERROR_CODE_VECTORS else 0
+        exit_ = GuestException(vector, error_code, self.reg("cr2"), mode, rip & mask, registers,
+                               paging)  # fmt: skip
+        outcome = self.on_exit(exit_)
+        if isinstance(outcome, Unhandled):
+            return False
+        if isinstance(outcome, Handled):
+            # Delivered: the CPU must not take the next fault for a double fault (U61).
+            forget_exception(self.uc)
+        self._apply(outcome)
+        return True
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
                        value: int, _ud: object) -> bool:  # fmt: skip

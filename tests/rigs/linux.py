@@ -1,11 +1,15 @@
 """A rig for Linux guest programs: assemble a few system calls into a static ELF, run it on a
-real Machine, and read back each call's result (tests/linux/)."""
+real Machine, and read back each call's result; build C programs with gcc and run them natively
+to compare (tests/linux/)."""
 
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from guest_tool.assemble import assemble
 from guest_tool.elf_writer import code_address, write_executable
@@ -84,3 +88,28 @@ def run_program(body: str, *, bits: int = 64, data: str = "", argv: tuple[str, .
             raw = read_virt(machine.mem, paging, base, 4 * calls)
             results = [v - (1 << 32) if v >> 31 else v for v in struct.unpack(f"<{calls}I", raw)]
     return LinuxRun(machine, process, result, out.getvalue(), results)
+
+
+def gcc_can(*flags: str) -> bool:
+    """Whether gcc can link a static C program with ``flags`` (``-m32`` needs gcc-multilib)."""
+    if shutil.which("gcc") is None:
+        return False
+    done = subprocess.run(["gcc", "-static", *flags, "-x", "c", "-o", "/dev/null", "-"],
+                          input="int main(void) { return 0; }\n", capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    return done.returncode == 0
+
+
+def build_c(directory: Path, name: str, source: str, *flags: str) -> Path:
+    """``source`` built with ``gcc -static -O2 flags`` as ``directory/name``."""
+    (directory / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-static", "-O2", *flags, "-o", str(directory / name),
+                    str(directory / f"{name}.c")], check=True)  # fmt: skip
+    return directory / name
+
+
+def run_native(program: Path, *args: str) -> tuple[int, bytes]:
+    """Run ``program`` on this host: (the status a shell shows, 128 + n for signal n; stdout)."""
+    done = subprocess.run([str(program), *args], capture_output=True, timeout=60, check=False)
+    status = 128 - done.returncode if done.returncode < 0 else done.returncode
+    return status, done.stdout
