@@ -97,6 +97,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
                      help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
                           "unless :rw); no other file exists for it (repeatable)")
+    run.add_argument("--sysroot", type=Path, metavar="DIR",
+                     help="ELF programs: the program sees DIR read-only as its root; a "
+                          "dynamically linked program's loader and libraries come from it "
+                          "(--sysroot / for the host's own; default: nothing of the host)")
     run.add_argument("--arg", action="append", default=[], metavar="ARG",
                      help="ELF programs: one more argv entry (repeatable; or put them after --)")
     run.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode at entry")
@@ -209,15 +213,19 @@ def _drop_standard_output() -> None:
 def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
     """A static ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
     if not is_elf(image):
-        if args.file or args.arg or args.guest_args:
-            raise ConfigError("--file, --arg and program arguments apply to ELF programs only")
+        if args.file or args.arg or args.guest_args or args.sysroot is not None:
+            raise ConfigError("--file, --sysroot, --arg and program arguments apply to ELF "
+                              "programs only")  # fmt: skip
         machine.load(image, mode=args.mode, load=args.load, entry=args.entry, paging=args.paging)
         return
     if args.load is not None or args.entry is not None or args.paging != "none":
         raise ConfigError("--load, --entry and --paging apply to flat images: an ELF program's "
                           "headers say where it goes and its class picks the mode")  # fmt: skip
+    if args.sysroot is not None and not args.sysroot.is_dir():
+        raise ConfigError(f"--sysroot {args.sysroot}: not a directory")
     files = FileTable([FileGrant.parse(spec) for spec in args.file], stdin=sys.stdin.buffer,
-                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)  # fmt: skip
+                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                      sysroot=args.sysroot)  # fmt: skip
     machine.load_elf(image, argv=[str(args.image), *args.arg, *args.guest_args], files=files)
 
 
@@ -253,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
-        cpu=args.cpu,
+        cpu=args.cpu, sysroot=args.sysroot,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:

@@ -27,6 +27,7 @@ and no guest value can raise out of this module: every handler's refusal is an e
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable, Mapping
 
 from hv_emu.errors import GuestMemoryError, PageFault
@@ -34,6 +35,7 @@ from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
 from hv_emu.linux.arguments import decode_arguments
+from hv_emu.linux.dynamic import DynamicCalls
 from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
 from hv_emu.linux.numbers import (
     ARCH_GET_FS,
@@ -43,8 +45,6 @@ from hv_emu.linux.numbers import (
     AT_EMPTY_PATH,
     AT_FDCWD,
     F_OK,
-    MAP_ANONYMOUS,
-    MAP_FIXED,
     MAX_ERRNO,
     SYSCALL_REGISTERS,
     TABLES,
@@ -107,7 +107,8 @@ class LinuxProcess:
     """The one process of a Linux guest: its files, break, mmap arena and exit status."""
 
     def __init__(self, mem: GuestMemory, process: ProcessImage, files: FileTable,
-                 events: EventLog, selectors: Selectors | None = None) -> None:  # fmt: skip
+                 events: EventLog, selectors: Selectors | None = None,
+                 exe: str = "") -> None:  # fmt: skip
         self.mem = mem
         #: The vCPU's loaded DS/ES/FS/GS selectors (set_thread_area refreshes a changed one).
         self.selectors = selectors
@@ -117,7 +118,6 @@ class LinuxProcess:
         self.files = files
         self.events = events
         self.brk = process.heap.start
-        self.mmap_next = process.mmap.start
         self.segment_bases = {"fs_base": 0, "gs_base": 0}
         #: The status given to exit/exit_group, once the program has exited.
         self.exit_status: int | None = None
@@ -130,8 +130,7 @@ class LinuxProcess:
             "writev": self._writev, "open": self._open, "openat": self._openat,
             "close": self._close, "lseek": self._lseek, "fstat": self._fstat,
             "fstat64": self._fstat, "stat": self._stat, "newfstatat": self._newfstatat,
-            "mmap": self._mmap, "mmap2": self._mmap, "munmap": self._munmap,
-            "mprotect": lambda c: 0, "brk": self._brk, "exit": self._exit,
+            "brk": self._brk, "exit": self._exit,
             "exit_group": self._exit, "uname": self._uname, "arch_prctl": self._arch_prctl,
             "set_tid_address": lambda c: PID, "set_robust_list": lambda c: 0,
             "getpid": lambda c: PID, "gettid": lambda c: PID, "ioctl": self._ioctl,
@@ -143,6 +142,10 @@ class LinuxProcess:
             "readlinkat": self._readlinkat, "fstatat64": self._newfstatat,
             "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
         }  # fmt: skip
+        # mmap, munmap, mprotect, pread64, getdents64, readlink of /proc/self/exe (dynamic.py).
+        self.dynamic = DynamicCalls(mem, (process.mmap.start, process.mmap.end), files, exe,
+                                    fallback=self._handlers)  # fmt: skip
+        self._handlers = {**self._handlers, **self.dynamic.handlers()}
 
     @property
     def implemented(self) -> frozenset[str]:
@@ -223,12 +226,12 @@ class LinuxProcess:
         return self.files.open(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2])
 
     def _at_path(self, c: _Call, dirfd: int, path: str) -> str:
-        """``*at`` calls: absolute paths and paths relative to AT_FDCWD; there are no
-        directories to be relative to."""
+        """``*at`` calls: absolute paths, paths relative to AT_FDCWD, and paths relative to an
+        open directory (``ENOTDIR`` for another descriptor)."""
         if path.startswith("/") or dirfd == AT_FDCWD:
             return path
         if self.files.is_open(dirfd):
-            raise SyscallError(Errno.ENOTDIR, f"descriptor {dirfd} is not a directory")
+            return posixpath.join(self.files.directory_path(dirfd), path)
         raise SyscallError(Errno.EBADF, f"descriptor {dirfd} is not open")
 
     def _close(self, c: _Call) -> int:
@@ -295,28 +298,6 @@ class LinuxProcess:
                 c.write(wanted, bytes(self.brk - wanted))
             self.brk = wanted
         return self.brk
-
-    def _mmap(self, c: _Call) -> int:
-        """Anonymous memory from the arena, bottom up, never reused (the arena is zeroed)."""
-        length, flags = c.args[1], c.args[3]
-        if not flags & MAP_ANONYMOUS:
-            raise SyscallError(Errno.ENODEV, "only anonymous mappings are supported")
-        if flags & MAP_FIXED:
-            raise SyscallError(Errno.EINVAL, "MAP_FIXED is not supported")
-        if length == 0:
-            raise SyscallError(Errno.EINVAL, "zero length")
-        size = -(-length // 0x1000) * 0x1000
-        if self.mmap_next + size > self.image.mmap.end:
-            left = self.image.mmap.end - self.mmap_next
-            raise SyscallError(Errno.ENOMEM, f"the mmap arena has {left:#x} bytes left")
-        address = self.mmap_next
-        self.mmap_next += size
-        return address
-
-    def _munmap(self, c: _Call) -> int:
-        if c.args[0] % 0x1000 or c.args[1] == 0:
-            raise SyscallError(Errno.EINVAL, "unaligned address or zero length")
-        return 0
 
     # ------------------------------------------------------------------ process
     def _exit(self, c: _Call) -> Outcome:
