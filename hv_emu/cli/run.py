@@ -25,6 +25,7 @@ the shape of hv-emu's own messages (one line each on standard error).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -43,6 +44,7 @@ from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
 from hv_emu.layout import DEFAULT_MEM_MIB
 from hv_emu.linux.files import FileGrant, FileTable
+from hv_emu.linux.numbers import call_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
@@ -164,8 +166,10 @@ def _run_watched(machine: Machine, args: argparse.Namespace) -> RunResult:
     tracer = None
     if args.trace or records is not None:
         lines = sys.stderr if args.trace else None
+        linux = machine.linux
+        namer = functools.partial(call_name, linux.bits) if linux is not None else None
         tracer = ExitTracer(machine.vcpu, machine.bus, machine.hypercalls, lines=lines,
-                            records=records)  # fmt: skip
+                            records=records, syscall_name=namer)  # fmt: skip
         machine.exit_observers.append(tracer)
     try:
         if args.gdb is None:

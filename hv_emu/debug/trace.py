@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -71,6 +71,10 @@ REASONS: dict[type, str] = {
 #: Instruction lengths that let the tracer find a trap's instruction when RIP is already past it.
 _LENGTH_BEHIND = {Hypercall: 3, SoftwareInterrupt: 2, Syscall: 2, Halt: 1}
 _WIDTH_REASON = 14
+
+
+#: A system call's name from the registers at the ``SYSCALL``/``INT 0x80`` (``linux/numbers.py``).
+SyscallNamer = Callable[[Mapping[str, int]], str]
 
 
 @dataclass(frozen=True)
@@ -132,8 +136,11 @@ class ExitTracer:
 
     def __init__(self, vcpu: Vcpu, bus: PortIoBus, hypercalls: HypercallTable, *,
                  lines: TextIO | None = None, records: TextIO | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.perf_counter,
+                 syscall_name: SyscallNamer | None = None) -> None:  # fmt: skip
         self._vcpu = vcpu
+        #: Names a Linux program's system call from its registers (``SYSCALL``, ``INT 0x80``).
+        self._syscall_name = syscall_name
         self._bus = bus
         self._hypercalls = hypercalls
         self._lines = lines
@@ -224,6 +231,11 @@ class ExitTracer:
                 return f"unhandled: {why}"
         assert isinstance(outcome, Handled)
         match exit_:
+            case Syscall(registers=regs) | SoftwareInterrupt(vector=0x80, registers=regs) if (
+                self._syscall_name is not None
+            ):
+                results = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
+                return f"{self._syscall_name(regs)} -> {results}"
             case Hypercall(nr=nr):
                 name = self._hypercalls.name(nr) or "unknown number"
                 results = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())

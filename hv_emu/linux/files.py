@@ -56,6 +56,7 @@ from hv_emu.linux.numbers import (
 )
 from hv_emu.linux.refusals import SyscallError, host_call
 from hv_emu.linux.stat import pack_stat
+from hv_emu.linux.streams import Stream
 from hv_emu.linux.sysroot import HostTree
 
 __all__ = ["FileGrant", "FileTable", "SyscallError", "host_call"]
@@ -92,51 +93,6 @@ class FileGrant:
         if not host:
             raise ConfigError(f"--file {spec!r}: the host path is empty")
         return cls(posixpath.normpath(guest), Path(host), writable)
-
-
-@dataclass
-class _Stream:
-    """A standard stream: hv-emu's stdin/stdout/stderr (``None``: reads give end of file, writes
-    vanish, like ``/dev/null``)."""
-
-    stream: BinaryIO | None
-    readable: bool
-
-    def read(self, n: int) -> bytes:
-        if not self.readable:
-            raise SyscallError(Errno.EBADF, "not open for reading")
-        if self.stream is None:
-            return b""
-        # read1: what is available now (a line typed at a terminal), as read(2) on a pipe does,
-        # rather than waiting for all n bytes.
-        read1 = getattr(self.stream, "read1", None)
-        data = read1(n) if read1 is not None else self.stream.read(n)
-        return bytes(data or b"")
-
-    def write(self, data: bytes) -> int:
-        if self.readable:
-            raise SyscallError(Errno.EBADF, "not open for writing")
-        if self.stream is not None:
-            try:
-                self.stream.write(data)
-                self.stream.flush()
-            except BrokenPipeError:
-                # The host reader went away (hv-emu run prog | head): the program gets EPIPE, as
-                # it would on Linux (without the SIGPIPE, which the personality does not model).
-                raise SyscallError(Errno.EPIPE, "the reader of this stream has gone") from None
-        return len(data)
-
-    def seek(self, offset: int, whence: int) -> int:
-        raise SyscallError(Errno.ESPIPE, "a stream has no position")
-
-    def pread(self, n: int, offset: int) -> bytes:
-        raise SyscallError(Errno.ESPIPE, "a stream has no position")
-
-    def stat(self) -> os.stat_result | None:
-        return None
-
-    def close(self) -> None:
-        """The streams belong to hv-emu: closing the descriptor leaves them open."""
 
 
 @dataclass
@@ -191,7 +147,7 @@ class _HostFile:
         os.close(self.fd)
 
 
-_File = _Stream | _HostFile | Directory
+_File = Stream | _HostFile | Directory
 
 @dataclass
 class FileTable:
@@ -208,9 +164,9 @@ class FileTable:
         self._by_path = {g.guest_path: g for g in self.grants}
         self._root = HostTree(self.sysroot) if self.sysroot is not None else None
         self._open: dict[int, _File] = {
-            0: _Stream(self.stdin, readable=True),
-            1: _Stream(self.stdout, readable=False),
-            2: _Stream(self.stderr, readable=False),
+            0: Stream(self.stdin, readable=True),
+            1: Stream(self.stdout, readable=False),
+            2: Stream(self.stderr, readable=False),
         }
 
     # ------------------------------------------------------------------ descriptors
@@ -270,7 +226,7 @@ class FileTable:
     def status_flags(self, fd: int) -> int:
         """``fcntl(F_GETFL)``: the access mode and ``O_APPEND``."""
         file = self._file(fd)
-        if isinstance(file, _Stream):
+        if isinstance(file, Stream):
             return O_RDONLY if file.readable else O_WRONLY
         if isinstance(file, Directory):
             return O_RDONLY | O_DIRECTORY

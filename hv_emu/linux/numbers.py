@@ -17,6 +17,7 @@ Guest controls: nothing here; these tables are how the personality reads what th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 #: The registers carrying the number and the six arguments, by ABI (64 = syscall, 32 = int 0x80).
@@ -52,6 +53,13 @@ I386: dict[int, str] = {
 }  # fmt: skip
 
 TABLES = {64: X86_64, 32: I386}
+
+
+def call_name(bits: int, registers: Mapping[str, int]) -> str:
+    """The name of the system call the registers ask for (``syscall NR`` for an unknown one), as
+    ``--trace`` prints it."""
+    nr = registers[SYSCALL_REGISTERS[bits][0]] & ((1 << bits) - 1)
+    return TABLES[bits].get(nr, f"syscall {nr}")
 
 
 class Errno(IntEnum):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hv_emu.exits import Handled, Stopped
 from hv_emu.linux.directories import dirent64
-from hv_emu.linux.numbers import Errno
+from hv_emu.linux.numbers import Errno, call_name
 from hv_emu.memory.walk import read_virt
 from tests.rigs.linux import run_program, sys
 
@@ -181,3 +181,9 @@ def _program_with_a_directory():  # type: ignore[no-untyped-def]
         _CACHE["run"] = run_program(body, data='d: .asciz "/d"\n', grants=(f"/d={here}",),
                                     sysroot=here)  # fmt: skip
     return _CACHE["run"]
+
+
+def test_call_names_for_the_trace() -> None:
+    assert call_name(64, {"rax": 17}) == "pread64" and call_name(32, {"rax": 180}) == "pread64"
+    assert call_name(64, {"rax": (1 << 64) - 1}) == f"syscall {(1 << 64) - 1}"
+    assert call_name(32, {"rax": 0x1_0000_00DC}) == "getdents64"  # EAX only on i386

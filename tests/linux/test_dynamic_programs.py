@@ -170,3 +170,15 @@ def test_the_documented_commands_run_as_written(tmp_path: Path) -> None:
             subprocess.run(line, shell=True, cwd=tmp_path, check=True)
     digest = native("/usr/bin/sha256sum", "hello.txt", cwd=tmp_path).stdout
     assert outputs == [digest, b"hello\n"]
+
+
+def test_trace_names_every_system_call(inputs: Path) -> None:
+    done = hv_emu("/usr/bin/wc", "--sysroot", "/", "--trace", "--file", "w=words.txt", "--", "w",
+                  cwd=inputs)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.decode().splitlines()
+             if " SYSCALL " in line and "syscall [0f 05]" in line]  # not the summary's row
+    names = {line.split(" -> ")[0].split()[-1] for line in lines if " -> " in line}
+    assert {"brk", "openat", "mmap", "pread64", "mprotect", "arch_prctl", "fadvise64", "read",
+            "write"} <= names  # fmt: skip
+    assert all(" -> " in line or "stop: exit" in line for line in lines)
