@@ -14,7 +14,9 @@ Follows: mmap(2), munmap(2), mprotect(2), pread(2), getdents64(2), readlink(2), 
 (``/proc/self/exe``), posix_fadvise(2); ``strace`` of glibc 2.36's ``ld.so`` and coreutils
 (docs/ELF.md lists the calls).
 
-Leaves out: ``MAP_SHARED`` writable file mappings (``ENODEV``: writes would not reach the file),
+Leaves out: zeroing arena pages never handed out before (the loader zeroed them; a program that
+writes where it mapped nothing finds its bytes in a later mapping, where Linux would have sent it
+``SIGSEGV``), ``MAP_SHARED`` writable file mappings (``ENODEV``: writes would not reach the file),
 page protections (``mprotect`` checks its arguments and succeeds; every page stays readable,
 writable and executable, as the loader mapped it), ``MAP_GROWSDOWN``, ``mremap``, other
 ``/proc`` files, symbolic links inside the sysroot for ``readlink`` (``EINVAL``).
@@ -78,6 +80,8 @@ class DynamicCalls:
                  exe: str, fallback: Mapping[str, Callable[[Any], object]]) -> None:  # fmt: skip
         self.mem = mem
         self.map = MemoryMap(*arena)
+        #: Arena pages from here up were never handed out: still zero, as the loader left them.
+        self.fresh_from = arena[0]
         self.files = files
         #: What ``readlink("/proc/self/exe")`` reads: the program's path as the guest sees it.
         self.exe = exe
@@ -128,7 +132,6 @@ class DynamicCalls:
         else:
             start = self.map.find(size)
         self.map.take(start, size)
-        self._zero(c.paging, start, size)
         copied = 0
         while source is not None and copied < size:
             data = source.pread(min(size - copied, MAX_IO), offset + copied)
@@ -136,6 +139,8 @@ class DynamicCalls:
                 break
             c.write(start + copied, data)
             copied += len(data)
+        self._zero(c.paging, start + copied, min(start + size, self.fresh_from))
+        self.fresh_from = max(self.fresh_from, start + size)
         return start
 
     def _munmap(self, c: Call) -> int:
@@ -151,10 +156,12 @@ class DynamicCalls:
             raise SyscallError(Errno.EINVAL, f"mprotect {addr:#x}+{length:#x} {prot:#x}")
         return 0
 
-    def _zero(self, paging: PagingState, start: int, size: int) -> None:
-        """Zero the pages (the arena is mapped writable: no fault is possible here)."""
-        for page in range(start, start + size, PAGE_SIZE):
-            self.mem.zero(translate(self.mem, paging, page), PAGE_SIZE)
+    def _zero(self, paging: PagingState, start: int, end: int) -> None:
+        """Zero ``[start, end)`` of the arena (mapped writable: no fault is possible here)."""
+        while start < end:
+            size = min(PAGE_SIZE - start % PAGE_SIZE, end - start)
+            self.mem.zero(translate(self.mem, paging, start), size)
+            start += size
 
     # ------------------------------------------------------------------ files
     def _pread64(self, c: Call) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import linux as bench_linux
 from hv_emu.loaders.elf_file import parse_elf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,3 +183,9 @@ def test_trace_names_every_system_call(inputs: Path) -> None:
     assert {"brk", "openat", "mmap", "pread64", "mprotect", "arch_prctl", "fadvise64", "read",
             "write"} <= names  # fmt: skip
     assert all(" -> " in line or "stop: exit" in line for line in lines)
+
+
+def test_the_benchmark_row_runs_and_checks_the_digest() -> None:
+    """docs/PERFORMANCE.md's dynamic sha256sum row: the program's output is checked inside."""
+    row = bench_linux._dynamic_sha256sum()
+    assert row is not None and row.value > 0 and row.peer_value is not None
