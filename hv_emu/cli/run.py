@@ -1,7 +1,7 @@
 """``hv-emu run``: load a guest image into a machine, run it, report how it ended.
 
 Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, CPU
-vendor, keys, database, state, disk, network, trace, gdb), the image (flat or a static Linux ELF
+vendor, keys, database, state, disk, network, trace, gdb), the image (flat or a Linux ELF
 program, chosen by its first bytes), and the exit status that tells how it ended.
 
 Exit status:
@@ -93,9 +93,9 @@ def _port(text: str) -> int:
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``hv-emu run`` and its options to the sub-command table."""
     run = sub.add_parser("run", help="run a guest image",
-                         description="Run a flat guest image or a static Linux ELF program "
+                         description="Run a flat guest image or a Linux ELF program "
                                      "(arguments for the program after --).")  # fmt: skip
-    run.add_argument("image", type=Path, help="flat binary image or static ELF executable")
+    run.add_argument("image", type=Path, help="flat binary image or ELF executable")
     run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
                      help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
                           "unless :rw); no other file exists for it (repeatable)")
@@ -215,7 +215,7 @@ def _drop_standard_output() -> None:
 
 
 def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
-    """A static ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
+    """An ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
     if not is_elf(image):
         if args.file or args.arg or args.guest_args or args.sysroot is not None:
             raise ConfigError("--file, --sysroot, --arg and program arguments apply to ELF "
