@@ -134,7 +134,8 @@ def test_a_link_out_of_the_sysroot_stays_inside_it(inputs: Path, tmp_path: Path)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (Debian: gcc)")
-def test_a_gcc_built_dynamic_program_opens_a_relative_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bits", [64, 32])
+def test_a_gcc_built_dynamic_program_opens_a_relative_path(tmp_path: Path, bits: int) -> None:
     source = tmp_path / "rel.c"
     source.write_text(
         "#include <stdio.h>\n#include <fcntl.h>\n#include <unistd.h>\n"
@@ -147,8 +148,12 @@ def test_a_gcc_built_dynamic_program_opens_a_relative_path(tmp_path: Path) -> No
         '  printf("read %zd bytes, first %c\\n", n, c); return 0;\n}\n'
     )
     program = tmp_path / "rel"
-    subprocess.run(["gcc", "-O2", "-o", str(program), str(source)], check=True)
-    assert parse_elf(program.read_bytes()).interp == str(LOADER)  # dynamic, as gcc builds them
+    built = subprocess.run(["gcc", f"-m{bits}", "-O2", "-o", str(program), str(source)],
+                           capture_output=True, check=False)  # fmt: skip
+    if built.returncode != 0:
+        pytest.skip(f"gcc -m{bits} cannot link here (Debian: gcc-multilib for -m32)")
+    elf = parse_elf(program.read_bytes())
+    assert (elf.bits, elf.interp) == (bits, str(LOADER) if bits == 64 else "/lib/ld-linux.so.2")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "in.txt").write_text("xyz\n")
     ours = hv_emu(str(program), "--sysroot", "/", "--file", "data/in.txt=data/in.txt",
