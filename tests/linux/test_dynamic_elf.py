@@ -23,7 +23,7 @@ from hv_emu.layout import LINUX_DYN_BASE, LINUX_MMAP_BASE
 from hv_emu.linux.files import FileTable
 from hv_emu.linux.numbers import Auxv
 from hv_emu.loaders.elf_file import ElfError, ElfType, SegmentType, parse_elf
-from hv_emu.loaders.elf_process import load_bias
+from hv_emu.loaders.elf_process import load_bias, load_elf
 from hv_emu.loaders.interp import load_interpreter
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.memory.walk import read_virt
@@ -147,3 +147,32 @@ def test_a_static_pie_program_runs_without_a_sysroot(tmp_path: Path) -> None:
     machine.run()
     machine.close()
     assert (out.getvalue(), process.exit_status) == (b"pie\n", 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(16, PHDR0 + 112), st.integers(0, 255)), max_size=6),
+       st.lists(st.tuples(st.integers(16, PHDR0 + 112), st.integers(0, 255)), max_size=6))
+def test_hostile_pie_programs_and_loaders_load_or_raise_image_errors(
+    program_edits: list[tuple[int, int]], loader_edits: list[tuple[int, int]]
+) -> None:
+    """Mutated headers (types, entries, addresses, sizes, alignments) of an ET_DYN program and of
+    its loader: each is parsed, then both are placed in one address space, or an ImageError (an
+    ElfError is one) says why not; nothing else escapes, and a loaded process starts in its
+    loader, which lies above the program and its heap."""
+    images = []
+    for edits in (program_edits, loader_edits):
+        image = bytearray(with_interp(b"/ld\0", dyn=True))
+        struct.pack_into("<I", image, PHDR0 + 56, SegmentType.NOTE)  # the loader names none
+        for offset, value in edits:
+            image[offset] = value
+        images.append(bytes(image))
+    machine = Machine(MachineConfig(timeout=10, mem_mib=8), events=EventLog())
+    try:
+        program, loader = parse_elf(images[0]), parse_elf(images[1])
+        image = load_elf(machine.mem, program, loader)
+    except ImageError:
+        return
+    finally:
+        machine.close()
+    assert image.boot.entry == image.interp_base + loader.entry
+    assert image.bias + program.loads[-1].end <= image.heap.start <= image.interp_base
