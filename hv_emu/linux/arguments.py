@@ -63,6 +63,10 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     # fs/fcntl.c: unsigned int fd, unsigned int cmd, unsigned long arg; fs/file.c: dup*
     "fcntl": (_U, _U, _UL), "fcntl64": (_U, _U, _UL),
     "dup": (_U,), "dup2": (_U, _U), "dup3": (_U, _U, _I),
+    "getcwd": (_P, _UL),                        # fs/d_path.c: char __user *buf, unsigned long size
+    # fs/xattr.c: path (or int fd), name or list, value, size_t size[, int flags]
+    "getxattr": (_P, _P, _P, _UL), "lgetxattr": (_P, _P, _P, _UL), "fgetxattr": (_I, _P, _P, _UL),
+    "listxattr": (_P, _P, _UL), "llistxattr": (_P, _P, _UL), "flistxattr": (_I, _P, _UL),
     # fs/open.c
     "open": (_P, _I, _U),                       # filename, int flags, umode_t mode
     "openat": (_I, _P, _I, _U),                 # int dfd, filename, int flags, umode_t mode

@@ -6,9 +6,9 @@ bytes are copied into the arena at mapping time, the rest of the last page and a
 end of the file are zero), ``MAP_FIXED`` over pages the program mapped before (how ``ld.so`` lays a
 library's segments over its first reservation), ``munmap``, ``mprotect``, ``pread64``,
 ``getdents64`` on an open directory, ``readlink("/proc/self/exe")`` (the program's path),
-``fadvise64`` (advice, taken as such), ``dup``/``dup2``/``dup3`` and ``fcntl`` (``F_DUPFD``,
-``F_GETFL``; ``F_GETFD``/``F_SETFD``/``F_SETFL`` succeed and change nothing). The books of the
-arena are ``mmap.py``'s; the files and directories ``files.py``'s.
+``fadvise64`` (advice, taken as such), ``getcwd`` (``/``), ``dup``/``dup2``/``dup3`` and ``fcntl``
+(``F_DUPFD``, ``F_GETFL``; ``F_GETFD``/``F_SETFD``/``F_SETFL`` succeed and change nothing). The
+books of the arena are ``mmap.py``'s; the files and directories ``files.py``'s.
 
 Follows: mmap(2), munmap(2), mprotect(2), pread(2), getdents64(2), readlink(2), proc(5)
 (``/proc/self/exe``), posix_fadvise(2); ``strace`` of glibc 2.36's ``ld.so`` and coreutils
@@ -94,7 +94,10 @@ class DynamicCalls:
             "getdents64": self._getdents64, "readlink": self._readlink,
             "readlinkat": self._readlinkat, "fadvise64": self._fadvise64,
             "fcntl": self._fcntl, "fcntl64": self._fcntl, "dup": self._dup, "dup2": self._dup2,
-            "dup3": self._dup3,
+            "dup3": self._dup3, "getcwd": self._getcwd,
+            "getxattr": self._path_xattr, "lgetxattr": self._path_xattr,
+            "listxattr": self._path_xattr, "llistxattr": self._path_xattr,
+            "fgetxattr": self._fd_xattr, "flistxattr": self._fd_xattr,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ memory
@@ -207,6 +210,24 @@ class DynamicCalls:
         if c.args[0] == c.args[1] or c.args[2] & ~O_CLOEXEC:
             raise SyscallError(Errno.EINVAL, f"dup3({c.args[0]}, {c.args[1]}, {c.args[2]:#o})")
         return self.files.dup(c.args[0], exact=c.args[1])
+
+    def _getcwd(self, c: Call) -> int:
+        """The working directory is the root of the program's view (the sysroot's, where paths
+        that are not granted are looked up from)."""
+        if c.args[1] < 2:
+            raise SyscallError(Errno.ERANGE, f"a {c.args[1]}-byte buffer")
+        c.write(c.args[0], b"/\0")
+        return 2
+
+    def _path_xattr(self, c: Call) -> int:
+        """Extended attributes: none are modelled (``EOPNOTSUPP``, as on a file system without
+        them; ``ls -l`` then shows no ACL mark), once the path is known to exist."""
+        self.files.access(c.path(c.args[0]), 0)
+        raise SyscallError(Errno.EOPNOTSUPP, "no extended attributes")
+
+    def _fd_xattr(self, c: Call) -> int:
+        self.files.status_flags(c.args[0])  # EBADF if not open
+        raise SyscallError(Errno.EOPNOTSUPP, "no extended attributes")
 
     def _readlink(self, c: Call) -> int:
         if c.path(c.args[0]) == PROC_SELF_EXE:

@@ -313,7 +313,7 @@ class FileTable:
         else:
             mode = S_IFREG | (0o644 if isinstance(file, _HostFile) and file.writable else 0o444)
         return pack_stat(bits, mode=mode, size=host.st_size, ino=host.st_ino,
-                          mtime=int(host.st_mtime))  # fmt: skip
+                         mtime=int(host.st_mtime), blocks=host.st_blocks)  # fmt: skip
 
     def stat(self, path: str, bits: int) -> bytes:
         """``stat(path)`` of a granted path (as if opened and ``fstat``-ed)."""

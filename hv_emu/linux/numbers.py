@@ -32,7 +32,8 @@ X86_64: dict[int, str] = {
     0: "read", 1: "write", 2: "open", 3: "close", 4: "stat", 5: "fstat", 8: "lseek",
     9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 16: "ioctl", 17: "pread64",
     19: "readv", 20: "writev", 32: "dup", 33: "dup2", 72: "fcntl", 217: "getdents64",
-    221: "fadvise64", 292: "dup3",
+    221: "fadvise64", 292: "dup3", 79: "getcwd", 191: "getxattr", 192: "lgetxattr",
+    193: "fgetxattr", 194: "listxattr", 195: "llistxattr", 196: "flistxattr",
     21: "access", 39: "getpid", 60: "exit", 63: "uname", 89: "readlink", 102: "getuid",
     104: "getgid", 107: "geteuid", 108: "getegid", 158: "arch_prctl", 186: "gettid",
     218: "set_tid_address", 231: "exit_group", 257: "openat", 262: "newfstatat",
@@ -45,7 +46,9 @@ I386: dict[int, str] = {
     1: "exit", 3: "read", 4: "write", 5: "open", 6: "close", 19: "lseek", 20: "getpid",
     33: "access", 45: "brk", 54: "ioctl", 85: "readlink", 91: "munmap", 122: "uname",
     125: "mprotect", 145: "readv", 146: "writev", 180: "pread64", 192: "mmap2", 197: "fstat64",
-    220: "getdents64", 41: "dup", 63: "dup2", 55: "fcntl", 221: "fcntl64", 330: "dup3",
+    220: "getdents64", 183: "getcwd", 41: "dup", 63: "dup2", 55: "fcntl", 221: "fcntl64",
+    330: "dup3", 229: "getxattr", 230: "lgetxattr", 231: "fgetxattr", 232: "listxattr",
+    233: "llistxattr", 234: "flistxattr",
     199: "getuid32", 200: "getgid32", 201: "geteuid32", 202: "getegid32", 224: "gettid",
     243: "set_thread_area", 244: "get_thread_area", 252: "exit_group", 258: "set_tid_address",
     295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
@@ -87,6 +90,7 @@ class Errno(IntEnum):
     ENAMETOOLONG = 36
     ENOSYS = 38
     ELOOP = 40
+    EOPNOTSUPP = 95
 
 
 # open() flags (``asm-generic/fcntl.h``, the same on i386 and x86-64).

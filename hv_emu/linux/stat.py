@@ -1,9 +1,10 @@
 """``struct stat`` as a Linux program reads it: the x86-64 and i386 layouts, packed.
 
-Models: what ``fstat``, ``stat`` and ``newfstatat`` write into the program's buffer:
-x86-64's ``struct stat`` (144 bytes) and i386's ``struct stat64`` (96 bytes), field by field.
-Every file is on one device (``st_dev`` 1), owned by root, with one link; ``st_ino`` is the
-host's inode (the dynamic loader compares ``st_dev``/``st_ino`` to spot a library loaded twice).
+Models: what ``fstat``, ``stat`` and ``newfstatat`` write into the program's buffer: x86-64's
+``struct stat`` (144 bytes) and i386's ``struct stat64`` (96 bytes), field by field. Every file is
+on one device (``st_dev`` 1), owned by root, with one link; ``st_ino`` and ``st_blocks`` are the
+host's (``du`` counts the blocks) (the dynamic loader compares ``st_dev``/``st_ino`` to spot a
+library loaded twice).
 
 Follows: ``arch/x86/include/uapi/asm/stat.h``.
 
@@ -21,9 +22,12 @@ _STAT_64 = struct.Struct("<QQQIIIIQqqqqqqqqq24x")
 _STAT64_32 = struct.Struct("<Q4xIIIIIQ4xqIQIIIIIIQ")
 
 
-def pack_stat(bits: int, *, mode: int, size: int, ino: int, mtime: int) -> bytes:
-    """The stat buffer of an ELF``bits`` program for a file of ``mode`` and ``size``."""
-    nlink, uid, gid, blksize, blocks = 1, 0, 0, 4096, (size + 511) // 512
+def pack_stat(bits: int, *, mode: int, size: int, ino: int, mtime: int,
+              blocks: int | None = None) -> bytes:  # fmt: skip
+    """The stat buffer of an ELF``bits`` program for a file of ``mode`` and ``size`` (``blocks``:
+    the 512-byte blocks the host allocated, by default the size rounded up)."""
+    nlink, uid, gid, blksize = 1, 0, 0, 4096
+    blocks = (size + 511) // 512 if blocks is None else blocks
     if bits == 64:
         return _STAT_64.pack(1, ino, nlink, mode, uid, gid, 0, 0, size, blksize, blocks,
                              mtime, 0, mtime, 0, mtime, 0)  # fmt: skip

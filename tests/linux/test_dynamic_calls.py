@@ -187,3 +187,21 @@ def test_call_names_for_the_trace() -> None:
     assert call_name(64, {"rax": 17}) == "pread64" and call_name(32, {"rax": 180}) == "pread64"
     assert call_name(64, {"rax": (1 << 64) - 1}) == f"syscall {(1 << 64) - 1}"
     assert call_name(32, {"rax": 0x1_0000_00DC}) == "getdents64"  # EAX only on i386
+
+
+def test_getcwd_blocks_and_extended_attributes(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(bytes(10000))
+    body = (
+        sys(64, 79, "[rsp + 512]", 64)                    # getcwd = 2 ("/")
+        + "movzx eax, word ptr [rsp + 512]\n" + _save("rax")
+        + sys(64, 79, "[rsp + 512]", 1)                   # too small: ERANGE
+        + sys(64, 192, "[rip + f]", "[rip + f]", "[rsp + 512]", 64)  # lgetxattr: EOPNOTSUPP
+        + sys(64, 192, "[rip + g]", "[rip + f]", "[rsp + 512]", 64)  # of nothing: ENOENT
+        + sys(64, 4, "[rip + f]", "[rsp + 512]")          # stat = 0
+        + "mov rax, [rsp + 512 + 64]\n" + _save("rax")     # st_blocks, the host's
+    )
+    run = run_program(body, data='f: .asciz "/f"\ng: .asciz "/g"\n', grants=(f"/f={tmp_path}/f",),
+                      calls=7)  # fmt: skip
+    assert run.results[:5] == [2, int.from_bytes(b"/\0", "little"), -int(Errno.ERANGE),
+                               -int(Errno.EOPNOTSUPP), -int(Errno.ENOENT)]  # fmt: skip
+    assert run.results[5:] == [0, (tmp_path / "f").stat().st_blocks]

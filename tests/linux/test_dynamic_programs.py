@@ -59,6 +59,10 @@ PROGRAMS = [
     ("cat", "-n", "words.txt"),
     ("uniq", "-c", "words.txt"),
     ("head", "-c", "100", "bytes.bin"),
+    ("du", "bytes.bin"),  # the host's st_blocks
+    ("tr", "a-z", "A-Z"),  # standard input (words.txt's text) to standard output
+    ("wc", "-c"),
+    ("base64", "-d"),  # words.txt is not base64: "invalid input", exit status 1
     ("sha256sum", "missing.txt"),  # not granted: not there natively either, exit status 1
     ("sort", "--no-such-option"),  # usage error, exit status 2
 ]
@@ -69,8 +73,9 @@ def test_coreutils_print_what_they_print_natively(inputs: Path, program: tuple[s
     name, *args = program
     exe = f"/usr/bin/{name}"
     grants = [f"--file={f}={f}" for f in ("words.txt", "bytes.bin")]
-    ours = hv_emu(exe, "--sysroot", "/", *grants, "--", *args, cwd=inputs)
-    theirs = native(exe, *args, cwd=inputs)
+    stdin = (inputs / "words.txt").read_bytes()
+    ours = hv_emu(exe, "--sysroot", "/", *grants, "--", *args, cwd=inputs, stdin=stdin)
+    theirs = native(exe, *args, cwd=inputs, stdin=stdin)
     assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode), ours.stderr
     assert ours.stderr == theirs.stderr
 
