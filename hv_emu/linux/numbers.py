@@ -48,7 +48,7 @@ I386: dict[int, str] = {
     125: "mprotect", 145: "readv", 146: "writev", 180: "pread64", 192: "mmap2", 197: "fstat64",
     220: "getdents64", 183: "getcwd", 41: "dup", 63: "dup2", 55: "fcntl", 221: "fcntl64",
     330: "dup3", 229: "getxattr", 230: "lgetxattr", 231: "fgetxattr", 232: "listxattr",
-    233: "llistxattr", 234: "flistxattr",
+    234: "flistxattr",
     199: "getuid32", 200: "getgid32", 201: "geteuid32", 202: "getegid32", 224: "gettid",
     243: "set_thread_area", 244: "get_thread_area", 252: "exit_group", 258: "set_tid_address",
     295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
