@@ -19,7 +19,7 @@ writes where it mapped nothing finds its bytes in a later mapping, where Linux w
 ``SIGSEGV``), ``MAP_SHARED`` writable file mappings (``ENODEV``: writes would not reach the file),
 page protections (``mprotect`` checks its arguments and succeeds; every page stays readable,
 writable and executable, as the loader mapped it), ``MAP_GROWSDOWN``, ``mremap``, other
-``/proc`` files, symbolic links inside the sysroot for ``readlink`` (``EINVAL``).
+``/proc`` files.
 
 Guest controls: every argument. Lengths are rounded and checked against the arena before any
 byte is copied, a file mapping copies at most the mapping's size, and every refusal is an errno.

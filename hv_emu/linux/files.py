@@ -299,6 +299,16 @@ class FileTable:
         if mode & X_OK:
             raise SyscallError(Errno.EACCES, f"{path} is not executable")
 
+    def readlink(self, path: str) -> str:
+        """``readlink(path)``: the target of a symbolic link in the sysroot or a granted
+        directory; a granted file is no link (``EINVAL``), another path does not exist."""
+        grant = self._file_grant(path)
+        if grant is None:
+            tree, inner, _ = self._tree(path)
+            return tree.readlink(inner)
+        host_call(lambda: os.stat(grant.host_path))
+        raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+
     # ------------------------------------------------------------------ stat
     def fstat(self, fd: int, bits: int) -> bytes:
         """The ``struct stat`` (64) or ``struct stat64`` (32) of descriptor ``fd``."""

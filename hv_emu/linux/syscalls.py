@@ -14,10 +14,9 @@ conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``a
 ``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
 ``gcc -static`` programs.
 
-Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
-``MAP_FIXED``, freeing memory (``munmap`` succeeds but pages are not reused), changing
-protections (``mprotect`` succeeds and changes nothing), symbolic links and directories,
-``RCX``/``R11`` clobbering by ``syscall``.
+Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``RCX``/``R11``
+clobbering by ``syscall``; ``mmap``, ``munmap``, ``mprotect`` and the other calls a dynamically
+linked program needs are ``dynamic.py``'s (with what it leaves out).
 
 Guest controls: the call number and every argument. Pointers are read and written through the
 guest's page tables (a bad one is ``-EFAULT``), lengths are capped before anything is copied,
@@ -44,7 +43,6 @@ from hv_emu.linux.numbers import (
     ARCH_SET_GS,
     AT_EMPTY_PATH,
     AT_FDCWD,
-    F_OK,
     MAX_ERRNO,
     SYSCALL_REGISTERS,
     TABLES,
@@ -270,18 +268,19 @@ class LinuxProcess:
         return 0
 
     def _readlink(self, c: _Call) -> int:
-        return self._no_links(c.path(c.args[0]), c.args[2])
+        return self._link(c, c.path(c.args[0]), c.args[1], c.args[2])
 
     def _readlinkat(self, c: _Call) -> int:
-        return self._no_links(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[3])
+        return self._link(c, self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2], c.args[3])
 
-    def _no_links(self, path: str, size: int) -> int:
-        """``readlink``: the guest's view has no symbolic links (``/proc/self/exe`` is not
-        granted, so glibc's question gets ``ENOENT``)."""
+    def _link(self, c: _Call, path: str, buf: int, size: int) -> int:
+        """``readlink``: a symbolic link's target (in the sysroot or a granted directory: granted
+        files are none), cut to the buffer, no NUL added."""
         if size <= 0:
             raise SyscallError(Errno.EINVAL, f"buffer size {size}")
-        self.files.access(path, F_OK)
-        raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+        target = self.files.readlink(path).encode("utf-8", "surrogateescape")[:size]
+        c.write(buf, target)
+        return len(target)
 
     def _ioctl(self, c: _Call) -> int:
         if not self.files.is_open(c.args[0]):

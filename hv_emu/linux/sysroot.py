@@ -14,8 +14,11 @@ socket under the root is ``EACCES``: opening one could block hv-emu or reach hos
 Follows: path_resolution(7) (components, ``.``, ``..``, symbolic links, ``ELOOP`` after 40
 links, ``ENOTDIR`` for a non-directory in the middle, ``ENAMETOOLONG``) and chroot(2).
 
+``readlink`` reads a link itself (its last component is not followed).
+
 Leaves out: creating, writing or renaming anything (the trees are read-only: ``EROFS``),
-``O_NOFOLLOW``/``AT_SYMLINK_NOFOLLOW`` on the last component (links are always followed),
+``O_NOFOLLOW``/``AT_SYMLINK_NOFOLLOW`` on the last component (links are followed but by
+``readlink``),
 mount points, permission checks beyond the host's own.
 
 Guest controls: every path (up to ``PATH_MAX`` bytes, checked by the caller) and so how many
@@ -133,6 +136,23 @@ class HostTree:
         """The host path (no links in it) of a guest ``path`` in this tree, and its kind."""
         components, kind = resolve(path, self.lookup)
         return self.root.joinpath(*components), kind
+
+    def readlink(self, path: str) -> str:
+        """The target of the symbolic link ``path`` names (its last component not followed);
+        ``EINVAL`` for anything else that exists."""
+        parent, _, last = path.rpartition("/")
+        if last in ("", ".", ".."):
+            self.host_path(path)  # ENOENT/ENOTDIR as the walk finds them
+            raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+        components, kind = resolve(parent, self.lookup)
+        if kind is not Kind.DIR:
+            raise SyscallError(Errno.ENOTDIR, f"{parent} is not a directory")
+        kind, target = self.lookup((*components, last))
+        if kind is Kind.MISSING:
+            raise SyscallError(Errno.ENOENT, f"{path} does not exist")
+        if kind is not Kind.LINK:
+            raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+        return target
 
     def open(self, path: str, *, directory: bool = False) -> Found:
         """Open ``path`` read-only: a regular file, or a directory (required if ``directory``)."""

@@ -60,6 +60,7 @@ PROGRAMS = [
     ("uniq", "-c", "words.txt"),
     ("head", "-c", "100", "bytes.bin"),
     ("du", "bytes.bin"),  # the host's st_blocks
+    ("readlink", "/lib64/ld-linux-x86-64.so.2", "/lib", "/usr"),  # links in the sysroot; exit 1
     ("tr", "a-z", "A-Z"),  # standard input (words.txt's text) to standard output
     ("wc", "-c"),
     ("base64", "-d"),  # words.txt is not base64: "invalid input", exit status 1

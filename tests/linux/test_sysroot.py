@@ -131,3 +131,9 @@ def test_a_host_tree_opens_files_and_directories_read_only(tmp_path: Path) -> No
     with pytest.raises(SyscallError) as refused:
         tree.open("/lib/f", directory=True)
     assert refused.value.errno == Errno.ENOTDIR
+    assert (tree.readlink("/lib64"), tree.readlink("lib64/../away")) == ("/lib", "/")
+    for path, errno in (("/lib/f", Errno.EINVAL), ("/lib64/", Errno.EINVAL),
+                        ("/lib64/nothing", Errno.ENOENT), ("/lib/f/x", Errno.ENOTDIR)):  # fmt: skip
+        with pytest.raises(SyscallError) as refused:
+            tree.readlink(path)
+        assert refused.value.errno == errno, path
