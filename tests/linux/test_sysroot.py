@@ -137,3 +137,37 @@ def test_a_host_tree_opens_files_and_directories_read_only(tmp_path: Path) -> No
         with pytest.raises(SyscallError) as refused:
             tree.readlink(path)
         assert refused.value.errno == errno, path
+
+
+@pytest.fixture(scope="module")
+def hostile_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tree under an outer directory holding a secret: links inside point up, out, absolute
+    and in circles."""
+    outer = tmp_path_factory.mktemp("outer")
+    (outer / "secret").write_bytes(b"secret")
+    root = outer / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "f").write_bytes(b"inside")
+    (root / "a" / "up").symlink_to("../..")
+    (root / "a" / "b" / "abs").symlink_to("/a")
+    (root / "out").symlink_to(str(outer))
+    (root / "secret").symlink_to("../secret")
+    (root / "loop").symlink_to("loop2")
+    (root / "loop2").symlink_to("loop")
+    return root
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "f", "up", "abs", "out", "secret", "loop", "..", ".",
+                                 ""]), max_size=10).map("/".join))  # fmt: skip
+def test_whatever_a_path_says_only_the_tree_opens(hostile_tree: Path, path: str) -> None:
+    try:
+        found = HostTree(hostile_tree).open(path)
+    except SyscallError as refused:
+        assert refused.errno in (Errno.ENOENT, Errno.ENOTDIR, Errno.ELOOP)
+        return
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{found.fd}"))
+    finally:
+        os.close(found.fd)
+    assert opened == hostile_tree.resolve() or hostile_tree.resolve() in opened.parents
