@@ -13,9 +13,10 @@ interpreter of another class or that is not an ELF file), chroot(2).
 Leaves out: ``binfmt_misc``, ``#!`` scripts as interpreters, an interpreter that is
 ``ET_EXEC`` (Linux maps one at its fixed addresses; none does that today).
 
-The user controls the sysroot; the program's file names the path (``PT_INTERP``, checked by
-``elf_file.py``). A missing sysroot, a path that leads nowhere or a file larger than
-``MAX_INTERP_BYTES`` is an ``ImageError`` naming it, before anything is loaded.
+Guest controls: nothing (this runs before the first instruction). The user controls the sysroot and
+the program's file, which names the path (``PT_INTERP``, checked by ``elf_file.py``). A missing
+sysroot, a path that leads nowhere or a file larger than ``MAX_INTERP_BYTES`` is an ``ImageError``
+naming it, before anything is loaded.
 """
 
 from __future__ import annotations
