@@ -200,3 +200,18 @@ def test_the_benchmark_row_runs_and_checks_the_digest() -> None:
     """docs/PERFORMANCE.md's dynamic sha256sum row: the program's output is checked inside."""
     row = bench_linux._dynamic_sha256sum()
     assert row is not None and row.value > 0 and row.peer_value is not None
+
+
+def test_bad_sysroots_and_loaders_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "flat.bin").write_bytes(b"\xf4")
+    (tmp_path / "lib64").mkdir()
+    (tmp_path / "lib64" / LOADER.name).write_bytes(b"\x7fELF junk")
+    cases = [
+        (("flat.bin", "--sysroot", "."), "apply to ELF programs only"),
+        (("/usr/bin/sha256sum", "--sysroot", "nowhere"), "--sysroot nowhere: not a directory"),
+        (("/usr/bin/sha256sum", "--sysroot", "."), "ELF: "),  # the loader is not an ELF file
+    ]
+    for argv, says in cases:
+        done = hv_emu(*argv, cwd=tmp_path)
+        lines = done.stderr.decode().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and says in lines[0], (argv, lines)
