@@ -66,6 +66,11 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     "getcwd": (_P, _UL),                        # fs/d_path.c: char __user *buf, unsigned long size
     # fs/xattr.c: path (or int fd), name or list, value, size_t size[, int flags]
     "getxattr": (_P, _P, _P, _UL), "lgetxattr": (_P, _P, _P, _UL), "fgetxattr": (_I, _P, _P, _UL),
+    # kernel/futex/syscalls.c: u32 __user *uaddr, int op, u32 val, utime, uaddr2, u32 val3
+    "futex": (_P, _I, _U, _P, _P, _U), "futex_time64": (_P, _I, _U, _P, _P, _U),
+    # kernel/time/: clockid_t which_clock (int), struct timespec __user *tp
+    "clock_gettime": (_I, _P), "clock_gettime64": (_I, _P), "clock_getres": (_I, _P),
+    "clock_getres_time64": (_I, _P), "gettimeofday": (_P, _P), "time": (_P,),
     "listxattr": (_P, _P, _UL), "llistxattr": (_P, _P, _UL), "flistxattr": (_I, _P, _UL),
     # fs/open.c
     "open": (_P, _I, _U),                       # filename, int flags, umode_t mode

@@ -6,9 +6,10 @@ bytes are copied into the arena at mapping time, the rest of the last page and a
 end of the file are zero), ``MAP_FIXED`` over pages the program mapped before (how ``ld.so`` lays a
 library's segments over its first reservation), ``munmap``, ``mprotect``, ``pread64``,
 ``getdents64`` on an open directory, ``readlink("/proc/self/exe")`` (the program's path),
-``fadvise64`` (advice, taken as such), ``getcwd`` (``/``), ``dup``/``dup2``/``dup3`` and ``fcntl``
-(``F_DUPFD``, ``F_GETFL``; ``F_GETFD``/``F_SETFD``/``F_SETFL`` succeed and change nothing). The
-books of the arena are ``mmap.py``'s; the files and directories ``files.py``'s.
+``fadvise64`` (advice, taken as such), ``getcwd`` (``/``), ``futex`` of one thread (wake: 0; wait:
+at once), ``dup``/``dup2``/``dup3`` and ``fcntl`` (``F_DUPFD``, ``F_GETFL``;
+``F_GETFD``/``F_SETFD``/``F_SETFL`` succeed and change nothing). The books of the arena are
+``mmap.py``'s; the files and directories ``files.py``'s.
 
 Follows: mmap(2), munmap(2), mprotect(2), pread(2), getdents64(2), readlink(2), proc(5)
 (``/proc/self/exe``), posix_fadvise(2); ``strace`` of glibc 2.36's ``ld.so`` and coreutils
@@ -48,6 +49,9 @@ from hv_emu.linux.refusals import SyscallError
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, translate
 
+# futex() operations (``include/uapi/linux/futex.h``).
+FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 9, 10
+FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME = 128, 256
 # fcntl() commands (``asm-generic/fcntl.h``, ``linux/fcntl.h``).
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC = 0, 1, 2, 3, 4, 1030
 #: The one ``/proc`` file a program may read: the link to its own executable.
@@ -98,6 +102,7 @@ class DynamicCalls:
             "getxattr": self._path_xattr, "lgetxattr": self._path_xattr,
             "listxattr": self._path_xattr, "llistxattr": self._path_xattr,
             "fgetxattr": self._fd_xattr, "flistxattr": self._fd_xattr,
+            "futex": self._futex, "futex_time64": self._futex,
         }  # fmt: skip
 
     # ------------------------------------------------------------------ memory
@@ -228,6 +233,23 @@ class DynamicCalls:
     def _fd_xattr(self, c: Call) -> int:
         self.files.status_flags(c.args[0])  # EBADF if not open
         raise SyscallError(Errno.EOPNOTSUPP, "no extended attributes")
+
+    def _futex(self, c: Call) -> int:
+        """Futexes of the one thread: a wake finds no waiter (0); a wait returns at once,
+        ``EAGAIN`` if the word changed, else ``ETIMEDOUT`` (no other thread could ever wake it:
+        Linux would sleep until the timeout, or for ever)."""
+        address, op, value = c.args[:3]
+        command = op & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+        if command in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
+            c.read(address, 4)  # EFAULT for a bad word, as Linux checks it
+            return 0
+        if command in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+            if address % 4:
+                raise SyscallError(Errno.EINVAL, f"futex word at unaligned {address:#x}")
+            if int.from_bytes(c.read(address, 4), "little") != value:
+                raise SyscallError(Errno.EAGAIN, "the futex word changed")
+            raise SyscallError(Errno.ETIMEDOUT, "no other thread can wake this wait")
+        raise SyscallError(Errno.ENOSYS, f"futex operation {command}")
 
     def _readlink(self, c: Call) -> int:
         if c.path(c.args[0]) == PROC_SELF_EXE:

@@ -2,13 +2,13 @@
 
 Models: the kernel's per-process file-descriptor table and open file descriptions (a position, an
 access mode), over three kinds of file: the standard streams (descriptors 0, 1, 2, wired to
-hv-emu's own standard input, output and error), host files the user named with
-``--file GUESTPATH=HOSTPATH[:rw]``, and directories (``directories.py``): a granted host directory
-shows what is under it, read-only, and ``--sysroot DIR`` shows the tree under ``DIR`` read-only
-as the guest's root (``sysroot.py`` walks those paths without ever leaving the tree). A path
-that was not granted and is not in the sysroot does not exist for the guest (``ENOENT``),
-whatever is on the host: the guest sees exactly the files the user chose, read-only unless
-``:rw`` was given.
+hv-emu's own standard input, output and error), host files the user named with ``--file
+GUESTPATH=HOSTPATH[:rw]``, and directories (``directories.py``): a granted host directory shows
+what is under it, read-only, and ``--sysroot DIR`` shows the tree under ``DIR`` read-only as the
+guest's root (``/dev/null`` is there whatever is granted: ``streams.NullDevice``) (``sysroot.py``
+walks those paths without ever leaving the tree). A path that was not granted and is not in the
+sysroot does not exist for the guest (``ENOENT``), whatever is on the host: the guest sees exactly
+the files the user chose, read-only unless ``:rw`` was given.
 
 Follows: POSIX ``open``/``read``/``pread``/``write``/``lseek``/``close``/``fstat`` semantics as
 Linux implements them (lowest free descriptor, short reads at end of file, ``O_APPEND``,
@@ -44,6 +44,7 @@ from hv_emu.linux.numbers import (
     O_TRUNC,
     O_WRONLY,
     R_OK,
+    S_IFCHR,
     S_IFDIR,
     S_IFIFO,
     S_IFREG,
@@ -56,7 +57,7 @@ from hv_emu.linux.numbers import (
 )
 from hv_emu.linux.refusals import SyscallError, host_call
 from hv_emu.linux.stat import pack_stat
-from hv_emu.linux.streams import Stream
+from hv_emu.linux.streams import NullDevice, Stream
 from hv_emu.linux.sysroot import HostTree
 
 __all__ = ["FileGrant", "FileTable", "SyscallError", "host_call"]
@@ -147,7 +148,9 @@ class _HostFile:
         os.close(self.fd)
 
 
-_File = Stream | _HostFile | Directory
+_File = Stream | _HostFile | Directory | NullDevice
+#: The one device every program sees (``streams.NullDevice``), unless a grant names the path.
+DEV_NULL = "/dev/null"
 
 @dataclass
 class FileTable:
@@ -178,6 +181,10 @@ class FileTable:
             raise SyscallError(Errno.EINVAL, f"access mode {access}")
         wants_write = access != O_RDONLY or flags & (O_CREAT | O_TRUNC)
         grant = self._file_grant(path)
+        if grant is None and posixpath.normpath(path) == DEV_NULL:
+            fd = self._free_fd()
+            self._open[fd] = NullDevice()
+            return fd
         if grant is None:
             tree, inner, read_only = self._tree(path)
             if wants_write:
@@ -228,6 +235,8 @@ class FileTable:
         file = self._file(fd)
         if isinstance(file, Stream):
             return O_RDONLY if file.readable else O_WRONLY
+        if isinstance(file, NullDevice):
+            return O_RDWR
         if isinstance(file, Directory):
             return O_RDONLY | O_DIRECTORY
         access = O_RDWR if file.readable and file.writable else \
@@ -285,6 +294,10 @@ class FileTable:
         if mode & ~(R_OK | W_OK | X_OK):
             raise SyscallError(Errno.EINVAL, f"mode {mode:#o}")
         grant = self._file_grant(path)
+        if grant is None and posixpath.normpath(path) == DEV_NULL:
+            if mode & X_OK:
+                raise SyscallError(Errno.EACCES, f"{path} is not executable")
+            return
         if grant is None:
             tree, inner, read_only = self._tree(path)
             host, _kind = tree.host_path(inner)
@@ -314,6 +327,8 @@ class FileTable:
         """The ``struct stat`` (64) or ``struct stat64`` (32) of descriptor ``fd``."""
         file = self._file(fd)
         host = file.stat()
+        if isinstance(file, NullDevice):
+            return pack_stat(bits, mode=S_IFCHR | 0o666, size=0, ino=0, mtime=0)
         if host is None:  # a standard stream: a pipe to hv-emu
             return pack_stat(bits, mode=S_IFIFO | 0o600, size=0, ino=fd + 1, mtime=0)
         if isinstance(file, Directory):

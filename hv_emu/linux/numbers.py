@@ -33,7 +33,8 @@ X86_64: dict[int, str] = {
     9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 16: "ioctl", 17: "pread64",
     19: "readv", 20: "writev", 32: "dup", 33: "dup2", 72: "fcntl", 217: "getdents64",
     221: "fadvise64", 292: "dup3", 79: "getcwd", 191: "getxattr", 192: "lgetxattr",
-    193: "fgetxattr", 194: "listxattr", 195: "llistxattr", 196: "flistxattr",
+    193: "fgetxattr", 194: "listxattr", 195: "llistxattr", 196: "flistxattr", 202: "futex",
+    228: "clock_gettime", 229: "clock_getres", 96: "gettimeofday", 201: "time",
     21: "access", 39: "getpid", 60: "exit", 63: "uname", 89: "readlink", 102: "getuid",
     104: "getgid", 107: "geteuid", 108: "getegid", 158: "arch_prctl", 186: "gettid",
     218: "set_tid_address", 231: "exit_group", 257: "openat", 262: "newfstatat",
@@ -48,7 +49,9 @@ I386: dict[int, str] = {
     125: "mprotect", 145: "readv", 146: "writev", 180: "pread64", 192: "mmap2", 197: "fstat64",
     220: "getdents64", 183: "getcwd", 41: "dup", 63: "dup2", 55: "fcntl", 221: "fcntl64",
     330: "dup3", 229: "getxattr", 230: "lgetxattr", 231: "fgetxattr", 232: "listxattr",
-    234: "flistxattr",
+    234: "flistxattr", 240: "futex", 422: "futex_time64", 265: "clock_gettime",
+    266: "clock_getres", 403: "clock_gettime64", 406: "clock_getres_time64", 78: "gettimeofday",
+    13: "time",
     199: "getuid32", 200: "getgid32", 201: "geteuid32", 202: "getegid32", 224: "gettid",
     243: "set_thread_area", 244: "get_thread_area", 252: "exit_group", 258: "set_tid_address",
     295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
@@ -88,9 +91,11 @@ class Errno(IntEnum):
     EPIPE = 32
     ERANGE = 34
     ENAMETOOLONG = 36
+    EAGAIN = 11
     ENOSYS = 38
     ELOOP = 40
     EOPNOTSUPP = 95
+    ETIMEDOUT = 110
 
 
 # open() flags (``asm-generic/fcntl.h``, the same on i386 and x86-64).

@@ -2,7 +2,9 @@
 
 Models: a pipe end as a program sees it: ``read`` returns what is available now (a line typed at
 a terminal), ``write`` goes to hv-emu's standard output or error at once, there is no position
-(``ESPIPE``), and a reader that went away is ``EPIPE``. ``None`` as the stream is ``/dev/null``.
+(``ESPIPE``), and a reader that went away is ``EPIPE``. ``None`` as the stream reads and writes
+nothing, as ``/dev/null`` does; ``NullDevice`` is ``/dev/null`` itself, which every program may
+open (C libraries and interpreters open it to park descriptors), with or without a sysroot.
 
 Follows: pipe(7) and read(2)/write(2) on pipes.
 
@@ -64,3 +66,26 @@ class Stream:
 
     def close(self) -> None:
         """The streams belong to hv-emu: closing the descriptor leaves them open."""
+
+
+@dataclass
+class NullDevice:
+    """``/dev/null``, always there: reads give end of file, writes vanish (every byte taken)."""
+
+    def read(self, n: int) -> bytes:
+        return b""
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return b""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        return 0
+
+    def stat(self) -> os.stat_result | None:
+        return None
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -14,7 +14,7 @@ conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``a
 ``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
 ``gcc -static`` programs.
 
-Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``RCX``/``R11``
+Leaves out: signals, threads (``clone``), ``fork``/``exec``, sockets, ``RCX``/``R11``
 clobbering by ``syscall``; ``mmap``, ``munmap``, ``mprotect`` and the other calls a dynamically
 linked program needs are ``dynamic.py``'s (with what it leaves out).
 
@@ -34,6 +34,7 @@ from hv_emu.events import EventLog
 from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
 from hv_emu.linux.arguments import decode_arguments
+from hv_emu.linux.clock import ClockCalls
 from hv_emu.linux.dynamic import DynamicCalls
 from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
 from hv_emu.linux.numbers import (
@@ -143,7 +144,7 @@ class LinuxProcess:
         # mmap, munmap, mprotect, pread64, getdents64, readlink of /proc/self/exe (dynamic.py).
         self.dynamic = DynamicCalls(mem, (process.mmap.start, process.mmap.end), files, exe,
                                     fallback=self._handlers)  # fmt: skip
-        self._handlers = {**self._handlers, **self.dynamic.handlers()}
+        self._handlers = {**self._handlers, **self.dynamic.handlers(), **ClockCalls().handlers()}
 
     @property
     def implemented(self) -> frozenset[str]:

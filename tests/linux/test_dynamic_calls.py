@@ -4,12 +4,14 @@ file mappings and MAP_FIXED, munmap, pread64, getdents64, dup/fcntl, /proc/self/
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv_emu.exits import Handled, Stopped
+from hv_emu.linux.clock import ClockCalls
 from hv_emu.linux.directories import dirent64
 from hv_emu.linux.numbers import Errno, call_name
 from hv_emu.memory.walk import read_virt
@@ -205,3 +207,46 @@ def test_getcwd_blocks_and_extended_attributes(tmp_path: Path) -> None:
     assert run.results[:5] == [2, int.from_bytes(b"/\0", "little"), -int(Errno.ERANGE),
                                -int(Errno.EOPNOTSUPP), -int(Errno.ENOENT)]  # fmt: skip
     assert run.results[5:] == [0, (tmp_path / "f").stat().st_blocks]
+
+
+def test_clocks_futexes_and_dev_null() -> None:
+    before = time.time_ns()
+    body = (
+        sys(64, 228, 0, "[rsp + 512]")                    # clock_gettime(REALTIME) = 0
+        + "mov rax, [rsp + 512]\n" + _save("rax")
+        + "mov rax, [rsp + 520]\n" + _save("rax")
+        + sys(64, 228, 99, "[rsp + 512]")                 # an unknown clock: EINVAL
+        + sys(64, 201, 0)                                 # time(NULL) = seconds
+        + "mov dword ptr [rsp + 600], 5\n"
+        + sys(64, 202, "[rsp + 600]", 128, 5, 0)          # FUTEX_WAIT_PRIVATE, word == 5
+        + sys(64, 202, "[rsp + 600]", 128, 6, 0)          # the word changed: EAGAIN
+        + sys(64, 202, "[rsp + 600]", 129, 1)             # FUTEX_WAKE_PRIVATE: no waiter, 0
+        + sys(64, 2, "[rip + null]", 2, 0)                # open("/dev/null", O_RDWR) = 3
+        + sys(64, 1, 3, "[rsp + 600]", 4)                 # write = 4
+        + sys(64, 0, 3, "[rsp + 600]", 4)                 # read = 0 (end of file)
+        + sys(64, 5, 3, "[rsp + 512]")                    # fstat = 0
+        + "mov eax, [rsp + 512 + 24]\n" + _save("rax")    # st_mode
+    )
+    run = run_program(body, data='null: .asciz "/dev/null"\n', calls=14)
+    r = run.results
+    assert r[0] == 0 and before // 10**9 <= r[1] <= time.time() + 1 and 0 <= r[2] < 10**9
+    assert r[3] == EINVAL and before // 10**9 <= r[4] <= time.time() + 1
+    assert r[5:8] == [-int(Errno.ETIMEDOUT), -int(Errno.EAGAIN), 0]
+    assert r[8:13] == [3, 4, 0, 0, 0o020666]
+
+
+def test_an_i386_clock_writes_32_bit_words() -> None:
+    clock = ClockCalls(now=lambda _clock: 1_700_000_000 * 10**9 + 123)
+
+    class Fake:
+        def __init__(self, bits: int, args: tuple[int, ...]) -> None:
+            self.bits, self.args, self.written = bits, args, b""
+
+        def write(self, va: int, data: bytes) -> None:
+            self.written = data
+
+    for name, bits, expected in (("clock_gettime", 32, struct.pack("<ii", 1_700_000_000, 123)),
+                                 ("clock_gettime64", 32, struct.pack("<qq", 1_700_000_000, 123)),
+                                 ("clock_gettime", 64, struct.pack("<qq", 1_700_000_000, 123))):
+        call = Fake(bits, (1, 0x1000))
+        assert clock.handlers()[name](call) == 0 and call.written == expected  # type: ignore[arg-type]

@@ -215,3 +215,14 @@ def test_bad_sysroots_and_loaders_are_one_line_and_exit_2(tmp_path: Path) -> Non
         done = hv_emu(*argv, cwd=tmp_path)
         lines = done.stderr.decode().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and says in lines[0], (argv, lines)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/perl").exists(), reason="needs perl")
+@pytest.mark.parametrize("argv", [
+    ("/usr/bin/perl", "-e", "print 6*7, qq(\\n); open(N, '>', '/dev/null') or die; exit 3"),
+    ("/usr/bin/date", "-u", "-d", "@86400", "+%F %T %Z"),
+])  # fmt: skip
+def test_other_dynamic_programs_as_natively(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    ours = hv_emu(argv[0], "--sysroot", "/", "--", *argv[1:], cwd=tmp_path)
+    theirs = native(*argv, cwd=tmp_path)
+    assert (ours.stdout, ours.returncode) == (theirs.stdout, theirs.returncode), ours.stderr
