@@ -159,7 +159,7 @@ def test_the_sysroot_is_read_only_and_its_directories_list(tmp_path: Path) -> No
 _REGS = ("rax", "rdi", "rsi", "rdx", "r10", "r8", "r9")
 _WORD = st.one_of(st.integers(0, 16), st.integers(0, 2**64 - 1), st.sampled_from(
     [0, 3, 4, 0x1000, 0x7F00_0000_0000, 0x7F00_0000_1000, 2**64 - 100, 0x100032]))  # fmt: skip
-_CALLS = [9, 10, 11, 17, 32, 33, 72, 89, 217, 221, 257, 262, 292]
+_CALLS = [9, 10, 11, 17, 32, 33, 72, 79, 89, 96, 192, 193, 201, 202, 217, 221, 228, 257, 262, 292]
 
 
 @settings(max_examples=300, deadline=None)
