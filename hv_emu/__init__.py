@@ -27,8 +27,9 @@ wires devices, hooks and policies), ``layout.py`` (every port number and fixed a
 
 The parts: ``vcpu/`` (the CPU), ``memory/`` (guest RAM, page walks, the loader's tables, boot
 state), ``hypercalls/``, ``devices/``, ``net/``, ``updates/``, ``scanner/`` (ClamAV body
-signatures), ``loaders/`` (flat images and ELF), ``linux/`` (a Linux personality for static
-programs), ``debug/`` (exit trace, gdb stub, run report). The front ends sit at the edge and
+signatures), ``loaders/`` (flat images and ELF), ``linux/`` (a Linux personality for static and
+dynamically linked programs), ``debug/`` (exit trace, gdb stub, run report). The front ends sit
+at the edge and
 nothing imports them: ``cli/`` (``hv-emu``, with ``demo/``) and ``testing/`` (the ``hv`` pytest
 fixture). Beside this package, ``guest_tool`` builds keys, signed updates and guest programs (from
 ``asm/``, installed as ``guest_tool.asm``); only the front ends import it.

@@ -58,6 +58,10 @@ LINUX_STACK_SIZE = 1 * MIB
 #: Where anonymous mmap() regions start (Linux's TASK_UNMAPPED_BASE: 1 GiB on i386 = TASK_SIZE/3;
 #: x86-64 uses the top of the address space, here a fixed 0x7F00_0000_0000).
 LINUX_MMAP_BASE = {64: 0x7F00_0000_0000, 32: 0x4000_0000}
+#: The load bias of a position-independent program (``ET_DYN``), Linux's ``ELF_ET_DYN_BASE``
+#: without randomisation (``arch/x86/include/asm/elf.h``: x86-64 ``DEFAULT_MAP_WINDOW / 3 * 2``
+#: page-aligned, i386 0x400000); its interpreter goes to the start of the mmap arena.
+LINUX_DYN_BASE = {64: 0x5555_5555_4000, 32: 0x0040_0000}
 
 #: The GDT of a Linux process (at ``GDT_ADDR``): the loader's four entries, two unused, then the
 #: three i386 thread-local-storage slots, entries 6-8 as an i386 kernel numbers them

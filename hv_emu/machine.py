@@ -16,6 +16,7 @@ Guest controls: whatever its exits carry; the wiring is fixed before the guest r
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,7 @@ from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import parse_elf
 from hv_emu.loaders.elf_process import load_elf
 from hv_emu.loaders.flat import load_flat
+from hv_emu.loaders.interp import load_interpreter
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.net.attachment import GuestNetwork
@@ -105,6 +107,9 @@ class MachineConfig:
     #: The CPU vendor the guest sees (``--cpu``): ``intel`` (CPUID "GenuineIntel", the hypercall
     #: is VMCALL) or ``amd`` ("AuthenticAMD", VMMCALL); the other vendor's instruction is a #UD.
     cpu: str = CPU_VENDORS[0]
+    #: ELF programs: the host directory whose tree the program sees read-only as its root, where
+    #: a dynamically linked program's loader and libraries come from (``--sysroot``; docs/ELF.md).
+    sysroot: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -336,13 +341,18 @@ class Machine:
 
     def load_elf(self, image: bytes, *, argv: Sequence[str], env: Sequence[str] = (),
                  files: FileTable | None = None) -> LinuxProcess:  # fmt: skip
-        """Load a static ELF executable as a Linux process (docs/ELF.md): its address space, its
+        """Load an ELF executable as a Linux process (docs/ELF.md): its address space (and its
+        interpreter, from ``files.sysroot``, else ``config.sysroot``, if it names one), its
         start-up stack, and the Linux personality on ``syscall`` (ELF64) or ``int 0x80`` (ELF32)."""
-        process = load_elf(self.mem, parse_elf(image))
+        files = files or FileTable(sysroot=self.config.sysroot)
+        elf = parse_elf(image)
+        interp = load_interpreter(elf, files.sysroot) if elf.interp is not None else None
+        process = load_elf(self.mem, elf, interp)
         hwcap = self.cpuid.features[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
         stack = build_initial_stack(self.mem, process, argv, env, hwcap=hwcap)
-        self.linux = LinuxProcess(self.mem, process, files or FileTable(), self.events,
-                                  selectors=self.vcpu.selectors)  # fmt: skip
+        exe = posixpath.normpath(posixpath.join("/", argv[0])) if argv else ""
+        self.linux = LinuxProcess(self.mem, process, files, self.events,
+                                  selectors=self.vcpu.selectors, exe=exe)  # fmt: skip
         if process.bits == 64:
             self.set_syscall_handler(self.linux.on_syscall)
         else:

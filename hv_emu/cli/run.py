@@ -1,8 +1,8 @@
 """``hv-emu run``: load a guest image into a machine, run it, report how it ended.
 
 Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, CPU
-vendor, keys, database, state, disk, network, trace, report, gdb), the image (flat or a static
-Linux ELF program, chosen by its first bytes), and the exit status that tells how it ended.
+vendor, keys, database, state, disk, network, trace, report, gdb), the image (flat or a Linux ELF
+program, chosen by its first bytes), and the exit status that tells how it ended.
 
 Exit status:
     0  the guest halted
@@ -94,12 +94,16 @@ def _port(text: str) -> int:
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``hv-emu run`` and its options to the sub-command table."""
     run = sub.add_parser("run", help="run a guest image",
-                         description="Run a flat guest image or a static Linux ELF program "
+                         description="Run a flat guest image or a Linux ELF program "
                                      "(arguments for the program after --).")  # fmt: skip
-    run.add_argument("image", type=Path, help="flat binary image or static ELF executable")
+    run.add_argument("image", type=Path, help="flat binary image or ELF executable")
     run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
                      help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
                           "unless :rw); no other file exists for it (repeatable)")
+    run.add_argument("--sysroot", type=Path, metavar="DIR",
+                     help="ELF programs: the program sees DIR read-only as its root; a "
+                          "dynamically linked program's loader and libraries come from it "
+                          "(--sysroot / for the host's own; default: nothing of the host)")
     run.add_argument("--arg", action="append", default=[], metavar="ARG",
                      help="ELF programs: one more argv entry (repeatable; or put them after --)")
     run.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode at entry")
@@ -275,17 +279,21 @@ def _drop_standard_output() -> None:
 
 
 def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
-    """A static ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
+    """An ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
     if not is_elf(image):
-        if args.file or args.arg or args.guest_args:
-            raise ConfigError("--file, --arg and program arguments apply to ELF programs only")
+        if args.file or args.arg or args.guest_args or args.sysroot is not None:
+            raise ConfigError("--file, --sysroot, --arg and program arguments apply to ELF "
+                              "programs only")  # fmt: skip
         machine.load(image, mode=args.mode, load=args.load, entry=args.entry, paging=args.paging)
         return
     if args.load is not None or args.entry is not None or args.paging != "none":
         raise ConfigError("--load, --entry and --paging apply to flat images: an ELF program's "
                           "headers say where it goes and its class picks the mode")  # fmt: skip
+    if args.sysroot is not None and not args.sysroot.is_dir():
+        raise ConfigError(f"--sysroot {args.sysroot}: not a directory")
     files = FileTable([FileGrant.parse(spec) for spec in args.file], stdin=sys.stdin.buffer,
-                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)  # fmt: skip
+                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                      sysroot=args.sysroot)  # fmt: skip
     machine.load_elf(image, argv=[str(args.image), *args.arg, *args.guest_args], files=files)
 
 
@@ -338,7 +346,7 @@ def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
-        cpu=args.cpu,
+        cpu=args.cpu, sysroot=args.sysroot,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:

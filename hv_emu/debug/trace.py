@@ -52,7 +52,7 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.table import HypercallTable
-from hv_emu.linux.numbers import TABLES
+from hv_emu.linux.numbers import call_name
 from hv_emu.memory.walk import read_virt
 from hv_emu.vcpu import Vcpu
 from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
@@ -74,6 +74,9 @@ REASONS: dict[type, str] = {
 #: Instruction lengths that let the tracer find a trap's instruction when RIP is already past it.
 _LENGTH_BEHIND = {Hypercall: 3, SoftwareInterrupt: 2, Syscall: 2, Halt: 1}
 _WIDTH_REASON = 14
+
+
+#: A system call's name from the registers at the ``SYSCALL``/``INT 0x80`` (``linux/numbers.py``).
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ class ExitTracer:
                 return f"unhandled: {why}"
         assert isinstance(outcome, Handled)
         match exit_:
+            case Syscall() | SoftwareInterrupt(vector=0x80):
+                results = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
+                return f"{_syscall_name(exit_)} -> {results}"
             case Hypercall(nr=nr):
                 name = self._hypercalls.name(nr) or "unknown number"
                 results = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
@@ -242,7 +248,7 @@ class ExitTracer:
                     return "native"
                 return "-> " + " ".join(f"{v:08x}" for v in outcome.cpuid)
         changed = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
-        return f"handled {_syscall_name(exit_)}{changed}".rstrip()
+        return f"handled {changed}".rstrip()
 
     def _owner(self, port: int) -> str:
         owner = self._bus.find(port)
@@ -273,17 +279,9 @@ class ExitTracer:
         return "\n".join(rows)
 
 
-def _syscall_name(exit_: Exit) -> str:
-    """The Linux system call a SYSCALL (x86-64 numbers) or ``int 0x80`` (i386) names, and a
-    space; "" for other exits."""
-    match exit_:
-        case Syscall(registers=regs):
-            table, nr = TABLES[64], regs["rax"]
-        case SoftwareInterrupt(vector=0x80, registers=regs):
-            table, nr = TABLES[32], regs["rax"] & 0xFFFFFFFF
-        case _:
-            return ""
-    return f"{table.get(nr, f'syscall {nr}')} "
+def _syscall_name(exit_: Syscall | SoftwareInterrupt) -> str:
+    """The Linux system call a SYSCALL (x86-64 numbers) or ``int 0x80`` (i386) names."""
+    return call_name(64 if isinstance(exit_, Syscall) else 32, exit_.registers)
 
 
 def _micro(seconds: float) -> str:

@@ -15,10 +15,9 @@ conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``a
 ``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
 ``gcc -static`` programs.
 
-Leaves out: threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
-``MAP_FIXED``, freeing memory (``munmap`` succeeds but pages are not reused), changing
-protections (``mprotect`` succeeds and changes nothing), symbolic links and directories,
-``RCX``/``R11`` clobbering by ``syscall``.
+Leaves out: threads (``clone``), ``fork``/``exec``, sockets, ``RCX``/``R11`` clobbering by
+``syscall``; ``mmap``, ``munmap``, ``mprotect`` and the other calls a dynamically linked program
+needs are ``dynamic.py``'s (with what it leaves out), signals ``signals.py``'s.
 
 Guest controls: the call number and every argument. Pointers are read and written through the
 guest's page tables (a bad one is ``-EFAULT``), lengths are capped before anything is copied,
@@ -28,6 +27,7 @@ and no guest value can raise out of this module: every handler's refusal is an e
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable, Mapping
 
 from hv_emu.errors import GuestMemoryError, PageFault
@@ -35,6 +35,8 @@ from hv_emu.events import EventLog
 from hv_emu.exits import GuestException, Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
 from hv_emu.linux.arguments import decode_arguments
+from hv_emu.linux.clock import ClockCalls
+from hv_emu.linux.dynamic import DynamicCalls
 from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
 from hv_emu.linux.numbers import (
     ARCH_GET_FS,
@@ -43,9 +45,6 @@ from hv_emu.linux.numbers import (
     ARCH_SET_GS,
     AT_EMPTY_PATH,
     AT_FDCWD,
-    F_OK,
-    MAP_ANONYMOUS,
-    MAP_FIXED,
     MAX_ERRNO,
     SYSCALL_REGISTERS,
     TABLES,
@@ -111,7 +110,8 @@ class LinuxProcess:
     """The one process of a Linux guest: its files, break, mmap arena and exit status."""
 
     def __init__(self, mem: GuestMemory, process: ProcessImage, files: FileTable,
-                 events: EventLog, selectors: Selectors | None = None) -> None:  # fmt: skip
+                 events: EventLog, selectors: Selectors | None = None,
+                 exe: str = "") -> None:  # fmt: skip
         self.mem = mem
         #: The vCPU's loaded DS/ES/FS/GS selectors (set_thread_area refreshes a changed one).
         self.selectors = selectors
@@ -121,7 +121,6 @@ class LinuxProcess:
         self.files = files
         self.events = events
         self.brk = process.heap.start
-        self.mmap_next = process.mmap.start
         self.segment_bases = {"fs_base": 0, "gs_base": 0}
         #: The status given to exit/exit_group, once the program has exited (128 + the signal
         #: number when a signal killed it, as a shell shows it).
@@ -138,8 +137,7 @@ class LinuxProcess:
             "writev": self._writev, "open": self._open, "openat": self._openat,
             "close": self._close, "lseek": self._lseek, "fstat": self._fstat,
             "fstat64": self._fstat, "stat": self._stat, "newfstatat": self._newfstatat,
-            "mmap": self._mmap, "mmap2": self._mmap, "munmap": self._munmap,
-            "mprotect": lambda c: 0, "brk": self._brk, "exit": self._exit,
+            "brk": self._brk, "exit": self._exit,
             "exit_group": self._exit, "uname": self._uname, "arch_prctl": self._arch_prctl,
             "set_tid_address": lambda c: PID, "set_robust_list": lambda c: 0,
             "getpid": lambda c: PID, "gettid": lambda c: PID, "ioctl": self._ioctl,
@@ -152,6 +150,10 @@ class LinuxProcess:
             "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
             **self.signals.handlers(),
         }  # fmt: skip
+        # mmap, munmap, mprotect, pread64, getdents64, readlink of /proc/self/exe (dynamic.py).
+        self.dynamic = DynamicCalls(mem, (process.mmap.start, process.mmap.end), files, exe,
+                                    fallback=self._handlers)  # fmt: skip
+        self._handlers = {**self._handlers, **self.dynamic.handlers(), **ClockCalls().handlers()}
 
     @property
     def implemented(self) -> frozenset[str]:
@@ -241,12 +243,12 @@ class LinuxProcess:
         return self.files.open(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2])
 
     def _at_path(self, c: _Call, dirfd: int, path: str) -> str:
-        """``*at`` calls: absolute paths and paths relative to AT_FDCWD; there are no
-        directories to be relative to."""
+        """``*at`` calls: absolute paths, paths relative to AT_FDCWD, and paths relative to an
+        open directory (``ENOTDIR`` for another descriptor)."""
         if path.startswith("/") or dirfd == AT_FDCWD:
             return path
         if self.files.is_open(dirfd):
-            raise SyscallError(Errno.ENOTDIR, f"descriptor {dirfd} is not a directory")
+            return posixpath.join(self.files.directory_path(dirfd), path)
         raise SyscallError(Errno.EBADF, f"descriptor {dirfd} is not open")
 
     def _close(self, c: _Call) -> int:
@@ -285,18 +287,19 @@ class LinuxProcess:
         return 0
 
     def _readlink(self, c: _Call) -> int:
-        return self._no_links(c.path(c.args[0]), c.args[2])
+        return self._link(c, c.path(c.args[0]), c.args[1], c.args[2])
 
     def _readlinkat(self, c: _Call) -> int:
-        return self._no_links(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[3])
+        return self._link(c, self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2], c.args[3])
 
-    def _no_links(self, path: str, size: int) -> int:
-        """``readlink``: the guest's view has no symbolic links (``/proc/self/exe`` is not
-        granted, so glibc's question gets ``ENOENT``)."""
+    def _link(self, c: _Call, path: str, buf: int, size: int) -> int:
+        """``readlink``: a symbolic link's target (in the sysroot or a granted directory: granted
+        files are none), cut to the buffer, no NUL added."""
         if size <= 0:
             raise SyscallError(Errno.EINVAL, f"buffer size {size}")
-        self.files.access(path, F_OK)
-        raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+        target = self.files.readlink(path).encode("utf-8", "surrogateescape")[:size]
+        c.write(buf, target)
+        return len(target)
 
     def _ioctl(self, c: _Call) -> int:
         if not self.files.is_open(c.args[0]):
@@ -313,28 +316,6 @@ class LinuxProcess:
                 c.write(wanted, bytes(self.brk - wanted))
             self.brk = wanted
         return self.brk
-
-    def _mmap(self, c: _Call) -> int:
-        """Anonymous memory from the arena, bottom up, never reused (the arena is zeroed)."""
-        length, flags = c.args[1], c.args[3]
-        if not flags & MAP_ANONYMOUS:
-            raise SyscallError(Errno.ENODEV, "only anonymous mappings are supported")
-        if flags & MAP_FIXED:
-            raise SyscallError(Errno.EINVAL, "MAP_FIXED is not supported")
-        if length == 0:
-            raise SyscallError(Errno.EINVAL, "zero length")
-        size = -(-length // 0x1000) * 0x1000
-        if self.mmap_next + size > self.image.mmap.end:
-            left = self.image.mmap.end - self.mmap_next
-            raise SyscallError(Errno.ENOMEM, f"the mmap arena has {left:#x} bytes left")
-        address = self.mmap_next
-        self.mmap_next += size
-        return address
-
-    def _munmap(self, c: _Call) -> int:
-        if c.args[0] % 0x1000 or c.args[1] == 0:
-            raise SyscallError(Errno.EINVAL, "unaligned address or zero length")
-        return 0
 
     # ------------------------------------------------------------------ process
     def _exit(self, c: _Call) -> Outcome:

@@ -270,5 +270,5 @@ def test_trace_names_each_system_call_and_shows_the_exceptions(
         status = main(["run", str(tmp_path / "prog"), "--trace"])
         err = capfd.readouterr().err
         assert status == 136, err
-        assert "handled kill rax=0x0" in err
+        assert "kill -> rax=0x0" in err
         assert "EXCEPTION_NMI" in err and "unhandled: SIGFPE with no handler" in err

@@ -57,7 +57,7 @@ class LinuxRun:
 
 def run_program(body: str, *, bits: int = 64, data: str = "", argv: tuple[str, ...] = ("prog",),
                 grants: tuple[str, ...] = (), calls: int = 0, mem_mib: int = 16,
-                stdin: bytes = b"") -> LinuxRun:  # fmt: skip
+                stdin: bytes = b"", sysroot: Path | None = None) -> LinuxRun:  # fmt: skip
     """Run ``body`` (then exit_group(0)) as a Linux program; ``data`` goes after the code.
     Results of the first ``calls`` system calls made with ``sys`` are returned, in order."""
     if bits == 64:
@@ -70,7 +70,7 @@ def run_program(body: str, *, bits: int = 64, data: str = "", argv: tuple[str, .
     code = assemble(prologue + body + epilogue + data, mode=bits, address=code_address(bits))
     out = io.BytesIO()
     files = FileTable([FileGrant.parse(g) for g in grants], stdin=io.BytesIO(stdin), stdout=out,
-                      stderr=io.BytesIO())  # fmt: skip
+                      stderr=io.BytesIO(), sysroot=sysroot)  # fmt: skip
     machine = Machine(MachineConfig(mem_mib=mem_mib, timeout=10), events=EventLog())
     process = machine.load_elf(write_executable(code, bits=bits), argv=argv, files=files)
     result = machine.run()
