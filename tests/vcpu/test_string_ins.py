@@ -19,6 +19,7 @@ from hv_emu import layout
 from hv_emu.exits import Halt, PortIn
 from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
+from tests.rigs.devices import string_io_guest
 
 ATA = layout.PORT_ATA_PRIMARY
 BUF = 0x200000  # the guest's destination buffer (identity-mapped RAM)
@@ -27,42 +28,6 @@ SECTOR = 512
 
 # READ SECTORS (0x20) or, after SET MULTIPLE 8 (0xC6), READ MULTIPLE (0xC4) for SECTORS sectors
 # at LBA 3, then one rep ins with the form and registers under test, then halt.
-GUEST = """
-    mov dx, {ata} + 6
-    mov al, 0xe0
-    out dx, al
-{set_multiple}
-    mov dx, {ata} + 2
-    mov al, {sectors}
-    out dx, al
-    mov dx, {ata} + 3
-    mov al, 3
-    out dx, al
-    xor eax, eax
-    mov dx, {ata} + 4
-    out dx, al
-    mov dx, {ata} + 5
-    out dx, al
-    mov dx, {ata} + 7
-    mov al, {command}
-    out dx, al
-    mov dx, {ata}
-{segment}
-    mov {di}, {rdi}
-    mov {cx}, {rcx}
-    {direction}
-    {insn}
-    cld
-    hlt
-"""
-SET_MULTIPLE = """
-    mov dx, {ata} + 2
-    mov al, 8
-    out dx, al
-    mov dx, {ata} + 7
-    mov al, 0xc6
-    out dx, al
-"""
 REGS = {64: ("rdi", "rcx"), 32: ("edi", "ecx"), 16: ("di", "cx")}
 
 
@@ -117,10 +82,9 @@ def test_bulk_and_element_by_element_reads_are_the_same(
         segment = f"    mov ax, {BUF16 >> 4}\n    mov es, ax"
         rdi -= BUF
     di, cx = REGS[mode]
-    source = GUEST.format(
-        ata=ATA, sectors=sectors, command=0xC4 if multiple else 0x20, rdi=rdi, rcx=count,
-        segment=segment, di=di, cx=cx,
-        set_multiple=SET_MULTIPLE.format(ata=ATA) if multiple else "", insn=form,
+    source = string_io_guest(
+        sectors=sectors, command=0xC4 if multiple else 0x20, multiple=multiple, insn=form,
+        setup=f"{segment}\n    mov {di}, {rdi}\n    mov {cx}, {count}",
         direction="std" if backwards else "cld",
     )  # fmt: skip
     image = assemble(source, mode=mode, address=default_load(mode))
@@ -150,9 +114,9 @@ def test_a_sector_of_rep_insw_is_one_block_on_the_direct_path(tmp_path: Path) ->
 
     m.bus.readers[ATA] = count_words
     object.__setattr__(device, "io_read_block", count_blocks)
-    source = GUEST.format(ata=ATA, sectors=2, command=0x20, rdi=BUF, rcx=256, set_multiple="",
-                          segment="", di="rdi", cx="rcx",
-                          insn="rep insw\n mov rcx, 256\n rep insw", direction="cld")  # fmt: skip
+    source = string_io_guest(sectors=2, command=0x20, multiple=False, direction="cld",
+                             setup=f"    mov rdi, {BUF}\n    mov rcx, 256",
+                             insn="rep insw\n mov rcx, 256\n rep insw")  # fmt: skip
     m.load(assemble(source, mode=64, address=0x100000))
     assert isinstance(m.run().exit, Halt)
     # Each instruction is one block, its first element (which the CPU stores) included.
@@ -173,9 +137,9 @@ def test_a_block_read_over_code_already_run_runs_as_read(tmp_path: Path) -> None
         SECTOR, b"\0") + bytes(8 * SECTOR))  # fmt: skip
     m = Machine(MachineConfig(timeout=10.0, disk=disk, mem_mib=8))
     m.mem.write(0x180000, bytes.fromhex("b801000000c3"))  # mov eax, 1; ret
-    source = GUEST.format(ata=ATA, sectors=1, command=0x20, rdi=0x180000 - 2, rcx=256,
-                          set_multiple="", segment="", di="rdi", cx="rcx", direction="cld",
-                          insn="rep insw\n mov rax, 0x180000\n call rax\n mov r13, rax")
+    source = string_io_guest(sectors=1, command=0x20, multiple=False, direction="cld",
+                             setup=f"    mov rdi, {0x180000 - 2}\n    mov rcx, 256",
+                             insn="rep insw\n mov rax, 0x180000\n call rax\n mov r13, rax")
     source = ("    mov rsp, 0x170000\n    mov rax, 0x180000\n    call rax\n    mov r12, rax\n"
               + source)  # fmt: skip
     m.load(assemble(source, mode=64, address=0x100000))

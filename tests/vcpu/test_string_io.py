@@ -21,6 +21,7 @@ from hv_emu.exits import Halt, PortOut
 from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.vcpu.string_io import RepString, decode_rep_string, plan_block, registers_after
+from tests.rigs.devices import string_io_guest
 
 SIG = bytes.fromhex("0f3b5e8b7d0c31c0cd80b801000000cd80")
 NDB = f"Test.Sig:0:*:{SIG.hex()}\n"
@@ -30,44 +31,6 @@ BUF16 = 0x20000  # the same in real mode: DS = 0x2000
 
 # Issue WRITE SECTORS (0x30) or, after SET MULTIPLE 8 (0xC6), WRITE MULTIPLE (0xC5) for SECTORS
 # sectors at LBA 3, then one rep outs with the form and registers under test, then halt.
-GUEST = """
-    mov dx, {ata} + 6
-    mov al, 0xe0
-    out dx, al
-{set_multiple}
-    mov dx, {ata} + 2
-    mov al, {sectors}
-    out dx, al
-    mov dx, {ata} + 3
-    mov al, 3
-    out dx, al
-    xor eax, eax
-    mov dx, {ata} + 4
-    out dx, al
-    mov dx, {ata} + 5
-    out dx, al
-    mov dx, {ata} + 7
-    mov al, {command}
-    out dx, al
-    mov dx, {ata}
-{segment}
-    mov {si}, {rsi}
-    mov {cx}, {rcx}
-    {direction}
-    {insn}
-    cld
-    hlt
-"""
-SET_MULTIPLE = """
-    mov dx, {ata} + 2
-    mov al, 8
-    out dx, al
-    mov dx, {ata} + 7
-    mov al, 0xc6
-    out dx, al
-"""
-
-
 def _machine(tmp_path: Path, name: str) -> Machine:
     sigs = tmp_path / "test.ndb"
     sigs.write_text(NDB)
@@ -132,10 +95,9 @@ def test_bulk_and_element_by_element_writes_are_the_same(
         segment = f"    mov ax, {BUF16 >> 4}\n    mov ds, ax"
         rsi -= BUF
     si, cx = REGS[mode]
-    source = GUEST.format(
-        ata=ATA, sectors=sectors, command=0xC5 if multiple else 0x30, rsi=rsi, rcx=count,
-        segment=segment, si=si, cx=cx,
-        set_multiple=SET_MULTIPLE.format(ata=ATA) if multiple else "", insn=form,
+    source = string_io_guest(
+        sectors=sectors, command=0xC5 if multiple else 0x30, multiple=multiple, insn=form,
+        setup=f"{segment}\n    mov {si}, {rsi}\n    mov {cx}, {count}",
         direction="std" if backwards else "cld",
     )  # fmt: skip
     image = assemble(source, mode=mode, address=default_load(mode))
@@ -166,9 +128,9 @@ def test_a_sector_of_rep_outsw_is_one_exit_on_the_direct_path(tmp_path: Path) ->
     m.bus.writers[ATA] = lambda port, size, value: count_words(0, size, value)
     device, _ = m.bus.block_ports[ATA]
     object.__setattr__(device, "io_write_block", count_blocks)
-    source = GUEST.format(ata=ATA, sectors=2, command=0x30, rsi=BUF, rcx=256, set_multiple="",
-                          segment="", si="rsi", cx="rcx",
-                          insn="rep outsw\n mov rcx, 256\n rep outsw", direction="cld")  # fmt: skip
+    source = string_io_guest(sectors=2, command=0x30, multiple=False, direction="cld",
+                             setup=f"    mov rsi, {BUF}\n    mov rcx, 256",
+                             insn="rep outsw\n mov rcx, 256\n rep outsw")  # fmt: skip
     m.mem.write(BUF, bytes(range(256)) * 4)
     m.load(assemble(source, mode=64, address=0x100000))
     assert isinstance(m.run().exit, Halt)
