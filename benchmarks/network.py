@@ -41,7 +41,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from benchmarks.common import Row
 from guest_tool.bundle import make_bundle
-from guest_tool.push import EncodedUpdate, carousel, encode_update, frame_for, push
+from guest_tool.encoding import EncodedUpdate, carousel, encode_update
+from guest_tool.push import frame_for, push
 from hv_emu import layout
 from hv_emu.events import EventLog
 from hv_emu.net import frames as frame_path

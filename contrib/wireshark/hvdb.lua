@@ -15,7 +15,7 @@ local hvdb = Proto("hvdb", "hv-emu signature-database update")
 
 local HEADER_LEN = 32
 local BUNDLE_HEADER_LEN = 80
-local FEC_LEN = 12
+local FEC_LEN = 16
 local SIG_LEN = { [1] = 64, [2] = 384 }
 local UPDATE_PORT = 0xDB00
 
@@ -46,6 +46,8 @@ f.hash_alg = ProtoField.uint8("hvdb.hash_alg", "Hash algorithm")
 f.page_count = ProtoField.uint16("hvdb.page_count", "Hash pages")
 f.symbol_size = ProtoField.uint32("hvdb.symbol_size", "Symbol size T")
 f.symbol_count = ProtoField.uint32("hvdb.symbol_count", "Symbols N")
+f.block_source = ProtoField.uint16("hvdb.block_source", "Source symbols per block K_b")
+f.block_count = ProtoField.uint16("hvdb.block_count", "Source blocks Z")
 f.bundle_sig = ProtoField.bytes("hvdb.bundle_signature", "Bundle signature")
 f.page_hash = ProtoField.bytes("hvdb.page_hash", "Page hash")
 f.manifest_sig = ProtoField.bytes("hvdb.manifest_signature", "Manifest signature")
@@ -80,8 +82,15 @@ local function manifest(buf, tree)
     tree:add(f.page_count, buf(at + 2, 2))
     tree:add(f.symbol_size, buf(at + 4, 4))
     tree:add(f.symbol_count, buf(at + 8, 4))
+    tree:add(f.block_source, buf(at + 12, 2))
+    tree:add(f.block_count, buf(at + 14, 2))
     local sig_len = SIG_LEN[buf(40, 1):uint()] or 0
     local pages = buf(at + 2, 2):uint()
+    -- more pages than one manifest holds: it carries the hashes of the index pages
+    local max_pages = math.floor((1440 - BUNDLE_HEADER_LEN - FEC_LEN - 2 * sig_len) / 32)
+    if pages > max_pages then
+        pages = math.floor((pages + 43) / 44)
+    end
     at = at + FEC_LEN
     if buf:len() < at + 2 * sig_len + 32 * pages then
         return

@@ -13,9 +13,16 @@ Follows: ``docs/PROTOCOL.md`` (the source of truth;
 its tables against ``HEADER_FIELDS`` and ``MANIFEST_FIELDS``; its "Common header" and payload
 sections are this layout), RFC 6330 (RaptorQ, FEC Encoding ID 6).
 
+A body larger than one block is cut into Z source blocks of K_b symbols (the last one shorter),
+each its own RaptorQ object with N_b = N / Z symbols; symbol i is symbol i // Z of block i % Z
+(blocks interleaved, so all of them progress together). When the P = ceil(N / 44) hash pages
+need more hashes than one MANIFEST holds (``max_pages``), the MANIFEST commits instead to
+Q = ceil(P / 44) *index pages* (HASHPAGEs P ... P + Q - 1), each holding the SHA-256 of 44
+hash pages: a tree of depth two (``Manifest.top_count``).
+
 Leaves out: the group-MAC trailer (a flag bit in the design; every flag bit must be 0 here),
-HEARTBEAT and NACK packets, a second level of page hashes (``tree_depth``): one manifest commits
-to at most ``max_pages`` pages, which bounds the object (see ``max_pages``).
+HEARTBEAT and NACK packets, a third level of page hashes: 38 x 44 x 44 = 73,568 symbols is
+the most one manifest commits to (about 100 MB at T = 1400).
 
 Network controls: every byte. ``parse_packet`` and ``Manifest.from_payload`` check every length
 before they slice and raise only ``PacketError`` subclasses (``GuestFault``) whose ``reason`` is
@@ -74,7 +81,9 @@ MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("hash_alg", "B", "1: SHA-256"),
     ("page_count", "H", "ceil(symbol_count / 44)"),
     ("symbol_size", "I", "T: bytes of symbol data after the FEC Payload ID; a multiple of 8"),
-    ("symbol_count", "I", "N: symbols committed to (source + repair), >= ceil(body_len / T)"),
+    ("symbol_count", "I", "N: symbols committed to (source + repair), Z x N_b"),
+    ("block_source", "H", "K_b: source symbols of each block but the last, 1 to 4096"),
+    ("block_count", "H", "Z = ceil(K / K_b) source blocks, 1 to 256"),
 )
 _FEC = struct.Struct(">" + "".join(code for _, code, _ in MANIFEST_FIELDS))
 #: RaptorQ symbols are a whole number of Al-byte units (RFC 6330 4.3; the ``raptorq`` package
@@ -82,6 +91,12 @@ _FEC = struct.Struct(">" + "".join(code for _, code, _ in MANIFEST_FIELDS))
 SYMBOL_ALIGNMENT = 8
 #: The largest T a SYMBOL packet can carry (1432).
 MAX_SYMBOL_SIZE = (MAX_PAYLOAD - FEC_PAYLOAD_ID_SIZE) // SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT
+#: Most source symbols in one block: 4096 x 1432 bytes = 5.9 MB, so that the ``raptorq``
+#: package's ``with_defaults`` keeps a block in one RFC 6330 source block (its decoder working
+#: memory is 10 MB), and a block decodes in tens of milliseconds.
+MAX_BLOCK_SOURCE = 4096
+#: Most blocks: the source block number of the FEC Payload ID is one byte.
+MAX_BLOCKS = 256
 
 
 class PacketType(IntEnum):
@@ -221,9 +236,21 @@ def page_entries(page: int, symbol_count: int) -> int:
 def max_pages(sig_len: int) -> int:
     """Most page hashes one MANIFEST can carry with signatures of ``sig_len`` bytes.
 
-    Ed25519 (64-byte signatures): 38 pages = 1,672 symbols = 2.3 MB of symbols at T = 1400.
+    Ed25519 (64-byte signatures): 38 pages = 1,672 symbols = 2.3 MB of symbols at T = 1400;
+    beyond that, 38 index pages of 44 pages each (``top_count``).
     """
     return (MAX_PAYLOAD - HEADER_SIZE - _FEC.size - 2 * sig_len) // HASH_SIZE
+
+
+def top_count(page_count: int, sig_len: int) -> int:
+    """Hashes the MANIFEST carries for P = ``page_count`` pages: P when they fit, else the
+    number of index pages, ceil(P / 44) (which must fit)."""
+    return page_count if page_count <= max_pages(sig_len) else page_count_for(page_count)
+
+
+def block_of(index: int, block_count: int) -> tuple[int, int]:
+    """(source block number, ESI) of symbol ``index``: blocks are interleaved."""
+    return index % block_count, index // block_count
 
 
 @dataclass(frozen=True)
@@ -235,12 +262,28 @@ class Manifest:
     bundle_signature: bytes
     symbol_size: int
     symbol_count: int
+    #: P = ceil(N / 44): the hash pages of the symbols (index pages not counted).
+    page_count: int
+    block_source: int
+    block_count: int
+    #: The hashes the MANIFEST carries: of the P pages, or of the Q index pages (``top_count``).
     page_hashes: tuple[bytes, ...]
     manifest_signature: bytes
 
     @property
-    def page_count(self) -> int:
-        return len(self.page_hashes)
+    def index_pages(self) -> int:
+        """Q: index pages (0 when the MANIFEST carries every page hash itself)."""
+        return 0 if len(self.page_hashes) == self.page_count else len(self.page_hashes)
+
+    @property
+    def block_symbols(self) -> int:
+        """N_b: symbols committed per block."""
+        return self.symbol_count // self.block_count
+
+    def block_length(self, block: int) -> int:
+        """Bytes of body in ``block`` (every block holds K_b x T but the last)."""
+        size = self.block_source * self.symbol_size
+        return min(size, self.header.body_len - block * size)
 
     @property
     def source_symbols(self) -> int:
@@ -259,7 +302,7 @@ class Manifest:
             sig_len = signature_length(header.sig_alg)
         except UpdateRejected as bad:
             raise BadManifest("bundle_header", "a valid bundle header", bad.reason) from None
-        fec, hash_alg, pages, size, count = _FEC.unpack_from(payload, HEADER_SIZE)
+        fec, hash_alg, pages, size, count, k_b, z = _FEC.unpack_from(payload, HEADER_SIZE)
         if fec != FEC_RAPTORQ:
             raise BadManifest("fec_scheme", str(FEC_RAPTORQ), str(fec))
         if hash_alg != HASH_SHA256:
@@ -270,26 +313,33 @@ class Manifest:
             raise BadManifest("symbol_size", f"a multiple of 8 up to {MAX_SYMBOL_SIZE}", str(size))
         if header.body_len == 0:
             raise BadManifest("body_len", ">= 1", "0")
-        if count < -(-header.body_len // size):
-            raise BadManifest("symbol_count", f">= ceil(body_len / {size})", str(count))
-        if pages != page_count_for(count) or pages > max_pages(sig_len):
+        k = -(-header.body_len // size)
+        if not 0 < k_b <= MAX_BLOCK_SOURCE:
+            raise BadManifest("block_source", f"1 to {MAX_BLOCK_SOURCE}", str(k_b))
+        if z != -(-k // k_b) or z > MAX_BLOCKS:
+            raise BadManifest("block_count", f"ceil({k} / {k_b}) <= {MAX_BLOCKS}", str(z))
+        if count % z or count // z < k_b:
+            raise BadManifest("symbol_count", f"a multiple of {z}, >= {z * k_b}", str(count))
+        top = top_count(pages, sig_len)
+        if pages != page_count_for(count) or top > max_pages(sig_len):
             raise BadManifest("page_count", f"ceil({count} / {HASHES_PER_PAGE})", str(pages))
-        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * pages + sig_len
+        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * top + sig_len
         if len(payload) != expected:
             raise LengthMismatch("manifest length", str(expected), str(len(payload)))
         at = HEADER_SIZE + _FEC.size
         bundle_sig = payload[at : at + sig_len]
         at += sig_len
-        hashes = tuple(payload[at + i * HASH_SIZE : at + (i + 1) * HASH_SIZE] for i in range(pages))
+        hashes = tuple(payload[at + i * HASH_SIZE : at + (i + 1) * HASH_SIZE] for i in range(top))
         # fmt: off
-        return cls(payload[:HEADER_SIZE], header, bundle_sig, size, count, hashes,
+        return cls(payload[:HEADER_SIZE], header, bundle_sig, size, count, pages, k_b, z, hashes,
                    payload[expected - sig_len :])
         # fmt: on
 
     def fec_bytes(self) -> bytes:
         return _FEC.pack(
-            FEC_RAPTORQ, HASH_SHA256, self.page_count, self.symbol_size, self.symbol_count
-        )
+            FEC_RAPTORQ, HASH_SHA256, self.page_count, self.symbol_size, self.symbol_count,
+            self.block_source, self.block_count,
+        )  # fmt: skip
 
     def signed_part(self) -> bytes:
         """The payload up to (not including) the manifest signature."""

@@ -69,7 +69,7 @@ from hv_emu.updates.packets import (
 )
 from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
 from hv_emu.updates.service import UpdateService
-from hv_emu.updates.session import Session, session_bound
+from hv_emu.updates.session import Session, held_symbols, session_bound
 from hv_emu.updates.verify import check_body
 
 #: Seconds (of the receiver's clock) after a refused manifest during which ``awaits_verdict`` is
@@ -83,10 +83,13 @@ class ReceiverConfig:
 
     #: Sessions (verified manifests being received) held at once.
     max_sessions: int = 2
-    #: Largest body a manifest may declare, in bytes.
-    max_object: int = 4 * 1024 * 1024
-    #: Most symbols (N) a manifest may commit to.
-    max_symbols: int = 4096
+    #: Largest body a manifest may declare, in bytes (the VMCALL path's default limit).
+    max_object: int = 16 * 1024 * 1024
+    #: Most symbols (N) a manifest may commit to (2K + 1 of a 16 MiB body at T = 1400 fit).
+    max_symbols: int = 32768
+    #: Most bytes of symbols and decoded blocks one session may hold (``session.held_symbols``:
+    #: a 16 MiB body at T = 1400 in blocks of 1,024 symbols needs 17 MB).
+    symbol_memory: int = 18 * 1024 * 1024
     #: Share of one core spent on manifest checks (CPU seconds per second), and the most saved
     #: up; each check is charged what it cost on ``UpdateReceiver.cpu_clock``, at least
     #: ``check_cost_floor`` (half of one Ed25519 verification here: a guard, not an estimate).
@@ -113,7 +116,7 @@ class ReceiverConfig:
 
     def session_bound(self) -> int:
         """Bytes one session may hold (``session.session_bound``)."""
-        return session_bound(self.max_symbols)
+        return session_bound(self.max_symbols, self.symbol_memory)
 
 
 @dataclass
@@ -209,7 +212,8 @@ class UpdateReceiver:
             self.counters["manifest_checking"] += 1  # the same bytes are being checked now
         elif header.db_version not in self.service.acceptable_versions:
             self.counters["version_jump"] += 1  # the service's version policy, before any crypto
-        elif header.body_len > c.max_object or manifest.symbol_count > c.max_symbols:
+        elif (header.body_len > c.max_object or manifest.symbol_count > c.max_symbols
+              or held_symbols(manifest) > c.symbol_memory):  # fmt: skip
             self.counters["too_large"] += 1
         elif not self._trusted_signer(manifest):
             self.counters["untrusted_key"] += 1
@@ -230,8 +234,9 @@ class UpdateReceiver:
         return max(int(self.wall_clock()), self.service.time_floor)
 
     def _on_symbol(self, session: Session, packet: Packet) -> None:
-        verdict = session.take_symbol(packet)
-        self.counters[verdict] += 1
+        decoded = session.decoded
+        self.counters[session.take_symbol(packet)] += 1
+        self.counters["block_decoded"] += session.decoded - decoded
         if session.body is not None:
             self._complete(session, session.body)
         elif session.exhausted:

@@ -101,17 +101,18 @@ def _manifest_with(**changes: int) -> tuple[Packet, bytes]:
     """The genuine manifest with fields of its FEC block (offset 80) changed."""
     packet = parse_packet(UPDATE.manifest)
     payload = bytearray(packet.payload)
-    fec = dict(zip(("fec", "hash", "pages", "size", "count"),
-                   struct.unpack_from(">BBHII", payload, HEADER_SIZE), strict=True))
+    fec = dict(zip(("fec", "hash", "pages", "size", "count", "block", "blocks"),
+                   struct.unpack_from(">BBHIIHH", payload, HEADER_SIZE), strict=True))
     fec.update(changes)
-    struct.pack_into(">BBHII", payload, HEADER_SIZE, *fec.values())
+    struct.pack_into(">BBHIIHH", payload, HEADER_SIZE, *fec.values())
     return packet, bytes(payload)
 
 
 @pytest.mark.parametrize(
     "changes",
     [{"fec": 0}, {"hash": 2}, {"size": 0}, {"size": 1433}, {"size": 1401}, {"count": 1},
-     {"pages": 2}, {"pages": 40, "count": 40 * HASHES_PER_PAGE}],
+     {"pages": 2}, {"pages": 1700, "count": 1700 * HASHES_PER_PAGE},
+     {"block": 0}, {"block": 4097}, {"blocks": 2}, {"blocks": 0}, {"block": 1, "blocks": 2}],
 )
 def test_inconsistent_manifest_is_refused_before_crypto(changes: dict[str, int]) -> None:
     packet, payload = _manifest_with(**changes)

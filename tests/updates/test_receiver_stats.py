@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from guest_tool.push import carousel
+from guest_tool.encoding import carousel
 from hv_emu.cli.main import main
 from hv_emu.updates.receiver_stats import PROGRESS_COUNTERS, STATS_INTERVAL, ReceiverStats
 from tests.rigs.events import documented
