@@ -16,9 +16,9 @@ Follows: ``docs/PROTOCOL.md`` (the wire format, the carousel, the manifest file)
 through the ``raptorq`` package (``Encoder.with_defaults`` per block: one RFC 6330 source block,
 T-byte symbols, 4-byte FEC Payload IDs, whose SBN we set to the block's number).
 
-Leaves out: a return channel (NACKs), HEARTBEAT packets, objects larger than a two-level page
-tree commits to (``packets.max_pages`` x 44 x 44 symbols: about 100 MB with Ed25519; the CLI
-says so).
+Leaves out: a return channel (NACKs), HEARTBEAT packets, objects of more than 256 blocks of
+4,096 symbols (the CLI says so; a two-level page tree commits to ``packets.max_pages`` x 88 x 88
+symbols, more than that).
 
 Network controls: nothing here; the user controls the files, the key and the options. A relay's
 manifest file may come from anyone: ``manifest_file.py`` and ``relay_update`` treat it as hostile.
@@ -60,6 +60,7 @@ from hv_emu.updates.packets import (
     PacketError,
     PacketHeader,
     PacketType,
+    commitment,
     digest,
     manifest_message,
     max_pages,
@@ -138,18 +139,18 @@ def _pages_of(update_id: int, db_version: int, hashes: list[bytes], first: int,
 
 def hash_pages(update_id: int, db_version: int, payloads: tuple[bytes, ...],
                sig_len: int = 64) -> tuple[tuple[Packet, ...], tuple[bytes, ...]]:  # fmt: skip
-    """The HASHPAGE packets committing to ``payloads`` (44 SHA-256 values a page: P hash pages,
-    then Q index pages of 44 page hashes each when the MANIFEST, signed with ``sig_len``-byte
+    """The HASHPAGE packets committing to ``payloads`` (88 commitments a page: P hash pages,
+    then Q index pages of 88 page commitments each when the MANIFEST, signed with ``sig_len``-byte
     signatures, cannot hold P hashes), and the hashes the MANIFEST carries."""
     pages = page_count_for(len(payloads))
     top = top_count(pages, sig_len)
     count = pages if top == pages else pages + top
-    leaves = _pages_of(update_id, db_version, [digest(s) for s in payloads], 0, count)
-    page_hashes = [digest(p.payload) for p in leaves]
+    leaves = _pages_of(update_id, db_version, [commitment(s) for s in payloads], 0, count)
+    page_hashes = [commitment(p.payload) for p in leaves]
     if top == pages:
         return tuple(leaves), tuple(page_hashes)
     index = _pages_of(update_id, db_version, page_hashes, pages, count)
-    return (*leaves, *index), tuple(digest(p.payload) for p in index)
+    return (*leaves, *index), tuple(commitment(p.payload) for p in index)
 
 
 def _symbol_packets(
@@ -305,11 +306,11 @@ def relay_update(
 
 
 def page_plan(pages: int, index_pages: int) -> list[list[int]]:
-    """For each run of 44 symbols (the symbols of hash page b), the HASHPAGEs sent ahead of it:
+    """For each run of 88 symbols (the symbols of hash page b), the HASHPAGEs sent ahead of it:
     every page ``PAGE_COPIES`` times, one copy at the start of each of the ``PAGE_COPIES - 1``
     runs before the one that needs it and one right before it (the first run takes the copies
     that would come before it). Hash page b is needed by run b; index page j (HASHPAGE P + j) by
-    run 44j, its first page's; an index page goes before the pages it vouches for."""
+    run 88j, its first page's; an index page goes before the pages it vouches for."""
     needed = [(page, page) for page in range(pages)]
     needed += [(pages + j, j * HASHES_PER_PAGE) for j in range(index_pages)]
     plan: list[list[tuple[int, int, int]]] = [[] for _ in range(max(pages, 1))]
@@ -323,7 +324,7 @@ def carousel(update: EncodedUpdate, *, rounds: int | None = 1) -> Iterator[bytes
     """The packets of ``rounds`` rounds (forever if None), in carousel order.
 
     A round: the MANIFEST ``MANIFEST_BURST`` times, then every symbol in index order (source
-    first, then repair; the blocks interleaved), 44 at a time with their hash page sent ahead
+    first, then repair; the blocks interleaved), 88 at a time with their hash page sent ahead
     (``page_plan``: a symbol is only accepted once its page is, and a page once its index page
     is). The MANIFEST repeats every ``MANIFEST_EVERY`` packets, for late joiners and so that
     under a flood of forged manifests a genuine copy is often among the candidates a receiver

@@ -2,10 +2,11 @@
 
 Models: the reassembly half of the receiver (``docs/PROTOCOL.md``, "Check order" steps 23-28
 and "Completion"). A ``Session`` exists only for a manifest whose signatures verified
-(``receiver.py`` opens it); it accepts a HASHPAGE or a SYMBOL only after the packet's own SHA-256
-matched the verified commitment, so a forged one is dropped alone and nothing unauthenticated
-reaches the RaptorQ decoder. ``take_page`` and ``take_symbol`` answer with the counter the packet
-counts under (and the decoded body once there is one); the receiver keeps the counters.
+(``receiver.py`` opens it); it accepts a HASHPAGE or a SYMBOL only after the packet's own
+commitment (SHA-256 truncated to 128 bits) matched the verified one, so a forged one is dropped
+alone and nothing unauthenticated reaches the RaptorQ decoder. ``take_page`` and ``take_symbol``
+answer with the counter the packet counts under (and the decoded body once there is one); the
+receiver keeps the counters.
 
 Follows: ``docs/PROTOCOL.md`` ("HASHPAGE and SYMBOL payloads", "Check order", "Completion"),
 RFC 6330 through the ``raptorq`` package.
@@ -39,7 +40,7 @@ from hv_emu.updates.packets import (
     Manifest,
     Packet,
     block_of,
-    digest,
+    commitment,
     page_count_for,
     page_entries,
 )
@@ -48,7 +49,7 @@ from hv_emu.updates.packets import (
 #: (``decode_failed``): RFC 6330 decodes from K + 2 symbols but about once in a million, from
 #: K + 8 practically always, so a block never holds more than K_b + 8 symbols.
 BLOCK_SLACK = 8
-#: Bytes one stored hash page holds (a full page of 44 SHA-256 values).
+#: Bytes one stored hash page holds (a full page of 88 commitments).
 PAGE_BYTES = HASHES_PER_PAGE * HASH_SIZE
 
 
@@ -129,7 +130,7 @@ class Session:
         return MAX_DATAGRAM + self.stored_pages * PAGE_BYTES + len(self.have) + data
 
     def _page_hash(self, index: int) -> bytes | None:
-        """The committed SHA-256 of page ``index``, or None while its index page is missing."""
+        """The commitment of page ``index``, or None while its index page is missing."""
         m = self.manifest
         if m.index_pages == 0:
             return m.page_hashes[index]
@@ -156,7 +157,7 @@ class Session:
                    else page_entries(index - m.page_count, m.page_count))  # fmt: skip
         if len(packet.payload) != HASH_SIZE * entries:
             return "bad_len"
-        if digest(packet.payload) != expected:
+        if commitment(packet.payload) != expected:
             return "hash_mismatch"  # forged or corrupted: dropped alone
         self.pages[index] = packet.payload
         self.stored_pages += 1
@@ -182,7 +183,7 @@ class Session:
             # own decoder, which must never see another block's symbol (``raptorq`` panics).
             return "bad_fec_id"
         at = (index % HASHES_PER_PAGE) * HASH_SIZE
-        if digest(packet.payload) != page[at : at + HASH_SIZE]:
+        if commitment(packet.payload) != page[at : at + HASH_SIZE]:
             return "hash_mismatch"  # forged or corrupted: dropped alone
         block = self.blocks[number]
         if block.data is not None or block.held >= block.cap:

@@ -76,8 +76,8 @@ def test_types_and_constants_are_as_documented() -> None:
     assert "1 MANIFEST, 2 HASHPAGE, 3 SYMBOL" in DOC
     assert [t.value for t in PacketType] == [1, 2, 3]
     assert f"at most {packets.MAX_DATAGRAM} bytes" in DOC or "1472" in DOC
-    assert packets.max_pages(64) == 38 and "at most 38 page hashes" in DOC
-    assert "18 pages: 792 symbols" in DOC and packets.max_pages(384) * 44 == 792
+    assert packets.max_pages(64) == 76 and "at most 76 page commitments" in DOC
+    assert "36 pages: 3,168 symbols" in DOC and packets.max_pages(384) * 88 == 3168
 
 
 def _code_counters() -> set[str]:

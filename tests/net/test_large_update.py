@@ -44,7 +44,7 @@ def test_a_multi_block_update_installs_over_loopback_at_20_percent_loss(
     bundle, sig = write_bundle(db, version=V, key_path=key, out=tmp_path / "big.hvdb")
     # Small blocks and more symbols than one manifest's page hashes: 4 blocks, index pages.
     update = encode_update(bundle.read_bytes(), sig.read_bytes(), load_private_key(key),
-                           block_source=256, symbol_count=1800)
+                           block_source=256, symbol_count=6800)
     packet = parse_packet(update.manifest)
     manifest = Manifest.from_payload(packet.header, packet.payload)
     assert manifest.block_count == 4 and manifest.index_pages == 1

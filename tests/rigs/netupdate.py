@@ -167,7 +167,7 @@ class Forger:
         h = self.symbol.header
         return Packet.build(PacketType.HASHPAGE, h.update_id, h.db_version,
                             self.rng.randrange(self.page_count), self.page_count,
-                            self.rng.randbytes(32 * 44)).raw
+                            self.rng.randbytes(1408)).raw
 
     def manifest_packet(self) -> bytes:
         """Valid structure, trusted key id, fresh uid and version: only signatures are wrong."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hv_emu.errors import GuestFault
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
+    HASH_SIZE,
     HASHES_PER_PAGE,
     HEADER_LEN,
     MAX_DATAGRAM,
@@ -94,7 +95,7 @@ def test_manifest_round_trips_and_commits_to_every_page() -> None:
     assert manifest.symbol_count == len(UPDATE.symbols) >= manifest.source_symbols
     for page in UPDATE.pages:
         p = parse_packet(page)
-        assert len(p.payload) == 32 * page_entries(p.header.index, manifest.symbol_count)
+        assert len(p.payload) == HASH_SIZE * page_entries(p.header.index, manifest.symbol_count)
 
 
 def _manifest_with(**changes: int) -> tuple[Packet, bytes]:
@@ -110,8 +111,8 @@ def _manifest_with(**changes: int) -> tuple[Packet, bytes]:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"fec": 0}, {"hash": 2}, {"size": 0}, {"size": 1433}, {"size": 1401}, {"count": 1},
-     {"pages": 2}, {"pages": 1700, "count": 1700 * HASHES_PER_PAGE},
+    [{"fec": 0}, {"hash": 1}, {"size": 0}, {"size": 1433}, {"size": 1401}, {"count": 1},
+     {"pages": 2}, {"pages": 7000, "count": 7000 * HASHES_PER_PAGE},
      {"block": 0}, {"block": 4097}, {"blocks": 2}, {"blocks": 0}, {"block": 1, "blocks": 2}],
 )
 def test_inconsistent_manifest_is_refused_before_crypto(changes: dict[str, int]) -> None:
@@ -132,7 +133,7 @@ def test_manifest_header_mismatch_and_length() -> None:
 
 
 def test_page_capacity() -> None:
-    assert max_pages(64) == 38 and max_pages(384) == 18
+    assert max_pages(64) == 76 and max_pages(384) == 36
 
 
 # ------------------------------------------------------------------------------ Hypothesis

@@ -353,7 +353,7 @@ def test_a_signed_symbol_of_another_source_block_never_reaches_the_decoder(
 
 
 def test_rsa_pss_3072_update_over_the_network() -> None:
-    """384-byte signatures: the manifest holds 18 pages; the same path installs it."""
+    """384-byte signatures: the manifest holds 36 page commitments; the same path installs it."""
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -364,12 +364,12 @@ def test_rsa_pss_3072_update_over_the_network() -> None:
     trust = TrustStore()
     trust.add_pem(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
                   "rsa test key")
-    body = database_text(V, 12, 6000)  # K = 103: N = 207 symbols in 5 pages
+    body = database_text(V, 12, 6000)  # K = 103: N = 207 symbols in 3 pages
     bundle, sig = make_bundle(body, kind="ndb", version=V, private_key=key,
                               issued_at=NOW - 60, expires_at=NOW + 3600)
     update = encode_update(bundle, sig, key, update_id=8)
-    assert len(parse_packet(update.manifest).payload) == 80 + 16 + 384 + 32 * 5 + 384
-    assert max_pages(384) == 18
+    assert len(parse_packet(update.manifest).payload) == 80 + 16 + 384 + 16 * 3 + 384
+    assert max_pages(384) == 36
     r = rig(trust=trust)
     r.feed(carousel(update, rounds=2), until_installed=V)
     assert r.installed == V and r.receiver.counters["verifications"] == 1
