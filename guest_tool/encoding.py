@@ -72,8 +72,9 @@ from hv_emu.updates.verify import TrustedKey, sig_alg_for, supported_key
 
 #: Symbol bytes T (a SYMBOL packet is 32 + 4 + T = 1436 bytes, under the 1472-byte limit).
 DEFAULT_SYMBOL_SIZE = 1400
-#: Source symbols per block, K_b: 1,024 x 1,400 bytes = 1.4 MB a block (a 1 MB body is one
-#: block); a block decodes in about 10 ms.
+#: Most source symbols per block: 1,024 x 1,400 bytes = 1.4 MB a block (a 1 MB body is one
+#: block; a larger body is cut into the fewest blocks of this size, evened out); a block decodes
+#: in about 10 ms.
 BLOCK_SOURCE = 1024
 #: N_b = REPAIR_FACTOR * K_b + 1 symbols are committed per block (fewer if the page tree cannot
 #: hold their hashes).
@@ -199,8 +200,11 @@ def encode_update(
     if not 0 < block_source <= MAX_BLOCK_SOURCE:
         raise ConfigError(f"a block holds 1 to {MAX_BLOCK_SOURCE} source symbols")
     k = -(-len(body) // symbol_size)
-    k_b = min(k, block_source)
-    z = -(-k // k_b)
+    # As few blocks as ``block_source`` allows, all the same size (the last at most Z - 1
+    # symbols shorter): with the blocks interleaved, a short block would finish early and its
+    # share of the carousel would be wasted.
+    z = -(-k // block_source)
+    k_b = -(-k // z)
     limit = max_pages(sig_len) * HASHES_PER_PAGE * HASHES_PER_PAGE
     wanted = -(-symbol_count // z) if symbol_count is not None else int(REPAIR_FACTOR * k_b) + 1
     per_block = min(max(wanted, k_b), limit // z)
