@@ -15,10 +15,11 @@ signature, then the bundle header and signature through ``verify.verify_header``
 path's own checks). Only a manifest that verifies creates a session (at most
 ``max_sessions``); a failed one is remembered by hash in a bounded LRU (unless it was only
 issued ahead of the trusted time, which time lifts). A HASHPAGE or SYMBOL is
-accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
-forged one is dropped alone; symbols feed a RaptorQ decoder until the body decodes, then
-``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
-decides what is installed. Every drop has a counter.
+accepted only for a live session, only after its own commitment (truncated SHA-256) matched the
+verified one, so a forged one is dropped alone; symbols feed their block's RaptorQ decoder
+(``session.py``) until every block decoded, then ``verify.check_body`` and
+``UpdateService.submit(bundle, signature, "network")``: one code path decides what is installed.
+Every drop has a counter.
 
 Follows: ``docs/PROTOCOL.md`` "Check order" (check order, sessions only from verified manifests,
 no buffering before authentication), "Verification budget" and "Threats";
