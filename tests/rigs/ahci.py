@@ -4,6 +4,7 @@ MMIO accesses to the ABAR, command lists, tables and PRDTs written into RAM)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hv_emu.devices.storage import ahci_registers as a
@@ -44,10 +45,11 @@ def ncq(write: bool, tag: int, lba: int, count: int) -> bytes:
 
 class AhciRig:
     def __init__(self, sectors: int = 4096, mem_size: int = 4 << 20,
-                 observer: StorageObserver | None = None) -> None:  # fmt: skip
+                 observer: StorageObserver | None = None,
+                 enabled: Callable[[], bool] | None = None) -> None:  # fmt: skip
         self.disk = MemoryDisk(sectors)
         self.mem = GuestMemory(mem_size)
-        self.hba = AhciHba(self.disk, self.mem, observer)
+        self.hba = AhciHba(self.disk, self.mem, observer, enabled=enabled)
         self.irq_levels: list[bool] = []
         self.hba.on_interrupt = self.irq_levels.append
 
