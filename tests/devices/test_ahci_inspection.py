@@ -134,3 +134,21 @@ def test_ncq_slots_completed_out_of_lba_order_break_the_run_as_ide_does() -> Non
     ide, *_ = via_ide(swapped, ("warn",))
     ahci, *_ = via_ahci(swapped, ("warn",), use_ncq=True)
     assert ide.detections == ahci.detections == 0
+
+
+def test_the_warning_box_names_the_ncq_command() -> None:
+    from hv_emu import layout
+    from hv_emu.devices.vga import VgaText
+
+    rig = AhciRig(sectors=SECTORS)
+    screen = VgaText(rig.mem, layout.VGA_TEXT_BASE)
+    db = compile_database(NDB, kind="ndb", version=1, source="test.ndb")
+    inspector = Inspector(ActiveDatabase(db), rig.disk, EventLog(), actions=("warn",),
+                          screen=screen)  # fmt: skip
+    rig.hba.executor.observer = inspector
+    rig.bring_up()
+    rig.mem.write(DATA, planted(1024, 100))
+    rig.prepare(4, ncq(True, 4, 7, 2), split(DATA, 1024, 1), write=True)
+    rig.issue(1 << 4, sact=1 << 4)
+    assert inspector.detections == 1
+    assert any("WRITE FPDMA QUEUED (DMA)" in row for row in screen.read_screen())
