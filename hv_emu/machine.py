@@ -78,7 +78,7 @@ class MachineConfig:
     db: Path | None = None
     state_dir: Path | None = None
     max_update: int = DEFAULT_MAX_UPDATE
-    disk: Path | None = None  # raw image on the primary ATA channel (``--disk``)
+    disk: Path | None = None  # raw image on the primary ATA channel or AHCI port 0 (``--disk``)
     disk_size_mib: int | None = None  # create ``disk`` with this size first (``--disk-size``)
     disk_controller: str = "ide"  # ``--disk-controller``: "ide" (PIIX3) or "ahci" (ICH9)
     on_detect: tuple[str, ...] = DEFAULT_ACTIONS  # what a detection does (``--on-detect``)
@@ -231,7 +231,8 @@ class Machine:
         return SignatureDatabase.empty(), 0
 
     def _attach_disk(self, path: Path, size_mib: int | None) -> None:
-        """The disk on the primary channel, every write of it inspected before it lands."""
+        """The disk on the primary channel (or AHCI port 0), every write inspected before it
+        lands."""
         disk = DiskImage.open(path) if size_mib is None else DiskImage.create(path, size_mib)
         self.disk = disk
         self.inspector = Inspector(

@@ -227,3 +227,18 @@ def test_the_interrupt_line_follows_is_ie_and_ghc_ie() -> None:
     rig.set_port(a.PX_IS, a.IS_DHRS)  # libahci: PxIS first, then IS
     rig.write(a.HOST_IS, 1)
     assert not rig.hba.interrupt_line and rig.irq_levels == [True, False]
+
+
+def test_snapshot_and_load_snapshot_restore_every_register() -> None:
+    rig = AhciRig()
+    rig.bring_up()
+    rig.set_port(a.PX_IE, a.IS_DHRS)
+    saved = rig.hba.snapshot()
+    before = [rig.read(off) for off in range(0, 0x200, 4)]
+    rig.write(a.HOST_GHC, a.GHC_HR)
+    assert rig.port(a.PX_SIG) == a.SIG_NONE
+    rig.hba.load_snapshot(saved)
+    assert [rig.read(off) for off in range(0, 0x200, 4)] == before
+    rig.prepare(0, h2d(0xEA), [])
+    rig.issue(1)  # the restored port runs commands
+    assert rig.ok() and rig.port(a.PX_CI) == 0

@@ -32,14 +32,25 @@ Threats (threat -> mitigation):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from hv_emu.devices.storage import ahci_registers as a
 from hv_emu.devices.storage import ata_registers as r
 from hv_emu.devices.storage.ahci_command import SlotExecutor
-from hv_emu.devices.storage.ahci_port import AhciPort
+from hv_emu.devices.storage.ahci_port import AhciPort, PortState
 from hv_emu.devices.storage.disk import Disk
 from hv_emu.devices.storage.observer import NullStorageObserver, StorageObserver
 from hv_emu.memory.guest import GuestMemory
+
+
+@dataclass(frozen=True)
+class HbaState:
+    """A snapshot: the host registers and a copy of every port's state."""
+
+    ghc: int
+    is_: int
+    ports: tuple[PortState, ...]
+
 
 #: IDENTIFY's NCQ queue depth (word 75: depth - 1), as QEMU reports for an AHCI disk.
 NCQ_DEPTH = 32
@@ -85,6 +96,15 @@ class AhciHba:
     @property
     def interrupt_line(self) -> bool:
         return self._line
+
+    def snapshot(self) -> HbaState:
+        return HbaState(self.ghc, self.is_, tuple(replace(p.st) for p in self.ports))
+
+    def load_snapshot(self, state: HbaState) -> None:
+        self.ghc, self.is_ = state.ghc, state.is_
+        for port, saved in zip(self.ports, state.ports, strict=True):
+            port.st = replace(saved)
+        self._update_irq()
 
     # ------------------------------------------------------------------ MMIO
     def mmio_read(self, offset: int, size: int) -> int:
