@@ -34,3 +34,22 @@ def test_the_ahci_commands_of_the_storage_doc_work_as_written(tmp_path: Path) ->
     assert lines[0] == "ahci: CAP=c0141f05 PI=0000003f VS=00010000"
     assert "readback: 0 bytes differ" in outputs[1] and lines[-1] == "ahci: done"
     assert (tmp_path / "ahci.img").stat().st_size == 1 << 20
+
+
+def test_the_wiring_of_the_devices_doc_runs() -> None:
+    """docs/DEVICES.md's AHCI wiring, executed with a disk, RAM and an observer of the tests'."""
+    from hv_emu.devices.storage.ahci import AhciHba
+    from hv_emu.devices.storage.disk import MemoryDisk
+    from hv_emu.memory.guest import GuestMemory
+    from hv_emu.mmio import MmioBus
+    from tests.rigs.devices import Recorder
+
+    doc = (ROOT / "docs" / "DEVICES.md").read_text(encoding="utf-8")
+    section = doc.split("## AHCI host bus adapter", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    names: dict[str, object] = {"disk": MemoryDisk(64), "mem": GuestMemory(4 << 20),
+                                "observer": Recorder()}  # fmt: skip
+    exec(compile(code, "DEVICES.md", "exec"), names)
+    mmio, hba = names["mmio"], names["hba"]
+    assert isinstance(mmio, MmioBus) and isinstance(hba, AhciHba)
+    assert [r.name for r in mmio.regions] == ["ahci"] and hba.on_interrupt is not None
