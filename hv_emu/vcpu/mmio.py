@@ -17,7 +17,8 @@ effects) or the next exit that ends ``emu_start``. An exception raised by a devi
 run loop, never unwound through Unicorn's frames (U22).
 
 Leaves out: 8-byte device registers, MMIO windows that move (BAR reprogramming), instruction
-fetches from a window (a fetch there faults as Unicorn reports it).
+fetches from a window (a fetch there faults as Unicorn reports it), MMIO accesses as exit values
+(they never leave the callback: ``--trace`` and exit observers do not see them).
 
 Guest controls: the address within the window, the access size and alignment, the value stored,
 and how often it polls. Devices see only offsets and sizes that U51 allows.
