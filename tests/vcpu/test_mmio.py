@@ -141,6 +141,29 @@ def test_host_writes_from_an_mmio_store_are_seen_without_a_stop() -> None:
     assert rip == end and uc.reg_read(X.UC_X86_REG_RAX) == 0x1234
 
 
+# The binding's "Exception ignored on converting result" for the load is part of the fact.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_binding_raises_a_callbacks_exception_from_emu_start() -> None:
+    """docs/UNICORN.md U52: the binding catches an exception of an MMIO callback, stops the run
+    with RIP on the access, and raises it from ``emu_start``."""
+    import unicorn
+    from unicorn import x86_const as X
+
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0, 2 << 20)
+    calls: list[int] = []
+
+    def read(_engine: unicorn.Uc, offset: int, _size: int, _ud: object) -> int:
+        calls.append(offset)
+        raise ValueError("device bug")
+
+    uc.mmio_map(WINDOW, 0x1000, read, None, lambda *a: None, None)
+    with pytest.raises(ValueError, match="device bug"):
+        run_bare(uc, "mov eax, [rbx]\n mov ecx, 7")
+    assert calls == [0] and uc.reg_read(X.UC_X86_REG_RIP) == CODE
+    assert uc.reg_read(X.UC_X86_REG_RCX) == 0
+
+
 # ------------------------------------------------------------------ hv-emu's MMIO windows
 
 
