@@ -16,14 +16,16 @@ The picture (``docs/ARCHITECTURE.md`` walks through it)::
           |-- hypercalls/   the ABI (docs/ABI.md), one module per hypercall, one table
           |-- bus.py        the port bus -> devices/ (offsets, never ports; no policy)
           |                 devices/storage/ -> observer -> inspection.py (scanner + actions)
+          |                 (and, without an exit, mmio.py: MMIO windows -> the AHCI HBA)
           |-- cpuid.py      the CPUID table
     updates/       verify -> parse -> swap: one pipeline for VMCALL and network
     net/           frames -> switch -> update receiver (sans-IO); backends and pcap at the edge
 
 The files at the top are the picture: ``machine.py`` (the composition root, the only file that
 wires devices, hooks and policies), ``layout.py`` (every port number and fixed address),
-``exits.py``, ``dispatch.py``, ``bus.py``, ``cpuid.py``, ``inspection.py`` (the storage policy),
-``events.py`` (the ``--events`` log) and ``errors.py`` (failures split by who is at fault).
+``exits.py``, ``dispatch.py``, ``bus.py``, ``mmio.py``, ``cpuid.py``, ``inspection.py`` (the
+storage policy), ``events.py`` (the ``--events`` log) and ``errors.py`` (failures split by who
+is at fault).
 
 The parts: ``vcpu/`` (the CPU), ``memory/`` (guest RAM, page walks, the loader's tables, boot
 state), ``hypercalls/``, ``devices/``, ``net/``, ``updates/``, ``scanner/`` (ClamAV body

@@ -6,7 +6,8 @@ structures a guest needs before its first instruction (GDT, identity page tables
 Follows: Firecracker's ``arch/x86_64/layout.rs`` (every fixed address in one place, each with its
 source). PC conventions: IBM PC/AT I/O map, Bochs/QEMU debug console, VGA text buffer.
 
-Leaves out: MMIO windows and ACPI tables (no device needs them yet).
+Leaves out: ACPI tables, a PCI hole allocator (the one MMIO window, the AHCI ABAR, has a fixed
+address).
 
 Guest controls: nothing here; the guest may of course overwrite any RAM, including the loader's
 structures, once it runs.
@@ -100,6 +101,11 @@ PORT_BUSMASTER_LEN = 16
 #: The guest's network card (hv-emu's own polled NIC, docs/DEVICES.md), just above the bus master.
 PORT_NIC = 0xC100
 PORT_NIC_LEN = 32
+
+#: The AHCI controller's register window (BAR5 of 00:1f.2, ``--disk-controller ahci``): 4 KiB
+#: in the PCI hole below 4 GiB, where SeaBIOS puts QEMU q35's ICH9 AHCI ABAR (docs/STORAGE.md).
+AHCI_ABAR = 0xFEBF0000
+AHCI_ABAR_LEN = 0x1000
 
 #: I/O ports are 16-bit (Intel SDM vol. 1, 18.3).
 PORT_SPACE = 0x10000

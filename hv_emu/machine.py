@@ -28,6 +28,7 @@ from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
 from hv_emu.devices.debugcon import DebugConsole
 from hv_emu.devices.pci import PciConfigSpace
+from hv_emu.devices.storage.ahci import AhciHba
 from hv_emu.devices.storage.ata import AtaChannel
 from hv_emu.devices.storage.busmaster import BusMaster
 from hv_emu.devices.storage.disk import DiskImage
@@ -52,6 +53,7 @@ from hv_emu.loaders.flat import load_flat
 from hv_emu.loaders.interp import load_interpreter
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
+from hv_emu.mmio import MmioBus
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import NetSpec, open_backend
 from hv_emu.net.config import NetConfig
@@ -63,6 +65,8 @@ from hv_emu.updates.state import StateDir
 from hv_emu.updates.verify import TrustStore
 from hv_emu.vcpu import Vcpu, native_cpuid
 
+#: The disk controllers ``--disk-controller`` offers (the first is the default).
+DISK_CONTROLLERS = ("ide", "ahci")
 #: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
 ExitObserver = Callable[[Exit, Outcome, float], None]
 #: Called after the inspection policy answered a disk write: (the write, the verdict).
@@ -94,8 +98,9 @@ class MachineConfig:
     db: Path | None = None
     state_dir: Path | None = None
     max_update: int = DEFAULT_MAX_UPDATE
-    disk: Path | None = None  # raw image on the primary ATA channel (``--disk``)
+    disk: Path | None = None  # raw image on the primary ATA channel or AHCI port 0 (``--disk``)
     disk_size_mib: int | None = None  # create ``disk`` with this size first (``--disk-size``)
+    disk_controller: str = "ide"  # ``--disk-controller``: "ide" (PIIX3) or "ahci" (ICH9)
     on_detect: tuple[str, ...] = DEFAULT_ACTIONS  # what a detection does (``--on-detect``)
     net: NetSpec | None = None  # the guest NIC's backend (``--net``); no NIC without one
     net_config: NetConfig = field(default_factory=NetConfig)  # ``--hv-mac/--hv-ip/--update-port``
@@ -179,7 +184,13 @@ class Machine:
         # The text screen, PCI configuration space and, with a disk, the primary ATA channel,
         # its bus master and the inspection policy standing between the channel and the image.
         self.vga = VgaText(self.mem, layout.VGA_TEXT_BASE)
-        self.pci = PciConfigSpace(layout.PORT_BUSMASTER)
+        if config.disk_controller not in DISK_CONTROLLERS:
+            raise ConfigError(f"--disk-controller must be one of {', '.join(DISK_CONTROLLERS)}")
+        ahci = config.disk_controller == "ahci" and config.disk is not None
+        self.mmio = MmioBus(self.mem.size)
+        self.ahci: AhciHba | None = None
+        self.pci = PciConfigSpace(layout.PORT_BUSMASTER,
+                                  ahci_abar=layout.AHCI_ABAR if ahci else None)  # fmt: skip
         self.bus.register(layout.PORT_PCI_CONFIG_ADDRESS, 4, self.pci.address_port, "pci-addr")
         self.bus.register(layout.PORT_PCI_CONFIG_DATA, 4, self.pci.data_port, "pci-data")
         self.disk: DiskImage | None = None
@@ -212,6 +223,8 @@ class Machine:
         #: Watchers of every exit (a tracer, statistics); empty on the default path.
         self.exit_observers: list[ExitObserver] = []
         self.vcpu = Vcpu(self.mem, self._on_exit)
+        for region in self.mmio.regions:
+            self.vcpu.map_mmio(region.base, region.size, region.device)
         # Port exits go straight to the bus while nobody watches exits: dispatch sends PortIn and
         # PortOut nowhere else, so the guest cannot tell (docs/PERFORMANCE.md, the exit path).
         self.vcpu.direct_ports = self.bus
@@ -250,13 +263,19 @@ class Machine:
         return SignatureDatabase.empty(), 0
 
     def _attach_disk(self, path: Path, size_mib: int | None) -> None:
-        """The disk on the primary channel, every write of it inspected before it lands."""
+        """The disk on the primary channel (or AHCI port 0), every write inspected before it
+        lands."""
         disk = DiskImage.open(path) if size_mib is None else DiskImage.create(path, size_mib)
         self.disk = disk
         self.inspector = Inspector(
             self.database, disk, self.events, actions=self.config.on_detect, screen=self.vga,
             cut_network=self.cut_network,
         )  # fmt: skip
+        if self.config.disk_controller == "ahci":
+            self.ahci = AhciHba(disk, self.mem, self.inspector,
+                                enabled=self.pci.ahci_bus_master_enabled)  # fmt: skip
+            self.mmio.register(layout.AHCI_ABAR, layout.AHCI_ABAR_LEN, self.ahci, "ahci")
+            return
         self.ata = AtaChannel(disk, self.inspector, self.mem)
         self.busmaster = BusMaster(self.ata, self.mem, enabled=self.pci.bus_master_enabled)
         self.bus.register(layout.PORT_ATA_PRIMARY, layout.PORT_ATA_PRIMARY_LEN,

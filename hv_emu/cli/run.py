@@ -49,7 +49,7 @@ from hv_emu.linux.signals import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
-from hv_emu.machine import Machine, MachineConfig, RunResult
+from hv_emu.machine import DISK_CONTROLLERS, Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
 from hv_emu.named_file import read_user_file
 from hv_emu.usage import integer
@@ -140,6 +140,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                      help="raw disk image on the primary ATA channel (every write is scanned)")
     run.add_argument("--disk-size", type=int, metavar="MiB",
                      help="create the --disk image with this size first (it must not exist)")
+    run.add_argument("--disk-controller", choices=DISK_CONTROLLERS, default=DISK_CONTROLLERS[0],
+                     help="what the --disk is behind: ide (PIIX3 IDE, ports 0x1F0) or ahci "
+                          "(ICH9 AHCI at PCI 00:1f.2, as QEMU q35; default ide)")
     run.add_argument("--on-detect", type=_actions, default=DEFAULT_ACTIONS, metavar="ACTIONS",
                      help=f"what a detection does: a comma list of {','.join(ACTIONS)} "
                           f"(default {','.join(DEFAULT_ACTIONS)})")
@@ -346,11 +349,13 @@ def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
-        cpu=args.cpu, sysroot=args.sysroot,
+        cpu=args.cpu, sysroot=args.sysroot, disk_controller=args.disk_controller,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:
         raise ConfigError("--disk-size needs --disk (the image to create)")
+    if args.disk_controller != DISK_CONTROLLERS[0] and args.disk is None:
+        raise ConfigError("--disk-controller needs --disk (the image behind it)")
     # Written to --events as they happen, never kept: a guest looping on VMCALL makes ~40 000
     # events a second, which a kept list would hold in RAM until the run ends; and at most
     # --events-max bytes of them reach the file (hv_emu/events.py says which are dropped first).

@@ -5,11 +5,11 @@ Models: the part of a VMM that runs guest code and regains control at each VM ex
 turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exits), ``runloop``
 (``Vcpu.run``: enter the guest, HLT, the watchdog, the stale-code flush, single steps) and
 ``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers),
-``disasm`` (capstone, for fault reports and traces) and ``string_io`` (a ``rep outs*`` decoded
-and moved a block per exit).
+``disasm`` (capstone, for fault reports and traces), ``string_io`` (a ``rep outs*`` decoded
+and moved a block per exit) and ``mmio`` (MMIO windows: loads and stores as device calls).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U38 and their work-arounds). This
-package is the only place that imports unicorn.
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U38, U50-U52 and their
+work-arounds). This package is the only place that imports unicorn.
 
 Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).
 

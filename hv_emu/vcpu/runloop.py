@@ -32,13 +32,14 @@ from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.engine import mode_of
 from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.faults import fault_report
-from hv_emu.vcpu.traps import ExitHandler, Traps
+from hv_emu.vcpu.mmio import MmioTraps
+from hv_emu.vcpu.traps import ExitHandler
 
 _HLT = 0xF4
 _UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)
 
 
-class Vcpu(Traps):
+class Vcpu(MmioTraps):
     """One virtual CPU over ``mem``; every exit goes to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
@@ -162,12 +163,14 @@ class Vcpu(Traps):
         do not map it (U10). So the whole translation cache is flushed at the next ``emu_start``;
         a write from a hook ends the current ``emu_start`` (at the end of the translation block,
         U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11):
-        there only the bulk ``rep ins*`` writes RAM, and it drops what it overwrote itself (U10).
+        there only the bulk ``rep ins*`` writes RAM, and it drops what it overwrote itself (U10);
+        and except from an MMIO store, which a stop would replay (U52): the next MMIO load
+        flushes instead (``vcpu/mmio.py``).
         """
         if self._code_dropped_here:
             return  # the vCPU's own bulk store, whose translated code it dropped (U10)
         self._stale_code = True
-        if self._emulating and not self._in_port_in:
+        if self._emulating and not self._in_port_in and not self._in_mmio_write:
             self._resume = True
             self.uc.emu_stop()
 

@@ -112,6 +112,8 @@ def test_the_pattern_catches_outside_paths_and_allows_the_data_directory() -> No
 
 
 def test_anchors_are_numbered_once_each_from_u1() -> None:
+    """From U1, each number once, in increasing order; gaps are allowed between blocks of
+    numbers reserved for work done in parallel (U50-U54: the MMIO facts)."""
     numbers = [int(n) for n in ANCHOR.findall(DOC_PATH.read_text(encoding="utf-8"))]
     # Ascending, each once; parts written in parallel take ranges of their own (U60-U64...), so
     # a range may start after a gap.
