@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from benchmarks import (
+    ahci,
     disk,
     hypercall,
     injection,
@@ -26,7 +27,7 @@ from benchmarks import (
 
 def main() -> int:
     rows = ports.run() + hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
-    rows += trace.run() + nic.run() + linux.run() + injection.run() + qemu.run()
+    rows += trace.run() + nic.run() + linux.run() + injection.run() + qemu.run() + ahci.run()
     print("| benchmark | hv-emu | peer | peer value | ratio |")
     print("|---|---|---|---|---|")
     for row in rows:

@@ -71,10 +71,16 @@ class Case:
     sectors: int = 0
     blocks: int = 0
     block_bytes: int = SECTOR
+    reads: bool = False  # reads the boot sector (LBA 0) back instead of writing the window
 
     @property
     def unit_bytes(self) -> int:
         return self.sectors * SECTOR
+
+    @property
+    def writes(self) -> int:
+        """The bytes one unit writes to the disk (0 for the other rows)."""
+        return 0 if self.reads else self.unit_bytes
 
 
 OUT = Case(1)
@@ -83,10 +89,13 @@ PIO = Case(3, sectors=1, blocks=1)
 MULTIPLE = Case(4, sectors=256, blocks=16, block_bytes=16 * SECTOR)
 DMA = Case(5, sectors=128)
 VMCALL = Case(6)
+PIO_READ = Case(7, sectors=1, blocks=1, reads=True)
 
 #: Units per run, per emulator: enough that T(N) - T(0) is a few tenths of a second.
-COUNTS_HV = {OUT: 2_000_000, IN: 2_000_000, PIO: 8192, MULTIPLE: 1024, DMA: 8192, VMCALL: 40_000}
-COUNTS_QEMU = {OUT: 10_000_000, IN: 10_000_000, PIO: 4096, MULTIPLE: 128, DMA: 8192}
+COUNTS_HV = {OUT: 2_000_000, IN: 2_000_000, PIO: 8192, MULTIPLE: 1024, DMA: 8192, VMCALL: 40_000,
+             PIO_READ: 8192}
+COUNTS_QEMU = {OUT: 10_000_000, IN: 10_000_000, PIO: 4096, MULTIPLE: 128, DMA: 8192,
+               PIO_READ: 4096}
 
 
 def qemu_path() -> str | None:
@@ -99,7 +108,8 @@ def boot_sector(case: Case, count: int) -> bytes:
         "KIND": case.kind, "COUNT": count, "SECTORS": case.sectors, "BLOCKS": case.blocks,
         "BLOCK_SHIFT": case.block_bytes.bit_length() - 1, "BLOCK_WORDS": case.block_bytes // 2,
         "LBA_SHIFT": max(case.sectors, 1).bit_length() - 1,
-        "LBA_MASK": WINDOW_SECTORS // max(case.sectors, 1) - 1, "LBA_BASE": LBA_BASE,
+        "LBA_MASK": 0 if case.reads else WINDOW_SECTORS // max(case.sectors, 1) - 1,
+        "LBA_BASE": 0 if case.reads else LBA_BASE, "DISK": int(case.unit_bytes > 0),
         "POST_PORT": POST_PORT, "UNASSIGNED_PORT": UNASSIGNED_PORT, "EXIT_PORT": EXIT_PORT,
         "PCI_ADDR_PORT": layout.PORT_PCI_CONFIG_ADDRESS,
         "PCI_DATA_PORT": layout.PORT_PCI_CONFIG_DATA,
@@ -165,8 +175,11 @@ def run_qemu(case: Case, count: int, tmp: Path, db: Path | None = None) -> Outco
 def run_hv_emu(case: Case, count: int, tmp: Path, db: Path | None = None) -> Outcome:
     """Run the same guest for ``count`` units under ``hv-emu run``; the time of the process."""
     image = tmp / "boot.bin"
-    image.write_bytes(boot_sector(case, count))
-    disk = _disk(tmp / "hv.img", bytes(SECTOR)) if case.unit_bytes else None
+    sector = boot_sector(case, count)
+    image.write_bytes(sector)
+    # The disk QEMU boots from holds the boot sector at LBA 0; the read row reads it back.
+    first = sector if case.reads else bytes(SECTOR)
+    disk = _disk(tmp / "hv.img", first) if case.unit_bytes else None
     start = time.perf_counter()
     proc = subprocess.run(hv_emu_command(image, disk, db), stdin=subprocess.DEVNULL, cwd=ROOT,
                           capture_output=True, timeout=TIMEOUT + 30, check=False)  # fmt: skip
@@ -197,7 +210,7 @@ def measure(repeat: int = REPEAT) -> dict[str, float]:
     are the outer loop and the emulators alternate inside it, so both see the same machine."""
     scan = RFXN if RFXN.is_file() else None
     plan: list[tuple[str, Runner, Case, int, Path | None]] = []
-    for case in (OUT, IN, PIO, MULTIPLE, DMA):
+    for case in (OUT, IN, PIO, MULTIPLE, DMA, PIO_READ):
         plan.append((f"qemu/{case.kind}", run_qemu, case, COUNTS_QEMU[case], None))
         plan.append((f"hv/{case.kind}", run_hv_emu, case, COUNTS_HV[case], None))
     if scan is not None:
@@ -229,6 +242,9 @@ def run(repeat: int = REPEAT) -> list[Row]:
                         (DMA, "DMA, 64 KiB commands, no database")):  # fmt: skip
         rows.append(Row(f"disk write, {label}", _ms_per_mib(case, m[f"hv/{case.kind}"]),
                         "ms/MiB", peer, _ms_per_mib(case, m[f"qemu/{case.kind}"])))  # fmt: skip
+    rows.append(Row("disk read, PIO, 1 sector per READ SECTORS (rep insw)",
+                    _ms_per_mib(PIO_READ, m[f"hv/{PIO_READ.kind}"]), "ms/MiB", peer,
+                    _ms_per_mib(PIO_READ, m[f"qemu/{PIO_READ.kind}"])))  # fmt: skip
     if "hv/scan" in m:
         rows.append(Row("disk write, DMA, 64 KiB commands, rfxn.ndb scanning",
                         _ms_per_mib(DMA, m["hv/scan"]), "ms/MiB", f"{peer} (QEMU does not scan)",

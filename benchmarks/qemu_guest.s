@@ -4,7 +4,9 @@
 # guest_tool's generated prelude: HC_* numbers, ATA_PORT, ATA_CTRL_PORT, DEBUGCON_PORT):
 #   KIND             1 out POST_PORT, al | 2 in al, dx (DX = UNASSIGNED_PORT) | 3 PIO, 1 sector per
 #                    WRITE SECTORS | 4 PIO, WRITE MULTIPLE of 256 sectors in 16-sector DRQ blocks |
-#                    5 WRITE DMA of 64 KiB | 6 get_vmmcall_number VMCALL (hv-emu only: TCG has none)
+#                    5 WRITE DMA of 64 KiB | 6 get_vmmcall_number VMCALL (hv-emu only: TCG has none) |
+#                    7 PIO, 1 sector per READ SECTORS (rep insw) of the boot sector itself, checked
+#   DISK             1 for the disk kinds (3, 4, 5, 7)
 #   COUNT            how many units (port accesses, disk commands, VMCALLs); 0 = start-up only
 #   SECTORS          sectors per disk command (1, 256 or 128), BLOCKS DRQ blocks per command,
 #   BLOCK_SHIFT      log2 of a DRQ block's bytes (BLOCK_WORDS its words); LBA_SHIFT log2 of
@@ -88,7 +90,7 @@ vmcall_loop:
 hc_name: .asciz "update_signatures"
 .endif
 
-.if KIND >= 3 && KIND <= 5
+.if DISK
     # The data: 64 KiB of xorshift32 at BUFFER_SEGMENT:0.
     mov ax, BUFFER_SEGMENT
     mov es, ax
@@ -153,7 +155,7 @@ fill:
     out dx, eax
 .endif
 
-.if KIND >= 3 && KIND <= 5
+.if DISK
     test ebp, ebp
     jz done
 command:
@@ -210,6 +212,28 @@ block:
     jnz block
 .endif
 
+.if KIND == 7
+    mov dx, ATA_PORT + 7
+    mov al, 0x20                    # READ SECTORS
+    out dx, al
+    WAIT_READY ready6
+    test al, STATUS_DRQ
+    jz fail
+    mov esi, edi                    # EDI is the command index: kept in ESI meanwhile
+    mov ax, BUFFER_SEGMENT
+    mov es, ax
+    xor di, di
+    mov cx, 256
+    mov dx, ATA_PORT
+    rep insw                        # the sector into BUFFER_SEGMENT:0
+    mov eax, dword ptr es:[508]     # its last dword: the boot signature, 55 AA, after zeros
+    mov edi, esi
+    xor bx, bx
+    mov es, bx
+    cmp eax, dword ptr [0x7c00 + 508]
+    jne fail
+.endif
+
 .if KIND == 5
     mov dx, si                      # bus master: stop, direction memory -> disk
     xor al, al
@@ -235,7 +259,7 @@ dma_wait:
     out dx, al
 .endif
 
-.if KIND >= 3 && KIND <= 5
+.if DISK
     inc edi
     dec ebp
     jnz command

@@ -55,6 +55,7 @@ EXIT_OK = 0
 #: What ``hv-emu run`` needs besides the image for a program ``--program`` builds.
 RUN_NEEDS = {
     "identify": " --disk DISK.img",
+    "ahci": " --disk DISK.img --disk-controller ahci",
     "nic": " --net udp:127.0.0.1:PORT,peer=HOST:PORT",
 }
 

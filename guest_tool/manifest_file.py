@@ -5,7 +5,7 @@ Models: what the key holder hands to mirrors and relays beside a bundle (``docs/
 the file keeps that datagram byte for byte, plus the signer's public key so that a relay can check
 both signatures before it sends anything. Everything else a push sends (hash pages, symbols)
 follows from the bundle's body and the manifest's FEC parameters, because the RaptorQ encoding is
-deterministic; ``guest_tool/push.py`` recomputes it and compares it with the manifest's
+deterministic; ``guest_tool/encoding.py`` recomputes it and compares it with the manifest's
 commitments.
 
 Follows: ``docs/PROTOCOL.md`` (the file's table there is ``FILE_FIELDS``;

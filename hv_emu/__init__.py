@@ -16,22 +16,25 @@ The picture (``docs/ARCHITECTURE.md`` walks through it)::
           |-- hypercalls/   the ABI (docs/ABI.md), one module per hypercall, one table
           |-- bus.py        the port bus -> devices/ (offsets, never ports; no policy)
           |                 devices/storage/ -> observer -> inspection.py (scanner + actions)
+          |                 (and, without an exit, mmio.py: MMIO windows -> the AHCI HBA)
           |-- cpuid.py      the CPUID table
     updates/       verify -> parse -> swap: one pipeline for VMCALL and network
     net/           frames -> switch -> update receiver (sans-IO); backends and pcap at the edge
 
 The files at the top are the picture: ``machine.py`` (the composition root, the only file that
 wires devices, hooks and policies), ``layout.py`` (every port number and fixed address),
-``exits.py``, ``dispatch.py``, ``bus.py``, ``cpuid.py``, ``inspection.py`` (the storage policy),
-``events.py`` (the ``--events`` log) and ``errors.py`` (failures split by who is at fault).
+``exits.py``, ``dispatch.py``, ``bus.py``, ``mmio.py``, ``cpuid.py``, ``inspection.py`` (the
+storage policy), ``events.py`` (the ``--events`` log) and ``errors.py`` (failures split by who
+is at fault).
 
 The parts: ``vcpu/`` (the CPU), ``memory/`` (guest RAM, page walks, the loader's tables, boot
 state), ``hypercalls/``, ``devices/``, ``net/``, ``updates/``, ``scanner/`` (ClamAV body
-signatures), ``loaders/`` (flat images and ELF), ``linux/`` (a Linux personality for static
-programs), ``debug/`` (exit trace, gdb stub). The front ends sit at the edge and nothing imports
-them: ``cli/`` (``hv-emu``, with ``demo/``) and ``testing/`` (the ``hv`` pytest fixture). Beside
-this package, ``guest_tool`` builds keys, signed updates and guest programs (from ``asm/``,
-installed as ``guest_tool.asm``); only the front ends import it.
+signatures), ``loaders/`` (flat images and ELF), ``linux/`` (a Linux personality for static and
+dynamically linked programs), ``debug/`` (exit trace, gdb stub, run report). The front ends sit
+at the edge and
+nothing imports them: ``cli/`` (``hv-emu``, with ``demo/``) and ``testing/`` (the ``hv`` pytest
+fixture). Beside this package, ``guest_tool`` builds keys, signed updates and guest programs (from
+``asm/``, installed as ``guest_tool.asm``); only the front ends import it.
 
 Follows: the 2012 BitVisor malware-detection design (``docs/ARCHITECTURE.md``).
 

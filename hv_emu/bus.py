@@ -50,17 +50,24 @@ class PortDevice(Protocol):
 
 @runtime_checkable
 class BlockPortDevice(Protocol):
-    """A port device that also takes runs of same-size OUTs to one offset (string I/O).
+    """A port device that also takes runs of same-size OUTs to one offset, and gives runs of INs
+    from one offset (string I/O).
 
     ``io_write_room`` says how many consecutive OUTs of ``size`` to ``offset`` it would take at
     once right now (0: send them one by one); ``io_write_block`` then gets the bytes of at most that
     many, in the order they would have been written, with the same effect as that many
-    ``io_write`` calls.
+    ``io_write`` calls. ``io_read_room`` and ``io_read_block(offset, size, count)`` are the same
+    for INs: the bytes of ``count`` consecutive ``io_read`` calls, first element first, with the
+    same effect on the device.
     """
 
     def io_write_room(self, offset: int, size: int) -> int: ...
 
     def io_write_block(self, offset: int, size: int, data: bytes) -> None: ...
+
+    def io_read_room(self, offset: int, size: int) -> int: ...
+
+    def io_read_block(self, offset: int, size: int, count: int) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,24 @@ class PortIoBus:
         what ``write_room`` just said."""
         device, offset = self.block_ports[port]
         device.io_write_block(offset, size, data)
+
+    def read_room(self, port: int, size: int) -> int:
+        """How many consecutive INs of ``size`` from ``port`` its owner gives at once (0: none,
+        or an owner that gives no blocks)."""
+        owner = self.block_ports.get(port)
+        if owner is None or size not in VALID_SIZES:
+            return 0
+        device, offset = owner
+        return max(0, device.io_read_room(offset, size))
+
+    def read_block(self, port: int, size: int, count: int) -> bytes:
+        """The bytes of ``count`` consecutive INs of ``size`` bytes each, first element first: at
+        most what ``read_room`` just said."""
+        device, offset = self.block_ports[port]
+        data = device.io_read_block(offset, size, count)
+        if len(data) != count * size:
+            raise ValueError(f"{len(data)} bytes for {count} INs of {size}")  # a device bug
+        return data
 
     # ------------------------------------------------------------------ the empty bus
     @property

@@ -26,6 +26,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    GuestException,
     Halt,
     Handled,
     Hypercall,
@@ -43,18 +44,21 @@ from hv_emu.hypercalls.table import HypercallTable
 
 InterruptHandler = Callable[[SoftwareInterrupt], Outcome]
 SyscallHandler = Callable[[Syscall], Outcome]
+ExceptionHandler = Callable[[GuestException], Outcome]
 
 
 @dataclass(frozen=True)
 class Handlers:
     """What the dispatcher may call: the port bus, the hypercall and CPUID tables, and optional
-    handlers of software interrupts (by vector) and SYSCALL, such as an OS personality."""
+    handlers of software interrupts (by vector), SYSCALL and CPU exceptions, such as an OS
+    personality."""
 
     bus: PortIoBus
     hypercalls: HypercallTable
     cpuid: CpuidTable
     interrupts: Mapping[int, InterruptHandler] = field(default_factory=dict)
     syscall: SyscallHandler | None = None
+    exception: ExceptionHandler | None = None
 
 
 def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
@@ -78,6 +82,10 @@ def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
             if handlers.syscall is None:
                 return Unhandled("SYSCALL: no OS personality to handle it")
             return handlers.syscall(exit_)
+        case GuestException():
+            if handlers.exception is None:  # the vCPU reports the fault as it stands
+                return Unhandled("no OS personality takes CPU exceptions")
+            return handlers.exception(exit_)
         case Halt():
             return Stopped("halt")
         case Timeout():

@@ -19,6 +19,9 @@ Failures of the host: a write to the sink that fails (``OSError``: a full disk) 
 ``emit``, whichever thread emits; the error is kept (``write_error``), nothing more is written,
 the events from then on are counted as dropped, and ``close`` raises it once as a ``HostError``.
 
+Listeners: ``listeners`` (a run report's recorder) are called with every event, written or not,
+under the log's lock, whatever the cap and ``keep``; they must be quick and must not emit.
+
 Leaves out: rotation of the file (a run is finite); the in-memory copy kept for tests and the
 status text (not capped) can be turned off with ``keep=False``.
 
@@ -74,6 +77,9 @@ class EventLog:
         self.records: list[Event] = []
         #: The error that stopped writes to the sink (a full disk), if one did; ``close`` raises it.
         self.write_error: OSError | None = None
+        #: Called with each event, written or dropped, under the log's lock (a run report's
+        #: recorder): they must be quick and must not emit.
+        self.listeners: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: JsonValue) -> Event:
@@ -88,6 +94,8 @@ class EventLog:
         record.update(fields)
         if self._keep:
             self.records.append(record)
+        for listener in self.listeners:
+            listener(record)
         if self._sink is not None:
             line = json.dumps(record, separators=(",", ":")) + "\n"  # ASCII: chars = bytes
             if self.write_error is None and self._written + len(line) <= self._room(event):

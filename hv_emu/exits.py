@@ -99,6 +99,26 @@ class Syscall:
 
 
 @dataclass(frozen=True)
+class GuestException:
+    """A CPU exception the guest raised (not ``INT n``), offered to an OS personality before it
+    ends the run as a ``Fault``: an OS delivers it to the program (Linux: as a signal).
+
+    ``vector`` is the exception vector (6 for #UD, 14 for #PF...); ``error_code`` the code the
+    CPU pushed, or ``None`` where the emulator does not say it (docs/UNICORN.md U18); ``cr2`` the
+    page-fault address register; ``rip`` the faulting instruction (after it for ``int3``, a trap).
+    ``registers`` holds rax..r15, ``rip``, ``rflags`` and the segment selectors.
+    """
+
+    vector: int
+    error_code: int | None
+    cr2: int
+    mode: int
+    rip: int
+    registers: Mapping[str, int]
+    paging: PagingState
+
+
+@dataclass(frozen=True)
 class Halt:
     """HLT with nothing to wake the vCPU (no interrupt controller): the run ends."""
 
@@ -159,8 +179,8 @@ class StopRequest:
 
 
 Exit = (
-    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | Syscall | Halt | Fault
-    | TripleFault | Timeout | StopRequest
+    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | Syscall | GuestException | Halt
+    | Fault | TripleFault | Timeout | StopRequest
 )
 
 

@@ -74,7 +74,8 @@ MAX_DETECTION_EVENTS = 64
 #: ATA opcodes by name, for the warning box (the rest show as hex).
 _COMMAND_NAMES = {0x30: "WRITE SECTORS", 0x31: "WRITE SECTORS", 0x34: "WRITE SECTORS EXT",
                   0x39: "WRITE MULTIPLE EXT", 0xC5: "WRITE MULTIPLE", 0xCA: "WRITE DMA",
-                  0xCB: "WRITE DMA", 0x35: "WRITE DMA EXT", 0x3D: "WRITE DMA FUA EXT"}
+                  0xCB: "WRITE DMA", 0x35: "WRITE DMA EXT", 0x3D: "WRITE DMA FUA EXT",
+                  0x61: "WRITE FPDMA QUEUED"}
 
 
 def parse_actions(text: str) -> tuple[str, ...]:

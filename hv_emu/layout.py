@@ -6,7 +6,8 @@ structures a guest needs before its first instruction (GDT, identity page tables
 Follows: Firecracker's ``arch/x86_64/layout.rs`` (every fixed address in one place, each with its
 source). PC conventions: IBM PC/AT I/O map, Bochs/QEMU debug console, VGA text buffer.
 
-Leaves out: MMIO windows and ACPI tables (no device needs them yet).
+Leaves out: ACPI tables, a PCI hole allocator (the one MMIO window, the AHCI ABAR, has a fixed
+address).
 
 Guest controls: nothing here; the guest may of course overwrite any RAM, including the loader's
 structures, once it runs.
@@ -58,6 +59,10 @@ LINUX_STACK_SIZE = 1 * MIB
 #: Where anonymous mmap() regions start (Linux's TASK_UNMAPPED_BASE: 1 GiB on i386 = TASK_SIZE/3;
 #: x86-64 uses the top of the address space, here a fixed 0x7F00_0000_0000).
 LINUX_MMAP_BASE = {64: 0x7F00_0000_0000, 32: 0x4000_0000}
+#: The load bias of a position-independent program (``ET_DYN``), Linux's ``ELF_ET_DYN_BASE``
+#: without randomisation (``arch/x86/include/asm/elf.h``: x86-64 ``DEFAULT_MAP_WINDOW / 3 * 2``
+#: page-aligned, i386 0x400000); its interpreter goes to the start of the mmap arena.
+LINUX_DYN_BASE = {64: 0x5555_5555_4000, 32: 0x0040_0000}
 
 #: The GDT of a Linux process (at ``GDT_ADDR``): the loader's four entries, two unused, then the
 #: three i386 thread-local-storage slots, entries 6-8 as an i386 kernel numbers them
@@ -113,6 +118,11 @@ PORT_SYSTEM_CONTROL_B = 0x61
 IRQ_PIT = 0
 IRQ_ATA_PRIMARY = 14
 IRQ_NIC = 10
+
+#: The AHCI controller's register window (BAR5 of 00:1f.2, ``--disk-controller ahci``): 4 KiB
+#: in the PCI hole below 4 GiB, where SeaBIOS puts QEMU q35's ICH9 AHCI ABAR (docs/STORAGE.md).
+AHCI_ABAR = 0xFEBF0000
+AHCI_ABAR_LEN = 0x1000
 
 #: I/O ports are 16-bit (Intel SDM vol. 1, 18.3).
 PORT_SPACE = 0x10000

@@ -16,6 +16,7 @@ Guest controls: whatever its exits carry; the wiring is fixed before the guest r
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,9 +31,11 @@ from hv_emu.devices.debugcon import DebugConsole
 from hv_emu.devices.pci import PciConfigSpace
 from hv_emu.devices.pic import PicPair
 from hv_emu.devices.pit import Pit8254, SystemControlPort
+from hv_emu.devices.storage.ahci import AhciHba
 from hv_emu.devices.storage.ata import AtaChannel
 from hv_emu.devices.storage.busmaster import BusMaster
 from hv_emu.devices.storage.disk import DiskImage
+from hv_emu.devices.storage.observer import StorageObserver, StorageRead, StorageWrite, Verdict
 from hv_emu.devices.vga import VgaText
 from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
 from hv_emu.errors import ConfigError, DatabaseError, HostError
@@ -50,8 +53,10 @@ from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import parse_elf
 from hv_emu.loaders.elf_process import load_elf
 from hv_emu.loaders.flat import load_flat
+from hv_emu.loaders.interp import load_interpreter
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
+from hv_emu.mmio import MmioBus
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import NetSpec, open_backend
 from hv_emu.net.config import NetConfig
@@ -63,8 +68,27 @@ from hv_emu.updates.state import StateDir
 from hv_emu.updates.verify import TrustStore
 from hv_emu.vcpu import Vcpu, native_cpuid
 
+#: The disk controllers ``--disk-controller`` offers (the first is the default).
+DISK_CONTROLLERS = ("ide", "ahci")
 #: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
 ExitObserver = Callable[[Exit, Outcome, float], None]
+#: Called after the inspection policy answered a disk write: (the write, the verdict).
+DiskWriteWatcher = Callable[[StorageWrite, Verdict], None]
+
+
+class _WatchedStorage:
+    """A storage observer that asks ``policy`` and then tells ``watcher`` what it answered."""
+
+    def __init__(self, policy: StorageObserver, watcher: DiskWriteWatcher) -> None:
+        self.policy, self.watcher = policy, watcher
+
+    def on_write(self, w: StorageWrite) -> Verdict:
+        verdict = self.policy.on_write(w)
+        self.watcher(w, verdict)
+        return verdict
+
+    def on_read(self, r: StorageRead) -> None:
+        self.policy.on_read(r)
 
 
 @dataclass
@@ -77,8 +101,9 @@ class MachineConfig:
     db: Path | None = None
     state_dir: Path | None = None
     max_update: int = DEFAULT_MAX_UPDATE
-    disk: Path | None = None  # raw image on the primary ATA channel (``--disk``)
+    disk: Path | None = None  # raw image on the primary ATA channel or AHCI port 0 (``--disk``)
     disk_size_mib: int | None = None  # create ``disk`` with this size first (``--disk-size``)
+    disk_controller: str = "ide"  # ``--disk-controller``: "ide" (PIIX3) or "ahci" (ICH9)
     on_detect: tuple[str, ...] = DEFAULT_ACTIONS  # what a detection does (``--on-detect``)
     net: NetSpec | None = None  # the guest NIC's backend (``--net``); no NIC without one
     net_config: NetConfig = field(default_factory=NetConfig)  # ``--hv-mac/--hv-ip/--update-port``
@@ -92,6 +117,9 @@ class MachineConfig:
     cpu: str = CPU_VENDORS[0]
     #: Guest time follows the host's clock (``--realtime``) instead of the guest's own work.
     realtime: bool = False
+    #: ELF programs: the host directory whose tree the program sees read-only as its root, where
+    #: a dynamically linked program's loader and libraries come from (``--sysroot``; docs/ELF.md).
+    sysroot: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +172,9 @@ class Machine:
                           "port61")  # fmt: skip
         self.pit.irq.connect(self._irq_input(layout.IRQ_PIT))
 
+        #: What the user should hear about the configuration before the guest runs (the CLI
+        #: prints each as a warning): options that had no effect, and why.
+        self.notices: list[str] = []
         # Trust, the database in force, and the one update pipeline.
         self.trust = TrustStore()
         for path in config.trust:
@@ -168,7 +199,13 @@ class Machine:
         # The text screen, PCI configuration space and, with a disk, the primary ATA channel,
         # its bus master and the inspection policy standing between the channel and the image.
         self.vga = VgaText(self.mem, layout.VGA_TEXT_BASE)
-        self.pci = PciConfigSpace(layout.PORT_BUSMASTER)
+        if config.disk_controller not in DISK_CONTROLLERS:
+            raise ConfigError(f"--disk-controller must be one of {', '.join(DISK_CONTROLLERS)}")
+        ahci = config.disk_controller == "ahci" and config.disk is not None
+        self.mmio = MmioBus(self.mem.size)
+        self.ahci: AhciHba | None = None
+        self.pci = PciConfigSpace(layout.PORT_BUSMASTER,
+                                  ahci_abar=layout.AHCI_ABAR if ahci else None)  # fmt: skip
         self.bus.register(layout.PORT_PCI_CONFIG_ADDRESS, 4, self.pci.address_port, "pci-addr")
         self.bus.register(layout.PORT_PCI_CONFIG_DATA, 4, self.pci.data_port, "pci-data")
         self.disk: DiskImage | None = None
@@ -201,6 +238,8 @@ class Machine:
         #: Watchers of every exit (a tracer, statistics); empty on the default path.
         self.exit_observers: list[ExitObserver] = []
         self.vcpu = Vcpu(self.mem, self._on_exit)
+        for region in self.mmio.regions:
+            self.vcpu.map_mmio(region.base, region.size, region.device)
         # Port exits go straight to the bus while nobody watches exits: dispatch sends PortIn and
         # PortOut nowhere else, so the guest cannot tell (docs/PERFORMANCE.md, the exit path).
         self.vcpu.direct_ports = self.bus
@@ -230,6 +269,12 @@ class Machine:
                     )  # fmt: skip
                 except DatabaseError as bad:
                     raise ConfigError(f"persisted database does not parse: {bad}") from None
+                if self.config.db is not None:
+                    self.notices.append(
+                        f"--db {self.config.db} is not loaded: {state.path} holds database "
+                        f"v{installed.db_version}, installed by a signed update, which stays in "
+                        "force (--db seeds an empty state directory only)"
+                    )  # fmt: skip
                 return db, installed.time_floor
         if self.config.db is not None:
             data, kind = load_database_file(self.config.db)
@@ -240,13 +285,19 @@ class Machine:
         return SignatureDatabase.empty(), 0
 
     def _attach_disk(self, path: Path, size_mib: int | None) -> None:
-        """The disk on the primary channel, every write of it inspected before it lands."""
+        """The disk on the primary channel (or AHCI port 0), every write inspected before it
+        lands."""
         disk = DiskImage.open(path) if size_mib is None else DiskImage.create(path, size_mib)
         self.disk = disk
         self.inspector = Inspector(
             self.database, disk, self.events, actions=self.config.on_detect, screen=self.vga,
             cut_network=self.cut_network,
         )  # fmt: skip
+        if self.config.disk_controller == "ahci":
+            self.ahci = AhciHba(disk, self.mem, self.inspector,
+                                enabled=self.pci.ahci_bus_master_enabled)  # fmt: skip
+            self.mmio.register(layout.AHCI_ABAR, layout.AHCI_ABAR_LEN, self.ahci, "ahci")
+            return
         self.ata = AtaChannel(disk, self.inspector, self.mem)
         self.ata.irq.connect(self._irq_input(layout.IRQ_ATA_PRIMARY))
         self.busmaster = BusMaster(self.ata, self.mem, enabled=self.pci.bus_master_enabled)
@@ -287,6 +338,12 @@ class Machine:
             self.network.close()
         if self.linux is not None:
             self.linux.files.close_all()
+
+    def watch_disk_writes(self, watcher: DiskWriteWatcher) -> None:
+        """Tell ``watcher`` every disk write and the policy's verdict on it (a run report); the
+        default path stays as it is until someone watches. Without a disk, there is none."""
+        if self.disk is not None:
+            self.ata.observer = _WatchedStorage(self.ata.observer, watcher)
 
     def cut_network(self, reason: str) -> None:
         """Cut the guest off the network (a detection's ``cut-network``); idempotent."""
@@ -331,17 +388,25 @@ class Machine:
 
     def load_elf(self, image: bytes, *, argv: Sequence[str], env: Sequence[str] = (),
                  files: FileTable | None = None) -> LinuxProcess:  # fmt: skip
-        """Load a static ELF executable as a Linux process (docs/ELF.md): its address space, its
+        """Load an ELF executable as a Linux process (docs/ELF.md): its address space (and its
+        interpreter, from ``files.sysroot``, else ``config.sysroot``, if it names one), its
         start-up stack, and the Linux personality on ``syscall`` (ELF64) or ``int 0x80`` (ELF32)."""
-        process = load_elf(self.mem, parse_elf(image))
+        files = files or FileTable(sysroot=self.config.sysroot)
+        elf = parse_elf(image)
+        interp = load_interpreter(elf, files.sysroot) if elf.interp is not None else None
+        process = load_elf(self.mem, elf, interp)
         hwcap = self.cpuid.features[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
         stack = build_initial_stack(self.mem, process, argv, env, hwcap=hwcap)
-        self.linux = LinuxProcess(self.mem, process, files or FileTable(), self.events,
-                                  selectors=self.vcpu.selectors)  # fmt: skip
+        exe = posixpath.normpath(posixpath.join("/", argv[0])) if argv else ""
+        self.linux = LinuxProcess(self.mem, process, files, self.events,
+                                  selectors=self.vcpu.selectors, exe=exe)  # fmt: skip
         if process.bits == 64:
             self.set_syscall_handler(self.linux.on_syscall)
         else:
             self.interrupts[0x80] = self.linux.on_int80
+        # CPU exceptions become the program's signals (SIGSEGV, SIGILL...: docs/ELF.md).
+        self.handlers = replace(self.handlers, exception=self.linux.on_exception)
+        self.vcpu.offer_exceptions = True
         self.boot = replace(process.boot, stack=stack.sp)
         self.vcpu.reset(self.boot)
         return self.linux

@@ -15,7 +15,9 @@ local hvdb = Proto("hvdb", "hv-emu signature-database update")
 
 local HEADER_LEN = 32
 local BUNDLE_HEADER_LEN = 80
-local FEC_LEN = 12
+local FEC_LEN = 16
+-- commitments: SHA-256 truncated to 16 bytes (hash_alg 2)
+local HASH_LEN = 16
 local SIG_LEN = { [1] = 64, [2] = 384 }
 local UPDATE_PORT = 0xDB00
 
@@ -46,10 +48,12 @@ f.hash_alg = ProtoField.uint8("hvdb.hash_alg", "Hash algorithm")
 f.page_count = ProtoField.uint16("hvdb.page_count", "Hash pages")
 f.symbol_size = ProtoField.uint32("hvdb.symbol_size", "Symbol size T")
 f.symbol_count = ProtoField.uint32("hvdb.symbol_count", "Symbols N")
+f.block_source = ProtoField.uint16("hvdb.block_source", "Source symbols per block K_b")
+f.block_count = ProtoField.uint16("hvdb.block_count", "Source blocks Z")
 f.bundle_sig = ProtoField.bytes("hvdb.bundle_signature", "Bundle signature")
-f.page_hash = ProtoField.bytes("hvdb.page_hash", "Page hash")
+f.page_hash = ProtoField.bytes("hvdb.page_hash", "Page commitment")
 f.manifest_sig = ProtoField.bytes("hvdb.manifest_signature", "Manifest signature")
-f.symbol_hash = ProtoField.bytes("hvdb.symbol_hash", "Symbol hash")
+f.symbol_hash = ProtoField.bytes("hvdb.symbol_hash", "Symbol commitment")
 f.sbn = ProtoField.uint8("hvdb.sbn", "Source block number")
 f.esi = ProtoField.uint24("hvdb.esi", "Encoding symbol id")
 f.data = ProtoField.bytes("hvdb.data", "Symbol data")
@@ -80,18 +84,25 @@ local function manifest(buf, tree)
     tree:add(f.page_count, buf(at + 2, 2))
     tree:add(f.symbol_size, buf(at + 4, 4))
     tree:add(f.symbol_count, buf(at + 8, 4))
+    tree:add(f.block_source, buf(at + 12, 2))
+    tree:add(f.block_count, buf(at + 14, 2))
     local sig_len = SIG_LEN[buf(40, 1):uint()] or 0
     local pages = buf(at + 2, 2):uint()
+    -- more pages than one manifest holds: it carries the hashes of the index pages
+    local max_pages = math.floor((1440 - BUNDLE_HEADER_LEN - FEC_LEN - 2 * sig_len) / HASH_LEN)
+    if pages > max_pages then
+        pages = math.floor((pages + 87) / 88)
+    end
     at = at + FEC_LEN
-    if buf:len() < at + 2 * sig_len + 32 * pages then
+    if buf:len() < at + 2 * sig_len + HASH_LEN * pages then
         return
     end
     tree:add(f.bundle_sig, buf(at, sig_len))
     at = at + sig_len
     for i = 0, pages - 1 do
-        tree:add(f.page_hash, buf(at + 32 * i, 32))
+        tree:add(f.page_hash, buf(at + HASH_LEN * i, HASH_LEN))
     end
-    tree:add(f.manifest_sig, buf(at + 32 * pages, sig_len))
+    tree:add(f.manifest_sig, buf(at + HASH_LEN * pages, sig_len))
 end
 
 function hvdb.dissector(tvb, pinfo, tree)
@@ -130,8 +141,8 @@ function hvdb.dissector(tvb, pinfo, tree)
     if kind == 1 and plen >= BUNDLE_HEADER_LEN + FEC_LEN then
         manifest(payload, root)
     elseif kind == 2 then
-        for i = 0, math.floor(plen / 32) - 1 do
-            root:add(f.symbol_hash, payload(32 * i, 32))
+        for i = 0, math.floor(plen / HASH_LEN) - 1 do
+            root:add(f.symbol_hash, payload(HASH_LEN * i, HASH_LEN))
         end
     elseif kind == 3 and plen >= 4 then
         root:add(f.sbn, payload(0, 1))

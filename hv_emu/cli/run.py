@@ -1,7 +1,7 @@
 """``hv-emu run``: load a guest image into a machine, run it, report how it ended.
 
 Models: the user's view of one VM run: the options that configure ``hv_emu.machine`` (RAM, CPU
-vendor, keys, database, state, disk, network, trace, gdb), the image (flat or a static Linux ELF
+vendor, keys, database, state, disk, network, trace, report, gdb), the image (flat or a Linux ELF
 program, chosen by its first bytes), and the exit status that tells how it ended.
 
 Exit status:
@@ -35,18 +35,21 @@ from typing import Any, TextIO
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.debug.gdbstub import serve_gdb
+from hv_emu.debug.recorder import RunRecorder
+from hv_emu.debug.report_html import RunInfo, render
 from hv_emu.debug.trace import ExitTracer
 from hv_emu.errors import ConfigError, HostError
 from hv_emu.events import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, EventLog
-from hv_emu.exits import Fault, Halt, StopRequest, Timeout
+from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
 from hv_emu.layout import DEFAULT_MEM_MIB
 from hv_emu.linux.files import FileGrant, FileTable
+from hv_emu.linux.signals import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
-from hv_emu.machine import Machine, MachineConfig, RunResult
+from hv_emu.machine import DISK_CONTROLLERS, Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
 from hv_emu.named_file import read_user_file
 from hv_emu.usage import integer
@@ -91,12 +94,16 @@ def _port(text: str) -> int:
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``hv-emu run`` and its options to the sub-command table."""
     run = sub.add_parser("run", help="run a guest image",
-                         description="Run a flat guest image or a static Linux ELF program "
+                         description="Run a flat guest image or a Linux ELF program "
                                      "(arguments for the program after --).")  # fmt: skip
-    run.add_argument("image", type=Path, help="flat binary image or static ELF executable")
+    run.add_argument("image", type=Path, help="flat binary image or ELF executable")
     run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
                      help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
                           "unless :rw); no other file exists for it (repeatable)")
+    run.add_argument("--sysroot", type=Path, metavar="DIR",
+                     help="ELF programs: the program sees DIR read-only as its root; a "
+                          "dynamically linked program's loader and libraries come from it "
+                          "(--sysroot / for the host's own; default: nothing of the host)")
     run.add_argument("--arg", action="append", default=[], metavar="ARG",
                      help="ELF programs: one more argv entry (repeatable; or put them after --)")
     run.add_argument("--mode", type=int, choices=MODES, default=64, help="CPU mode at entry")
@@ -133,11 +140,17 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                      help="raw disk image on the primary ATA channel (every write is scanned)")
     run.add_argument("--disk-size", type=int, metavar="MiB",
                      help="create the --disk image with this size first (it must not exist)")
+    run.add_argument("--disk-controller", choices=DISK_CONTROLLERS, default=DISK_CONTROLLERS[0],
+                     help="what the --disk is behind: ide (PIIX3 IDE, ports 0x1F0) or ahci "
+                          "(ICH9 AHCI at PCI 00:1f.2, as QEMU q35; default ide)")
     run.add_argument("--on-detect", type=_actions, default=DEFAULT_ACTIONS, metavar="ACTIONS",
                      help=f"what a detection does: a comma list of {','.join(ACTIONS)} "
                           f"(default {','.join(DEFAULT_ACTIONS)})")
     run.add_argument("--screen", type=Path, metavar="FILE",
                      help="write the final 80x25 text screen here, as 25 lines")
+    run.add_argument("--report", type=Path, metavar="FILE",
+                     help="write a self-contained HTML page of the run: exits by reason, a "
+                          "timeline, detections, hypercalls, the final screen (replaces FILE)")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
     run.add_argument("--realtime", action="store_true",
                      help="guest time (the PIT) follows the host's clock instead of the guest's "
@@ -149,6 +162,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--gdb", type=_port, metavar="PORT",
                      help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive")
     add_network_arguments(run)
+    run.set_defaults(defaults_of=run.get_default)  # the report's header names what was changed
 
 
 def _run_watched(machine: Machine, args: argparse.Namespace) -> RunResult:
@@ -200,6 +214,67 @@ def _write_screen(path: Path, rows: list[str]) -> None:
         raise HostError(f"cannot write the screen to {path}: {err.strerror}") from None
 
 
+def _open_report(path: Path | None) -> TextIO | None:
+    """Open ``--report`` before the guest runs (replacing the file, as ``--events`` does), so a
+    path that cannot be written is one line and exit 2 before the run, not after it."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise ConfigError(f"--report {path} is a directory: give a file to write")
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as err:
+        raise HostError(f"cannot write the report to {path}: {err.strerror}") from None
+
+
+def _record(machine: Machine, events: EventLog) -> RunRecorder:
+    """A recorder fed by every exit, event and disk write of the run (``--report``)."""
+    recorder = RunRecorder(hypercall_name=machine.hypercalls.name)
+    machine.exit_observers.append(recorder.on_exit)
+    events.listeners.append(recorder.on_event)
+    machine.watch_disk_writes(recorder.on_disk_write)
+    return recorder
+
+
+def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final: Exit,
+                  args: argparse.Namespace, summary: str) -> None:  # fmt: skip
+    """Render the page: the final screen and console, and how the run ended, in the header."""
+    recorder.capture_screen(machine.vga)
+    recorder.capture_console(bytes(machine.debugcon.captured))
+    linux = machine.linux
+    match final:
+        case _ if linux is not None and linux.exit_status is not None:
+            status, ending = linux.exit_status, f"program exited with status {linux.exit_status}"
+        case Halt(rip=rip):
+            status, ending = EXIT_HALT, f"guest halted (HLT, RIP={rip:#x} after it)"
+        case Fault():
+            status, ending = EXIT_FAULT, final.describe()
+        case Timeout(seconds=seconds, rip=rip):
+            status, ending = EXIT_TIMEOUT, f"timeout: {seconds:g} s without halting (RIP={rip:#x})"
+        case StopRequest(reason=reason):
+            status, ending = EXIT_STOPPED, f"stopped: {reason}"
+        case _:
+            status, ending = EXIT_STOPPED, repr(final)
+    # The options given: those whose value is not the default (``defaults_of``: add_parser).
+    default = getattr(args, "defaults_of", lambda _name: None)
+    options = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={_option_text(v)}")
+               for k, v in sorted(vars(args).items())
+               if k not in ("command", "image", "guest_args", "defaults_of")
+               and v not in (None, False, []) and v != default(k)]  # fmt: skip
+    info = RunInfo(str(args.image), options + list(args.guest_args), ending, status, summary)
+    try:
+        report.write(render(recorder, info))
+        report.close()
+    except OSError as err:
+        raise HostError(f"cannot write the report to {report.name}: {err.strerror}") from None
+
+
+def _option_text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _drop_standard_output() -> None:
     """The reader of standard output went away (``hv-emu run | head``): send what is still
     buffered to /dev/null, so flushing it at exit is not a second broken pipe (the recipe of the
@@ -210,26 +285,37 @@ def _drop_standard_output() -> None:
 
 
 def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
-    """A static ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
+    """An ELF executable runs as a Linux process (docs/ELF.md); anything else is flat."""
     if not is_elf(image):
-        if args.file or args.arg or args.guest_args:
-            raise ConfigError("--file, --arg and program arguments apply to ELF programs only")
+        if args.file or args.arg or args.guest_args or args.sysroot is not None:
+            raise ConfigError("--file, --sysroot, --arg and program arguments apply to ELF "
+                              "programs only")  # fmt: skip
         machine.load(image, mode=args.mode, load=args.load, entry=args.entry, paging=args.paging)
         return
     if args.load is not None or args.entry is not None or args.paging != "none":
         raise ConfigError("--load, --entry and --paging apply to flat images: an ELF program's "
                           "headers say where it goes and its class picks the mode")  # fmt: skip
+    if args.sysroot is not None and not args.sysroot.is_dir():
+        raise ConfigError(f"--sysroot {args.sysroot}: not a directory")
     files = FileTable([FileGrant.parse(spec) for spec in args.file], stdin=sys.stdin.buffer,
-                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer)  # fmt: skip
+                      stdout=sys.stdout.buffer, stderr=sys.stderr.buffer,
+                      sysroot=args.sysroot)  # fmt: skip
     machine.load_elf(image, argv=[str(args.image), *args.arg, *args.guest_args], files=files)
 
 
-def _program_exited(linux: LinuxProcess, summary: str, quiet: bool) -> int:
-    """A Linux program called exit: hv-emu run exits with the program's own status."""
+def _program_exited(linux: LinuxProcess, summary: str, quiet: bool, final: Exit) -> int:
+    """A Linux program called exit, or a signal killed it: hv-emu run exits with the program's
+    own status (128 + the signal's number, as a shell shows it); a fault it had no handler for
+    is reported as any guest fault is."""
+    if isinstance(final, Fault):
+        print(f"hv-emu: {final.describe()}", file=sys.stderr)
     if not quiet:
         unsupported = ", ".join(name or str(nr) for nr, name in linux.unsupported.items())
         note = f"; unsupported system calls (-ENOSYS): {unsupported}" if unsupported else ""
-        print(f"hv-emu: program exited with status {linux.exit_status}: {linux.calls} system "
+        how = "exited"
+        if linux.killed_by is not None:
+            how = f"killed by {signal_name(linux.killed_by)}, exited"
+        print(f"hv-emu: program {how} with status {linux.exit_status}: {linux.calls} system "
               f"calls, {summary}{note}", file=sys.stderr)  # fmt: skip
     return linux.exit_status or 0
 
@@ -252,25 +338,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     image = read_user_file(args.image, "image")
     if args.screen is not None and args.screen.is_dir():  # say so before the run, not after it
         raise ConfigError(f"--screen {args.screen} is a directory: give a file to write")
+    report = _open_report(args.report)
+    try:
+        return _run(args, image, report)
+    finally:
+        if report is not None:
+            report.close()
+
+
+def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
+    """``cmd_run`` once the files it writes are open."""
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update, disk=args.disk,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
-        cpu=args.cpu, realtime=args.realtime,
+        cpu=args.cpu, realtime=args.realtime, sysroot=args.sysroot,
+        disk_controller=args.disk_controller,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:
         raise ConfigError("--disk-size needs --disk (the image to create)")
+    if args.disk_controller != DISK_CONTROLLERS[0] and args.disk is None:
+        raise ConfigError("--disk-controller needs --disk (the image behind it)")
     # Written to --events as they happen, never kept: a guest looping on VMCALL makes ~40 000
     # events a second, which a kept list would hold in RAM until the run ends; and at most
     # --events-max bytes of them reach the file (hv_emu/events.py says which are dropped first).
     events = EventLog(_open_events(args.events), keep=False, max_bytes=args.events_max or None)
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
+        recorder = _record(machine, events) if report is not None else None
         # Hash signatures name whole files; the disk path sees write streams (said once, here:
         # an update cannot carry a hash database, its content type is .db or .ndb only).
         hashes = machine.database.current.hashes
-        for warning in hashes.whole_file() + hashes.not_applied():
+        for warning in (*machine.notices, *hashes.whole_file(), *hashes.not_applied()):
             print(f"hv-emu: warning: {warning}", file=sys.stderr)
         try:
             _load(machine, image, args)
@@ -295,8 +395,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     received = machine.receiver.stats() if machine.receiver is not None else None
     if received is not None and received.datagrams:  # what arrived, the top drop reasons
         summary += f"; {received.summary()}"
+    if report is not None and recorder is not None:
+        _write_report(report, recorder, machine, final, args, summary)
     if machine.linux is not None and machine.linux.exit_status is not None:
-        return _program_exited(machine.linux, summary, args.quiet)
+        return _program_exited(machine.linux, summary, args.quiet, final)
     match final:
         case Halt():
             if not args.quiet:

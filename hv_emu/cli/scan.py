@@ -100,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )  # fmt: skip
     scan.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="what to scan")
     scan.add_argument("--db", type=Path, action="append", required=True, metavar="FILE",
-                      help="a signature database (.db, .ndb, .hdb, .hsb, .mdb, .msb) or a "
+                      help="a signature database (.db, .ndb, .ldb, .hdb, .hsb, .mdb, .msb) or a "
                            "directory of them, as clamscan -d (repeatable)")
     scan.add_argument("--engine", choices=ENGINES, default="auto",
                       help="literal finder: hyperscan when it imports (auto), or pyahocorasick")
@@ -397,9 +397,10 @@ def _scan_in_worker(piece: Piece) -> FileResult:
 def splittable(db: SignatureDatabase) -> bool:
     """Whether pieces of a file can be scanned apart with the same result as the whole: every
     signature of one part (no chain may span pieces) at offset ``*`` (no piece needs to know
-    where it lies in the file, or the file's length), and no hash of whole files."""
+    where it lies in the file, or the file's length), no hash of whole files, and no logical
+    signature (its counts are the whole file's)."""
     program = db.program
-    return not program.gap_max and not db.hashes.applied and all(
+    return not program.gap_max and not db.hashes.applied and program.logical is None and all(
         pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
     )
 

@@ -47,6 +47,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    GuestException,
     Halt,
     Handled,
     Hypercall,
@@ -62,6 +63,7 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.table import HypercallTable
+from hv_emu.linux.numbers import call_name
 from hv_emu.memory.walk import read_virt
 from hv_emu.vcpu import Vcpu
 from hv_emu.vcpu.deliver import Injection
@@ -79,6 +81,7 @@ REASONS: dict[type, str] = {
     TripleFault: "TRIPLE_FAULT",  # 2
     SoftwareInterrupt: "SOFTWARE_INT",  # an INT n; VT-x reports it as reason 0 when intercepted
     Syscall: "SYSCALL",  # not an exit on VT-x; Unicorn traps it, an OS personality handles it
+    GuestException: "EXCEPTION_NMI",  # 0: an exception an OS personality takes (a signal)
     Timeout: "WATCHDOG",  # hv-emu's own: the run took longer than --timeout
     StopRequest: "STOP",  # hv-emu's own: a handler or a debugger asked the run to end
 }
@@ -87,6 +90,9 @@ INJECT = "INJECT"
 #: Instruction lengths that let the tracer find a trap's instruction when RIP is already past it.
 _LENGTH_BEHIND = {Hypercall: 3, SoftwareInterrupt: 2, Syscall: 2, Halt: 1}
 _WIDTH_REASON = 14
+
+
+#: A system call's name from the registers at the ``SYSCALL``/``INT 0x80`` (``linux/numbers.py``).
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,7 @@ class ExitTracer:
             ):  # RIP has moved past the trapping instruction, as VT-x leaves it
                 rip = past - _LENGTH_BEHIND[type(exit_)]
                 instruction = self._instruction(cs, rip)
-            case Timeout(rip=rip) | StopRequest(rip=rip):
+            case Timeout(rip=rip) | StopRequest(rip=rip) | GuestException(rip=rip):
                 instruction = self._instruction(cs, rip)
             case _:  # port I/O and CPUID trap with RIP still on the instruction
                 rip = self._vcpu.reg("rip")
@@ -254,6 +260,8 @@ class ExitTracer:
                 return {name: regs[name] for name in ("rax", "rbx", "rcx", "rdx", "rdi")}
             case Fault(address=address, vector=vector):
                 return {"address": address, "vector": vector}
+            case GuestException(vector=vector, cr2=cr2):
+                return {"vector": vector, "cr2": cr2}
         return {}
 
     def _action(self, exit_: Exit, outcome: Outcome) -> str:
@@ -267,6 +275,9 @@ class ExitTracer:
                 return f"unhandled: {why}"
         assert isinstance(outcome, Handled)
         match exit_:
+            case Syscall() | SoftwareInterrupt(vector=0x80):
+                results = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
+                return f"{_syscall_name(exit_)} -> {results}"
             case Hypercall(nr=nr):
                 name = self._hypercalls.name(nr) or "unknown number"
                 results = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
@@ -309,6 +320,11 @@ class ExitTracer:
             )
         rows += ["", f"Total Samples:{samples}, Total events handled time:{_micro(total)}."]
         return "\n".join(rows)
+
+
+def _syscall_name(exit_: Syscall | SoftwareInterrupt) -> str:
+    """The Linux system call a SYSCALL (x86-64 numbers) or ``int 0x80`` (i386) names."""
+    return call_name(64 if isinstance(exit_, Syscall) else 32, exit_.registers)
 
 
 def _micro(seconds: float) -> str:

@@ -12,12 +12,21 @@ bytes at offsets 0-3 of the selected dword), in front of three functions on bus 
   constructor: ``layout.PORT_BUSMASTER``), read as ``base | 1``. IDETIM (0x40-0x41) starts with
   the primary channel's decode enable (bit 15) set, as firmware leaves it (Linux ata_piix checks
   it).
+With an AHCI controller (``hv-emu run --disk-controller ahci``; constructor ``ahci_abar``), as
+QEMU q35 places it:
+- 00:1f.0 LPC bridge, Intel ICH9 (8086:2918), class 06/01/00, multi-function header;
+- 00:1f.2 SATA controller, Intel ICH9 AHCI (8086:2922, revision 2), class 01/06/01, interrupt
+  pin INTA; BAR5 (ABAR) a 4 KiB non-prefetchable memory BAR preassigned to ``ahci_abar`` as
+  firmware (SeaBIOS) leaves it, with Memory Space and Bus Master Enable set; BAR0-4 read 0.
 Every other bus/device/function is absent: vendor/device read 0xFFFF (all ones).
 
 Follows: PCI Local Bus Specification 3.0 (3.2.2.3.2 mechanism #1, 6.1 header type 0, 6.2.5.1
 BAR sizing), PCI IDE Controller Specification 1.0 (prog-if), Intel 82371SB (PIIX3) datasheet.
 
 Leaves out:
+- Moving BAR5 (sizing reads 0xFFFFF000; other writes are ignored: the MMIO window is mapped
+  once), the AHCI function's Memory Space Enable (stored, not honoured), MSI and the SATA
+  capability.
 - Moving BAR4. BAR sizing works (write all ones, read back 0x0000FFF1: 16 ports, I/O space,
   upper half hard-wired 0 as on PIIX3); any other write is offered to the ``bar4_moved``
   callback, and ignored (BAR4 keeps its base) when there is none or it declines: the port bus
@@ -46,7 +55,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hv_emu.devices.port import PortView
 
@@ -66,11 +75,14 @@ PCI_LATENCY = 0x0D
 PCI_HEADER_TYPE = 0x0E
 PCI_BAR0 = 0x10
 PCI_BAR4 = 0x20
+PCI_BAR5 = 0x24
+PCI_INTERRUPT_PIN = 0x3D
 PCI_INTERRUPT_LINE = 0x3C
 PIIX_IDETIM = 0x40  # primary channel timing; bit 15 = IDE decode enable
 PIIX_TIMING_END = 0x4C
 
 CMD_IO_SPACE = 0x0001
+CMD_MEMORY_SPACE = 0x0002
 CMD_BUS_MASTER = 0x0004
 HEADER_MULTIFUNCTION = 0x80
 BAR_IO = 0x1
@@ -79,6 +91,10 @@ BAR4_MASK = 0xFFFF & ~(BUSMASTER_SIZE - 1)  # writable bits 15:4
 
 INTEL = 0x8086
 IDE_BDF = (0, 1, 1)
+LPC_BDF = (0, 0x1F, 0)
+AHCI_BDF = (0, 0x1F, 2)
+ABAR_SIZE = 0x1000  # QEMU's BAR5 size
+ABAR_MASK = 0xFFFFFFFF & ~(ABAR_SIZE - 1)
 
 
 def _header(vendor: int, device: int, cls: int, sub: int, prog_if: int, header: int) -> bytearray:
@@ -95,6 +111,8 @@ class PciState:
     address: int  # CONFIG_ADDRESS as last written
     ide: bytearray  # the IDE function's configuration space
     bar4_sizing: bool  # all ones were written to BAR4; reads give the size mask
+    ahci: bytearray = field(default_factory=bytearray)  # the AHCI function's space (or empty)
+    bar5_sizing: bool = False
 
 
 class PciConfigSpace:
@@ -102,10 +120,14 @@ class PciConfigSpace:
     at CONFIG_DATA, 4 ports each."""
 
     def __init__(
-        self, busmaster_base: int, bar4_moved: Callable[[int], bool] | None = None
+        self, busmaster_base: int, bar4_moved: Callable[[int], bool] | None = None,
+        ahci_abar: int | None = None,
     ) -> None:
         if busmaster_base & ~BAR4_MASK:
             raise ValueError(f"bus-master base {busmaster_base:#x} is not a 16-port I/O base")
+        if ahci_abar is not None and ahci_abar & ~ABAR_MASK:
+            raise ValueError(f"ABAR {ahci_abar:#x} is not a 4 KiB memory base")
+        self._ahci_abar = ahci_abar
         self._initial_base = busmaster_base
         self._bar4_moved = bar4_moved
         self.address_port = PortView(self._address_read, self._address_write)
@@ -114,6 +136,11 @@ class PciConfigSpace:
             (0, 0, 0): _header(INTEL, 0x1237, 0x06, 0x00, 0x00, 0x00),
             (0, 1, 0): _header(INTEL, 0x7000, 0x06, 0x01, 0x00, HEADER_MULTIFUNCTION),
         }
+        if ahci_abar is not None:
+            self._fixed[LPC_BDF] = _header(INTEL, 0x2918, 0x06, 0x01, 0x00, HEADER_MULTIFUNCTION)
+        self._ahci_wmask = bytearray(CONFIG_SPACE)
+        self._ahci_wmask[PCI_COMMAND] = CMD_IO_SPACE | CMD_MEMORY_SPACE | CMD_BUS_MASTER
+        self._ahci_wmask[PCI_LATENCY] = self._ahci_wmask[PCI_INTERRUPT_LINE] = 0xFF
         self._wmask = bytearray(CONFIG_SPACE)
         self._wmask[PCI_COMMAND] = CMD_IO_SPACE | CMD_BUS_MASTER
         self._wmask[PCI_LATENCY] = 0xFF
@@ -126,20 +153,33 @@ class PciConfigSpace:
         struct.pack_into("<H", ide, PCI_COMMAND, CMD_IO_SPACE | CMD_BUS_MASTER)
         struct.pack_into("<I", ide, PCI_BAR4, self._initial_base | BAR_IO)
         struct.pack_into("<H", ide, PIIX_IDETIM, 0x8000)  # primary channel decode enabled
-        return PciState(0, ide, False)
+        ahci = bytearray()
+        if self._ahci_abar is not None:
+            ahci = _header(INTEL, 0x2922, 0x01, 0x06, 0x01, 0x00)
+            ahci[PCI_REVISION] = 0x02
+            struct.pack_into("<H", ahci, PCI_COMMAND, CMD_MEMORY_SPACE | CMD_BUS_MASTER)
+            struct.pack_into("<I", ahci, PCI_BAR5, self._ahci_abar)  # memory, 32-bit
+            ahci[PCI_INTERRUPT_PIN] = 1
+        return PciState(0, ide, False, ahci)
 
     def reset(self) -> None:
         self.st = self._initial_state()
 
     def snapshot(self) -> PciState:
-        return PciState(self.st.address, bytearray(self.st.ide), self.st.bar4_sizing)
+        st = self.st
+        return PciState(st.address, bytearray(st.ide), st.bar4_sizing, bytearray(st.ahci),
+                        st.bar5_sizing)  # fmt: skip
 
     def load_snapshot(self, state: PciState) -> None:
-        self.st = PciState(state.address, bytearray(state.ide), state.bar4_sizing)
+        self.st = PciState(state.address, bytearray(state.ide), state.bar4_sizing,
+                           bytearray(state.ahci), state.bar5_sizing)  # fmt: skip
 
     # ------------------------------------------------------------------ what the machine asks
     def bus_master_enabled(self) -> bool:
         return bool(self.st.ide[PCI_COMMAND] & CMD_BUS_MASTER)
+
+    def ahci_bus_master_enabled(self) -> bool:
+        return bool(self.st.ahci) and bool(self.st.ahci[PCI_COMMAND] & CMD_BUS_MASTER)
 
     def io_space_enabled(self) -> bool:
         return bool(self.st.ide[PCI_COMMAND] & CMD_IO_SPACE)
@@ -174,6 +214,10 @@ class PciConfigSpace:
             cfg = bytearray(self.st.ide)
             if self.st.bar4_sizing:
                 struct.pack_into("<I", cfg, PCI_BAR4, BAR4_MASK | BAR_IO)
+        elif bdf == AHCI_BDF and self.st.ahci:
+            cfg = bytearray(self.st.ahci)
+            if self.st.bar5_sizing:
+                struct.pack_into("<I", cfg, PCI_BAR5, ABAR_MASK)
         elif bdf in self._fixed:
             cfg = self._fixed[bdf]
         else:
@@ -182,6 +226,9 @@ class PciConfigSpace:
 
     def _data_write(self, offset: int, size: int, value: int) -> None:
         sel = self._selected()
+        if sel is not None and offset + size <= 4 and sel[0] == AHCI_BDF and self.st.ahci:
+            self._ahci_write(sel[1] + offset, size, value)
+            return
         if sel is None or offset + size > 4 or sel[0] != IDE_BDF:
             return  # absent functions and the bridges ignore writes
         start = sel[1] + offset
@@ -211,3 +258,12 @@ class PciConfigSpace:
         old_base = current & BAR4_MASK
         if written != old_base and self._bar4_moved is not None and self._bar4_moved(written):
             struct.pack_into("<I", self.st.ide, PCI_BAR4, written | BAR_IO)
+
+    def _ahci_write(self, start: int, size: int, value: int) -> None:
+        """The AHCI function: command, latency, interrupt line; BAR5 sizing only."""
+        cfg = self.st.ahci
+        for i in range(size):
+            pos, byte = start + i, (value >> (8 * i)) & 0xFF
+            cfg[pos] = (cfg[pos] & ~self._ahci_wmask[pos]) | (byte & self._ahci_wmask[pos])
+        if start == PCI_BAR5 and size == 4:
+            self.st.bar5_sizing = value & ABAR_MASK == ABAR_MASK

@@ -3,8 +3,8 @@
 Models: the glue between one device model and the port bus when the device owns more than one
 range (an ATA channel's command and control blocks, PCI's address and data ports): each range is a
 view whose ``io_read``/``io_write`` are the device's own methods, so the bus calls them directly.
-A ``BlockPortView`` also lets the bus hand string I/O to the device a block at a time
-(``bus.BlockPortDevice``).
+A ``BlockPortView`` also lets the bus hand string I/O to the device a block at a time, both
+ways (``bus.BlockPortDevice``).
 
 Follows: ``hv_emu/bus.py`` (``PortDevice``, ``BlockPortDevice``); vm-superio's devices, which
 expose plain methods and leave the bus to the VMM.
@@ -31,7 +31,10 @@ class PortView:
 
 @dataclass(frozen=True)
 class BlockPortView(PortView):
-    """A ``PortView`` that also takes runs of OUTs at once (``bus.BlockPortDevice``)."""
+    """A ``PortView`` that also takes runs of OUTs and gives runs of INs at once
+    (``bus.BlockPortDevice``)."""
 
     io_write_room: Callable[[int, int], int]
     io_write_block: Callable[[int, int, bytes], None]
+    io_read_room: Callable[[int, int], int]
+    io_read_block: Callable[[int, int, int], bytes]

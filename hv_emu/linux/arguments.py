@@ -54,6 +54,24 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     # readv/writev declare unsigned long fd, but fdget() takes an unsigned int
     "readv": (_U, _P, _UL), "writev": (_U, _P, _UL),
     "lseek": (_U, _L, _U),                      # unsigned int fd, off_t offset, unsigned whence
+    # unsigned int fd, buf, size_t count, loff_t pos (i386: u32 count, u32 pos_lo, u32 pos_hi)
+    "pread64": (_U, _P, _UL, _L, _UL),
+    # fs/readdir.c: unsigned int fd, struct linux_dirent64 __user *dirent, unsigned int count
+    "getdents64": (_U, _P, _U),
+    # mm/fadvise.c: int fd, loff_t offset, size_t len, int advice
+    "fadvise64": (_I, _L, _UL, _I),
+    # fs/fcntl.c: unsigned int fd, unsigned int cmd, unsigned long arg; fs/file.c: dup*
+    "fcntl": (_U, _U, _UL), "fcntl64": (_U, _U, _UL),
+    "dup": (_U,), "dup2": (_U, _U), "dup3": (_U, _U, _I),
+    "getcwd": (_P, _UL),                        # fs/d_path.c: char __user *buf, unsigned long size
+    # fs/xattr.c: path (or int fd), name or list, value, size_t size[, int flags]
+    "getxattr": (_P, _P, _P, _UL), "lgetxattr": (_P, _P, _P, _UL), "fgetxattr": (_I, _P, _P, _UL),
+    # kernel/futex/syscalls.c: u32 __user *uaddr, int op, u32 val, utime, uaddr2, u32 val3
+    "futex": (_P, _I, _U, _P, _P, _U), "futex_time64": (_P, _I, _U, _P, _P, _U),
+    # kernel/time/: clockid_t which_clock (int), struct timespec __user *tp
+    "clock_gettime": (_I, _P), "clock_gettime64": (_I, _P), "clock_getres": (_I, _P),
+    "clock_getres_time64": (_I, _P), "gettimeofday": (_P, _P), "time": (_P,),
+    "listxattr": (_P, _P, _UL), "llistxattr": (_P, _P, _UL), "flistxattr": (_I, _P, _UL),
     # fs/open.c
     "open": (_P, _I, _U),                       # filename, int flags, umode_t mode
     "openat": (_I, _P, _I, _U),                 # int dfd, filename, int flags, umode_t mode
@@ -85,6 +103,10 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     "prlimit64": (_I, _U, _P, _P),
     # drivers/char/random.c: char __user *buf, size_t count, unsigned int flags
     "getrandom": (_P, _UL, _U),
+    # kernel/signal.c: int sig / int how, pointers, size_t sigsetsize; pid_t pid, int sig
+    "rt_sigaction": (_I, _P, _P, _UL), "rt_sigprocmask": (_I, _P, _P, _UL),
+    "sigaltstack": (_P, _P), "rt_sigreturn": (), "sigreturn": (), "rt_sigpending": (_P, _UL),
+    "kill": (_I, _I), "tkill": (_I, _I), "tgkill": (_I, _I, _I),
 }  # fmt: skip
 
 

@@ -16,8 +16,12 @@ Words are 8 bytes for ELF64 and 4 for ELF32; RSP is 16-byte aligned at entry (AM
 Follows: the System V ABI "Process initialization" (i386 figure 3-31, AMD64 figure 3.9) and
 ``include/uapi/linux/auxvec.h``.
 
-Leaves out: ``AT_SYSINFO_EHDR`` (no vDSO: time calls would go through ``syscall``),
-``AT_MINSIGSTKSZ``, ``AT_HWCAP2``, the ``AT_BASE`` of an interpreter (static programs only).
+A dynamically linked program starts in its interpreter, which finds the program through
+``AT_PHDR``/``AT_PHNUM`` (the load bias applied), ``AT_ENTRY`` (the program's own entry) and
+itself through ``AT_BASE`` (0 without an interpreter).
+
+Leaves out: ``AT_SYSINFO_EHDR`` (no vDSO: time calls go through ``syscall``),
+``AT_MINSIGSTKSZ`` (glibc's default applies), ``AT_HWCAP2``.
 
 The user controls argv and envp (bounded by ``MAX_STRINGS`` bytes, a ``ConfigError`` beyond);
 the guest controls nothing here: this runs before its first instruction.
@@ -92,8 +96,8 @@ def build_initial_stack(
     auxv = [
         (Auxv.AT_HWCAP, hwcap), (Auxv.AT_PAGESZ, ELF_PAGE), (Auxv.AT_CLKTCK, CLOCK_TICKS),
         (Auxv.AT_PHDR, phdr), (Auxv.AT_PHENT, process.elf.phentsize),
-        (Auxv.AT_PHNUM, process.elf.phnum), (Auxv.AT_BASE, 0), (Auxv.AT_FLAGS, 0),
-        (Auxv.AT_ENTRY, process.elf.entry), (Auxv.AT_UID, UID), (Auxv.AT_EUID, UID),
+        (Auxv.AT_PHNUM, process.elf.phnum), (Auxv.AT_BASE, process.interp_base),
+        (Auxv.AT_FLAGS, 0), (Auxv.AT_ENTRY, process.entry), (Auxv.AT_UID, UID), (Auxv.AT_EUID, UID),
         (Auxv.AT_GID, GID), (Auxv.AT_EGID, GID), (Auxv.AT_SECURE, 0),
         (Auxv.AT_RANDOM, random_at), (Auxv.AT_EXECFN, arg_addresses[0] if argv else 0),
         (Auxv.AT_PLATFORM, platform), (Auxv.AT_NULL, 0),

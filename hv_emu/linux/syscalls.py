@@ -4,20 +4,20 @@ Models: the kernel's system-call entry for a single-threaded process: decode the
 arguments from the registers of the ABI (``syscall`` in 64-bit programs, ``int 0x80`` in 32-bit
 ones: both reach hv-emu as VM exits), each argument narrowed to its C type as the kernel's entry
 code does (``arguments.py``: so AT_FDCWD arrives as -100 however glibc loads it), run the call
-against the process's files, memory and TLS slots (``tls.py``), and
-put the result (or ``-errno``) in RAX. ``exit``/``exit_group`` end the run with the program's exit
-status. A call this personality does not implement returns ``-ENOSYS`` (as a kernel without that
-feature would) and is reported once, as a ``syscall_unsupported`` event.
+against the process's files, memory, TLS slots (``tls.py``) and signals (``signals.py``,
+which also takes the CPU's exceptions as signals), and put the result (or ``-errno``) in RAX.
+``exit``/``exit_group`` end the run with the program's exit status. A call this personality
+does not implement returns ``-ENOSYS`` (as a kernel without that feature would) and is reported
+once, as a ``syscall_unsupported`` event.
 
 Follows: the Linux man-pages (section 2) for each call's semantics and errors, the register
 conventions of ``numbers.py``, and glibc's and musl's static start-up paths (``arch_prctl``,
 ``set_tid_address``, ``brk``, ``mmap``, ``uname``...), measured with ``strace`` on
 ``gcc -static`` programs.
 
-Leaves out: signals, threads (``clone``), ``fork``/``exec``, time, sockets, ``mmap`` of files,
-``MAP_FIXED``, freeing memory (``munmap`` succeeds but pages are not reused), changing
-protections (``mprotect`` succeeds and changes nothing), symbolic links and directories,
-``RCX``/``R11`` clobbering by ``syscall``.
+Leaves out: threads (``clone``), ``fork``/``exec``, sockets, ``RCX``/``R11`` clobbering by
+``syscall``; ``mmap``, ``munmap``, ``mprotect`` and the other calls a dynamically linked program
+needs are ``dynamic.py``'s (with what it leaves out), signals ``signals.py``'s.
 
 Guest controls: the call number and every argument. Pointers are read and written through the
 guest's page tables (a bad one is ``-EFAULT``), lengths are capped before anything is copied,
@@ -27,13 +27,16 @@ and no guest value can raise out of this module: every handler's refusal is an e
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable, Mapping
 
 from hv_emu.errors import GuestMemoryError, PageFault
 from hv_emu.events import EventLog
-from hv_emu.exits import Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
+from hv_emu.exits import GuestException, Handled, Outcome, SoftwareInterrupt, Stopped, Syscall
 from hv_emu.layout import LINUX_STACK_SIZE
 from hv_emu.linux.arguments import decode_arguments
+from hv_emu.linux.clock import ClockCalls
+from hv_emu.linux.dynamic import DynamicCalls
 from hv_emu.linux.files import MAX_IO, PATH_MAX, FileTable, SyscallError
 from hv_emu.linux.numbers import (
     ARCH_GET_FS,
@@ -42,14 +45,12 @@ from hv_emu.linux.numbers import (
     ARCH_SET_GS,
     AT_EMPTY_PATH,
     AT_FDCWD,
-    F_OK,
-    MAP_ANONYMOUS,
-    MAP_FIXED,
     MAX_ERRNO,
     SYSCALL_REGISTERS,
     TABLES,
     Errno,
 )
+from hv_emu.linux.signals import Signals
 from hv_emu.linux.startup import GID, PLATFORM, UID
 from hv_emu.linux.tls import USER_DESC, TlsSlots, UserDesc, selector
 from hv_emu.loaders.elf_process import ProcessImage
@@ -76,10 +77,12 @@ Selectors = Callable[[], Mapping[str, int]]
 class _Call:
     """One system call in progress: its arguments and the guest memory they point into."""
 
-    def __init__(self, mem: GuestMemory, paging: PagingState, bits: int,
-                 args: tuple[int, ...]) -> None:  # fmt: skip
+    def __init__(self, mem: GuestMemory, paging: PagingState, bits: int, args: tuple[int, ...],
+                 registers: Mapping[str, int], rip: int) -> None:  # fmt: skip
         self.mem, self.paging, self.bits, self.args = mem, paging, bits, args
         self.word = bits // 8
+        #: The caller's registers and the RIP after its call instruction (for signals).
+        self.registers, self.rip = registers, rip
 
     def read(self, va: int, n: int) -> bytes:
         return read_virt(self.mem, self.paging, va, n)
@@ -107,7 +110,8 @@ class LinuxProcess:
     """The one process of a Linux guest: its files, break, mmap arena and exit status."""
 
     def __init__(self, mem: GuestMemory, process: ProcessImage, files: FileTable,
-                 events: EventLog, selectors: Selectors | None = None) -> None:  # fmt: skip
+                 events: EventLog, selectors: Selectors | None = None,
+                 exe: str = "") -> None:  # fmt: skip
         self.mem = mem
         #: The vCPU's loaded DS/ES/FS/GS selectors (set_thread_area refreshes a changed one).
         self.selectors = selectors
@@ -117,10 +121,13 @@ class LinuxProcess:
         self.files = files
         self.events = events
         self.brk = process.heap.start
-        self.mmap_next = process.mmap.start
         self.segment_bases = {"fs_base": 0, "gs_base": 0}
-        #: The status given to exit/exit_group, once the program has exited.
+        #: The status given to exit/exit_group, once the program has exited (128 + the signal
+        #: number when a signal killed it, as a shell shows it).
         self.exit_status: int | None = None
+        #: The signal that killed the program, if one did.
+        self.killed_by: int | None = None
+        self.signals = Signals(mem, self.bits, PID, UID, self._killed)
         #: Call numbers answered -ENOSYS (and reported once), with their names if known.
         self.unsupported: dict[int, str | None] = {}
         self.calls = 0
@@ -130,8 +137,7 @@ class LinuxProcess:
             "writev": self._writev, "open": self._open, "openat": self._openat,
             "close": self._close, "lseek": self._lseek, "fstat": self._fstat,
             "fstat64": self._fstat, "stat": self._stat, "newfstatat": self._newfstatat,
-            "mmap": self._mmap, "mmap2": self._mmap, "munmap": self._munmap,
-            "mprotect": lambda c: 0, "brk": self._brk, "exit": self._exit,
+            "brk": self._brk, "exit": self._exit,
             "exit_group": self._exit, "uname": self._uname, "arch_prctl": self._arch_prctl,
             "set_tid_address": lambda c: PID, "set_robust_list": lambda c: 0,
             "getpid": lambda c: PID, "gettid": lambda c: PID, "ioctl": self._ioctl,
@@ -142,7 +148,12 @@ class LinuxProcess:
             "access": self._access, "faccessat": self._faccessat, "readlink": self._readlink,
             "readlinkat": self._readlinkat, "fstatat64": self._newfstatat,
             "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
+            **self.signals.handlers(),
         }  # fmt: skip
+        # mmap, munmap, mprotect, pread64, getdents64, readlink of /proc/self/exe (dynamic.py).
+        self.dynamic = DynamicCalls(mem, (process.mmap.start, process.mmap.end), files, exe,
+                                    fallback=self._handlers)  # fmt: skip
+        self._handlers = {**self._handlers, **self.dynamic.handlers(), **ClockCalls().handlers()}
 
     @property
     def implemented(self) -> frozenset[str]:
@@ -152,13 +163,22 @@ class LinuxProcess:
     # ------------------------------------------------------------------ the exits
     def on_syscall(self, exit_: Syscall) -> Outcome:
         """``syscall`` (x86-64 ABI)."""
-        return self.handle(exit_.registers, exit_.paging)
+        return self.handle(exit_.registers, exit_.paging, exit_.rip)
 
     def on_int80(self, exit_: SoftwareInterrupt) -> Outcome:
         """``int 0x80`` (i386 ABI)."""
-        return self.handle(exit_.registers, exit_.paging)
+        return self.handle(exit_.registers, exit_.paging, exit_.rip)
 
-    def handle(self, registers: Mapping[str, int], paging: PagingState) -> Outcome:
+    def on_exception(self, exit_: GuestException) -> Outcome:
+        """A CPU exception in the program: the signal Linux would send (``signals.py``)."""
+        return self.signals.on_exception(exit_)
+
+    def _killed(self, sig: int) -> None:
+        self.killed_by = sig
+        self.exit_status = 128 + sig
+
+    def handle(self, registers: Mapping[str, int], paging: PagingState,
+               rip: int = 0) -> Outcome:  # fmt: skip
         """Decode, run and answer one system call."""
         self.calls += 1
         number_register, arg_registers = SYSCALL_REGISTERS[self.bits]
@@ -172,7 +192,7 @@ class LinuxProcess:
         else:
             # Each argument narrowed to its C type, as the kernel's entry code does.
             args = decode_arguments(name, [registers[r] for r in arg_registers], self.bits)
-            call = _Call(self.mem, paging, self.bits, args)
+            call = _Call(self.mem, paging, self.bits, args, registers, rip)
             try:
                 result = handler(call)
             except SyscallError as refused:
@@ -223,12 +243,12 @@ class LinuxProcess:
         return self.files.open(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2])
 
     def _at_path(self, c: _Call, dirfd: int, path: str) -> str:
-        """``*at`` calls: absolute paths and paths relative to AT_FDCWD; there are no
-        directories to be relative to."""
+        """``*at`` calls: absolute paths, paths relative to AT_FDCWD, and paths relative to an
+        open directory (``ENOTDIR`` for another descriptor)."""
         if path.startswith("/") or dirfd == AT_FDCWD:
             return path
         if self.files.is_open(dirfd):
-            raise SyscallError(Errno.ENOTDIR, f"descriptor {dirfd} is not a directory")
+            return posixpath.join(self.files.directory_path(dirfd), path)
         raise SyscallError(Errno.EBADF, f"descriptor {dirfd} is not open")
 
     def _close(self, c: _Call) -> int:
@@ -267,18 +287,19 @@ class LinuxProcess:
         return 0
 
     def _readlink(self, c: _Call) -> int:
-        return self._no_links(c.path(c.args[0]), c.args[2])
+        return self._link(c, c.path(c.args[0]), c.args[1], c.args[2])
 
     def _readlinkat(self, c: _Call) -> int:
-        return self._no_links(self._at_path(c, c.args[0], c.path(c.args[1])), c.args[3])
+        return self._link(c, self._at_path(c, c.args[0], c.path(c.args[1])), c.args[2], c.args[3])
 
-    def _no_links(self, path: str, size: int) -> int:
-        """``readlink``: the guest's view has no symbolic links (``/proc/self/exe`` is not
-        granted, so glibc's question gets ``ENOENT``)."""
+    def _link(self, c: _Call, path: str, buf: int, size: int) -> int:
+        """``readlink``: a symbolic link's target (in the sysroot or a granted directory: granted
+        files are none), cut to the buffer, no NUL added."""
         if size <= 0:
             raise SyscallError(Errno.EINVAL, f"buffer size {size}")
-        self.files.access(path, F_OK)
-        raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
+        target = self.files.readlink(path).encode("utf-8", "surrogateescape")[:size]
+        c.write(buf, target)
+        return len(target)
 
     def _ioctl(self, c: _Call) -> int:
         if not self.files.is_open(c.args[0]):
@@ -295,28 +316,6 @@ class LinuxProcess:
                 c.write(wanted, bytes(self.brk - wanted))
             self.brk = wanted
         return self.brk
-
-    def _mmap(self, c: _Call) -> int:
-        """Anonymous memory from the arena, bottom up, never reused (the arena is zeroed)."""
-        length, flags = c.args[1], c.args[3]
-        if not flags & MAP_ANONYMOUS:
-            raise SyscallError(Errno.ENODEV, "only anonymous mappings are supported")
-        if flags & MAP_FIXED:
-            raise SyscallError(Errno.EINVAL, "MAP_FIXED is not supported")
-        if length == 0:
-            raise SyscallError(Errno.EINVAL, "zero length")
-        size = -(-length // 0x1000) * 0x1000
-        if self.mmap_next + size > self.image.mmap.end:
-            left = self.image.mmap.end - self.mmap_next
-            raise SyscallError(Errno.ENOMEM, f"the mmap arena has {left:#x} bytes left")
-        address = self.mmap_next
-        self.mmap_next += size
-        return address
-
-    def _munmap(self, c: _Call) -> int:
-        if c.args[0] % 0x1000 or c.args[1] == 0:
-            raise SyscallError(Errno.EINVAL, "unaligned address or zero length")
-        return 0
 
     # ------------------------------------------------------------------ process
     def _exit(self, c: _Call) -> Outcome:

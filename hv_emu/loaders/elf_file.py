@@ -1,19 +1,22 @@
-"""ELF executables: the header and program headers of a static x86 program, parsed strictly.
+"""ELF executables: the header and program headers of an x86 program, parsed strictly.
 
 Models: what an operating system's ``execve`` reads from an ELF file before it maps anything: the
 identification bytes (class, byte order), the file header (type, machine, entry point, where the
 program headers are) and the program headers, of which the loader needs the ``PT_LOAD`` segments
-(file bytes to copy, memory size, permissions) and the ``PT_INTERP`` that marks a dynamically
-linked program. Section headers are not read: an executable runs without them.
+(file bytes to copy, memory size, permissions) and the ``PT_INTERP`` that names a dynamically
+linked program's interpreter (its dynamic loader, ``ld.so``). Position-independent files
+(``ET_DYN``: PIE programs, the interpreter itself) are parsed alike; their addresses are relative
+to the load bias ``elf_process.py`` picks. Section headers are not read: an executable runs
+without them.
 
 Follows: the System V ABI gABI ch. 4-5 (ELF header, program header, segment types and flags), its
 i386 and AMD64 supplements (``EM_386``, ``EM_X86_64``, little-endian), and the checks Linux's
 ``fs/binfmt_elf.c`` makes before loading (``e_phentsize``, the page congruence of ``p_offset`` and
-``p_vaddr``, ``p_filesz <= p_memsz``). Shaped like pyelftools: one concept, plain dataclasses.
+``p_vaddr``, ``p_filesz <= p_memsz``, a ``PT_INTERP`` of 2..``PATH_MAX`` bytes ending in its
+only NUL). Shaped like pyelftools: one concept, plain dataclasses.
 
-Leaves out: dynamically linked and position-independent executables (``PT_INTERP``, ``ET_DYN``:
-there is no dynamic loader), big-endian files, ``PN_XNUM`` extended program-header counts,
-sections, symbols and relocations.
+Leaves out: big-endian files, ``PN_XNUM`` extended program-header counts, sections, symbols and
+relocations (the interpreter relocates the program, as on Linux).
 
 The user controls every byte of the file, and the file may be hostile: every offset, size and
 count is checked against the file and against overflow before it is used, the number of program
@@ -36,6 +39,8 @@ ELF_MAGIC = b"\x7fELF"
 ELF_PAGE = 0x1000
 #: Most program headers accepted (Linux allows 64 KiB of them; real static programs have ~12).
 MAX_PHNUM = 128
+#: Longest ``PT_INTERP`` accepted, with its NUL (Linux refuses more than ``PATH_MAX``).
+MAX_INTERP = 4096
 
 _IDENT = struct.Struct("<4sBBBBB7x")  # magic, class, data, version, OS ABI, ABI version
 
@@ -62,7 +67,7 @@ class ElfClass(IntEnum):
 
 
 class ElfType(IntEnum):
-    """``e_type``: only executables (``ET_EXEC``) are loaded."""
+    """``e_type``: executables (``ET_EXEC``) and position-independent ones (``ET_DYN``) load."""
 
     REL = 1
     EXEC = 2
@@ -135,10 +140,12 @@ class Segment:
 
 @dataclass(frozen=True)
 class ElfImage:
-    """A static x86 executable: its class (32 or 64 bits), entry point and program headers.
+    """An x86 executable: its class (32 or 64 bits), entry point and program headers.
 
     ``phoff``, ``phentsize`` and ``phnum`` are kept because a C library finds its own program
-    headers (its TLS template, ``PT_TLS``) through the auxiliary vector's ``AT_PHDR``.
+    headers (its TLS template, ``PT_TLS``) through the auxiliary vector's ``AT_PHDR``. ``type``
+    is ``ET_EXEC`` (addresses as they are) or ``ET_DYN`` (addresses relative to a load bias);
+    ``interp`` is the interpreter's path of a dynamically linked program (``PT_INTERP``).
     """
 
     bits: int
@@ -147,6 +154,24 @@ class ElfImage:
     phentsize: int
     phnum: int
     segments: tuple[Segment, ...]
+    type: int = ElfType.EXEC
+    interp: str | None = None
+
+    @property
+    def position_independent(self) -> bool:
+        """``ET_DYN``: every address is relative to where the loader puts the file."""
+        return self.type == ElfType.DYN
+
+    @property
+    def max_align(self) -> int:
+        """The largest ``p_align`` of the ``PT_LOAD`` segments, at least a page (the alignment
+        Linux gives an ``ET_DYN`` file's load bias)."""
+        return max([ELF_PAGE, *(s.align for s in self.loads)])
+
+    @property
+    def span(self) -> int:
+        """Bytes from the first ``PT_LOAD``'s page to the end of the last one's memory."""
+        return _page_up(max(s.end for s in self.loads)) - _page_down(self.loads[0].vaddr)
 
     @property
     def loads(self) -> tuple[Segment, ...]:
@@ -192,11 +217,8 @@ def parse_elf(image: bytes) -> ElfImage:
     e_type, e_machine, e_version, e_entry, e_phoff = header[:5]
     e_phentsize, e_phnum = header[8], header[9]
 
-    if e_type == ElfType.DYN:
-        raise ElfError("e_type", e_type, "a position-independent executable (link with "
-                       "-static -no-pie): there is no dynamic loader")  # fmt: skip
-    if e_type != ElfType.EXEC:
-        raise ElfError("e_type", e_type, "not an executable (ET_EXEC, 2)")
+    if e_type not in (ElfType.EXEC, ElfType.DYN):
+        raise ElfError("e_type", e_type, "not an executable (ET_EXEC, 2, or ET_DYN, 3)")
     if e_machine != _MACHINE_OF[bits]:
         raise ElfError("e_machine", e_machine,
                        f"ELF{bits} must be {_MACHINE_OF[bits].name} ({int(_MACHINE_OF[bits])})")
@@ -213,10 +235,7 @@ def parse_elf(image: bytes) -> ElfImage:
     segments = tuple(
         _segment(image, bits, i, e_phoff + i * e_phentsize) for i in range(e_phnum)
     )
-    types = {s.type for s in segments}
-    if SegmentType.INTERP in types or SegmentType.DYNAMIC in types:
-        raise ElfError("p_type", SegmentType.INTERP, "dynamically linked: only static "
-                       "executables run (link with -static)")  # fmt: skip
+    interp = _interpreter(image, segments)
     loads = sorted((s for s in segments if s.type == SegmentType.LOAD), key=lambda s: s.vaddr)
     if not loads:
         raise ElfError("e_phnum", e_phnum, "no PT_LOAD segment: nothing to run")
@@ -226,8 +245,38 @@ def parse_elf(image: bytes) -> ElfImage:
                            f"PT_LOAD overlaps the one at {before.vaddr:#x}-{before.end:#x}")
     if not any(s.vaddr <= e_entry < s.end and s.flags & SegmentFlags.X for s in loads):
         raise ElfError("e_entry", e_entry, "not inside an executable PT_LOAD segment")
+    span = _page_up(loads[-1].end) - _page_down(loads[0].vaddr)
+    if span > ADDRESS_LIMIT[bits] // 2:
+        raise ElfError("p_memsz", span, "the PT_LOAD segments span more than half the "
+                       f"{bits}-bit user address space")  # fmt: skip
     ordered = tuple(s for s in segments if s.type != SegmentType.LOAD) + tuple(loads)
-    return ElfImage(bits, e_entry, e_phoff, e_phentsize, e_phnum, ordered)
+    return ElfImage(bits, e_entry, e_phoff, e_phentsize, e_phnum, ordered, e_type, interp)
+
+
+def _interpreter(image: bytes, segments: tuple[Segment, ...]) -> str | None:
+    """The path ``PT_INTERP`` names (the first one, as Linux reads it), checked as
+    ``load_elf_binary`` checks it: 2..``MAX_INTERP`` bytes in the file, NUL-terminated."""
+    for index, seg in enumerate(segments):
+        if seg.type != SegmentType.INTERP:
+            continue
+        name = f"phdr[{index}]"
+        if not 2 <= seg.filesz <= MAX_INTERP:
+            raise ElfError(f"{name}.p_filesz", seg.filesz, f"PT_INTERP must be 2..{MAX_INTERP}")
+        if seg.offset + seg.filesz > len(image):
+            raise ElfError(f"{name}.p_offset", seg.offset, "PT_INTERP runs past the file's end")
+        raw = image[seg.offset : seg.offset + seg.filesz]
+        if raw[-1] != 0 or 0 in raw[:-1]:
+            raise ElfError(f"{name}.p_filesz", seg.filesz, "PT_INTERP must end at its only NUL")
+        return raw[:-1].decode("utf-8", "surrogateescape")
+    return None
+
+
+def _page_down(value: int) -> int:
+    return value - value % ELF_PAGE
+
+
+def _page_up(value: int) -> int:
+    return -(-value // ELF_PAGE) * ELF_PAGE
 
 
 def _segment(image: bytes, bits: int, index: int, at: int) -> Segment:

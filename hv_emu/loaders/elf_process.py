@@ -1,22 +1,26 @@
-"""The ELF loader: builds a Linux process's address space in guest RAM from a static executable.
+"""The ELF loader: builds a Linux process's address space in guest RAM from an executable.
 
 Models: the part of Linux's ``execve`` (``fs/binfmt_elf.c: load_elf_binary``) that turns program
-headers into memory: every ``PT_LOAD`` segment gets page frames, its file bytes and zeroed
-``.bss``; then a stack below the top of the user address space, a heap for ``brk`` right after
-the highest segment, and an arena for anonymous ``mmap``. Where Linux fills page tables lazily on
-page faults, hv-emu builds them all up front (``memory.tables.PageTableBuilder``) and hands the CPU
-over in the mode the ELF class asks for: 32-bit protected mode with 32-bit (2-level) paging for
-ELF32, 64-bit long mode with 4-level paging for ELF64, flat segments. The GDT has room for the
-three i386 TLS slots (entries 6-8, filled by ``set_thread_area``), and for ELF32 its page is
-mapped at ``LINUX_GDT_PAGE``, where the CPU finds it when the C library loads ``%gs``.
+headers into memory: every ``PT_LOAD`` segment gets page frames, its file bytes and zeroed ``.bss``
+(a position-independent program, ``ET_DYN``, at the load bias ``LINUX_DYN_BASE`` aligned to its
+largest ``p_align``, as Linux does without randomisation); then a stack below the top of the user
+address space, a heap for ``brk`` right after the highest segment, and an arena for ``mmap``. A
+dynamically linked program's interpreter (``ld.so``, named by ``PT_INTERP`` and parsed by the
+caller) is copied to the start of the arena, where Linux's ``load_elf_interp`` would ``mmap`` it;
+the process then starts at the interpreter's entry. Where Linux fills page tables lazily on page
+faults, hv-emu builds them all up front (``memory.tables.PageTableBuilder``) and hands the CPU over
+in the mode the ELF class asks for: 32-bit protected mode with 32-bit (2-level) paging for ELF32,
+64-bit long mode with 4-level paging for ELF64, flat segments. The GDT has room for the three i386
+TLS slots (entries 6-8, filled by ``set_thread_area``), and for ELF32 its page is mapped at
+``LINUX_GDT_PAGE``, where the CPU finds it when the C library loads ``%gs``.
 
 Follows: the System V ABI (i386 and AMD64 supplements, "Process initialization": segments at
 their ``p_vaddr``, stack at the top) and Intel SDM vol. 3A ch. 4 (page-table entries: P, R/W for
 writable segments, U/S). Placement of stack and mmap base in ``layout.py``.
 
 Leaves out: the program's initial stack contents (argv, envp, auxv: ``linux/startup.py`` writes
-them), address-space randomisation, execute-disable (NX) bits, demand paging, a growing stack, and
-position-independent or dynamically linked executables (refused by ``elf_file.py``).
+them), address-space randomisation, execute-disable (NX) bits, demand paging, a growing stack, an
+interpreter that is itself ``ET_EXEC`` or names an interpreter (refused).
 
 The user controls the ELF file (checked by ``elf_file.py``) and the RAM size; a program whose
 segments do not fit in RAM or in the loader's page-table area is an ``ImageError`` naming the
@@ -32,6 +36,7 @@ from hv_emu.errors import ConfigError, ImageError
 from hv_emu.layout import (
     ELF_PHYS_BASE,
     GDT_ADDR,
+    LINUX_DYN_BASE,
     LINUX_GDT_ENTRIES,
     LINUX_GDT_PAGE,
     LINUX_MMAP_BASE,
@@ -46,7 +51,7 @@ from hv_emu.loaders.flat import GDT_ENTRIES
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.tables import PageTableBuilder
-from hv_emu.memory.walk import PagingMode
+from hv_emu.memory.walk import PagingMode, write_virt
 
 #: The paging mode and the large page used for the heap and mmap arena, by ELF class.
 _PAGING = {64: (PagingMode.LONG, 2 * MIB), 32: (PagingMode.TWO_LEVEL, 4 * MIB)}
@@ -77,18 +82,28 @@ class Region:
 class ProcessImage:
     """The address space the loader built: the CPU start state (``boot.stack`` is the top of the
     empty stack, before ``linux/startup.py`` pushes argv and the rest), where the program headers
-    are mapped (for ``AT_PHDR``) and the regions the system calls hand out."""
+    are mapped (for ``AT_PHDR``) and the regions the system calls hand out. ``bias`` is what
+    was added to the program's addresses (0 for ``ET_EXEC``), ``interp_base`` where the
+    interpreter went (``AT_BASE``; 0 without one); ``boot.entry`` is the interpreter's entry
+    when there is one."""
 
     elf: ElfImage
     boot: BootState
     stack: Region
     heap: Region  # brk() moves the break inside it, starting at heap.start
-    mmap: Region  # anonymous mmap() takes pages from here, bottom up
+    mmap: Region  # mmap() takes pages from here (after the interpreter)
     phdr: int | None
+    bias: int = 0
+    interp_base: int = 0
 
     @property
     def bits(self) -> int:
         return self.elf.bits
+
+    @property
+    def entry(self) -> int:
+        """The program's own entry point (``AT_ENTRY``), the load bias applied."""
+        return self.elf.entry + self.bias
 
 
 class _Frames:
@@ -119,15 +134,33 @@ def _page_up(value: int, page: int = ELF_PAGE) -> int:
     return -(-value // page) * page
 
 
-def load_elf(mem: GuestMemory, elf: ElfImage) -> ProcessImage:
+def load_bias(elf: ElfImage) -> int:
+    """Where an ``ET_DYN`` program goes: ``LINUX_DYN_BASE`` less its first page, aligned down to
+    its largest ``p_align`` (``load_elf_binary``); 0 for ``ET_EXEC``."""
+    if not elf.position_independent:
+        return 0
+    bias = LINUX_DYN_BASE[elf.bits] - _page_down(elf.loads[0].vaddr)
+    return bias - bias % elf.max_align
+
+
+def load_elf(mem: GuestMemory, elf: ElfImage, interp: ElfImage | None = None) -> ProcessImage:
     """Copy ``elf``'s segments into fresh frames, map them, the stack, heap and mmap arena at
-    their virtual addresses, and return the process image (the CPU state starts at the entry)."""
+    their virtual addresses, copy ``interp`` (if any) into the arena, and return the process
+    image (the CPU state starts at the interpreter's entry, or else the program's)."""
     mode, large = _PAGING[elf.bits]
     frames = _Frames(mem.size)
+    bias = load_bias(elf)
+    low, high = bias + _page_down(elf.loads[0].vaddr), bias + _page_up(elf.loads[-1].end)
+    if low < 0 or high > LINUX_STACK_TOP[elf.bits]:
+        raise ImageError(f"the program's segments at {low:#x}-{high:#x} leave the address space")
+    if interp is not None and (interp.bits != elf.bits or not interp.position_independent
+                               or interp.interp is not None):  # fmt: skip
+        raise ImageError(f"the interpreter {elf.interp} is not an ELF{elf.bits} shared object "
+                         "without an interpreter of its own")  # fmt: skip
     try:
         tables = PageTableBuilder(mem, mode, PAGE_TABLES_ADDR, PAGE_TABLES_END)
-        _map_segments(mem, elf, tables, frames)
-        image_end = _page_up(max(s.end for s in elf.loads))
+        _map_segments(mem, elf, bias, tables, frames)
+        image_end = high
 
         # The stack: LINUX_STACK_SIZE bytes just below the top of user space.
         top = LINUX_STACK_TOP[elf.bits]
@@ -147,6 +180,9 @@ def load_elf(mem: GuestMemory, elf: ElfImage) -> ProcessImage:
         mmap_size = min(_page_down(room), _page_down(stack.start, large) - mmap_base)
         mmap = Region(mmap_base, mmap_base + max(mmap_size, 0))
         _map_fresh(mem, tables, frames, mmap, large)
+        interp_base = 0
+        if interp is not None:
+            interp_base, mmap = _place_interpreter(mem, tables, interp, mmap)
 
         gdt_linear = _map_gdt(tables) if elf.bits == 32 else None
     except ConfigError as err:
@@ -159,10 +195,29 @@ def load_elf(mem: GuestMemory, elf: ElfImage) -> ProcessImage:
     mem.write(GDT_ADDR, struct.pack(f"<{len(entries)}Q", *entries))
     paging = tables.state(cr4_extra=CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_OSXSAVE)
     paging = replace(paging, cr0=paging.cr0 | CR0_MP | CR0_NE)
-    boot = BootState(mode=elf.bits, entry=elf.entry, stack=stack.end, paging=paging,
+    entry = interp_base + interp.entry if interp is not None else elf.entry + bias
+    boot = BootState(mode=elf.bits, entry=entry, stack=stack.end, paging=paging,
                      gdt_base=GDT_ADDR, gdt_limit=8 * len(entries) - 1,
                      gdt_linear=gdt_linear)  # fmt: skip
-    return ProcessImage(elf, boot, stack, heap, mmap, elf.phdr_address())
+    phdr = elf.phdr_address()
+    return ProcessImage(elf, boot, stack, heap, mmap, None if phdr is None else phdr + bias,
+                        bias, interp_base)  # fmt: skip
+
+
+def _place_interpreter(mem: GuestMemory, tables: PageTableBuilder, interp: ElfImage,
+                       arena: Region) -> tuple[int, Region]:  # fmt: skip
+    """Copy the interpreter's segments to the start of the (zeroed, writable) arena, aligned to
+    its largest ``p_align``; return its base (``AT_BASE``) and the arena left after it."""
+    start = _page_up(arena.start, interp.max_align)
+    base = start - _page_down(interp.loads[0].vaddr)
+    end = start + interp.span
+    if end > arena.end:
+        raise ImageError(f"the interpreter needs {interp.span:#x} bytes, the mmap arena has "
+                         f"{max(arena.end - start, 0):#x}: raise --mem")  # fmt: skip
+    paging = tables.state()
+    for seg in interp.loads:
+        write_virt(mem, paging, base + seg.vaddr, seg.data)
+    return base, Region(end, arena.end)
 
 
 def _map_gdt(tables: PageTableBuilder) -> int:
@@ -174,10 +229,11 @@ def _map_gdt(tables: PageTableBuilder) -> int:
     return LINUX_GDT_PAGE + GDT_ADDR % ELF_PAGE
 
 
-def _map_segments(mem: GuestMemory, elf: ElfImage, tables: PageTableBuilder,
+def _map_segments(mem: GuestMemory, elf: ElfImage, bias: int, tables: PageTableBuilder,
                   frames: _Frames) -> None:  # fmt: skip
-    """Give every page any PT_LOAD touches a frame (pages shared by two segments once, writable
-    if either segment is), then copy each segment's file bytes; the rest stays zero (.bss)."""
+    """Give every page any PT_LOAD touches (at ``bias`` + its address) a frame (pages shared by
+    two segments once, writable if either segment is), then copy each segment's file bytes; the
+    rest stays zero (.bss)."""
     # Bound the work before any loop: the pages all segments touch must fit in free RAM.
     pages = sum((_page_up(s.end) - _page_down(s.vaddr)) // ELF_PAGE for s in elf.loads)
     if pages * ELF_PAGE > frames.room():
@@ -185,7 +241,7 @@ def _map_segments(mem: GuestMemory, elf: ElfImage, tables: PageTableBuilder,
                          f"{frames.room():#x} are free: raise --mem")  # fmt: skip
     writable: dict[int, bool] = {}
     for seg in elf.loads:
-        for page in range(_page_down(seg.vaddr), _page_up(seg.end), ELF_PAGE):
+        for page in range(bias + _page_down(seg.vaddr), bias + _page_up(seg.end), ELF_PAGE):
             writable[page] = writable.get(page, False) or bool(seg.flags & SegmentFlags.W)
     frame_of: dict[int, int] = {}
     for page in sorted(writable):
@@ -194,7 +250,7 @@ def _map_segments(mem: GuestMemory, elf: ElfImage, tables: PageTableBuilder,
         mem.zero(frame_of[page], ELF_PAGE)
         tables.map(page, frame_of[page], ELF_PAGE, writable=writable[page], user=True)
     for seg in elf.loads:
-        base = frame_of[_page_down(seg.vaddr)] + seg.vaddr % ELF_PAGE
+        base = frame_of[bias + _page_down(seg.vaddr)] + seg.vaddr % ELF_PAGE
         mem.write(base, seg.data)
 
 

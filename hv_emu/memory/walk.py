@@ -290,6 +290,13 @@ def read_virt(mem: GuestMemory, state: PagingState, va: int, n: int) -> bytes:
     return b"".join(mem.read(pa, length) for pa, length in runs)
 
 
+def plan_write(mem: GuestMemory, state: PagingState, va: int, n: int) -> list[tuple[int, int]]:
+    """The (guest-physical address, length) runs a write of ``n`` bytes at ``va`` would store to,
+    every page translated for writing and checked to be in RAM: a caller that must not fail
+    half-way (or must do something first) plans, then writes the runs with ``mem.write``."""
+    return _physical_runs(mem, state, va, n, write=True)
+
+
 def write_virt(mem: GuestMemory, state: PagingState, va: int, data: bytes | bytearray) -> None:
     """Copy ``data`` to guest-virtual ``va``. Every page is translated for writing first, so a
     fault on the last page writes nothing at all."""

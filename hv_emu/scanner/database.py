@@ -42,6 +42,7 @@ from hv_emu.scanner.hashes import HashSet, parse_hash_database
 from hv_emu.scanner.signatures import (
     HASH_KINDS,
     LOADABLE_KINDS,
+    LOGICAL_KINDS,
     PUA_KINDS,
     UNSUPPORTED_KINDS,
     Signature,
@@ -51,6 +52,7 @@ from hv_emu.scanner.signatures import (
 
 if TYPE_CHECKING:
     from hv_emu.scanner.cache import Cache
+    from hv_emu.scanner.logical import LogicalTable
 
 try:
     from hv_emu.scanner.engines import hyperscan_stream as engine_hs
@@ -128,11 +130,12 @@ class SignatureDatabase:
     def not_applied(self) -> tuple[str, ...]:
         """One line per signature accepted but never matched, naming file, line and reason (and
         one per file of PE-section hashes)."""
+        logical = self.program.logical
         return tuple(
             f"{s.source or self.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
             for s in self.signatures
             if s.not_applied is not None
-        ) + self.hashes.not_applied()
+        ) + (() if logical is None else logical.not_applied) + self.hashes.not_applied()
 
     @property
     def end_relative(self) -> tuple[str, ...]:
@@ -177,6 +180,11 @@ def compile_database(
     for an unknown engine or ``engine="hyperscan"`` without Hyperscan installed.
     """
     digest = hashlib.sha256(data).hexdigest()
+    if kind in LOGICAL_KINDS:  # hv-emu run --db FILE.ldb
+        from hv_emu.scanner.logical import LogicalTable, parse_ldb_database
+
+        table = LogicalTable.build(parse_ldb_database(data, source=source))
+        return compile_signatures((), kind, version, source, digest, engine, logical=table)
     if kind in HASH_KINDS:  # hv-emu run --db FILE.hdb: accepted, applied to whole files only
         hashes = HashSet.build(parse_hash_database(data, kind=kind, source=source))
         db = compile_signatures((), kind, version, source, digest, engine)
@@ -191,7 +199,7 @@ def database_paths(paths: Sequence[Path]) -> list[Path]:
     ones too, links followed) whose name ends in a database suffix, in any case, sorted by name.
     PUA databases (``.hdu``, ``.ndu`` ...) are skipped, as clamscan skips them without
     ``--detect-pua``; other files silently. A directory with a database kind hv-emu does not
-    implement (``.ldb``, ``.fp``, ``.cvd`` ...) is refused, as is one with no database to load.
+    implement (``.fp``, ``.cvd`` ...) is refused, as is one with no database to load.
     Raises ``ConfigError``: one line naming the path."""
     result: list[Path] = []
     for path in paths:
@@ -245,17 +253,28 @@ def compile_files(
             return cached
     signatures: list[Signature] = []
     hash_signatures = []
+    logical: list[Any] = []
     digest = hashlib.sha256()
     for source, data, kind in files:
         if kind in HASH_KINDS:
             hash_signatures += parse_hash_database(data, kind=kind, source=source)
+        elif kind in LOGICAL_KINDS:
+            from hv_emu.scanner.logical import parse_ldb_database
+
+            logical += parse_ldb_database(data, source=source)
         else:
             signatures += parse_database(data, kind=kind, source=source)
         digest.update(data)
     kinds = {kind for _, _, kind in files}
     kind = kinds.pop() if len(kinds) == 1 else "mixed"
     source = "+".join(source for source, _, _ in files)
-    db = compile_signatures(signatures, kind, 0, source, digest.hexdigest(), resolved)
+    table = None
+    if logical:
+        from hv_emu.scanner.logical import LogicalTable
+
+        table = LogicalTable.build(logical)
+    db = compile_signatures(signatures, kind, 0, source, digest.hexdigest(), resolved,
+                            logical=table)  # fmt: skip
     if hash_signatures:
         hashes = HashSet.build(hash_signatures)
         db = dataclasses.replace(db, count=db.count + len(hash_signatures), hashes=hashes)
@@ -269,6 +288,7 @@ CACHE_FORMAT = 2
 #: The modules whose code decides what a database parses and compiles to: their bytes are part
 #: of the key, so an entry never outlives the code that wrote it (even at one version number).
 _CODE = ("body.py", "signatures.py", "hashes.py", "engine.py", "database.py", "cache.py",
+         "logical.py", "logical_expr.py",
          "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
 
 
@@ -406,19 +426,19 @@ def _from_payload(payload: bytes) -> SignatureDatabase | None:
 
 def compile_signatures(
     signatures: Sequence[Signature], kind: str, version: int, source: str, sha256: str,
-    engine: str = "auto", *, shards: int = 1,
+    engine: str = "auto", *, shards: int = 1, logical: LogicalTable | None = None,
 ) -> SignatureDatabase:
     """Compile parsed signatures: the slow half of ``compile_database``, which an update runs off
     the vCPU path; ``shards`` > 1 compiles Hyperscan faster on several cores, to scan slower
     (``engine_hs``). Raises ``DatabaseError`` only if the literal finder refuses the set."""
-    program = build_program(signatures)
+    program = build_program(signatures, logical)
     matcher = _literal_matcher(program, engine, source, shards)
     return SignatureDatabase(
         version=version,
         kind=kind,
         source=source,
         sha256=sha256,
-        count=len(signatures),
+        count=len(signatures) + (0 if logical is None else len(logical.signatures)),
         signatures=tuple(signatures),
         engine="none" if matcher is None else matcher.name,
         program=program,

@@ -33,11 +33,13 @@ scan slower, never the state larger) and, through updates, the signatures.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from hv_emu.scanner.body import Folded
 from hv_emu.scanner.signatures import (
     Anchor,
     Boundary,
@@ -49,6 +51,9 @@ from hv_emu.scanner.signatures import (
     Variant,
 )
 
+if TYPE_CHECKING:
+    from hv_emu.scanner.logical import LogicalState, LogicalTable
+
 TRACK_LENGTH = 64
 #: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
 #: rest of a longer static run is verified like any other element.
@@ -59,6 +64,9 @@ MAX_ANCHOR = 1024
 #: data almost never give). Smaller sets such as rfxn.ndb keep whole anchors: fewer false hits.
 LARGE_SET = 20_000
 LARGE_SET_ANCHOR = 16
+#: A case-folded run (``::i``) enters the literal finder as every case variant of its longest
+#: prefix with at most this many letters (2**3 = 8 literals at most).
+FOLDED_ANCHOR_LETTERS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,24 +117,55 @@ class Pattern:
         return max(anchor, 0 if self.right_boundary is None else self.right_boundary.reach)
 
 
-def _pattern(
+def _folded_prefix(data: bytes) -> bytes:
+    """The longest prefix of a case-folded run with at most ``FOLDED_ANCHOR_LETTERS`` letters."""
+    letters = 0
+    for index, byte in enumerate(data):
+        if 0x61 <= byte <= 0x7A:
+            letters += 1
+            if letters > FOLDED_ANCHOR_LETTERS:
+                return data[:index]
+    return data
+
+
+def _case_variants(data: bytes) -> list[bytes]:
+    """Every spelling of lower-case ``data`` with each letter in either case."""
+    spellings = [b""]
+    for byte in data:
+        cases = (byte, byte - 0x20) if 0x61 <= byte <= 0x7A else (byte,)
+        spellings = [s + bytes([c]) for s in spellings for c in cases]
+    return spellings
+
+
+def _anchor_length(element: Literal | Folded) -> int:
+    return element.width if isinstance(element, Literal) else len(_folded_prefix(element.data))
+
+
+def _patterns(
     signature: Signature, chain: int, part: int, elements: Variant, max_anchor: int
-) -> Pattern:
+) -> list[Pattern]:
     # The anchor is the longest static run, as libclamav picks the trie entry (earliest on a tie);
-    # the parser guarantees every variant has a run of at least 2 bytes.
+    # the parser guarantees every variant has a run of at least 2 bytes. A case-folded run
+    # (``::i``) enters as each spelling of its prefix: one pattern per spelling.
     gaps: Part = signature.parts[part]
     anchored = any(edge is not None for edge in (gaps.left, gaps.right, gaps.left_boundary,
                                                  gaps.right_boundary))
+    spellings: list[bytes] | None = None
     if len(elements) == 1 and isinstance(elements[0], Literal):  # a plain literal, the usual case
         anchor, anchor_at, width = elements[0].data, 0, elements[0].width
     else:
-        runs = {i: e.data for i, e in enumerate(elements) if isinstance(e, Literal)}
-        best = max(runs, key=lambda i: (len(runs[i]), -i))
-        anchor = runs[best]
+        runs = {i: e for i, e in enumerate(elements) if isinstance(e, Literal | Folded)}
+        best = max(runs, key=lambda i: (_anchor_length(runs[i]), -i))
+        chosen = runs[best]
+        if isinstance(chosen, Folded):
+            anchor = _folded_prefix(chosen.data)
+            spellings = _case_variants(anchor)
+        else:
+            anchor = chosen.data
         anchor_at = sum(e.width for e in elements[:best])
         width = sum(e.width for e in elements)
     anchor = anchor[:max_anchor]
-    return Pattern(
+    pattern = Pattern(
         name=signature.name,
         offset=signature.offset,
         elements=elements,
@@ -143,8 +182,16 @@ def _pattern(
         left_boundary=gaps.left_boundary,
         right_boundary=gaps.right_boundary,
         anchored=anchored,
-        needs_verification=anchored or width != len(anchor),
+        needs_verification=anchored or width != len(anchor) or spellings is not None,
     )
+    if spellings is None:
+        return [pattern]
+    variants = []
+    for spelling in spellings:
+        variant = copy.copy(pattern)
+        variant.anchor = spelling
+        variants.append(variant)
+    return variants
 
 
 def _matches_at(elements: Variant, data: bytes | bytearray, at: int) -> bool:
@@ -158,8 +205,15 @@ def _matches_at(elements: Variant, data: bytes | bytearray, at: int) -> bool:
                 return False
             if element.not_crlf and data[at] == 0x0D and data[at + 1 : at + 2] == b"\n":
                 return False  # '!(L)' inside a part: neither an LF nor a CR LF
-        elif (bytes(data[at : at + element.width]) in element.options) == element.negated:
-            return False  # a Choice: in the set when negated, or not in it otherwise
+        elif isinstance(element, Folded):
+            if data[at : at + element.width].lower() != element.data:
+                return False
+        else:  # a Choice: in the set when negated, or not in it otherwise
+            segment = bytes(data[at : at + element.width])
+            if ((segment.lower() if element.folded else segment) in element.options) == (
+                element.negated
+            ):
+                return False
         at += element.width
     return True
 
@@ -190,10 +244,18 @@ class Program:
     widest: int  # the widest pattern: no part still to come starts before offset - widest
     gap_max: tuple[tuple[int | None, ...], ...]  # per multi-part signature, per part
     simple: bool  # every pattern is a whole single-part literal: a hit is a match
+    #: Logical signatures (``.ldb``): their subsignatures are among the patterns, under hidden
+    #: names; a stream counts them and reports the logical signatures instead (``logical.py``).
+    logical: LogicalTable | None = None
 
 
-def build_program(signatures: Sequence[Signature]) -> Program:
-    """Group every applied variant by anchor literal; signatures marked not applied are left out."""
+def build_program(
+    signatures: Sequence[Signature], logical: LogicalTable | None = None
+) -> Program:
+    """Group every applied variant by anchor literal; signatures marked not applied are left out.
+    ``logical``'s subsignatures are added to ``signatures``."""
+    if logical is not None:
+        signatures = [*signatures, *logical.bodies]
     index_of: dict[bytes, int] = {}
     groups: list[list[Pattern]] = []
     gap_max: list[tuple[int | None, ...]] = []
@@ -207,11 +269,11 @@ def build_program(signatures: Sequence[Signature]) -> Program:
             gap_max.append(tuple(part.gap_max for part in signature.parts))
         for number, part in enumerate(signature.parts):
             for elements in part.variants:
-                pattern = _pattern(signature, chain, number, elements, max_anchor)
-                slot = index_of.setdefault(pattern.anchor, len(groups))
-                if slot == len(groups):
-                    groups.append([])
-                groups[slot].append(pattern)
+                for pattern in _patterns(signature, chain, number, elements, max_anchor):
+                    slot = index_of.setdefault(pattern.anchor, len(groups))
+                    if slot == len(groups):
+                        groups.append([])
+                    groups[slot].append(pattern)
     verified = [p for group in groups for p in group if p.needs_verification]
     history = max((p.reach_before + p.width + p.reach_after for p in verified), default=0)
     # A right-anchored part is decided up to reach_after bytes after its end.
@@ -219,7 +281,8 @@ def build_program(signatures: Sequence[Signature]) -> Program:
     widest = max([widest, *(p.width + p.reach_after for p in verified)])
     simple = not verified and not gap_max  # no verification and no chains of parts
     return Program(
-        tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple
+        tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple,
+        logical if logical is not None and logical.signatures else None,
     )
 
 
@@ -241,9 +304,21 @@ class ScanStream:
         self._chains: dict[tuple[int, int], deque[tuple[int, int]]] = {}
         # Added to the literal finder's end offsets: its stream may have begun after ours.
         self._literal_base = 0
+        # Counts of the logical signatures' subsignatures (None: the database has none).
+        self._logical: LogicalState | None = None
+        if program.logical is not None:
+            self._logical = program.logical.open(length)
 
     def feed(self, chunk: bytes) -> list[Match]:
-        """Scan the next chunk; return the matches that end within it, sorted by end offset."""
+        """Scan the next chunk; return the matches that end within it, sorted by end offset (a
+        logical signature when it holds: at the end of a stream of known length, else at the
+        chunk that made it hold)."""
+        matches = self._feed(chunk)
+        if self._logical is None:
+            return matches
+        return self._logical.feed(matches, self.offset)
+
+    def _feed(self, chunk: bytes) -> list[Match]:
         chunk = bytes(chunk)
         base = self.offset - len(self._history)  # absolute offset of window[0]
         self.offset += len(chunk)

@@ -54,7 +54,7 @@ from hv_emu.scanner.body import (
 
 # The pattern model and the body limits are re-exported: callers see one signature module.
 __all__ = [
-    "FLEVEL", "HASH_KINDS", "KINDS", "LOADABLE_KINDS", "MAX_DATABASE_BYTES",
+    "FLEVEL", "HASH_KINDS", "KINDS", "LOADABLE_KINDS", "LOGICAL_KINDS", "MAX_DATABASE_BYTES",
     "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP", "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS",
     "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS", "MAX_VARIANTS", "PUA_KINDS", "TARGET_ANY",
     "UNSUPPORTED_KINDS", "Anchor", "Boundary", "ByteClass", "Choice", "Element", "Literal",
@@ -75,13 +75,15 @@ FLEVEL = 216
 KINDS = ("db", "ndb")
 #: Hash databases (``hashes.py``): whole-file ``.hdb``/``.hsb``, PE-section ``.mdb``/``.msb``.
 HASH_KINDS = ("hdb", "hsb", "mdb", "msb")
+#: Logical signatures (``logical.py``).
+LOGICAL_KINDS = ("ldb",)
 #: Every kind ``--db`` loads, by suffix (any case, as libclamav's ``cli_strbcasestr``).
-LOADABLE_KINDS = KINDS + HASH_KINDS
+LOADABLE_KINDS = KINDS + HASH_KINDS + LOGICAL_KINDS
 #: What else libclamav 1.4 loads from a database directory (``CLI_DBEXT``): PUA databases, loaded
 #: only with ``--detect-pua`` (so skipped, as by default), and kinds hv-emu does not implement
 #: (refused: they would change what clamscan reports).
 PUA_KINDS = ("hdu", "hsu", "mdu", "msu", "ndu", "ldu")
-UNSUPPORTED_KINDS = ("fp", "sfp", "ldb", "sdb", "zmd", "rmd", "pdb", "gdb", "wdb", "cbc", "ftm",
+UNSUPPORTED_KINDS = ("fp", "sfp", "sdb", "zmd", "rmd", "pdb", "gdb", "wdb", "cbc", "ftm",
                      "cfg", "cvd", "cld", "cud", "cdb", "cat", "crb", "idb", "ioc", "yar", "yara",
                      "pwdb", "ign", "ign2", "imp")  # fmt: skip
 TARGET_ANY = 0
@@ -345,12 +347,12 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
 
 
 def load_database_file(path: Path) -> tuple[bytes, str]:
-    """Read a database file; its kind comes from the suffix, in any case (``.db``, ``.ndb``, or a
-    hash database: ``.hdb``, ``.hsb``, ``.mdb``, ``.msb``)."""
+    """Read a database file; its kind comes from the suffix, in any case (``.db``, ``.ndb``, a
+    hash database: ``.hdb``, ``.hsb``, ``.mdb``, ``.msb``, or logical signatures: ``.ldb``)."""
     kind = path.suffix.lower().lstrip(".")
     if kind not in LOADABLE_KINDS:
         raise ConfigError(f"{path}: unknown signature database suffix {path.suffix!r} "
-                          "(expected .db, .ndb, .hdb, .hsb, .mdb or .msb)")
+                          "(expected .db, .ndb, .ldb, .hdb, .hsb, .mdb or .msb)")
     try:  # a regular file (or a link to one), never a FIFO or a device; at most the limit + 1
         return read_named_file(path, MAX_DATABASE_BYTES), kind
     except RefusedFile as refused:

@@ -2,10 +2,11 @@
 
 Models: the UDP payloads a publisher sends to the hypervisor's update port. A MANIFEST carries the
 signed 80-byte bundle header and its detached signature unchanged (so the VMCALL path's
-verification decides, ``verify.py``), the FEC parameters, the SHA-256 of every hash page, and a
+verification decides, ``verify.py``), the FEC parameters, the commitment of every hash page, and a
 second signature by the same key over all of it (the *manifest signature*: the bundle signature
 covers only the bundle header, so it cannot vouch for the page hashes). A HASHPAGE holds the
-SHA-256 of up to ``HASHES_PER_PAGE`` symbols; a SYMBOL is one RaptorQ encoding packet (4-byte
+commitments (``commitment``: SHA-256 truncated to 16 bytes) of up to ``HASHES_PER_PAGE``
+symbols; a SYMBOL is one RaptorQ encoding packet (4-byte
 FEC Payload ID + ``symbol_size`` bytes).
 
 Follows: ``docs/PROTOCOL.md`` (the source of truth;
@@ -13,9 +14,16 @@ Follows: ``docs/PROTOCOL.md`` (the source of truth;
 its tables against ``HEADER_FIELDS`` and ``MANIFEST_FIELDS``; its "Common header" and payload
 sections are this layout), RFC 6330 (RaptorQ, FEC Encoding ID 6).
 
+A body larger than one block is cut into Z source blocks of K_b symbols (the last one shorter),
+each its own RaptorQ object with N_b = N / Z symbols; symbol i is symbol i // Z of block i % Z
+(blocks interleaved, so all of them progress together). When the P = ceil(N / 88) hash pages
+need more hashes than one MANIFEST holds (``max_pages``), the MANIFEST commits instead to
+Q = ceil(P / 88) *index pages* (HASHPAGEs P ... P + Q - 1), each holding the commitments of 88
+hash pages: a tree of depth two (``Manifest.top_count``).
+
 Leaves out: the group-MAC trailer (a flag bit in the design; every flag bit must be 0 here),
-HEARTBEAT and NACK packets, a second level of page hashes (``tree_depth``): one manifest commits
-to at most ``max_pages`` pages, which bounds the object (see ``max_pages``).
+HEARTBEAT and NACK packets, a third level of page hashes: 76 x 88 x 88 = 588,544 symbols is
+the most one manifest commits to (far beyond ``MAX_BLOCKS`` x ``MAX_BLOCK_SOURCE``).
 
 Network controls: every byte. ``parse_packet`` and ``Manifest.from_payload`` check every length
 before they slice and raise only ``PacketError`` subclasses (``GuestFault``) whose ``reason`` is
@@ -38,13 +46,18 @@ MAGIC = b"HVDB"
 PROTO_VERSION = 1
 #: Largest UDP payload in one unfragmented IPv4 datagram on a 1500-byte MTU (1500 - 20 - 8).
 MAX_DATAGRAM = 1472
-#: SHA-256 values in one full HASHPAGE (44 * 32 = 1408 bytes of payload).
-HASHES_PER_PAGE = 44
-HASH_SIZE = 32
+#: Commitments in one full HASHPAGE (88 * 16 = 1408 bytes of payload).
+HASHES_PER_PAGE = 88
+#: Bytes of a commitment: SHA-256 truncated to 128 bits (``commitment``), the hash of every
+#: symbol and page. A forged packet must be a second preimage of the one value its index names
+#: (2^128 work; 2^128 / N against any of N); the body itself is checked against the full
+#: SHA-256 the signed bundle header carries, so a success could only spoil one update (a denial
+#: of service an on-path attacker has anyway), never install anything.
+HASH_SIZE = 16
 #: RaptorQ (RFC 6330) FEC Encoding ID; the only FEC scheme.
 FEC_RAPTORQ = 6
-#: ``hash_alg`` 1: SHA-256, the only one.
-HASH_SHA256 = 1
+#: ``hash_alg`` 2: SHA-256 truncated to 16 bytes, the only one (1, full SHA-256, is retired).
+HASH_SHA256_128 = 2
 #: Bytes of the RaptorQ FEC Payload ID (SBN u8, ESI u24) that opens every SYMBOL payload.
 FEC_PAYLOAD_ID_SIZE = 4
 #: Prefixed to what the manifest signature covers, so no other signed message passes as one.
@@ -71,10 +84,12 @@ MAX_PAYLOAD = MAX_DATAGRAM - HEADER_LEN
 #: The FEC parameters that follow the bundle header in a MANIFEST payload.
 MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("fec_scheme", "B", "6: RaptorQ (RFC 6330)"),
-    ("hash_alg", "B", "1: SHA-256"),
-    ("page_count", "H", "ceil(symbol_count / 44)"),
+    ("hash_alg", "B", "2: SHA-256 truncated to 16 bytes"),
+    ("page_count", "H", "ceil(symbol_count / 88)"),
     ("symbol_size", "I", "T: bytes of symbol data after the FEC Payload ID; a multiple of 8"),
-    ("symbol_count", "I", "N: symbols committed to (source + repair), >= ceil(body_len / T)"),
+    ("symbol_count", "I", "N: symbols committed to (source + repair), Z x N_b"),
+    ("block_source", "H", "K_b: source symbols of each block but the last, 1 to 4096"),
+    ("block_count", "H", "Z = ceil(K / K_b) source blocks, 1 to 256"),
 )
 _FEC = struct.Struct(">" + "".join(code for _, code, _ in MANIFEST_FIELDS))
 #: RaptorQ symbols are a whole number of Al-byte units (RFC 6330 4.3; the ``raptorq`` package
@@ -82,6 +97,12 @@ _FEC = struct.Struct(">" + "".join(code for _, code, _ in MANIFEST_FIELDS))
 SYMBOL_ALIGNMENT = 8
 #: The largest T a SYMBOL packet can carry (1432).
 MAX_SYMBOL_SIZE = (MAX_PAYLOAD - FEC_PAYLOAD_ID_SIZE) // SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT
+#: Most source symbols in one block: 4096 x 1432 bytes = 5.9 MB, so that the ``raptorq``
+#: package's ``with_defaults`` keeps a block in one RFC 6330 source block (its decoder working
+#: memory is 10 MB), and a block decodes in tens of milliseconds.
+MAX_BLOCK_SOURCE = 4096
+#: Most blocks: the source block number of the FEC Payload ID is one byte.
+MAX_BLOCKS = 256
 
 
 class PacketType(IntEnum):
@@ -209,21 +230,33 @@ def parse_packet(datagram: bytes) -> Packet:
 
 
 def page_count_for(symbol_count: int) -> int:
-    """P = ceil(N / 44): hash pages needed to commit to ``symbol_count`` symbols."""
+    """P = ceil(N / 88): hash pages needed to commit to ``symbol_count`` symbols."""
     return -(-symbol_count // HASHES_PER_PAGE)
 
 
 def page_entries(page: int, symbol_count: int) -> int:
-    """How many hashes page ``page`` holds (44, except a shorter last page)."""
+    """How many hashes page ``page`` holds (88, except a shorter last page)."""
     return min(HASHES_PER_PAGE, symbol_count - page * HASHES_PER_PAGE)
 
 
 def max_pages(sig_len: int) -> int:
     """Most page hashes one MANIFEST can carry with signatures of ``sig_len`` bytes.
 
-    Ed25519 (64-byte signatures): 38 pages = 1,672 symbols = 2.3 MB of symbols at T = 1400.
+    Ed25519 (64-byte signatures): 76 pages = 6,688 symbols = 9.4 MB of symbols at T = 1400;
+    beyond that, 76 index pages of 88 pages each (``top_count``).
     """
     return (MAX_PAYLOAD - HEADER_SIZE - _FEC.size - 2 * sig_len) // HASH_SIZE
+
+
+def top_count(page_count: int, sig_len: int) -> int:
+    """Hashes the MANIFEST carries for P = ``page_count`` pages: P when they fit, else the
+    number of index pages, ceil(P / 88) (which must fit)."""
+    return page_count if page_count <= max_pages(sig_len) else page_count_for(page_count)
+
+
+def block_of(index: int, block_count: int) -> tuple[int, int]:
+    """(source block number, ESI) of symbol ``index``: blocks are interleaved."""
+    return index % block_count, index // block_count
 
 
 @dataclass(frozen=True)
@@ -235,12 +268,28 @@ class Manifest:
     bundle_signature: bytes
     symbol_size: int
     symbol_count: int
+    #: P = ceil(N / 88): the hash pages of the symbols (index pages not counted).
+    page_count: int
+    block_source: int
+    block_count: int
+    #: The hashes the MANIFEST carries: of the P pages, or of the Q index pages (``top_count``).
     page_hashes: tuple[bytes, ...]
     manifest_signature: bytes
 
     @property
-    def page_count(self) -> int:
-        return len(self.page_hashes)
+    def index_pages(self) -> int:
+        """Q: index pages (0 when the MANIFEST carries every page hash itself)."""
+        return 0 if len(self.page_hashes) == self.page_count else len(self.page_hashes)
+
+    @property
+    def block_symbols(self) -> int:
+        """N_b: symbols committed per block."""
+        return self.symbol_count // self.block_count
+
+    def block_length(self, block: int) -> int:
+        """Bytes of body in ``block`` (every block holds K_b x T but the last)."""
+        size = self.block_source * self.symbol_size
+        return min(size, self.header.body_len - block * size)
 
     @property
     def source_symbols(self) -> int:
@@ -259,37 +308,44 @@ class Manifest:
             sig_len = signature_length(header.sig_alg)
         except UpdateRejected as bad:
             raise BadManifest("bundle_header", "a valid bundle header", bad.reason) from None
-        fec, hash_alg, pages, size, count = _FEC.unpack_from(payload, HEADER_SIZE)
+        fec, hash_alg, pages, size, count, k_b, z = _FEC.unpack_from(payload, HEADER_SIZE)
         if fec != FEC_RAPTORQ:
             raise BadManifest("fec_scheme", str(FEC_RAPTORQ), str(fec))
-        if hash_alg != HASH_SHA256:
-            raise BadManifest("hash_alg", str(HASH_SHA256), str(hash_alg))
+        if hash_alg != HASH_SHA256_128:
+            raise BadManifest("hash_alg", str(HASH_SHA256_128), str(hash_alg))
         if header.db_version != packet_header.db_version:
             raise BadManifest("db_version", str(packet_header.db_version), str(header.db_version))
         if not 0 < size <= MAX_SYMBOL_SIZE or size % SYMBOL_ALIGNMENT:
             raise BadManifest("symbol_size", f"a multiple of 8 up to {MAX_SYMBOL_SIZE}", str(size))
         if header.body_len == 0:
             raise BadManifest("body_len", ">= 1", "0")
-        if count < -(-header.body_len // size):
-            raise BadManifest("symbol_count", f">= ceil(body_len / {size})", str(count))
-        if pages != page_count_for(count) or pages > max_pages(sig_len):
+        k = -(-header.body_len // size)
+        if not 0 < k_b <= MAX_BLOCK_SOURCE:
+            raise BadManifest("block_source", f"1 to {MAX_BLOCK_SOURCE}", str(k_b))
+        if z != -(-k // k_b) or z > MAX_BLOCKS:
+            raise BadManifest("block_count", f"ceil({k} / {k_b}) <= {MAX_BLOCKS}", str(z))
+        if count % z or count // z < k_b:
+            raise BadManifest("symbol_count", f"a multiple of {z}, >= {z * k_b}", str(count))
+        top = top_count(pages, sig_len)
+        if pages != page_count_for(count) or top > max_pages(sig_len):
             raise BadManifest("page_count", f"ceil({count} / {HASHES_PER_PAGE})", str(pages))
-        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * pages + sig_len
+        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * top + sig_len
         if len(payload) != expected:
             raise LengthMismatch("manifest length", str(expected), str(len(payload)))
         at = HEADER_SIZE + _FEC.size
         bundle_sig = payload[at : at + sig_len]
         at += sig_len
-        hashes = tuple(payload[at + i * HASH_SIZE : at + (i + 1) * HASH_SIZE] for i in range(pages))
+        hashes = tuple(payload[at + i * HASH_SIZE : at + (i + 1) * HASH_SIZE] for i in range(top))
         # fmt: off
-        return cls(payload[:HEADER_SIZE], header, bundle_sig, size, count, hashes,
+        return cls(payload[:HEADER_SIZE], header, bundle_sig, size, count, pages, k_b, z, hashes,
                    payload[expected - sig_len :])
         # fmt: on
 
     def fec_bytes(self) -> bytes:
         return _FEC.pack(
-            FEC_RAPTORQ, HASH_SHA256, self.page_count, self.symbol_size, self.symbol_count
-        )
+            FEC_RAPTORQ, HASH_SHA256_128, self.page_count, self.symbol_size, self.symbol_count,
+            self.block_source, self.block_count,
+        )  # fmt: skip
 
     def signed_part(self) -> bytes:
         """The payload up to (not including) the manifest signature."""
@@ -308,4 +364,10 @@ def manifest_message(packet_header: PacketHeader, signed_part: bytes) -> bytes:
 
 
 def digest(data: bytes) -> bytes:
+    """SHA-256 (the receiver's fingerprint of a whole datagram)."""
     return hashlib.sha256(data).digest()
+
+
+def commitment(data: bytes) -> bytes:
+    """The commitment to a symbol or page payload: SHA-256 truncated to ``HASH_SIZE`` bytes."""
+    return hashlib.sha256(data).digest()[:HASH_SIZE]

@@ -15,10 +15,11 @@ signature, then the bundle header and signature through ``verify.verify_header``
 path's own checks). Only a manifest that verifies creates a session (at most
 ``max_sessions``); a failed one is remembered by hash in a bounded LRU (unless it was only
 issued ahead of the trusted time, which time lifts). A HASHPAGE or SYMBOL is
-accepted only for a live session, only after its own SHA-256 matched the verified commitment, so a
-forged one is dropped alone; symbols feed a RaptorQ decoder until the body decodes, then
-``verify.check_body`` and ``UpdateService.submit(bundle, signature, "network")``: one code path
-decides what is installed. Every drop has a counter.
+accepted only for a live session, only after its own commitment (truncated SHA-256) matched the
+verified one, so a forged one is dropped alone; symbols feed their block's RaptorQ decoder
+(``session.py``) until every block decoded, then ``verify.check_body`` and
+``UpdateService.submit(bundle, signature, "network")``: one code path decides what is installed.
+Every drop has a counter.
 
 Follows: ``docs/PROTOCOL.md`` "Check order" (check order, sessions only from verified manifests,
 no buffering before authentication), "Verification budget" and "Threats";
@@ -31,11 +32,9 @@ Network controls: every byte of every payload, their order, timing and rate. It 
 receiver hold more than ``memory_bound()`` bytes, spend more than the budget on signatures, or
 install anything ``UpdateService`` would refuse.
 
-Observability: ``stats()`` is a consistent snapshot of the counters (what arrived, what was
-dropped and why, verifications, sessions), for the end-of-run summary and ``get_status``; ``poll``
-logs it as the event ``receiver_stats`` (``docs/EVENTS.md``) at most once per
-``STATS_INTERVAL`` of the receiver's clock while counters change, and once more when its caller
-stops polling (``poll(final=True)``).
+Observability: ``stats()`` is a snapshot of the counters (``receiver_stats.py``), logged as the
+event ``receiver_stats`` by ``poll``; the reassembly of one update (pages, symbols, decoding) is
+``session.py``.
 """
 
 from __future__ import annotations
@@ -47,10 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import raptorq
-
 from hv_emu.errors import UpdateRejected
-from hv_emu.events import JsonValue
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.admission import (
     BAD_ENTRY_BYTES,
@@ -65,94 +61,21 @@ from hv_emu.updates.admission import (
 )
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
-    FEC_PAYLOAD_ID_SIZE,
-    HASH_SIZE,
-    HASHES_PER_PAGE,
-    MAX_DATAGRAM,
-    MAX_SYMBOL_SIZE,
     Manifest,
     Packet,
     PacketError,
     PacketType,
     digest,
-    page_count_for,
-    page_entries,
     parse_packet,
 )
+from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
 from hv_emu.updates.service import UpdateService
+from hv_emu.updates.session import Session, held_symbols, session_bound
 from hv_emu.updates.verify import check_body
-from hv_emu.usage import plural
 
-#: Counters that record progress; every other counter names a reason something was dropped or
-#: refused (a datagram, a candidate manifest at ``poll``, or a session).
-PROGRESS_COUNTERS = frozenset({
-    "datagrams", "manifest_queued", "verifications", "session_opened", "page_accepted",
-    "symbol_accepted", "installed",
-})  # fmt: skip
-#: Seconds (of the receiver's clock) between two ``receiver_stats`` events, at least.
-STATS_INTERVAL = 1.0
 #: Seconds (of the receiver's clock) after a refused manifest during which ``awaits_verdict`` is
 #: False: a caller waits for the verifier only while no forgery was seen for that long.
 QUIET_WINDOW = 1.0
-#: Drop reasons named in the end-of-run summary; the rest are summed.
-SUMMARY_REASONS = 3
-
-
-@dataclass(frozen=True)
-class ReceiverStats:
-    """A snapshot of the receiver's counters: what arrived, what was dropped and why."""
-
-    datagrams: int
-    symbols_accepted: int
-    verifications: int
-    sessions_opened: int
-    sessions_open: int
-    installed: int
-    #: Drop and refusal counts by reason (the counter names of ``docs/PROTOCOL.md``), largest
-    #: first; reasons never seen are absent.
-    drops: dict[str, int]
-
-    @classmethod
-    def of(cls, counters: collections.Counter[str], sessions_open: int) -> ReceiverStats:
-        drops = {k: v for k, v in counters.items() if k not in PROGRESS_COUNTERS and v}
-        ordered = dict(sorted(drops.items(), key=lambda item: (-item[1], item[0])))
-        return cls(
-            counters["datagrams"], counters["symbol_accepted"], counters["verifications"],
-            counters["session_opened"], sessions_open, counters["installed"], ordered,
-        )  # fmt: skip
-
-    @property
-    def dropped(self) -> int:
-        return sum(self.drops.values())
-
-    def summary(self) -> str:
-        """One phrase for the end-of-run line: what arrived, and the top reasons for drops."""
-        text = (
-            f"update receiver: {plural(self.datagrams, 'datagram')}, "
-            f"{plural(self.symbols_accepted, 'symbol')} accepted, "
-            f"{plural(self.verifications, 'manifest check')}, {self.installed} installed"
-        )
-        if not self.drops:
-            return text + "; nothing dropped"
-        top = list(self.drops.items())[:SUMMARY_REASONS]
-        text += f"; dropped {self.dropped}: " + ", ".join(f"{n} {reason}" for reason, n in top)
-        rest = list(self.drops.values())[SUMMARY_REASONS:]
-        if rest:
-            text += f", {sum(rest)} for {len(rest)} other reason{'s' if len(rest) > 1 else ''}"
-        return text
-
-    def status_lines(self) -> list[str]:
-        """``key: value`` lines in the style of ``get_status`` (for whoever wires it there)."""
-        drops = ",".join(f"{reason}={n}" for reason, n in self.drops.items()) or "none"
-        return [
-            f"update_datagrams_taken: {self.datagrams}",
-            f"update_symbols_accepted: {self.symbols_accepted}",
-            f"update_manifest_checks: {self.verifications}",
-            f"update_sessions: {self.sessions_open} open, {self.sessions_opened} opened",
-            f"update_installed: {self.installed}",
-            f"update_drops: {drops}",
-        ]
-
 
 
 @dataclass(frozen=True)
@@ -161,10 +84,13 @@ class ReceiverConfig:
 
     #: Sessions (verified manifests being received) held at once.
     max_sessions: int = 2
-    #: Largest body a manifest may declare, in bytes.
-    max_object: int = 4 * 1024 * 1024
-    #: Most symbols (N) a manifest may commit to.
-    max_symbols: int = 4096
+    #: Largest body a manifest may declare, in bytes (the VMCALL path's default limit).
+    max_object: int = 16 * 1024 * 1024
+    #: Most symbols (N) a manifest may commit to (2K + 1 of a 16 MiB body at T = 1400 fit).
+    max_symbols: int = 32768
+    #: Most bytes of symbols and decoded blocks one session may hold (``session.held_symbols``:
+    #: a 16 MiB body at T = 1400 in blocks of 1,024 symbols needs 17 MB).
+    symbol_memory: int = 18 * 1024 * 1024
     #: Share of one core spent on manifest checks (CPU seconds per second), and the most saved
     #: up; each check is charged what it cost on ``UpdateReceiver.cpu_clock``, at least
     #: ``check_cost_floor`` (half of one Ed25519 verification here: a guard, not an estimate).
@@ -190,38 +116,8 @@ class ReceiverConfig:
         return round(self.verify_burst_seconds / self.check_cost_floor)
 
     def session_bound(self) -> int:
-        """Bytes one session may hold: manifest, pages, bitmap and the decoder's symbols."""
-        pages = page_count_for(self.max_symbols)
-        return (
-            MAX_DATAGRAM + pages * HASHES_PER_PAGE * HASH_SIZE
-            + self.max_symbols // 8 + 1
-            + self.max_symbols * (FEC_PAYLOAD_ID_SIZE + MAX_SYMBOL_SIZE)
-        )  # fmt: skip
-
-
-@dataclass
-class Session:
-    """A verified manifest and what has arrived for it so far."""
-
-    manifest: Manifest
-    #: SHA-256 of the manifest packet: remembered as bad if its object does not decode right.
-    manifest_digest: bytes
-    decoder: raptorq.Decoder
-    pages: list[bytes | None]
-    have: bytearray
-    symbols: int = 0
-    stored_pages: int = 0
-
-    @property
-    def db_version(self) -> int:
-        return self.manifest.header.db_version
-
-    def memory(self) -> int:
-        m = self.manifest
-        return (
-            MAX_DATAGRAM + self.stored_pages * HASHES_PER_PAGE * HASH_SIZE + len(self.have)
-            + self.symbols * (FEC_PAYLOAD_ID_SIZE + m.symbol_size)
-        )  # fmt: skip
+        """Bytes one session may hold (``session.session_bound``)."""
+        return session_bound(self.max_symbols, self.symbol_memory)
 
 
 @dataclass
@@ -250,35 +146,13 @@ class UpdateReceiver:
         #: True while a worker (``net/attachment.py``) runs the checks: ``poll`` then leaves them.
         self.offloaded = False
         self._refused_at = -math.inf
-        # receiver_stats: the counters last logged, when, and how many times.
-        self._reported: dict[str, int] = {}
-        self._reported_at = self.clock()
-        self._reports = 0
+        self._reporter = StatsReporter(self.service.events, self.clock)
 
     # ------------------------------------------------------------------------------ stats
     def stats(self) -> ReceiverStats:
         """A snapshot of the counters. Not locked: call it from the thread that feeds the
         receiver, or under the lock that serialises it (``GuestNetwork.under_lock``)."""
         return ReceiverStats.of(self.counters, len(self.sessions))
-
-    def _report(self, final: bool) -> None:
-        """Log ``receiver_stats``: at most once per ``STATS_INTERVAL`` while the counters change;
-        when ``final``, if they changed since the last one (or none was logged yet)."""
-        now = self.clock()
-        if not final and now - self._reported_at < STATS_INTERVAL:
-            return
-        if dict(self.counters) == self._reported and (self._reports or not final):
-            return
-        self._reported, self._reported_at = dict(self.counters), now
-        self._reports += 1
-        stats = self.stats()
-        drops: dict[str, JsonValue] = dict(stats.drops)
-        self.service.events.emit(
-            "receiver_stats", datagrams=stats.datagrams, symbols_accepted=stats.symbols_accepted,
-            verifications=stats.verifications, sessions_opened=stats.sessions_opened,
-            sessions_open=stats.sessions_open, installed=stats.installed,
-            dropped=stats.dropped, drops=drops, final=final,
-        )  # fmt: skip
 
     # ------------------------------------------------------------------------------ memory
     def memory_bound(self) -> int:
@@ -317,7 +191,7 @@ class UpdateReceiver:
         if session is None:
             self.counters["no_session"] += 1  # nothing is buffered ahead of its manifest
         elif header.type is PacketType.HASHPAGE:
-            self._on_page(session, packet)
+            self.counters[session.take_page(packet)] += 1
         else:
             self._on_symbol(session, packet)
 
@@ -339,7 +213,8 @@ class UpdateReceiver:
             self.counters["manifest_checking"] += 1  # the same bytes are being checked now
         elif header.db_version not in self.service.acceptable_versions:
             self.counters["version_jump"] += 1  # the service's version policy, before any crypto
-        elif header.body_len > c.max_object or manifest.symbol_count > c.max_symbols:
+        elif (header.body_len > c.max_object or manifest.symbol_count > c.max_symbols
+              or held_symbols(manifest) > c.symbol_memory):  # fmt: skip
             self.counters["too_large"] += 1
         elif not self._trusted_signer(manifest):
             self.counters["untrusted_key"] += 1
@@ -359,50 +234,16 @@ class UpdateReceiver:
     def _trusted_now(self) -> int:
         return max(int(self.wall_clock()), self.service.time_floor)
 
-    def _on_page(self, session: Session, packet: Packet) -> None:
-        index, manifest = packet.header.index, session.manifest
-        if packet.header.count != manifest.page_count:
-            self.counters["count_mismatch"] += 1
-        elif session.pages[index] is not None:
-            self.counters["duplicate"] += 1
-        elif len(packet.payload) != HASH_SIZE * page_entries(index, manifest.symbol_count):
-            self.counters["bad_len"] += 1
-        elif digest(packet.payload) != manifest.page_hashes[index]:
-            self.counters["hash_mismatch"] += 1  # forged or corrupted: dropped alone
-        else:
-            session.pages[index] = packet.payload
-            session.stored_pages += 1
-            self.counters["page_accepted"] += 1
-
     def _on_symbol(self, session: Session, packet: Packet) -> None:
-        index, manifest = packet.header.index, session.manifest
-        page = session.pages[index // HASHES_PER_PAGE] if index < manifest.symbol_count else None
-        at = (index % HASHES_PER_PAGE) * HASH_SIZE
-        if packet.header.count != manifest.symbol_count:
-            self.counters["count_mismatch"] += 1
-        elif session.have[index // 8] & (1 << (index % 8)):
-            self.counters["duplicate"] += 1
-        elif page is None:
-            self.counters["no_page_yet"] += 1  # not buffered: the carousel sends it again
-        elif len(packet.payload) != FEC_PAYLOAD_ID_SIZE + manifest.symbol_size:
-            self.counters["bad_len"] += 1
-        elif packet.payload[0] != 0:
-            # Source block number: a manifest's K <= 1,672 symbols is always one block, and the
-            # decoder must never see another (the raptorq package panics on it).
-            self.counters["bad_fec_id"] += 1
-        elif digest(packet.payload) != page[at : at + HASH_SIZE]:
-            self.counters["hash_mismatch"] += 1  # forged or corrupted: dropped alone
-        else:
-            session.have[index // 8] |= 1 << (index % 8)
-            session.symbols += 1
-            self.counters["symbol_accepted"] += 1
-            body = session.decoder.decode(packet.payload)
-            if body is not None:
-                self._complete(session, bytes(body))
-            elif session.symbols == manifest.symbol_count:
-                self.counters["decode_failed"] += 1  # every committed symbol and no object
-                self._close(session)
-                self._remember_bad_digest(session.manifest_digest)
+        decoded = session.decoded
+        self.counters[session.take_symbol(packet)] += 1
+        self.counters["block_decoded"] += session.decoded - decoded
+        if session.body is not None:
+            self._complete(session, session.body)
+        elif session.exhausted:
+            self.counters["decode_failed"] += 1
+            self._close(session)
+            self._remember_bad_digest(session.manifest_digest)
 
     # ------------------------------------------------------------------------------ budget
     def poll(self, *, final: bool = False) -> None:
@@ -411,7 +252,7 @@ class UpdateReceiver:
         (the network's I/O thread is stopping), so counters not yet logged are logged at once."""
         if not self.offloaded:
             self.finish_checks([self.check(c) for c in self.take_checks()])
-        self._report(final)
+        self._reporter.report(self.counters, len(self.sessions), final)
 
     def take_checks(self) -> list[ManifestCheck]:
         """The candidates the budget pays for now (at most ``check_batch``), drawn at random from
@@ -499,13 +340,8 @@ class UpdateReceiver:
                 return
             self._close(oldest)
             self.counters["session_evicted"] += 1
-        n = manifest.symbol_count
-        decoder = raptorq.Decoder.with_defaults(manifest.header.body_len, manifest.symbol_size)
-        # fmt: off
-        self.sessions[(packet.header.update_id, manifest.header.db_version)] = Session(
-            manifest, digest(packet.raw), decoder, [None] * manifest.page_count,
-            bytearray(n // 8 + 1))
-        # fmt: on
+        key = (packet.header.update_id, manifest.header.db_version)
+        self.sessions[key] = Session.open(manifest, digest(packet.raw))
         self.counters["session_opened"] += 1
 
     def _close(self, session: Session) -> None:

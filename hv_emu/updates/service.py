@@ -2,15 +2,16 @@
 
 Models: what the hypervisor does with an update, whichever way it arrived (a guest's VMCALL or the
 network), in two halves. On the caller's path (the vCPU thread, for a VMCALL): verify
-(``verify.py``), parse the database text (``scanner.signatures``), persist it with its version
-counter (``state.py``), answer ``OK``. Off that path, on one compile worker thread: compile the
-literal finder (``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build
-takes seconds) and swap the result in atomically, logging ``database_active``; a large database
-is compiled first in shards on every core, then once more as one database, swapped in under the
-running streams (``database_recompiled``). Between acceptance and
-activation the database in force keeps scanning every write: the guest is never unguarded and
-never paused for a compile. Any failure before acceptance leaves the database in force in force
-and is answered with a return code from ``abi.Rc``.
+(``verify.py``), check that the database text parses (``scanner.database_check``: the answer
+and the count, without building a Python object per signature), persist it with its version
+counter (``state.py``), answer ``OK``. Off that path, on one compile worker thread: parse the
+text into signatures (``scanner.signatures``), compile the literal finder
+(``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build takes seconds) and
+swap the result in atomically, logging ``database_active``; a large database is compiled first in
+shards on every core, then once more as one database, swapped in under the running streams
+(``database_recompiled``). Between acceptance and activation the database in force keeps scanning
+every write: the guest is never unguarded and never paused for a compile. Any failure before
+acceptance leaves the database in force in force and is answered with a return code from ``abi.Rc``.
 
 One compile at a time (docs/SIGNATURES.md, "Updates: acceptance, then activation"): an accepted
 database waits in a one-entry slot for the worker; a newer acceptance replaces the one waiting
@@ -45,7 +46,8 @@ on to activation: the guest's answer and the running database always agree with 
 
 Guest controls: the bundle and signature bytes, and ``source`` only as far as the caller says.
 Parse errors (the only errors the database text can cause) are found synchronously, so the guest
-still gets ``MALFORMED``; the compile that follows works on an already-bounded, parsed database.
+still gets ``MALFORMED``; the parse and compile that follow work on an already-checked, bounded
+text (a parse error there, a bug, would be ``database_failed``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError, StorageError, UpdateRejected
@@ -67,7 +69,8 @@ from hv_emu.scanner.database import (
     compile_signatures,
     recompile,
 )
-from hv_emu.scanner.signatures import Signature, parse_database
+from hv_emu.scanner.database_check import check_database
+from hv_emu.scanner.signatures import parse_database
 from hv_emu.updates.format import MAX_DB_VERSION
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
@@ -115,9 +118,11 @@ class DatabaseStatus:
 
 @dataclass(frozen=True)
 class _CompileJob:
-    """An accepted, parsed database waiting for (or in) the compile worker."""
+    """An accepted database (its text, checked to parse) waiting for (or in) the compile worker,
+    which parses it into signatures and compiles them."""
 
-    signatures: Sequence[Signature]
+    body: bytes
+    count: int  # the signatures it parses to
     kind: str
     version: int
     source: str
@@ -228,7 +233,9 @@ class UpdateService:
         except UpdateRejected as rejected:
             return self.reject(source, Rc(rejected.code), rejected.reason)
         try:
-            signatures = parse_database(update.body, kind=kind, source=source_name)
+            # Whether it parses, and to how many signatures, without building them: the parse
+            # that builds them is the worker's (docs/SIGNATURES.md, the 100k-signature pause).
+            count = check_database(update.body, kind=kind, source=source_name)
         except DatabaseError as bad:
             return self.reject(source, Rc.MALFORMED, str(bad))
         except Exception as bug:  # a parser bug: still MALFORMED, never a crash
@@ -255,7 +262,7 @@ class UpdateService:
         previous = self._accepted_version
         with self._jobs:  # the three together, for status()
             self._accepted_version = header.db_version
-            self._accepted_count = len(signatures)
+            self._accepted_count = count
             self._accepted_sha256 = sha256
         self.accepted += 1
         self.events.emit(
@@ -264,14 +271,15 @@ class UpdateService:
             db_version=header.db_version,
             previous_version=previous,
             active_version=self.database.current.version,
-            signatures=len(signatures),
+            signatures=count,
             sha256=sha256,
             key_id=header.key_id.hex(),
         )
         for problem in problems:
             self.events.emit("state_cleanup_failed", db_version=header.db_version,
                              problem=problem)  # fmt: skip
-        self._schedule(_CompileJob(signatures, kind, header.db_version, source_name, sha256))
+        self._schedule(_CompileJob(update.body, count, kind, header.db_version, source_name,
+                                   sha256))  # fmt: skip
         return Rc.OK
 
     # ------------------------------------------------------------------ the compile worker
@@ -349,9 +357,11 @@ class UpdateService:
         """Compile one accepted database, then put it in force (unless something newer is)."""
         started = time.perf_counter()
         version = job.version
-        shards = self._shards(len(job.signatures))
-        args = (job.signatures, job.kind, version, job.source, job.sha256)
+        shards = self._shards(job.count)
         try:
+            # The text was checked at acceptance: this parse gives ``job.count`` signatures.
+            signatures = parse_database(job.body, kind=job.kind, source=job.source)
+            args = (signatures, job.kind, version, job.source, job.sha256)
             if shards > 1:
                 db = compile_signatures(*args, shards=shards)
             else:

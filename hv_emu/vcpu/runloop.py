@@ -11,7 +11,8 @@ Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17);
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23) or a
 timer is armed (U41, the instruction budget); CR2 given back after each return (U42); the
-silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
+silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37); the exception in
+flight is forgotten at each entry, so a fault is reported, or delivered, as itself (U61, U62).
 
 Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
 
@@ -33,16 +34,18 @@ from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.deliver import guest_has_handler, inject
 from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
 from hv_emu.vcpu.engine import mode_of
+from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.faults import exception_name, fault_report
 from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
+from hv_emu.vcpu.mmio import MmioTraps
 from hv_emu.vcpu.platform import Platform
-from hv_emu.vcpu.traps import INVALID_OPCODE, ExitHandler, Traps
+from hv_emu.vcpu.traps import INVALID_OPCODE, ExitHandler
 
 _HLT = 0xF4
 _UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)
 
 
-class Vcpu(Traps, Platform):
+class Vcpu(MmioTraps, Platform):
     """One virtual CPU over ``mem``; every exit goes to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
@@ -81,6 +84,9 @@ class Vcpu(Traps, Platform):
                         return ended
                 start = self.reg("rip")
                 budget = None if steps is not None else self.budget
+                # A stop from inside a hook can leave a page fault "in flight" that would turn
+                # the guest's next fault into #DF (docs/UNICORN.md U62): forget it first.
+                forget_exception(self.uc)
                 err = self._enter(start, steps or budget)
                 if err is not None:
                     if self._error is not None:  # raised in a hook, stored there (U22)
@@ -151,9 +157,15 @@ class Vcpu(Traps, Platform):
     def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
                                pc: int) -> Exit | None:  # fmt: skip
         """Handle a hypercall (VMCALL, or VMMCALL on AMD) Unicorn stopped at without a hook
-        call; any other opcode, the other vendor's hypercall included, is a #UD (for a Linux
-        program, SIGILL once signals exist: see ``Traps._on_invalid_insn``)."""
+        call; any other opcode, the other vendor's hypercall included, is a #UD, offered to an OS
+        personality first (a Linux program's SIGILL: ``Traps._exception``)."""
         if not self._is_hypercall(paging, pc):
+            # A #UD as the hook would have seen it: an OS personality may take it (SIGILL),
+            # else the guest's IVT/IDT if it has a handler.
+            if self._exception(6, mode, paging, rip):
+                if self._error is not None:
+                    raise self._error
+                return self._stop  # None: resume where the handler put RIP
             event = hardware_exception(INVALID_OPCODE)
             if self._owner(event, mode) == "guest":
                 self.pending_event = event
@@ -230,13 +242,17 @@ class Vcpu(Traps, Platform):
         address and walks the guest's page tables to find the page, which faults when the tables
         do not map it (U10). So the whole translation cache is flushed at the next ``emu_start``;
         a write from a hook ends the current ``emu_start`` (at the end of the translation block,
-        U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11)
-        and never writes RAM itself.
+        U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11):
+        there only the bulk ``rep ins*`` writes RAM, and it drops what it overwrote itself (U10);
+        and except from an MMIO store, which a stop would replay (U52): the next MMIO load
+        flushes instead (``vcpu/mmio.py``).
         """
         if self._pushing_frame:
             return
+        if self._code_dropped_here:
+            return  # the vCPU's own bulk store, whose translated code it dropped (U10)
         self._stale_code = True
-        if self._emulating and not self._in_port_in:
+        if self._emulating and not self._in_port_in and not self._in_mmio_write:
             self._resume = True
             self.uc.emu_stop()
 

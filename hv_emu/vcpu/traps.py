@@ -9,7 +9,10 @@ accesses outside RAM through the memory hook. Each trap becomes an exit value (`
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
 written, an IN answered, or the run stopped. An exception or INT n the guest has a handler for
 is not an exit but an event (``injection.py``) kept for the run loop to inject at the next VM
-entry (``deliver.py``); who takes a vector is one decision, ``Traps._owner``.
+entry (``deliver.py``); who takes a vector is one decision, ``Traps._owner``, after an OS
+personality that takes CPU exceptions itself (a ``GuestException`` exit: Linux's signals). The
+first element of a ``rep ins*``/``rep outs*`` to a device that moves blocks takes the direct path
+of ``bulk_io.py``.
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
@@ -18,8 +21,7 @@ the guest IDT, the vCPU does (U18, U39). Intel SDM vol. 3C 27.1 (on a VMCALL exi
 handler, not the CPU, moves RIP past the instruction; BitVisor does the same for VMMCALL under
 SVM).
 
-Leaves out: MSR and control-register exits; exceptions for an OS personality (signals) are
-decided in ``_owner`` but not delivered yet.
+Leaves out: MSR and control-register exits.
 
 Guest controls: all register and memory state; the hooks treat every value they read as hostile and
 never let an exception escape into Unicorn (it is stored and re-raised after ``emu_start``).
@@ -27,8 +29,8 @@ never let an exception escape into Unicorn (it is stored and re-raised after ``e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence, Sized
-from typing import Protocol
+from collections.abc import Callable, Container, Sized
+from dataclasses import replace
 
 import unicorn
 from unicorn import x86_const as X
@@ -37,6 +39,7 @@ from hv_emu.errors import GuestFault
 from hv_emu.exits import (
     Cpuid,
     Exit,
+    GuestException,
     Handled,
     Hypercall,
     Outcome,
@@ -49,42 +52,19 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.abi import VMCALL_BYTES
-from hv_emu.layout import PAGE_SIZE
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
+from hv_emu.vcpu.bulk_io import BulkStringIo, PortIo
 from hv_emu.vcpu.deliver import Injection, guest_has_handler
-from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
+from hv_emu.vcpu.engine import U64, RegisterBatch, mode_of
 from hv_emu.vcpu.error_codes import raised_event
+from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
 from hv_emu.vcpu.hidden import HiddenState
 from hv_emu.vcpu.injection import Event, EventType, hardware_exception
-from hv_emu.vcpu.string_io import (
-    MAX_INSN,
-    decode_rep_outs,
-    elements_in_order,
-    plan_block,
-    registers_after,
-)
 
 ExitHandler = Callable[[Exit], Outcome]
 
-
-class PortIo(Protocol):
-    """The port bus as the direct path sees it (``bus.PortIoBus``): each port's IN and OUT,
-    resolved, indexed by the port (Unicorn gives 16-bit ports and sizes 1, 2, 4: U13)."""
-
-    @property
-    def readers(self) -> Sequence[Callable[[int, int], int]]: ...
-
-    @property
-    def writers(self) -> Sequence[Callable[[int, int, int], None]]: ...
-
-    @property
-    def block_ports(self) -> Container[int]: ...
-
-    def write_room(self, port: int, size: int) -> int: ...
-
-    def write_block(self, port: int, size: int, data: bytes) -> None: ...
 
 #: A code hook: called with (address, size) before each instruction in its range.
 CodeHook = Callable[[int, int], None]
@@ -96,10 +76,13 @@ InjectionWatcher = Callable[[Injection, int, int], None]
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
-_NOT_REP_OUTS_MAX = 4096  # RIPs remembered as holding no rep outs (the guest picks them: bounded)
+_SYSCALL_LENGTH = 2  # 0f 05
+#: Vectors whose exceptions push an error code (Intel SDM vol. 3A table 6-1): Unicorn does not
+#: pass it to the hook (U18), so a GuestException says None for them and 0 for the others.
+_ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 
 
-class Traps(Engine):
+class Traps(BulkStringIo):
     """The engine with its hooks installed: every trap becomes an exit sent to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
@@ -107,15 +90,10 @@ class Traps(Engine):
         self.on_exit = on_exit
         self._hypercall_regs = RegisterBatch(self.uc, _HYPERCALL_REGS)
         self._invalid_insn_regs = RegisterBatch(self.uc, _INVALID_INSN_REGS)
-        self._string_regs = RegisterBatch(self.uc, ("rcx", "rsi", "rflags"))
-        # RIPs of OUTs to block ports that were no rep outs*: not decoded again (a miss here only
-        # costs speed: such an OUT is then sent one element at a time, as it always could be).
-        self._not_rep_outs: set[int] = set()
         self._stop: Exit | None = None  # why the current emu_start was stopped on purpose
         self._error: BaseException | None = None  # an exception raised inside a hook
         self._pending_fault: tuple[str, int, int] | None = None  # (kind, address, vector)
         self._resume = False  # we stopped emu_start ourselves only to flush; just go on
-        self._in_port_in = False  # inside an IN hook, where stopping would lose data (U11)
         self._emulating = False  # inside emu_start (so inside a hook, when Python runs)
         #: Make RIP exact in every hook (a tracer asks; it costs an emu_start per VMCALL).
         self.exact_rip_in_hooks = False
@@ -140,6 +118,10 @@ class Traps(Engine):
         self.owned_vectors: Container[int] = ()
         #: Who watches injections (a tracer): each gets every ``Injection`` made.
         self.injection_watchers: list[InjectionWatcher] = []
+        #: Whether CPU exceptions are offered to an exception handler as ``GuestException``
+        #: exits (set by the owner when an OS personality takes them); otherwise a guest
+        #: exception is the fault that ends the run, one exit, as it always was.
+        self.offer_exceptions = False
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
@@ -167,6 +149,11 @@ class Traps(Engine):
         if isinstance(outcome, Handled):
             for name, value in outcome.registers.items():
                 self.set_reg(name, value)
+            if "rip" in outcome.registers and self._emulating:
+                # A handler moved RIP (a signal's delivery or return): start again there, so
+                # later hooks read the new RIP, not a stale one (docs/UNICORN.md U16).
+                self._resume = True
+                self.uc.emu_stop()
         elif isinstance(outcome, Stopped):
             self.request_stop(outcome.reason)
         elif isinstance(outcome, Unhandled):
@@ -232,10 +219,12 @@ class Traps(Engine):
             fetched = self.fetched_bytes(pc, len(insn))
             if not (fetched == insn if fetched is not None
                     else self._is_hypercall(paging, pc)):  # fmt: skip
-                # A guest fault: delivered through the guest's IVT/IDT if it has a handler,
-                # else it ends the run. For a Linux program (hv_emu/linux) this is where SIGILL
-                # would be delivered, so that BitVisor's call_vmm.c (try VMCALL, catch SIGILL,
-                # try VMMCALL) finds the hypercall on either vendor.
+                # A #UD: an OS personality may take it (a Linux program gets SIGILL, so that
+                # BitVisor's call_vmm.c, try VMCALL, catch SIGILL, try VMMCALL, finds the
+                # hypercall on either vendor); else the guest's IVT/IDT if it has a handler;
+                # otherwise a guest fault that ends the run.
+                if self._exception(6, mode, paging, rip):
+                    return True  # resume where the handler put RIP (U14)
                 event = hardware_exception(INVALID_OPCODE)
                 if self._owner(event, mode) == "guest":
                     self._inject_next(event)
@@ -272,6 +261,10 @@ class Traps(Engine):
             # not stop emu_start inside an IN hook (U11), hence the flag.
             self._in_port_in = True
             try:
+                if port in ports.block_ports:
+                    first = self._rep_ins(ports, port, size)
+                    if first is not None:
+                        return first
                 return ports.readers[port](port, size)
             except BaseException as err:
                 self._hook_error(err)
@@ -306,54 +299,6 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
 
-    def _rep_outs(self, ports: PortIo, port: int, size: int, value: int) -> bool:
-        """The first element's exit of a ``rep outs*`` to a device that takes blocks: send it as
-        many elements as it takes now and leave RCX/RSI so that Unicorn's own update of this
-        element finishes them (``string_io.py``, docs/UNICORN.md U35). False: not such an
-        instruction, or nothing to gain; the caller sends this one element alone."""
-        room = ports.write_room(port, size)
-        if room < 2:
-            return False
-        rip = self.reg("rip")
-        if rip in self._not_rep_outs:
-            return False
-        paging = self.paging_state()
-        mode = mode_of(paging)
-        insn = decode_rep_outs(self._code_at(paging, self.linear_address(mode, rip)), mode)
-        if insn is None or insn.size != size:
-            if len(self._not_rep_outs) >= _NOT_REP_OUTS_MAX:
-                self._not_rep_outs.clear()
-            self._not_rep_outs.add(rip)
-            return False
-        rcx, rsi, rflags = self._string_regs.read()
-        block = plan_block(insn, rcx, rsi, rflags, room)
-        if block is None:
-            return False
-        base = self.reg(insn.segment) << 4 if mode == 16 else 0
-        try:
-            data = read_virt(self.mem, paging, base + block.start, block.count * size)
-        except GuestFault:
-            return False  # the CPU meets the fault itself, element by element
-        data = elements_in_order(data, size, block.reverse)
-        # The first element as the CPU already fetched it; the rest copied out once, here.
-        ports.write_block(port, size, value.to_bytes(size, "little") + data[size:])
-        new_rcx, new_rsi = registers_after(insn, rcx, rsi, rflags, block.count)
-        self.set_reg("rcx", new_rcx)
-        self.set_reg("rsi", new_rsi)
-        return True
-
-    def _code_at(self, paging: PagingState, pc: int) -> bytes:
-        """Up to 15 instruction bytes at linear ``pc`` (fewer where a page is unmapped)."""
-        first = min(MAX_INSN, PAGE_SIZE - pc % PAGE_SIZE)
-        code = b""
-        for va, n in ((pc, first), (pc + first, MAX_INSN - first)):
-            if n:
-                try:
-                    code += read_virt(self.mem, paging, va, n)
-                except GuestFault:
-                    break
-        return code
-
     def _on_cpuid(self, uc: unicorn.Uc, _ud: object) -> int:
         try:
             leaf = self.reg("rax") & 0xFFFFFFFF
@@ -374,9 +319,15 @@ class Traps(Engine):
         try:
             paging = self.paging_state()
             mode = mode_of(paging)
-            rip = self.reg("rip") + 2  # syscall is 0f 05
+            rip = self.reg("rip") + _SYSCALL_LENGTH
             exit_ = Syscall(mode, rip, self.general_registers(mode), paging)
-            self._apply(self.on_exit(exit_))
+            outcome = self.on_exit(exit_)
+            if isinstance(outcome, Handled) and "rip" in outcome.registers:
+                # Unicorn adds the instruction's length to whatever RIP the hook leaves (U60).
+                moved = {**outcome.registers}
+                moved["rip"] = (moved["rip"] - _SYSCALL_LENGTH) & U64
+                outcome = replace(outcome, registers=moved)
+            self._apply(outcome)
         except BaseException as err:
             self._hook_error(err)
 
@@ -400,6 +351,8 @@ class Traps(Engine):
                                           self.general_registers(mode), paging)  # fmt: skip
                 self._apply(self.on_exit(exit_))
                 return  # Unicorn resumes after the INT unless _apply stopped it
+            if self._exception(intno, mode, paging, self.reg("rip")):
+                return  # an OS personality took it: its handler moved RIP (U18)
             if owner == "guest":
                 self._inject_next(event)
                 return
@@ -442,6 +395,28 @@ class Traps(Engine):
         self.pending_event = event
         self._resume = True
         self.uc.emu_stop()
+
+    def _exception(self, vector: int, mode: int, paging: PagingState, rip: int) -> bool:
+        """Offer a CPU exception to its handler (an OS personality) as a ``GuestException``;
+        True if it was taken (the outcome applied), False if nobody handles it: the caller
+        reports the fault as before."""
+        if not self.offer_exceptions:
+            return False  # nobody takes them: no exit value, the fault is the one exit
+        registers = self.general_registers(mode)
+        mask = U64 if mode == 64 else 0xFFFFFFFF
+        registers.update(rip=rip & mask, rflags=self.reg("rflags"), cs=self.reg("cs"),
+                         ss=self.reg("ss"), **self.selectors())  # fmt: skip
+        error_code = None if vector in _ERROR_CODE_VECTORS else 0
+        exit_ = GuestException(vector, error_code, self.reg("cr2"), mode, rip & mask, registers,
+                               paging)  # fmt: skip
+        outcome = self.on_exit(exit_)
+        if isinstance(outcome, Unhandled):
+            return False
+        if isinstance(outcome, Handled):
+            # Delivered: the CPU must not take the next fault for a double fault (U61).
+            forget_exception(self.uc)
+        self._apply(outcome)
+        return True
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
                        value: int, _ud: object) -> bool:  # fmt: skip

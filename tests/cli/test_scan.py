@@ -109,7 +109,7 @@ def test_errors_are_one_line_and_exit_2(
     code, out, err = scan(["--db", bad, tmp_path], capsys)
     assert (code, out) == (2, "")
     assert err == f"hv-emu: error: {bad}:2:14: bad hex digit 'g'\n"
-    code, _, err = scan(["--db", tmp_path / "x.ldb", tmp_path], capsys)
+    code, _, err = scan(["--db", tmp_path / "x.yara", tmp_path], capsys)
     assert code == 2 and "unknown signature database suffix" in err
     with pytest.raises(SystemExit) as usage:
         main(["scan", str(tmp_path)])  # --db is required

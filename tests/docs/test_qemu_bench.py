@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import qemu
 
-CASES = (qemu.OUT, qemu.IN, qemu.PIO, qemu.MULTIPLE, qemu.DMA, qemu.VMCALL)
+CASES = (qemu.OUT, qemu.IN, qemu.PIO, qemu.MULTIPLE, qemu.DMA, qemu.PIO_READ, qemu.VMCALL)
 NEEDS_QEMU = pytest.mark.skipif(qemu.qemu_path() is None,
                                 reason="qemu-system-x86_64 is not installed")  # fmt: skip
 #: Units per smoke run: 3 commands of WRITE MULTIPLE cover 384 KiB, several passes of the buffer.
@@ -19,7 +19,7 @@ UNITS = 3
 
 def _written(image: Path, case: qemu.Case) -> bytes:
     start = qemu.LBA_BASE * qemu.SECTOR
-    return image.read_bytes()[start : start + UNITS * case.unit_bytes + qemu.SECTOR]
+    return image.read_bytes()[start : start + UNITS * case.writes + qemu.SECTOR]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"kind{c.kind}")
@@ -33,7 +33,7 @@ def test_the_guest_is_one_boot_sector(case: qemu.Case) -> None:
 def test_hv_emu_runs_the_guest(case: qemu.Case, tmp_path: Path) -> None:
     outcome = qemu.run_hv_emu(case, UNITS, tmp_path)
     assert outcome.ok, outcome.detail
-    if case.unit_bytes:
+    if case.writes:
         data = _written(tmp_path / "hv.img", case)
         assert data[-qemu.SECTOR:] == bytes(qemu.SECTOR)  # nothing past the last command
         assert data[: qemu.SECTOR] != bytes(qemu.SECTOR)
@@ -44,7 +44,7 @@ def test_hv_emu_runs_the_guest(case: qemu.Case, tmp_path: Path) -> None:
 def test_qemu_runs_the_same_guest(case: qemu.Case, tmp_path: Path) -> None:
     outcome = qemu.run_qemu(case, UNITS, tmp_path)
     assert outcome.ok, outcome.detail
-    if case.unit_bytes:
+    if case.writes:
         assert qemu.run_hv_emu(case, UNITS, tmp_path).ok
         assert _written(tmp_path / "qemu.img", case) == _written(tmp_path / "hv.img", case)
 

@@ -112,8 +112,12 @@ def test_the_pattern_catches_outside_paths_and_allows_the_data_directory() -> No
 
 
 def test_anchors_are_numbered_once_each_from_u1() -> None:
+    """From U1, each number once, in increasing order; gaps are allowed between blocks of
+    numbers reserved for work done in parallel (U50-U54: the MMIO facts)."""
     numbers = [int(n) for n in ANCHOR.findall(DOC_PATH.read_text(encoding="utf-8"))]
-    assert numbers == list(range(1, len(numbers) + 1))
+    # Ascending, each once; parts written in parallel take ranges of their own (U60-U64...), so
+    # a range may start after a gap.
+    assert numbers[0] == 1 and numbers == sorted(set(numbers))
 
 
 def test_every_citation_names_an_anchor_that_exists() -> None:

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 from guest_tool import manifest_file
-from hv_emu.updates import packets, receiver, service
+from hv_emu.updates import packets, receiver, service, session
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import HEADER_FIELDS, HEADER_LEN, MANIFEST_FIELDS, PacketType
 from hv_emu.updates.receiver import ReceiverConfig
@@ -76,13 +76,15 @@ def test_types_and_constants_are_as_documented() -> None:
     assert "1 MANIFEST, 2 HASHPAGE, 3 SYMBOL" in DOC
     assert [t.value for t in PacketType] == [1, 2, 3]
     assert f"at most {packets.MAX_DATAGRAM} bytes" in DOC or "1472" in DOC
-    assert packets.max_pages(64) == 38 and "at most 38 page hashes" in DOC
-    assert "18 pages: 792 symbols" in DOC and packets.max_pages(384) * 44 == 792
+    assert packets.max_pages(64) == 76 and "at most 76 page commitments" in DOC
+    assert "36 pages: 3,168 symbols" in DOC and packets.max_pages(384) * 88 == 3168
 
 
 def _code_counters() -> set[str]:
     source = Path(receiver.__file__).read_text()
     counted = set(re.findall(r'counters\["(\w+)"\]', source))
+    # A session answers with the counter a page or symbol counts under.
+    counted |= set(re.findall(r'return "(\w+)"', Path(session.__file__).read_text()))
     counted |= {"installed", "service_rejected"}  # counted through a conditional expression
     errors = {cls.reason for cls in vars(packets).values()
               if isinstance(cls, type) and issubclass(cls, packets.PacketError)}

@@ -23,7 +23,7 @@ from hv_emu.usage import plural
 
 #: What each program prints first when run as ``guest-tool build`` says to (with a disk).
 FIRST_WORDS = {"hello": "hello from the guest", "identify": "identify: HV-EMU HARDDISK",
-               "nic": "nic: no card", "status": "hv-emu "}
+               "nic": "nic: no card", "status": "hv-emu ", "ahci": "ahci: CAP=c0141f05"}
 
 
 def test_the_help_lists_the_programs_build_program_builds(
@@ -44,15 +44,21 @@ def test_every_listed_program_builds_and_runs(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / f"{name}.bin"
-    assert main(["build", "--program", name, "-o", str(out)]) == 0
+    mode = max(buildable_programs()[name])  # 64 where there is one (the default), else the widest
+    mode_args = [] if mode == 64 else ["--mode", str(mode)]
+    assert main(["build", "--program", name, "-o", str(out), *mode_args]) == 0
     hint = shlex.split(capsys.readouterr().out.split("run it with: ", 1)[1])
     assert hint[:3] == ["hv-emu", "run", str(out)]
-    config = MachineConfig(disk=tmp_path / "disk.img", disk_size_mib=1, timeout=10.0)
+    controller = "ahci" if name == "ahci" else "ide"
+    config = MachineConfig(disk=tmp_path / "disk.img", disk_size_mib=1, timeout=10.0,
+                           disk_controller=controller)  # fmt: skip
     if name == "identify":
         assert hint[3:] == ["--disk", "DISK.img"]
+    if name == "ahci":
+        assert hint[3:] == [*mode_args, "--disk", "DISK.img", "--disk-controller", "ahci"]
     hv = Hypervisor(config)
     try:
-        run = hv.run_image(out.read_bytes())
+        run = hv.run_image(out.read_bytes(), mode=mode)
     finally:
         hv.close()
     assert run.halted, run.exit

@@ -203,8 +203,9 @@ def test_every_assembly_defines_each_abi_constant_exactly_once(
     build_program("nic", equates={"RX_FRAMES": 1})
     build_identify_program()
     build_disk_write_program(b"x", 1, "pio")
+    build_program("ahci", mode=32)
     assert set(buildable_programs()) | set(NEEDS_DATA) == {"hello", "status", "nic", "identify",
-                                                           "diskwrite", "update"}
+                                                           "diskwrite", "update", "ahci"}
     assert len(assembled) == sum(map(len, available_programs().values()))  # each program once
     build_hvupdate()  # asm/programs/linux/hvupdate64.s, which includes hvabi.s
     user = tmp_path / "mine.s"  # a user's source that includes hvabi.s, which is in front already

@@ -23,15 +23,11 @@ from cryptography.hazmat.primitives.serialization import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import guest_tool.encoding as encoding_module
 import guest_tool.push as push_module
 from guest_tool.cli import main
+from guest_tool.encoding import carousel, encode_update, manifest_file_for, relay_update
 from guest_tool.manifest_file import MAX_FILE, ManifestFile, read_manifest_file
-from guest_tool.push import (
-    carousel,
-    encode_update,
-    manifest_file_for,
-    relay_update,
-)
 from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.backends import UdpBackend, UdpSpec
@@ -77,7 +73,7 @@ def relay(tmp_path: Path, publisher: Path, monkeypatch: pytest.MonkeyPatch) -> P
         raise AssertionError("the relay touched a private key")
 
     monkeypatch.setattr(push_module, "load_private_key", no_key)
-    monkeypatch.setattr(push_module, "sign", no_key)
+    monkeypatch.setattr(encoding_module, "sign", no_key)
     return home
 
 
@@ -182,11 +178,11 @@ def _tampered(original: ManifestFile, how: str) -> bytes:
     if how == "manifest signature":
         return ManifestFile(key, _flip(d, len(d) - 1)).to_bytes()
     if how == "page hash":
-        return ManifestFile(key, _flip(d, payload + 92 + 64)).to_bytes()
+        return ManifestFile(key, _flip(d, payload + 96 + 64)).to_bytes()
     if how == "update id":
         return ManifestFile(key, _flip(d, 8)).to_bytes()
     if how == "bundle signature":
-        return ManifestFile(key, _flip(d, payload + 92)).to_bytes()
+        return ManifestFile(key, _flip(d, payload + 96)).to_bytes()
     if how == "public key":
         return ManifestFile(_flip(key, 0), d).to_bytes()
     if how == "file magic":
@@ -251,14 +247,14 @@ def test_a_manifest_committing_to_other_symbols_is_refused() -> None:
     differently): the relay finds it when it compares the pages, before sending."""
     bundle, sig = signed(V)
     honest = encode_update(bundle, sig, KEY, update_id=1)
-    original = push_module.encode_symbols
+    original = encoding_module.encode_symbols
 
-    def other_symbols(body: bytes, size: int, count: int) -> tuple[bytes, ...]:
-        symbols = original(body, size, count)
+    def other_symbols(body: bytes, size: int, count: int, block: int) -> tuple[bytes, ...]:
+        symbols = original(body, size, count, block)
         return (symbols[0][:-1] + b"\xff", *symbols[1:])
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(push_module, "encode_symbols", other_symbols)
+        patch.setattr(encoding_module, "encode_symbols", other_symbols)
         lying = encode_update(bundle, sig, KEY, update_id=1)
     assert lying.manifest != honest.manifest
     with pytest.raises(ConfigError, match="hash page 0 differs from this bundle's symbols"):
@@ -296,7 +292,7 @@ def test_the_receiver_refuses_a_tampered_manifest_pushed_anyway(how: str) -> Non
     bundle, sig = signed(V)
     genuine = encode_update(bundle, sig, KEY, update_id=7)
     bad = ManifestFile.from_bytes(_tampered(manifest_file_for(genuine, KEY), how))
-    forged = push_module.EncodedUpdate(bad.datagram, genuine.pages, genuine.symbols,
+    forged = encoding_module.EncodedUpdate(bad.datagram, genuine.pages, genuine.symbols,
                                        genuine.source_symbols)  # fmt: skip
     r = rig(installed=2)
     r.feed(carousel(forged, rounds=2))

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from guest_tool.cli import main
-from guest_tool.push import Progress, carousel, frame_for, push
+from guest_tool.encoding import carousel
+from guest_tool.push import Progress, frame_for, push
 from hv_emu import layout
 from hv_emu.errors import ConfigError
 from hv_emu.net.backends import FrameBackend, McastBackend, UdpBackend

@@ -73,7 +73,7 @@ BROKEN = [
     ("not an ELF", lambda i: b"MZ" + i[2:], "EI_MAG"),
     ("big-endian", lambda i: _patch(i, 5, "<B", 2), "EI_DATA"),
     ("a third class", lambda i: _patch(i, 4, "<B", 3), "EI_CLASS"),
-    ("a shared object", lambda i: _patch(i, 16, "<H", 3), "position-independent"),
+    ("a relocatable object", lambda i: _patch(i, 16, "<H", 1), "not an executable"),
     ("ARM", lambda i: _patch(i, 18, "<H", 40), "e_machine"),
     ("phentsize", lambda i: _patch(i, 54, "<H", 32), "e_phentsize"),
     ("no headers", lambda i: _patch(i, 56, "<H", 0), "e_phnum"),
@@ -83,7 +83,7 @@ BROKEN = [
     ("kernel half", lambda i: _patch(i, PHDR0 + 16, "<Q", 1 << 47), "user address space"),
     ("incongruent", lambda i: _patch(i, PHDR0 + 16, "<Q", 0x400010), "congruent"),
     ("entry outside", lambda i: _patch(i, 24, "<Q", 0x10), "e_entry"),
-    ("interpreter", lambda i: _patch(i, PHDR0, "<I", SegmentType.INTERP), "dynamically linked"),
+    ("interpreter", lambda i: _patch(i, PHDR0, "<I", SegmentType.INTERP), "PT_INTERP"),
 ]
 
 

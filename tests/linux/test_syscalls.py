@@ -86,7 +86,7 @@ def test_memory_calls_hand_out_zeroed_mapped_memory() -> None:
         sys(64, 9, 0, 8192, 3, 0x22, -1, 0)        # mmap(NULL, 8192, RW, PRIVATE|ANON) = a
         + "mov r12, rax\n mov rax, [r12 + 4096]\n mov [r15], rax\n add r15, 8\n"  # zero
         + "mov qword ptr [r12 + 8184], 7\n"        # writable to its last byte
-        + sys(64, 9, 0, 4096, 3, 0x02, 3, 0)       # a file mapping: -ENODEV
+        + sys(64, 9, 0, 4096, 3, 0x02, 1, 0)       # mapping a stream (stdout): -ENODEV
         + sys(64, 12, 0)                            # brk(0) = the current break
         + "mov r13, rax\n lea rdi, [r13 + 0x3000]\n"
         + sys(64, 12, "rdi")                        # brk(+12 KiB) = the new break

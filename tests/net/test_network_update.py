@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from guest_tool.bundle import write_bundle
+from guest_tool.encoding import encode_update
 from guest_tool.keys import generate_keypair, load_private_key
 from guest_tool.programs import build_program, build_update_program
-from guest_tool.push import encode_update, push
+from guest_tool.push import push
 from hv_emu.cli.demo.network import network_story
 from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig

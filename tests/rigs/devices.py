@@ -155,3 +155,45 @@ def test_rig_wires_every_device_at_the_layout_ports() -> None:
     names = [rng.name for rng in rig.bus.ranges]
     assert names == ["ata0", "ata0-ctrl", "pci-addr", "pci-data", "busmaster"]
     assert rig.status() == r.ST_DRDY | r.ST_DSC
+
+
+def string_io_guest(*, sectors: int, command: int, multiple: bool, setup: str, insn: str,
+                    direction: str) -> str:  # fmt: skip
+    """A guest of the string-I/O tests (tests/vcpu/test_string_io.py, test_string_ins.py): SET
+    MULTIPLE 8 first if ``multiple``, then ``command`` for ``sectors`` sectors at LBA 3, DX on
+    the data port, ``setup`` (segments, pointer, count), the ``direction`` flag, ``insn``, then
+    CLD and HLT."""
+    set_multiple = f"""
+    mov dx, {ATA} + 2
+    mov al, 8
+    out dx, al
+    mov dx, {ATA} + 7
+    mov al, 0xc6
+    out dx, al
+""" if multiple else ""
+    return f"""
+    mov dx, {ATA} + 6
+    mov al, 0xe0
+    out dx, al
+{set_multiple}
+    mov dx, {ATA} + 2
+    mov al, {sectors}
+    out dx, al
+    mov dx, {ATA} + 3
+    mov al, 3
+    out dx, al
+    xor eax, eax
+    mov dx, {ATA} + 4
+    out dx, al
+    mov dx, {ATA} + 5
+    out dx, al
+    mov dx, {ATA} + 7
+    mov al, {command}
+    out dx, al
+    mov dx, {ATA}
+{setup}
+    {direction}
+    {insn}
+    cld
+    hlt
+"""

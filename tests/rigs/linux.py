@@ -1,11 +1,15 @@
 """A rig for Linux guest programs: assemble a few system calls into a static ELF, run it on a
-real Machine, and read back each call's result (tests/linux/)."""
+real Machine, and read back each call's result; build C programs with gcc and run them natively
+to compare (tests/linux/)."""
 
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from guest_tool.assemble import assemble
 from guest_tool.elf_writer import code_address, write_executable
@@ -53,7 +57,7 @@ class LinuxRun:
 
 def run_program(body: str, *, bits: int = 64, data: str = "", argv: tuple[str, ...] = ("prog",),
                 grants: tuple[str, ...] = (), calls: int = 0, mem_mib: int = 16,
-                stdin: bytes = b"") -> LinuxRun:  # fmt: skip
+                stdin: bytes = b"", sysroot: Path | None = None) -> LinuxRun:  # fmt: skip
     """Run ``body`` (then exit_group(0)) as a Linux program; ``data`` goes after the code.
     Results of the first ``calls`` system calls made with ``sys`` are returned, in order."""
     if bits == 64:
@@ -66,7 +70,7 @@ def run_program(body: str, *, bits: int = 64, data: str = "", argv: tuple[str, .
     code = assemble(prologue + body + epilogue + data, mode=bits, address=code_address(bits))
     out = io.BytesIO()
     files = FileTable([FileGrant.parse(g) for g in grants], stdin=io.BytesIO(stdin), stdout=out,
-                      stderr=io.BytesIO())  # fmt: skip
+                      stderr=io.BytesIO(), sysroot=sysroot)  # fmt: skip
     machine = Machine(MachineConfig(mem_mib=mem_mib, timeout=10), events=EventLog())
     process = machine.load_elf(write_executable(code, bits=bits), argv=argv, files=files)
     result = machine.run()
@@ -84,3 +88,28 @@ def run_program(body: str, *, bits: int = 64, data: str = "", argv: tuple[str, .
             raw = read_virt(machine.mem, paging, base, 4 * calls)
             results = [v - (1 << 32) if v >> 31 else v for v in struct.unpack(f"<{calls}I", raw)]
     return LinuxRun(machine, process, result, out.getvalue(), results)
+
+
+def gcc_can(*flags: str) -> bool:
+    """Whether gcc can link a static C program with ``flags`` (``-m32`` needs gcc-multilib)."""
+    if shutil.which("gcc") is None:
+        return False
+    done = subprocess.run(["gcc", "-static", *flags, "-x", "c", "-o", "/dev/null", "-"],
+                          input="int main(void) { return 0; }\n", capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    return done.returncode == 0
+
+
+def build_c(directory: Path, name: str, source: str, *flags: str) -> Path:
+    """``source`` built with ``gcc -static -O2 flags`` as ``directory/name``."""
+    (directory / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-static", "-O2", *flags, "-o", str(directory / name),
+                    str(directory / f"{name}.c")], check=True)  # fmt: skip
+    return directory / name
+
+
+def run_native(program: Path, *args: str) -> tuple[int, bytes]:
+    """Run ``program`` on this host: (the status a shell shows, 128 + n for signal n; stdout)."""
+    done = subprocess.run([str(program), *args], capture_output=True, timeout=60, check=False)
+    status = 128 - done.returncode if done.returncode < 0 else done.returncode
+    return status, done.stdout

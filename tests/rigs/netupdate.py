@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from guest_tool.bundle import make_bundle
-from guest_tool.push import EncodedUpdate, encode_symbols, encode_update
+from guest_tool.encoding import EncodedUpdate, encode_symbols, encode_update
 from hv_emu.events import EventLog
 from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
 from hv_emu.updates.receiver import ReceiverConfig, UpdateReceiver
@@ -114,6 +114,9 @@ def rig(*, installed: int = 0, config: ReceiverConfig | None = None, seed: int =
     if installed:
         bundle, sig = signed(installed)
         assert service.submit(bundle, sig, "vmcall") == 0
+        # Compiled before the test starts: a worker still compiling would be measured with the
+        # receiver by tests that trace allocations, and race with tests that count events.
+        assert service.wait_active(timeout=60)
     clock = FakeClock()
     receiver = UpdateReceiver(service, config=config or ReceiverConfig(), clock=clock,
                               rng=random.Random(seed))
@@ -143,20 +146,23 @@ class Forger:
     live session, forged manifests (fresh uid and version, bad signature), garbage."""
 
     def __init__(self, genuine: EncodedUpdate, rng: random.Random) -> None:
-        from hv_emu.updates.packets import parse_packet
+        from hv_emu.updates.packets import Manifest, parse_packet
 
         self.genuine, self.rng = genuine, rng
         self.manifest = parse_packet(genuine.manifest)
+        self.blocks = Manifest.from_payload(self.manifest.header, self.manifest.payload).block_count
         self.symbol = parse_packet(genuine.symbols[0])
         self.page_count = len(genuine.pages)
 
     def symbol_packet(self) -> bytes:
-        from hv_emu.updates.packets import Packet, PacketType
+        from hv_emu.updates.packets import Packet, PacketType, block_of
 
         h = self.symbol.header
         index = self.rng.randrange(h.count)
+        block, esi = block_of(index, self.blocks)  # the right FEC Payload ID: only the hash fails
+        fec_id = ((block << 24) | esi).to_bytes(4, "big")
         return Packet.build(PacketType.SYMBOL, h.update_id, h.db_version, index, h.count,
-                            b"\0" + self.rng.randbytes(len(self.symbol.payload) - 1)).raw
+                            fec_id + self.rng.randbytes(len(self.symbol.payload) - 4)).raw
 
     def page_packet(self) -> bytes:
         from hv_emu.updates.packets import Packet, PacketType
@@ -164,7 +170,7 @@ class Forger:
         h = self.symbol.header
         return Packet.build(PacketType.HASHPAGE, h.update_id, h.db_version,
                             self.rng.randrange(self.page_count), self.page_count,
-                            self.rng.randbytes(32 * 44)).raw
+                            self.rng.randbytes(1408)).raw
 
     def manifest_packet(self) -> bytes:
         """Valid structure, trusted key id, fresh uid and version: only signatures are wrong."""

@@ -11,9 +11,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from guest_tool.bundle import write_bundle
+from guest_tool.encoding import EncodedUpdate, encode_update
 from guest_tool.keys import generate_keypair, load_private_key
 from guest_tool.programs import build_program
-from guest_tool.push import EncodedUpdate, encode_update, push
+from guest_tool.push import push
 from hv_emu import layout
 from hv_emu.machine import Machine, MachineConfig, RunResult
 from hv_emu.net.backends import FrameBackend, UdpBackend, UdpSpec

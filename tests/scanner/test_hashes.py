@@ -145,8 +145,10 @@ def test_database_directory_as_clamscan_reads_it(tmp_path: Path) -> None:
     (d / "link.db").symlink_to("real.ndb")
     assert [p.name for p in database_paths([d])] == [
         ".hidden.hdb", "link.db", "real.ndb", "x.HDB", "x.hdb", "x.hsb"]  # fmt: skip
-    (d / "y.ldb").write_text("")
-    with pytest.raises(ConfigError, match=r"y\.ldb: ClamAV database kind \.ldb is not supported"):
+    (d / "y.ldb").write_text("")  # logical signatures load too
+    assert "y.ldb" in [p.name for p in database_paths([d])]
+    (d / "z.fp").write_text("")
+    with pytest.raises(ConfigError, match=r"z\.fp: ClamAV database kind \.fp is not supported"):
         database_paths([d])
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -277,7 +277,7 @@ def test_load_database_file(tmp_path: Path) -> None:
     path.write_bytes(SAMPLE_DB)
     assert load_database_file(path) == (SAMPLE_DB, "db")
     with pytest.raises(ConfigError, match="suffix"):
-        load_database_file(tmp_path / "sample.ldb")
+        load_database_file(tmp_path / "sample.cvd")
     with pytest.raises(ConfigError, match="cannot read"):
         load_database_file(tmp_path / "missing.ndb")
 

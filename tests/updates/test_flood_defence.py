@@ -196,10 +196,11 @@ def test_a_caller_waits_for_a_verdict_only_while_no_forgery_was_seen() -> None:
 
 
 def test_memory_bound_counts_the_candidates_as_python_holds_them() -> None:
-    """The largest manifests (38 pages, a 2.3 MB update), read from a socket (fresh objects):
+    """The largest manifests (76 page commitments: 1,440 bytes), read from a socket (fresh objects):
     what the pool and a batch being checked hold stays within what ``memory_in_use`` counts."""
-    big = encoded(V, lines=100, width=6000)  # K = 860 symbols: N capped at 1,672, 38 pages
-    assert len(big.pages) == 38
+    # K = 860 symbols, N = 6,688: 76 pages, the most commitments a MANIFEST carries
+    big = encoded(V, lines=100, width=6000, symbol_count=6688)
+    assert len(big.pages) == 76 and len(parse_packet(big.manifest).payload) == 1440
     rng, genuine = random.Random(4), parse_packet(big.manifest)
     forged = []
     for _ in range(64):

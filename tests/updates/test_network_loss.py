@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 
-from guest_tool.push import carousel
+from guest_tool.encoding import carousel
 from hv_emu.updates.packets import PacketType, parse_packet
 from tests.rigs.netupdate import Forger, Rig, database_text, encoded, flooded, lossy, rig
 

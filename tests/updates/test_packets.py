@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hv_emu.errors import GuestFault
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
+    HASH_SIZE,
     HASHES_PER_PAGE,
     HEADER_LEN,
     MAX_DATAGRAM,
@@ -94,24 +95,25 @@ def test_manifest_round_trips_and_commits_to_every_page() -> None:
     assert manifest.symbol_count == len(UPDATE.symbols) >= manifest.source_symbols
     for page in UPDATE.pages:
         p = parse_packet(page)
-        assert len(p.payload) == 32 * page_entries(p.header.index, manifest.symbol_count)
+        assert len(p.payload) == HASH_SIZE * page_entries(p.header.index, manifest.symbol_count)
 
 
 def _manifest_with(**changes: int) -> tuple[Packet, bytes]:
     """The genuine manifest with fields of its FEC block (offset 80) changed."""
     packet = parse_packet(UPDATE.manifest)
     payload = bytearray(packet.payload)
-    fec = dict(zip(("fec", "hash", "pages", "size", "count"),
-                   struct.unpack_from(">BBHII", payload, HEADER_SIZE), strict=True))
+    fec = dict(zip(("fec", "hash", "pages", "size", "count", "block", "blocks"),
+                   struct.unpack_from(">BBHIIHH", payload, HEADER_SIZE), strict=True))
     fec.update(changes)
-    struct.pack_into(">BBHII", payload, HEADER_SIZE, *fec.values())
+    struct.pack_into(">BBHIIHH", payload, HEADER_SIZE, *fec.values())
     return packet, bytes(payload)
 
 
 @pytest.mark.parametrize(
     "changes",
-    [{"fec": 0}, {"hash": 2}, {"size": 0}, {"size": 1433}, {"size": 1401}, {"count": 1},
-     {"pages": 2}, {"pages": 40, "count": 40 * HASHES_PER_PAGE}],
+    [{"fec": 0}, {"hash": 1}, {"size": 0}, {"size": 1433}, {"size": 1401}, {"count": 1},
+     {"pages": 2}, {"pages": 7000, "count": 7000 * HASHES_PER_PAGE},
+     {"block": 0}, {"block": 4097}, {"blocks": 2}, {"blocks": 0}, {"block": 1, "blocks": 2}],
 )
 def test_inconsistent_manifest_is_refused_before_crypto(changes: dict[str, int]) -> None:
     packet, payload = _manifest_with(**changes)
@@ -131,7 +133,7 @@ def test_manifest_header_mismatch_and_length() -> None:
 
 
 def test_page_capacity() -> None:
-    assert max_pages(64) == 38 and max_pages(384) == 18
+    assert max_pages(64) == 76 and max_pages(384) == 36
 
 
 # ------------------------------------------------------------------------------ Hypothesis

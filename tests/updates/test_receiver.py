@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guest_tool.bundle import make_bundle
-from guest_tool.push import carousel, encode_update
+from guest_tool.encoding import carousel, encode_update
 from hv_emu.updates.packets import MAX_DATAGRAM, Packet, PacketType, parse_packet
 from hv_emu.updates.receiver import ReceiverConfig
 from tests.rigs.netupdate import (
@@ -332,22 +332,17 @@ def test_mutated_streams_never_raise_nor_install(stream: list[bytes]) -> None:
 def test_a_signed_symbol_of_another_source_block_never_reaches_the_decoder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A signer's bug (or a stolen key) committing to symbols with SBN 1: the raptorq decoder
-    would panic on them; the receiver drops them (bad_fec_id) and the session cannot complete."""
-    import guest_tool.push as push_module
+    """A signer's bug (or a stolen key) committing to symbols with SBN 1 in a one-block update:
+    the raptorq decoder would panic on them; the receiver drops them (bad_fec_id) and the
+    session cannot complete."""
+    import guest_tool.encoding as encoding_module
 
-    real = push_module.raptorq.Encoder
+    real = encoding_module.encode_symbols
 
-    class WrongBlock:
-        @staticmethod
-        def with_defaults(data: bytes, size: int) -> WrongBlock:
-            WrongBlock.inner = real.with_defaults(data, size)
-            return WrongBlock()
+    def wrong_block(*args: object, **kwargs: object) -> tuple[bytes, ...]:
+        return tuple(b"\x01" + p[1:] for p in real(*args, **kwargs))  # type: ignore[arg-type]
 
-        def get_encoded_packets(self, repair: int) -> list[bytes]:
-            return [b"\x01" + p[1:] for p in WrongBlock.inner.get_encoded_packets(repair)]
-
-    monkeypatch.setattr(push_module.raptorq, "Encoder", WrongBlock)
+    monkeypatch.setattr(encoding_module, "encode_symbols", wrong_block)
     bundle, sig = signed(V)
     lying = encode_update(bundle, sig, KEY, update_id=3)
     monkeypatch.undo()
@@ -358,7 +353,7 @@ def test_a_signed_symbol_of_another_source_block_never_reaches_the_decoder(
 
 
 def test_rsa_pss_3072_update_over_the_network() -> None:
-    """384-byte signatures: the manifest holds 18 pages; the same path installs it."""
+    """384-byte signatures: the manifest holds 36 page commitments; the same path installs it."""
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -369,12 +364,12 @@ def test_rsa_pss_3072_update_over_the_network() -> None:
     trust = TrustStore()
     trust.add_pem(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
                   "rsa test key")
-    body = database_text(V, 12, 6000)  # K = 103: N = 207 symbols in 5 pages
+    body = database_text(V, 12, 6000)  # K = 103: N = 207 symbols in 3 pages
     bundle, sig = make_bundle(body, kind="ndb", version=V, private_key=key,
                               issued_at=NOW - 60, expires_at=NOW + 3600)
     update = encode_update(bundle, sig, key, update_id=8)
-    assert len(parse_packet(update.manifest).payload) == 80 + 12 + 384 + 32 * 5 + 384
-    assert max_pages(384) == 18
+    assert len(parse_packet(update.manifest).payload) == 80 + 16 + 384 + 16 * 3 + 384
+    assert max_pages(384) == 36
     r = rig(trust=trust)
     r.feed(carousel(update, rounds=2), until_installed=V)
     assert r.installed == V and r.receiver.counters["verifications"] == 1

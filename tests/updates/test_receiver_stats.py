@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from guest_tool.push import carousel
+from guest_tool.encoding import carousel
 from hv_emu.cli.main import main
-from hv_emu.updates.receiver import PROGRESS_COUNTERS, STATS_INTERVAL, ReceiverStats
+from hv_emu.updates.receiver_stats import PROGRESS_COUNTERS, STATS_INTERVAL, ReceiverStats
 from tests.rigs.events import documented
 from tests.rigs.netupdate import SOURCE, encoded, rig
 from tests.rigs.nic import PATIENCE, frame_to, guest_image, send_update, signed_update, wait_frames

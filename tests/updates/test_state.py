@@ -275,3 +275,23 @@ def test_an_update_the_state_directory_could_not_save_changes_nothing_in_force(
     # Not accepted: neither the version nor the trusted time floor moved.
     assert (service.installed_version, service.time_floor, service.accepted) == (0, NOW - 3600, 0)
     assert StateDir(tmp_path).load() is None
+
+
+def test_run_says_when_the_state_directory_overrides_db(
+    with_old: StateDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--db`` seeds an empty state directory only: once a signed update is installed there,
+    the run says so instead of dropping the option silently, and the installed version runs."""
+    from hv_emu import SAMPLE_DB
+    from hv_emu.cli.main import main
+
+    image = tmp_path / "halt.bin"
+    image.write_bytes(b"\xf4")
+    assert main(["run", "--mode", "16", "--state", str(with_old.path), "--db", str(SAMPLE_DB),
+                 str(image)]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--db {SAMPLE_DB} is not loaded: {with_old.path} holds database v3" in err
+    assert "database v3" in err.splitlines()[-1]
+    # Without --db there is nothing to say.
+    assert main(["run", "--mode", "16", "--state", str(with_old.path), str(image)]) == 0
+    assert "is not loaded" not in capsys.readouterr().err

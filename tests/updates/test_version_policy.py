@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guest_tool.push import carousel, encode_update
+from guest_tool.encoding import carousel, encode_update
 from hv_emu.events import EventLog
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.hypercalls.spec import HypercallContext

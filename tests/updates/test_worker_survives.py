@@ -93,7 +93,7 @@ def test_a_parser_bug_is_answered_malformed_and_logged(monkeypatch: pytest.Monke
     def buggy(*args: object, **kw: object) -> object:
         raise ValueError("simulated parser bug")
 
-    monkeypatch.setattr(service, "parse_database", buggy)
+    monkeypatch.setattr(service, "check_database", buggy)  # the check on the caller's path
     updates = new_service()
     assert updates.submit(*signed(1), "vmcall") == Rc.MALFORMED
     rejected, = updates.events.of("update_rejected")

@@ -20,7 +20,8 @@ from hv_emu import layout
 from hv_emu.exits import Halt, PortOut
 from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
-from hv_emu.vcpu.string_io import RepOuts, decode_rep_outs, plan_block, registers_after
+from hv_emu.vcpu.string_io import RepString, decode_rep_string, plan_block, registers_after
+from tests.rigs.devices import string_io_guest
 
 SIG = bytes.fromhex("0f3b5e8b7d0c31c0cd80b801000000cd80")
 NDB = f"Test.Sig:0:*:{SIG.hex()}\n"
@@ -30,44 +31,6 @@ BUF16 = 0x20000  # the same in real mode: DS = 0x2000
 
 # Issue WRITE SECTORS (0x30) or, after SET MULTIPLE 8 (0xC6), WRITE MULTIPLE (0xC5) for SECTORS
 # sectors at LBA 3, then one rep outs with the form and registers under test, then halt.
-GUEST = """
-    mov dx, {ata} + 6
-    mov al, 0xe0
-    out dx, al
-{set_multiple}
-    mov dx, {ata} + 2
-    mov al, {sectors}
-    out dx, al
-    mov dx, {ata} + 3
-    mov al, 3
-    out dx, al
-    xor eax, eax
-    mov dx, {ata} + 4
-    out dx, al
-    mov dx, {ata} + 5
-    out dx, al
-    mov dx, {ata} + 7
-    mov al, {command}
-    out dx, al
-    mov dx, {ata}
-{segment}
-    mov {si}, {rsi}
-    mov {cx}, {rcx}
-    {direction}
-    {insn}
-    cld
-    hlt
-"""
-SET_MULTIPLE = """
-    mov dx, {ata} + 2
-    mov al, 8
-    out dx, al
-    mov dx, {ata} + 7
-    mov al, 0xc6
-    out dx, al
-"""
-
-
 def _machine(tmp_path: Path, name: str) -> Machine:
     sigs = tmp_path / "test.ndb"
     sigs.write_text(NDB)
@@ -132,10 +95,9 @@ def test_bulk_and_element_by_element_writes_are_the_same(
         segment = f"    mov ax, {BUF16 >> 4}\n    mov ds, ax"
         rsi -= BUF
     si, cx = REGS[mode]
-    source = GUEST.format(
-        ata=ATA, sectors=sectors, command=0xC5 if multiple else 0x30, rsi=rsi, rcx=count,
-        segment=segment, si=si, cx=cx,
-        set_multiple=SET_MULTIPLE.format(ata=ATA) if multiple else "", insn=form,
+    source = string_io_guest(
+        sectors=sectors, command=0xC5 if multiple else 0x30, multiple=multiple, insn=form,
+        setup=f"{segment}\n    mov {si}, {rsi}\n    mov {cx}, {count}",
         direction="std" if backwards else "cld",
     )  # fmt: skip
     image = assemble(source, mode=mode, address=default_load(mode))
@@ -166,9 +128,9 @@ def test_a_sector_of_rep_outsw_is_one_exit_on_the_direct_path(tmp_path: Path) ->
     m.bus.writers[ATA] = lambda port, size, value: count_words(0, size, value)
     device, _ = m.bus.block_ports[ATA]
     object.__setattr__(device, "io_write_block", count_blocks)
-    source = GUEST.format(ata=ATA, sectors=2, command=0x30, rsi=BUF, rcx=256, set_multiple="",
-                          segment="", si="rsi", cx="rcx",
-                          insn="rep outsw\n mov rcx, 256\n rep outsw", direction="cld")  # fmt: skip
+    source = string_io_guest(sectors=2, command=0x30, multiple=False, direction="cld",
+                             setup=f"    mov rsi, {BUF}\n    mov rcx, 256",
+                             insn="rep outsw\n mov rcx, 256\n rep outsw")  # fmt: skip
     m.mem.write(BUF, bytes(range(256)) * 4)
     m.load(assemble(source, mode=64, address=0x100000))
     assert isinstance(m.run().exit, Halt)
@@ -180,23 +142,28 @@ def test_a_sector_of_rep_outsw_is_one_exit_on_the_direct_path(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("code", "mode", "expected"),
     [
-        (b"\xf3\x6f", 64, RepOuts(4, 64, "ds")),
-        (b"\x66\xf3\x6f", 64, RepOuts(2, 64, "ds")),
-        (b"\xf3\x67\x6e", 64, RepOuts(1, 32, "ds")),
-        (b"\xf3\x26\x6f", 16, RepOuts(2, 16, "es")),
-        (b"\xf3\x66\x67\x6f", 16, RepOuts(4, 32, "ds")),
-        (b"\xf3\x67\x6f", 32, RepOuts(4, 16, "ds")),
+        (b"\xf3\x6f", 64, RepString(4, 64, "ds")),
+        (b"\x66\xf3\x6f", 64, RepString(2, 64, "ds")),
+        (b"\xf3\x67\x6e", 64, RepString(1, 32, "ds")),
+        (b"\xf3\x26\x6f", 16, RepString(2, 16, "es")),
+        (b"\xf3\x66\x67\x6f", 16, RepString(4, 32, "ds")),
+        (b"\xf3\x67\x6f", 32, RepString(4, 16, "ds")),
         (b"\x6f", 64, None),  # no REP
         (b"\xf2\x6f", 64, None),  # REPNE: left out
         (b"\xf3\x48\x6f", 64, None),  # REX: left out
         (b"\xf3\x64\x6f", 64, None),  # FS: base not read
-        (b"\xf3\x6d", 64, None),  # rep insd: left out
+        (b"\xf3\x6d", 64, RepString(4, 64, "es", ins=True)),
+        (b"\xf3\x6c", 16, RepString(1, 16, "es", ins=True)),
+        (b"\x2e\x66\xf3\x6d", 16, RepString(4, 16, "es", ins=True)),  # INS: ES, whatever
+        (b"\xf3\x64\x6d", 32, RepString(4, 32, "es", ins=True)),  # ... even FS
+        (b"\xf3\x67\x6d", 64, RepString(4, 32, "es", ins=True)),
+        (b"\x6d", 64, None),  # no REP
         (b"\xf3" * 15 + b"\x6f", 64, None),  # longer than 15 bytes
         (b"\xf3\xf3", 64, None),
     ],
 )
-def test_decode_rep_outs(code: bytes, mode: int, expected: RepOuts | None) -> None:
-    assert decode_rep_outs(code, mode) == expected
+def test_decode_rep_string(code: bytes, mode: int, expected: RepString | None) -> None:
+    assert decode_rep_string(code, mode) == expected
 
 
 @given(rcx=st.integers(0, 2**64 - 1), rsi=st.integers(0, 2**64 - 1), df=st.booleans(),
@@ -205,7 +172,7 @@ def test_decode_rep_outs(code: bytes, mode: int, expected: RepOuts | None) -> No
 def test_a_block_never_wraps_and_leaves_the_registers_one_element_short(
     rcx: int, rsi: int, df: bool, size: int, address: int, room: int
 ) -> None:
-    insn = RepOuts(size, address, "ds")
+    insn = RepString(size, address, "ds")
     flags = 1 << 10 if df else 0
     block = plan_block(insn, rcx, rsi, flags, room)
     mask = insn.offset_mask

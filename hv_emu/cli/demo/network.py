@@ -26,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from guest_tool.bundle import write_bundle
+from guest_tool.encoding import EncodedUpdate, encode_update
 from guest_tool.keys import load_private_key
 from guest_tool.programs import build_program
-from guest_tool.push import EncodedUpdate, encode_update, push
+from guest_tool.push import push
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import UdpBackend, UdpSpec

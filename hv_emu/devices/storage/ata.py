@@ -86,7 +86,8 @@ class AtaChannel:
         self.mem = mem  # guest RAM, for the bus master; PIO does not need it
         self.model, self.serial, self.firmware = model, serial, firmware
         self.command_block = BlockPortView(self.command_read, self.command_write,
-                                           self.command_write_room, self.command_write_block)
+                                           self.command_write_room, self.command_write_block,
+                                           self.command_read_room, self.command_read_block)
         self.control_block = PortView(self.control_read, self.control_write)
         self._dma: DmaListener | None = None
         #: The last host I/O error the guest saw as ERR (for the event log); never raised.
@@ -166,6 +167,25 @@ class AtaChannel:
         st.pos += len(data)
         if st.pos == len(st.buffer):
             self._write_block_done()
+
+    def command_read_room(self, offset: int, size: int) -> int:
+        """How many INs of ``size`` from ``offset`` the channel gives at once: the rest of the
+        current PIO DRQ block for 16- and 32-bit data-port reads, else 0 (one by one)."""
+        st = self.st
+        if offset != r.REG_DATA or size == 1 or st.phase is not Phase.PIO_IN or self._slave():
+            return 0
+        return (len(st.buffer) - st.pos) // size
+
+    def command_read_block(self, offset: int, size: int, count: int) -> bytes:
+        """``count`` data-port INs at once (at most ``command_read_room``): the same bytes and
+        the same end of block as reading the words one by one."""
+        st, n = self.st, count * size
+        if count <= 0 or count > self.command_read_room(offset, size):
+            raise ValueError("a data block beyond the room the channel gave")  # a host bug
+        data = bytes(st.buffer[st.pos : st.pos + n])
+        st.pos += n - 2
+        self._data_in()  # the last word through the one path that ends a DRQ block
+        return data
 
     def control_read(self, offset: int, size: int) -> int:
         """Alternate Status: Status without acknowledging INTRQ (drivers poll it)."""

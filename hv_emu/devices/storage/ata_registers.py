@@ -10,7 +10,8 @@ hand-off to the bus master. Behaviour lives in ``ata.py``; this module holds no 
 Follows: ATA/ATAPI-8 ACS (T13/1699-D): 7.x command descriptions, table 7.16 (IDENTIFY DEVICE data),
 ATA8-APT for the register block. Opcodes cross-checked with BitVisor ``drivers/ata/ata_cmd.c``.
 
-Leaves out: packet (ATAPI) commands, queued (TCQ/NCQ) commands, SMART, security, HPA (SET MAX),
+Leaves out: packet (ATAPI) commands, queued commands (TCQ; NCQ is decoded by the AHCI port,
+``ahci_command.py``, which only adds the IDENTIFY words 75-76 here), SMART, security, HPA (SET MAX),
 power-management timers, 28-bit CHS beyond the translation needed by old drivers.
 
 Guest controls: nothing here; the guest picks which of these commands it issues.
@@ -230,6 +231,8 @@ class IdentifyParams:
     udma_mode: int = -1  # selected Ultra DMA mode, -1 = none
     heads: int = DEFAULT_HEADS
     sectors_per_track: int = DEFAULT_SECTORS_PER_TRACK
+    #: NCQ queue depth of a SATA disk behind AHCI (words 75-76); 0 for the parallel ATA disk.
+    ncq_depth: int = 0
 
 
 def ata_string(text: str, nbytes: int) -> bytes:
@@ -270,6 +273,10 @@ def build_identify(p: IdentifyParams) -> bytes:
     w[87] = 0x4000
     w[88] = 0x003F | ((1 << (p.udma_mode + 8)) if p.udma_mode >= 0 else 0)  # UDMA 0-5
     w[93] = 0x6000 | 0x0009  # device 0 passed diagnostics (PATA), 80-conductor cable
+    if p.ncq_depth:
+        w[75] = p.ncq_depth - 1  # queue depth - 1
+        w[76] = 0x0100 | 0x0002  # SATA capabilities: NCQ, Gen1 signalling
+        w[93] = 0  # no PATA cable on a SATA link
     cap48 = p.sector_count
     w[100], w[101], w[102], w[103] = ((cap48 >> s) & 0xFFFF for s in (0, 16, 32, 48))
     w[106] = 0x4000  # one 512-byte logical sector per physical sector

@@ -1,0 +1,369 @@
+"""The run recorder: what happened during a run, over guest time, kept in bounded memory.
+
+Models: the flight recorder behind ``hv-emu run --report`` (drawn by ``report_html.py``), in the
+manner of ``perf kvm record`` over KVM's tracepoints (``kvm_exit``, ``kvm_hypercall``,
+``kvm_inj_virq``, ``kvm_inj_exception``): one *mark* per thing that happened, on one of six lanes
+(``LANES``): VM exits, injected events, hypercalls, disk writes, detections and updates. It is fed
+from four places, none of which knows it: the machine's exit observer (``on_exit``, after every
+exit), the event log's listeners (``on_event``: detections, updates, the network cut), the disk's
+write watcher (``on_disk_write``: every write and the inspection policy's verdict) and, for event
+injection, ``record_injection``, which the code that injects an interrupt or exception calls.
+At the end of the run ``capture_screen`` and ``capture_console`` keep the guest's final text screen
+(characters and attribute bytes) and what it printed on the debug console.
+
+Guest time: each mark carries ``t`` from the ``clock`` callable given to the recorder, the exit's
+ordinal (``exit_no``: how many exits the recorder had seen, counting the exit itself) and the host
+seconds since the recorder was built (``host``). Without a clock, ``t`` is the exit ordinal (guest
+time measured in exits, deterministic from run to run); a clock of virtual guest time, when there
+is one, is passed as ``clock`` with its unit as ``clock_unit``.
+
+Follows: Intel SDM vol. 3C, appendix C for exit reason names (``trace.REASONS``, as ``--trace``
+prints them) and 24.8.3 for the interruption types of the VM-entry interruption-information field
+(bits 10:8, ``INTERRUPTION_TYPES``); docs/EVENTS.md for the events it reads.
+
+Bounds: every lane keeps its first ``max_marks`` marks and counts the rest by label (``dropped``);
+the exit that ended the run is always kept (``final``). The summary by exit reason
+(``reasons``: count, total, min and max handling time) counts every exit, and there are only as many
+reasons as exit kinds. Every string is cut to ``MAX_TEXT`` characters; the console to
+``MAX_CONSOLE`` bytes; the screen is 80x25 cells. So memory is bounded by ``max_marks`` whatever
+the guest does.
+
+Leaves out: register dumps and instructions of each exit (``--trace`` has them), reads from the
+disk, and events of kinds that are not drawn (``receiver_stats``, ``hypercall``: the exit says it).
+
+Guest controls: how many marks there are and every value in them (ports, vectors, LBAs, return
+codes; signature names come from a database an update may bring); never the lanes, the bounds or
+the summary's shape. Strings are kept as text here and escaped where they are drawn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from hv_emu.debug.trace import REASONS
+from hv_emu.devices.storage.observer import Action, StorageWrite, Verdict
+from hv_emu.devices.vga import CELL, VgaText
+from hv_emu.events import Event
+from hv_emu.exits import (
+    Cpuid,
+    Exit,
+    Failed,
+    Fault,
+    Halt,
+    Handled,
+    Hypercall,
+    Outcome,
+    PortIn,
+    PortOut,
+    SoftwareInterrupt,
+    Stopped,
+    StopRequest,
+    Syscall,
+    Timeout,
+    Unhandled,
+)
+from hv_emu.hypercalls.builtin import BUILTINS
+
+#: The lanes of the timeline, top to bottom.
+LANES = ("exit", "injected", "hypercall", "disk_write", "detection", "update")
+#: Marks kept per lane by default (the HTML page stays a few MiB at most).
+DEFAULT_MAX_MARKS = 2000
+#: The longest string a mark keeps (a label or a detail's value), in characters.
+MAX_TEXT = 200
+#: The most bytes of debug-console output kept for the report.
+MAX_CONSOLE = 64 * 1024
+#: VM-entry interruption-information field, bits 10:8 (SDM vol. 3C 24.8.3); 1 is reserved.
+INTERRUPTION_TYPES = {
+    0: "external interrupt",
+    2: "NMI",
+    3: "hardware exception",
+    4: "software interrupt",
+    5: "privileged software exception",
+    6: "software exception",
+    7: "other event",
+}
+#: Exception mnemonics by vector (SDM vol. 3A, table 6-1).
+EXCEPTIONS = {
+    0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
+    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC",
+    19: "#XM", 20: "#VE", 21: "#CP",
+}  # fmt: skip
+#: Events drawn, by kind: the lane each goes to.
+EVENT_LANES = {
+    "detection": "detection",
+    "network_cut": "detection",
+    "update_accepted": "update",
+    "update_rejected": "update",
+    "database_active": "update",
+    "database_failed": "update",
+}
+#: The exits that end a run: the last one is kept (``final``) even past the cap.
+_ENDINGS = frozenset({Halt, Fault, Timeout, StopRequest})
+#: The return codes each built-in hypercall declares (a name gets its code's name only if declared).
+_DECLARED = {spec.name: spec.returns for spec in BUILTINS}
+
+Detail = tuple[str, str]
+
+
+def cut(text: object) -> str:
+    """``text`` as a string of at most ``MAX_TEXT`` characters (an ellipsis marks a cut)."""
+    s = str(text)
+    return s if len(s) <= MAX_TEXT else s[: MAX_TEXT - 1] + "\u2026"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One thing that happened: on ``lane``, at guest time ``t``, after ``exit_no`` exits."""
+
+    lane: str
+    t: float
+    exit_no: int
+    host: float  # seconds since the recorder was built
+    label: str  # what it was, in a few words: the exit reason, the signature, the hypercall
+    details: tuple[Detail, ...] = ()
+
+    def detail(self, name: str) -> str | None:
+        return dict(self.details).get(name)
+
+
+@dataclass
+class ReasonSummary:
+    """Exits of one reason: how many, and their handling time (seconds)."""
+
+    count: int = 0
+    total: float = 0.0
+    least: float = float("inf")
+    most: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.least = min(self.least, seconds)
+        self.most = max(self.most, seconds)
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The final text screen: ``cells`` is character, attribute, character, ... row-major."""
+
+    cols: int
+    rows: int
+    cells: bytes
+
+
+@dataclass
+class RunRecorder:
+    """Marks on lanes, the summary by exit reason, the final screen; see the module docstring."""
+
+    hypercall_name: Callable[[int], str | None] = lambda nr: None
+    clock: Callable[[], float] | None = None
+    clock_unit: str = "exits"
+    max_marks: int = DEFAULT_MAX_MARKS
+    host_clock: Callable[[], float] = time.perf_counter
+    marks: dict[str, list[Mark]] = field(default_factory=lambda: {lane: [] for lane in LANES})
+    #: Per lane, marks not kept, counted by label (an exit's reason, a detection's signature...).
+    dropped: dict[str, dict[str, int]] = field(default_factory=lambda: {ln: {} for ln in LANES})
+    reasons: dict[str, ReasonSummary] = field(default_factory=dict)
+    exits: int = 0
+    final: Mark | None = None
+    screen: Screen | None = None
+    console: bytes = b""
+    console_total: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_marks < 0:
+            raise ValueError(f"max_marks must be >= 0, not {self.max_marks}")
+        self._t0 = self.host_clock()
+        self._lock = threading.Lock()  # exits come from the vCPU, events from other threads too
+
+    # ------------------------------------------------------------------ the feeds
+    def on_exit(self, exit_: Exit, outcome: Outcome, seconds: float) -> None:
+        """The machine's exit observer (``Machine.exit_observers``). Once the exit lane is full,
+        an exit costs a count and a sum: nothing is formatted for a mark that is not kept."""
+        kind = type(exit_)
+        reason = REASONS.get(kind) or kind.__name__
+        ending = kind in _ENDINGS
+        with self._lock:
+            self.exits += 1
+            summary = self.reasons.get(reason)
+            if summary is None:
+                summary = self.reasons[reason] = ReasonSummary()
+            summary.add(seconds)
+            if ending or len(self.marks["exit"]) < self.max_marks:
+                details = (*_exit_details(exit_), ("action", _action(outcome)))
+                mark = self._add("exit", reason, details)
+                if ending:
+                    self.final = mark
+            else:
+                dropped = self.dropped["exit"]
+                dropped[reason] = dropped.get(reason, 0) + 1
+            if isinstance(exit_, Hypercall):
+                self._add("hypercall", *self._hypercall(exit_, outcome))
+
+    def on_event(self, event: Event) -> None:
+        """An ``EventLog`` listener: detections, updates and the network cut become marks."""
+        kind = str(event.get("event"))
+        lane = EVENT_LANES.get(kind)
+        if lane is None:
+            return
+        fields = {k: v for k, v in event.items() if k not in ("event", "t")}
+        match kind:
+            case "detection":
+                label = str(fields.get("signature"))
+            case "network_cut":
+                label = "network cut"
+            case "update_accepted":
+                label = f"v{fields.get('db_version')} accepted"
+            case "update_rejected":
+                label = f"refused: {fields.get('error')}"
+            case "database_active":
+                label = f"v{fields.get('db_version')} in force"
+            case _:
+                label = f"v{fields.get('db_version')} failed to compile"
+        details = tuple((cut(k), _text(v)) for k, v in fields.items())
+        with self._lock:
+            self._add(lane, label, details)
+
+    def on_disk_write(self, write: StorageWrite, verdict: Verdict) -> None:
+        """The disk's write watcher (``Machine.watch_disk_writes``): the write and its verdict."""
+        what = {Action.COMMIT: "written", Action.COMMIT_MODIFIED: "written modified",
+                Action.REFUSE: "refused"}[verdict.action]  # fmt: skip
+        label = f"LBA {write.lba} +{write.sector_count}"
+        details: tuple[Detail, ...] = (
+            ("lba", str(write.lba)), ("sectors", str(write.sector_count)),
+            ("transport", write.transport), ("command", f"{write.command:#04x}"), ("verdict", what),
+        )  # fmt: skip
+        if verdict.reason:
+            details += (("reason", cut(verdict.reason)),)
+        with self._lock:
+            self._add("disk_write", label, details)
+
+    def record_injection(self, vector: int, interruption_type: int | str,
+                         error_code: int | None = None) -> None:  # fmt: skip
+        """An event injected into the guest (VT-x: the VM-entry interruption-information field):
+        ``vector`` 0-255, its type (a number of ``INTERRUPTION_TYPES`` or its name) and the error
+        code delivered with it, if any. For the code that injects; ``ValueError`` on a bad call."""
+        if not 0 <= vector <= 255:
+            raise ValueError(f"vector must be 0..255, not {vector}")
+        if isinstance(interruption_type, int):
+            if interruption_type not in INTERRUPTION_TYPES:
+                raise ValueError(f"no interruption type {interruption_type}")
+            kind = INTERRUPTION_TYPES[interruption_type]
+        elif interruption_type in INTERRUPTION_TYPES.values():
+            kind = interruption_type
+        else:
+            raise ValueError(f"no interruption type {interruption_type!r}")
+        name = EXCEPTIONS.get(vector) if kind.endswith("exception") else None
+        label = f"{name} ({vector})" if name else f"vector {vector:#04x}"
+        details: tuple[Detail, ...] = (("vector", str(vector)), ("type", kind))
+        if error_code is not None:
+            details += (("error_code", f"{error_code:#x}"),)
+        with self._lock:
+            self._add("injected", label, details)
+
+    # ------------------------------------------------------------------ the end of the run
+    def capture_screen(self, vga: VgaText) -> None:
+        """Keep the guest's text screen as it is now (characters and attributes)."""
+        cells = vga.mem.read(vga.base, vga.cols * vga.rows * CELL)
+        self.screen = Screen(vga.cols, vga.rows, bytes(cells))
+
+    def capture_console(self, data: bytes) -> None:
+        """Keep the first ``MAX_CONSOLE`` bytes of what the guest printed."""
+        self.console, self.console_total = bytes(data[:MAX_CONSOLE]), len(data)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def t_max(self) -> float:
+        """The latest guest time of any kept mark (0 without marks)."""
+        times = [m.t for lane in self.marks.values() for m in lane]
+        if self.final is not None:
+            times.append(self.final.t)
+        return max(times, default=0.0)
+
+    def total(self, lane: str) -> int:
+        """Marks of ``lane`` seen, kept or not."""
+        return len(self.marks[lane]) + sum(self.dropped[lane].values())
+
+    # ------------------------------------------------------------------ inside
+    def _add(self, lane: str, label: str, details: tuple[Detail, ...]) -> Mark:
+        """A mark, kept if its lane has room, else counted (``_lock`` held)."""
+        t = float(self.exits) if self.clock is None else float(self.clock())
+        mark = Mark(lane, t, self.exits, self.host_clock() - self._t0, cut(label), details)
+        kept = self.marks[lane]
+        if len(kept) < self.max_marks:
+            kept.append(mark)
+        else:
+            counts = self.dropped[lane]
+            counts[mark.label] = counts.get(mark.label, 0) + 1
+        return mark
+
+    def _hypercall(self, exit_: Hypercall, outcome: Outcome) -> tuple[str, tuple[Detail, ...]]:
+        name = self.hypercall_name(exit_.nr)
+        details: tuple[Detail, ...] = (
+            ("nr", str(exit_.nr)), ("name", name or "(none)"), ("rbx", f"{exit_.args[0]:#x}"),
+            ("rcx", f"{exit_.args[1]:#x}"), ("rdx", f"{exit_.args[2]:#x}"),
+        )  # fmt: skip
+        if not isinstance(outcome, Handled) or "rax" not in outcome.registers:
+            return (name or f"#{exit_.nr}"), (*details, ("result", _action(outcome)))
+        rax = outcome.registers["rax"]
+        declared = _DECLARED.get(name or "", frozenset())
+        code = next((rc.name for rc in declared if rc == rax), None)
+        details += (("ret", f"{rax:#x}" + (f" ({code})" if code else "")),)
+        if code is not None:
+            details += (("rc", code),)
+        return f"{name or f'#{exit_.nr}'} -> {code or hex(rax)}", details
+
+
+def _exit_details(exit_: Exit) -> tuple[Detail, ...]:
+    """The few facts that say what this exit was (``--trace`` has the registers)."""
+    match exit_:
+        case Hypercall(nr=nr, rip=rip):
+            return (("rax", f"{nr:#x}"), ("rip", f"{rip:#x}"))
+        case PortIn(port=port, size=size):
+            return (("port", f"{port:#x}"), ("size", str(size)))
+        case PortOut(port=port, size=size, value=value):
+            return (("port", f"{port:#x}"), ("size", str(size)), ("value", f"{value:#x}"))
+        case Cpuid(leaf=leaf, subleaf=subleaf):
+            return (("leaf", f"{leaf:#x}"), ("subleaf", f"{subleaf:#x}"))
+        case SoftwareInterrupt(vector=vector, rip=rip):
+            return (("vector", f"{vector:#x}"), ("rip", f"{rip:#x}"))
+        case Syscall(registers=regs, rip=rip):
+            return (("rax", f"{regs.get('rax', 0):#x}"), ("rip", f"{rip:#x}"))
+        case Halt(mode=mode, rip=rip) | Timeout(mode=mode, rip=rip) | StopRequest(
+            mode=mode, rip=rip
+        ):
+            return (("mode", str(mode)), ("rip", f"{rip:#x}"))
+        case Fault(kind=kind, vector=vector, cs=cs, rip=rip, address=address):
+            return (("fault", cut(kind)), ("vector", str(vector)), ("cs:rip", f"{cs:04x}:{rip:x}"),
+                    ("address", f"{address:#x}"))  # fmt: skip
+    return ()
+
+
+def _action(outcome: Outcome) -> str:
+    match outcome:
+        case Stopped(reason=reason):
+            return cut(f"stop: {reason}")
+        case Failed(fault=fault):
+            return cut(f"fault: {fault.kind}")
+        case Unhandled(why=why):
+            return cut(f"unhandled: {why}")
+    return "handled"
+
+
+def _text(value: object) -> str:
+    """An event field as text: lists joined by commas, mappings as ``k=v``."""
+    if isinstance(value, list):
+        return cut(",".join(str(v) for v in value))
+    if isinstance(value, Mapping):
+        return cut(" ".join(f"{k}={v}" for k, v in value.items()))
+    return cut(value)
+
+
+__all__ = ["LANES", "Mark", "ReasonSummary", "RunRecorder", "Screen"]

@@ -1,0 +1,117 @@
+"""Checking a ``.db``/``.ndb`` database text without building it: what an update's pause needs.
+
+Models: the synchronous half of accepting a signature update. The guest must learn at once
+whether the database text parses (``MALFORMED`` otherwise, docs/ABI.md), but the objects a
+parse builds (a ``Signature``, a ``Part`` and a ``Literal`` per line) are needed only by the
+compile, which runs on the update service's worker thread. ``check_database`` answers the
+question alone: the number of signatures ``signatures.parse_database`` would return, or the very
+``DatabaseError`` it would raise (same file, line, column and message), without a Python object
+per signature.
+
+Follows: ``signatures.parse_database`` line for line, limits included. Runs of lines that are
+plain literals anywhere (``Name:0:*:HEX`` in ``.ndb``, ``Name=HEX`` in ``.db``: every line of a
+typical update) are matched by one regular expression over the whole run; each such line is a
+signature of one element, as the parser would make it. Any other line (a comment, another
+offset or target, wildcards, an odd or short body, a name the run does not cover) goes through
+the parser's own line functions. ``tests/scanner/test_database_check.py`` holds the two to the
+same answer on generated texts.
+
+Leaves out: building anything (the worker calls ``parse_database`` on the same bytes).
+
+Guest controls: the text (an update's body): bounded as the parser bounds it (size, line length,
+signatures, elements) and raising only ``DatabaseError``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hv_emu.errors import DatabaseError
+from hv_emu.scanner import signatures as _sig
+
+_HEX = rb"[0-9a-fA-F]"
+# An even number of hex digits, at least 6 and below 60,000, without a group per pair (slow in
+# Python's re): 6, then 32s, then at most one each of 16, 8, 4 and 2. Possessive: no backtracking.
+_BODY = (_HEX + rb"{6}(?:" + _HEX + rb"{32}){0,1870}+(?:" + _HEX + rb"{16})?+(?:" + _HEX
+         + rb"{8})?+(?:" + _HEX + rb"{4})?+(?:" + _HEX + rb"{2})?+")  # fmt: skip
+#: Runs of whole plain lines (each with its newline). Names and bodies are capped so that a line
+#: never reaches ``MAX_LINE_LENGTH``; longer ones take the general path, which checks it.
+_RUNS = {
+    "ndb": re.compile(rb"(?:[\x21\x22\x24-\x39\x3b-\x7e][\x21-\x39\x3b-\x7e]{0,4095}:0:\*:"
+                      + _BODY + rb"\r?\n)++"),
+    # A .db name: printable, no '=' (the name ends there), no '(' (so no " (Clam)" to cut).
+    "db": re.compile(rb"(?:[\x20-\x22\x24-\x27\x29-\x3c\x3e-\x7e][\x20-\x27\x29-\x3c\x3e-\x7e]"
+                     rb"{0,4095}=" + _BODY + rb"\r?\n)++"),
+}
+
+
+def _run_limits(count: int, elements: int, number: int, lines: int, source: str) -> None:
+    """The limit ``parse_database`` would hit inside a run of ``lines`` plain lines (each one
+    signature of one element) following line ``number``, if any."""
+    # Before line k of the run: count + k - 1 signatures and elements + k - 1 elements so far.
+    signatures_at = _sig.MAX_SIGNATURES - count + 1
+    elements_at = _sig.MAX_DATABASE_ELEMENTS - elements + 2
+    first = max(1, min(signatures_at, elements_at))
+    if first > lines:
+        return
+    if signatures_at <= elements_at:
+        message = f"more than {_sig.MAX_SIGNATURES} signatures"
+    else:
+        message = f"more than {_sig.MAX_DATABASE_ELEMENTS} elements"
+    raise DatabaseError(source, number + first, 0, message)
+
+
+def check_database(data: bytes, *, kind: str, source: str) -> int:
+    """How many signatures ``parse_database(data, kind=kind, source=source)`` returns; raises
+    exactly the ``DatabaseError`` it raises."""
+    if kind not in _sig.KINDS:
+        raise DatabaseError(source, 0, 0, f"unknown database kind {kind!r} (expected db or ndb)")
+    if len(data) > _sig.MAX_DATABASE_BYTES:
+        raise DatabaseError(source, 0, 0, f"database larger than {_sig.MAX_DATABASE_BYTES} bytes")
+    run = _RUNS[kind]
+    count = elements = number = 0
+    saw_line = False
+    at, end = 0, len(data)
+    while at < end:
+        block = run.match(data, at)
+        if block is not None:
+            lines = data.count(b"\n", at, block.end())
+            _run_limits(count, elements, number, lines, source)
+            count, elements, number = count + lines, elements + lines, number + lines
+            saw_line = True
+            at = block.end()
+            continue
+        newline = data.find(b"\n", at)
+        stop = end if newline < 0 else newline
+        raw = data[at:stop]
+        at, number = stop + 1, number + 1
+        # From here on, parse_database's loop body for one line.
+        if len(raw) > _sig.MAX_LINE_LENGTH:
+            raise DatabaseError(source, number, 0, f"line longer than {_sig.MAX_LINE_LENGTH} bytes")
+        plain = _sig._PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
+        text = ""
+        if plain is None:
+            text = raw.decode("latin-1").rstrip("\r")
+            if text.startswith("#"):
+                continue
+            if not text:
+                raise DatabaseError(source, number, 1, "empty line")
+        saw_line = True
+        if count >= _sig.MAX_SIGNATURES:
+            raise DatabaseError(source, number, 0, f"more than {_sig.MAX_SIGNATURES} signatures")
+        if elements > _sig.MAX_DATABASE_ELEMENTS:
+            raise DatabaseError(source, number, 0,
+                                f"more than {_sig.MAX_DATABASE_ELEMENTS} elements")  # fmt: skip
+        if plain is not None:
+            count, elements = count + 1, elements + 1
+            continue
+        if kind == "db":
+            signature = _sig._parse_db_line(text, source, number)
+        else:
+            signature = _sig._parse_ndb_line(text, source, number)
+        if signature is not None:
+            count += 1
+            elements += sum(len(v) for part in signature.parts for v in part.variants)
+    if not saw_line:
+        raise DatabaseError(source, 0, 0, "Empty database file")
+    return count

@@ -1,0 +1,80 @@
+"""``check_database`` (an update's pause) gives exactly ``parse_database``'s answer: the count of
+signatures, or the same error at the same line and column, on generated texts mixing the plain
+lines its fast runs cover with every kind of line they do not (Hypothesis), and at the limits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hv_emu.errors import DatabaseError
+from hv_emu.scanner import signatures
+from hv_emu.scanner.database_check import check_database
+from hv_emu.scanner.signatures import parse_database
+
+
+def answer(check: bool, data: bytes, kind: str) -> tuple[str, object]:
+    try:
+        if check:
+            return "ok", check_database(data, kind=kind, source="u")
+        return "ok", len(parse_database(data, kind=kind, source="u"))
+    except DatabaseError as error:
+        return "error", (error.line, error.column, str(error))
+
+
+def same(data: bytes, kind: str) -> tuple[str, object]:
+    expected = answer(False, data, kind)
+    assert answer(True, data, kind) == expected, data[:200]
+    return expected
+
+
+_NDB_LINES = st.sampled_from([
+    b"Plain:0:*:414243", b"Plain.Two:0:*:41424344454647", b"Short:0:*:4142", b"Odd:0:*:4142434",
+    b"Crlf:0:*:414243\r", b"Crlf2:0:*:414243\r\r", b"# comment", b"", b"Wild:0:*:4142??4344",
+    b"Offset:0:10:414243", b"Target:1:*:414243", b"Bad:0:*:41424g", b"Name (Clam):0:*:414243",
+    b"Flevel:0:*:414243:999", b":0:*:414243", b"#x:0:*:414243", b"Hex:0:*:" + b"ab" * 40,
+    b"Caps:0:*:ABCDEF", b"Sp ace:0:*:414243", b"\xff\xfe:0:*:414243", b"Long:0:*:" + b"41" * 33,
+])
+_DB_LINES = st.sampled_from([
+    b"Plain=414243", b"Plain Two=41424344", b"Short=4142", b"Odd=4142434", b"Cr=414243\r",
+    b"# comment", b"", b"Wild=41??4243", b"Skip==414243", b"NoEquals", b"Name (Clam)=414243",
+    b"=414243", b"Nul\x00=414243", b" lead=414243", b"Eq=41=42", b"Hex=" + b"cd" * 33,
+])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_NDB_LINES, max_size=30), st.sampled_from([b"", b"\n", b"\n\n"]))
+def test_ndb_texts_get_the_parsers_answer(lines: list[bytes], tail: bytes) -> None:
+    same(b"\n".join(lines) + tail, "ndb")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_DB_LINES, max_size=30), st.sampled_from([b"", b"\n"]))
+def test_db_texts_get_the_parsers_answer(lines: list[bytes], tail: bytes) -> None:
+    same(b"\n".join(lines) + tail, "db")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["db", "ndb"]))
+def test_any_bytes_get_the_parsers_answer(data: bytes, kind: str) -> None:
+    same(data, kind)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 5, 6])
+def test_limits_are_hit_on_the_same_line(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    monkeypatch.setattr(signatures, "MAX_SIGNATURES", limit)
+    plain, mixed = b"A:0:*:414243\n" * 6, b"# c\n" + b"A:0:*:414243\n" * 3 + b"B:0:*:4142??43\n" * 3
+    for text in (plain, mixed):  # six signatures each
+        assert same(text, "ndb")[0] == ("error" if limit < 6 else "ok")
+    monkeypatch.setattr(signatures, "MAX_SIGNATURES", 100)
+    monkeypatch.setattr(signatures, "MAX_DATABASE_ELEMENTS", limit)
+    for text in [b"A:0:*:414243\n" * 8, b"W:0:*:41??4243??44\n" + b"A:0:*:414243\n" * 8]:
+        assert same(text, "ndb")[0] == "error"
+
+
+def test_a_long_plain_line_is_refused_as_the_parser_refuses_it() -> None:
+    line = b"L:0:*:" + b"41" * (signatures.MAX_LINE_LENGTH // 2)
+    assert same(b"A:0:*:414243\n" + line + b"\n", "ndb")[0] == "error"
+    assert same(b"A=414243\n" + b"L=" + b"41" * (signatures.MAX_LINE_LENGTH // 2), "db")[0] == (
+        "error")
