@@ -202,6 +202,10 @@ PORT_TAKERS = frozenset({"register", "PortRange"})
 #: ``.equ ATA_PORT, 0x1f0`` inside assembly text held in a Python string.
 EQU_ADDRESS = re.compile(r"\.(?:equ|set)\s+\w*(?:PORTS?|BASE|ADDR)\s*,\s*(?:0x[0-9a-f]+|\d+)",
                          re.IGNORECASE)
+#: PC/AT ports that are also everyday numbers: port B's 0x61 is "a" and the NCQ write opcode,
+#: the slave PIC's 0xA0 is 160 (a width in pixels). Where they are ports, ``register`` calls and
+#: names ending in PORT still catch them.
+COMMON_NUMBERS = frozenset({0x61, 0xA0})
 #: Numbers that are ports or fixed addresses wherever they appear: every port of layout.py, and
 #: its addresses that are not also common sizes (0x10000 is PAGE_TABLES_ADDR but also 64 KiB).
 WELL_KNOWN = {
@@ -210,6 +214,7 @@ WELL_KNOWN = {
     if type(value) is int and (name.startswith("PORT_") or name.endswith("_PORT"))
     and not name.endswith("_LEN") and name != "PORT_SPACE"
     and value >= SMALLEST_PORT  # the PIC's 0x20 and the PIT's 0x40 are also common numbers
+    and value not in COMMON_NUMBERS
 } | {
     getattr(layout, name): name
     for name in ("VGA_TEXT_BASE", "DEFAULT_LOAD", "DEFAULT_LOAD_REAL", "REAL_MODE_IMAGE_END",
