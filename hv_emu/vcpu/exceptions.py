@@ -5,7 +5,8 @@ Unicorn's interrupt hook (docs/UNICORN.md U18); here it becomes an event in VT-x
 (``error_codes.raised_event``: type, error code, CR2), and one decision, ``_owner``, says who
 takes it: the hypervisor (a software INT n it has a handler for, Linux's ``int 0x80`` or a BIOS
 model, or one nobody handles: an exit dispatch reports), the guest (it has an IVT entry or an
-IDT: the event is kept and the run loop injects it at the next VM entry, docs/UNICORN.md U39),
+IDT: the event is kept, ``emu_start`` stopped with RIP where it was (docs/UNICORN.md U44), and
+the run loop injects it at the next VM entry, docs/UNICORN.md U39),
 or nobody (the one-line fault report, as before delivery existed). An OS personality that takes
 exceptions itself (signals) is one more answer of ``_owner``.
 

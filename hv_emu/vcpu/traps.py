@@ -14,9 +14,9 @@ entry (``deliver.py``); who takes a vector is one decision, ``_owner`` (``except
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
 (U13); VMCALL and VMMCALL as invalid instructions (U14, U37); Unicorn delivers nothing through
-the guest IDT, the vCPU does (U18, U39). Intel SDM vol. 3C 27.1 (on a VMCALL exit the
-handler, not the CPU, moves RIP past the instruction; BitVisor does the same for VMMCALL under
-SVM).
+the guest IDT, the vCPU does (U18, U39); a #UD hook may stop and return True (U44). Intel
+SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the instruction;
+BitVisor does the same for VMMCALL under SVM).
 
 Leaves out: MSR and control-register exits; exceptions for an OS personality (signals) are
 decided in ``_owner`` but not delivered yet.
