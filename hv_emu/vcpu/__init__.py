@@ -7,11 +7,12 @@ turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exi
 ``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers),
 ``disasm`` (capstone, for fault reports and traces), ``string_io`` and ``bulk_io`` (a ``rep
 ins*``/``rep outs*`` decoded and moved a block per exit) and ``mmio`` (MMIO windows: loads and
-stores as device calls); event injection: ``injection`` (events in VT-x terms, the double-fault
-table), ``deliver`` (one injection), ``ivt`` and ``idt`` (delivery in real and protected/long
-mode), ``hidden`` (segment caches, CPL, the shadow), ``error_codes`` and ``platform`` (INTR/INTA,
-the interrupt window, guest time while a timer is armed, HLT waiting); ``exception_state`` (the
-exception in flight, forgotten once a handler took it).
+stores as device calls); event injection: ``exceptions`` (who takes a vector), ``injection``
+(events in VT-x terms, the double-fault table), ``deliver`` (one injection), ``ivt`` and ``idt``
+(delivery in real and protected/long mode), ``hidden`` (segment caches, CPL, the shadow),
+``error_codes`` and ``platform`` (INTR/INTA, the interrupt window, guest time while a timer is
+armed, HLT waiting); ``exception_state`` (the exception in flight, forgotten once a handler took
+it).
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U44, U50-U52, U60-U62 and their
 work-arounds). This package is the only place that imports unicorn.

@@ -9,17 +9,17 @@ accesses outside RAM through the memory hook. Each trap becomes an exit value (`
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
 written, an IN answered, or the run stopped. An exception or INT n the guest has a handler for
 is not an exit but an event (``injection.py``) kept for the run loop to inject at the next VM
-entry (``deliver.py``); who takes a vector is one decision, ``Traps._owner``, after an OS
-personality that takes CPU exceptions itself (a ``GuestException`` exit: Linux's signals). The
-first element of a ``rep ins*``/``rep outs*`` to a device that moves blocks takes the direct path
-of ``bulk_io.py``.
+entry (``deliver.py``); who takes a vector is one decision, ``_owner`` (``exceptions.py``),
+after an OS personality that takes CPU exceptions itself (a ``GuestException`` exit: Linux's
+signals). The first element of a ``rep ins*``/``rep outs*`` to a device that moves blocks takes
+the direct path of ``bulk_io.py``.
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
 (U13); VMCALL and VMMCALL as invalid instructions (U14, U37); Unicorn delivers nothing through
-the guest IDT, the vCPU does (U18, U39). Intel SDM vol. 3C 27.1 (on a VMCALL exit the
-handler, not the CPU, moves RIP past the instruction; BitVisor does the same for VMMCALL under
-SVM).
+the guest IDT, the vCPU does (U18, U39); a #UD hook may stop and return True (U44). Intel
+SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the instruction;
+BitVisor does the same for VMMCALL under SVM).
 
 Leaves out: MSR and control-register exits.
 
@@ -39,13 +39,11 @@ from hv_emu.errors import GuestFault
 from hv_emu.exits import (
     Cpuid,
     Exit,
-    GuestException,
     Handled,
     Hypercall,
     Outcome,
     PortIn,
     PortOut,
-    SoftwareInterrupt,
     Stopped,
     StopRequest,
     Syscall,
@@ -54,14 +52,13 @@ from hv_emu.exits import (
 from hv_emu.hypercalls.abi import VMCALL_BYTES
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
-from hv_emu.vcpu.bulk_io import BulkStringIo, PortIo
-from hv_emu.vcpu.deliver import Injection, guest_has_handler
+from hv_emu.vcpu.bulk_io import PortIo
+from hv_emu.vcpu.deliver import Injection
 from hv_emu.vcpu.engine import U64, RegisterBatch, mode_of
-from hv_emu.vcpu.error_codes import raised_event
-from hv_emu.vcpu.exception_state import forget_exception
-from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
+from hv_emu.vcpu.exceptions import INVALID_OPCODE, ExceptionTraps
+from hv_emu.vcpu.faults import fault_report
 from hv_emu.vcpu.hidden import HiddenState
-from hv_emu.vcpu.injection import Event, EventType, hardware_exception
+from hv_emu.vcpu.injection import Event, hardware_exception
 
 ExitHandler = Callable[[Exit], Outcome]
 
@@ -70,19 +67,15 @@ ExitHandler = Callable[[Exit], Outcome]
 CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
-INVALID_OPCODE = 6  # #UD
 #: Called with each injection the vCPU makes and the CS:RIP it interrupted (a tracer, a report).
 InjectionWatcher = Callable[[Injection, int, int], None]
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
 _SYSCALL_LENGTH = 2  # 0f 05
-#: Vectors whose exceptions push an error code (Intel SDM vol. 3A table 6-1): Unicorn does not
-#: pass it to the hook (U18), so a GuestException says None for them and 0 for the others.
-_ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 
 
-class Traps(BulkStringIo):
+class Traps(ExceptionTraps):
     """The engine with its hooks installed: every trap becomes an exit sent to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
@@ -331,93 +324,7 @@ class Traps(BulkStringIo):
         except BaseException as err:
             self._hook_error(err)
 
-    # ------------------------------------------------------------------ exceptions, INT n, memory
-    def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
-        """A guest exception or INT n: one decision, who takes this vector (``_owner``)."""
-        try:  # a handler that writes guest RAM ends this emu_start (_invalidate)
-            paging = self.paging_state()
-            mode = mode_of(paging)
-            pc = self.linear_pc(mode)
-            try:  # the two bytes before RIP, through the guest's tables (U7)
-                before = read_virt(self.mem, paging, pc - 2, 2)
-            except GuestFault:
-                before = b""
-            event = self._classify(intno, before, paging, mode, pc)
-            owner = self._owner(event, mode)
-            if owner == "hypervisor":
-                # A software INT n (RIP is already past it) the hypervisor handles: a BIOS
-                # call, Linux's int 0x80, or one nobody handles (the exit's report says so).
-                exit_ = SoftwareInterrupt(intno, mode, self.reg("rip"),
-                                          self.general_registers(mode), paging)  # fmt: skip
-                self._apply(self.on_exit(exit_))
-                return  # Unicorn resumes after the INT unless _apply stopped it
-            if self._exception(intno, mode, paging, self.reg("rip")):
-                return  # an OS personality took it: its handler moved RIP (U18)
-            if owner == "guest":
-                self._inject_next(event)
-                return
-            address = self.reg("cr2") if intno == PAGE_FAULT else 0
-            self._stop = fault_report(self, exception_name(intno), address, intno)
-        except BaseException as err:
-            self._hook_error(err)
-            return
-        uc.emu_stop()
-
-    def _owner(self, event: Event, mode: int) -> str:
-        """Who takes ``event``: ``"hypervisor"`` (a software INT n a handler owns, or one with no
-        guest handler: dispatch reports it), ``"guest"`` (delivered through its IVT/IDT at the
-        next VM entry) or ``"none"`` (the run ends with a fault report, as a guest with no
-        handler always did). An OS personality that takes exceptions itself (signals) decides
-        here too."""
-        software = event.type is EventType.SOFTWARE_INTERRUPT
-        if software and event.vector in self.owned_vectors:
-            return "hypervisor"
-        self.hidden.load()
-        if guest_has_handler(self, self.hidden, mode, event.vector):
-            return "guest"
-        return "hypervisor" if software else "none"
-
-    def _classify(self, intno: int, before: bytes, paging: PagingState, mode: int,
-                  pc: int) -> Event:  # fmt: skip
-        """The event Unicorn reported as vector ``intno`` (``error_codes.raised_event``)."""
-
-        def cpl() -> int:
-            self.hidden.load()
-            return self.hidden.cpl
-
-        return raised_event(intno, before, mem=self.mem, paging=paging, mode=mode, pc=pc,
-                            code=lambda: self._code_at(paging, pc), cr2=lambda: self.reg("cr2"),
-                            cpl=cpl, registers=lambda: self.general_registers(mode))  # fmt: skip
-
-    def _inject_next(self, event: Event) -> None:
-        """Keep ``event`` for the next VM entry and end this ``emu_start`` (the run loop
-        injects it: a CS load needs the CPU state edited between two entries, U39)."""
-        self.pending_event = event
-        self._resume = True
-        self.uc.emu_stop()
-
-    def _exception(self, vector: int, mode: int, paging: PagingState, rip: int) -> bool:
-        """Offer a CPU exception to its handler (an OS personality) as a ``GuestException``;
-        True if it was taken (the outcome applied), False if nobody handles it: the caller
-        reports the fault as before."""
-        if not self.offer_exceptions:
-            return False  # nobody takes them: no exit value, the fault is the one exit
-        registers = self.general_registers(mode)
-        mask = U64 if mode == 64 else 0xFFFFFFFF
-        registers.update(rip=rip & mask, rflags=self.reg("rflags"), cs=self.reg("cs"),
-                         ss=self.reg("ss"), **self.selectors())  # fmt: skip
-        error_code = None if vector in _ERROR_CODE_VECTORS else 0
-        exit_ = GuestException(vector, error_code, self.reg("cr2"), mode, rip & mask, registers,
-                               paging)  # fmt: skip
-        outcome = self.on_exit(exit_)
-        if isinstance(outcome, Unhandled):
-            return False
-        if isinstance(outcome, Handled):
-            # Delivered: the CPU must not take the next fault for a double fault (U61).
-            forget_exception(self.uc)
-        self._apply(outcome)
-        return True
-
+    # ------------------------------------------------------------------ bad memory
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
                        value: int, _ud: object) -> bool:  # fmt: skip
         """An access outside RAM or against its rights, at a physical address (U7): record it,
