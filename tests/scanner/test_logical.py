@@ -322,3 +322,27 @@ def test_a_guest_write_stream_is_scanned_with_logical_signatures(tmp_path: Path)
     expected = bytearray(data)
     expected[1100 : 1100 + len(second)] = bytes(len(second))
     assert image == bytes(expected)
+
+
+def test_hv_emu_scan_reports_logical_signatures_and_what_it_does_not_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hv_emu.cli.main import main
+    from hv_emu.cli.scan import splittable
+
+    database = tmp_path / "d"
+    database.mkdir()
+    (database / "a.ldb").write_text("Both;Target:0;0&1;616263;646566\n"
+                                    "Regex;Engine:81-255,Target:0;0&1;616263;0/a.c/\n")
+    (database / "b.ndb").write_text("Body:0:*:78797a\n")
+    sample = tmp_path / "sample.txt"
+    sample.write_bytes(b"-- abc -- def -- xyz --")
+    code = main(["scan", "--db", str(database), "--no-cache", str(sample)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == f"{sample}: Body FOUND\n{sample}: Both FOUND\n"
+    assert f"{database / 'a.ldb'}:2: Regex: subsignature 1: a PCRE subsignature is not " \
+           "implemented; not applied" in err
+    assert "Known viruses: 3" in err
+    db = compile_database(b"Body:0:*:78797a\n", kind="ndb", version=1, source="b")
+    assert splittable(db) and not splittable(ldb("A;Target:0;0;616263\n"))
