@@ -115,8 +115,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
                      help="a public key trusted to sign updates (repeatable)")
     run.add_argument("--db", type=Path,
-                     help="initial signature database, one file (.db or .ndb; a hash database "
-                          ".hdb/.hsb loads, but names whole files: not applied to disk writes)")
+                     help="initial signature database, one file (.db, .ndb or .ldb; a hash "
+                          "database .hdb/.hsb loads, but names whole files: not applied to disk "
+                          "writes)")
     run.add_argument("--state", type=Path, metavar="DIR",
                      help="persist the installed database and its version counter here")
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
