@@ -113,19 +113,25 @@ class LogicalTable:
     signatures: tuple[LogicalSignature, ...]
     bodies: tuple[Signature, ...]  # every applied signature's bodies, renamed
     owner: dict[str, tuple[int, int]]  # hidden name -> (signature index, subsignature number)
+    #: The applied signatures whose expression holds with no match at all (``0=0``): the only
+    #: ones a stream must decide without a subsignature match of theirs.
+    vacuous: tuple[int, ...] = ()
 
     @classmethod
     def build(cls, signatures: list[LogicalSignature]) -> LogicalTable:
         bodies: list[Signature] = []
         owner: dict[str, tuple[int, int]] = {}
+        vacuous: list[int] = []
         for index, lsig in enumerate(signatures):
             if lsig.not_applied is not None:
                 continue
+            if holds(lsig.expression, [0] * lsig.subsigs):
+                vacuous.append(index)
             for variant, (number, body) in enumerate(lsig.bodies):
                 hidden = f"{HIDDEN}{index}.{number}.{variant}"
                 owner[hidden] = (index, number)
                 bodies.append(dataclasses.replace(body, name=hidden))
-        return cls(tuple(signatures), tuple(bodies), owner)
+        return cls(tuple(signatures), tuple(bodies), owner, tuple(vacuous))
 
     @property
     def not_applied(self) -> tuple[str, ...]:
@@ -139,8 +145,9 @@ class LogicalTable:
 class LogicalState:
     """One stream's counts. With a known length the signatures are decided once, when the last
     byte has arrived (as clamscan decides them after the whole file); on a disk stream (length
-    None) at every chunk that changed a count, and once at the first chunk for all of them (an
-    expression such as ``0=0`` holds before anything matched). Each fires at most once."""
+    None) at every chunk that changed a count, and at the first chunk for those that hold without
+    any match (``0=0``: ``LogicalTable.vacuous``). Only signatures with a match or such an
+    expression are evaluated: the others cannot hold. Each fires at most once."""
 
     def __init__(self, table: LogicalTable, length: int | None) -> None:
         self._table = table
@@ -177,9 +184,9 @@ class LogicalState:
             if self._decided or offset < self._length:
                 return found
             self._decided = True
-            candidates: set[int] | range = range(len(table.signatures))
+            candidates = {*self._counts, *table.vacuous}  # every one that could hold
         elif not self._started:
-            candidates = range(len(table.signatures))
+            candidates = {*touched, *table.vacuous}
         else:
             candidates = touched
         self._started = True

@@ -192,6 +192,7 @@ def _corpus_database() -> str:
         "Size;Engine:51-255,Target:0,FileSize:100-600;0;6b61707061",
         "Skipped;Engine:300-400,Target:0;0;6c6f6f6b",
         "Elsewhere;Target:1;0;6c6f6f6b",
+        "Absent;Target:0;(0|1)<1;71757578;6c6f6f6b",  # holds with no match at all
     ]) + "\n"
 
 
@@ -232,7 +233,7 @@ def test_generated_corpus_agrees_with_clamscan(tmp_path: Path) -> None:
     found = {name for _, name in expected}
     assert found >= {"Eq2", "Gt1Lt3", "Prec", "PrecGroup", "Group", "GroupEq", "Negate",
                      "Absolute", "Float", "Eof", "NoCase", "Wide", "WideAscii", "Full",
-                     "FullNoCase", "Wild", "Size"}, found  # every form was exercised
+                     "FullNoCase", "Wild", "Size", "Absent"}, found  # every form was exercised
     assert not found & {"Skipped", "Elsewhere"}
 
 
