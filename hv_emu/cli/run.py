@@ -268,7 +268,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Hash signatures name whole files; the disk path sees write streams (said once, here:
         # an update cannot carry a hash database, its content type is .db or .ndb only).
         hashes = machine.database.current.hashes
-        for warning in hashes.whole_file() + hashes.not_applied():
+        logical = machine.database.current.program.logical  # .ldb lines accepted, not applied
+        for warning in hashes.whole_file() + hashes.not_applied() + (
+                () if logical is None else logical.not_applied):  # fmt: skip
             print(f"hv-emu: warning: {warning}", file=sys.stderr)
         try:
             _load(machine, image, args)

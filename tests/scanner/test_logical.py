@@ -347,3 +347,19 @@ def test_hv_emu_scan_reports_logical_signatures_and_what_it_does_not_apply(
     assert "Known viruses: 3" in err
     db = compile_database(b"Body:0:*:78797a\n", kind="ndb", version=1, source="b")
     assert splittable(db) and not splittable(ldb("A;Target:0;0;616263\n"))
+
+
+def test_hv_emu_run_names_the_logical_signatures_it_does_not_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guest_tool.assemble import assemble
+    from hv_emu.cli.main import main
+
+    guest = tmp_path / "guest.bin"
+    guest.write_bytes(assemble("hlt", mode=64, address=0x100000))
+    database = tmp_path / "t.ldb"
+    database.write_text("Fine;Target:0;0;616263\nRegex;Engine:81-255,Target:0;0&1;616263;0/a.c/\n")
+    assert main(["run", str(guest), "--quiet", "--db", str(database)]) == 0
+    err = capsys.readouterr().err
+    assert f"hv-emu: warning: {database}:2: Regex: subsignature 1: a PCRE" in err
+    assert "Fine" not in err
