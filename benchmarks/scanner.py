@@ -269,7 +269,7 @@ def _large_rows(files: dict[str, Path], empty: Path, work: Path) -> list[Row]:
                         scan_rate(db, path.read_bytes(), 1 << 20), "MB/s",
                         "clamscan raw mode, same database", theirs))  # fmt: skip
     pause, active, full = activation(raw, work)
-    rows.append(Row("100k update: VMCALL pause (verify + parse + persist)", pause, "s",
+    rows.append(Row("100k update: VMCALL pause (verify + check + persist)", pause, "s",
                     "clamscan -d 100k.ndb on an empty file", load))  # fmt: skip
     rows.append(Row("100k update: verified to active (compile off the vCPU)", active, "s",
                     "clamscan -d 100k.ndb on an empty file", load))  # fmt: skip

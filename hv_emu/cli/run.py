@@ -122,8 +122,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
                      help="a public key trusted to sign updates (repeatable)")
     run.add_argument("--db", type=Path,
-                     help="initial signature database, one file (.db or .ndb; a hash database "
-                          ".hdb/.hsb loads, but names whole files: not applied to disk writes)")
+                     help="initial signature database, one file (.db, .ndb or .ldb; a hash "
+                          "database .hdb/.hsb loads, but names whole files: not applied to disk "
+                          "writes)")
     run.add_argument("--state", type=Path, metavar="DIR",
                      help="persist the installed database and its version counter here")
     run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
@@ -370,7 +371,9 @@ def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
         # Hash signatures name whole files; the disk path sees write streams (said once, here:
         # an update cannot carry a hash database, its content type is .db or .ndb only).
         hashes = machine.database.current.hashes
-        for warning in (*machine.notices, *hashes.whole_file(), *hashes.not_applied()):
+        logical = machine.database.current.program.logical  # .ldb lines accepted, not applied
+        for warning in (*machine.notices, *hashes.whole_file(), *hashes.not_applied(),
+                        *(() if logical is None else logical.not_applied)):  # fmt: skip
             print(f"hv-emu: warning: {warning}", file=sys.stderr)
         try:
             _load(machine, image, args)

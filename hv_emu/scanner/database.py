@@ -52,7 +52,7 @@ from hv_emu.scanner.signatures import (
 
 if TYPE_CHECKING:
     from hv_emu.scanner.cache import Cache
-    from hv_emu.scanner.logical import LogicalTable
+    from hv_emu.scanner.logical_match import LogicalTable
 
 try:
     from hv_emu.scanner.engines import hyperscan_stream as engine_hs
@@ -288,7 +288,7 @@ CACHE_FORMAT = 2
 #: The modules whose code decides what a database parses and compiles to: their bytes are part
 #: of the key, so an entry never outlives the code that wrote it (even at one version number).
 _CODE = ("body.py", "signatures.py", "hashes.py", "engine.py", "database.py", "cache.py",
-         "logical.py", "logical_expr.py",
+         "logical.py", "logical_expr.py", "logical_match.py",
          "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
 
 

@@ -52,7 +52,7 @@ from hv_emu.scanner.signatures import (
 )
 
 if TYPE_CHECKING:
-    from hv_emu.scanner.logical import LogicalState, LogicalTable
+    from hv_emu.scanner.logical_match import LogicalState, LogicalTable
 
 TRACK_LENGTH = 64
 #: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
@@ -245,7 +245,8 @@ class Program:
     gap_max: tuple[tuple[int | None, ...], ...]  # per multi-part signature, per part
     simple: bool  # every pattern is a whole single-part literal: a hit is a match
     #: Logical signatures (``.ldb``): their subsignatures are among the patterns, under hidden
-    #: names; a stream counts them and reports the logical signatures instead (``logical.py``).
+    #: names; a stream counts them and reports the logical signatures instead
+    #: (``logical_match.py``).
     logical: LogicalTable | None = None
 
 

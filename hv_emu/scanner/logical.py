@@ -1,4 +1,4 @@
-"""ClamAV logical signatures (``.ldb``): lines, target description blocks, subsignatures, counting.
+"""ClamAV logical signatures (``.ldb``): lines, target description blocks and subsignatures.
 
 Models: an ``.ldb`` line, ``Name;TargetDescriptionBlock;LogicalExpression;Subsig0;Subsig1;...``.
 The target description block (``Engine:81-255,Target:0``) says where the signature applies; the
@@ -6,8 +6,8 @@ expression (``logical_expr.py``) combines the subsignatures, each a body signatu
 hex language of ``body.py``) with an optional offset (``EOF-10:...``) and modifiers (``::i`` any
 case, ``::w`` wide, ``::a`` ascii too, ``::f`` a full word). Each body subsignature becomes a
 ``Signature`` under a hidden name (a NUL byte, which no real name may hold), matched by the
-engine like any other; a stream counts its matches (``LogicalState``) and reports the logical
-signature when its expression holds.
+engine like any other; a stream counts its matches and reports the logical signature when its
+expression holds (``logical_match.py``).
 
 Follows: libclamav 1.4's ``load_oneldb``, ``lsigattribs``, ``init_tdb``,
 ``readdb_parse_ldb_subsignature`` and ``cli_sigopts_handler`` (readdb.c), ``cli_ac_chklsig``
@@ -41,14 +41,13 @@ only ``DatabaseError`` is raised.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner.body import BodyError, fold_case, parse_body
-from hv_emu.scanner.engine import Match
-from hv_emu.scanner.logical_expr import Expression, LogicError, holds, parse
+from hv_emu.scanner.logical_expr import LogicError, parse
+from hv_emu.scanner.logical_match import HIDDEN, LogicalSignature, LogicalState, LogicalTable
 from hv_emu.scanner.signatures import (
     FLEVEL,
     MAX_DATABASE_BYTES,
@@ -80,122 +79,6 @@ _RANGES = ("Engine", "FileSize", "EntryPoint", "NumberOfSections")
 _DIGITS = re.compile(r"[0-9]*")  # cli_isnumber: the empty string passes
 _C_UNSIGNED = r"[ \t\n\v\f\r]*[+-]?[0-9]+"
 _MACRO = re.compile(rf"\$\{{{_C_UNSIGNED}-{_C_UNSIGNED}\}}(?P<group>{_C_UNSIGNED})")
-HIDDEN = "\0"  # the first character of a subsignature's hidden name
-
-
-@dataclass(frozen=True, slots=True)
-class LogicalSignature:
-    """One ``.ldb`` line: its name, expression, and subsignature bodies (subsignature number and
-    the ``Signature`` matched for it; ``::wa`` gives two for one number)."""
-
-    name: str
-    line: int
-    source: str
-    expression: Expression
-    subsigs: int
-    bodies: tuple[tuple[int, Signature], ...]
-    file_size: tuple[int, int] | None = None
-    not_applied: str | None = None
-
-    def holds(self, counts: list[int], length: int | None) -> bool:
-        """Whether it matches data ``length`` bytes long (None: unknown) with these counts."""
-        if self.file_size is not None:
-            low, high = self.file_size
-            if length is None or not low <= length <= high:
-                return False
-        return holds(self.expression, counts)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class LogicalTable:
-    """The logical signatures of a database, and their bodies under hidden names."""
-
-    signatures: tuple[LogicalSignature, ...]
-    bodies: tuple[Signature, ...]  # every applied signature's bodies, renamed
-    owner: dict[str, tuple[int, int]]  # hidden name -> (signature index, subsignature number)
-
-    @classmethod
-    def build(cls, signatures: list[LogicalSignature]) -> LogicalTable:
-        bodies: list[Signature] = []
-        owner: dict[str, tuple[int, int]] = {}
-        for index, lsig in enumerate(signatures):
-            if lsig.not_applied is not None:
-                continue
-            for variant, (number, body) in enumerate(lsig.bodies):
-                hidden = f"{HIDDEN}{index}.{number}.{variant}"
-                owner[hidden] = (index, number)
-                bodies.append(dataclasses.replace(body, name=hidden))
-        return cls(tuple(signatures), tuple(bodies), owner)
-
-    @property
-    def not_applied(self) -> tuple[str, ...]:
-        return tuple(f"{s.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
-                     for s in self.signatures if s.not_applied is not None)  # fmt: skip
-
-    def open(self, length: int | None) -> LogicalState:
-        return LogicalState(self, length)
-
-
-class LogicalState:
-    """One stream's counts. With a known length the signatures are decided once, when the last
-    byte has arrived (as clamscan decides them after the whole file); on a disk stream (length
-    None) at every chunk that changed a count, and once at the first chunk for all of them (an
-    expression such as ``0=0`` holds before anything matched). Each fires at most once."""
-
-    def __init__(self, table: LogicalTable, length: int | None) -> None:
-        self._table = table
-        self._length = length
-        self._counts: dict[int, list[int]] = {}
-        self._last: dict[tuple[int, int], int] = {}  # the last start counted, per subsignature
-        self._latest: dict[int, Match] = {}  # the last subsignature match counted
-        self._fired: set[int] = set()
-        self._started = False
-        self._decided = False
-
-    def feed(self, matches: list[Match], offset: int) -> list[Match]:
-        """The matches of a chunk with the subsignatures' taken out, and the logical signatures
-        that hold now added; ``offset`` is the bytes fed so far."""
-        table = self._table
-        found: list[Match] = []
-        touched: set[int] = set()
-        for match in matches:
-            key = table.owner.get(match.name)
-            if key is None:
-                found.append(match)
-                continue
-            if match.start <= self._last.get(key, -1):
-                continue  # lsig_sub_matched: a start no later than the last counted
-            self._last[key] = match.start
-            index, number = key
-            counts = self._counts.get(index)
-            if counts is None:
-                counts = self._counts[index] = [0] * table.signatures[index].subsigs
-            counts[number] += 1
-            self._latest[index] = match
-            touched.add(index)
-        if self._length is not None:
-            if self._decided or offset < self._length:
-                return found
-            self._decided = True
-            candidates: set[int] | range = range(len(table.signatures))
-        elif not self._started:
-            candidates = range(len(table.signatures))
-        else:
-            candidates = touched
-        self._started = True
-        for index in sorted(candidates):
-            lsig = table.signatures[index]
-            if index in self._fired or lsig.not_applied is not None:
-                continue
-            counts = self._counts.get(index) or [0] * lsig.subsigs
-            if lsig.holds(counts, self._length):
-                self._fired.add(index)
-                latest = self._latest.get(index)
-                start, end = (offset, offset) if latest is None else (latest.start, latest.end)
-                found.append(Match(lsig.name, start, end))  # in database order, as clamscan
-        return found
-
-
 # --------------------------------------------------------------------------- parsing
 
 

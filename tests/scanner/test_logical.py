@@ -192,6 +192,7 @@ def _corpus_database() -> str:
         "Size;Engine:51-255,Target:0,FileSize:100-600;0;6b61707061",
         "Skipped;Engine:300-400,Target:0;0;6c6f6f6b",
         "Elsewhere;Target:1;0;6c6f6f6b",
+        "Absent;Target:0;(0|1)<1;71757578;6c6f6f6b",  # holds with no match at all
     ]) + "\n"
 
 
@@ -232,7 +233,7 @@ def test_generated_corpus_agrees_with_clamscan(tmp_path: Path) -> None:
     found = {name for _, name in expected}
     assert found >= {"Eq2", "Gt1Lt3", "Prec", "PrecGroup", "Group", "GroupEq", "Negate",
                      "Absolute", "Float", "Eof", "NoCase", "Wide", "WideAscii", "Full",
-                     "FullNoCase", "Wild", "Size"}, found  # every form was exercised
+                     "FullNoCase", "Wild", "Size", "Absent"}, found  # every form was exercised
     assert not found & {"Skipped", "Elsewhere"}
 
 
@@ -322,3 +323,43 @@ def test_a_guest_write_stream_is_scanned_with_logical_signatures(tmp_path: Path)
     expected = bytearray(data)
     expected[1100 : 1100 + len(second)] = bytes(len(second))
     assert image == bytes(expected)
+
+
+def test_hv_emu_scan_reports_logical_signatures_and_what_it_does_not_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hv_emu.cli.main import main
+    from hv_emu.cli.scan import splittable
+
+    database = tmp_path / "d"
+    database.mkdir()
+    (database / "a.ldb").write_text("Both;Target:0;0&1;616263;646566\n"
+                                    "Regex;Engine:81-255,Target:0;0&1;616263;0/a.c/\n")
+    (database / "b.ndb").write_text("Body:0:*:78797a\n")
+    sample = tmp_path / "sample.txt"
+    sample.write_bytes(b"-- abc -- def -- xyz --")
+    code = main(["scan", "--db", str(database), "--no-cache", str(sample)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == f"{sample}: Body FOUND\n{sample}: Both FOUND\n"
+    assert f"{database / 'a.ldb'}:2: Regex: subsignature 1: a PCRE subsignature is not " \
+           "implemented; not applied" in err
+    assert "Known viruses: 3" in err
+    db = compile_database(b"Body:0:*:78797a\n", kind="ndb", version=1, source="b")
+    assert splittable(db) and not splittable(ldb("A;Target:0;0;616263\n"))
+
+
+def test_hv_emu_run_names_the_logical_signatures_it_does_not_apply(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from guest_tool.assemble import assemble
+    from hv_emu.cli.main import main
+
+    guest = tmp_path / "guest.bin"
+    guest.write_bytes(assemble("hlt", mode=64, address=0x100000))
+    database = tmp_path / "t.ldb"
+    database.write_text("Fine;Target:0;0;616263\nRegex;Engine:81-255,Target:0;0&1;616263;0/a.c/\n")
+    assert main(["run", str(guest), "--quiet", "--db", str(database)]) == 0
+    err = capsys.readouterr().err
+    assert f"hv-emu: warning: {database}:2: Regex: subsignature 1: a PCRE" in err
+    assert "Fine" not in err
