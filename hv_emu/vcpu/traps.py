@@ -34,6 +34,7 @@ from hv_emu.errors import GuestFault
 from hv_emu.exits import (
     Cpuid,
     Exit,
+    FirmwareCall,
     Handled,
     Hypercall,
     Outcome,
@@ -86,6 +87,8 @@ _INT_IMM8 = 0xCD  # INT imm8
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
+_UD2 = b"\x0f\x0b"  # the firmware's trap instruction (docs/UNICORN.md U45)
+_FIRMWARE_REGS = ("ds", "es", "ss", "rflags")  # besides the general registers
 _NOT_REP_OUTS_MAX = 4096  # RIPs remembered as holding no rep outs (the guest picks them: bounded)
 
 
@@ -121,6 +124,10 @@ class Traps(Engine):
         #: owner from ``hypercalls.abi.HYPERCALL_INSTRUCTIONS``; any other opcode, the other
         #: vendor's included, is a #UD. Three bytes either way.
         self.hypercall_instruction = VMCALL_BYTES
+        #: The linear addresses of the firmware's stub slots (``firmware/rom.py``), set by the
+        #: owner for a run with firmware: a ``ud2`` at one of them in real mode is a
+        #: ``FirmwareCall`` (U45); a ``ud2`` anywhere else stays a #UD.
+        self.firmware_stubs: range | None = None
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
@@ -207,6 +214,11 @@ class Traps(Engine):
             paging = PagingState(cr0, cr3, cr4, efer)
             mode = mode_of(paging)
             pc = self.linear_address(mode, rip)
+            stubs = self.firmware_stubs
+            if mode == 16 and stubs is not None and pc in stubs \
+                    and self.fetched_bytes(pc, len(_UD2)) == _UD2:
+                self._firmware_call(stubs.index(pc), rip)
+                return True
             # The CPU has just fetched these bytes: its own MMU reads them back (U36); the walk
             # is left for an instruction whose bytes may run into the next page.
             insn = self.hypercall_instruction
@@ -237,6 +249,15 @@ class Traps(Engine):
         nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in values)
         exit_ = Hypercall(nr, (rbx, rcx, rdx, rsi, rdi), mode, rip, paging)
         self._apply(self.on_exit(exit_))
+
+    def _firmware_call(self, vector: int, rip: int) -> None:
+        """The firmware's trap at the stub of ``vector``: RIP moves past the ``ud2`` onto the
+        stub's return instruction, then the firmware's service runs (U45)."""
+        rip = (rip + len(_UD2)) & 0xFFFF
+        self.set_reg("rip", rip)
+        registers = self.general_registers(16)
+        registers.update({name: self.reg(name) for name in _FIRMWARE_REGS})
+        self._apply(self.on_exit(FirmwareCall(vector, rip, registers)))
 
     # ------------------------------------------------------------------ port I/O, CPUID, SYSCALL
     def _on_in(self, _handle: object, port: int, size: int, _ud: object) -> int:

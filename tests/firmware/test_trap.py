@@ -1,0 +1,79 @@
+"""The firmware's trap (docs/UNICORN.md U45): a ``ud2`` at a ROM stub slot in real mode is a
+firmware call; a ``ud2`` anywhere else is the guest's #UD, as before."""
+
+from __future__ import annotations
+
+from hv_emu import layout
+from hv_emu.exits import Fault, Halt
+from hv_emu.firmware import rom
+from hv_emu.machine import Machine, MachineConfig
+from tests.conftest import Boot
+
+
+def test_the_ivt_points_served_vectors_at_their_stubs_and_leaves_the_rest_zero(
+    boot: Boot,
+) -> None:
+    machine, _ = boot("hlt", mode=16)
+    ivt = machine.mem.read(layout.IVT_BASE, 4 * layout.IVT_ENTRIES)
+    for vector in range(layout.IVT_ENTRIES):
+        offset = int.from_bytes(ivt[4 * vector : 4 * vector + 2], "little")
+        segment = int.from_bytes(ivt[4 * vector + 2 : 4 * vector + 4], "little")
+        if vector in rom.stubs():
+            assert (segment << 4) + offset == rom.stub_address(vector)
+            assert machine.mem.read(rom.stub_address(vector), len(rom.stubs()[vector])) == \
+                rom.stubs()[vector]
+        else:  # CPU exceptions and unserved vectors: no handler, the fault report stays
+            assert (segment, offset) == (0, 0), hex(vector)
+
+
+def test_a_ud2_at_a_stub_slot_is_a_firmware_call_every_time(boot: Boot) -> None:
+    """50 calls of int 10h's stub by ``pushf; call far [0:40h]``: each one prints."""
+    machine, result = boot("""
+        mov cx, 50
+    again:
+        mov ax, 0x0e2a
+        pushf
+        lcall [0x40]
+        loop again
+        hlt
+    """, mode=16)
+    assert isinstance(result.exit, Halt), result.exit
+    assert machine.firmware is not None and machine.firmware.calls == 50
+    assert "".join(machine.vga.read_screen()).count("*") == 50
+
+
+def test_a_ud2_anywhere_else_is_still_a_ud_fault(boot: Boot) -> None:
+    _, result = boot("nop\n ud2", mode=16)
+    assert isinstance(result.exit, Fault)
+    assert result.exit.vector == 6 and result.exit.rip == 0x7C01
+
+
+def test_a_ud2_in_a_32_bit_guest_at_a_stub_address_is_a_ud_fault(boot: Boot) -> None:
+    # The ROM is real-mode only: the same linear address in protected mode is the guest's code.
+    _, result = boot(f"mov dword ptr [{rom.stub_address(0x10):#x}], 0x00000b0f\n"
+                     f" mov eax, {rom.stub_address(0x10):#x}\n jmp eax", mode=32)
+    assert isinstance(result.exit, Fault) and result.exit.vector == 6
+
+
+def test_a_ud2_the_guest_put_at_an_unserved_slot_is_reported_not_served(boot: Boot) -> None:
+    slot = rom.stub_address(0x20)
+    _, result = boot(f"""
+        mov ax, {slot >> 4:#x}
+        mov es, ax
+        mov word ptr es:[0], 0x0b0f
+        pushf
+        lcall [target]
+        hlt
+    target: .word 0, {slot >> 4:#x}
+    """, mode=16)
+    assert isinstance(result.exit, Fault)
+    assert "INT 0x20" in result.exit.kind
+
+
+def test_an_image_loaded_over_the_ivt_wins() -> None:
+    """The firmware is installed before the image: a 16-bit image at 0 keeps its bytes."""
+    m = Machine(MachineConfig(timeout=5.0))
+    image = b"\x90" * 0x500 + b"\xf4"
+    m.load(image, mode=16, load=0, entry=0x500)
+    assert m.mem.read(0, 0x501) == image
+    assert m.run().halted
