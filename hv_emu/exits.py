@@ -149,6 +149,12 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class TripleFault(Fault):
+    """A fault while the CPU delivered a double fault: the CPU shuts down (a PC resets); the
+    run ends here. ``kind`` names the chain of events that led to it."""
+
+
+@dataclass(frozen=True)
 class Timeout:
     """The watchdog fired: the guest ran longer than ``seconds`` without halting."""
 
@@ -168,7 +174,7 @@ class StopRequest:
 
 Exit = (
     Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | FirmwareCall | Syscall | Halt
-    | Fault | Timeout | StopRequest
+    | Fault | TripleFault | Timeout | StopRequest
 )
 
 

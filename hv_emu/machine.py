@@ -193,6 +193,8 @@ class Machine:
         self.vcpu.direct_ports = self.bus
         self.vcpu.exit_watchers = self.exit_observers
         self.vcpu.hypercall_instruction = HYPERCALL_INSTRUCTIONS[config.cpu]
+        # Software interrupts with a handler here are the hypervisor's, never the guest IDT's.
+        self.vcpu.owned_vectors = self.interrupts
         self.boot: BootState | None = None
         #: The Linux process when the guest is an ELF program (``load_elf``), else ``None``.
         self.linux: LinuxProcess | None = None

@@ -1,7 +1,8 @@
 """The vCPU run loop: enter the guest, come back at each exit Unicorn cannot finish in a hook.
 
-Models: a VMM's ``vcpu_run`` (KVM_RUN's loop, seen from the VMM): enter the guest with
-``emu_start``, and when it returns decide why: the guest halted (HLT), a hook asked to stop (a
+Models: a VMM's ``vcpu_run`` (KVM_RUN's loop, seen from the VMM): inject the pending event, if
+any (``deliver.py``: VT-x's VM entry with an interruption-information field), enter the guest
+with ``emu_start``, and when it returns decide why: the guest halted (HLT), a hook asked to stop (a
 handler's request, a fault), the watchdog fired, host code wrote guest RAM (flush translated code
 and go on), or Unicorn stopped without saying why (the silent invalid-opcode stop, finished here).
 Also single steps for a debugger (``steps=1``).
@@ -11,8 +12,7 @@ translated code after host writes with a whole flush, never ``ctl_remove_cache``
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23); the
 silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
 
-Leaves out: interrupt injection at ``emu_start`` boundaries (a HLT ends the run: no interrupt will
-wake it), SMP (one vCPU, one thread), pausing and resuming a run from another thread.
+Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
 
 Guest controls: when it halts, faults or calls VMCALL, and the RAM host code writes on its behalf
 (DMA, a hypercall's result); never how long a run lasts (the watchdog ends it).
@@ -21,16 +21,19 @@ Guest controls: when it halts, faults or calls VMCALL, and the RAM host code wri
 from __future__ import annotations
 
 import threading
+from dataclasses import fields
 
 import unicorn
 
 from hv_emu.errors import GuestFault
-from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
+from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout, TripleFault
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
+from hv_emu.vcpu.deliver import inject
 from hv_emu.vcpu.engine import mode_of
-from hv_emu.vcpu.faults import fault_report
-from hv_emu.vcpu.traps import ExitHandler, Traps
+from hv_emu.vcpu.faults import exception_name, fault_report
+from hv_emu.vcpu.injection import Delivered, EventType, hardware_exception
+from hv_emu.vcpu.traps import INVALID_OPCODE, ExitHandler, Traps
 
 _HLT = 0xF4
 _UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)
@@ -66,6 +69,10 @@ class Vcpu(Traps):
                 if self._stale_code:
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
+                if self.pending_event is not None:
+                    ended = self._inject_pending()
+                    if ended is not None:
+                        return ended
                 start = self.reg("rip")
                 err = self._enter(start, steps)
                 if err is not None:
@@ -125,11 +132,37 @@ class Vcpu(Traps):
         call; any other opcode, the other vendor's hypercall included, is a #UD (for a Linux
         program, SIGILL once signals exist: see ``Traps._on_invalid_insn``)."""
         if not self._is_hypercall(paging, pc):
+            event = hardware_exception(INVALID_OPCODE)
+            if self._owner(event, mode) == "guest":
+                self.pending_event = event
+                return None
             return fault_report(self, "#UD invalid opcode", 0, 6)
         self._vmcall(mode, paging, rip)
         if self._error is not None:
             raise self._error
         return self._stop  # None: resume after the VMCALL
+
+    def _inject_pending(self) -> Exit | None:
+        """VM entry with an event to inject: deliver it through the guest's tables; a refusal
+        or a triple fault ends the run (the one-line report names it)."""
+        event, self.pending_event = self.pending_event, None
+        if event is None:
+            return None
+        injection = inject(self, self.hidden, event)
+        for watcher in self.injection_watchers:
+            watcher(injection)
+        result = injection.result
+        if isinstance(result, Delivered):
+            return None
+        first = injection.events[0]
+        what = exception_name(first.vector) if first.type is EventType.HARDWARE_EXCEPTION \
+            else f"vector {first.vector:#x}"
+        if result is None:
+            chain = " -> ".join(exception_name(e.vector) for e in injection.events)
+            report = fault_report(self, f"triple fault ({chain} -> shutdown)", 0, 8)
+            return TripleFault(**{f.name: getattr(report, f.name) for f in fields(report)})
+        return fault_report(self, f"{what} not delivered: {result.reason}", first.cr2 or 0,
+                            first.vector)  # fmt: skip
 
     def _watchdog_fire(self) -> None:
         self._timed_out.set()

@@ -7,16 +7,19 @@ hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD
 CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the interrupt hook,
 accesses outside RAM through the memory hook. Each trap becomes an exit value (``exits.py``)
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
-written, an IN answered, or the run stopped.
+written, an IN answered, or the run stopped. An exception or INT n the guest has a handler for
+is not an exit but an event (``injection.py``) kept for the run loop to inject at the next VM
+entry (``deliver.py``); who takes a vector is one decision, ``Traps._owner``.
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
-(U13); VMCALL and VMMCALL as invalid instructions (U14, U37); no delivery through the guest IDT
-(U18). Intel SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the
-instruction; BitVisor does the same for VMMCALL under SVM).
+(U13); VMCALL and VMMCALL as invalid instructions (U14, U37); Unicorn delivers nothing through
+the guest IDT, the vCPU does (U18, U39). Intel SDM vol. 3C 27.1 (on a VMCALL exit the
+handler, not the CPU, moves RIP past the instruction; BitVisor does the same for VMMCALL under
+SVM).
 
-Leaves out: interrupt delivery (no PIC/APIC: guests poll), reflecting exceptions into the guest IDT
-(every guest exception ends the run with a fault report), MSR and control-register exits.
+Leaves out: MSR and control-register exits; exceptions for an OS personality (signals) are
+decided in ``_owner`` but not delivered yet.
 
 Guest controls: all register and memory state; the hooks treat every value they read as hostile and
 never let an exception escape into Unicorn (it is stored and re-raised after ``emu_start``).
@@ -50,8 +53,12 @@ from hv_emu.hypercalls.abi import VMCALL_BYTES
 from hv_emu.layout import PAGE_SIZE
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
+from hv_emu.vcpu.deliver import Injection, guest_has_handler
 from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
+from hv_emu.vcpu.error_codes import page_fault_code, selector_fault_code
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
+from hv_emu.vcpu.hidden import HiddenState
+from hv_emu.vcpu.injection import ERROR_CODE_VECTORS, Event, EventType, hardware_exception
 from hv_emu.vcpu.string_io import (
     MAX_INSN,
     decode_rep_outs,
@@ -84,6 +91,9 @@ class PortIo(Protocol):
 CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
+INVALID_OPCODE = 6  # #UD
+#: Called with each injection the vCPU makes (a tracer, a report).
+InjectionWatcher = Callable[[Injection], None]
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
@@ -128,6 +138,15 @@ class Traps(Engine):
         #: owner for a run with firmware: a ``ud2`` at one of them in real mode is a
         #: ``FirmwareCall`` (U45); a ``ud2`` anywhere else stays a #UD.
         self.firmware_stubs: range | None = None
+        #: The CPU state the register API does not reach (segment caches, CPL, the shadow).
+        self.hidden = HiddenState(self.uc)
+        #: The event to inject at the next VM entry (VT-x's interruption-information field).
+        self.pending_event: Event | None = None
+        #: Software-interrupt vectors the hypervisor handles itself (an OS personality's
+        #: ``int 0x80``, a BIOS model's): never delivered through the guest's tables.
+        self.owned_vectors: Container[int] = ()
+        #: Who watches injections (a tracer): each gets every ``Injection`` made.
+        self.injection_watchers: list[InjectionWatcher] = []
         self._install_hooks()
 
     def set_reg(self, name: str, value: int) -> None:
@@ -225,10 +244,14 @@ class Traps(Engine):
             fetched = self.fetched_bytes(pc, len(insn))
             if not (fetched == insn if fetched is not None
                     else self._is_hypercall(paging, pc)):  # fmt: skip
-                # A guest fault that ends the run. For a Linux program (hv_emu/linux) this is
-                # where SIGILL would be delivered, so that BitVisor's call_vmm.c (try VMCALL,
-                # catch SIGILL, try VMMCALL) finds the hypercall on either vendor; signals are
-                # not implemented yet, so the program ends here with the #UD report.
+                # A guest fault: delivered through the guest's IVT/IDT if it has a handler,
+                # else it ends the run. For a Linux program (hv_emu/linux) this is where SIGILL
+                # would be delivered, so that BitVisor's call_vmm.c (try VMCALL, catch SIGILL,
+                # try VMMCALL) finds the hypercall on either vendor.
+                event = hardware_exception(INVALID_OPCODE)
+                if self._owner(event, mode) == "guest":
+                    self._inject_next(event)
+                    return True
                 self._pending_fault = ("#UD invalid opcode", 0, 6)
                 return False  # Unicorn ends the run with UC_ERR_INSN_INVALID
             self._vmcall(mode, paging, rip, hypercall)
@@ -375,7 +398,7 @@ class Traps(Engine):
 
     # ------------------------------------------------------------------ exceptions, INT n, memory
     def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
-        """A guest exception or INT n. Nothing is delivered through the IDT: the run ends."""
+        """A guest exception or INT n: one decision, who takes this vector (``_owner``)."""
         try:  # a handler that writes guest RAM ends this emu_start (_invalidate)
             paging = self.paging_state()
             mode = mode_of(paging)
@@ -384,20 +407,71 @@ class Traps(Engine):
                 before = read_virt(self.mem, paging, pc - 2, 2)
             except GuestFault:
                 before = b""
-            if before == bytes((_INT_IMM8, intno)):
-                # A software INT n (RIP is already past it): a real-mode guest calling the BIOS,
-                # or a system call. Vectors overlap exceptions (INT 0x10 is vector 16, #MF), so
-                # the instruction bytes decide. It is an exit like any other.
+            event = self._classify(intno, before, paging, mode, pc)
+            owner = self._owner(event, mode)
+            if owner == "hypervisor":
+                # A software INT n (RIP is already past it) the hypervisor handles: a BIOS
+                # call, Linux's int 0x80, or one nobody handles (the exit's report says so).
                 exit_ = SoftwareInterrupt(intno, mode, self.reg("rip"),
                                           self.general_registers(mode), paging)  # fmt: skip
                 self._apply(self.on_exit(exit_))
                 return  # Unicorn resumes after the INT unless _apply stopped it
+            if owner == "guest":
+                self._inject_next(event)
+                return
             address = self.reg("cr2") if intno == PAGE_FAULT else 0
             self._stop = fault_report(self, exception_name(intno), address, intno)
         except BaseException as err:
             self._hook_error(err)
             return
         uc.emu_stop()
+
+    def _owner(self, event: Event, mode: int) -> str:
+        """Who takes ``event``: ``"hypervisor"`` (a software INT n a handler owns, or one with no
+        guest handler: dispatch reports it), ``"guest"`` (delivered through its IVT/IDT at the
+        next VM entry) or ``"none"`` (the run ends with a fault report, as a guest with no
+        handler always did). An OS personality that takes exceptions itself (signals) decides
+        here too."""
+        software = event.type is EventType.SOFTWARE_INTERRUPT
+        if software and event.vector in self.owned_vectors:
+            return "hypervisor"
+        self.hidden.load()
+        if guest_has_handler(self, self.hidden, mode, event.vector):
+            return "guest"
+        return "hypervisor" if software else "none"
+
+    def _classify(self, intno: int, before: bytes, paging: PagingState, mode: int,
+                  pc: int) -> Event:  # fmt: skip
+        """The event Unicorn reported as vector ``intno``, typed as VT-x types it: the
+        instruction bytes before RIP tell INT n, INT3, INTO and INT1 from a CPU exception of
+        the same vector (INT 0x10 is also #MF's vector 16)."""
+        if before == bytes((_INT_IMM8, intno)):
+            return Event(intno, EventType.SOFTWARE_INTERRUPT, instruction_length=2)
+        last = before[-1:]
+        if (intno, last) in ((3, b"\xcc"), (4, b"\xce")):
+            return Event(intno, EventType.SOFTWARE_EXCEPTION, instruction_length=1)
+        if (intno, last) == (1, b"\xf1"):
+            return Event(intno, EventType.PRIVILEGED_SOFTWARE_EXCEPTION, instruction_length=1)
+        if intno not in ERROR_CODE_VECTORS:
+            return hardware_exception(intno)
+        code = self._code_at(paging, pc)
+        if intno == PAGE_FAULT:
+            cr2 = self.reg("cr2")
+            self.hidden.load()
+            error = page_fault_code(self.mem, paging, cr2, cpl=self.hidden.cpl, pc=pc,
+                                    code=code, mode=mode)  # fmt: skip
+            return hardware_exception(intno, error, cr2=cr2)
+        if intno in (10, 11, 12, 13):
+            return hardware_exception(intno, selector_fault_code(code, mode,
+                                                                 self.general_registers(mode)))
+        return hardware_exception(intno, 0)
+
+    def _inject_next(self, event: Event) -> None:
+        """Keep ``event`` for the next VM entry and end this ``emu_start`` (the run loop
+        injects it: a CS load needs the CPU state edited between two entries, U39)."""
+        self.pending_event = event
+        self._resume = True
+        self.uc.emu_stop()
 
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
                        value: int, _ud: object) -> bool:  # fmt: skip

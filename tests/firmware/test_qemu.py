@@ -288,7 +288,11 @@ def test_int_13h_geometry_agrees_with_qemu(tmp_path: Path, size_mib: int) -> Non
 
 
 WRITE = START + """
-    mov si, dap
+    mov si, read_dap         # sector 1 (the signature's) to 0000:7E00...
+    mov ah, 0x42
+    mov dl, [0x500]
+    int 0x13
+    mov si, dap              # ...and from there to LBA 5
     mov ah, 0x43
     mov al, 0
     mov dl, [0x500]
@@ -301,6 +305,9 @@ WRITE = START + """
     CALL16 hex16
     CALL16 newline
     jmp done
+read_dap: .byte 16, 0
+    .word 1, 0x7e00, 0
+    .long 1, 0
 dap: .byte 16, 0
     .word 1, 0x7e00, 0
     .long 5, 0
