@@ -77,3 +77,35 @@ def test_an_image_loaded_over_the_ivt_wins() -> None:
     m.load(image, mode=16, load=0, entry=0x500)
     assert m.mem.read(0, 0x501) == image
     assert m.run().halted
+
+
+def test_a_guest_handler_chains_to_the_bios_with_pushf_call_far(boot: Boot) -> None:
+    """A TSR-style hook of int 10h: it counts the calls, then passes each one on to the old
+    vector with ``pushf; call far [old]``, which lands on the firmware's stub and returns."""
+    machine, result = boot("""
+        xor ax, ax
+        mov ds, ax
+        mov ax, [0x40]
+        mov [old], ax
+        mov ax, [0x42]
+        mov [old + 2], ax
+        mov word ptr [0x40], hook
+        mov word ptr [0x42], 0
+        mov ax, 0x0e48
+        int 0x10
+        mov al, 'i'
+        int 0x10
+        mov al, [count]
+        out 0xe9, al
+        hlt
+    hook:
+        inc byte ptr cs:[count]
+        pushf
+        lcall cs:[old]
+        iret
+    old: .word 0, 0
+    count: .byte '0'
+    """, mode=16)
+    assert isinstance(result.exit, Halt), result.exit
+    assert machine.vga.read_screen()[0][:2] == "Hi"
+    assert machine.debugcon.text() == "2"
