@@ -308,6 +308,7 @@ class Machine:
             self._install_firmware()
         else:
             self.vcpu.firmware_stubs = None
+            self.vcpu.set_read_only(None)
         self.boot = load_flat(self.mem, image, mode=mode, load=load, entry=entry, paging=paging)
         self.vcpu.reset(self.boot)
         return self.boot
@@ -320,6 +321,8 @@ class Machine:
         bios.install()
         self.firmware = bios
         self.vcpu.firmware_stubs = STUB_SLOTS
+        # The ROM is read-only to the guest, as a PC's is (docs/UNICORN.md U46).
+        self.vcpu.set_read_only(range(layout.ROM_BASE, layout.ROM_BASE + layout.ROM_SIZE))
         self.handlers = replace(self.handlers, firmware=bios.handle)
         return bios
 

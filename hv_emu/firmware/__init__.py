@@ -21,5 +21,5 @@ Leaves out: floppies, CD-ROM emulation, keyboard input, serial and printer servi
 BIOS, VESA, the protected-mode services of int 15h.
 
 Guest controls: every register of every call, the buffers they point at, and all of RAM
-including the IVT and the ROM (which is plain RAM here: docs/DEVICES.md says why).
+including the IVT and the BDA; not the ROM, which is read-only to it (docs/DEVICES.md).
 """

@@ -21,10 +21,10 @@ Follows: IBM PC/AT Technical Reference (IVT at 0, ROM at F0000); SeaBIOS ``src/p
 ``ivt_init`` and ``src/romlayout.S`` (``entry_08``: count, ``int 1Ch``, EOI); Intel SDM vol. 2
 (UD2 is ``0f 0b``, RETF imm16 ``ca iw``, JMP ptr16:16 ``ea``).
 
-Leaves out: the reset vector at F000:FFF0, a ROM checksum, option ROMs, and write protection of
-the ROM (plain RAM here: see docs/DEVICES.md).
+Leaves out: the reset vector at F000:FFF0, a ROM checksum, option ROMs. The ROM is read-only to
+the guest (the machine protects it: docs/UNICORN.md U46), where a PC would ignore writes.
 
-Guest controls: all of it once it runs (IVT, ROM bytes); a ``ud2`` is a firmware call only at a
+Guest controls: the IVT (RAM), never the ROM's bytes; a ``ud2`` is a firmware call only at a
 slot start in real mode, and then only for the vector that slot belongs to.
 """
 

@@ -138,6 +138,7 @@ class Traps(Engine):
         #: owner for a run with firmware: a ``ud2`` at one of them in real mode is a
         #: ``FirmwareCall`` (U45); a ``ud2`` anywhere else stays a #UD.
         self.firmware_stubs: range | None = None
+        self._read_only: range | None = None  # guest-physical RAM the guest may not write (U46)
         #: The CPU state the register API does not reach (segment caches, CPL, the shadow).
         self.hidden = HiddenState(self.uc)
         #: The event to inject at the next VM entry (VT-x's interruption-information field).
@@ -272,6 +273,18 @@ class Traps(Engine):
         nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in values)
         exit_ = Hypercall(nr, (rbx, rcx, rdx, rsi, rdi), mode, rip, paging)
         self._apply(self.on_exit(exit_))
+
+    def set_read_only(self, region: range | None) -> None:
+        """Make guest-physical ``region`` (page-aligned) read-only to the guest, as a PC's ROM
+        is, or undo it with ``None``. A guest write there is a fault report ("write to
+        read-only memory"); the hypervisor's own writes through ``GuestMemory`` still land
+        (docs/UNICORN.md U46)."""
+        old, self._read_only = self._read_only, region
+        if old is not None and old != region:
+            self.uc.mem_protect(old.start, len(old), unicorn.UC_PROT_ALL)
+        if region is not None and old != region:
+            self.uc.mem_protect(region.start, len(region),
+                                unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)  # fmt: skip
 
     def _firmware_call(self, vector: int, rip: int) -> None:
         """The firmware's trap at the stub of ``vector``: RIP moves past the ``ud2`` onto the

@@ -3,6 +3,7 @@ firmware call; a ``ud2`` anywhere else is the guest's #UD, as before."""
 
 from __future__ import annotations
 
+from guest_tool.assemble import assemble
 from hv_emu import layout
 from hv_emu.exits import Fault, Halt
 from hv_emu.firmware import rom
@@ -55,17 +56,19 @@ def test_a_ud2_in_a_32_bit_guest_at_a_stub_address_is_a_ud_fault(boot: Boot) -> 
     assert isinstance(result.exit, Fault) and result.exit.vector == 6
 
 
-def test_a_ud2_the_guest_put_at_an_unserved_slot_is_reported_not_served(boot: Boot) -> None:
+def test_a_ud2_at_an_unserved_slot_is_reported_not_served() -> None:
+    """The ROM is read-only to the guest (below): a ud2 at the slot of a vector the firmware
+    does not serve, put there by the host, is a firmware call nobody answers: a fault report."""
     slot = rom.stub_address(0x20)
-    _, result = boot(f"""
-        mov ax, {slot >> 4:#x}
-        mov es, ax
-        mov word ptr es:[0], 0x0b0f
+    m = Machine(MachineConfig(timeout=5.0))
+    m.load(assemble(f"""
         pushf
         lcall [target]
         hlt
-    target: .word 0, {slot >> 4:#x}
-    """, mode=16)
+    target: .word {slot & 0xF:#x}, {slot >> 4:#x}
+    """, mode=16, address=layout.BOOT_SECTOR_ADDR), mode=16)
+    m.mem.write(slot, rom.UD2)
+    result = m.run()
     assert isinstance(result.exit, Fault)
     assert "INT 0x20" in result.exit.kind
 
@@ -109,3 +112,24 @@ def test_a_guest_handler_chains_to_the_bios_with_pushf_call_far(boot: Boot) -> N
     assert isinstance(result.exit, Halt), result.exit
     assert machine.vga.read_screen()[0][:2] == "Hi"
     assert machine.debugcon.text() == "2"
+
+
+def test_the_rom_is_read_only_to_the_guest_and_only_in_16_bit_runs() -> None:
+    m = Machine(MachineConfig(timeout=5.0))
+    m.load(assemble(f"""
+        mov ax, {layout.ROM_SEGMENT:#x}
+        mov ds, ax
+        mov byte ptr [0x1100], 0x90     # over int 10h's stub
+        hlt
+    """, mode=16, address=layout.BOOT_SECTOR_ADDR), mode=16)
+    result = m.run()
+    assert isinstance(result.exit, Fault)
+    assert result.exit.kind == "write to read-only memory"
+    assert result.exit.address == layout.ROM_BASE + 0x1100
+    assert m.mem.read(rom.stub_address(0x10), 2) == rom.UD2  # the stub is intact
+    # The hypervisor still writes there (a new 16-bit load reinstalls the ROM); a 32-bit guest
+    # on the same machine has plain RAM at that address.
+    m.load(assemble(f"mov byte ptr [{layout.ROM_BASE + 0x1100:#x}], 0x90\n hlt", mode=32,
+                    address=layout.DEFAULT_LOAD), mode=32)  # fmt: skip
+    assert m.run().halted
+    assert m.mem.read_u8(layout.ROM_BASE + 0x1100) == 0x90
