@@ -118,10 +118,22 @@ PORT_NIC_LEN = 32
 
 #: The colour VGA's CRT controller index port (IBM VGA): not modelled, but the BDA names it.
 PORT_VGA_CRTC = 0x3D4
-#: The master 8259A's command port (IBM PC/AT), where the firmware's IRQ0 handler sends its EOI.
-#: (Not named PORT_*: a number this small is everywhere, and tests/docs/test_layers.py would see
-#: every 0x20 as this port.)
-PIC_MASTER_COMMAND = 0x20
+#: The 8259A pair (IBM PC/AT): master command/data, slave command/data.
+PORT_PIC_MASTER = 0x20
+PORT_PIC_SLAVE = 0xA0
+PORT_PIC_LEN = 2
+#: The 8254 PIT: counters 0-2 and the control word (IBM PC/AT).
+PORT_PIT = 0x40
+PORT_PIT_LEN = 4
+#: System control port B: PIT counter 2's gate (bit 0) and output (bit 5), the speaker.
+PORT_SYSTEM_CONTROL_B = 0x61
+
+# ---------------------------------------------------------------------------------- IRQ lines
+#: PIC inputs (IBM PC/AT): the PIT's counter 0, the primary ATA channel, and hv-emu's NIC on
+#: IRQ 10, a line the PC/AT leaves free for add-in cards.
+IRQ_PIT = 0
+IRQ_ATA_PRIMARY = 14
+IRQ_NIC = 10
 
 #: I/O ports are 16-bit (Intel SDM vol. 1, 18.3).
 PORT_SPACE = 0x10000

@@ -25,8 +25,11 @@ from typing import BinaryIO
 from hv_emu import __version__, layout
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
+from hv_emu.devices.clock import GuestClock
 from hv_emu.devices.debugcon import DebugConsole
 from hv_emu.devices.pci import PciConfigSpace
+from hv_emu.devices.pic import PicPair
+from hv_emu.devices.pit import Pit8254, SystemControlPort
 from hv_emu.devices.storage.ata import AtaChannel
 from hv_emu.devices.storage.busmaster import BusMaster
 from hv_emu.devices.storage.disk import DiskImage
@@ -89,6 +92,8 @@ class MachineConfig:
     #: The CPU vendor the guest sees (``--cpu``): ``intel`` (CPUID "GenuineIntel", the hypercall
     #: is VMCALL) or ``amd`` ("AuthenticAMD", VMMCALL); the other vendor's instruction is a #UD.
     cpu: str = CPU_VENDORS[0]
+    #: Guest time follows the host's clock (``--realtime``) instead of the guest's own work.
+    realtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,16 @@ class Machine:
         self.bus = PortIoBus()
         self.debugcon = DebugConsole(console)
         self.bus.register(PORT_DEBUGCON, 1, self.debugcon, "debugcon")
+        # Guest time, the interrupt controller and the timer (IRQ lines wired below).
+        self.clock = GuestClock(realtime=config.realtime)
+        self.pic = PicPair()
+        self.bus.register(layout.PORT_PIC_MASTER, layout.PORT_PIC_LEN, self.pic.master, "pic1")
+        self.bus.register(layout.PORT_PIC_SLAVE, layout.PORT_PIC_LEN, self.pic.slave, "pic2")
+        self.pit = Pit8254(self.clock)
+        self.bus.register(layout.PORT_PIT, layout.PORT_PIT_LEN, self.pit, "pit")
+        self.bus.register(layout.PORT_SYSTEM_CONTROL_B, 1, SystemControlPort(self.pit),
+                          "port61")  # fmt: skip
+        self.pit.irq.connect(self._irq_input(layout.IRQ_PIT))
 
         # Trust, the database in force, and the one update pipeline.
         self.trust = TrustStore()
@@ -195,6 +210,11 @@ class Machine:
         self.vcpu.hypercall_instruction = HYPERCALL_INSTRUCTIONS[config.cpu]
         # Software interrupts with a handler here are the hypervisor's, never the guest IDT's.
         self.vcpu.owned_vectors = self.interrupts
+        # INTR and guest time for the run loop; a new request kicks the vCPU out of emu_start.
+        self.vcpu.pic, self.vcpu.timer, self.vcpu.clock = self.pic, self.pit, self.clock
+        self.pic.on_intr = self.pit.on_rearm = self.vcpu.kick
+        if self.network is not None:
+            self.vcpu.entry_hooks.append(self.network.nic.sync_irq)
         self.boot: BootState | None = None
         #: The Linux process when the guest is an ELF program (``load_elf``), else ``None``.
         self.linux: LinuxProcess | None = None
@@ -232,6 +252,7 @@ class Machine:
             cut_network=self.cut_network,
         )  # fmt: skip
         self.ata = AtaChannel(disk, self.inspector, self.mem)
+        self.ata.irq.connect(self._irq_input(layout.IRQ_ATA_PRIMARY))
         self.busmaster = BusMaster(self.ata, self.mem, enabled=self.pci.bus_master_enabled)
         self.bus.register(layout.PORT_ATA_PRIMARY, layout.PORT_ATA_PRIMARY_LEN,
                           self.ata.command_block, "ata0")  # fmt: skip
@@ -255,7 +276,12 @@ class Machine:
             raise
         self.network = network
         self.bus.register(layout.PORT_NIC, layout.PORT_NIC_LEN, network.nic, "nic")
+        network.nic.irq.connect(self._irq_input(layout.IRQ_NIC))
         self.network_cut_listeners.append(lambda _reason: network.cut())
+
+    def _irq_input(self, irq: int) -> Callable[[bool], None]:
+        """The PIC input ``irq`` as a device's ``Line`` sees it."""
+        return lambda level: self.pic.set_irq(irq, level)
 
     def close(self) -> None:
         """Release host resources (the disk image's file, the network's sockets and capture)."""

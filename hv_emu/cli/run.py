@@ -144,6 +144,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--screen", type=Path, metavar="FILE",
                      help="write the final 80x25 text screen here, as 25 lines")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
+    run.add_argument("--realtime", action="store_true",
+                     help="guest time (the PIT) follows the host's clock instead of the guest's "
+                          "own work (virtual and reproducible by default)")  # fmt: skip
     run.add_argument("--trace", action="store_true",
                      help="print every VM exit on standard error, and exits by reason at the end")
     run.add_argument("--trace-json", type=Path, metavar="FILE",
@@ -279,7 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=args.state, max_update=args.max_update,
         disk=args.disk if args.boot is None else args.boot,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
-        cpu=args.cpu,
+        cpu=args.cpu, realtime=args.realtime,
     )  # fmt: skip
     config = apply_network_options(args, config)
     if args.disk_size is not None and args.disk is None:

@@ -9,6 +9,16 @@ object per exit: ``t`` (seconds since the tracer started), ``reason``, ``cs``, `
 trapping instruction), ``instruction`` (disassembled, with its bytes), ``registers`` (name ->
 integer), ``action`` and ``seconds`` (time spent handling the exit).
 
+Beside the exits, every event the vCPU injects into the guest at VM entry is a line (and a
+record) of reason ``INJECT``, at the CS:RIP it interrupted, in VT-x's terms: ``registers`` holds
+``vector``, ``type`` (the interruption type: 0 external interrupt, 2 NMI, 3 hardware exception,
+4 software interrupt, 5 privileged software exception, 6 software exception), ``info`` (the
+32-bit VM-entry interruption-information field) and, when valid, ``error_code`` and ``cr2``;
+``action`` says ``delivered -> CS:RIP`` (the handler), ``refused: ...`` or ``triple fault``, and
+``seconds`` is 0. An event that faulted while being delivered is followed by a line per fault it
+became (#GP, #DF), as the CPU tried them. Injections are not counted in the summary, which is of
+exits only.
+
 Follows: Intel SDM vol. 3C, appendix C for the reason names (``VMCALL``, ``IO_INSTRUCTION``,
 ``CPUID``, ``HLT``, ``EXCEPTION_NMI``), as ``perf kvm stat`` prints them; the summary's columns
 are perf's (samples, their share, the time share, min/max/avg handling time and its spread).
@@ -49,12 +59,15 @@ from hv_emu.exits import (
     StopRequest,
     Syscall,
     Timeout,
+    TripleFault,
     Unhandled,
 )
 from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.memory.walk import read_virt
 from hv_emu.vcpu import Vcpu
+from hv_emu.vcpu.deliver import Injection
 from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
+from hv_emu.vcpu.injection import Delivered, Refused
 
 #: Exit reason names, as VT-x numbers them (SDM vol. 3C, appendix C) where there is one.
 REASONS: dict[type, str] = {
@@ -64,12 +77,15 @@ REASONS: dict[type, str] = {
     Cpuid: "CPUID",  # 10
     Halt: "HLT",  # 12
     Fault: "EXCEPTION_NMI",  # 0
+    TripleFault: "TRIPLE_FAULT",  # 2
     SoftwareInterrupt: "SOFTWARE_INT",  # an INT n; VT-x reports it as reason 0 when intercepted
     FirmwareCall: "FIRMWARE",  # hv-emu's own: a BIOS stub's ud2 (docs/DEVICES.md, the firmware)
     Syscall: "SYSCALL",  # not an exit on VT-x; Unicorn traps it, an OS personality handles it
     Timeout: "WATCHDOG",  # hv-emu's own: the run took longer than --timeout
     StopRequest: "STOP",  # hv-emu's own: a handler or a debugger asked the run to end
 }
+#: The reason of an injected event's line: not an exit, the VM entry that delivers an event.
+INJECT = "INJECT"
 #: Instruction lengths that let the tracer find a trap's instruction when RIP is already past it.
 _LENGTH_BEHIND = {Hypercall: 3, SoftwareInterrupt: 2, FirmwareCall: 2, Syscall: 2,
                   Halt: 1}  # fmt: skip
@@ -147,6 +163,7 @@ class ExitTracer:
         # A port exit's CS:RIP is read from the vCPU, which must then keep RIP exact: after a hook
         # writes RIP, Unicorn gives later hooks a stale one (docs/UNICORN.md U16).
         vcpu.exact_rip_in_hooks = True
+        vcpu.injection_watchers.append(self.injected)
         if lines is not None:
             lines.write(self.header() + "\n")
 
@@ -160,6 +177,32 @@ class ExitTracer:
     def __call__(self, exit_: Exit, outcome: Outcome, seconds: float) -> None:
         traced = self.trace(exit_, outcome, seconds)
         self.stats.setdefault(traced.reason, ReasonStats()).times.append(seconds)
+        self._emit(traced)
+
+    def injected(self, injection: Injection, cs: int, rip: int) -> None:
+        """An injection watcher (``Vcpu.injection_watchers``): a line per event tried."""
+        instruction = self._instruction(cs, rip)
+        last = len(injection.events) - 1
+        for n, event in enumerate(injection.events):
+            registers = {"vector": event.vector, "type": int(event.type),
+                         "info": event.interruption_info()}  # fmt: skip
+            if event.error_code is not None:
+                registers["error_code"] = event.error_code
+            if event.cr2 is not None:
+                registers["cr2"] = event.cr2
+            result = injection.result
+            if n < last:
+                action = f"{event.type.label}: faulted"
+            elif isinstance(result, Delivered):
+                action = f"{event.type.label} delivered -> {result.cs:04x}:{result.rip:x}"
+            elif isinstance(result, Refused):
+                action = f"refused: {result.reason}"
+            else:
+                action = "triple fault"
+            self._emit(TracedExit(self._clock() - self._t0, INJECT, cs, rip, instruction,
+                                  registers, action, 0.0))  # fmt: skip
+
+    def _emit(self, traced: TracedExit) -> None:
         if self._lines is not None:
             self._lines.write(traced.line() + "\n")
             self._lines.flush()

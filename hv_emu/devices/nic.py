@@ -4,7 +4,9 @@ Models: the guest side of a network card. The guest fills a transmit buffer thro
 and says TRANSMIT; the frame goes to a callback (the hypervisor's switch). Frames from the wire are
 put in a bounded receive queue (by the hypervisor's I/O thread); the guest sees the length of the
 frame at the head, reads its bytes through the data port and says RX_NEXT to move on. No
-interrupts and no descriptors in guest memory: the guest polls STATUS, as it polls the ATA status.
+descriptors in guest memory: the guest polls STATUS, as it polls the ATA status, or waits for the
+``irq`` line, which is high while a received frame waits (RX_READY) and which the machine connects
+to the PIC input ``layout.IRQ_NIC`` names.
 
 Why a model of our own and not an NE2000 (DP8390): the NE2000's paged register file, its receive
 ring in card memory with boundary/current pointers and its remote-DMA engine would double the
@@ -17,9 +19,12 @@ Follows: Ethernet II frames without FCS (IEEE 802.3 clause 3; QEMU hands NICs fr
 the 60-byte minimum with transmit padding as real NICs pad (e.g. the RTL8139's auto-pad), 1514
 bytes of maximum untagged frame and 1518 received with an 802.1Q tag.
 
-Leaves out: interrupts, PCI discovery (the card sits at a fixed port base, as ISA cards did),
-multicast filtering and promiscuous mode (every frame the switch forwards is queued), checksum
-offload, statistics registers beyond the drop count, more than one frame in flight on transmit.
+Leaves out: an interrupt mask register (mask the line at the PIC); the line follows RX_READY on
+the vCPU's thread only (``sync_irq``: at the guest's port accesses and at each VM entry), so a
+frame that arrives while the guest runs raises it at the next VM entry; PCI discovery (the card
+sits at a fixed port base, as ISA cards did), multicast filtering and promiscuous mode (every
+frame the switch forwards is queued), checksum offload, statistics registers beyond the drop
+count, more than one frame in flight on transmit.
 
 Guest controls: every register access (offset, size 1/2/4, value) and so the bytes and length of
 each transmitted frame, and when it pops received frames. The network controls the received frames
@@ -45,6 +50,8 @@ import enum
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from hv_emu.devices.irq import Line
 
 #: What a read of ID returns: "hNIC" in little-endian ASCII, so a driver can tell the card is there.
 NIC_ID = 0x43494E68
@@ -120,6 +127,8 @@ class Nic:
         self.rx_capacity = rx_capacity
         self._lock = threading.Lock()
         self.counters: collections.Counter[str] = collections.Counter()
+        #: RX_READY as an interrupt request line (level; the machine connects it to the PIC).
+        self.irq = Line()
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -182,6 +191,10 @@ class Nic:
     @property
     def link_up(self) -> bool:
         return self._link_up
+
+    def sync_irq(self) -> None:
+        """Drive ``irq`` from RX_READY (call on the vCPU's thread only)."""
+        self.irq.set(self.rx_pending > 0)
 
     @property
     def rx_pending(self) -> int:
@@ -248,6 +261,7 @@ class Nic:
                     self._append_tx(data)
         elif offset == Reg.STATUS:
             self._command(value & 0xFF)
+            self.sync_irq()
         else:
             with self._lock:
                 self.counters["write_ignored"] += 1

@@ -38,7 +38,7 @@ from hv_emu.layout import (
     FIRMWARE_STUBS,
     IVT_BASE,
     IVT_ENTRIES,
-    PIC_MASTER_COMMAND,
+    PORT_PIC_MASTER,
     ROM_SEGMENT,
 )
 from hv_emu.memory.guest import GuestMemory
@@ -57,7 +57,7 @@ BOOTSTRAP_VECTOR = 0x19
 
 def _timer_stub() -> bytes:
     # ud2; int 1Ch; push ax; mov al, EOI; out PIC, al; pop ax; iret
-    return (UD2 + bytes((0xCD, USER_TIMER_VECTOR, 0x50, 0xB0, _EOI, 0xE6, PIC_MASTER_COMMAND,
+    return (UD2 + bytes((0xCD, USER_TIMER_VECTOR, 0x50, 0xB0, _EOI, 0xE6, PORT_PIC_MASTER,
                          0x58)) + _IRET)  # fmt: skip
 
 

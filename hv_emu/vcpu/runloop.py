@@ -9,7 +9,8 @@ Also single steps for a debugger (``steps=1``).
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
-a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23); the
+a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23) or a
+timer is armed (U41, the instruction budget); the
 silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
 
 Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -29,21 +30,24 @@ from hv_emu.errors import GuestFault
 from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout, TripleFault
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
-from hv_emu.vcpu.deliver import inject
+from hv_emu.vcpu.deliver import guest_has_handler, inject
+from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
 from hv_emu.vcpu.engine import mode_of
 from hv_emu.vcpu.faults import exception_name, fault_report
-from hv_emu.vcpu.injection import Delivered, EventType, hardware_exception
+from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
+from hv_emu.vcpu.platform import Platform
 from hv_emu.vcpu.traps import INVALID_OPCODE, ExitHandler, Traps
 
 _HLT = 0xF4
 _UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)
 
 
-class Vcpu(Traps):
+class Vcpu(Traps, Platform):
     """One virtual CPU over ``mem``; every exit goes to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
         super().__init__(mem, on_exit)
+        Platform.__init__(self)
         self._timed_out = threading.Event()
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
         mem.add_write_listener(self._invalidate)
@@ -69,12 +73,14 @@ class Vcpu(Traps):
                 if self._stale_code:
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
+                self.sync_platform()
                 if self.pending_event is not None:
                     ended = self._inject_pending()
                     if ended is not None:
                         return ended
                 start = self.reg("rip")
-                err = self._enter(start, steps)
+                budget = None if steps is not None else self.budget
+                err = self._enter(start, steps or budget)
                 if err is not None:
                     if self._error is not None:  # raised in a hook, stored there (U22)
                         raise self._error from None
@@ -96,7 +102,17 @@ class Vcpu(Traps):
                 rip = self.reg("rip")
                 pc = self.linear_address(mode, rip)
                 if self._byte_before(paging, pc) == _HLT:
+                    # HLT with IF = 1 waits for the next interrupt (virtual time skips to the
+                    # next timer deadline); with IF = 0, or nothing that could wake it, the
+                    # run ends as it always did.
+                    if self.reg("rflags") & IF and self.wait_for_interrupt(self._timed_out):
+                        continue
                     return Halt(mode, rip)
+                if budget is not None and not self._invalid_opcode_at(paging, pc, mode):
+                    # The instruction budget ran out (a timer's deadline): time moved on. A
+                    # return at an invalid opcode is U15's silent stop, handled below.
+                    self.budget_spent(budget)
+                    continue
                 # Unicorn 2.1.4 with paging on stops silently, without calling the invalid-
                 # instruction hook, at an invalid opcode it has met twice before (seen with
                 # VMCALL and VMMCALL: the third call in a loop). Finish the exit here, in the
@@ -148,9 +164,15 @@ class Vcpu(Traps):
         event, self.pending_event = self.pending_event, None
         if event is None:
             return None
+        if event.type is EventType.EXTERNAL_INTERRUPT:
+            self.hidden.load()
+            if not guest_has_handler(self, self.hidden, self.mode(), event.vector):
+                return fault_report(self, f"external interrupt (vector {event.vector:#x}): no "
+                                    "handler in the guest's IVT/IDT", 0, event.vector)  # fmt: skip
+        cs, rip = self.reg("cs"), self.reg("rip")
         injection = inject(self, self.hidden, event)
         for watcher in self.injection_watchers:
-            watcher(injection)
+            watcher(injection, cs, rip)
         result = injection.result
         if isinstance(result, Delivered):
             return None
@@ -163,6 +185,18 @@ class Vcpu(Traps):
             return TripleFault(**{f.name: getattr(report, f.name) for f in fields(report)})
         return fault_report(self, f"{what} not delivered: {result.reason}", first.cr2 or 0,
                             first.vector)  # fmt: skip
+
+    def _invalid_opcode_at(self, paging: PagingState, pc: int, mode: int) -> bool:
+        """Whether the instruction at linear ``pc`` is the hypercall or does not decode (where
+        Unicorn's silent stop of U15 leaves RIP)."""
+        if self._is_hypercall(paging, pc):
+            return True
+        try:
+            code = read_virt(self.mem, paging, pc, MAX_INSN)
+        except GuestFault:
+            return False  # the fetch itself will fault, in the guest
+        text = disassemble_one(code, pc, mode)
+        return text.startswith(("(bad)", "ud0", "ud1", "ud2"))
 
     def _watchdog_fire(self) -> None:
         self._timed_out.set()

@@ -92,8 +92,8 @@ CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
 INVALID_OPCODE = 6  # #UD
-#: Called with each injection the vCPU makes (a tracer, a report).
-InjectionWatcher = Callable[[Injection], None]
+#: Called with each injection the vCPU makes and the CS:RIP it interrupted (a tracer, a report).
+InjectionWatcher = Callable[[Injection, int, int], None]
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
@@ -302,11 +302,16 @@ class Traps(Engine):
         if ports is not None and not self.exit_watchers:
             # The direct path: what dispatch does with PortIn, without building the exit and its
             # outcome (an IN handler neither stops nor writes RAM, so no flag needs setting).
+            # A device may raise an IRQ line here (the next ATA block): the kick it causes must
+            # not stop emu_start inside an IN hook (U11), hence the flag.
+            self._in_port_in = True
             try:
                 return ports.readers[port](port, size)
             except BaseException as err:
                 self._hook_error(err)
                 return (1 << (8 * size)) - 1
+            finally:
+                self._in_port_in = False
         self._in_port_in = True
         try:
             outcome = self.on_exit(PortIn(port, size))

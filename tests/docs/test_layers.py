@@ -209,6 +209,7 @@ WELL_KNOWN = {
     for name, value in vars(layout).items()
     if type(value) is int and (name.startswith("PORT_") or name.endswith("_PORT"))
     and not name.endswith("_LEN") and name != "PORT_SPACE"
+    and value >= SMALLEST_PORT  # the PIC's 0x20 and the PIT's 0x40 are also common numbers
 } | {
     getattr(layout, name): name
     for name in ("VGA_TEXT_BASE", "DEFAULT_LOAD", "DEFAULT_LOAD_REAL", "REAL_MODE_IMAGE_END",
@@ -218,6 +219,8 @@ WELL_KNOWN = {
 NOT_A_PORT = {
     ("hv_emu/devices/debugcon.py", "READBACK"):
         "the byte a read of the console returns (Bochs/QEMU's readback value), not its port",
+    ("hv_emu/devices/storage/ata_registers.py", "DEV_OBSOLETE"):
+        "the Device register's obsolete bits 7 and 5, not the slave PIC's port",
     ("hv_emu/devices/storage/ata_registers.py", "w[80]"):
         "IDENTIFY word 80, the major-version bit mask (ATA/ATAPI-4 .. ATA8-ACS), not a port",
 }

@@ -13,9 +13,9 @@ signature), BitVisor ``drivers/ata/ata_core.c`` for where inspection happens (pr
 per completed block before the disk sees it). The command table is data in ``ata_registers.py``.
 
 Leaves out:
-- Interrupts are not delivered (hv-emu has no interrupt controller yet): the guest polls Status.
-  INTRQ is still modelled (``interrupt_pending``: set at each DRQ block and completion, cleared by
-  reading Status, masked by nIEN) so the rules are testable and an 8259 can be added later.
+- INTRQ (``interrupt_pending``: set at each DRQ block of a read and after each block of a write,
+  at completion, cleared by reading Status, masked by nIEN) drives the ``irq`` line, which the
+  machine connects to IRQ14 of the PIC; a driver may still poll Status with nIEN set.
 - Device 1: absent. With DEV=1 selected, Status and Alternate Status read 0 (no device), the Error
   register reads 0, the data port floats (0xFFFF) and commands are ignored; the other registers
   read back their shadow values, as on a one-drive cable.
@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 
+from hv_emu.devices.irq import Line
 from hv_emu.devices.port import BlockPortView, PortView
 from hv_emu.devices.storage import ata_registers as r
 from hv_emu.devices.storage.ata_registers import AtaState, DmaListener, DmaRequest, Phase
@@ -91,6 +92,8 @@ class AtaChannel:
         #: The last host I/O error the guest saw as ERR (for the event log); never raised.
         self.host_error: OSError | None = None
         self.st = AtaState()
+        #: INTRQ: the machine connects it to the interrupt controller (IRQ14 on a PC).
+        self.irq = Line()
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -111,8 +114,11 @@ class AtaChannel:
 
     @property
     def interrupt_pending(self) -> bool:
-        """INTRQ as the wire would carry it (not delivered anywhere yet)."""
+        """INTRQ as the wire carries it: a request, not masked by nIEN."""
         return self.st.irq and not self.st.control & r.DC_NIEN
+
+    def _sync_irq(self) -> None:
+        self.irq.set(self.interrupt_pending)
 
     def _slave(self) -> bool:
         return bool(self.st.device & r.DEV_DEV)
@@ -127,6 +133,7 @@ class AtaChannel:
         value = 0
         for i in range(size):  # wider accesses to byte registers: one register per byte
             value |= self._read_reg(offset + i) << (8 * i)
+        self._sync_irq()  # reading Status lowers INTRQ
         return value
 
     def command_write(self, offset: int, size: int, value: int) -> None:
@@ -138,6 +145,7 @@ class AtaChannel:
             return
         for i in range(size):
             self._write_reg(offset + i, (value >> (8 * i)) & 0xFF)
+        self._sync_irq()  # a command may complete at once
 
     def command_write_room(self, offset: int, size: int) -> int:
         """How many OUTs of ``size`` to ``offset`` the channel takes at once: the rest of the
@@ -179,6 +187,7 @@ class AtaChannel:
             # SRST released: diagnostics pass at once, the reset signature appears, DRDY.
             st.phase, st.status, st.error = Phase.IDLE, r.ST_IDLE, r.DIAG_PASSED
             self._signature()
+        self._sync_irq()  # nIEN masks or unmasks a pending request
 
     def _read_reg(self, reg: int) -> int:
         st = self.st
@@ -333,6 +342,7 @@ class AtaChannel:
                 self._load_read_block()
             else:
                 self._complete(irq=False)
+            self._sync_irq()
         return word
 
     def _data_out(self, word: int) -> None:
@@ -349,6 +359,7 @@ class AtaChannel:
         # A whole DRQ block is in the private buffer: inspect it once, then commit or refuse.
         sectors = len(st.buffer) // r.SECTOR_SIZE
         if not self._commit(st.lba, bytes(st.buffer), "pio"):
+            self._sync_irq()  # refused: ERR, and the completion interrupt
             return
         st.lba, st.remaining = st.lba + sectors, st.remaining - sectors
         if st.remaining > 0:
@@ -356,6 +367,7 @@ class AtaChannel:
             st.irq = True
         else:
             self._complete()
+        self._sync_irq()
 
     def _commit(self, lba: int, data: bytes, transport: Transport) -> bool:
         """Publish a write, obey the verdict; on refusal end the command with ERR/ABRT."""
@@ -421,6 +433,7 @@ class AtaChannel:
                 self._complete()
             else:
                 self._abort()
+            self._sync_irq()
 
     # ------------------------------------------------------------------ endings
     def _drop_transfer(self) -> None:

@@ -1,0 +1,152 @@
+"""The vCPU's side of the interrupt controller and the timer: INTR, INTA, the interrupt window,
+guest time while the guest runs, and HLT waiting for the next interrupt.
+
+Models: what VT-x gives a VMM around event injection. At each VM entry the run loop asks the
+interrupt controller whether INTR is up; if the guest can take an interrupt (RFLAGS.IF = 1 and no
+STI / MOV SS shadow) it acknowledges it (INTA: the vector) and injects it as an external
+interrupt; if not, it asks to be told when the guest can ("interrupt-window exiting"). Guest
+time (``devices/clock.py``) moves with the code the guest runs while a timer is armed, and a
+deadline that passes stops the guest so the timer can fire. HLT with IF = 1 waits: virtual time
+jumps to the next deadline; with nothing armed and nothing pending, nothing can ever wake the
+vCPU and the run ends as a HLT always did.
+
+Follows: Intel SDM vol. 3C 24.6.2 (interrupt-window exiting), 26.3.1.5 (event injection needs
+IF = 1 and no blocking by STI or MOV SS for external interrupts), 6.8.3 (the shadow); KVM's
+``kvm_cpu_has_injectable_intr`` / ``enable_irq_window``; QEMU's ``-icount`` (time from an
+instruction budget). docs/UNICORN.md U41 (what ``count=`` and a block hook cost, and why only
+while a timer is armed or a window is open).
+
+While a timer is armed, each ``emu_start`` gets an instruction budget (``count=``) up to the next
+deadline; a budget run to its end moves guest time by that many instructions, an earlier return
+(an exit) does not move it, so time is deterministic. With no timer armed and nothing pending
+there is no budget and no cost (docs/UNICORN.md U41).
+
+Leaves out: NMIs (no source), the APIC, more than one interrupt controller, SMIs.
+
+Guest controls: IF and the shadow (when it can be interrupted), what it arms (deadlines) and
+when it halts. The idle wait is bounded: at most ``MAX_IDLE_DEADLINES`` deadlines that raise no
+interrupt (a masked timer) before the HLT ends the run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import unicorn
+
+from hv_emu.vcpu.hidden import HiddenState
+from hv_emu.vcpu.injection import IF, Event, EventType
+
+#: Timer deadlines an idle HLT skips through without an interrupt before it ends the run.
+MAX_IDLE_DEADLINES = 64
+#: Guest nanoseconds per instruction run while a timer is armed (a guest CPU of 100 MIPS).
+NS_PER_INSTRUCTION = 10
+#: Instructions run between two looks at IF while an interrupt waits for the guest to take it.
+WINDOW_BUDGET = 10_000
+
+
+class InterruptController(Protocol):
+    def pending(self) -> bool: ...
+
+    def acknowledge(self) -> int: ...
+
+
+class Timer(Protocol):
+    def next_deadline(self) -> int | None: ...
+
+    def run_until(self, now: int) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> int: ...
+
+    def advance(self, ns: int) -> None: ...
+
+    def skip_to(self, deadline: int) -> None: ...
+
+
+class Platform:
+    """Mixed into the vCPU: the machine sets ``pic``, ``timer`` and ``clock``."""
+
+    uc: unicorn.Uc
+    hidden: HiddenState
+    pending_event: Event | None
+    _emulating: bool
+    _in_port_in: bool
+    _resume: bool
+
+    def __init__(self) -> None:
+        self.pic: InterruptController | None = None
+        self.timer: Timer | None = None
+        self.clock: Clock | None = None
+        #: Instructions the next ``emu_start`` may run (``count=``): set while a timer is armed
+        #: or an interrupt waits for its window, else ``None`` (no count: full speed).
+        self.budget: int | None = None
+        #: Called at each VM entry before INTR is looked at: devices whose line follows state
+        #: another thread changes (the NIC's receive queue) bring it up to date here.
+        self.entry_hooks: list[Callable[[], None]] = []
+
+    def reg(self, name: str) -> int:  # provided by the engine
+        raise NotImplementedError
+
+    def kick(self) -> None:
+        """Leave ``emu_start`` soon (end of the translation block) so the run loop looks at
+        INTR and the timers again; never from an IN hook (docs/UNICORN.md U11): an interrupt
+        raised there is seen at the next exit."""
+        if self._emulating and not self._in_port_in:
+            self._resume = True
+            self.uc.emu_stop()
+
+    def sync_platform(self) -> None:
+        """At VM entry: fire due timers, take an interrupt the guest can take, and set the
+        instruction budget of the next entry: up to the next timer deadline, or a short one
+        while an interrupt waits for its window (IF = 0 or the shadow)."""
+        for hook in self.entry_hooks:
+            hook()
+        timer, clock = self.timer, self.clock
+        deadline = None
+        if timer is not None and clock is not None:
+            timer.run_until(clock.now())
+            deadline = timer.next_deadline()
+        window = False
+        pic = self.pic
+        if self.pending_event is None and pic is not None and pic.pending():
+            if self.reg("rflags") & IF:
+                self.hidden.load()
+                if self.hidden.interrupt_shadow:
+                    window = True
+                else:
+                    self.pending_event = Event(pic.acknowledge(), EventType.EXTERNAL_INTERRUPT)
+            else:
+                window = True
+        budget = None
+        if deadline is not None and clock is not None:
+            budget = max(1, (deadline - clock.now()) // NS_PER_INSTRUCTION)
+        if window:
+            budget = min(budget or WINDOW_BUDGET, WINDOW_BUDGET)
+        self.budget = budget
+
+    def budget_spent(self, instructions: int) -> None:
+        """``emu_start`` ran its whole budget: the guest's time moved on by that much."""
+        if self.clock is not None:
+            self.clock.advance(instructions * NS_PER_INSTRUCTION)
+
+    def wait_for_interrupt(self, give_up: threading.Event) -> bool:
+        """HLT with IF = 1: whether an interrupt is (or becomes) pending, after skipping guest
+        time to timer deadlines; False when nothing can wake the vCPU."""
+        pic, timer, clock = self.pic, self.timer, self.clock
+        if pic is None:
+            return False
+        for _ in range(MAX_IDLE_DEADLINES):
+            if pic.pending() or give_up.is_set():
+                return True
+            if timer is None or clock is None:
+                return False
+            due = timer.next_deadline()
+            if due is None:
+                return False
+            clock.skip_to(due)
+            timer.run_until(clock.now())
+        return pic.pending()

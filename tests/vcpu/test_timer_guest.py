@@ -1,0 +1,147 @@
+"""A guest that programs the PIC and the PIT itself and counts IRQ0 ticks, waiting with HLT or
+spinning: on hv-emu's virtual time, and against QEMU (the same debug-console output)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from guest_tool.assemble import assemble
+from guest_tool.programs import macro_prelude
+from hv_emu import layout
+from hv_emu.exits import Halt
+from hv_emu.machine import Machine, MachineConfig
+from tests.rigs.bootsector import run_on_qemu
+from tests.rigs.qemu import EXIT_PORT, needs_qemu
+
+TICK_VECTOR = 0x20
+
+#: Remap the PIC (vectors 0x20-0x2F, IRQ0 only unmasked), PIT counter 0 in mode 2 at 1 kHz,
+#: IRQ0's IVT entry to ``tick``; then ``{wait}`` until ten ticks have been counted, printing a
+#: digit per tick from the main loop.
+TICKS = f"""
+    cli
+    xor ax, ax
+    mov ds, ax
+    mov ss, ax
+    mov sp, 0x7000
+    mov word ptr [{TICK_VECTOR}*4], tick
+    mov word ptr [{TICK_VECTOR}*4+2], 0
+    mov al, 0x11
+    out 0x20, al
+    out 0xa0, al
+    mov al, {TICK_VECTOR}
+    out 0x21, al
+    mov al, {TICK_VECTOR + 8}
+    out 0xa1, al
+    mov al, 4
+    out 0x21, al
+    mov al, 2
+    out 0xa1, al
+    mov al, 1
+    out 0x21, al
+    out 0xa1, al
+    mov al, 0xfe
+    out 0x21, al                # IRQ0 only
+    mov al, 0xff
+    out 0xa1, al
+    mov al, 0x34
+    out 0x43, al                # counter 0, LSB then MSB, mode 2
+    mov al, 0xa9
+    out 0x40, al
+    mov al, 0x04
+    out 0x40, al                # 0x04a9 = 1193: 1 kHz
+    mov word ptr [count], 0
+    mov bx, 0
+    sti
+wait:
+    {{wait}}
+    cmp [count], bx
+    je wait
+    mov bx, [count]
+    mov al, bl
+    add al, 0x30
+    out 0xe9, al
+    cmp bx, 9
+    jb wait
+    cli
+    mov al, 0x0a
+    out 0xe9, al
+    mov al, 1
+    out {EXIT_PORT:#x}, al
+    hlt
+tick:
+    push ax
+    inc word ptr [count]
+    mov al, 0x20
+    out 0x20, al                # EOI
+    pop ax
+    iret
+count:
+    .word 0
+"""
+
+
+def sector(wait: str) -> bytes:
+    code = assemble(TICKS.replace("{wait}", wait), mode=16, address=layout.DEFAULT_LOAD_REAL,
+                    prelude=macro_prelude(16))  # fmt: skip
+    return code.ljust(510, b"\0") + b"\x55\xaa"
+
+
+def run_hv(image: bytes) -> tuple[Machine, Halt]:
+    machine = Machine(MachineConfig(timeout=20.0))
+    machine.load(image, mode=16)
+    result = machine.run()
+    assert isinstance(result.exit, Halt), result.exit
+    return machine, result.exit
+
+
+def test_ticks_counted_with_hlt_skip_virtual_time_to_each_deadline() -> None:
+    machine, _ = run_hv(sector("hlt"))
+    assert machine.debugcon.text() == "123456789\n"
+    assert machine.pit.edges >= 9
+    # Nine periods of 1193 ticks at 1.193182 MHz: 9 ms of guest time, whatever the host did.
+    assert 9_000_000 <= machine.clock.now() <= 9_100_000
+
+
+def test_ticks_counted_while_spinning_come_from_the_instruction_budget() -> None:
+    machine, _ = run_hv(sector("nop"))
+    assert machine.debugcon.text() == "123456789\n"
+    assert 9_000_000 <= machine.clock.now() <= 9_200_000
+
+
+def test_the_same_guest_sees_the_same_time_in_every_run() -> None:
+    first, _ = run_hv(sector("nop"))
+    second, _ = run_hv(sector("nop"))
+    assert first.clock.now() == second.clock.now()
+
+
+@needs_qemu
+def test_a_pit_tick_handler_counts_the_same_on_qemu(tmp_path: Path) -> None:
+    image = sector("hlt")
+    qemu = run_on_qemu(tmp_path, image)
+    assert qemu.exit_value == 1, qemu
+    machine, _ = run_hv(image)
+    assert bytes(machine.debugcon.captured) == qemu.console == b"123456789\n"
+
+
+def test_realtime_paces_the_ticks_by_the_host_clock() -> None:
+    machine = Machine(MachineConfig(timeout=20.0, realtime=True))
+    machine.load(sector("hlt"), mode=16)
+    started = time.monotonic()
+    result = machine.run()
+    assert isinstance(result.exit, Halt)
+    assert machine.debugcon.text() == "123456789\n"
+    assert time.monotonic() - started >= 0.009  # nine 1 ms periods of the host's clock
+
+
+def test_hv_emu_run_realtime_from_the_command_line(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from hv_emu.cli.main import main
+
+    image = tmp_path / "ticks.img"
+    image.write_bytes(sector("hlt"))
+    assert main(["run", "--mode", "16", "--realtime", "-q", str(image)]) == 0
+    assert capsys.readouterr().out == "123456789\n"
