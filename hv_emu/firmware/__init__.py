@@ -10,7 +10,8 @@ Modules: ``rom.py`` (the ROM image and the IVT), ``bda.py`` (the BIOS data area)
 (a call's registers and the flags it returns), ``video.py`` (int 10h), ``geometry.py`` (the CHS
 geometry QEMU's firmware reports), ``ata_pio.py`` (the disk driven through the ATA ports),
 ``disk.py`` (int 13h), ``memory_map.py`` (E820, E801, int 12h), ``system.py`` (int 11h, 15h,
-16h, 1Ah, 18h, 19h), ``bios.py`` (install at boot, dispatch a call, boot a disk).
+16h, 1Ah, 18h, 19h), ``post.py`` (the PIC and the PIT at boot), ``bios.py`` (install at
+boot, dispatch a call, boot a disk).
 
 Follows: IBM PC/AT Technical Reference (IVT, BDA), Ralf Brown's Interrupt List (the services'
 registers), SeaBIOS (``src/disk.c``, ``src/system.c``, ``vgasrc/vgabios.c``, ``src/boot.c``) for

@@ -1,7 +1,8 @@
 """The BIOS: put the firmware in place at boot, answer its calls, boot a disk.
 
 Models: a PC's system BIOS as seen from the VMM: at reset of a 16-bit run ``install`` writes the
-ROM stubs, the IVT and the BDA (``rom.py``, ``bda.py``); each ``FirmwareCall`` exit (the ``ud2``
+ROM stubs, the IVT and the BDA (``rom.py``, ``bda.py``) and programs the PIC and the PIT
+(``post.py``); each ``FirmwareCall`` exit (the ``ud2``
 of a stub) is answered by the service of its vector, returning registers and the caller's FLAGS
 image with CF/ZF set (``frame.py``); ``load_boot_sector`` is the bootstrap (int 19h, and
 ``hv-emu run --boot``): sector 0 read through the ATA controller to 0000:7C00, refused unless it
@@ -28,6 +29,7 @@ from hv_emu.firmware.ata_pio import SECTOR, AtaError, AtaPio
 from hv_emu.firmware.disk import DiskServices
 from hv_emu.firmware.frame import Regs, Reply, returned_flags
 from hv_emu.firmware.memory_map import MemoryServices
+from hv_emu.firmware.post import program_interrupt_hardware
 from hv_emu.firmware.system import SystemServices
 from hv_emu.firmware.video import Video
 from hv_emu.layout import BOOT_DRIVE, BOOT_SECTOR_ADDR
@@ -42,7 +44,7 @@ class Bios:
 
     def __init__(self, mem: GuestMemory, screen: VgaText, bus: PortIoBus,
                  sectors: int | None) -> None:  # fmt: skip
-        self.mem = mem
+        self.mem, self.bus = mem, bus
         self.pio = AtaPio(bus) if sectors is not None else None
         self.video = Video(mem, screen)
         self.disk = DiskServices(mem, self.pio, sectors or 0)
@@ -56,9 +58,10 @@ class Bios:
         self.calls = 0  # firmware calls answered (for tests and the trace)
 
     def install(self) -> None:
-        """The ROM stubs, the IVT and the BDA, as POST leaves them."""
+        """The ROM stubs, the IVT and the BDA, the PIC pair and the PIT, as POST leaves them."""
         rom.install(self.mem)
         bda.install(self.mem, hard_disks=0 if self.pio is None else 1)
+        program_interrupt_hardware(self.bus)
 
     def load_boot_sector(self) -> str | None:
         """Read sector 0 through the controller to 0000:7C00; why it is not bootable, or None."""

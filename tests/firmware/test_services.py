@@ -123,8 +123,9 @@ def test_int_19h_reloads_the_boot_sector_and_enters_it(tmp_path: Path) -> None:
         inc byte ptr es:[0]
         cmp byte ptr es:[0], 3
         je done
-        lcall [0x19*4]          # a far call to the int 19h stub (no IVT delivery needed)
+        lcall [0x19*4]          # a far call to the int 19h stub
     done:
+        cli                     # IF=1 at boot and the timer runs: HLT alone would wait
         hlt
     """)
     m = machine(tmp_path, sector + bytes(4096))

@@ -48,6 +48,7 @@ def test_the_frame_holds_flags_cs_ip_and_if_tf_are_cleared(boot: Boot) -> None:
         out 0xe9, al            # low byte of FLAGS after IRET
         mov al, ah
         out 0xe9, al            # high byte: IF (bit 9) back on
+        cli                     # the firmware's timer runs: HLT with IF=1 would wait for it
         hlt
     handler:
         pushf
