@@ -3,7 +3,8 @@
 Models: the exit side of VT-x (and of SVM for its hypercall). Where the CPU writes an exit reason
 into the VMCS, hv-emu has Unicorn hooks: the hypercall arrives as an invalid instruction (Unicorn
 decodes VMCALL ``0f 01 c1`` and VMMCALL ``0f 01 d9`` as #UD; the configured CPU vendor's is the
-hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD), IN and OUT,
+hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD; so does the
+firmware's ``ud2`` at a ROM stub in real mode, a ``FirmwareCall``), IN and OUT,
 CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the interrupt hook,
 accesses outside RAM through the memory hook. Each trap becomes an exit value (``exits.py``)
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers

@@ -337,3 +337,39 @@ def test_a_signature_written_with_ah_43h_is_zero_filled_on_hv_emu_only(tmp_path:
     written = hv_disk.read_bytes()[5 * 512 : 6 * 512]
     assert SIG not in written and written == sector.replace(SIG, bytes(len(SIG)))
     assert m.detections == 1
+
+
+TICKS = START + """
+    mov word ptr [0x1c * 4], tick
+    mov word ptr [0x1c * 4 + 2], 0
+    mov ah, 0x00
+    int 0x1a                 # the tick count before (QEMU's starts at the time of day)
+    mov [0x502], dx
+    sti
+sleep:
+    hlt
+    cmp byte ptr [count], 5
+    jb sleep
+    cli
+    mov ah, 0x00
+    int 0x1a
+    sub dx, [0x502]
+    mov ax, dx
+    CALL16 hex16             # ticks the BIOS counted meanwhile
+    CALL16 newline
+    jmp done
+tick:
+    inc byte ptr [count]
+    mov al, '.'
+    out 0xe9, al
+    iret
+count: .byte 0
+""" + LIB
+
+
+@needs_qemu
+def test_a_tick_handler_on_int_1ch_counts_with_hlt_as_on_qemu(tmp_path: Path) -> None:
+    """IRQ0 from the PIT through the PIC to the BIOS's int 08h, which calls int 1Ch: five
+    ticks seen by the guest's handler, five counted by the BIOS (int 1Ah), on both."""
+    qemu, hv = both(tmp_path, boot_sector(TICKS) + bytes(MIB))
+    assert hv == qemu == b".....0005\n"

@@ -133,3 +133,13 @@ def test_the_rom_is_read_only_to_the_guest_and_only_in_16_bit_runs() -> None:
                     address=layout.DEFAULT_LOAD), mode=32)  # fmt: skip
     assert m.run().halted
     assert m.mem.read_u8(layout.ROM_BASE + 0x1100) == 0x90
+
+
+def test_post_leaves_the_pic_at_08h_70h_and_the_pit_at_18_2_hz(boot: Boot) -> None:
+    machine, _ = boot("cli\n hlt", mode=16)
+    master, slave = machine.pic.master, machine.pic.slave
+    assert (master.vector_base, master.imr) == (0x08, 0xFA)
+    assert (slave.vector_base, slave.imr) == (0x70, 0xFF)
+    counter = machine.pit.counters[0]
+    assert counter.mode == 3 and counter.count == 0x10000
+    assert machine.pit.next_deadline() is not None  # counting: a count was written
