@@ -6,12 +6,15 @@ turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exi
 (``Vcpu.run``: enter the guest, HLT, the watchdog, the stale-code flush, single steps) and
 ``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers),
 ``disasm`` (capstone, for fault reports and traces) and ``string_io`` (a ``rep outs*`` decoded
-and moved a block per exit).
+and moved a block per exit); event injection: ``injection`` (events in VT-x terms, the
+double-fault table), ``deliver`` (one injection), ``ivt`` and ``idt`` (delivery in real and
+protected/long mode), ``hidden`` (segment caches, CPL, the shadow), ``error_codes`` and
+``platform`` (INTR/INTA, the interrupt window, guest time while a timer is armed, HLT waiting).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U38 and their work-arounds). This
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U41 and their work-arounds). This
 package is the only place that imports unicorn.
 
-Leaves out: interrupt delivery, MSR and control-register exits, SMP (see each module).
+Leaves out: NMIs and the APIC, MSR and control-register exits, SMP (see each module).
 
 Guest controls: all register and memory state the vCPU reads (see each module).
 """

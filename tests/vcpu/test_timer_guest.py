@@ -145,3 +145,31 @@ def test_hv_emu_run_realtime_from_the_command_line(tmp_path: Path,
     image.write_bytes(sector("hlt"))
     assert main(["run", "--mode", "16", "--realtime", "-q", str(image)]) == 0
     assert capsys.readouterr().out == "123456789\n"
+
+
+def test_hlt_ends_the_run_when_nothing_can_wake_the_vcpu() -> None:
+    """IF = 0, or IF = 1 with no timer armed and nothing pending: the run ends at the HLT."""
+    for source in ("cli\n hlt", "sti\n hlt"):
+        machine = Machine(MachineConfig(timeout=5.0))
+        machine.load(assemble(source, mode=16, address=layout.DEFAULT_LOAD_REAL), mode=16)
+        assert isinstance(machine.run().exit, Halt)
+        assert machine.clock.now() == 0
+
+
+def test_a_masked_timer_does_not_keep_a_halted_guest_waiting() -> None:
+    """The PIT armed but IRQ0 masked at the PIC: the HLT skips a bounded number of deadlines,
+    then ends the run."""
+    machine = Machine(MachineConfig(timeout=5.0))
+    machine.load(assemble("""
+        mov al, 0xff
+        out 0x21, al
+        mov al, 0x34
+        out 0x43, al
+        mov al, 0x10
+        out 0x40, al
+        out 0x40, al
+        sti
+        hlt
+    """, mode=16, address=layout.DEFAULT_LOAD_REAL), mode=16)
+    assert isinstance(machine.run().exit, Halt)
+    assert machine.pit.edges >= 1
