@@ -103,4 +103,9 @@ def read(mem: GuestMemory, offset: int, size: int) -> int:
 
 
 def write(mem: GuestMemory, offset: int, size: int, value: int) -> None:
-    mem.write(BDA_BASE + offset, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+    """Set a BDA field. An unchanged field is not written: every host write to guest RAM makes
+    the vCPU drop its translated code (docs/ARCHITECTURE.md, the run loop), a cost a BIOS call
+    that only reads (int 1Ah, int 13h's status) should not pay."""
+    data = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+    if mem.read(BDA_BASE + offset, size) != data:
+        mem.write(BDA_BASE + offset, data)
