@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import disk, hypercall, linux, network, nic, ports, qemu, scanner, trace, update
+from benchmarks import (
+    disk,
+    hypercall,
+    injection,
+    linux,
+    network,
+    nic,
+    ports,
+    qemu,
+    scanner,
+    trace,
+    update,
+)
 
 
 def main() -> int:
     rows = ports.run() + hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
-    rows += trace.run() + nic.run() + linux.run() + qemu.run()
+    rows += trace.run() + nic.run() + linux.run() + injection.run() + qemu.run()
     print("| benchmark | hv-emu | peer | peer value | ratio |")
     print("|---|---|---|---|---|")
     for row in rows:

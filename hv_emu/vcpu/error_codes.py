@@ -1,6 +1,9 @@
-"""Error codes Unicorn does not give: what a CPU exception would have pushed.
+"""The event a trap raised, and the error code Unicorn does not give.
 
-Models: the error code the CPU computes when it raises #PF, #GP, #NP, #SS or #TS. Unicorn keeps
+Models: what the CPU knows when it raises an event and Unicorn's interrupt hook does not say:
+its type in VT-x's terms (the bytes before RIP tell a software ``INT n``, ``INT3``, ``INTO`` or
+``INT1`` from a CPU exception of the same vector: INT 0x10 is also #MF's vector 16), and the error
+code the CPU computes when it raises #PF, #GP, #NP, #SS or #TS. Unicorn keeps
 it in ``env->error_code`` and does not expose it (docs/UNICORN.md U18), so the hypervisor works
 it out again from what it can see. A #PF's code comes from the guest's page walk of CR2: P
 (0 = the page is not present, 1 = a protection violation), W/R (the access was a write), U/S
@@ -26,6 +29,7 @@ decoding failure gives the conservative code (0, or a read).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from functools import cache
 
 import capstone
@@ -35,6 +39,7 @@ from hv_emu.errors import GuestFault, PageFault
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import NOT_PRESENT, RESERVED_BIT, PagingState, translate
 from hv_emu.vcpu.disasm import MAX_INSN
+from hv_emu.vcpu.injection import ERROR_CODE_VECTORS, Event, EventType, hardware_exception
 
 PF_PRESENT = 1
 PF_WRITE = 2
@@ -108,7 +113,7 @@ def page_fault_code(mem: GuestMemory, paging: PagingState, cr2: int, *, cpl: int
     return PF_PRESENT | write | user
 
 
-def selector_fault_code(code: bytes, mode: int, registers: dict[str, int]) -> int:
+def selector_fault_code(code: bytes, mode: int, registers: Mapping[str, int]) -> int:
     """The error code of a #GP/#NP/#SS/#TS raised by ``mov Sreg, r16`` or ``pop Sreg``: the
     selector with its RPL cleared, as QEMU pushes it (``selector & 0xfffc``); else 0."""
     insn = _decode(code, mode)
@@ -121,3 +126,33 @@ def selector_fault_code(code: bytes, mode: int, registers: dict[str, int]) -> in
     full = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
             "bp": "rbp", "sp": "rsp"}.get(name[-2:], "")  # fmt: skip
     return registers.get(full, 0) & 0xFFFC
+
+
+_INT_IMM8 = 0xCD
+PAGE_FAULT = 14
+
+
+def raised_event(
+    intno: int, before: bytes, *, mem: GuestMemory, paging: PagingState, mode: int, pc: int,
+    code: Callable[[], bytes], cr2: Callable[[], int], cpl: Callable[[], int],
+    registers: Callable[[], Mapping[str, int]],
+) -> Event:
+    """The event Unicorn reported as vector ``intno``, with ``before`` the two bytes before RIP
+    and, read only when needed, the faulting instruction's bytes, CR2, the CPL and the general
+    registers."""
+    if before == bytes((_INT_IMM8, intno)):
+        return Event(intno, EventType.SOFTWARE_INTERRUPT, instruction_length=2)
+    last = before[-1:]
+    if (intno, last) in ((3, b"\xcc"), (4, b"\xce")):
+        return Event(intno, EventType.SOFTWARE_EXCEPTION, instruction_length=1)
+    if (intno, last) == (1, b"\xf1"):
+        return Event(intno, EventType.PRIVILEGED_SOFTWARE_EXCEPTION, instruction_length=1)
+    if intno not in ERROR_CODE_VECTORS:
+        return hardware_exception(intno)
+    if intno == PAGE_FAULT:
+        address = cr2()
+        error = page_fault_code(mem, paging, address, cpl=cpl(), pc=pc, code=code(), mode=mode)
+        return hardware_exception(intno, error, cr2=address)
+    if intno in (10, 11, 12, 13):
+        return hardware_exception(intno, selector_fault_code(code(), mode, registers()))
+    return hardware_exception(intno, 0)

@@ -39,6 +39,8 @@ _HFLAGS = 176
 _SEGS = 184
 _SEG_SIZE = 24
 _OLD_EXCEPTION = 5496
+_U32 = struct.Struct("<I")
+_SEGMENT = struct.Struct("<I4xQII")  # SegmentCache: selector, (padding), base, limit, flags
 #: Segment register numbers as QEMU orders them, then the system tables that share the layout.
 ES, CS, SS, DS, FS, GS, LDT, TR, GDT, IDT = range(10)
 
@@ -101,31 +103,26 @@ class HiddenState:
         self.usable = _layout_holds()
         self._ctx = uc.context_save()
         self._env = _env_offset(self._ctx) if self.usable else 0
-        self._base = int(self._ctx.context.value) + self._env
+        address = int(self._ctx.context.value)
+        # One writable view of the saved state: fields are read and written with struct.
+        self._view = memoryview((ctypes.c_char * self._ctx.size).from_address(address)).cast("B")
 
     # ------------------------------------------------------------------ a whole edit
     def load(self) -> None:
         """Take a fresh copy of the CPU state (after which the getters and setters act on it)."""
         self.uc.context_update(self._ctx)
-        self._base = int(self._ctx.context.value) + self._env
 
     def store(self) -> None:
         """Give the edited copy back to the CPU."""
         self.uc.context_restore(self._ctx)
 
-    def _u32(self, offset: int) -> ctypes.c_uint32:
-        return ctypes.c_uint32.from_address(self._base + offset)
-
-    def _u64(self, offset: int) -> ctypes.c_uint64:
-        return ctypes.c_uint64.from_address(self._base + offset)
-
     # ------------------------------------------------------------------ fields
     @property
     def hflags(self) -> int:
-        return int(self._u32(_HFLAGS).value)
+        return int(_U32.unpack_from(self._view, self._env + _HFLAGS)[0])
 
     def set_hflags(self, value: int) -> None:
-        self._u32(_HFLAGS).value = value & 0xFFFFFFFF
+        _U32.pack_into(self._view, self._env + _HFLAGS, value & 0xFFFFFFFF)
 
     @property
     def cpl(self) -> int:
@@ -142,23 +139,20 @@ class HiddenState:
     def segment(self, seg: int) -> tuple[int, int, int, int]:
         """(selector, base, limit, flags) of segment register ``seg`` (ES, CS, SS...), or of
         the LDTR, TR, GDTR or IDTR."""
-        at = _SEGS + seg * _SEG_SIZE
-        return (int(self._u32(at).value), int(self._u64(at + 8).value),
-                int(self._u32(at + 16).value), int(self._u32(at + 20).value))  # fmt: skip
+        selector, base, limit, flags = _SEGMENT.unpack_from(
+            self._view, self._env + _SEGS + seg * _SEG_SIZE)
+        return int(selector), int(base), int(limit), int(flags)
 
     def forget_exception(self) -> None:
         """The exception in progress has been delivered: the next one is not a double fault
         (QEMU resets ``old_exception`` in ``do_interrupt_all``, which Unicorn never runs)."""
-        self._u32(_OLD_EXCEPTION).value = 0xFFFFFFFF
+        _U32.pack_into(self._view, self._env + _OLD_EXCEPTION, 0xFFFFFFFF)
 
     def load_segment(self, seg: int, selector: int, base: int, limit: int, flags: int,
                      cr0: int, eflags: int) -> None:  # fmt: skip
         """Load segment register ``seg`` as ``cpu_x86_load_seg_cache`` does, hflags included."""
-        at = _SEGS + seg * _SEG_SIZE
-        self._u32(at).value = selector & 0xFFFF
-        self._u64(at + 8).value = base
-        self._u32(at + 16).value = limit & 0xFFFFFFFF
-        self._u32(at + 20).value = flags & 0xFFFFFFFF
+        _SEGMENT.pack_into(self._view, self._env + _SEGS + seg * _SEG_SIZE, selector & 0xFFFF,
+                           base & 0xFFFFFFFFFFFFFFFF, limit & 0xFFFFFFFF, flags & 0xFFFFFFFF)
         hflags = self.hflags
         if seg == CS:
             if hflags & _HF_LMA and flags & DESC_L:

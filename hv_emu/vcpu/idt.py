@@ -17,7 +17,9 @@ and the error codes delivery raises are exact, with the EXT bit.
 
 Leaves out: task switches through a task gate (refused), virtual-8086 mode, compatibility-mode
 code (a long-mode guest is 64-bit, docs/UNICORN.md U5), the accessed bit of descriptors,
-segment-limit checks on the new stack (pushes are checked by the page walk only), SMAP.
+segment-limit checks on the new stack (pushes are checked by the page walk only), SMAP; the
+frame's bytes do not mark translated code stale (``Vcpu._pushing_frame``: a guest executing
+code from its own interrupt stack would run the old bytes).
 
 Guest controls: the IDT, GDT, LDT and TSS contents and limits, every register pushed. All table
 reads are bounded by their limits and go through the guest's page tables (``read_virt``); a

@@ -10,7 +10,7 @@ Also single steps for a debugger (``steps=1``).
 Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23) or a
-timer is armed (U41, the instruction budget); the
+timer is armed (U41, the instruction budget); CR2 given back after each return (U42); the
 silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37).
 
 Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
@@ -50,6 +50,7 @@ class Vcpu(Traps, Platform):
         Platform.__init__(self)
         self._timed_out = threading.Event()
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
+        self._pushing_frame = False  # delivery is writing an interrupt frame (not code)
         mem.add_write_listener(self._invalidate)
 
     def run(self, timeout: float | None, *, steps: int | None = None) -> Exit:
@@ -133,6 +134,7 @@ class Vcpu(Traps, Platform):
 
     def _enter(self, start: int, steps: int | None) -> unicorn.UcError | None:
         """One ``emu_start`` from ``start``: the Unicorn error it ended with, if any."""
+        cr2 = self.reg("cr2")
         self._emulating = True
         try:
             self.uc.emu_start(start, _UNTIL, count=steps or 0)
@@ -140,6 +142,10 @@ class Vcpu(Traps, Platform):
             return err
         finally:
             self._emulating = False
+            # With paging on, leaving emu_start writes _UNTIL - 1 into CR2 (docs/UNICORN.md
+            # U42): give the guest back the CR2 it had (a #PF's address, or its own value).
+            if self.reg("cr2") == _UNTIL - 1:
+                self.set_reg("cr2", cr2)
         return None
 
     def _silent_invalid_opcode(self, mode: int, paging: PagingState, rip: int,
@@ -170,7 +176,13 @@ class Vcpu(Traps, Platform):
                 return fault_report(self, f"external interrupt (vector {event.vector:#x}): no "
                                     "handler in the guest's IVT/IDT", 0, event.vector)  # fmt: skip
         cs, rip = self.reg("cs"), self.reg("rip")
-        injection = inject(self, self.hidden, event)
+        # The frame delivery pushes is stack data: it does not make translated code stale (a
+        # guest that runs code from its own interrupt stack would see the old bytes once).
+        self._pushing_frame = True
+        try:
+            injection = inject(self, self.hidden, event)
+        finally:
+            self._pushing_frame = False
         for watcher in self.injection_watchers:
             watcher(injection, cs, rip)
         result = injection.result
@@ -221,6 +233,8 @@ class Vcpu(Traps, Platform):
         U12) so the guest never runs stale code, except from an IN hook, which must not stop (U11)
         and never writes RAM itself.
         """
+        if self._pushing_frame:
+            return
         self._stale_code = True
         if self._emulating and not self._in_port_in:
             self._resume = True

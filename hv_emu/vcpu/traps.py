@@ -56,10 +56,10 @@ from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.deliver import Injection, guest_has_handler
 from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
-from hv_emu.vcpu.error_codes import page_fault_code, selector_fault_code
+from hv_emu.vcpu.error_codes import raised_event
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
 from hv_emu.vcpu.hidden import HiddenState
-from hv_emu.vcpu.injection import ERROR_CODE_VECTORS, Event, EventType, hardware_exception
+from hv_emu.vcpu.injection import Event, EventType, hardware_exception
 from hv_emu.vcpu.string_io import (
     MAX_INSN,
     decode_rep_outs,
@@ -461,29 +461,15 @@ class Traps(Engine):
 
     def _classify(self, intno: int, before: bytes, paging: PagingState, mode: int,
                   pc: int) -> Event:  # fmt: skip
-        """The event Unicorn reported as vector ``intno``, typed as VT-x types it: the
-        instruction bytes before RIP tell INT n, INT3, INTO and INT1 from a CPU exception of
-        the same vector (INT 0x10 is also #MF's vector 16)."""
-        if before == bytes((_INT_IMM8, intno)):
-            return Event(intno, EventType.SOFTWARE_INTERRUPT, instruction_length=2)
-        last = before[-1:]
-        if (intno, last) in ((3, b"\xcc"), (4, b"\xce")):
-            return Event(intno, EventType.SOFTWARE_EXCEPTION, instruction_length=1)
-        if (intno, last) == (1, b"\xf1"):
-            return Event(intno, EventType.PRIVILEGED_SOFTWARE_EXCEPTION, instruction_length=1)
-        if intno not in ERROR_CODE_VECTORS:
-            return hardware_exception(intno)
-        code = self._code_at(paging, pc)
-        if intno == PAGE_FAULT:
-            cr2 = self.reg("cr2")
+        """The event Unicorn reported as vector ``intno`` (``error_codes.raised_event``)."""
+
+        def cpl() -> int:
             self.hidden.load()
-            error = page_fault_code(self.mem, paging, cr2, cpl=self.hidden.cpl, pc=pc,
-                                    code=code, mode=mode)  # fmt: skip
-            return hardware_exception(intno, error, cr2=cr2)
-        if intno in (10, 11, 12, 13):
-            return hardware_exception(intno, selector_fault_code(code, mode,
-                                                                 self.general_registers(mode)))
-        return hardware_exception(intno, 0)
+            return self.hidden.cpl
+
+        return raised_event(intno, before, mem=self.mem, paging=paging, mode=mode, pc=pc,
+                            code=lambda: self._code_at(paging, pc), cr2=lambda: self.reg("cr2"),
+                            cpl=cpl, registers=lambda: self.general_registers(mode))  # fmt: skip
 
     def _inject_next(self, event: Event) -> None:
         """Keep ``event`` for the next VM entry and end this ``emu_start`` (the run loop

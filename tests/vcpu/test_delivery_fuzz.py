@@ -92,6 +92,7 @@ def test_any_tables_give_a_delivery_an_escalation_or_a_report(
         vcpu.hidden.load_segment(2, sel | 3, base, limit, flags | (3 << 13),
                                  vcpu.reg("cr0"), vcpu.reg("rflags"))  # fmt: skip
         vcpu.hidden.store()
+    vcpu.set_reg("rflags", vcpu.reg("rflags") | 0x200)  # IF set: a gate's kind decides
     injection = inject(vcpu, vcpu.hidden, event_)
     result = injection.result
     event(type(result).__name__)
@@ -110,3 +111,5 @@ def test_any_tables_give_a_delivery_an_escalation_or_a_report(
         assert result.rip & 0xFFFF == low & 0xFFFF
         assert delivered.vector * size + size - 1 <= idt_limit
         assert high & 0x8000  # present
+        trap_gate = (high >> 8) & 1  # 0xF (or 0x7): a trap gate leaves IF as it was
+        assert bool(vcpu.reg("rflags") & 0x200) == bool(trap_gate)

@@ -177,3 +177,49 @@ def test_a_masked_timer_does_not_keep_a_halted_guest_waiting() -> None:
     """, mode=16, address=layout.DEFAULT_LOAD_REAL), mode=16)
     assert isinstance(machine.run().exit, Halt)
     assert machine.pit.edges >= 1
+
+
+def test_an_interrupt_held_off_by_cli_arrives_after_sti_hlt_not_between_them() -> None:
+    """IRQ0 becomes pending while IF = 0; ``sti; hlt`` must not lose the wake-up: the handler
+    runs once the HLT is reached and IRET returns past it (the shadow itself: test_platform.py)."""
+    machine = Machine(MachineConfig(timeout=10.0))
+    machine.load(assemble("""
+        cli
+        xor ax, ax
+        mov ds, ax
+        mov word ptr [0x08*4], tick
+        mov word ptr [0x08*4+2], 0
+        mov al, 0x11
+        out 0x20, al
+        mov al, 0x08
+        out 0x21, al
+        mov al, 4
+        out 0x21, al
+        mov al, 1
+        out 0x21, al
+        mov al, 0xfe
+        out 0x21, al
+        mov al, 0x30
+        out 0x43, al            # counter 0, mode 0
+        mov al, 2
+        out 0x40, al
+        xor al, al
+        out 0x40, al            # two input clocks: pending almost at once
+        mov cx, 2000
+    spin:
+        loop spin               # IF = 0 all along: IRQ0 waits
+        sti
+        hlt
+        mov al, 0x41
+        out 0xe9, al
+        cli
+        hlt
+    tick:
+        mov al, 0x49
+        out 0xe9, al
+        mov al, 0x20
+        out 0x20, al
+        iret
+    """, mode=16, address=layout.DEFAULT_LOAD_REAL), mode=16)
+    assert isinstance(machine.run().exit, Halt)
+    assert machine.debugcon.text() == "IA"
