@@ -245,7 +245,8 @@ def _check_boot(args: argparse.Namespace) -> bytes | None:
         raise ConfigError("--load, --entry, --paging, --file and program arguments apply to an "
                           "IMAGE, not to --boot (a boot sector runs at 0000:7C00 in real mode)")
     if not args.boot.is_file():
-        raise ConfigError(f"--boot {args.boot}: no such disk image file")
+        what = "is not a regular file" if args.boot.exists() else "no such disk image file"
+        raise ConfigError(f"--boot {args.boot}: {what}")
     return None
 
 

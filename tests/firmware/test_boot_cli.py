@@ -115,5 +115,7 @@ def test_boot_of_a_missing_file_and_no_image_at_all_are_one_line(
 ) -> None:
     assert main(["run", "--boot", str(tmp_path / "nope.img")]) == 2
     assert "no such disk image file" in one_line(capsys.readouterr().err)
+    assert main(["run", "--boot", str(tmp_path)]) == 2
+    assert one_line(capsys.readouterr().err).endswith(f"--boot {tmp_path}: is not a regular file")
     assert main(["run"]) == 2
     assert "needs an IMAGE to run, or --boot DISK.img" in one_line(capsys.readouterr().err)
