@@ -6,7 +6,8 @@ turn VMCALL, IN/OUT, CPUID, SYSCALL, INT n, exceptions and bad accesses into exi
 (``Vcpu.run``: enter the guest, HLT, the watchdog, the stale-code flush, single steps) and
 ``faults`` (the fault report), plus ``cpuid_native`` (the CPU model's own CPUID answers),
 ``disasm`` (capstone, for fault reports and traces) and ``string_io`` (a ``rep outs*`` decoded
-and moved a block per exit); event injection: ``injection`` (events in VT-x terms, the
+and moved a block per exit); event injection: ``exceptions`` (who takes a vector),
+``injection`` (events in VT-x terms, the
 double-fault table), ``deliver`` (one injection), ``ivt`` and ``idt`` (delivery in real and
 protected/long mode), ``hidden`` (segment caches, CPL, the shadow), ``error_codes`` and
 ``platform`` (INTR/INTA, the interrupt window, guest time while a timer is armed, HLT waiting).

@@ -12,8 +12,8 @@ with CR2 when a table or the stack is not mapped), returned for ``deliver.py`` t
 
 Follows: Intel SDM vol. 3A 6.10-6.14 (IDT, gates, stack switch, 64-bit frame, IST), 7.2.1
 (TSS), 6.13 (error codes) and QEMU's ``do_interrupt_protected`` / ``do_interrupt64``
-(the order of the checks). docs/UNICORN.md U39, U40: CS and SS go through the hidden state,
-and the error codes delivery raises are exact, with the EXT bit.
+(the order of the checks). docs/UNICORN.md U39, U40, U43: CS and SS go through the hidden
+state, the error codes delivery raises are exact (with the EXT bit), IRET runs natively.
 
 Leaves out: task switches through a task gate (refused), virtual-8086 mode, compatibility-mode
 code (a long-mode guest is 64-bit, docs/UNICORN.md U5), the accessed bit of descriptors,

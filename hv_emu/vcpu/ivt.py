@@ -3,7 +3,7 @@
 Models: what an 8086-compatible CPU does with an interrupt in real mode: read the vector's
 4-byte entry (offset word, then segment word) at IDTR.base + 4n, push FLAGS, CS and IP on the
 stack (SS:SP, wrapping at 64 KiB), clear IF, TF, AC and RF, and continue at the entry's
-segment:offset. IRET (run natively by Unicorn, docs/UNICORN.md U39) pops them back.
+segment:offset. IRET (run natively by Unicorn, docs/UNICORN.md U43) pops them back.
 
 Follows: Intel SDM vol. 3A 20.1.4 ("Interrupt and Exception Handling" in real-address mode) and
 QEMU's ``do_interrupt_real`` (the limit check 4n+3 <= IDTR.limit, else #GP). docs/UNICORN.md

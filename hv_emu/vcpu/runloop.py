@@ -33,10 +33,11 @@ from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.deliver import guest_has_handler, inject
 from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
 from hv_emu.vcpu.engine import mode_of
+from hv_emu.vcpu.exceptions import INVALID_OPCODE
 from hv_emu.vcpu.faults import exception_name, fault_report
 from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
 from hv_emu.vcpu.platform import Platform
-from hv_emu.vcpu.traps import INVALID_OPCODE, ExitHandler, Traps
+from hv_emu.vcpu.traps import ExitHandler, Traps
 
 _HLT = 0xF4
 _UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)

@@ -10,14 +10,14 @@ accesses outside RAM through the memory hook. Each trap becomes an exit value (`
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
 written, an IN answered, or the run stopped. An exception or INT n the guest has a handler for
 is not an exit but an event (``injection.py``) kept for the run loop to inject at the next VM
-entry (``deliver.py``); who takes a vector is one decision, ``Traps._owner``.
+entry (``deliver.py``); who takes a vector is one decision, ``_owner`` (``exceptions.py``).
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4): never ``emu_stop`` from an IN hook during ``rep ins*``
 (U11: IN is always answered inside the hook); one IN and one OUT hook dispatching by port
 (U13); VMCALL and VMMCALL as invalid instructions (U14, U37); Unicorn delivers nothing through
-the guest IDT, the vCPU does (U18, U39). Intel SDM vol. 3C 27.1 (on a VMCALL exit the
-handler, not the CPU, moves RIP past the instruction; BitVisor does the same for VMMCALL under
-SVM).
+the guest IDT, the vCPU does (U18, U39); a #UD hook may stop and return True (U44). Intel
+SDM vol. 3C 27.1 (on a VMCALL exit the handler, not the CPU, moves RIP past the instruction;
+BitVisor does the same for VMMCALL under SVM).
 
 Leaves out: MSR and control-register exits; exceptions for an OS personality (signals) are
 decided in ``_owner`` but not delivered yet.
@@ -44,7 +44,6 @@ from hv_emu.exits import (
     Outcome,
     PortIn,
     PortOut,
-    SoftwareInterrupt,
     Stopped,
     StopRequest,
     Syscall,
@@ -54,12 +53,12 @@ from hv_emu.hypercalls.abi import VMCALL_BYTES
 from hv_emu.layout import PAGE_SIZE
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
-from hv_emu.vcpu.deliver import Injection, guest_has_handler
-from hv_emu.vcpu.engine import U64, Engine, RegisterBatch, mode_of
-from hv_emu.vcpu.error_codes import raised_event
-from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
+from hv_emu.vcpu.deliver import Injection
+from hv_emu.vcpu.engine import U64, RegisterBatch, mode_of
+from hv_emu.vcpu.exceptions import INVALID_OPCODE, ExceptionTraps
+from hv_emu.vcpu.faults import fault_report
 from hv_emu.vcpu.hidden import HiddenState
-from hv_emu.vcpu.injection import Event, EventType, hardware_exception
+from hv_emu.vcpu.injection import Event, hardware_exception
 from hv_emu.vcpu.string_io import (
     MAX_INSN,
     decode_rep_outs,
@@ -92,7 +91,6 @@ class PortIo(Protocol):
 CodeHook = Callable[[int, int], None]
 
 _INT_IMM8 = 0xCD  # INT imm8
-INVALID_OPCODE = 6  # #UD
 #: Called with each injection the vCPU makes and the CS:RIP it interrupted (a tracer, a report).
 InjectionWatcher = Callable[[Injection, int, int], None]
 _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then the arguments
@@ -103,7 +101,7 @@ _FIRMWARE_REGS = ("ds", "es", "ss", "rflags")  # besides the general registers
 _NOT_REP_OUTS_MAX = 4096  # RIPs remembered as holding no rep outs (the guest picks them: bounded)
 
 
-class Traps(Engine):
+class Traps(ExceptionTraps):
     """The engine with its hooks installed: every trap becomes an exit sent to ``on_exit``."""
 
     def __init__(self, mem: GuestMemory, on_exit: ExitHandler) -> None:
@@ -415,69 +413,7 @@ class Traps(Engine):
         except BaseException as err:
             self._hook_error(err)
 
-    # ------------------------------------------------------------------ exceptions, INT n, memory
-    def _on_interrupt(self, uc: unicorn.Uc, intno: int, _ud: object) -> None:
-        """A guest exception or INT n: one decision, who takes this vector (``_owner``)."""
-        try:  # a handler that writes guest RAM ends this emu_start (_invalidate)
-            paging = self.paging_state()
-            mode = mode_of(paging)
-            pc = self.linear_pc(mode)
-            try:  # the two bytes before RIP, through the guest's tables (U7)
-                before = read_virt(self.mem, paging, pc - 2, 2)
-            except GuestFault:
-                before = b""
-            event = self._classify(intno, before, paging, mode, pc)
-            owner = self._owner(event, mode)
-            if owner == "hypervisor":
-                # A software INT n (RIP is already past it) the hypervisor handles: a BIOS
-                # call, Linux's int 0x80, or one nobody handles (the exit's report says so).
-                exit_ = SoftwareInterrupt(intno, mode, self.reg("rip"),
-                                          self.general_registers(mode), paging)  # fmt: skip
-                self._apply(self.on_exit(exit_))
-                return  # Unicorn resumes after the INT unless _apply stopped it
-            if owner == "guest":
-                self._inject_next(event)
-                return
-            address = self.reg("cr2") if intno == PAGE_FAULT else 0
-            self._stop = fault_report(self, exception_name(intno), address, intno)
-        except BaseException as err:
-            self._hook_error(err)
-            return
-        uc.emu_stop()
-
-    def _owner(self, event: Event, mode: int) -> str:
-        """Who takes ``event``: ``"hypervisor"`` (a software INT n a handler owns, or one with no
-        guest handler: dispatch reports it), ``"guest"`` (delivered through its IVT/IDT at the
-        next VM entry) or ``"none"`` (the run ends with a fault report, as a guest with no
-        handler always did). An OS personality that takes exceptions itself (signals) decides
-        here too."""
-        software = event.type is EventType.SOFTWARE_INTERRUPT
-        if software and event.vector in self.owned_vectors:
-            return "hypervisor"
-        self.hidden.load()
-        if guest_has_handler(self, self.hidden, mode, event.vector):
-            return "guest"
-        return "hypervisor" if software else "none"
-
-    def _classify(self, intno: int, before: bytes, paging: PagingState, mode: int,
-                  pc: int) -> Event:  # fmt: skip
-        """The event Unicorn reported as vector ``intno`` (``error_codes.raised_event``)."""
-
-        def cpl() -> int:
-            self.hidden.load()
-            return self.hidden.cpl
-
-        return raised_event(intno, before, mem=self.mem, paging=paging, mode=mode, pc=pc,
-                            code=lambda: self._code_at(paging, pc), cr2=lambda: self.reg("cr2"),
-                            cpl=cpl, registers=lambda: self.general_registers(mode))  # fmt: skip
-
-    def _inject_next(self, event: Event) -> None:
-        """Keep ``event`` for the next VM entry and end this ``emu_start`` (the run loop
-        injects it: a CS load needs the CPU state edited between two entries, U39)."""
-        self.pending_event = event
-        self._resume = True
-        self.uc.emu_stop()
-
+    # ------------------------------------------------------------------ bad memory
     def _on_bad_memory(self, uc: unicorn.Uc, access: int, address: int, size: int,
                        value: int, _ud: object) -> bool:  # fmt: skip
         """An access outside RAM or against its rights, at a physical address (U7): record it,
