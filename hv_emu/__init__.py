@@ -29,16 +29,16 @@ is at fault).
 
 The parts: ``vcpu/`` (the CPU), ``memory/`` (guest RAM, page walks, the loader's tables, boot
 state), ``hypercalls/``, ``devices/``, ``net/``, ``updates/``, ``scanner/`` (ClamAV body
-signatures), ``loaders/`` (flat images and ELF), ``linux/`` (a Linux personality for static and
-dynamically linked programs), ``debug/`` (exit trace, gdb stub, run report). The front ends sit
-at the edge and
+signatures), ``loaders/`` (flat images and ELF), ``firmware/`` (hv-emu's own small BIOS for
+16-bit runs and ``--boot``), ``linux/`` (a Linux personality for static and dynamically linked
+programs), ``debug/`` (exit trace, gdb stub, run report). The front ends sit at the edge and
 nothing imports them: ``cli/`` (``hv-emu``, with ``demo/``) and ``testing/`` (the ``hv`` pytest
 fixture). Beside this package, ``guest_tool`` builds keys, signed updates and guest programs (from
 ``asm/``, installed as ``guest_tool.asm``); only the front ends import it.
 
 Follows: the 2012 BitVisor malware-detection design (``docs/ARCHITECTURE.md``).
 
-Leaves out: see each part; in short: interrupts, a BIOS, SMP, AHCI.
+Leaves out: see each part; in short: SMP, AHCI, third-party firmware.
 
 The guest controls its registers, its RAM and every port and hypercall argument; each part says
 how it bounds what the guest controls.

@@ -26,6 +26,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    FirmwareCall,
     GuestException,
     Halt,
     Handled,
@@ -45,13 +46,14 @@ from hv_emu.hypercalls.table import HypercallTable
 InterruptHandler = Callable[[SoftwareInterrupt], Outcome]
 SyscallHandler = Callable[[Syscall], Outcome]
 ExceptionHandler = Callable[[GuestException], Outcome]
+FirmwareHandler = Callable[[FirmwareCall], Outcome]
 
 
 @dataclass(frozen=True)
 class Handlers:
     """What the dispatcher may call: the port bus, the hypercall and CPUID tables, and optional
     handlers of software interrupts (by vector), SYSCALL and CPU exceptions, such as an OS
-    personality."""
+    personality, and the firmware's services (``firmware/bios.py``) for its ROM stubs' traps."""
 
     bus: PortIoBus
     hypercalls: HypercallTable
@@ -59,6 +61,7 @@ class Handlers:
     interrupts: Mapping[int, InterruptHandler] = field(default_factory=dict)
     syscall: SyscallHandler | None = None
     exception: ExceptionHandler | None = None
+    firmware: FirmwareHandler | None = None
 
 
 def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
@@ -78,6 +81,10 @@ def dispatch(exit_: Exit, handlers: Handlers) -> Outcome:
             if handler is None:
                 return Unhandled(f"INT {vector:#x}: no handler (no IDT/IVT delivery, no BIOS)")
             return handler(exit_)
+        case FirmwareCall(vector=vector):
+            if handlers.firmware is None:
+                return Unhandled(f"firmware call for INT {vector:#x}: no firmware in this run")
+            return handlers.firmware(exit_)
         case Syscall():
             if handlers.syscall is None:
                 return Unhandled("SYSCALL: no OS personality to handle it")

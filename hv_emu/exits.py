@@ -89,6 +89,20 @@ class SoftwareInterrupt:
 
 
 @dataclass(frozen=True)
+class FirmwareCall:
+    """The firmware's own trap: the ``ud2`` at the start of a ROM stub slot (``firmware/rom.py``)
+    was executed in real mode, so vector ``vector``'s BIOS service is asked for. RIP is already
+    past the ``ud2``, on the stub's return instruction. ``registers`` holds the general registers
+    (their low 32 bits) and ``ds``, ``es``, ``ss``, ``rflags``; the caller's FLAGS image is on
+    the stack at SS:SP+4.
+    """
+
+    vector: int
+    rip: int
+    registers: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class Syscall:
     """``SYSCALL`` in 64-bit mode; RIP is already past it. ``registers`` as above."""
 
@@ -179,7 +193,8 @@ class StopRequest:
 
 
 Exit = (
-    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | Syscall | GuestException | Halt
+    Hypercall | PortIn | PortOut | Cpuid | SoftwareInterrupt | FirmwareCall | Syscall
+    | GuestException | Halt
     | Fault | TripleFault | Timeout | StopRequest
 )
 

@@ -74,6 +74,25 @@ LINUX_GDT_ENTRIES = 9
 #: space, above the stack, where Linux keeps its own GDT out of the program's reach.
 LINUX_GDT_PAGE = 0xFFC0_0000
 
+# ------------------------------------------------------------------ firmware (16-bit runs)
+#: The real-mode interrupt vector table (256 far pointers, offset then segment) and the BIOS data
+#: area after it (IBM PC/AT Technical Reference; docs/DEVICES.md, the firmware).
+IVT_BASE = 0x0000
+IVT_ENTRIES = 256
+BDA_BASE = 0x0400
+#: The extended BIOS data area: 1 KiB below 640 KiB, as SeaBIOS leaves it (base memory 639 KiB).
+EBDA_BASE = 0x9FC00
+#: The firmware ROM: the last 64 KiB below 1 MiB, segment F000 (IBM PC/AT system BIOS).
+ROM_BASE = 0xF0000
+ROM_SIZE = 0x10000
+ROM_SEGMENT = 0xF000
+#: The firmware's stub table inside the ROM: one slot per vector, the BIOS's ``ud2`` at its start.
+FIRMWARE_STUBS = 0xF1000
+FIRMWARE_STUB_SIZE = 16
+#: Where a boot sector is loaded and entered (0000:7C00), and the BIOS drive number it gets in DL.
+BOOT_SECTOR_ADDR = 0x7C00
+BOOT_DRIVE = 0x80
+
 #: VGA text-mode buffer (80x25 cells of character + attribute), IBM VGA.
 VGA_TEXT_BASE = 0xB8000
 VGA_TEXT_COLS = 80
@@ -102,6 +121,8 @@ PORT_BUSMASTER_LEN = 16
 PORT_NIC = 0xC100
 PORT_NIC_LEN = 32
 
+#: The colour VGA's CRT controller index port (IBM VGA): not modelled, but the BDA names it.
+PORT_VGA_CRTC = 0x3D4
 #: The 8259A pair (IBM PC/AT): master command/data, slave command/data.
 PORT_PIC_MASTER = 0x20
 PORT_PIC_SLAVE = 0xA0

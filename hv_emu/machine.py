@@ -38,9 +38,11 @@ from hv_emu.devices.storage.disk import DiskImage
 from hv_emu.devices.storage.observer import StorageObserver, StorageRead, StorageWrite, Verdict
 from hv_emu.devices.vga import VgaText
 from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
-from hv_emu.errors import ConfigError, DatabaseError, HostError
+from hv_emu.errors import ConfigError, DatabaseError, HostError, ImageError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
+from hv_emu.firmware.bios import Bios
+from hv_emu.firmware.rom import STUB_SLOTS
 from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE, HYPERCALL_INSTRUCTIONS, SLOTS
 from hv_emu.hypercalls.builtin import BUILTINS
 from hv_emu.hypercalls.spec import HypercallServices
@@ -255,6 +257,8 @@ class Machine:
         self.boot: BootState | None = None
         #: The Linux process when the guest is an ELF program (``load_elf``), else ``None``.
         self.linux: LinuxProcess | None = None
+        #: The firmware of a 16-bit run (``load`` with mode 16, ``boot_disk``), else ``None``.
+        self.firmware: Bios | None = None
 
     def _initial_database(self, state: StateDir | None) -> tuple[SignatureDatabase, int]:
         """The persisted database if there is one, else ``--db`` as version 0, else empty."""
@@ -381,9 +385,47 @@ class Machine:
 
     def load(self, image: bytes, *, mode: int = 64, load: int | None = None,
              entry: int | None = None, paging: str = "none") -> BootState:  # fmt: skip
-        """Load a flat image and put the vCPU at its entry point."""
+        """Load a flat image and put the vCPU at its entry point. A 16-bit image gets the
+        firmware first (IVT, BDA, ROM: ``firmware/``), so an image loaded over them wins."""
+        if mode == 16:
+            self._install_firmware()
+        else:
+            self.vcpu.firmware_stubs = None
+            self.vcpu.set_read_only(None)
         self.boot = load_flat(self.mem, image, mode=mode, load=load, entry=entry, paging=paging)
         self.vcpu.reset(self.boot)
+        return self.boot
+
+    def _install_firmware(self) -> Bios:
+        """The BIOS of a 16-bit run: its tables in RAM, its stubs' traps on, its services in
+        dispatch."""
+        sectors = None if self.disk is None else self.disk.sector_count
+        bios = Bios(self.mem, self.vga, self.bus, sectors)
+        bios.install()
+        self.firmware = bios
+        self.vcpu.firmware_stubs = STUB_SLOTS
+        # The ROM is read-only to the guest, as a PC's is (docs/UNICORN.md U46).
+        self.vcpu.set_read_only(range(layout.ROM_BASE, layout.ROM_BASE + layout.ROM_SIZE))
+        self.handlers = replace(self.handlers, firmware=bios.handle)
+        return bios
+
+    def boot_disk(self) -> BootState:
+        """Boot the disk on the primary channel as a PC does (``hv-emu run --boot``): the
+        firmware reads its sector 0 through the controller to 0000:7C00 and, if it ends in
+        55 AA, enters it in real mode with DL = 80h (docs/DEVICES.md, the firmware)."""
+        if self.disk is None:
+            raise ConfigError("--boot needs a disk on the primary channel")
+        bios = self._install_firmware()
+        why = bios.load_boot_sector()
+        if why is not None:
+            raise ImageError(f"{self.disk.path}: {why}")
+        self.boot = BootState(mode=16, entry=layout.BOOT_SECTOR_ADDR,
+                              stack=layout.STACK_TOP_REAL, paging=None)  # fmt: skip
+        self.vcpu.reset(self.boot)
+        # SeaBIOS's hand-over: DL = the boot drive, AX = AA55h, interrupts on.
+        self.vcpu.set_reg("rdx", layout.BOOT_DRIVE)
+        self.vcpu.set_reg("rax", 0xAA55)
+        self.vcpu.set_reg("rflags", 0x202)
         return self.boot
 
     def load_elf(self, image: bytes, *, argv: Sequence[str], env: Sequence[str] = (),

@@ -96,7 +96,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run = sub.add_parser("run", help="run a guest image",
                          description="Run a flat guest image or a Linux ELF program "
                                      "(arguments for the program after --).")  # fmt: skip
-    run.add_argument("image", type=Path, help="flat binary image or ELF executable")
+    run.add_argument("image", type=Path, nargs="?",
+                     help="flat binary image or ELF executable (or --boot DISK.img)")
+    run.add_argument("--boot", type=Path, metavar="DISK.img",
+                     help="instead of IMAGE: put DISK.img on the primary ATA channel and boot its "
+                          "sector 0 at 0000:7C00 in real mode with DL=80h, as a PC's BIOS does "
+                          "(hv-emu's own firmware: docs/DEVICES.md)")
     run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
                      help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
                           "unless :rw); no other file exists for it (repeatable)")
@@ -304,6 +309,27 @@ def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
     machine.load_elf(image, argv=[str(args.image), *args.arg, *args.guest_args], files=files)
 
 
+def _check_boot(args: argparse.Namespace) -> bytes | None:
+    """The flat or ELF image to load, or None for ``--boot`` (which takes IMAGE's place)."""
+    if args.boot is None:
+        if args.image is None:
+            raise ConfigError("hv-emu run needs an IMAGE to run, or --boot DISK.img")
+        return read_user_file(args.image, "image")
+    if args.image is not None:
+        raise ConfigError("--boot DISK.img takes the place of IMAGE: give one or the other")
+    if args.disk is not None or args.disk_size is not None:
+        raise ConfigError("--boot DISK.img is the disk on the primary channel: --disk and "
+                          "--disk-size cannot go with it")  # fmt: skip
+    if (args.load is not None or args.entry is not None or args.paging != "none" or args.file
+            or args.arg or args.guest_args):  # fmt: skip
+        raise ConfigError("--load, --entry, --paging, --file and program arguments apply to an "
+                          "IMAGE, not to --boot (a boot sector runs at 0000:7C00 in real mode)")
+    if not args.boot.is_file():
+        what = "is not a regular file" if args.boot.exists() else "no such disk image file"
+        raise ConfigError(f"--boot {args.boot}: {what}")
+    return None
+
+
 def _program_exited(linux: LinuxProcess, summary: str, quiet: bool, final: Exit) -> int:
     """A Linux program called exit, or a signal killed it: hv-emu run exits with the program's
     own status (128 + the signal's number, as a shell shows it); a fault it had no handler for
@@ -336,7 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.db is not None and args.db.is_dir():
         raise ConfigError(f"--db {args.db} is a directory: hv-emu run takes one database file "
                           "(a directory of databases is accepted by hv-emu scan only)")
-    image = read_user_file(args.image, "image")
+    image = _check_boot(args)
     if args.screen is not None and args.screen.is_dir():  # say so before the run, not after it
         raise ConfigError(f"--screen {args.screen} is a directory: give a file to write")
     report = _open_report(args.report)
@@ -347,11 +373,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             report.close()
 
 
-def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
+def _run(args: argparse.Namespace, image: bytes | None, report: TextIO | None) -> int:
     """``cmd_run`` once the files it writes are open."""
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
-        state_dir=args.state, max_update=args.max_update, disk=args.disk,
+        state_dir=args.state, max_update=args.max_update,
+        disk=args.disk if args.boot is None else args.boot,
         disk_size_mib=args.disk_size, on_detect=args.on_detect, sync_updates=args.sync_updates,
         cpu=args.cpu, realtime=args.realtime, sysroot=args.sysroot,
         disk_controller=args.disk_controller,
@@ -376,7 +403,10 @@ def _run(args: argparse.Namespace, image: bytes, report: TextIO | None) -> int:
                         *(() if logical is None else logical.not_applied)):  # fmt: skip
             print(f"hv-emu: warning: {warning}", file=sys.stderr)
         try:
-            _load(machine, image, args)
+            if image is None:
+                machine.boot_disk()
+            else:
+                _load(machine, image, args)
             started = time.perf_counter()
             result = _run_watched(machine, args)
             elapsed = time.perf_counter() - started

@@ -47,6 +47,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    FirmwareCall,
     GuestException,
     Halt,
     Handled,
@@ -80,6 +81,7 @@ REASONS: dict[type, str] = {
     Fault: "EXCEPTION_NMI",  # 0
     TripleFault: "TRIPLE_FAULT",  # 2
     SoftwareInterrupt: "SOFTWARE_INT",  # an INT n; VT-x reports it as reason 0 when intercepted
+    FirmwareCall: "FIRMWARE",  # hv-emu's own: a BIOS stub's ud2 (docs/DEVICES.md, the firmware)
     Syscall: "SYSCALL",  # not an exit on VT-x; Unicorn traps it, an OS personality handles it
     GuestException: "EXCEPTION_NMI",  # 0: an exception an OS personality takes (a signal)
     Timeout: "WATCHDOG",  # hv-emu's own: the run took longer than --timeout
@@ -88,7 +90,8 @@ REASONS: dict[type, str] = {
 #: The reason of an injected event's line: not an exit, the VM entry that delivers an event.
 INJECT = "INJECT"
 #: Instruction lengths that let the tracer find a trap's instruction when RIP is already past it.
-_LENGTH_BEHIND = {Hypercall: 3, SoftwareInterrupt: 2, Syscall: 2, Halt: 1}
+_LENGTH_BEHIND = {Hypercall: 3, SoftwareInterrupt: 2, FirmwareCall: 2, Syscall: 2,
+                  Halt: 1}  # fmt: skip
 _WIDTH_REASON = 14
 
 
@@ -220,9 +223,9 @@ class ExitTracer:
         match exit_:
             case Fault(cs=cs, rip=rip, instruction=instruction):
                 pass  # a fault report already says where and what
-            case Hypercall(rip=past) | SoftwareInterrupt(rip=past) | Syscall(rip=past) | Halt(
-                rip=past
-            ):  # RIP has moved past the trapping instruction, as VT-x leaves it
+            case (Hypercall(rip=past) | SoftwareInterrupt(rip=past) | FirmwareCall(rip=past)
+                  | Syscall(rip=past) | Halt(rip=past)):  # fmt: skip
+                # RIP has moved past the trapping instruction, as VT-x leaves it
                 rip = past - _LENGTH_BEHIND[type(exit_)]
                 instruction = self._instruction(cs, rip)
             case Timeout(rip=rip) | StopRequest(rip=rip) | GuestException(rip=rip):
@@ -258,6 +261,9 @@ class ExitTracer:
                 return {"eax": leaf, "ecx": subleaf}
             case SoftwareInterrupt(registers=regs) | Syscall(registers=regs):
                 return {name: regs[name] for name in ("rax", "rbx", "rcx", "rdx", "rdi")}
+            case FirmwareCall(vector=vector, registers=regs):
+                return {"vector": vector, **{name: regs[name] & 0xFFFF
+                                             for name in ("rax", "rbx", "rcx", "rdx")}}
             case Fault(address=address, vector=vector):
                 return {"address": address, "vector": vector}
             case GuestException(vector=vector, cr2=cr2):
@@ -291,6 +297,8 @@ class ExitTracer:
                     return "native"
                 return "-> " + " ".join(f"{v:08x}" for v in outcome.cpuid)
         changed = " ".join(f"{k}={v:#x}" for k, v in outcome.registers.items())
+        if isinstance(exit_, FirmwareCall):
+            return f"bios int {exit_.vector:02x}h {changed}".rstrip()
         return f"handled {changed}".rstrip()
 
     def _owner(self, port: int) -> str:

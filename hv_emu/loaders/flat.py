@@ -8,8 +8,8 @@ asked in 32-bit mode), so the guest starts like a kernel handed over by Multiboo
 Follows: Intel SDM vol. 3A 3.4.5 (segment descriptors), 4.3-4.5 (paging modes), 9.8-9.9 (mode
 switches); the IBM PC convention of loading a real-mode boot image at 0x7C00 with CS = 0.
 
-Leaves out: ELF images (``elf_process.py`` builds a Linux process from one), a BIOS, and an IDT
-(no interrupt delivery).
+Leaves out: ELF images (``elf_process.py`` builds a Linux process from one), the BIOS of a
+16-bit run (``firmware/``, installed by the machine before the image), and an IDT.
 
 Guest controls: nothing at load time; the image bytes are the user's. A user's bad choice (an image
 overlapping the loader's structures or beyond RAM, an entry outside the image's segment) is an

@@ -8,7 +8,7 @@ protected mode with CR0.PE, IA-32e mode with EFER.LME + CR4.PAE + CR0.PG), and t
 that start kernels already in protected or long mode with flat segments (Multiboot, Linux 64-bit
 boot).
 
-Leaves out: the BIOS (no IVT handlers), the A20 gate (always on), SMM.
+Leaves out: the BIOS (``firmware/`` installs it for 16-bit runs), the A20 gate (always on), SMM.
 
 Guest controls: nothing; this is decided before the guest runs.
 """

@@ -3,7 +3,8 @@
 Models: the exit side of VT-x (and of SVM for its hypercall). Where the CPU writes an exit reason
 into the VMCS, hv-emu has Unicorn hooks: the hypercall arrives as an invalid instruction (Unicorn
 decodes VMCALL ``0f 01 c1`` and VMMCALL ``0f 01 d9`` as #UD; the configured CPU vendor's is the
-hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD), IN and OUT,
+hypercall, as VT-x exits on VMCALL and SVM on VMMCALL, and the other stays a #UD; so does the
+firmware's ``ud2`` at a ROM stub in real mode, a ``FirmwareCall``), IN and OUT,
 CPUID and SYSCALL through instruction hooks, guest exceptions and INT n through the interrupt hook,
 accesses outside RAM through the memory hook. Each trap becomes an exit value (``exits.py``)
 handed to one callback (the machine's ``dispatch``), whose outcome is applied here: registers
@@ -39,6 +40,7 @@ from hv_emu.errors import GuestFault
 from hv_emu.exits import (
     Cpuid,
     Exit,
+    FirmwareCall,
     Handled,
     Hypercall,
     Outcome,
@@ -73,6 +75,8 @@ _HYPERCALL_REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")  # the number, then
 #: What the #UD hook needs, in one trip into Unicorn: the paging state, RIP, the hypercall's.
 _INVALID_INSN_REGS = ("cr0", "cr3", "cr4", "efer", "rip", *_HYPERCALL_REGS)
 _SYSCALL_LENGTH = 2  # 0f 05
+_UD2 = b"\x0f\x0b"  # the firmware's trap instruction (docs/UNICORN.md U45)
+_FIRMWARE_REGS = ("ds", "es", "ss", "rflags")  # besides the general registers
 
 
 class Traps(ExceptionTraps):
@@ -102,6 +106,11 @@ class Traps(ExceptionTraps):
         #: owner from ``hypercalls.abi.HYPERCALL_INSTRUCTIONS``; any other opcode, the other
         #: vendor's included, is a #UD. Three bytes either way.
         self.hypercall_instruction = VMCALL_BYTES
+        #: The linear addresses of the firmware's stub slots (``firmware/rom.py``), set by the
+        #: owner for a run with firmware: a ``ud2`` at one of them in real mode is a
+        #: ``FirmwareCall`` (U45); a ``ud2`` anywhere else stays a #UD.
+        self.firmware_stubs: range | None = None
+        self._read_only: range | None = None  # guest-physical RAM the guest may not write (U46)
         #: The CPU state the register API does not reach (segment caches, CPL, the shadow).
         self.hidden = HiddenState(self.uc)
         #: The event to inject at the next VM entry (VT-x's interruption-information field).
@@ -206,6 +215,11 @@ class Traps(ExceptionTraps):
             paging = PagingState(cr0, cr3, cr4, efer)
             mode = mode_of(paging)
             pc = self.linear_address(mode, rip)
+            stubs = self.firmware_stubs
+            if mode == 16 and stubs is not None and pc in stubs \
+                    and self.fetched_bytes(pc, len(_UD2)) == _UD2:
+                self._firmware_call(stubs.index(pc), rip)
+                return True
             # The CPU has just fetched these bytes: its own MMU reads them back (U36); the walk
             # is left for an instruction whose bytes may run into the next page.
             insn = self.hypercall_instruction
@@ -242,6 +256,27 @@ class Traps(ExceptionTraps):
         nr, rbx, rcx, rdx, rsi, rdi = (value & mask for value in values)
         exit_ = Hypercall(nr, (rbx, rcx, rdx, rsi, rdi), mode, rip, paging)
         self._apply(self.on_exit(exit_))
+
+    def set_read_only(self, region: range | None) -> None:
+        """Make guest-physical ``region`` (page-aligned) read-only to the guest, as a PC's ROM
+        is, or undo it with ``None``. A guest write there is a fault report ("write to
+        read-only memory"); the hypervisor's own writes through ``GuestMemory`` still land
+        (docs/UNICORN.md U46)."""
+        old, self._read_only = self._read_only, region
+        if old is not None and old != region:
+            self.uc.mem_protect(old.start, len(old), unicorn.UC_PROT_ALL)
+        if region is not None and old != region:
+            self.uc.mem_protect(region.start, len(region),
+                                unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)  # fmt: skip
+
+    def _firmware_call(self, vector: int, rip: int) -> None:
+        """The firmware's trap at the stub of ``vector``: RIP moves past the ``ud2`` onto the
+        stub's return instruction, then the firmware's service runs (U45)."""
+        rip = (rip + len(_UD2)) & 0xFFFF
+        self.set_reg("rip", rip)
+        registers = self.general_registers(16)
+        registers.update({name: self.reg(name) for name in _FIRMWARE_REGS})
+        self._apply(self.on_exit(FirmwareCall(vector, rip, registers)))
 
     # ------------------------------------------------------------------ port I/O, CPUID, SYSCALL
     def _on_in(self, _handle: object, port: int, size: int, _ud: object) -> int:

@@ -66,7 +66,10 @@ def test_matching_rules() -> None:
 
 def test_the_tutorial_runs_as_written(tmp_path: Path) -> None:
     doc = DOC.read_text(encoding="utf-8")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # The commands run this tree's code (a worktree's, not only the installed checkout's).
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT),
+                                                        os.environ.get("PYTHONPATH")))))
     cwd = tmp_path
     ran = skipped = 0
     for block in BLOCK.finditer(doc):
