@@ -139,6 +139,10 @@ PORT_SYSTEM_CONTROL_B = 0x61
 IRQ_PIT = 0
 IRQ_ATA_PRIMARY = 14
 IRQ_NIC = 10
+#: The AHCI controller's INTA (``--disk-controller ahci``), routed to IRQ 11 as SeaBIOS routes a
+#: q35 machine's PIRQ lines (10 and 11 are the PC/AT's free ones; 10 is the NIC's); PCI
+#: configuration register 0x3C of 00:1f.2 says so, as after firmware.
+IRQ_AHCI = 11
 
 #: The AHCI controller's register window (BAR5 of 00:1f.2, ``--disk-controller ahci``): 4 KiB
 #: in the PCI hole below 4 GiB, where SeaBIOS puts QEMU q35's ICH9 AHCI ABAR (docs/STORAGE.md).

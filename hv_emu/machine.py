@@ -207,7 +207,8 @@ class Machine:
         self.mmio = MmioBus(self.mem.size)
         self.ahci: AhciHba | None = None
         self.pci = PciConfigSpace(layout.PORT_BUSMASTER,
-                                  ahci_abar=layout.AHCI_ABAR if ahci else None)  # fmt: skip
+                                  ahci_abar=layout.AHCI_ABAR if ahci else None,
+                                  ahci_irq=layout.IRQ_AHCI)  # fmt: skip
         self.bus.register(layout.PORT_PCI_CONFIG_ADDRESS, 4, self.pci.address_port, "pci-addr")
         self.bus.register(layout.PORT_PCI_CONFIG_DATA, 4, self.pci.data_port, "pci-data")
         self.disk: DiskImage | None = None
@@ -301,6 +302,7 @@ class Machine:
             self.ahci = AhciHba(disk, self.mem, self.inspector,
                                 enabled=self.pci.ahci_bus_master_enabled)  # fmt: skip
             self.mmio.register(layout.AHCI_ABAR, layout.AHCI_ABAR_LEN, self.ahci, "ahci")
+            self.ahci.on_interrupt = self._irq_input(layout.IRQ_AHCI)
             return
         self.ata = AtaChannel(disk, self.inspector, self.mem)
         self.ata.irq.connect(self._irq_input(layout.IRQ_ATA_PRIMARY))

@@ -16,7 +16,7 @@ With an AHCI controller (``hv-emu run --disk-controller ahci``; constructor ``ah
 QEMU q35 places it:
 - 00:1f.0 LPC bridge, Intel ICH9 (8086:2918), class 06/01/00, multi-function header;
 - 00:1f.2 SATA controller, Intel ICH9 AHCI (8086:2922, revision 2), class 01/06/01, interrupt
-  pin INTA; BAR5 (ABAR) a 4 KiB non-prefetchable memory BAR preassigned to ``ahci_abar`` as
+  pin INTA, interrupt line ``ahci_irq`` (the PIC input the machine wires it to); BAR5 (ABAR) a 4 KiB non-prefetchable memory BAR preassigned to ``ahci_abar`` as
   firmware (SeaBIOS) leaves it, with Memory Space and Bus Master Enable set; BAR0-4 read 0.
 Every other bus/device/function is absent: vendor/device read 0xFFFF (all ones).
 
@@ -121,13 +121,14 @@ class PciConfigSpace:
 
     def __init__(
         self, busmaster_base: int, bar4_moved: Callable[[int], bool] | None = None,
-        ahci_abar: int | None = None,
+        ahci_abar: int | None = None, ahci_irq: int = 0xFF,
     ) -> None:
         if busmaster_base & ~BAR4_MASK:
             raise ValueError(f"bus-master base {busmaster_base:#x} is not a 16-port I/O base")
         if ahci_abar is not None and ahci_abar & ~ABAR_MASK:
             raise ValueError(f"ABAR {ahci_abar:#x} is not a 4 KiB memory base")
         self._ahci_abar = ahci_abar
+        self._ahci_irq = ahci_irq
         self._initial_base = busmaster_base
         self._bar4_moved = bar4_moved
         self.address_port = PortView(self._address_read, self._address_write)
@@ -160,6 +161,7 @@ class PciConfigSpace:
             struct.pack_into("<H", ahci, PCI_COMMAND, CMD_MEMORY_SPACE | CMD_BUS_MASTER)
             struct.pack_into("<I", ahci, PCI_BAR5, self._ahci_abar)  # memory, 32-bit
             ahci[PCI_INTERRUPT_PIN] = 1
+            ahci[PCI_INTERRUPT_LINE] = self._ahci_irq  # as firmware leaves it routed
         return PciState(0, ide, False, ahci)
 
     def reset(self) -> None:

@@ -53,6 +53,13 @@ class AhciRig:
         self.irq_levels: list[bool] = []
         self.hba.on_interrupt = self.irq_levels.append
 
+    @classmethod
+    def on(cls, hba: AhciHba, mem: GuestMemory) -> AhciRig:
+        """The rig around a machine's own HBA (its interrupt line left as the machine wired it)."""
+        rig = cls.__new__(cls)
+        rig.hba, rig.mem, rig.irq_levels = hba, mem, []
+        return rig
+
     # ------------------------------------------------------------------ registers
     def read(self, offset: int) -> int:
         return self.hba.mmio_read(offset, 4)

@@ -16,8 +16,8 @@ access sizes the vCPU delivers); QEMU ``hw/ide/ahci.c``
 docs/STORAGE.md (AHCI) for the whole model and its threat table.
 
 Leaves out: command completion coalescing, enclosure management, BIOS/OS handoff (CAP2 0), the
-Index/Data pair of BAR4, MSI, more than one disk, interrupt delivery itself (no interrupt
-controller yet: the guest polls, ``on_interrupt`` is there for one).
+Index/Data pair of BAR4, MSI, more than one disk, interrupt delivery itself (the machine wires
+``on_interrupt`` to the 8259A's IRQ 11, ``layout.IRQ_AHCI``; a driver may poll instead).
 
 Guest controls: every register write, in any size and order, and everything the ports fetch from
 guest memory (``ahci_port.py``, ``ahci_command.py``).
