@@ -16,8 +16,9 @@ With an AHCI controller (``hv-emu run --disk-controller ahci``; constructor ``ah
 QEMU q35 places it:
 - 00:1f.0 LPC bridge, Intel ICH9 (8086:2918), class 06/01/00, multi-function header;
 - 00:1f.2 SATA controller, Intel ICH9 AHCI (8086:2922, revision 2), class 01/06/01, interrupt
-  pin INTA, interrupt line ``ahci_irq`` (the PIC input the machine wires it to); BAR5 (ABAR) a 4 KiB non-prefetchable memory BAR preassigned to ``ahci_abar`` as
-  firmware (SeaBIOS) leaves it, with Memory Space and Bus Master Enable set; BAR0-4 read 0.
+  pin INTA, interrupt line ``ahci_irq`` (the PIC input the machine wires it to); BAR5 (ABAR) a
+  4 KiB non-prefetchable memory BAR preassigned to ``ahci_abar`` as firmware (SeaBIOS) leaves
+  it, with Memory Space and Bus Master Enable set; BAR0-4 read 0.
 Every other bus/device/function is absent: vendor/device read 0xFFFF (all ones).
 
 Follows: PCI Local Bus Specification 3.0 (3.2.2.3.2 mechanism #1, 6.1 header type 0, 6.2.5.1
