@@ -2,11 +2,12 @@
 
 Models: what a VMM's tracing front end (``perf kvm stat report``, kvmshark, Intel VTune's VM-exit
 views) shows of a run, as one page a browser opens with no network: a header (the program, the
-options, how the run ended), the exits by reason (count, share, total and mean handling time), a
+options as a shell takes them back, ``shlex.join``, and how the run ended), the exits by reason (count, share, total and mean handling time), a
 timeline over guest time with one lane per kind of mark (exits, injected events, hypercalls, disk
 writes, detections, updates; each mark has a title a browser shows on hover), tables of the
 detections, hypercalls, updates and injected events, the guest's final 80x25 text screen in its
-colours, and what it printed on the debug console.
+colours, and what it printed on the debug console (a Linux program's standard streams are
+hv-emu's own, so the page says its output went there instead of claiming it printed nothing).
 
 Follows: HTML5 (html.spec.whatwg.org) with inline SVG; IBM VGA text attributes (foreground in bits
 3:0, background in bits 6:4) in the 16 CGA colours; code page 437 for the screen's characters
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import html
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +80,7 @@ class RunInfo:
     ending: str  # one line: halted, a fault report, a timeout, a stop
     status: int | None = None  # hv-emu's exit status
     summary: str = ""  # the run's summary line (hypercalls, seconds, database, detections)
+    linux: bool = False  # a Linux program: its stdout and stderr were hv-emu's own
 
 
 def clean(text: str) -> str:
@@ -104,9 +107,10 @@ def render(recorder: RunRecorder, info: RunInfo) -> str:
                     ("nr", "name", "rbx", "rcx", "rdx", "ret", "result")),
         _lane_table(recorder, "update", "Updates",
                     ("source", "db_version", "error", "reason", "signatures", "engine")),
-        _lane_table(recorder, "injected", "Injected events", ("vector", "type", "error_code")),
+        _lane_table(recorder, "injected", "Injected events",
+                    ("vector", "type", "error_code", "at", "result", "guest_us")),
         _screen(recorder.screen),
-        _console(recorder),
+        _console(recorder, info.linux),
         f'<p class="note">hv-emu {clean(__version__)}</p>',
         "</body></html>",
     ]  # fmt: skip
@@ -115,7 +119,7 @@ def render(recorder: RunRecorder, info: RunInfo) -> str:
 
 def _header(recorder: RunRecorder, info: RunInfo) -> str:
     rows = [("program", f"<code>{clean(info.program)}</code>"),
-            ("options", f"<code>{clean(' '.join(info.options))}</code>"),
+            ("options", f"<code>{clean(shlex.join(info.options))}</code>"),
             ("ended", clean(info.ending))]  # fmt: skip
     if info.status is not None:
         rows.append(("exit status", str(info.status)))
@@ -268,15 +272,22 @@ def _span(attr: int, text: str) -> str:
     return f'<span class="f{attr & 0xF} b{(attr >> 4) & 0x7}">{clean(text)}</span>'
 
 
-def _console(recorder: RunRecorder) -> str:
+def _console(recorder: RunRecorder, linux: bool = False) -> str:
+    if linux:  # a program's writes to descriptors 1 and 2 are hv-emu's own (linux/streams.py)
+        note = ('<p class="note" id="console-linux">A Linux program\'s standard output and error '
+                "are hv-emu's own: what it wrote went to the terminal (or wherever hv-emu's output "
+                "was sent), not to the debug console, and is not kept here.</p>")  # fmt: skip
+    else:
+        note = ""
     if not recorder.console_total:
-        return '<h2>Debug console</h2><p class="note">The guest printed nothing.</p>'
+        return ('<h2>Debug console</h2>'
+                + (note or '<p class="note">The guest printed nothing.</p>'))  # fmt: skip
     text = recorder.console.decode("utf-8", errors="replace").replace("\r\n", "\n")
     cut = ""
     if recorder.console_total > len(recorder.console):
         cut = (f'<p class="note">The first {len(recorder.console)} of '
                f"{recorder.console_total} bytes.</p>")  # fmt: skip
-    return (f'<h2>Debug console</h2><pre class="console" id="console">'
+    return (f'<h2>Debug console</h2>{note}<pre class="console" id="console">'
             f"{clean(text)}</pre>{cut}")  # fmt: skip
 
 

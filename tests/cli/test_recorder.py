@@ -122,8 +122,9 @@ def test_guest_time_is_the_exit_ordinal_unless_a_clock_is_given() -> None:
     rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
     rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
     rec.record_injection(0x20, 0)
-    assert [m.t for m in rec.marks["injected"]] == [0.0, 2.0]
-    assert rec.t_max == 2.0
+    # Between exits, a mark belongs to the exit that comes next: the first exit not finished.
+    assert [m.t for m in rec.marks["injected"]] == [1.0, 3.0]
+    assert rec.t_max == 3.0
     now = iter([0.5, 1.25, 9.0])
     timed = RunRecorder(clock=lambda: next(now), clock_unit="guest seconds")
     timed.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
@@ -131,9 +132,22 @@ def test_guest_time_is_the_exit_ordinal_unless_a_clock_is_given() -> None:
     timed.on_exit(Halt(64, 0), Stopped("halt"), 0.0)
     assert [m.t for m in timed.marks["exit"]] == [0.5, 9.0]
     assert timed.marks["injected"][0].t == 1.25
-    assert timed.marks["injected"][0].exit_no == 1  # the ordinal is kept beside the clock
+    assert timed.marks["injected"][0].exit_no == 2  # the ordinal is kept beside the clock
     hosts = [m.host for m in timed.marks["exit"]]
     assert 0 <= hosts[0] <= hosts[1]
+
+
+def test_what_an_exits_handler_does_carries_that_exits_ordinal() -> None:
+    # The machine calls its exit observers after the handler returns: an update the handler of
+    # the second exit accepted reaches the recorder before that exit does, and is stamped 2.
+    rec = RunRecorder()
+    rec.on_exit(vmcall(0), Handled({"rax": 0}), 0.0)
+    rec.on_event({"event": "update_accepted", "db_version": 7})
+    rec.on_exit(vmcall(2), Handled({"rax": 0}), 0.0)
+    (accepted,) = rec.marks["update"]
+    second = rec.marks["exit"][1]
+    assert accepted.exit_no == second.exit_no == 2 and accepted.t == second.t == 2.0
+    assert [m.exit_no for m in rec.marks["hypercall"]] == [1, 2]
 
 
 def test_each_lane_keeps_its_first_marks_and_counts_the_rest_by_label() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from hv_emu.cli.main import main
 from hv_emu.debug.recorder import DEFAULT_MAX_MARKS
 from hv_emu.layout import PORT_DEBUGCON
 from hv_emu.net.backends import UdpBackend
+from tests.rigs.linux import build_c, gcc_can
 from tests.rigs.nic import PATIENCE, frame_to, guest_image, send_update, signed_update, wait_frames
 from tests.rigs.report_page import Page, external_references, parse
 from tests.rigs.updates import Publisher
@@ -233,3 +235,39 @@ def test_a_linux_program_s_exit_status_heads_its_report(
     rows = {row[0]: row[1] for row in page.rows("summary")[1:-1]}
     assert rows == {"SYSCALL": "2", "STOP": "1"}
     assert not page.has("console")  # it wrote to its stderr, not to the debug console
+
+
+ABORTS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) printf("arg %d: %s\n", i, argv[i]);
+    fflush(stdout);
+    abort();
+}
+"""
+
+
+@pytest.mark.skipif(not gcc_can(), reason="gcc cannot link a static C program here")
+def test_a_program_abort_killed_reports_as_the_cli_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The header says what the CLI's last line says (killed by SIGABRT, the system calls); the
+    console section says where a Linux program's output went; the options are the command line a
+    shell takes back (quoting and the ``--`` before the program's arguments kept)."""
+    program = build_c(tmp_path, "aborts", ABORTS)
+    report = tmp_path / "sig.html"
+    code = main(["run", str(program), "--report", str(report), "--", "a b", "<i>"])
+    out, err = capsys.readouterr()
+    assert code == 134 and out == "arg 1: a b\narg 2: <i>\n"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("hv-emu: program killed by SIGABRT, exited with status 134: ")
+    page = report_of(report)
+    ending, summary = last.removeprefix("hv-emu: ").split(": ", 1)
+    assert page.text("run-ended") == ending and page.text("run-exit-status") == "134"
+    calls = re.match(r"(\d+) system calls, ", summary)
+    assert calls is not None and page.text("run-summary").startswith(calls[0])
+    # The summary's time differs by nothing else than the report's own: compare the rest.
+    assert page.text("run-summary").split("; ", 1)[1] == summary.split("; ", 1)[1]
+    assert shlex.split(page.text("run-options")) == [f"--report={report}", "--", "a b", "<i>"]
+    assert page.has("console-linux") and "printed nothing" not in report.read_text("utf-8")
