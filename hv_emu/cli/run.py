@@ -235,7 +235,8 @@ def _open_report(path: Path | None) -> TextIO | None:
 
 def _record(machine: Machine, events: EventLog) -> RunRecorder:
     """A recorder fed by every exit, event and disk write of the run (``--report``)."""
-    recorder = RunRecorder(hypercall_name=machine.hypercalls.name, guest_ns=machine.clock.now)
+    recorder = RunRecorder(hypercall_name=machine.hypercalls.name, clock_unit="milliseconds",
+                           clock=lambda: machine.clock.now() / 1e6)  # fmt: skip
     machine.exit_observers.append(recorder.on_exit)
     machine.vcpu.injection_watchers.append(recorder.on_injection)
     events.listeners.append(recorder.on_event)
@@ -270,7 +271,8 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
                if k not in ("command", "image", "guest_args", "defaults_of")
                and v not in (None, False, []) and v != default(k)]  # fmt: skip
     guest_args = ["--", *args.guest_args] if args.guest_args else []  # as typed (shlex.join)
-    info = RunInfo(str(args.image), options + guest_args, ending, status, summary,
+    program = str(args.image if args.image is not None else args.boot)  # --boot: the disk
+    info = RunInfo(program, options + guest_args, ending, status, summary,
                    linux=linux is not None)  # fmt: skip
     try:
         report.write(render(recorder, info))

@@ -20,10 +20,11 @@ observers after the handler returns, so a disk write, a detection or an update d
 handler reaches the recorder while only n - 1 exits are counted: it is stamped n), or, for what
 happens between two exits (an event injected at VM entry, a compile finishing on its own thread),
 the exit that comes next. Without a clock, ``t`` is that ordinal (guest time measured in exits,
-deterministic from run to run); a clock of virtual guest time, when there is one, is passed as
-``clock`` with its unit as ``clock_unit``. ``guest_ns``, when given (the machine's
-``GuestClock.now``), adds the virtual guest time to each injected event's details: it moves only
-while a timer is armed (``devices/clock.py``), so it is a detail, not the axis.
+deterministic from run to run); a clock of guest time, when there is one, is passed as ``clock``
+with its unit as ``clock_unit`` (``hv-emu run`` passes the machine's ``GuestClock``, virtual by
+default: it moves only while a timer is armed, ``devices/clock.py``). The axis a reader should
+draw on (``when``, ``t_max``, ``unit``) is that clock if it moved during the run (``timed``: a
+timer ran), else the exit ordinal, so a run whose clock stood still is not drawn as one point.
 
 Follows: Intel SDM vol. 3C, appendix C for exit reason names (``trace.REASONS``, as ``--trace``
 prints them) and 24.8.3 for the interruption types of the VM-entry interruption-information field
@@ -60,6 +61,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    FirmwareCall,
     Halt,
     Handled,
     Hypercall,
@@ -176,7 +178,6 @@ class RunRecorder:
     hypercall_name: Callable[[int], str | None] = lambda nr: None
     clock: Callable[[], float] | None = None
     clock_unit: str = "exits"
-    guest_ns: Callable[[], int] | None = None
     max_marks: int = DEFAULT_MAX_MARKS
     host_clock: Callable[[], float] = time.perf_counter
     marks: dict[str, list[Mark]] = field(default_factory=lambda: {lane: [] for lane in LANES})
@@ -280,8 +281,6 @@ class RunRecorder:
         if error_code is not None:
             details += (("error_code", f"{error_code:#x}"),)
         details += extra
-        if self.guest_ns is not None:
-            details += (("guest_us", f"{self.guest_ns() / 1000:.3f}"),)
         with self._lock:
             self._add("injected", label, details)
 
@@ -315,11 +314,27 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ reading
     @property
+    def timed(self) -> bool:
+        """Whether the axis is the clock: one was given and it moved (a timer ran)."""
+        return self.clock is not None and any(m.t for lane in self.marks.values() for m in lane)
+
+    @property
+    def unit(self) -> str:
+        """What the axis counts: the clock's unit, or exits."""
+        return self.clock_unit if self.timed else "exits"
+
+    def when(self, mark: Mark, timed: bool | None = None) -> float:
+        """Where ``mark`` stands on the axis (``timed``: ``self.timed``, computed once by a
+        caller that places many marks)."""
+        return mark.t if (self.timed if timed is None else timed) else float(mark.exit_no)
+
+    @property
     def t_max(self) -> float:
-        """The latest guest time of any kept mark (0 without marks)."""
-        times = [m.t for lane in self.marks.values() for m in lane]
+        """The latest point on the axis of any kept mark (0 without marks)."""
+        timed = self.timed
+        times = [self.when(m, timed) for lane in self.marks.values() for m in lane]
         if self.final is not None:
-            times.append(self.final.t)
+            times.append(self.when(self.final, timed))
         return max(times, default=0.0)
 
     def total(self, lane: str) -> int:
@@ -371,6 +386,9 @@ def _exit_details(exit_: Exit) -> tuple[Detail, ...]:
             return (("port", f"{port:#x}"), ("size", str(size)), ("value", f"{value:#x}"))
         case Cpuid(leaf=leaf, subleaf=subleaf):
             return (("leaf", f"{leaf:#x}"), ("subleaf", f"{subleaf:#x}"))
+        case FirmwareCall(vector=vector, rip=rip, registers=regs):  # the BIOS service asked for
+            return (("vector", f"{vector:#x}"), ("ah", f"{regs.get('rax', 0) >> 8 & 0xFF:#x}"),
+                    ("rip", f"{rip:#x}"))  # fmt: skip
         case SoftwareInterrupt(vector=vector, rip=rip):
             return (("vector", f"{vector:#x}"), ("rip", f"{rip:#x}"))
         case Syscall(registers=regs, rip=rip):
