@@ -105,6 +105,11 @@ def test_hypercalls_and_an_update_by_vmcall(
     assert [row[2] for row in calls[1:]] == ["get_vmmcall_number -> 0x2", "update_signatures -> OK"]
     updates = [row[2] for row in page.rows("table-update")[1:]]
     assert updates == ["v3 accepted", "v3 in force"]
+    # update_signatures' handler accepted the update: the same exit (the second), not the one before
+    accepted, in_force = (int(row[1]) for row in page.rows("table-update")[1:])
+    assert accepted == int(calls[2][1]) == 2 and in_force >= accepted
+    titles = [title for lane, title in page.marks if lane == "update"]
+    assert titles[0].startswith("v3 accepted at t=2 (exit 2, ")
     assert page.rows("summary")[1:-1][0][:2] == ["IO_INSTRUCTION", str(len(
         "hvupdate: rc=0 (OK)\n"))]  # fmt: skip
     assert page.has("no-detection") and page.has("no-injected")
