@@ -235,8 +235,10 @@ def _open_report(path: Path | None) -> TextIO | None:
 
 def _record(machine: Machine, events: EventLog) -> RunRecorder:
     """A recorder fed by every exit, event and disk write of the run (``--report``)."""
-    recorder = RunRecorder(hypercall_name=machine.hypercalls.name)
+    recorder = RunRecorder(hypercall_name=machine.hypercalls.name, clock_unit="milliseconds",
+                           clock=lambda: machine.clock.now() / 1e6)  # fmt: skip
     machine.exit_observers.append(recorder.on_exit)
+    machine.vcpu.injection_watchers.append(recorder.on_injection)
     events.listeners.append(recorder.on_event)
     machine.watch_disk_writes(recorder.on_disk_write)
     return recorder
@@ -250,7 +252,8 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
     linux = machine.linux
     match final:
         case _ if linux is not None and linux.exit_status is not None:
-            status, ending = linux.exit_status, f"program exited with status {linux.exit_status}"
+            status, ending = linux.exit_status, _program_end(linux)
+            summary = _program_summary(linux, summary)
         case Halt(rip=rip):
             status, ending = EXIT_HALT, f"guest halted (HLT, RIP={rip:#x} after it)"
         case Fault():
@@ -267,7 +270,10 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
                for k, v in sorted(vars(args).items())
                if k not in ("command", "image", "guest_args", "defaults_of")
                and v not in (None, False, []) and v != default(k)]  # fmt: skip
-    info = RunInfo(str(args.image), options + list(args.guest_args), ending, status, summary)
+    guest_args = ["--", *args.guest_args] if args.guest_args else []  # as typed (shlex.join)
+    program = str(args.image if args.image is not None else args.boot)  # --boot: the disk
+    info = RunInfo(program, options + guest_args, ending, status, summary,
+                   linux=linux is not None)  # fmt: skip
     try:
         report.write(render(recorder, info))
         report.close()
@@ -337,14 +343,24 @@ def _program_exited(linux: LinuxProcess, summary: str, quiet: bool, final: Exit)
     if isinstance(final, Fault):
         print(f"hv-emu: {final.describe()}", file=sys.stderr)
     if not quiet:
-        unsupported = ", ".join(name or str(nr) for nr, name in linux.unsupported.items())
-        note = f"; unsupported system calls (-ENOSYS): {unsupported}" if unsupported else ""
-        how = "exited"
-        if linux.killed_by is not None:
-            how = f"killed by {signal_name(linux.killed_by)}, exited"
-        print(f"hv-emu: program {how} with status {linux.exit_status}: {linux.calls} system "
-              f"calls, {summary}{note}", file=sys.stderr)  # fmt: skip
+        print(f"hv-emu: {_program_end(linux)}: {_program_summary(linux, summary)}",
+              file=sys.stderr)  # fmt: skip
     return linux.exit_status or 0
+
+
+def _program_end(linux: LinuxProcess) -> str:
+    """How a Linux program ended (the CLI's last line and the report's header say the same)."""
+    how = "exited"
+    if linux.killed_by is not None:
+        how = f"killed by {signal_name(linux.killed_by)}, exited"
+    return f"program {how} with status {linux.exit_status}"
+
+
+def _program_summary(linux: LinuxProcess, summary: str) -> str:
+    """The run's summary with the program's system calls, and those it was refused (-ENOSYS)."""
+    unsupported = ", ".join(name or str(nr) for nr, name in linux.unsupported.items())
+    note = f"; unsupported system calls (-ENOSYS): {unsupported}" if unsupported else ""
+    return f"{linux.calls} system calls, {summary}{note}"
 
 
 def _database_summary(machine: Machine) -> str:

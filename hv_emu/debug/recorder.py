@@ -7,15 +7,24 @@ manner of ``perf kvm record`` over KVM's tracepoints (``kvm_exit``, ``kvm_hyperc
 from four places, none of which knows it: the machine's exit observer (``on_exit``, after every
 exit), the event log's listeners (``on_event``: detections, updates, the network cut), the disk's
 write watcher (``on_disk_write``: every write and the inspection policy's verdict) and, for event
-injection, ``record_injection``, which the code that injects an interrupt or exception calls.
+injection, the vCPU's injection watcher (``on_injection``, ``Vcpu.injection_watchers``: every
+event tried at VM entry) through ``record_injection``.
 At the end of the run ``capture_screen`` and ``capture_console`` keep the guest's final text screen
 (characters and attribute bytes) and what it printed on the debug console.
 
-Guest time: each mark carries ``t`` from the ``clock`` callable given to the recorder, the exit's
-ordinal (``exit_no``: how many exits the recorder had seen, counting the exit itself) and the host
-seconds since the recorder was built (``host``). Without a clock, ``t`` is the exit ordinal (guest
-time measured in exits, deterministic from run to run); a clock of virtual guest time, when there
-is one, is passed as ``clock`` with its unit as ``clock_unit``.
+Guest time: each mark carries ``t`` from the ``clock`` callable given to the recorder, an exit
+ordinal (``exit_no``) and the host seconds since the recorder was built (``host``). An exit's mark
+carries its own ordinal (the n-th exit is n). Every other mark carries the ordinal of the first
+exit not yet finished when it happened: the exit being handled (the machine calls its exit
+observers after the handler returns, so a disk write, a detection or an update done by exit n's
+handler reaches the recorder while only n - 1 exits are counted: it is stamped n), or, for what
+happens between two exits (an event injected at VM entry, a compile finishing on its own thread),
+the exit that comes next. Without a clock, ``t`` is that ordinal (guest time measured in exits,
+deterministic from run to run); a clock of guest time, when there is one, is passed as ``clock``
+with its unit as ``clock_unit`` (``hv-emu run`` passes the machine's ``GuestClock``, virtual by
+default: it moves only while a timer is armed, ``devices/clock.py``). The axis a reader should
+draw on (``when``, ``t_max``, ``unit``) is that clock if it moved during the run (``timed``: a
+timer ran), else the exit ordinal, so a run whose clock stood still is not drawn as one point.
 
 Follows: Intel SDM vol. 3C, appendix C for exit reason names (``trace.REASONS``, as ``--trace``
 prints them) and 24.8.3 for the interruption types of the VM-entry interruption-information field
@@ -52,6 +61,7 @@ from hv_emu.exits import (
     Exit,
     Failed,
     Fault,
+    FirmwareCall,
     Halt,
     Handled,
     Hypercall,
@@ -66,6 +76,8 @@ from hv_emu.exits import (
     Unhandled,
 )
 from hv_emu.hypercalls.builtin import BUILTINS
+from hv_emu.vcpu.deliver import Injection
+from hv_emu.vcpu.injection import Delivered, Refused
 
 #: The lanes of the timeline, top to bottom.
 LANES = ("exit", "injected", "hypercall", "disk_write", "detection", "update")
@@ -116,7 +128,8 @@ def cut(text: object) -> str:
 
 @dataclass(frozen=True)
 class Mark:
-    """One thing that happened: on ``lane``, at guest time ``t``, after ``exit_no`` exits."""
+    """One thing that happened: on ``lane``, at guest time ``t``, during (or just before) exit
+    ``exit_no``; an exit's own mark carries its ordinal."""
 
     lane: str
     t: float
@@ -198,14 +211,14 @@ class RunRecorder:
             summary.add(seconds)
             if ending or len(self.marks["exit"]) < self.max_marks:
                 details = (*_exit_details(exit_), ("action", _action(outcome)))
-                mark = self._add("exit", reason, details)
+                mark = self._add("exit", reason, details, self.exits)
                 if ending:
                     self.final = mark
             else:
                 dropped = self.dropped["exit"]
                 dropped[reason] = dropped.get(reason, 0) + 1
             if isinstance(exit_, Hypercall):
-                self._add("hypercall", *self._hypercall(exit_, outcome))
+                self._add("hypercall", *self._hypercall(exit_, outcome), self.exits)
 
     def on_event(self, event: Event) -> None:
         """An ``EventLog`` listener: detections, updates and the network cut become marks."""
@@ -246,10 +259,12 @@ class RunRecorder:
             self._add("disk_write", label, details)
 
     def record_injection(self, vector: int, interruption_type: int | str,
-                         error_code: int | None = None) -> None:  # fmt: skip
+                         error_code: int | None = None,
+                         extra: tuple[Detail, ...] = ()) -> None:  # fmt: skip
         """An event injected into the guest (VT-x: the VM-entry interruption-information field):
-        ``vector`` 0-255, its type (a number of ``INTERRUPTION_TYPES`` or its name) and the error
-        code delivered with it, if any. For the code that injects; ``ValueError`` on a bad call."""
+        ``vector`` 0-255, its type (a number of ``INTERRUPTION_TYPES`` or its name), the error
+        code delivered with it, if any, and ``extra`` details (where, how it went). For the code
+        that injects (``on_injection``); ``ValueError`` on a bad call."""
         if not 0 <= vector <= 255:
             raise ValueError(f"vector must be 0..255, not {vector}")
         if isinstance(interruption_type, int):
@@ -265,8 +280,27 @@ class RunRecorder:
         details: tuple[Detail, ...] = (("vector", str(vector)), ("type", kind))
         if error_code is not None:
             details += (("error_code", f"{error_code:#x}"),)
+        details += extra
         with self._lock:
             self._add("injected", label, details)
+
+    def on_injection(self, injection: Injection, cs: int, rip: int) -> None:
+        """The vCPU's injection watcher (``Vcpu.injection_watchers``): each event tried at one VM
+        entry (the original, then any fault or #DF delivering it became), interrupted at
+        ``cs``:``rip``, and how it ended: the handler it reached, a refusal, a triple fault."""
+        last = len(injection.events) - 1
+        for n, event in enumerate(injection.events):
+            result = injection.result
+            if n < last:
+                outcome = "faulted while delivered"
+            elif isinstance(result, Delivered):
+                outcome = f"delivered -> {result.cs:04x}:{result.rip:x}"
+            elif isinstance(result, Refused):
+                outcome = cut(f"refused: {result.reason}")
+            else:
+                outcome = "triple fault"
+            self.record_injection(event.vector, int(event.type), event.error_code,
+                                  (("at", f"{cs:04x}:{rip:x}"), ("result", outcome)))  # fmt: skip
 
     # ------------------------------------------------------------------ the end of the run
     def capture_screen(self, vga: VgaText) -> None:
@@ -280,11 +314,27 @@ class RunRecorder:
 
     # ------------------------------------------------------------------ reading
     @property
+    def timed(self) -> bool:
+        """Whether the axis is the clock: one was given and it moved (a timer ran)."""
+        return self.clock is not None and any(m.t for lane in self.marks.values() for m in lane)
+
+    @property
+    def unit(self) -> str:
+        """What the axis counts: the clock's unit, or exits."""
+        return self.clock_unit if self.timed else "exits"
+
+    def when(self, mark: Mark, timed: bool | None = None) -> float:
+        """Where ``mark`` stands on the axis (``timed``: ``self.timed``, computed once by a
+        caller that places many marks)."""
+        return mark.t if (self.timed if timed is None else timed) else float(mark.exit_no)
+
+    @property
     def t_max(self) -> float:
-        """The latest guest time of any kept mark (0 without marks)."""
-        times = [m.t for lane in self.marks.values() for m in lane]
+        """The latest point on the axis of any kept mark (0 without marks)."""
+        timed = self.timed
+        times = [self.when(m, timed) for lane in self.marks.values() for m in lane]
         if self.final is not None:
-            times.append(self.final.t)
+            times.append(self.when(self.final, timed))
         return max(times, default=0.0)
 
     def total(self, lane: str) -> int:
@@ -292,10 +342,14 @@ class RunRecorder:
         return len(self.marks[lane]) + sum(self.dropped[lane].values())
 
     # ------------------------------------------------------------------ inside
-    def _add(self, lane: str, label: str, details: tuple[Detail, ...]) -> Mark:
-        """A mark, kept if its lane has room, else counted (``_lock`` held)."""
-        t = float(self.exits) if self.clock is None else float(self.clock())
-        mark = Mark(lane, t, self.exits, self.host_clock() - self._t0, cut(label), details)
+    def _add(self, lane: str, label: str, details: tuple[Detail, ...],
+             ordinal: int | None = None) -> Mark:  # fmt: skip
+        """A mark, kept if its lane has room, else counted (``_lock`` held). ``ordinal``: the
+        exit's own for an exit's marks; else the exit in progress or next (module docstring)."""
+        if ordinal is None:
+            ordinal = self.exits + 1
+        t = float(ordinal) if self.clock is None else float(self.clock())
+        mark = Mark(lane, t, ordinal, self.host_clock() - self._t0, cut(label), details)
         kept = self.marks[lane]
         if len(kept) < self.max_marks:
             kept.append(mark)
@@ -332,6 +386,9 @@ def _exit_details(exit_: Exit) -> tuple[Detail, ...]:
             return (("port", f"{port:#x}"), ("size", str(size)), ("value", f"{value:#x}"))
         case Cpuid(leaf=leaf, subleaf=subleaf):
             return (("leaf", f"{leaf:#x}"), ("subleaf", f"{subleaf:#x}"))
+        case FirmwareCall(vector=vector, rip=rip, registers=regs):  # the BIOS service asked for
+            return (("vector", f"{vector:#x}"), ("ah", f"{regs.get('rax', 0) >> 8 & 0xFF:#x}"),
+                    ("rip", f"{rip:#x}"))  # fmt: skip
         case SoftwareInterrupt(vector=vector, rip=rip):
             return (("vector", f"{vector:#x}"), ("rip", f"{rip:#x}"))
         case Syscall(registers=regs, rip=rip):

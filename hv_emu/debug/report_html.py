@@ -2,11 +2,14 @@
 
 Models: what a VMM's tracing front end (``perf kvm stat report``, kvmshark, Intel VTune's VM-exit
 views) shows of a run, as one page a browser opens with no network: a header (the program, the
-options, how the run ended), the exits by reason (count, share, total and mean handling time), a
-timeline over guest time with one lane per kind of mark (exits, injected events, hypercalls, disk
-writes, detections, updates; each mark has a title a browser shows on hover), tables of the
-detections, hypercalls, updates and injected events, the guest's final 80x25 text screen in its
-colours, and what it printed on the debug console.
+options as a shell takes them back, ``shlex.join``, and how the run ended), the exits by reason
+(count, share, total and mean handling time), a timeline over guest time (the recorder's axis:
+the guest's clock if a timer ran, else exits) with one lane per kind of mark (exits, injected
+events, hypercalls, disk writes, detections, updates; each mark has a title a browser shows on
+hover), tables of the detections, hypercalls, updates and injected events, the guest's final
+80x25 text screen in its colours, and what it printed on the debug console (a Linux program's
+standard streams are hv-emu's own, so the page says its output went there, not that it printed
+nothing).
 
 Follows: HTML5 (html.spec.whatwg.org) with inline SVG; IBM VGA text attributes (foreground in bits
 3:0, background in bits 6:4) in the 16 CGA colours; code page 437 for the screen's characters
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import html
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +82,7 @@ class RunInfo:
     ending: str  # one line: halted, a fault report, a timeout, a stop
     status: int | None = None  # hv-emu's exit status
     summary: str = ""  # the run's summary line (hypercalls, seconds, database, detections)
+    linux: bool = False  # a Linux program: its stdout and stderr were hv-emu's own
 
 
 def clean(text: str) -> str:
@@ -104,9 +109,10 @@ def render(recorder: RunRecorder, info: RunInfo) -> str:
                     ("nr", "name", "rbx", "rcx", "rdx", "ret", "result")),
         _lane_table(recorder, "update", "Updates",
                     ("source", "db_version", "error", "reason", "signatures", "engine")),
-        _lane_table(recorder, "injected", "Injected events", ("vector", "type", "error_code")),
+        _lane_table(recorder, "injected", "Injected events",
+                    ("vector", "type", "error_code", "at", "result")),
         _screen(recorder.screen),
-        _console(recorder),
+        _console(recorder, info.linux),
         f'<p class="note">hv-emu {clean(__version__)}</p>',
         "</body></html>",
     ]  # fmt: skip
@@ -115,13 +121,19 @@ def render(recorder: RunRecorder, info: RunInfo) -> str:
 
 def _header(recorder: RunRecorder, info: RunInfo) -> str:
     rows = [("program", f"<code>{clean(info.program)}</code>"),
-            ("options", f"<code>{clean(' '.join(info.options))}</code>"),
+            ("options", f"<code>{clean(shlex.join(info.options))}</code>"),
             ("ended", clean(info.ending))]  # fmt: skip
     if info.status is not None:
         rows.append(("exit status", str(info.status)))
     if info.summary:
         rows.append(("summary", clean(info.summary)))
-    unit = "exits (the exit's ordinal)" if recorder.clock is None else recorder.clock_unit
+    if recorder.timed:
+        unit = (f"{recorder.unit}: virtual unless --realtime, it moves with the guest's code while "
+                "a timer is armed and jumps to the next deadline while the guest waits in HLT")
+    elif recorder.clock is not None:
+        unit = "exits (the exit's ordinal): the guest's clock stood still, no timer ran"
+    else:
+        unit = "exits (the exit's ordinal)"
     rows.append(("guest time", f"{clean(unit)}; {recorder.exits} exits in all"))
     body = "".join(f'<tr><th>{name}</th><td id="run-{name.replace(" ", "-")}">{value}</td></tr>'
                    for name, value in rows)  # fmt: skip
@@ -159,6 +171,7 @@ def _summary(recorder: RunRecorder) -> str:
 
 def _timeline(recorder: RunRecorder) -> str:
     span = recorder.t_max or 1.0
+    timed = recorder.timed
     inner = _WIDTH - _LEFT - _RIGHT
     height = _TOP + _LANE_H * len(LANES) + 30
     colours = {r: REASON_COLOURS[i % len(REASON_COLOURS)]
@@ -173,17 +186,18 @@ def _timeline(recorder: RunRecorder) -> str:
                    f"({recorder.total(lane)})</text>")  # fmt: skip
         kept = recorder.marks[lane]
         if recorder.dropped[lane] and kept:  # where the lane stops being drawn, to the end
-            x = _LEFT + inner * min(max(kept[-1].t / span, 0.0), 1.0)
+            x = _LEFT + inner * min(max(recorder.when(kept[-1], timed) / span, 0.0), 1.0)
             left_out = sum(recorder.dropped[lane].values())
             out.append(f'<rect class="gap" x="{x:.1f}" y="{y + 2}" width="{_LEFT + inner - x:.1f}" '
                        f'height="{_LANE_H - 8}" fill="#ddd"><title>{left_out} more '
                        f"{LANE_TITLES[lane]} not drawn</title></rect>")  # fmt: skip
         for mark in kept:
             colour = colours.get(mark.label, "#444") if lane == "exit" else LANE_COLOURS[lane]
-            x = _LEFT + inner * min(max(mark.t / span, 0.0), 1.0)
+            at = recorder.when(mark, timed)
+            x = _LEFT + inner * min(max(at / span, 0.0), 1.0)
             out.append(
                 f'<rect class="mark" data-lane="{lane}" x="{x - 1:.1f}" y="{y + 2}" width="2" '
-                f'height="{_LANE_H - 8}" fill="{colour}"><title>{_title(mark)}</title></rect>'
+                f'height="{_LANE_H - 8}" fill="{colour}"><title>{_title(mark, at)}</title></rect>'
             )
     axis_y = _TOP + _LANE_H * len(LANES) + 4
     out.append(f'<line class="axis" x1="{_LEFT}" y1="{axis_y}" x2="{_LEFT + inner}" '
@@ -194,7 +208,7 @@ def _timeline(recorder: RunRecorder) -> str:
                    f'y2="{axis_y + 4}"/><text x="{x:.1f}" y="{axis_y + 16}" '
                    f'text-anchor="middle">{_g(span * k / 5)}</text>')  # fmt: skip
     out.append("</svg>")
-    unit = "exits" if recorder.clock is None else recorder.clock_unit
+    unit = recorder.unit
     legend = "".join(f'<span class="swatch" style="background:{c}"></span>{clean(r)}'
                      for r, c in colours.items())  # fmt: skip
     notes = [f'<p class="note">Guest time in {clean(unit)}, from 0 to {_g(span)}. Hover over '
@@ -210,13 +224,14 @@ def _timeline(recorder: RunRecorder) -> str:
                 f"{counts}</p>"
             )
     if recorder.final is not None and recorder.final not in recorder.marks["exit"]:
-        notes.append(f'<p class="note">The last exit: {_title(recorder.final)}</p>')
+        final = recorder.final
+        notes.append(f'<p class="note">The last exit: {_title(final, recorder.when(final))}</p>')
     return '<h2>Timeline</h2>' + "".join(out) + "".join(notes)
 
 
-def _title(mark: Mark) -> str:
+def _title(mark: Mark, at: float) -> str:
     details = "; ".join(f"{k}={v}" for k, v in mark.details)
-    return clean(f"{mark.label} at t={_g(mark.t)} (exit {mark.exit_no}, host "
+    return clean(f"{mark.label} at t={_g(at)} (exit {mark.exit_no}, host "
                  f"{mark.host:.6f} s){': ' if details else ''}{details}")  # fmt: skip
 
 
@@ -229,11 +244,12 @@ def _lane_table(recorder: RunRecorder, lane: str, heading: str, columns: Iterabl
     head = "<tr><th>t</th><th>exit</th><th>what</th>" + "".join(
         f"<th>{clean(c)}</th>" for c in cols) + "</tr>"
     rows = []
+    timed = recorder.timed
     for m in marks:
         values = dict(m.details)
         cells = "".join(f"<td>{clean(values.get(c, ''))}</td>" for c in cols)
-        rows.append(f'<tr><td class="n">{_g(m.t)}</td><td class="n">{m.exit_no}</td>'
-                    f"<td>{clean(m.label)}</td>{cells}</tr>")  # fmt: skip
+        rows.append(f'<tr><td class="n">{_g(recorder.when(m, timed))}</td><td class="n">'
+                    f"{m.exit_no}</td><td>{clean(m.label)}</td>{cells}</tr>")  # fmt: skip
     note = ""
     if recorder.dropped[lane]:
         note = (f'<p class="note">The first {len(marks)} of {recorder.total(lane)}; the '
@@ -268,15 +284,22 @@ def _span(attr: int, text: str) -> str:
     return f'<span class="f{attr & 0xF} b{(attr >> 4) & 0x7}">{clean(text)}</span>'
 
 
-def _console(recorder: RunRecorder) -> str:
+def _console(recorder: RunRecorder, linux: bool = False) -> str:
+    if linux:  # a program's writes to descriptors 1 and 2 are hv-emu's own (linux/streams.py)
+        note = ('<p class="note" id="console-linux">A Linux program\'s standard output and error '
+                "are hv-emu's own: what it wrote went to the terminal (or wherever hv-emu's output "
+                "was sent), not to the debug console, and is not kept here.</p>")  # fmt: skip
+    else:
+        note = ""
     if not recorder.console_total:
-        return '<h2>Debug console</h2><p class="note">The guest printed nothing.</p>'
+        return ('<h2>Debug console</h2>'
+                + (note or '<p class="note">The guest printed nothing.</p>'))  # fmt: skip
     text = recorder.console.decode("utf-8", errors="replace").replace("\r\n", "\n")
     cut = ""
     if recorder.console_total > len(recorder.console):
         cut = (f'<p class="note">The first {len(recorder.console)} of '
                f"{recorder.console_total} bytes.</p>")  # fmt: skip
-    return (f'<h2>Debug console</h2><pre class="console" id="console">'
+    return (f'<h2>Debug console</h2>{note}<pre class="console" id="console">'
             f"{clean(text)}</pre>{cut}")  # fmt: skip
 
 

@@ -17,6 +17,9 @@ from hv_emu.exits import Cpuid, Failed, Fault, Halt, Handled, Hypercall, PortIn,
 from hv_emu.layout import PORT_ATA_PRIMARY
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.memory.walk import PagingState
+from hv_emu.vcpu.deliver import Injection
+from hv_emu.vcpu.injection import Delivered, EventType, Refused
+from hv_emu.vcpu.injection import Event as InjectedEvent
 from tests.conftest import boot_asm
 
 PAGING = PagingState(cr0=0, cr3=0, cr4=0, efer=0)
@@ -116,14 +119,30 @@ def test_injections_in_vt_x_terms() -> None:
     assert len(rec.marks["injected"]) == 3
 
 
+def test_the_vcpus_injections_become_marks_with_how_each_went() -> None:
+    rec = RunRecorder()
+    tick = Injection((InjectedEvent(8, EventType.EXTERNAL_INTERRUPT),), Delivered(0xF000, 0x1080))
+    chain = Injection((InjectedEvent(14, EventType.HARDWARE_EXCEPTION, 2, cr2=0x5000),
+                       InjectedEvent(8, EventType.HARDWARE_EXCEPTION, 0)), None)  # fmt: skip
+    refused = Injection((InjectedEvent(0x21, EventType.SOFTWARE_INTERRUPT),), Refused("no gate"))
+    for injection in (tick, chain, refused):
+        rec.on_injection(injection, 0x10, 0x1234)
+    marks = rec.marks["injected"]
+    assert [m.label for m in marks] == ["vector 0x08", "#PF (14)", "#DF (8)", "vector 0x21"]
+    assert [m.detail("result") for m in marks] == [
+        "delivered -> f000:1080", "faulted while delivered", "triple fault", "refused: no gate"]
+    assert marks[1].detail("error_code") == "0x2" and marks[0].detail("at") == "0010:1234"
+
+
 def test_guest_time_is_the_exit_ordinal_unless_a_clock_is_given() -> None:
     rec = RunRecorder()
     rec.record_injection(0x20, 0)  # before any exit
     rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
     rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
     rec.record_injection(0x20, 0)
-    assert [m.t for m in rec.marks["injected"]] == [0.0, 2.0]
-    assert rec.t_max == 2.0
+    # Between exits, a mark belongs to the exit that comes next: the first exit not finished.
+    assert [m.t for m in rec.marks["injected"]] == [1.0, 3.0]
+    assert rec.t_max == 3.0
     now = iter([0.5, 1.25, 9.0])
     timed = RunRecorder(clock=lambda: next(now), clock_unit="guest seconds")
     timed.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
@@ -131,9 +150,36 @@ def test_guest_time_is_the_exit_ordinal_unless_a_clock_is_given() -> None:
     timed.on_exit(Halt(64, 0), Stopped("halt"), 0.0)
     assert [m.t for m in timed.marks["exit"]] == [0.5, 9.0]
     assert timed.marks["injected"][0].t == 1.25
-    assert timed.marks["injected"][0].exit_no == 1  # the ordinal is kept beside the clock
+    assert timed.marks["injected"][0].exit_no == 2  # the ordinal is kept beside the clock
     hosts = [m.host for m in timed.marks["exit"]]
     assert 0 <= hosts[0] <= hosts[1]
+
+
+def test_a_clock_that_stood_still_leaves_the_axis_to_the_exits() -> None:
+    # hv-emu run's clock is virtual guest time, which moves only while a timer is armed.
+    now = [0.0]
+    rec = RunRecorder(clock=lambda: now[0], clock_unit="milliseconds")
+    rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
+    rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
+    assert not rec.timed and rec.unit == "exits" and rec.t_max == 2.0
+    assert [rec.when(m) for m in rec.marks["exit"]] == [1.0, 2.0]
+    now[0] = 54.9
+    rec.record_injection(8, 0)
+    assert rec.timed and rec.unit == "milliseconds" and rec.t_max == 54.9
+    assert [rec.when(m) for m in rec.marks["exit"]] == [0.0, 0.0]
+
+
+def test_what_an_exits_handler_does_carries_that_exits_ordinal() -> None:
+    # The machine calls its exit observers after the handler returns: an update the handler of
+    # the second exit accepted reaches the recorder before that exit does, and is stamped 2.
+    rec = RunRecorder()
+    rec.on_exit(vmcall(0), Handled({"rax": 0}), 0.0)
+    rec.on_event({"event": "update_accepted", "db_version": 7})
+    rec.on_exit(vmcall(2), Handled({"rax": 0}), 0.0)
+    (accepted,) = rec.marks["update"]
+    second = rec.marks["exit"][1]
+    assert accepted.exit_no == second.exit_no == 2 and accepted.t == second.t == 2.0
+    assert [m.exit_no for m in rec.marks["hypercall"]] == [1, 2]
 
 
 def test_each_lane_keeps_its_first_marks_and_counts_the_rest_by_label() -> None:

@@ -1,11 +1,13 @@
 """The ``--report`` page in a real browser (Debian's Chromium, headless): what it shows (the summary
-rows, the detection, the final screen in its colours, the timeline's marks laid out), that markup a
-guest or a database wrote stays text, and that the page asks the network for nothing.
+rows, the detection, the final screen in its colours, the timeline's marks laid out, a booted
+guest's timer interrupts on the injected lane), that markup a guest or a database wrote stays
+text, and that the page asks the network for nothing.
 
 Skipped, saying why, where /usr/bin/chromium is missing (``.ci/run`` installs it)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from guest_tool.disk_programs import build_disk_write_program
 from hv_emu.cli.main import main
 from hv_emu.layout import PORT_DEBUGCON, VGA_TEXT_BASE
 from tests.rigs.chromium import Browser, dump_dom, need_chromium
-from tests.rigs.report_page import external_references, parse
+from tests.rigs.report_page import external_references, parse, tick_disk
 
 BURGHOFER = "8e06120033ff8bf30e1fb90d02f3a4"
 #: A signature name that would run a script and hide the page if it became markup (a .db name
@@ -148,6 +150,32 @@ def test_a_hostile_guest_on_console_and_screen_makes_no_request(
             '#screen span')].find(s => s.innerText.startsWith('<img'));
             const c = getComputedStyle(s); return c.color + ' on ' + c.backgroundColor; })()""")
         assert colour == "rgb(255, 255, 85) on rgb(0, 0, 170)"
+        assert browser.requests() == [report.as_uri()]
+
+
+def test_a_booted_guest_s_interrupts_on_the_injected_lane(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TUTORIAL step 9's tick guest: the browser lays out its eleven injected events inside the
+    picture, five timer ticks evenly spaced on the axis of guest time, and shows the table."""
+    report = tmp_path / "ticks.html"
+    assert main(["run", "--boot", str(tick_disk(tmp_path)), "--report", str(report), "-q"]) == 0
+    capsys.readouterr()
+    with Browser() as browser:
+        browser.open(report)
+        marks = json.loads(browser.evaluate(MARKS))
+        injected = [x for lane, inside, x in marks if lane == "injected" and inside]
+        assert len(injected) == len([m for m in marks if m[0] == "injected"]) == 11
+        titles = json.loads(browser.evaluate("""JSON.stringify([...document.querySelectorAll(
+            '#timeline rect.mark[data-lane="injected"] title')].map(t => t.textContent))"""))
+        ticks = [x for x, title in zip(injected, titles, strict=True)
+                 if "type=external interrupt" in title]  # fmt: skip
+        assert len(ticks) == 5
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+        assert max(gaps) - min(gaps) < 1.0 and min(gaps) > 10  # even steps of a 54.9 ms tick
+        row = browser.evaluate("""[...document.querySelector('#table-injected tbody tr').cells]
+            .map(c => c.innerText).slice(2).join('|')""")
+        assert row == "vector 0x08|8|external interrupt|0000:7c12|delivered -> f000:1080"
         assert browser.requests() == [report.as_uri()]
 
 

@@ -4,8 +4,10 @@ the one-line errors before the guest runs."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -21,8 +23,9 @@ from hv_emu.cli.main import main
 from hv_emu.debug.recorder import DEFAULT_MAX_MARKS
 from hv_emu.layout import PORT_DEBUGCON
 from hv_emu.net.backends import UdpBackend
+from tests.rigs.linux import build_c, gcc_can
 from tests.rigs.nic import PATIENCE, frame_to, guest_image, send_update, signed_update, wait_frames
-from tests.rigs.report_page import Page, external_references, parse
+from tests.rigs.report_page import Page, external_references, parse, tick_disk
 from tests.rigs.updates import Publisher
 
 #: The Burghofer signature of the sample database (docs/TUTORIAL.md, step 6).
@@ -102,6 +105,11 @@ def test_hypercalls_and_an_update_by_vmcall(
     assert [row[2] for row in calls[1:]] == ["get_vmmcall_number -> 0x2", "update_signatures -> OK"]
     updates = [row[2] for row in page.rows("table-update")[1:]]
     assert updates == ["v3 accepted", "v3 in force"]
+    # update_signatures' handler accepted the update: the same exit (the second), not the one before
+    accepted, in_force = (int(row[1]) for row in page.rows("table-update")[1:])
+    assert accepted == int(calls[2][1]) == 2 and in_force >= accepted
+    titles = [title for lane, title in page.marks if lane == "update"]
+    assert titles[0].startswith("v3 accepted at t=2 (exit 2, ")
     assert page.rows("summary")[1:-1][0][:2] == ["IO_INSTRUCTION", str(len(
         "hvupdate: rc=0 (OK)\n"))]  # fmt: skip
     assert page.has("no-detection") and page.has("no-injected")
@@ -233,3 +241,76 @@ def test_a_linux_program_s_exit_status_heads_its_report(
     rows = {row[0]: row[1] for row in page.rows("summary")[1:-1]}
     assert rows == {"SYSCALL": "2", "STOP": "1"}
     assert not page.has("console")  # it wrote to its stderr, not to the debug console
+
+
+ABORTS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) printf("arg %d: %s\n", i, argv[i]);
+    fflush(stdout);
+    abort();
+}
+"""
+
+
+@pytest.mark.skipif(not gcc_can(), reason="gcc cannot link a static C program here")
+def test_a_program_abort_killed_reports_as_the_cli_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The header says what the CLI's last line says (killed by SIGABRT, the system calls); the
+    console section says where a Linux program's output went; the options are the command line a
+    shell takes back (quoting and the ``--`` before the program's arguments kept)."""
+    program = build_c(tmp_path, "aborts", ABORTS)
+    report = tmp_path / "sig.html"
+    code = main(["run", str(program), "--report", str(report), "--", "a b", "<i>"])
+    out, err = capsys.readouterr()
+    assert code == 134 and out == "arg 1: a b\narg 2: <i>\n"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("hv-emu: program killed by SIGABRT, exited with status 134: ")
+    page = report_of(report)
+    ending, summary = last.removeprefix("hv-emu: ").split(": ", 1)
+    assert page.text("run-ended") == ending and page.text("run-exit-status") == "134"
+    calls = re.match(r"(\d+) system calls, ", summary)
+    assert calls is not None and page.text("run-summary").startswith(calls[0])
+    # The summary's time differs by nothing else than the report's own: compare the rest.
+    assert page.text("run-summary").split("; ", 1)[1] == summary.split("; ", 1)[1]
+    assert shlex.split(page.text("run-options")) == [f"--report={report}", "--", "a b", "<i>"]
+    assert page.has("console-linux") and "printed nothing" not in report.read_text("utf-8")
+
+
+def test_a_booted_guest_s_timer_interrupts_fill_the_injected_lane(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TUTORIAL step 9's tick guest: five IRQ0s (vector 08h, external) through the BIOS's int 08h
+    stub, each calling the guest's int 1Ch handler (software), then its int 1Ah: eleven
+    injections, agreeing with ``--trace``'s INJECT lines, on an axis of guest milliseconds (a
+    timer ran: the PIT's 65,536 counts at 1,193,182 Hz are 54.9 ms a tick)."""
+    disk = tick_disk(tmp_path)
+    report = tmp_path / "ticks.html"
+    assert main(["run", "--boot", str(disk), "--report", str(report), "--trace"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ".....5\n"
+    page = report_of(report)
+    assert page.text("run-program") == str(disk)
+    assert page.text("run-guest-time").startswith("milliseconds: virtual")
+    injected = [title for lane, title in page.marks if lane == "injected"]
+    traced = [line for line in err.splitlines() if " INJECT " in line]
+    assert len(injected) == len(traced) == 11
+    vectors = [re.search(r"vector=(\d+);", title)[1] for title in injected]  # type: ignore[index]
+    assert vectors == ["8", "28"] * 5 + ["26"]
+    rows = page.rows("table-injected")
+    assert rows[0] == ["t", "exit", "what", "vector", "type", "at", "result"]
+    first_tick, first_hook = rows[1], rows[2]
+    assert first_tick[2:] == ["vector 0x08", "8", "external interrupt", "0000:7c12",
+                              "delivered -> f000:1080"]  # fmt: skip
+    assert first_hook[2:] == ["vector 0x1c", "28", "software interrupt", "f000:1084",
+                              "delivered -> 0000:7c2c"]  # fmt: skip
+    # The ticks stand 65536 / 1193182 s apart on the axis, whatever the host's speed.
+    ticks = [float(row[0]) for row in rows[1:] if row[3] == "8"]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert all(abs(gap - 65536 / 1193.182) < 0.01 for gap in gaps), gaps
+    # Each injection is stamped with the exit it comes before: the BIOS's int 08h stub's trap.
+    exits = {int(row[1]) for row in rows[1:] if row[3] == "8"}
+    firmware = {m[1] for _, t in page.marks if (m := re.match(r"FIRMWARE .*\(exit (\d+),", t))}
+    assert {str(n) for n in exits} <= firmware

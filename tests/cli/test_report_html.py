@@ -65,15 +65,16 @@ def test_the_page_has_each_section() -> None:
     assert lanes.count("detection") == 1 and lanes.count("disk_write") == 1
     assert lanes.count("injected") == 1
     titles = dict((lane, title) for lane, title in page.marks if lane != "exit")
-    assert titles["detection"].startswith("Burghofer at t=3 (exit 3, host ")
+    assert titles["detection"].startswith("Burghofer at t=4 (exit 4, host ")  # during exit 4
     assert "lba=0" in titles["detection"] and "type=hardware exception" in titles["injected"]
 
 
 def test_marks_stand_where_their_guest_time_puts_them() -> None:
     rec = RunRecorder()
-    for _ in range(4):
+    for _ in range(3):
         rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
-    rec.record_injection(0x20, 0)  # at t = 4 of 4: the right end
+    rec.record_injection(0x20, 0)  # before the 4th exit: at t = 4 of 4, the right end
+    rec.on_exit(PortOut(0x80, 1, 0), Handled(), 0.0)
     page = render(rec, INFO)
     xs = [float(tag.split('x="', 1)[1].split('"', 1)[0])
           for tag in page.split("<rect")[1:] if 'data-lane="' in tag]  # fmt: skip

@@ -1,11 +1,19 @@
 """Reading a ``--report`` page back as a browser's parser would: its tags and attributes, the text
 of each element with an id, the rows of each table, the marks of the timeline; and the check that
-it references nothing outside itself."""
+it references nothing outside itself. Also the guest of the report's interrupt tests: the tick
+boot sector of docs/TUTORIAL.md step 9, as a disk ``hv-emu run --boot`` boots."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
+
+from tests.rigs.firmware import boot_sector
+
+#: docs/TUTORIAL.md, whose step 9 holds the tick guest.
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "TUTORIAL.md"
 
 #: Every tag the page may contain.
 TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "thead", "tbody",
@@ -117,3 +125,14 @@ def external_references(page: Page) -> list[str]:
                 found.append(f"<{tag} {name}={attributes[name]!r}>")
     found += [f"style {s!r}" for s in page.styles if "url(" in s or "@import" in s]
     return found
+
+
+def tick_disk(directory: Path) -> Path:
+    """TUTORIAL step 9's ``ticks.s`` (an int 1Ch handler counting five timer ticks, HLT between
+    them) as a 1 MiB disk whose sector 0 is it: ``directory/ticks.img``."""
+    found = re.search(r"```asm\n(# ticks\.s .*?)```", TUTORIAL.read_text(encoding="utf-8"),
+                      re.DOTALL)  # fmt: skip
+    assert found is not None, "docs/TUTORIAL.md step 9 has no ticks.s"
+    disk = directory / "ticks.img"
+    disk.write_bytes(boot_sector(found[1]).ljust(1 << 20, b"\0"))
+    return disk
