@@ -3,6 +3,8 @@ are timed for (the INT loop goes through the guest's handler, the timer is armed
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from benchmarks import injection
@@ -16,7 +18,11 @@ def test_the_injection_rows_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(injection, "N", 200)
     monkeypatch.setattr(injection, "SPIN", 20_000)
     rows = injection.run()
-    assert len(rows) == 2 and all(row.value > 0 and row.peer_value for row in rows)
+    # A difference of two small, timed runs on a loaded machine may come out at or below zero:
+    # that the rows are there and are numbers is what a smoke run can check (the guests' work is
+    # checked below); the figures themselves are make bench's.
+    assert len(rows) == 2
+    assert all(math.isfinite(row.value) and row.peer_value is not None for row in rows)
 
 
 def test_the_int_loop_is_delivered_through_the_ivt_and_the_loop_runs_with_the_timer_armed() -> None:
