@@ -5,6 +5,8 @@ small, and the guests the rows time are checked to do the work they are timed fo
 
 from __future__ import annotations
 
+import math
+
 import random
 from pathlib import Path
 
@@ -20,7 +22,9 @@ def test_the_port_exit_rows_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ports, "N", 20_000)
     rows = ports.run()
     assert [row.name for row in rows] == [f"port exit, {label}" for label, _ in ports.INSNS]
-    assert all(row.peer_value is not None and row.value > 0 for row in rows)
+    # T(N) - T(0) of small runs may even come out negative on a loaded machine: a smoke run checks
+    # that the rows are there and are numbers; the figures are make bench's.
+    assert all(row.peer_value is not None and math.isfinite(row.value) for row in rows)
 
 
 @pytest.mark.parametrize("watched", [False, True])
