@@ -6,7 +6,6 @@ small, and the guests the rows time are checked to do the work they are timed fo
 from __future__ import annotations
 
 import math
-
 import random
 from pathlib import Path
 
