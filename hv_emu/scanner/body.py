@@ -385,6 +385,28 @@ def _parse_alternation(inner: str, base: int, negated: bool, budget: _Budget) ->
     return flattened
 
 
+#: The most one-byte alternatives libclamav matches reliably: one per byte value.
+MAX_BYTE_ALTERNATIVES = 256
+
+
+def overfull_alternation(text: str) -> bool:
+    """Whether a body holds an alternation of more than ``MAX_BYTE_ALTERNATIVES`` one-byte
+    alternatives (so at least one repeated). clamscan 1.4.6 loads such a body but finds it only
+    where fewer than about 30 bytes follow the match (measured; docs/SIGNATURES.md, Body
+    constructs), which hv-emu does not imitate: the caller reports the signature not applied."""
+    at = text.find("(")
+    while at >= 0:
+        close = closing_paren(text, at)
+        if close < 0:
+            return False
+        pieces = _top_level_alternatives(text[at + 1 : close])
+        if len(pieces) > MAX_BYTE_ALTERNATIVES and all(
+                len(p) == 2 and p[0] in _HEX and p[1] in _HEX for p in pieces):
+            return True
+        at = text.find("(", at + 1)
+    return False
+
+
 def _merge_literals(variant: Variant) -> Variant:
     """Join adjacent static bytes into runs, the unit the Aho-Corasick trie is keyed on."""
     merged: list[Element] = []
