@@ -391,9 +391,10 @@ MAX_BYTE_ALTERNATIVES = 256
 
 def overfull_alternation(text: str) -> bool:
     """Whether a body holds an alternation of more than ``MAX_BYTE_ALTERNATIVES`` one-byte
-    alternatives (so at least one repeated). clamscan 1.4.6 loads such a body but finds it only
-    where fewer than about 30 bytes follow the match (measured; docs/SIGNATURES.md, Body
-    constructs), which hv-emu does not imitate: the caller reports the signature not applied."""
+    alternatives (so at least one repeated). clamscan 1.4.6 loads such a body, but its prefilter
+    keeps the alternation's size in a ``uint8_t`` and wraps, so what it finds depends on the
+    prefilter's state (docs/SIGNATURES.md, More than 256 one-byte alternatives); hv-emu does not
+    imitate that: the caller reports the signature not applied."""
     at = text.find("(")
     while at >= 0:
         close = closing_paren(text, at)

@@ -255,8 +255,8 @@ def _never_matches(parts: tuple[Part, ...], text: str = "") -> str | None:
     """Why a body that clamscan loads can never match (a range ``{n-m}`` with 0 < m < n), or
     matches in clamscan only as its ``text`` lies in the data (``overfull_alternation``)."""
     if overfull_alternation(text):
-        return (f"an alternation of more than {MAX_BYTE_ALTERNATIVES} single bytes (clamscan "
-                "finds it only near the end of the data)")
+        return (f"an alternation of more than {MAX_BYTE_ALTERNATIVES} single bytes (clamscan's "
+                "prefilter wraps its size; docs/SIGNATURES.md)")
     for part in parts:
         if part.gap_max is not None and part.gap_max < part.gap_min:
             return (f"range {{{part.gap_min}-{part.gap_max}}} ends before it starts (clamscan "

@@ -93,10 +93,12 @@ def test_an_alternation_of_257_bytes_is_not_applied_and_clamscan_is_erratic(
     (signature,) = parse_database(database.read_bytes(), kind="ndb", source="a257.ndb")
     assert signature.not_applied is not None and "256" in signature.not_applied
     # What clamscan 1.4.6 does with it (docs/SIGNATURES.md): found when few bytes follow.
-    near, far = tmp_path / "near", tmp_path / "far"
+    near, far, zero = tmp_path / "near", tmp_path / "far", tmp_path / "zero"
     near.write_bytes(b"PPhello" + b"Q" * 9)
     far.write_bytes(b"PPhello" + b"Q" * 45)
-    assert clamscan(database, [near, far]) == {("near", "D")}
+    zero.write_bytes(b"PPh\x00llo" + b"Q" * 45)  # the one byte clamscan's prefilter knows
+    assert clamscan(database, [near, far, zero]) == {("near", "D"), ("zero", "D")}
+    assert clamscan(database, _files(tmp_path)[:3]) == {("f3", "D"), ("f4", "D")}
     assert ours(database, [near, far], "ac") == set()
     # 256 distinct bytes is a plain byte class, applied, and agrees.
     database.write_text("D:0:*:68(" + "|".join(f"{i:02x}" for i in range(256)) + ")6c6c6f\n")
