@@ -287,8 +287,8 @@ def compile_files(
 CACHE_FORMAT = 2
 #: The modules whose code decides what a database parses and compiles to: their bytes are part
 #: of the key, so an entry never outlives the code that wrote it (even at one version number).
-_CODE = ("body.py", "signatures.py", "hashes.py", "engine.py", "database.py", "cache.py",
-         "logical.py", "logical_expr.py", "logical_match.py",
+_CODE = ("body.py", "pattern.py", "signatures.py", "hashes.py", "engine.py", "database.py",
+         "cache.py", "logical.py", "logical_expr.py", "logical_match.py",
          "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
 
 

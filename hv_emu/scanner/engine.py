@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from hv_emu.scanner.body import Folded
+from hv_emu.scanner.pattern import Folded
 from hv_emu.scanner.signatures import (
     Anchor,
     Boundary,

@@ -45,9 +45,10 @@ import re
 from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.body import BodyError, fold_case, parse_body
+from hv_emu.scanner.body import BodyError, parse_body
 from hv_emu.scanner.logical_expr import LogicError, parse
 from hv_emu.scanner.logical_match import HIDDEN, LogicalSignature, LogicalState, LogicalTable
+from hv_emu.scanner.pattern import fold_case
 from hv_emu.scanner.signatures import (
     FLEVEL,
     MAX_DATABASE_BYTES,

@@ -43,8 +43,12 @@ from hv_emu.scanner.body import (
     MAX_PARTS,
     MAX_SIGNATURE_ELEMENTS,
     MAX_VARIANTS,
-    Anchor,
     BodyError,
+    overfull_alternation,
+    parse_body,
+)
+from hv_emu.scanner.pattern import (
+    Anchor,
     Boundary,
     ByteClass,
     Choice,
@@ -52,8 +56,6 @@ from hv_emu.scanner.body import (
     Literal,
     Part,
     Variant,
-    overfull_alternation,
-    parse_body,
 )
 
 # The pattern model and the body limits are re-exported: callers see one signature module.

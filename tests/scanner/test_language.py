@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hv_emu.scanner.body import ALNUM, WORD_AFTER, WORD_ANY, WORD_BEFORE, Boundary, parse_body
+from hv_emu.scanner.body import parse_body
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
+from hv_emu.scanner.pattern import ALNUM, WORD_AFTER, WORD_ANY, WORD_BEFORE, Boundary
 from hv_emu.scanner.signatures import parse_database
 from tests.rigs.scanner import clamscan, ours
 
