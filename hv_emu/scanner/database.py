@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from hv_emu import __version__
 from hv_emu.errors import ConfigError, DatabaseError
-from hv_emu.scanner.engine import LiteralMatcher, Match, Program, ScanStream, build_program
+from hv_emu.scanner.engine import LiteralMatcher, Match, ScanStream
 from hv_emu.scanner.hashes import HashSet, parse_hash_database
+from hv_emu.scanner.program import Program, build_program
 from hv_emu.scanner.signatures import (
     HASH_KINDS,
     LOADABLE_KINDS,
@@ -287,8 +288,8 @@ def compile_files(
 CACHE_FORMAT = 2
 #: The modules whose code decides what a database parses and compiles to: their bytes are part
 #: of the key, so an entry never outlives the code that wrote it (even at one version number).
-_CODE = ("body.py", "pattern.py", "signatures.py", "hashes.py", "engine.py", "database.py",
-         "cache.py", "logical.py", "logical_expr.py", "logical_match.py",
+_CODE = ("body.py", "pattern.py", "signatures.py", "hashes.py", "engine.py", "program.py",
+         "database.py", "cache.py", "logical.py", "logical_expr.py", "logical_match.py",
          "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
 
 
