@@ -64,7 +64,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hv_emu.scanner.cache import Cache
-from hv_emu.scanner.database import ENGINES, SignatureDatabase, compile_files
+from hv_emu.scanner.database import ENGINES, SignatureDatabase
+from hv_emu.scanner.database_files import compile_files
 
 CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet

@@ -13,7 +13,7 @@ import pytest
 
 from hv_emu.cli import scan as scan_command
 from hv_emu.cli.main import main
-from hv_emu.scanner.database import compile_files
+from hv_emu.scanner.database_files import compile_files
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 NDB = (

@@ -171,7 +171,7 @@ def test_a_file_that_grows_is_read_to_its_size_at_open(
         with grower.open("ab") as handle:
             handle.write(EICAR)
 
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     result = scancmd.scan_file(compile_files([db]), grower, append)
     assert (result.size, result.names, result.error) == (100, [], None)

@@ -151,7 +151,7 @@ def test_jobs_give_the_same_output_in_the_same_order(
 
 
 def test_parallel_results_come_back_in_order_from_other_processes(tmp_path: Path) -> None:
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     db_path = tmp_path / "t.ndb"
     db_path.write_bytes(NDB)
@@ -181,7 +181,7 @@ def test_pieces_of_a_file_give_what_the_whole_file_gives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
     """Bodies placed across, just before and just after every cut, at every chunk grid."""
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     db_path = tmp_path / "s.ndb"
     db_path.write_bytes(SPLITTABLE)
@@ -209,7 +209,7 @@ def test_pieces_of_a_file_give_what_the_whole_file_gives(
 def test_one_large_file_is_split_across_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     monkeypatch.setattr(scan_command, "CHUNK", 4096)
     monkeypatch.setattr(scan_command, "SPLIT_FROM", 8192)
@@ -229,7 +229,7 @@ def test_one_large_file_is_split_across_workers(
 
 
 def test_chains_and_offsets_are_never_split(tmp_path: Path) -> None:
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     for line in (b"C:0:*:414243*444546\n", b"A:0:10:414243\n", b"E:0:EOF-3:414243\n"):
         db_path = tmp_path / "x.ndb"
@@ -243,7 +243,7 @@ def test_jobs_are_capped_at_a_few_workers_per_core(
     """``-j 99999`` on many files forks ``MAX_JOBS_PER_CORE`` workers per core, not 99999."""
     import multiprocessing.context
 
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     db_path = tmp_path / "t.ndb"
     db_path.write_bytes(NDB)
