@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hv_emu.cli.scan import scan_file
+from hv_emu.cli.scan_files import scan_file
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database_files import compile_files, database_paths

@@ -361,7 +361,7 @@ def test_hv_emu_scan_reports_logical_signatures_and_what_it_does_not_apply(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hv_emu.cli.main import main
-    from hv_emu.cli.scan import splittable
+    from hv_emu.cli.scan_parallel import splittable
 
     database = tmp_path / "d"
     database.mkdir()
