@@ -130,12 +130,28 @@ def test_a_line_ends_at_its_first_nul(head: bytes, tail: bytes) -> None:
     assert c_line(head.replace(b"\0", b"")) == head.replace(b"\0", b"")
     # The whole database reads the same as the one whose line was cut at the NUL.
     first = head.split(b"\0", 1)[0]
-    for kind in ("ndb", "db"):
+    for kind in ("ndb", "db", "ldb", "hsb"):
         assert _outcome(line + b"\n", kind) == _outcome(first + b"\n", kind)
+
+
+@given(st.sampled_from([b"N:0:*:68656c6c6f", b"B=68656c6c6f", b"L;Target:0;0;68656c6c6f",
+                        b"5d41402abc4b2a76b9719d911017c592:5:H"]),
+       st.data())
+def test_a_nul_anywhere_in_a_valid_line_reads_as_the_line_cut_there(line: bytes,
+                                                                   data: st.DataObject) -> None:
+    kind = {b"N": "ndb", b"B": "db", b"L": "ldb", b"5": "hsb"}[line[:1]]
+    at = data.draw(st.integers(0, len(line)))
+    tail = data.draw(st.binary(max_size=8).filter(lambda b: b"\n" not in b))
+    with_nul = line[:at] + b"\0" + tail + b"\n#after\n"
+    assert _outcome(with_nul, kind) == _outcome(line[:at] + b"\n#after\n", kind)
 
 
 def _outcome(data: bytes, kind: str) -> object:
     try:
+        if kind == "ldb":
+            return [(s.name, s.expression) for s in parse_ldb_database(data, source="t")]
+        if kind == "hsb":
+            return [(s.name, s.size) for s in parse_hash_database(data, kind=kind, source="t")]
         return [(s.name, s.offset, s.parts) for s in parse_database(data, kind=kind, source="t")]
     except DatabaseError as error:
         return (error.line, error.message)
