@@ -10,6 +10,9 @@ object per file (JSON Lines). A path that cannot be read is one line ``hv-emu: P
 standard error (a ``"status": "error"`` object with ``--json``). A summary goes to standard error,
 with a progress line while a long scan runs on a terminal.
 
+The walk and one file's scan are ``scan_files.py``'s, the worker processes ``scan_parallel.py``'s;
+this module is the command: options, the loop over the walk, output and the summary.
+
 Start-up and parallelism (docs/SIGNATURES.md, "Start-up, the cache and -j"): the databases come
 from the per-user cache of compiled databases (``hv_emu/scanner/cache.py``) unless ``--no-cache``;
 a scan of ``PARALLEL_FROM`` bytes or more is shared among ``-j`` forked worker processes (default:
@@ -53,32 +56,28 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import itertools
-import os
-import stat
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+from hv_emu.cli.scan_files import MAX_DIR_RECURSION, FileResult, Item, scan_file, walk
+from hv_emu.cli.scan_parallel import (
+    MAX_JOBS_PER_CORE,
+    PARALLEL_FROM,
+    cores,
+    parallel_results,
+    splittable,
+)
 from hv_emu.scanner.cache import Cache
-from hv_emu.scanner.database import ENGINES, SignatureDatabase, compile_files
+from hv_emu.scanner.database import ENGINES, SignatureDatabase
+from hv_emu.scanner.database_files import compile_files
 
-CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet
 PROGRESS_EVERY = 0.25  # seconds between progress updates
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
-MAX_DIR_RECURSION = 15  # clamscan's --max-dir-recursion default
-#: Below this many bytes in all (or with one file) a scan stays in this process: starting worker
-#: processes costs more than it saves.
-PARALLEL_FROM = 16 * 1024 * 1024
-#: ``-j`` is capped at this many workers per core: more only add forks and memory.
-MAX_JOBS_PER_CORE = 4
-#: A file this large is scanned in pieces by several workers at once, when the database allows it
-#: (``splittable``); a piece is never smaller.
-SPLIT_FROM = 32 * 1024 * 1024
 #: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
 #: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
 #: and the benchmarks run clamscan with exactly these.
@@ -129,92 +128,12 @@ def _count(text: str) -> int:
 
 
 @dataclass
-class FileResult:
-    """What scanning one file found: its signature names in order of first match."""
-
-    path: str
-    size: int = 0
-    names: list[str] = field(default_factory=list)
-    problem: Problem | None = None
-
-    @property
-    def error(self) -> str | None:
-        """Why the file was not (wholly) scanned, or None."""
-        return None if self.problem is None else self.problem.message
-
-
-@dataclass
 class Summary:
     files: int = 0
     infected: int = 0
     errors: int = 0
     scanned: int = 0  # bytes
     matches: int = 0  # (file, name) pairs
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why a path was not scanned: an error (counted, exit 2) or a warning (``warning``)."""
-
-    message: str
-    warning: bool = False  # printed as "hv-emu: warning: PATH: ..."
-    error: bool = True  # counts in "Total errors" and makes the exit status 2
-
-
-#: clamscan's words for a FIFO, socket or device named on the command line (``WARNING:``, exit 2).
-UNSUPPORTED = Problem("Not supported file type", warning=True)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One path the walk met: a file to scan, or a path it could not use and why."""
-
-    path: Path
-    problem: Problem | None = None
-
-
-def walk(paths: Sequence[Path], max_depth: int = MAX_DIR_RECURSION) -> Iterator[Item]:
-    """Every file to scan, in a stable order, and every path that cannot be used, with why."""
-    for path in paths:
-        try:
-            mode = path.stat().st_mode  # follows a link named on the command line
-        except OSError as error:
-            yield Item(path, Problem(f"cannot access: {error.strerror}"))
-            continue
-        if stat.S_ISDIR(mode):
-            yield from _walk_tree(path, max_depth)
-        elif stat.S_ISREG(mode):
-            yield Item(path)
-        else:  # a FIFO would block, /dev/zero never end
-            yield Item(path, UNSUPPORTED)
-
-
-def _walk_tree(top: Path, max_depth: int) -> Iterator[Item]:
-    """A directory's regular files, depth first, names sorted, files before subdirectories: with a
-    stack, not recursion (a tree can be deeper than Python's stack), to ``max_depth`` levels."""
-    stack = [(top, 1)]
-    while stack:
-        directory, depth = stack.pop()
-        if depth > max_depth:
-            why = f"not scanned: deeper than --max-dir-recursion {max_depth}"
-            yield Item(directory, Problem(why, warning=True, error=False))
-            continue
-        try:
-            with os.scandir(directory) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
-        except OSError as error:  # unreadable, vanished, or a path too long for the kernel
-            yield Item(directory, Problem(f"cannot list directory: {error.strerror}"))
-            continue
-        subdirectories = []
-        for entry in entries:
-            try:  # never follows a link: a link loop cannot trap the walk
-                if entry.is_dir(follow_symlinks=False):
-                    subdirectories.append(directory / entry.name)
-                elif entry.is_file(follow_symlinks=False):  # FIFOs and devices: skipped
-                    yield Item(directory / entry.name)
-            except OSError:  # gone meanwhile: scanning it reports why, as for any file
-                yield Item(directory / entry.name)
-        stack.extend((child, depth + 1) for child in reversed(subdirectories))
 
 
 class Progress:
@@ -256,48 +175,6 @@ class Progress:
             self._visible = False
             self._out.write("\r" + " " * 100 + "\r")
             self._out.flush()
-
-
-def scan_file(
-    db: SignatureDatabase, path: Path, on_chunk: Callable[[int], None] | None = None
-) -> FileResult:
-    """Scan one regular file (or disk image) whole, chunk by chunk, as one stream, up to the size
-    it had when opened (as clamscan maps it: a file that grows meanwhile cannot keep the scan
-    going). A file that says it is empty, as /proc's do, is read for one chunk at most."""
-    result = FileResult(str(path))
-    try:
-        # O_NONBLOCK: a path that became a FIFO since the walk must not block the open.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                result.problem = UNSUPPORTED
-                return result
-            limit = info.st_size or CHUNK
-            stream = db.open_stream(info.st_size or None)  # EOF-n needs a known length
-            # Each digest the hash signatures need for a file of this size, fed the same chunks.
-            hashers = db.hashes.start(info.st_size) if db.hashes.applied else {}
-            try:
-                while result.size < limit and (
-                    chunk := handle.read(min(CHUNK, limit - result.size))
-                ):
-                    result.size += len(chunk)
-                    for hasher in hashers.values():
-                        hasher.update(chunk)
-                    for match in stream.feed(chunk):
-                        if match.name not in result.names:
-                            result.names.append(match.name)
-                    if on_chunk is not None:
-                        on_chunk(len(chunk))
-            finally:
-                stream.close()
-            if hashers:
-                for name in db.hashes.names(hashers, result.size):
-                    if name not in result.names:
-                        result.names.append(name)
-    except OSError as error:
-        result.problem = Problem(f"cannot read: {error.strerror}")
-    return result
 
 
 def _total_bytes(items: Sequence[Item]) -> int:
@@ -372,137 +249,6 @@ def run_scan(
     return EXIT_ERROR if summary.errors else EXIT_CLEAN
 
 
-#: The database a worker process scans with: set before the workers fork, so each inherits it
-#: (compiled, with its own copy of the scratch space) instead of receiving it pickled.
-_WORKER_DB: SignatureDatabase | None = None
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Scan ``path`` for the matches that end in ``(first, stop]``; the whole file when ``stop``
-    is None."""
-
-    path: Path
-    first: int = 0
-    stop: int | None = None
-
-
-def _scan_in_worker(piece: Piece) -> FileResult:
-    assert _WORKER_DB is not None
-    if piece.stop is None:
-        return scan_file(_WORKER_DB, piece.path)
-    return scan_piece(_WORKER_DB, piece.path, piece.first, piece.stop)
-
-
-def splittable(db: SignatureDatabase) -> bool:
-    """Whether pieces of a file can be scanned apart with the same result as the whole: every
-    signature of one part (no chain may span pieces) at offset ``*`` (no piece needs to know
-    where it lies in the file, or the file's length), no hash of whole files, and no logical
-    signature (its counts are the whole file's)."""
-    program = db.program
-    return not program.gap_max and not db.hashes.applied and program.logical is None and all(
-        pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
-    )
-
-
-def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> FileResult:
-    """The names of the matches that end in ``(first, stop]`` of ``path``, in the order a scan of
-    the whole file reports them (``first`` must be a multiple of ``CHUNK``; ``db`` must be
-    ``splittable``). The stream starts ``program.history + program.widest`` bytes before
-    ``first`` (every byte a match ending after ``first`` can depend on), is fed from ``first`` in
-    the same ``CHUNK`` grid as ``scan_file`` (so each feed reports what the whole scan's does), and
-    goes on ``history`` bytes past ``stop``, where a right-anchored byte can decide a match that
-    ended before it. ``size`` counts the bytes of ``[first, stop)`` read."""
-    result = FileResult(str(path))
-    reach = db.program.history + db.program.widest
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                result.problem = UNSUPPORTED
-                return result
-            base = max(0, first - reach)
-            handle.seek(base)
-            stream = db.open_stream(None)  # no EOF-n or absolute offsets: see splittable
-            try:
-                position = base
-                while position < stop + db.program.history:
-                    want = first - position if position < first else (
-                        min(CHUNK, stop - position) if position < stop else
-                        stop + db.program.history - position)  # fmt: skip
-                    chunk = handle.read(want)
-                    if not chunk:
-                        break
-                    if first <= position < stop:
-                        result.size += len(chunk)
-                    for match in stream.feed(chunk):
-                        if first < base + match.end <= stop and match.name not in result.names:
-                            result.names.append(match.name)
-                    position += len(chunk)
-            finally:
-                stream.close()
-    except OSError as error:
-        result.problem = Problem(f"cannot read: {error.strerror}")
-    return result
-
-
-def _pieces(path: Path, jobs: int, split: bool) -> list[Piece]:
-    """``path`` whole, or in about ``jobs`` pieces of at least ``SPLIT_FROM`` bytes each, cut on
-    the ``CHUNK`` grid."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0  # scanning it says why
-    if not split or size < 2 * SPLIT_FROM:
-        return [Piece(path)]
-    step = max(SPLIT_FROM, -(-size // jobs))
-    step = -(-step // CHUNK) * CHUNK
-    cuts = [*range(0, size, step), size]
-    return [Piece(path, first, stop) for first, stop in itertools.pairwise(cuts)]
-
-
-def _joined(path: Path, parts: list[FileResult]) -> FileResult:
-    """One file's result from its pieces' results, in order: names in order of first match; a
-    piece that could not be read ends the file there, as it would end a whole scan."""
-    result = FileResult(str(path))
-    for part in parts:
-        result.size += part.size
-        result.names += [name for name in part.names if name not in result.names]
-        if part.problem is not None:
-            result.problem = part.problem
-            break
-    return result
-
-
-def parallel_results(
-    db: SignatureDatabase, files: Sequence[Path], jobs: int, *, split: bool = False
-) -> Generator[FileResult, None, None]:
-    """``scan_file``'s result for each of ``files``, in their order, scanned by ``jobs`` worker
-    processes at once (at most ``MAX_JOBS_PER_CORE`` per core); with ``split``
-    (``splittable(db)``), a large file is scanned in pieces (``scan_piece``), so one file too
-    uses every core. Processes, not threads: python-hyperscan
-    holds the GIL while it scans (measured: two threads scan no faster than one). The workers
-    are forked, so they start in milliseconds with the compiled database already in memory;
-    closing the iterator ends them."""
-    import multiprocessing  # only a large scan pays for it
-
-    global _WORKER_DB
-    jobs = min(jobs, MAX_JOBS_PER_CORE * cores())  # -j 99999 must not fork 99999 processes
-    plan = [_pieces(path, jobs, split) for path in files]
-    tasks = [piece for pieces in plan for piece in pieces]
-    _WORKER_DB = db
-    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)))
-    try:
-        done = pool.imap(_scan_in_worker, tasks, chunksize=1)
-        for path, pieces in zip(files, plan, strict=True):
-            parts = [next(done) for _ in pieces]
-            yield parts[0] if pieces[0].stop is None else _joined(path, parts)
-    finally:
-        pool.terminate()
-        pool.join()
-        _WORKER_DB = None
-
-
 def _report(
     out: TextIO, err: TextIO, result: FileResult, *, as_json: bool, infected_only: bool
 ) -> None:
@@ -523,13 +269,6 @@ def _report(
         out.write(f"{result.path}: {name} FOUND\n")
     if not result.names and result.error is None and not infected_only:
         out.write(f"{result.path}: OK\n")
-
-
-def cores() -> int:
-    """The cores this process may run on (``-j``'s default)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def cmd_scan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

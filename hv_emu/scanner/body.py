@@ -1,4 +1,4 @@
-"""The ClamAV body grammar and the pattern model a body is parsed into.
+"""The ClamAV body grammar: a body's text parsed into the pattern of ``pattern.py``.
 
 Models: a *body*, the hex pattern of a ClamAV byte signature (the last field of a ``.db`` or
 ``.ndb`` line). A body is cut into ordered *parts* at ``*``, ``{-n}``, ``{n-}``, ``{n-m}`` and
@@ -41,9 +41,26 @@ alternation expansion and the elements a body expands to before it allocates, an
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from hv_emu.errors import HvEmuError
+from hv_emu.scanner.pattern import (
+    ALNUM,
+    ANY,
+    BOUNDARY_KINDS,
+    HIGH_NIBBLE,
+    LF,
+    LOW_NIBBLE,
+    MAX_ANCHOR_DISTANCE,
+    WORD_ANY,
+    Anchor,
+    Boundary,
+    ByteClass,
+    Choice,
+    Element,
+    Literal,
+    Part,
+    Variant,
+)
 
 MAX_VARIANTS = 64  # per part, after expanding generic alternations
 MAX_PARTS = 64
@@ -57,128 +74,7 @@ _HEX = "0123456789abcdefABCDEF"
 _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
-# --------------------------------------------------------------------------- the pattern model
-
-
-@dataclass(frozen=True, slots=True)
-class Literal:
-    """A run of static bytes."""
-
-    data: bytes
-
-    @property
-    def width(self) -> int:
-        return len(self.data)
-
-
-@dataclass(frozen=True, slots=True)
-class ByteClass:
-    """One byte out of a set: ``??``, a nibble ``a?``/``?a``, a one-byte alternation or a
-    boundary inside a part. ``not_crlf`` (``!(L)`` inside a part): a CR before an LF fails too."""
-
-    allowed: frozenset[int]
-    not_crlf: bool = False
-
-    @property
-    def width(self) -> int:
-        return 1
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """One of several equal-length strings, ``(aabb|ccdd)``, or none of them, ``!(aabb|ccdd)``."""
-
-    options: frozenset[bytes]
-    negated: bool
-    width: int
-    folded: bool = False  # ``::i``: the options are lower-case; the data is lower-cased to compare
-
-
-@dataclass(frozen=True, slots=True)
-class Folded:
-    """A run of static bytes matched without regard to ASCII case (a ``.ldb`` subsignature with
-    the ``::i`` modifier): ``data`` is lower-case, and the data's bytes are lower-cased (A-Z only,
-    as C's ``tolower``) to compare."""
-
-    data: bytes
-
-    @property
-    def width(self) -> int:
-        return len(self.data)
-
-
-Element = Literal | ByteClass | Choice | Folded
-Variant = tuple[Element, ...]
-
-#: libclamav's ``AC_CH_MAXDIST``: the farthest an anchored byte may lie from its body.
-MAX_ANCHOR_DISTANCE = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Anchor:
-    """An anchored byte, ``aa[nearest-farthest]``: one byte in ``allowed`` lying ``nearest`` to
-    ``farthest`` bytes away from the part's body (before its start for a left anchor, after its
-    end for a right one)."""
-
-    allowed: frozenset[int]
-    nearest: int
-    farthest: int
-
-
-#: libclamav's ``boundary[]`` table (matcher-ac.c): bytes that end a word before a body (1 or 3),
-#: after a body (2 or 3), and either (any non-zero value: ``(B)`` inside a part).
-WORD_BEFORE = frozenset(b" -./<@_")
-WORD_AFTER = frozenset(b"\n\r \"'-/=>_")
-WORD_ANY = WORD_BEFORE | WORD_AFTER
-#: C's ``isalnum`` in the "C" locale: what ``(W)`` is not.
-ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-LF, CR = 0x0A, 0x0D
-BOUNDARY_KINDS = ("B", "L", "W")
-
-
-@dataclass(frozen=True, slots=True)
-class Boundary:
-    """``(B)``, ``(L)`` or ``(W)`` at a part's edge: a condition on the byte before its start (left;
-    never negated) or on the byte(s) after its end (right; ``!(X)`` negates it). The start and the
-    end of the data count as boundaries of every kind (for a negated one, as failing)."""
-
-    kind: str  # "B", "L" or "W"
-    negated: bool = False
-
-    @property
-    def reach(self) -> int:
-        """Bytes after a part that a right boundary may read: (L) accepts CR LF."""
-        return 2 if self.kind == "L" else 1
-
-    def holds_before(self, byte: int | None) -> bool:
-        """A left boundary, given the byte before the part (None: the part starts the data)."""
-        if byte is None:
-            return True
-        if self.kind == "B":
-            return byte in WORD_BEFORE
-        return byte == LF if self.kind == "L" else byte not in ALNUM
-
-    def holds_after(self, following: bytes, ended: bool) -> bool | None:
-        """A right boundary, given the bytes after the part (up to ``reach``) and whether the data
-        ends after them; None while it cannot be decided yet."""
-        if not following:
-            verdict: bool | None = True if ended else None
-        elif self.kind == "B":
-            verdict = following[0] in WORD_AFTER
-        elif self.kind == "W":
-            verdict = following[0] not in ALNUM
-        elif following[0] == LF:
-            verdict = True
-        elif following[0] != CR:
-            verdict = False
-        elif len(following) > 1:
-            verdict = following[1] == LF
-        else:  # a CR: an LF may follow (a CR that ends the data is no line end)
-            verdict = False if ended else None
-        if verdict is None or not self.negated:
-            return verdict
-        return not verdict
-
+# --------------------------------------------------------------------------- body syntax
 
 def _boundary_class(kind: str, negated: bool) -> ByteClass:
     """A boundary inside a part (or negated at its start): one byte, as ``ac_findmatch_special``
@@ -189,23 +85,6 @@ def _boundary_class(kind: str, negated: bool) -> ByteClass:
     return ByteClass(allowed)
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
-    """A fixed-length piece of a body, as its variants. ``*`` and ranges split a body into parts;
-    ``gap_min``..``gap_max`` bytes lie between the previous part's end and this part's start
-    (``gap_max`` None: unbounded). The first part has the gap (0, 0). ``left`` and ``right`` are
-    its anchored bytes, outside the variants."""
-
-    gap_min: int
-    gap_max: int | None
-    variants: tuple[Variant, ...]
-    left: Anchor | None = None
-    right: Anchor | None = None
-    left_boundary: Boundary | None = None
-    right_boundary: Boundary | None = None
-
-
-# --------------------------------------------------------------------------- body syntax
 
 
 class BodyError(HvEmuError):
@@ -218,10 +97,6 @@ class BodyError(HvEmuError):
         self.message = message
 
 
-_ANY = ByteClass(frozenset(range(256)))
-# Nibble wildcards 'h?' and '?h': 32 classes, built once and shared.
-_HIGH_NIBBLE = [ByteClass(frozenset(range(h << 4, (h + 1) << 4))) for h in range(16)]
-_LOW_NIBBLE = [ByteClass(frozenset(range(low, 256, 16))) for low in range(16)]
 
 
 class _Budget:
@@ -252,10 +127,10 @@ def _nibble_class(pair: str, at: int) -> ByteClass | Literal:
     if high != "?" and low != "?":
         return Literal(bytes([int(pair, 16)]))
     if high == "?" and low == "?":
-        return _ANY
+        return ANY
     if low == "?":
-        return _HIGH_NIBBLE[int(high, 16)]
-    return _LOW_NIBBLE[int(low, 16)]
+        return HIGH_NIBBLE[int(high, 16)]
+    return LOW_NIBBLE[int(low, 16)]
 
 
 def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool) -> list[Variant]:
@@ -288,7 +163,7 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
                 raise BodyError(at, _UNBOUNDED if in_alternative else f"bad range '{{{inner}}}'")
             budget.spend(len(variants) * int(inner), at)
             for variant in variants:
-                variant.extend([_ANY] * int(inner))
+                variant.extend([ANY] * int(inner))
             i = close + 1
         elif c == "*":  # at the top level, '*' has already split the body into parts
             raise BodyError(at, _UNBOUNDED)
@@ -383,6 +258,29 @@ def _parse_alternation(inner: str, base: int, negated: bool, budget: _Budget) ->
     if len(flattened) > MAX_VARIANTS:
         raise BodyError(base, f"alternations expand to more than {MAX_VARIANTS} variants")
     return flattened
+
+
+#: The most one-byte alternatives libclamav matches reliably: one per byte value.
+MAX_BYTE_ALTERNATIVES = 256
+
+
+def overfull_alternation(text: str) -> bool:
+    """Whether a body holds an alternation of more than ``MAX_BYTE_ALTERNATIVES`` one-byte
+    alternatives (so at least one repeated). clamscan 1.4.6 loads such a body, but its prefilter
+    keeps the alternation's size in a ``uint8_t`` and wraps, so what it finds depends on the
+    prefilter's state (docs/SIGNATURES.md, More than 256 one-byte alternatives); hv-emu does not
+    imitate that: the caller reports the signature not applied."""
+    at = text.find("(")
+    while at >= 0:
+        close = closing_paren(text, at)
+        if close < 0:
+            return False
+        pieces = _top_level_alternatives(text[at + 1 : close])
+        if len(pieces) > MAX_BYTE_ALTERNATIVES and all(
+                len(p) == 2 and p[0] in _HEX and p[1] in _HEX for p in pieces):
+            return True
+        at = text.find("(", at + 1)
+    return False
 
 
 def _merge_literals(variant: Variant) -> Variant:
@@ -520,36 +418,3 @@ def parse_body(text: str, *, min_plain: int = 3) -> tuple[Part, ...]:
         parts.append(Part(gap_min, gap_max, tuple(variants), left, right, left_boundary,
                           right_boundary))
     return tuple(parts)
-
-
-#: The classes ``::i`` leaves as they are: ``??`` and the nibbles compare the raw byte in
-#: libclamav (measured on clamscan 1.4.6: ``4?6364::i`` finds "Bcd", ``6?6364::i`` does not).
-_RAW_CLASSES = frozenset(id(c) for c in (_ANY, *_HIGH_NIBBLE, *_LOW_NIBBLE))
-_UPPER = range(0x41, 0x5B)
-
-
-def _fold_element(element: Element) -> Element:
-    if isinstance(element, Literal):
-        if any(byte in _UPPER or byte - 0x20 in _UPPER for byte in element.data):
-            return Folded(element.data.lower())
-        return element
-    if isinstance(element, ByteClass):
-        if id(element) in _RAW_CLASSES:
-            return element
-        closed = set(element.allowed)
-        closed |= {b ^ 0x20 for b in element.allowed if b in _UPPER or b - 0x20 in _UPPER}
-        return ByteClass(frozenset(closed), element.not_crlf)
-    if isinstance(element, Choice):
-        return Choice(frozenset(o.lower() for o in element.options), element.negated,
-                      element.width, folded=True)
-    return element
-
-
-def fold_case(parts: tuple[Part, ...]) -> tuple[Part, ...]:
-    """``parts`` matched without regard to ASCII case (``::i``): static bytes and alternations
-    fold, ``??`` and nibbles do not (as in libclamav). Anchored bytes stay as written."""
-    return tuple(
-        Part(p.gap_min, p.gap_max, tuple(tuple(_fold_element(e) for e in v) for v in p.variants),
-             p.left, p.right, p.left_boundary, p.right_boundary)
-        for p in parts
-    )

@@ -1,8 +1,8 @@
 """The compiled-database cache of ``hv-emu scan``: entries keyed by content, checked by a MAC.
 
 Models: a per-user store of opaque byte strings ("entries"), each under a key that names exactly
-what it was built from (``database.cache_key``: the database files' bytes, kinds and names, the
-engine and its version, the scanner's code, the CPU features Hyperscan compiled for). Compiling
+what it was built from (``database_files.cache_key``: the database files' bytes, kinds and names,
+the engine and its version, the scanner's code, the CPU features Hyperscan compiled for). Compiling
 rfxn.ndb costs about 100 ms (parse, then Hyperscan's compiler); loading it back from here a few
 milliseconds. A key that changes simply misses: a stale entry is never read again, and is pruned.
 

@@ -70,7 +70,8 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
         raise DatabaseError(source, 0, 0, f"database larger than {_sig.MAX_DATABASE_BYTES} bytes")
     run = _RUNS[kind]
     count = elements = number = 0
-    saw_line = False
+    if not data:  # as parse_database: no line at all (a file of comments loads)
+        raise DatabaseError(source, 0, 0, "Empty database file")
     at, end = 0, len(data)
     while at < end:
         block = run.match(data, at)
@@ -78,7 +79,6 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
             lines = data.count(b"\n", at, block.end())
             _run_limits(count, elements, number, lines, source)
             count, elements, number = count + lines, elements + lines, number + lines
-            saw_line = True
             at = block.end()
             continue
         newline = data.find(b"\n", at)
@@ -88,6 +88,7 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
         # From here on, parse_database's loop body for one line.
         if len(raw) > _sig.MAX_LINE_LENGTH:
             raise DatabaseError(source, number, 0, f"line longer than {_sig.MAX_LINE_LENGTH} bytes")
+        raw = _sig.c_line(raw)
         plain = _sig._PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
         text = ""
         if plain is None:
@@ -96,7 +97,6 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
                 continue
             if not text:
                 raise DatabaseError(source, number, 1, "empty line")
-        saw_line = True
         if count >= _sig.MAX_SIGNATURES:
             raise DatabaseError(source, number, 0, f"more than {_sig.MAX_SIGNATURES} signatures")
         if elements > _sig.MAX_DATABASE_ELEMENTS:
@@ -112,6 +112,4 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
         if signature is not None:
             count += 1
             elements += sum(len(v) for part in signature.parts for v in part.variants)
-    if not saw_line:
-        raise DatabaseError(source, 0, 0, "Empty database file")
     return count

@@ -3,11 +3,12 @@
 Models: libclamav's body matching (``matcher-ac.c``). Each variant of each part of a signature
 enters the literal finder under its *anchor*, its longest static byte run. A hit of the anchor
 places a candidate (the variant's start follows from where the anchor sits in it), which is then
-verified element by element. Bodies that are one literal (all of rfxn.ndb but one) need no
-verification. A signature of several parts (cut at ``*`` and ranges) fires when its parts are
-found in order, each at an allowed distance from the end of the one before. A part's anchored
-bytes (``aa[x-y]BODY``, ``BODY[x-y]aa``) are checked around its verified body: a left one in the
-bytes before it, a right one as its bytes arrive, so the candidate waits at most 33 bytes more.
+verified element by element (the patterns and their anchors are ``program.py``'s). Bodies that
+are one literal (all of rfxn.ndb but one) need no verification. A signature of several parts
+(cut at ``*`` and ranges) fires when its parts are found in order, each at an allowed distance
+from the end of the one before. A part's anchored bytes (``aa[x-y]BODY``, ``BODY[x-y]aa``) are
+checked around its verified body: a left one in the bytes before it, a right one as its bytes
+arrive, so the candidate waits at most 33 bytes more.
 
 Streaming: the disk path feeds every sector or DMA transfer in order. The literal finder keeps its
 own state across chunks (pyahocorasick's iterator, Hyperscan's stream), so a literal straddling a
@@ -33,40 +34,18 @@ scan slower, never the state larger) and, through updates, the signatures.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from hv_emu.scanner.body import Folded
-from hv_emu.scanner.signatures import (
-    Anchor,
-    Boundary,
-    ByteClass,
-    Literal,
-    Offset,
-    Part,
-    Signature,
-    Variant,
-)
+from hv_emu.scanner.pattern import ByteClass, Folded, Literal, Variant
+from hv_emu.scanner.program import Pattern, Program
 
 if TYPE_CHECKING:
-    from hv_emu.scanner.logical_match import LogicalState, LogicalTable
+    from hv_emu.scanner.logical_match import LogicalState
 
 TRACK_LENGTH = 64
-#: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
-#: rest of a longer static run is verified like any other element.
-MAX_ANCHOR = 1024
-#: From this many signatures, anchors are cut to ``LARGE_SET_ANCHOR`` bytes: Hyperscan compiles
-#: 100,000 16-64 byte literals about a fifth faster cut to 16, and scans at the same speed
-#: (benchmarks/scanner.py; the rest of each literal is verified on a hit, which random and text
-#: data almost never give). Smaller sets such as rfxn.ndb keep whole anchors: fewer false hits.
-LARGE_SET = 20_000
-LARGE_SET_ANCHOR = 16
-#: A case-folded run (``::i``) enters the literal finder as every case variant of its longest
-#: prefix with at most this many letters (2**3 = 8 literals at most).
-FOLDED_ANCHOR_LETTERS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,122 +55,6 @@ class Match:
     name: str
     start: int
     end: int
-
-
-@dataclass(slots=True, eq=False)
-class Pattern:
-    """One variant of one part of one signature, as entered in the literal finder. Never changed
-    once built; not frozen only because a frozen dataclass's ``object.__setattr__`` per field is
-    a large share of a 100,000-signature build."""
-
-    name: str
-    offset: Offset  # applies to the start of the first part
-    elements: Variant
-    anchor: bytes  # the static run entered in the literal finder
-    anchor_at: int  # its byte position in the variant
-    width: int
-    chain: int  # index of the signature among the multi-part ones; -1 for a single part
-    part: int
-    gap_min: int  # bytes allowed between the previous part's end and this part's start
-    gap_max: int | None
-    last: bool
-    left: Anchor | None  # anchored bytes ``aa[x-y]`` before the start / after the end
-    right: Anchor | None
-    left_boundary: Boundary | None  # (B), (L), (W) before the start / after the end
-    right_boundary: Boundary | None
-    anchored: bool  # an anchor or a boundary is set: bytes around the body are checked
-    # The literal is not the whole variant, or an anchored byte is to be checked around it.
-    needs_verification: bool
-
-    @property
-    def reach_before(self) -> int:
-        """Bytes before the start that verification reads (the farthest left anchored byte)."""
-        anchor = 0 if self.left is None else self.left.farthest + 1
-        return max(anchor, 0 if self.left_boundary is None else 1)
-
-    @property
-    def reach_after(self) -> int:
-        """Bytes after the end that verification reads (the farthest right anchored byte, or the
-        bytes a right boundary looks at)."""
-        anchor = 0 if self.right is None else self.right.farthest + 1
-        return max(anchor, 0 if self.right_boundary is None else self.right_boundary.reach)
-
-
-def _folded_prefix(data: bytes) -> bytes:
-    """The longest prefix of a case-folded run with at most ``FOLDED_ANCHOR_LETTERS`` letters."""
-    letters = 0
-    for index, byte in enumerate(data):
-        if 0x61 <= byte <= 0x7A:
-            letters += 1
-            if letters > FOLDED_ANCHOR_LETTERS:
-                return data[:index]
-    return data
-
-
-def _case_variants(data: bytes) -> list[bytes]:
-    """Every spelling of lower-case ``data`` with each letter in either case."""
-    spellings = [b""]
-    for byte in data:
-        cases = (byte, byte - 0x20) if 0x61 <= byte <= 0x7A else (byte,)
-        spellings = [s + bytes([c]) for s in spellings for c in cases]
-    return spellings
-
-
-def _anchor_length(element: Literal | Folded) -> int:
-    return element.width if isinstance(element, Literal) else len(_folded_prefix(element.data))
-
-
-def _patterns(
-    signature: Signature, chain: int, part: int, elements: Variant, max_anchor: int
-) -> list[Pattern]:
-    # The anchor is the longest static run, as libclamav picks the trie entry (earliest on a tie);
-    # the parser guarantees every variant has a run of at least 2 bytes. A case-folded run
-    # (``::i``) enters as each spelling of its prefix: one pattern per spelling.
-    gaps: Part = signature.parts[part]
-    anchored = any(edge is not None for edge in (gaps.left, gaps.right, gaps.left_boundary,
-                                                 gaps.right_boundary))
-    spellings: list[bytes] | None = None
-    if len(elements) == 1 and isinstance(elements[0], Literal):  # a plain literal, the usual case
-        anchor, anchor_at, width = elements[0].data, 0, elements[0].width
-    else:
-        runs = {i: e for i, e in enumerate(elements) if isinstance(e, Literal | Folded)}
-        best = max(runs, key=lambda i: (_anchor_length(runs[i]), -i))
-        chosen = runs[best]
-        if isinstance(chosen, Folded):
-            anchor = _folded_prefix(chosen.data)
-            spellings = _case_variants(anchor)
-        else:
-            anchor = chosen.data
-        anchor_at = sum(e.width for e in elements[:best])
-        width = sum(e.width for e in elements)
-    anchor = anchor[:max_anchor]
-    pattern = Pattern(
-        name=signature.name,
-        offset=signature.offset,
-        elements=elements,
-        anchor=anchor,
-        anchor_at=anchor_at,
-        width=width,
-        chain=chain,
-        part=part,
-        gap_min=gaps.gap_min,
-        gap_max=gaps.gap_max,
-        last=part == len(signature.parts) - 1,
-        left=gaps.left,
-        right=gaps.right,
-        left_boundary=gaps.left_boundary,
-        right_boundary=gaps.right_boundary,
-        anchored=anchored,
-        needs_verification=anchored or width != len(anchor) or spellings is not None,
-    )
-    if spellings is None:
-        return [pattern]
-    variants = []
-    for spelling in spellings:
-        variant = copy.copy(pattern)
-        variant.anchor = spelling
-        variants.append(variant)
-    return variants
 
 
 def _matches_at(elements: Variant, data: bytes | bytearray, at: int) -> bool:
@@ -233,58 +96,6 @@ class LiteralMatcher(Protocol):
 
     def open(self) -> LiteralStream: ...
 
-
-@dataclass(frozen=True)
-class Program:
-    """What the literal finder reports, and what each literal stands for."""
-
-    literals: tuple[bytes, ...]
-    patterns_by_literal: tuple[tuple[Pattern, ...], ...]
-    history: int  # bytes a stream keeps for verification
-    widest: int  # the widest pattern: no part still to come starts before offset - widest
-    gap_max: tuple[tuple[int | None, ...], ...]  # per multi-part signature, per part
-    simple: bool  # every pattern is a whole single-part literal: a hit is a match
-    #: Logical signatures (``.ldb``): their subsignatures are among the patterns, under hidden
-    #: names; a stream counts them and reports the logical signatures instead
-    #: (``logical_match.py``).
-    logical: LogicalTable | None = None
-
-
-def build_program(
-    signatures: Sequence[Signature], logical: LogicalTable | None = None
-) -> Program:
-    """Group every applied variant by anchor literal; signatures marked not applied are left out.
-    ``logical``'s subsignatures are added to ``signatures``."""
-    if logical is not None:
-        signatures = [*signatures, *logical.bodies]
-    index_of: dict[bytes, int] = {}
-    groups: list[list[Pattern]] = []
-    gap_max: list[tuple[int | None, ...]] = []
-    max_anchor = MAX_ANCHOR if len(signatures) < LARGE_SET else LARGE_SET_ANCHOR
-    for signature in signatures:
-        if signature.not_applied is not None:
-            continue
-        chain = -1
-        if len(signature.parts) > 1:
-            chain = len(gap_max)
-            gap_max.append(tuple(part.gap_max for part in signature.parts))
-        for number, part in enumerate(signature.parts):
-            for elements in part.variants:
-                for pattern in _patterns(signature, chain, number, elements, max_anchor):
-                    slot = index_of.setdefault(pattern.anchor, len(groups))
-                    if slot == len(groups):
-                        groups.append([])
-                    groups[slot].append(pattern)
-    verified = [p for group in groups for p in group if p.needs_verification]
-    history = max((p.reach_before + p.width + p.reach_after for p in verified), default=0)
-    # A right-anchored part is decided up to reach_after bytes after its end.
-    widest = max((max(p.width for p in group) for group in groups), default=0)
-    widest = max([widest, *(p.width + p.reach_after for p in verified)])
-    simple = not verified and not gap_max  # no verification and no chains of parts
-    return Program(
-        tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple,
-        logical if logical is not None and logical.signatures else None,
-    )
 
 
 class ScanStream:

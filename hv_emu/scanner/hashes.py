@@ -36,6 +36,7 @@ from hv_emu.scanner.signatures import (
     HASH_KINDS,
     MAX_DATABASE_BYTES,
     MAX_SIGNATURES,
+    c_line,
     clam_name,
 )
 
@@ -153,6 +154,7 @@ def parse_hash_database(data: bytes, *, kind: str, source: str) -> list[HashSign
         if len(raw) > MAX_HASH_LINE:
             raise DatabaseError(source, number, 0, f"line longer than {MAX_HASH_LINE} bytes "
                                 "(ClamAV would cut it in two)")  # fmt: skip
+        raw = c_line(raw)
         if raw.startswith(b"#"):
             continue
         if len(signatures) >= MAX_SIGNATURES:

@@ -45,9 +45,10 @@ import re
 from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.body import BodyError, fold_case, parse_body
+from hv_emu.scanner.body import BodyError, parse_body
 from hv_emu.scanner.logical_expr import LogicError, parse
 from hv_emu.scanner.logical_match import HIDDEN, LogicalSignature, LogicalState, LogicalTable
+from hv_emu.scanner.pattern import fold_case
 from hv_emu.scanner.signatures import (
     FLEVEL,
     MAX_DATABASE_BYTES,
@@ -59,6 +60,7 @@ from hv_emu.scanner.signatures import (
     Signature,
     _never_matches,
     _parse_offset,
+    c_line,
     clam_name,
 )
 
@@ -274,7 +276,7 @@ def _subsignature(token: str, column: int, target: int, source: str, line: int
         if "i" in options:
             parts = fold_case(parts)
         bodies.append(Signature("", line, TARGET_ANY, offset, parts,
-                                _never_matches(parts), source))  # fmt: skip
+                                _never_matches(parts, text), source))  # fmt: skip
     if reason is not None or offset.kind == "executable":
         return reason or "an executable offset needs ClamAV's file typing"
     return bodies
@@ -328,7 +330,7 @@ def parse_ldb_database(data: bytes, *, source: str) -> list[LogicalSignature]:
     for number, raw in enumerate(lines, start=1):
         if len(raw) > MAX_LINE_LENGTH:
             raise DatabaseError(source, number, 0, f"line longer than {MAX_LINE_LENGTH} bytes")
-        text = raw.decode("latin-1").rstrip("\r\n")
+        text = c_line(raw).decode("latin-1").rstrip("\r\n")
         if text.startswith("#"):
             continue
         if len(signatures) >= MAX_SIGNATURES:

@@ -105,6 +105,7 @@ class LogicalState:
         self._fired: set[int] = set()
         self._started = False
         self._decided = False
+        self._chunk_start = 0  # where the chunk being fed starts: ``offset`` at the last feed
 
     def feed(self, matches: list[Match], offset: int) -> list[Match]:
         """The matches of a chunk with the subsignatures' taken out, and the logical signatures
@@ -112,6 +113,7 @@ class LogicalState:
         table = self._table
         found: list[Match] = []
         touched: set[int] = set()
+        chunk_start, self._chunk_start = self._chunk_start, offset
         for match in matches:
             key = table.owner.get(match.name)
             if key is None:
@@ -145,6 +147,9 @@ class LogicalState:
             if lsig.holds(counts, self._length):
                 self._fired.add(index)
                 latest = self._latest.get(index)
-                start, end = (offset, offset) if latest is None else (latest.start, latest.end)
+                # Held with no match counted (vacuous, "0<1"): the bytes are the chunk that
+                # decided it, on the disk path the write (docs/SIGNATURES.md, Logical signatures).
+                start, end = (chunk_start, offset) if latest is None else (latest.start,
+                                                                           latest.end)
                 found.append(Match(lsig.name, start, end))  # in database order, as clamscan
         return found

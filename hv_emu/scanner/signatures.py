@@ -8,16 +8,18 @@ ordered parts.
 Follows: ClamAV's signature manual (``BodySignatureFormat.md``, ``ExtendedSignatures.md``) and the
 loader rules of libclamav 1.4 (``readdb.c``): ``#`` comments, 4-6 ``.ndb`` fields, numeric
 FLEVELs (lines for another functionality level skipped quietly), one bad line refuses the whole
-database, and a database without signatures is refused ("Empty database file").
+database, and a database without lines is refused ("Empty database file"; one of comments only
+loads); a line ends at its first NUL byte (``c_line``), as libclamav reads it as a C string.
 
 Names are clamscan's: any text up to the first " (Clam)" (``cli_mpool_virname``). Offsets are
-read as ``cli_caloff`` reads them, leniency included (an empty number is 0, ``sscanf`` forms).
+read as ``cli_caloff`` reads them, leniency included (an empty number is 0, ``sscanf`` forms,
+numbers modulo 2**32, and an absolute 4294967295, ``CLI_OFF_ANY``, meaning anywhere).
 Blank lines refuse the database and ``Name==`` ``.db`` lines are skipped, as in ``readdb.c``.
 
 Leaves out: the body constructs ``body.py`` refuses. Accepted but recorded as not applied
 (``Signature.not_applied``): target types other than 0 (they need ClamAV's file typing; so do
 their ``EP``/``Sx``/``SEx``/``SL``/``VI`` offsets, which ClamAV refuses on other types), ``$n$``
-macro offsets, offset numbers of 2**32 or more, and ranges ``{n-m}`` with 0 < m < n (clamscan
+macro offsets, and ranges ``{n-m}`` with 0 < m < n (clamscan
 never matches them). ``EOF-n`` offsets are parsed; they can only match where the length is known
 (one-shot scans, not a disk stream).
 
@@ -36,12 +38,17 @@ from pathlib import Path
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.named_file import RefusedFile, read_named_file
 from hv_emu.scanner.body import (
+    MAX_BYTE_ALTERNATIVES,
     MAX_FIXED_SKIP,
     MAX_PARTS,
     MAX_SIGNATURE_ELEMENTS,
     MAX_VARIANTS,
-    Anchor,
     BodyError,
+    overfull_alternation,
+    parse_body,
+)
+from hv_emu.scanner.pattern import (
+    Anchor,
     Boundary,
     ByteClass,
     Choice,
@@ -49,7 +56,6 @@ from hv_emu.scanner.body import (
     Literal,
     Part,
     Variant,
-    parse_body,
 )
 
 # The pattern model and the body limits are re-exported: callers see one signature module.
@@ -58,7 +64,7 @@ __all__ = [
     "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP", "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS",
     "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS", "MAX_VARIANTS", "PUA_KINDS", "TARGET_ANY",
     "UNSUPPORTED_KINDS", "Anchor", "Boundary", "ByteClass", "Choice", "Element", "Literal",
-    "Offset", "Part", "Signature", "Variant", "clam_name", "load_database_file",
+    "Offset", "Part", "Signature", "Variant", "c_line", "clam_name", "load_database_file",
     "parse_database",
 ]
 
@@ -68,6 +74,9 @@ MAX_LINE_LENGTH = 64 * 1024  # ClamAV's longest official bodies are a few thousa
 MAX_SIGNATURES = 500_000
 MAX_DATABASE_ELEMENTS = 8_000_000
 MAX_OFFSET = 2**32 - 1
+#: libclamav's ``CLI_OFF_ANY`` (0xffffffff): an absolute offset that reads as this number (after
+#: ``atoi``'s wrap) is "anywhere", as ``*`` (docs/SIGNATURES.md, Offsets).
+CLI_OFF_ANY = 2**32 - 1
 #: The functionality level hv-emu answers to in ``.ndb`` MinFL/MaxFL fields: clamscan 1.4.6's
 #: (measured: a line with MinFL 216 loads, 217 is skipped).
 FLEVEL = 216
@@ -103,8 +112,8 @@ class Offset:
     def allows(self, position: int, length: int | None) -> bool:
         """Whether a body may start at ``position`` of data ``length`` bytes long (None: unknown,
         as on a disk stream)."""
-        if self.kind == "absolute":
-            return self.start <= position <= self.start + self.shift
+        if self.kind == "absolute":  # the end wraps at 2**32, as libclamav's uint32_t sum does
+            return self.start <= position <= (self.start + self.shift) & MAX_OFFSET
         if self.kind == "eof":
             return length is not None and 0 <= position - (length - self.start) <= self.shift
         return self.kind == "any"
@@ -149,8 +158,10 @@ def _c_atoi32(digits: str) -> int:
 
 
 def _c_atoi(digits: str) -> int:
-    """An offset number as libclamav keeps it: ``atoi`` into 32 bits (empty text is 0)."""
-    return int(digits or "0")
+    """An offset number as libclamav keeps it: ``atoi`` (glibc: ``strtol`` saturating at
+    2**63 - 1) stored in a ``uint32_t``, so modulo 2**32 (empty text is 0). Measured on clamscan
+    1.4.6: 4294967296 is 0, 4294967298 is 2, 99999999999999999999 is 4294967295."""
+    return _c_atoi32(digits) & MAX_OFFSET
 
 
 def _parse_offset(text: str, target: int) -> tuple[Offset, str | None]:
@@ -197,14 +208,23 @@ def _parse_offset(text: str, target: int) -> tuple[Offset, str | None]:
         if not _DIGITS.fullmatch(head):
             raise ValueError(f"Invalid offset value {head!r}")
         kind, start = "absolute", _c_atoi(head)
+        if start == CLI_OFF_ANY:  # cli_caloff's sentinel: an absolute 4294967295 is '*'
+            kind = "any"
     if kind == "executable" and target not in EXECUTABLE_TARGETS:
         raise ValueError(f"Invalid offset type for target {target}")
-    offset = Offset(kind, min(start, MAX_OFFSET), min(shift, MAX_OFFSET), text)
+    offset = Offset(kind, start, shift, text)
     if kind == "macro":
         return offset, "a macro offset ($n$) needs ClamAV's logical-signature macro groups"
-    if start > MAX_OFFSET or shift > MAX_OFFSET:
-        return offset, f"offset {text!r} is beyond 2**32 - 1, where ClamAV's atoi wraps"
     return offset, None
+
+
+def c_line(raw: bytes) -> bytes:
+    """A database line as libclamav sees it: read whole up to its newline (``cli_dbgets``), then
+    handled as a C string, so it ends at its first NUL byte and whatever follows on that line is
+    dropped (measured on clamscan 1.4.6 for ``.ndb``, ``.ldb`` and ``.hdb`` lines;
+    docs/SIGNATURES.md, Files and lines)."""
+    nul = raw.find(b"\0")
+    return raw if nul < 0 else raw[:nul]
 
 
 #: What libclamav cuts a name at (``cli_mpool_virname``): the rest of the name is dropped.
@@ -233,8 +253,12 @@ def _body(text: str, column: int, source: str, line: int) -> tuple[Part, ...]:
         raise DatabaseError(source, line, column + error.column, error.message) from None
 
 
-def _never_matches(parts: tuple[Part, ...]) -> str | None:
-    """Why a body that clamscan loads can never match (a range ``{n-m}`` with 0 < m < n)."""
+def _never_matches(parts: tuple[Part, ...], text: str = "") -> str | None:
+    """Why a body that clamscan loads can never match (a range ``{n-m}`` with 0 < m < n), or
+    matches in clamscan only as its ``text`` lies in the data (``overfull_alternation``)."""
+    if overfull_alternation(text):
+        return (f"an alternation of more than {MAX_BYTE_ALTERNATIVES} single bytes (clamscan's "
+                "prefilter wraps its size; docs/SIGNATURES.md)")
     for part in parts:
         if part.gap_max is not None and part.gap_max < part.gap_min:
             return (f"range {{{part.gap_min}-{part.gap_max}}} ends before it starts (clamscan "
@@ -252,7 +276,8 @@ def _parse_db_line(text: str, source: str, line: int) -> Signature | None:
         return None
     name = clam_name(raw_name, source, line)
     parts = _body(body, len(raw_name) + 2, source, line)
-    return Signature(name, line, TARGET_ANY, Offset("any"), parts, _never_matches(parts), source)
+    return Signature(name, line, TARGET_ANY, Offset("any"), parts, _never_matches(parts, body),
+                     source)
 
 
 def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
@@ -286,7 +311,7 @@ def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
     except ValueError as error:
         raise DatabaseError(source, line, columns[2], str(error)) from None
     parts = _body(body_text, columns[3], source, line)
-    reason = reason or _never_matches(parts)
+    reason = reason or _never_matches(parts, body_text)
     if target != TARGET_ANY:
         reason = f"target type {target} needs ClamAV's file typing"
     return Signature(name, line, target, offset, parts, reason, source)
@@ -307,14 +332,16 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
     if len(data) > MAX_DATABASE_BYTES:
         raise DatabaseError(source, 0, 0, f"database larger than {MAX_DATABASE_BYTES} bytes")
     signatures: list[Signature] = []
-    saw_line = False
     elements = 0
     lines = data.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()  # the newline that ends the last line starts no line
+    if not lines:  # a file of comments loads (no signatures); one with no line at all does not
+        raise DatabaseError(source, 0, 0, "Empty database file")
     for number, raw in enumerate(lines, start=1):
         if len(raw) > MAX_LINE_LENGTH:
             raise DatabaseError(source, number, 0, f"line longer than {MAX_LINE_LENGTH} bytes")
+        raw = c_line(raw)
         plain = _PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
         if plain is None:
             text = raw.decode("latin-1").rstrip("\r")
@@ -322,7 +349,6 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
                 continue
             if not text:  # libclamav refuses a database with an empty line
                 raise DatabaseError(source, number, 1, "empty line")
-        saw_line = True
         if len(signatures) >= MAX_SIGNATURES:
             raise DatabaseError(source, number, 0, f"more than {MAX_SIGNATURES} signatures")
         # Each signature costs at most MAX_SIGNATURE_ELEMENTS, so the total is checked in time.
@@ -341,8 +367,6 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
         if signature is not None:
             signatures.append(signature)
             elements += sum(len(v) for part in signature.parts for v in part.variants)
-    if not saw_line:
-        raise DatabaseError(source, 0, 0, "Empty database file")
     return signatures
 
 

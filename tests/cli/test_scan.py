@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from hv_emu.cli import scan as scan_command
+from hv_emu.cli import scan_files
 from hv_emu.cli.main import main
-from hv_emu.scanner.database import compile_files
+from hv_emu.scanner.database_files import compile_files
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 NDB = (
@@ -87,7 +88,7 @@ def test_bodies_straddling_chunks_are_found(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A disk image read in small chunks: every split of the body across a chunk boundary."""
-    monkeypatch.setattr(scan_command, "CHUNK", 64)
+    monkeypatch.setattr(scan_files, "CHUNK", 64)
     body = b"hv-emu-test-body"
     for split in range(len(body) + 1):
         image = tmp_path / f"disk{split}.img"
@@ -139,7 +140,7 @@ class FakeTty(io.StringIO):
 def test_progress_appears_on_a_terminal_for_long_scans_only(
     tmp_path: Path, dbs: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scan_command, "CHUNK", 1000)
+    monkeypatch.setattr(scan_files, "CHUNK", 1000)
     (tmp_path / "big.img").write_bytes(bytes(10_000))
     db = compile_files(dbs)
     ticks = iter(range(1000))
@@ -178,7 +179,7 @@ def test_special_files_inside_directories_are_skipped(tmp_path: Path) -> None:
     tree.mkdir()
     (tree / "a.txt").write_bytes(b"clean")
     os.mkfifo(tree / "pipe")
-    assert list(scan_command.walk([tree])) == [scan_command.Item(tree / "a.txt")]
+    assert list(scan_files.walk([tree])) == [scan_files.Item(tree / "a.txt")]
 
 
 def test_the_installed_command_runs(tmp_path: Path, dbs: list[Path]) -> None:

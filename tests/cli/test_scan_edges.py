@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hv_emu.cli import scan as scancmd
+from hv_emu.cli import scan_files
 from hv_emu.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +123,7 @@ def test_a_directory_that_vanishes_mid_walk_is_one_line(tmp_path: Path) -> None:
     (tree / "a").mkdir(parents=True)
     (tree / "b" / "c").mkdir(parents=True)
     (tree / "a" / "x").write_bytes(b"x")
-    walk = scancmd.walk([tree])
+    walk = scan_files.walk([tree])
     first = next(walk)
     assert first.path == tree / "a" / "x"
     shutil.rmtree(tree / "b")
@@ -147,7 +147,7 @@ def test_an_unlistable_directory_is_one_line_and_exit_2(
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(scancmd.os, "scandir", scandir)
+    monkeypatch.setattr(scan_files.os, "scandir", scandir)
     code, out, err = scan(["--db", db, tree], capsys)
     assert (code, out) == (2, f"{tree}/ok: OK\n")
     assert f"hv-emu: {tree}/locked: cannot list directory: Permission denied\n" in err
@@ -159,7 +159,7 @@ def test_a_file_that_grows_is_read_to_its_size_at_open(
 ) -> None:
     """As clamscan maps a file by its size at open: a writer appending forever cannot keep the
     scan going (and a body appended after the open is not part of this scan)."""
-    monkeypatch.setattr(scancmd, "CHUNK", 10)
+    monkeypatch.setattr(scan_files, "CHUNK", 10)
     grower = tmp_path / "grows.log"
     grower.write_bytes(b"." * 100)
 
@@ -171,9 +171,9 @@ def test_a_file_that_grows_is_read_to_its_size_at_open(
         with grower.open("ab") as handle:
             handle.write(EICAR)
 
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
-    result = scancmd.scan_file(compile_files([db]), grower, append)
+    result = scan_files.scan_file(compile_files([db]), grower, append)
     assert (result.size, result.names, result.error) == (100, [], None)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hv_emu.cli import scan as scan_command
+from hv_emu.cli import scan_files, scan_parallel
 from hv_emu.cli.main import main
 from hv_emu.scanner.cache import SUFFIX
 
@@ -120,7 +121,7 @@ def test_jobs_give_the_same_output_in_the_same_order(
 ) -> None:
     monkeypatch.setattr(scan_command, "PARALLEL_FROM", 0)  # even this small tree in parallel
     pools = []
-    real = scan_command.parallel_results
+    real = scan_parallel.parallel_results
 
     def counted(*args: object, **kwargs: object) -> object:
         pools.append(args[-1])
@@ -151,7 +152,7 @@ def test_jobs_give_the_same_output_in_the_same_order(
 
 
 def test_parallel_results_come_back_in_order_from_other_processes(tmp_path: Path) -> None:
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     db_path = tmp_path / "t.ndb"
     db_path.write_bytes(NDB)
@@ -160,10 +161,10 @@ def test_parallel_results_come_back_in_order_from_other_processes(tmp_path: Path
     for index in range(8):
         files.append(tmp_path / f"f{index}")
         files[-1].write_bytes(b"x" * (8 - index) * 100_000 + b"hv-emu-test-body" * (index % 2))
-    results = list(scan_command.parallel_results(db, files, 4))
+    results = list(scan_parallel.parallel_results(db, files, 4))
     assert [r.path for r in results] == [str(f) for f in files]
     assert [r.names for r in results] == [["Test.Plain"] * (i % 2) for i in range(8)]
-    assert scan_command._WORKER_DB is None
+    assert scan_parallel._WORKER_DB is None
 
 
 SPLITTABLE = (
@@ -181,13 +182,14 @@ def test_pieces_of_a_file_give_what_the_whole_file_gives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
     """Bodies placed across, just before and just after every cut, at every chunk grid."""
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     db_path = tmp_path / "s.ndb"
     db_path.write_bytes(SPLITTABLE)
     db = compile_files([db_path], engine=engine)
-    assert scan_command.splittable(db)
-    monkeypatch.setattr(scan_command, "CHUNK", 64)
+    assert scan_parallel.splittable(db)
+    monkeypatch.setattr(scan_files, "CHUNK", 64)
+    monkeypatch.setattr(scan_parallel, "CHUNK", 64)
     rng = random.Random(7)
     for trial in range(60):
         data = bytearray(rng.randbytes(64 * 12))
@@ -198,21 +200,22 @@ def test_pieces_of_a_file_give_what_the_whole_file_gives(
             data[at : at + len(body)] = body
         target = tmp_path / f"f{trial}"
         target.write_bytes(bytes(data))
-        whole = scan_command.scan_file(db, target)
+        whole = scan_files.scan_file(db, target)
         for step in (64, 128, 320):
             cuts = [*range(0, len(data), step), len(data)]
-            parts = [scan_command.scan_piece(db, target, a, b) for a, b in pairwise(cuts)]
-            joined = scan_command._joined(target, parts)
+            parts = [scan_parallel.scan_piece(db, target, a, b) for a, b in pairwise(cuts)]
+            joined = scan_parallel._joined(target, parts)
             assert (joined.names, joined.size) == (whole.names, whole.size), (trial, step)
 
 
 def test_one_large_file_is_split_across_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
-    monkeypatch.setattr(scan_command, "CHUNK", 4096)
-    monkeypatch.setattr(scan_command, "SPLIT_FROM", 8192)
+    monkeypatch.setattr(scan_files, "CHUNK", 4096)
+    monkeypatch.setattr(scan_parallel, "CHUNK", 4096)
+    monkeypatch.setattr(scan_parallel, "SPLIT_FROM", 8192)
     db_path = tmp_path / "s.ndb"
     db_path.write_bytes(SPLITTABLE)
     db = compile_files([db_path])
@@ -221,20 +224,20 @@ def test_one_large_file_is_split_across_workers(
     for at, body in ((4090, b"hv-emu-test-body"), (8190, b"NOP..Q"), (20000, b"Z.KLM")):
         data[at : at + len(body)] = body
     target.write_bytes(bytes(data))
-    assert len(scan_command._pieces(target, 3, True)) == 3
-    assert len(scan_command._pieces(target, 3, False)) == 1
-    (result,) = scan_command.parallel_results(db, [target], 3, split=True)
-    assert result == scan_command.scan_file(db, target)
+    assert len(scan_parallel._pieces(target, 3, True)) == 3
+    assert len(scan_parallel._pieces(target, 3, False)) == 1
+    (result,) = scan_parallel.parallel_results(db, [target], 3, split=True)
+    assert result == scan_files.scan_file(db, target)
     assert result.names == ["Plain", "Right", "Left"]
 
 
 def test_chains_and_offsets_are_never_split(tmp_path: Path) -> None:
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     for line in (b"C:0:*:414243*444546\n", b"A:0:10:414243\n", b"E:0:EOF-3:414243\n"):
         db_path = tmp_path / "x.ndb"
         db_path.write_bytes(SPLITTABLE + line)
-        assert not scan_command.splittable(compile_files([db_path], engine="ac"))
+        assert not scan_parallel.splittable(compile_files([db_path], engine="ac"))
 
 
 def test_jobs_are_capped_at_a_few_workers_per_core(
@@ -243,7 +246,7 @@ def test_jobs_are_capped_at_a_few_workers_per_core(
     """``-j 99999`` on many files forks ``MAX_JOBS_PER_CORE`` workers per core, not 99999."""
     import multiprocessing.context
 
-    from hv_emu.scanner.database import compile_files
+    from hv_emu.scanner.database_files import compile_files
 
     db_path = tmp_path / "t.ndb"
     db_path.write_bytes(NDB)
@@ -252,7 +255,7 @@ def test_jobs_are_capped_at_a_few_workers_per_core(
     for index in range(12):
         files.append(tmp_path / f"f{index}")
         files[-1].write_bytes(b"hv-emu-test-body" * (index % 2))
-    monkeypatch.setattr(scan_command, "cores", lambda: 2)
+    monkeypatch.setattr(scan_parallel, "cores", lambda: 2)
     asked: list[int | None] = []
     real = multiprocessing.context.BaseContext.Pool
 
@@ -262,14 +265,14 @@ def test_jobs_are_capped_at_a_few_workers_per_core(
         return real(self, processes, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", recorded)
-    results = list(scan_command.parallel_results(db, files, 99999))
+    results = list(scan_parallel.parallel_results(db, files, 99999))
     assert [r.names for r in results] == [["Test.Plain"] * (i % 2) for i in range(12)]
-    assert asked == [2 * scan_command.MAX_JOBS_PER_CORE] == [8]
+    assert asked == [2 * scan_parallel.MAX_JOBS_PER_CORE] == [8]
 
 
 def test_the_jobs_cap_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["scan", "--help"])
-    assert f"at most {scan_command.MAX_JOBS_PER_CORE} per core" in " ".join(
+    assert f"at most {scan_parallel.MAX_JOBS_PER_CORE} per core" in " ".join(
         capsys.readouterr().out.split()
     )

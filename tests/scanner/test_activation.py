@@ -22,7 +22,7 @@ from hv_emu.scanner.database import (
     compile_signatures,
     recompile,
 )
-from hv_emu.scanner.engine import LARGE_SET, LARGE_SET_ANCHOR, build_program
+from hv_emu.scanner.program import LARGE_SET, LARGE_SET_ANCHOR, build_program
 from hv_emu.scanner.signatures import parse_database
 from hv_emu.updates import service
 from tests.rigs.updates import Publisher, machine_for

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.body import Anchor, BodyError, Literal, parse_body
+from hv_emu.scanner.body import BodyError, parse_body
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
+from hv_emu.scanner.pattern import Anchor, Literal
 from tests.rigs.scanner import RAW_MODE
 
 ENGINES = ["ac"] + (["hyperscan"] if HYPERSCAN_AVAILABLE else [])

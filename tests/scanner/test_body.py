@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.body import BodyError, ByteClass, Choice, Literal, parse_body
+from hv_emu.scanner.body import BodyError, parse_body
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, compile_database
+from hv_emu.scanner.pattern import ByteClass, Choice, Literal
 from hv_emu.scanner.signatures import Signature
 
 ENGINES = ["ac"] + (["hyperscan"] if HYPERSCAN_AVAILABLE else [])

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from hv_emu.scanner import cache as cache_module
-from hv_emu.scanner import database
+from hv_emu.scanner import database_files as database
 from hv_emu.scanner.cache import MAGIC, SECRET, SUFFIX, Cache, default_path
-from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_files
+from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase
+from hv_emu.scanner.database_files import compile_files
 
 ENGINES = ["ac"] + (["hyperscan"] if HYPERSCAN_AVAILABLE else [])
 #: Every kind of line the engine treats differently: a plain literal, wildcards and alternatives

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hv_emu.cli.scan import scan_file
+from hv_emu.cli.scan_files import scan_file
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.scanner.cache import Cache
-from hv_emu.scanner.database import compile_files, database_paths
+from hv_emu.scanner.database_files import compile_files, database_paths
 from hv_emu.scanner.hashes import HashSet, parse_hash_database
 from tests.rigs.scanner import clamscan
 

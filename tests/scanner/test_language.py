@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hv_emu.scanner.body import ALNUM, WORD_AFTER, WORD_ANY, WORD_BEFORE, Boundary, parse_body
+from hv_emu.scanner.body import parse_body
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, compile_database
+from hv_emu.scanner.pattern import ALNUM, WORD_AFTER, WORD_ANY, WORD_BEFORE, Boundary
 from hv_emu.scanner.signatures import parse_database
 from tests.rigs.scanner import clamscan, ours
 
@@ -144,8 +145,10 @@ def test_lines_libclamav_skips_quietly() -> None:
     ("offset", "kind", "start", "shift", "applied"),
     [("", "absolute", 0, 0, True), ("3,", "absolute", 3, 0, True),
      ("EOF-", "eof", 0, 0, True), ("$1$", "macro", 0, 0, False),
-     ("$ 3junk", "macro", 0, 0, False), ("4294967295", "absolute", 2**32 - 1, 0, True),
-     ("99999999999", "absolute", 2**32 - 1, 0, False)],
+     ("$ 3junk", "macro", 0, 0, False), ("4294967295", "any", 2**32 - 1, 0, True),
+     ("4294967295,5", "any", 2**32 - 1, 5, True), ("4294967298", "absolute", 2, 0, True),
+     ("99999999999999999999", "any", 2**32 - 1, 0, True), ("1,4294967297", "absolute", 1, 1, True),
+     ("EOF-4294967307", "eof", 11, 0, True)],
 )
 def test_offsets_read_as_cli_caloff_reads_them(
     offset: str, kind: str, start: int, shift: int, applied: bool

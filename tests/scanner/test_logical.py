@@ -12,6 +12,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +23,9 @@ from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, SignatureDatabase, comp
 from hv_emu.scanner.logical import parse_ldb_database, parse_ldb_line, tokenize
 from hv_emu.scanner.logical_expr import Leaf, LogicError, Node, holds, parse
 from tests.rigs.scanner import RAW_MODE, clamscan, ours
+
+if TYPE_CHECKING:
+    from guest_tool.disk_programs import Via
 
 ENGINES = ["ac"] + (["hyperscan"] if HYPERSCAN_AVAILABLE else [])
 needs_clamscan = pytest.mark.skipif(shutil.which("clamscan") is None,
@@ -291,6 +295,7 @@ def test_a_disk_stream_decides_on_the_bytes_so_far() -> None:
     stream = db.open_stream()  # no length: a disk write stream
     first = stream.feed(b"--abc--")
     assert [m.name for m in first] == ["None"]  # holds before anything matched
+    assert (first[0].start, first[0].end) == (0, 7)  # vacuous: the chunk that decided it
     second = stream.feed(b"--def--")
     assert [(m.name, m.start, m.end) for m in second] == [("Both", 9, 12)]
     assert stream.feed(b"abc def") == []  # each fires once per stream
@@ -325,11 +330,38 @@ def test_a_guest_write_stream_is_scanned_with_logical_signatures(tmp_path: Path)
     assert image == bytes(expected)
 
 
+@pytest.mark.parametrize(("via", "sectors", "per_command", "written"),
+                         [("pio", 1, 1, 512), ("pio", 3, 1, 512), ("dma", 3, 3, 1536)])
+def test_a_vacuous_detection_names_the_write_that_decided_it(
+    tmp_path: Path, via: Via, sectors: int, per_command: int, written: int
+) -> None:
+    """A signature that holds with no match (``0<1``) is decided at the run's first write: the
+    detection is that write, its first LBA, offset 0, its length; zero-fill clears it (the
+    tester's case: a burghofer write to LBA 100 was reported at LBA 101 with length 0)."""
+    from guest_tool.disk_programs import build_disk_write_program
+    from hv_emu.machine import Machine, MachineConfig
+
+    database = tmp_path / "lt.ldb"
+    database.write_text("L;Target:0;0<1;6c6f6f6b\n")
+    payload = bytes.fromhex("8e06120033ff8bf30e1fb90d02f3a4") * (sectors * 512 // 15)
+    machine = Machine(MachineConfig(timeout=10.0, disk=tmp_path / "disk.img", disk_size_mib=1,
+                                    db=database, on_detect=("warn", "zero-fill")))
+    machine.load(build_disk_write_program(payload, 100, via, per_command=per_command).image)
+    assert machine.run().halted
+    [event] = machine.events.of("detection")  # the run's first write (a PIO block) decides it
+    assert (event["signature"], event["lba"], event["offset"], event["length"]) == (
+        "L", 100, 0, written)
+    machine.close()
+    image = (tmp_path / "disk.img").read_bytes()[100 * 512 : (100 + sectors) * 512]
+    padded = payload + bytes(sectors * 512 - len(payload))
+    assert image == bytes(written) + padded[written:]
+
+
 def test_hv_emu_scan_reports_logical_signatures_and_what_it_does_not_apply(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hv_emu.cli.main import main
-    from hv_emu.cli.scan import splittable
+    from hv_emu.cli.scan_parallel import splittable
 
     database = tmp_path / "d"
     database.mkdir()

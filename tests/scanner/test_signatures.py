@@ -101,7 +101,7 @@ def test_rfxn_parses_completely() -> None:
         (b"Foo:3:SE1:41424344\n", "ndb", 1, 7, "Invalid offset type for target 3"),
         (b"Foo:0:*:41424344:abc\n", "ndb", 1, 18, "FLEVEL must be a number"),
         (b"Foo:0:*:4142zz\n", "ndb", 1, 13, "bad hex digit 'z'"),
-        (b"Fo\x00o:0:*:41424344\n", "ndb", 1, 3, "NUL byte in signature name"),
+        (b"Fo\x00o:0:*:41424344\n", "ndb", 1, 1, "expected 4 to 6"),  # the line ends at NUL
     ],
 )
 def test_errors_name_source_line_and_column(
@@ -112,9 +112,14 @@ def test_errors_name_source_line_and_column(
     assert message in error.message
 
 
-@pytest.mark.parametrize("data", [b"", b"# only a comment\n"])
-def test_empty_database_is_refused_as_clamav_does(data: bytes) -> None:
-    assert parse_error(data).message == "Empty database file"
+def test_empty_database_is_refused_as_clamav_does() -> None:
+    assert parse_error(b"").message == "Empty database file"
+
+
+@pytest.mark.parametrize("kind", ["db", "ndb"])
+@pytest.mark.parametrize("data", [b"# only a comment\n", b"#c", b"#a\n#b\n"])
+def test_a_database_of_comments_loads_with_no_signature(data: bytes, kind: str) -> None:
+    assert parse_database(data, kind=kind, source="c") == []
 
 
 def test_unknown_kind_is_refused() -> None:
