@@ -78,28 +78,39 @@ class Errno(IntEnum):
     EPERM = 1
     ENOENT = 2
     ESRCH = 3
+    EINTR = 4
     EIO = 5
+    ENXIO = 6
     EBADF = 9
     ENOMEM = 12
     EACCES = 13
     EFAULT = 14
     EEXIST = 17
+    EXDEV = 18
     ENODEV = 19
     ENOTDIR = 20
     EISDIR = 21
     EINVAL = 22
+    ENFILE = 23
     EMFILE = 24
     ENOTTY = 25
+    ETXTBSY = 26
+    EFBIG = 27
+    ENOSPC = 28
     ESPIPE = 29
     EROFS = 30
+    EMLINK = 31
     EPIPE = 32
     ERANGE = 34
     ENAMETOOLONG = 36
     EAGAIN = 11
     ENOSYS = 38
+    ENOTEMPTY = 39
     ELOOP = 40
+    EOVERFLOW = 75
     EOPNOTSUPP = 95
     ETIMEDOUT = 110
+    EDQUOT = 122
 
 
 # open() flags (``asm-generic/fcntl.h``, the same on i386 and x86-64).

@@ -1,19 +1,20 @@
 """Signals for the one Linux process: dispositions, the blocked mask, the alternate stack, sending
 a signal to itself, and turning the CPU's exceptions into the signals Linux sends for them.
 
-Models: the signal half of Linux's ``kernel/signal.c`` and ``arch/x86/kernel/{signal,traps}.c``
-for a single-threaded process. ``rt_sigaction`` sets a handler (with ``SA_SIGINFO``,
-``SA_RESTORER``, ``SA_ONSTACK``, ``SA_NODEFER``, ``SA_RESETHAND`` and a mask), ``rt_sigprocmask``
-the blocked set, ``sigaltstack`` the alternate stack; ``kill``/``tkill``/``tgkill`` to the
-process itself make a signal pending, and a pending, unblocked signal is delivered when the call
-returns. A guest exception (a ``GuestException`` exit) becomes the signal Linux's trap handlers
-send: #DE SIGFPE/FPE_INTDIV, #UD SIGILL/ILL_ILLOPN, #PF SIGSEGV (SEGV_MAPERR where nothing is
-mapped, SEGV_ACCERR otherwise, ``si_addr`` = CR2), #GP SIGSEGV/SI_KERNEL, #NP/#SS SIGBUS, #AC
-SIGBUS/BUS_ADRALN, ``int3`` SIGTRAP, #MF/#XM SIGFPE. Delivery writes a frame (``sigframe.py``)
-and enters the handler; ``rt_sigreturn``/``sigreturn`` resume the interrupted code. Default
-actions: terminate (the exit status a shell shows, 128 + the signal number), or ignore
-(SIGCHLD, SIGURG, SIGWINCH, SIGCONT, and the stop signals: nothing would continue the process).
-A fault signal that is blocked or ignored kills, as Linux's ``force_sig_info`` does.
+Models: the signal half of Linux's ``kernel/signal.c`` and ``arch/x86/kernel/{signal,traps}.c`` for
+a single-threaded process. ``rt_sigaction`` sets a handler (with ``SA_SIGINFO``, ``SA_RESTORER``,
+``SA_ONSTACK``, ``SA_NODEFER``, ``SA_RESETHAND`` and a mask), ``rt_sigprocmask`` the blocked set,
+``sigaltstack`` the alternate stack; ``kill``/``tkill``/``tgkill`` to the process itself make a
+signal pending, and a pending, unblocked signal is delivered when the call returns; a write to a
+pipe whose reader went away sends ``SIGPIPE`` as it fails with ``EPIPE`` (``raise_on_return``). A
+guest exception (a ``GuestException`` exit) becomes the signal Linux's trap handlers send: #DE
+SIGFPE/FPE_INTDIV, #UD SIGILL/ILL_ILLOPN, #PF SIGSEGV (SEGV_MAPERR where nothing is mapped,
+SEGV_ACCERR otherwise, ``si_addr`` = CR2), #GP SIGSEGV/SI_KERNEL, #NP/#SS SIGBUS, #AC
+SIGBUS/BUS_ADRALN, ``int3`` SIGTRAP, #MF/#XM SIGFPE. Delivery writes a frame (``sigframe.py``) and
+enters the handler; ``rt_sigreturn``/``sigreturn`` resume the interrupted code. Default actions:
+terminate (the exit status a shell shows, 128 + the signal number), or ignore (SIGCHLD, SIGURG,
+SIGWINCH, SIGCONT, and the stop signals: nothing would continue the process). A fault signal that is
+blocked or ignored kills, as Linux's ``force_sig_info`` does.
 
 Follows: the Linux man-pages ``sigaction(2)``, ``sigprocmask(2)``, ``sigaltstack(2)``,
 ``kill(2)``, ``tgkill(2)``, ``signal(7)``; ``arch/x86/kernel/traps.c`` (``DO_ERROR`` table) for
@@ -61,7 +62,7 @@ SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6
             18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU",
             23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF",
             28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS"}  # fmt: skip
-SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGSTOP = 4, 5, 7, 8, 9, 11, 19
+SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGPIPE, SIGSTOP = 4, 5, 7, 8, 9, 11, 13, 19
 #: Signals whose default action is to do nothing here (ignore; stop and continue have no
 #: job control to answer to).
 DEFAULT_IGNORED = frozenset({17, 18, 19, 20, 21, 22, 23, 28})
@@ -278,6 +279,14 @@ class Signals:
         if not self._ignored(sig):
             self.pending[sig] = siginfo(self.bits, sig, code, pid=self.pid, uid=self.uid)
         return self._returning(c, 0)
+
+    def raise_on_return(self, c: SignalCall, sig: int, result: int) -> int | Outcome:
+        """The kernel sends ``sig`` to the caller as the call fails with ``result`` (``SIGPIPE``
+        on ``-EPIPE``: ``send_sig``, ``si_code`` SI_USER): pending unless ignored, delivered as
+        the call returns unless blocked; the default action terminates."""
+        if not self._ignored(sig):
+            self.pending[sig] = siginfo(self.bits, sig, SI_USER, pid=self.pid, uid=self.uid)
+        return self._returning(c, result)
 
     # ------------------------------------------------------------------ delivery
     def _returning(self, c: SignalCall, result: int) -> int | Outcome:
