@@ -16,7 +16,8 @@ Linux implements them (lowest free descriptor, short reads at end of file, ``O_A
 the ``struct stat`` layouts of ``arch/x86/include/uapi/asm/stat.h`` (x86-64 ``stat``, i386
 ``stat64``).
 
-Leaves out: pipes, sockets, ``dup``, file locks, ``O_CLOEXEC`` (there is no ``exec``),
+Leaves out: pipes, sockets and FIFOs (a granted FIFO or socket is ``EACCES``: opening it never
+waits for its other end), ``dup``, file locks, ``O_CLOEXEC`` (there is no ``exec``),
 permissions beyond the grant, writing inside a granted directory.
 
 Guest controls: paths, flags, descriptors, counts and offsets: all are checked here and every
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -55,7 +57,7 @@ from hv_emu.linux.numbers import (
     X_OK,
     Errno,
 )
-from hv_emu.linux.refusals import SyscallError, host_call
+from hv_emu.linux.refusals import SyscallError, host_call, refusal
 from hv_emu.linux.stat import pack_stat
 from hv_emu.linux.streams import NullDevice, Stream
 from hv_emu.linux.sysroot import HostTree
@@ -148,6 +150,26 @@ class _HostFile:
         os.close(self.fd)
 
 
+def _open_granted(grant: FileGrant, host_flags: int) -> int:
+    """Open a granted host file without ever blocking: ``O_NONBLOCK`` for the open itself (a FIFO
+    would wait for its other end), refused unless it is a regular file or a device (``EACCES``,
+    as the sysroot refuses: a FIFO or a socket has no position for ``pread``), then blocking
+    again for reads and writes."""
+    path = grant.host_path
+    try:
+        fd = os.open(path, host_flags | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno == Errno.ENXIO:  # a FIFO opened for writing with no reader
+            raise SyscallError(Errno.EACCES, f"{path} is not a regular file or a device") from None
+        raise refusal(err) from None
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+        os.close(fd)
+        raise SyscallError(Errno.EACCES, f"{path} is not a regular file or a device")
+    os.set_blocking(fd, True)
+    return fd
+
+
 _File = Stream | _HostFile | Directory | NullDevice
 #: The one device every program sees (``streams.NullDevice``), unless a grant names the path.
 DEV_NULL = "/dev/null"
@@ -204,7 +226,7 @@ class FileTable:
                                     (O_TRUNC, os.O_TRUNC)):  # fmt: skip
             if flags & guest_bit:
                 host_flags |= host_bit
-        host_fd = host_call(lambda: os.open(grant.host_path, host_flags | os.O_CLOEXEC, 0o644))
+        host_fd = _open_granted(grant, host_flags)
         self._open[fd] = _HostFile(host_fd, readable=access != O_WRONLY,
                                    writable=access != O_RDONLY, append=bool(flags & O_APPEND))
         return fd
