@@ -6,7 +6,8 @@ initial stack (``startup.py``), the system-call numbers and constants of both x8
 grants (``files.py``, ``streams.py``, ``directories.py``, ``stat.py``, refusals in
 ``refusals.py``), the read-only sysroot walked as a chroot (``sysroot.py``), the mmap arena's
 books (``mmap.py``), i386 thread-local storage slots (``tls.py``), signals and the frames their
-handlers run on (``signals.py``, ``sigframe.py``) and the system calls themselves
+handlers run on (``signals.py``, ``sigframe.py``, waiting in ``sigwait.py``) and the system calls
+themselves
 (``syscalls.py``, and ``dynamic.py`` for what ``ld.so`` needs). ``docs/ELF.md`` lists what is
 supported.
 

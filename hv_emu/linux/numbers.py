@@ -41,7 +41,8 @@ X86_64: dict[int, str] = {
     267: "readlinkat", 269: "faccessat", 273: "set_robust_list", 302: "prlimit64",
     318: "getrandom", 334: "rseq",
     13: "rt_sigaction", 14: "rt_sigprocmask", 15: "rt_sigreturn", 62: "kill", 131: "sigaltstack",
-    200: "tkill", 234: "tgkill", 127: "rt_sigpending",
+    200: "tkill", 234: "tgkill", 127: "rt_sigpending", 128: "rt_sigtimedwait",
+    129: "rt_sigqueueinfo", 130: "rt_sigsuspend",
 }  # fmt: skip
 
 #: System-call number -> name, i386 (``syscall_32.tbl``).
@@ -59,7 +60,8 @@ I386: dict[int, str] = {
     295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
     340: "prlimit64", 355: "getrandom", 386: "rseq",
     37: "kill", 119: "sigreturn", 173: "rt_sigreturn", 174: "rt_sigaction", 175: "rt_sigprocmask",
-    186: "sigaltstack", 238: "tkill", 270: "tgkill", 176: "rt_sigpending",
+    186: "sigaltstack", 238: "tkill", 270: "tgkill", 176: "rt_sigpending", 177: "rt_sigtimedwait",
+    178: "rt_sigqueueinfo", 179: "rt_sigsuspend", 421: "rt_sigtimedwait_time64",
 }  # fmt: skip
 
 TABLES = {64: X86_64, 32: I386}

@@ -136,6 +136,8 @@ class Signals:
         self.pending: dict[int, bytes] = {}
         self.altstack = AltStack(0, SS_DISABLE, 0)
         self.delivered = 0
+        #: The mask a handler's frame saves instead of ``blocked`` (``sigwait.py``'s sigsuspend).
+        self.frame_mask: int | None = None
         self._word = bits // 8
         self._mask = (1 << bits) - 1
 
@@ -280,12 +282,18 @@ class Signals:
             self.pending[sig] = siginfo(self.bits, sig, code, pid=self.pid, uid=self.uid)
         return self._returning(c, 0)
 
-    def raise_on_return(self, c: SignalCall, sig: int, result: int) -> int | Outcome:
-        """The kernel sends ``sig`` to the caller as the call fails with ``result`` (``SIGPIPE``
-        on ``-EPIPE``: ``send_sig``, ``si_code`` SI_USER): pending unless ignored, delivered as
-        the call returns unless blocked; the default action terminates."""
+    def raise_on_return(self, c: SignalCall, sig: int, result: int, *,
+                        info: bytes | None = None) -> int | Outcome:  # fmt: skip
+        """``sig`` is sent to the caller as the call returns ``result`` (``SIGPIPE`` on ``-EPIPE``:
+        ``send_sig``, ``si_code`` SI_USER; ``info``: the siginfo ``rt_sigqueueinfo`` gave):
+        pending unless ignored, delivered as the call returns unless blocked."""
         if not self._ignored(sig):
-            self.pending[sig] = siginfo(self.bits, sig, SI_USER, pid=self.pid, uid=self.uid)
+            self.pending[sig] = info or siginfo(self.bits, sig, SI_USER, pid=self.pid,
+                                                uid=self.uid)  # fmt: skip
+        return self._returning(c, result)
+
+    def returning(self, c: SignalCall, result: int) -> int | Outcome:
+        """The call returns ``result``, a pending unblocked signal delivered first if any."""
         return self._returning(c, result)
 
     # ------------------------------------------------------------------ delivery
@@ -360,7 +368,8 @@ class Signals:
             return self._die(SIGSEGV, fault=False)  # x86-64 Linux: no restorer, no frame
         rt = self.bits == 64 or bool(action.flags & SA_SIGINFO)
         frame = build_frame(self.bits, sp=sp & self._mask, signo=sig, info=info, ctx=ctx,
-                            mask=self.blocked, stack=saved, handler=action.handler,
+                            mask=self.blocked if self.frame_mask is None else self.frame_mask,
+                            stack=saved, handler=action.handler,
                             restorer=restorer, rt=rt)  # fmt: skip
         try:
             write_virt(self.mem, paging, frame.address, frame.data)

@@ -51,6 +51,7 @@ from hv_emu.linux.numbers import (
     Errno,
 )
 from hv_emu.linux.signals import SIGPIPE, Signals
+from hv_emu.linux.sigwait import SignalWaits
 from hv_emu.linux.startup import GID, PLATFORM, UID
 from hv_emu.linux.tls import USER_DESC, TlsSlots, UserDesc, selector
 from hv_emu.loaders.elf_process import ProcessImage
@@ -150,7 +151,7 @@ class LinuxProcess:
             "access": self._access, "faccessat": self._faccessat, "readlink": self._readlink,
             "readlinkat": self._readlinkat, "fstatat64": self._newfstatat,
             "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
-            **self.signals.handlers(),
+            **self.signals.handlers(), **SignalWaits(self.signals).handlers(),
         }  # fmt: skip
         # mmap, munmap, mprotect, pread64, getdents64, readlink of /proc/self/exe (dynamic.py).
         self.dynamic = DynamicCalls(mem, (process.mmap.start, process.mmap.end), files, exe,
