@@ -107,6 +107,9 @@ ARGUMENTS: dict[str, tuple[Arg, ...]] = {
     "rt_sigaction": (_I, _P, _P, _UL), "rt_sigprocmask": (_I, _P, _P, _UL),
     "sigaltstack": (_P, _P), "rt_sigreturn": (), "sigreturn": (), "rt_sigpending": (_P, _UL),
     "kill": (_I, _I), "tkill": (_I, _I), "tgkill": (_I, _I, _I),
+    # kernel/signal.c: sigset_t __user *, size_t; set, info, timespec, size_t; pid_t, int, info
+    "rt_sigsuspend": (_P, _UL), "rt_sigtimedwait": (_P, _P, _P, _UL),
+    "rt_sigtimedwait_time64": (_P, _P, _P, _UL), "rt_sigqueueinfo": (_I, _I, _P),
 }  # fmt: skip
 
 

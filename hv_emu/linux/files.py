@@ -1,14 +1,16 @@
 """Files of a Linux guest program: a descriptor table confined to the files the user grants.
 
 Models: the kernel's per-process file-descriptor table and open file descriptions (a position, an
-access mode), over three kinds of file: the standard streams (descriptors 0, 1, 2, wired to
-hv-emu's own standard input, output and error), host files the user named with ``--file
-GUESTPATH=HOSTPATH[:rw]``, and directories (``directories.py``): a granted host directory shows
-what is under it, read-only, and ``--sysroot DIR`` shows the tree under ``DIR`` read-only as the
-guest's root (``/dev/null`` is there whatever is granted: ``streams.NullDevice``) (``sysroot.py``
-walks those paths without ever leaving the tree). A path that was not granted and is not in the
-sysroot does not exist for the guest (``ENOENT``), whatever is on the host: the guest sees exactly
-the files the user chose, read-only unless ``:rw`` was given.
+access mode), over three kinds of file: the standard streams (descriptors 0, 1, 2, wired to hv-emu's
+own standard input, output and error), host files the user named with ``--file
+GUESTPATH=HOSTPATH[:rw]`` (``grants.py``: opened without ever blocking, ``..`` at a granted
+directory's root leading to the grant's parent as the program sees it), and directories
+(``directories.py``): a granted host directory shows what is under it, read-only, and ``--sysroot
+DIR`` shows the tree under ``DIR`` read-only as the guest's root (``/dev/null`` is there whatever is
+granted: ``streams.NullDevice``) (``sysroot.py`` walks those paths without ever leaving the tree). A
+path that was not granted and is not in the sysroot does not exist for the guest (``ENOENT``),
+whatever is on the host: the guest sees exactly the files the user chose, read-only unless ``:rw``
+was given.
 
 Follows: POSIX ``open``/``read``/``pread``/``write``/``lseek``/``close``/``fstat`` semantics as
 Linux implements them (lowest free descriptor, short reads at end of file, ``O_APPEND``,
@@ -16,7 +18,8 @@ Linux implements them (lowest free descriptor, short reads at end of file, ``O_A
 the ``struct stat`` layouts of ``arch/x86/include/uapi/asm/stat.h`` (x86-64 ``stat``, i386
 ``stat64``).
 
-Leaves out: pipes, sockets, ``dup``, file locks, ``O_CLOEXEC`` (there is no ``exec``),
+Leaves out: pipes, sockets and FIFOs (a granted FIFO or socket is ``EACCES``: opening it never
+waits for its other end), ``dup``, file locks, ``O_CLOEXEC`` (there is no ``exec``),
 permissions beyond the grant, writing inside a granted directory.
 
 Guest controls: paths, flags, descriptors, counts and offsets: all are checked here and every
@@ -31,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from hv_emu.errors import ConfigError
 from hv_emu.linux.directories import Directory
+from hv_emu.linux.grants import FileGrant, above_grants, open_granted, through_grants
 from hv_emu.linux.numbers import (
     O_ACCMODE,
     O_APPEND,
@@ -72,28 +75,6 @@ PATH_MAX = 4096
 #: system's limit with ``EINVAL``), so the host's ``pread``/``pwrite`` never see a larger one.
 MAX_FILE_OFFSET = (1 << 63) - 1
 
-
-
-@dataclass(frozen=True)
-class FileGrant:
-    """``--file GUESTPATH=HOSTPATH[:rw]``: the guest may open ``guest_path``, which is the host's
-    ``host_path``; for writing only if ``writable``."""
-
-    guest_path: str
-    host_path: Path
-    writable: bool = False
-
-    @classmethod
-    def parse(cls, spec: str) -> FileGrant:
-        guest, sep, host = spec.partition("=")
-        if not sep or not guest or not host:
-            raise ConfigError(f"--file {spec!r}: expected GUESTPATH=HOSTPATH[:rw]")
-        writable = host.endswith(":rw")
-        if writable or host.endswith(":ro"):
-            host = host[:-3]
-        if not host:
-            raise ConfigError(f"--file {spec!r}: the host path is empty")
-        return cls(posixpath.normpath(guest), Path(host), writable)
 
 
 @dataclass
@@ -179,6 +160,7 @@ class FileTable:
         access = flags & O_ACCMODE
         if access == O_ACCMODE:
             raise SyscallError(Errno.EINVAL, f"access mode {access}")
+        path = through_grants(self.grants, path)
         wants_write = access != O_RDONLY or flags & (O_CREAT | O_TRUNC)
         grant = self._file_grant(path)
         if grant is None and posixpath.normpath(path) == DEV_NULL:
@@ -204,7 +186,7 @@ class FileTable:
                                     (O_TRUNC, os.O_TRUNC)):  # fmt: skip
             if flags & guest_bit:
                 host_flags |= host_bit
-        host_fd = host_call(lambda: os.open(grant.host_path, host_flags | os.O_CLOEXEC, 0o644))
+        host_fd = open_granted(grant, host_flags)
         self._open[fd] = _HostFile(host_fd, readable=access != O_WRONLY,
                                    writable=access != O_RDONLY, append=bool(flags & O_APPEND))
         return fd
@@ -293,6 +275,11 @@ class FileTable:
         writable grant; ``X_OK`` never (no granted file is executable for the guest)."""
         if mode & ~(R_OK | W_OK | X_OK):
             raise SyscallError(Errno.EINVAL, f"mode {mode:#o}")
+        path = through_grants(self.grants, path)
+        if self._above(path):
+            if mode & W_OK:
+                raise SyscallError(Errno.EROFS, f"{path} is read-only for the program")
+            return
         grant = self._file_grant(path)
         if grant is None and posixpath.normpath(path) == DEV_NULL:
             if mode & X_OK:
@@ -315,6 +302,9 @@ class FileTable:
     def readlink(self, path: str) -> str:
         """``readlink(path)``: the target of a symbolic link in the sysroot or a granted
         directory; a granted file is no link (``EINVAL``), another path does not exist."""
+        path = through_grants(self.grants, path)
+        if self._above(path):
+            raise SyscallError(Errno.EINVAL, f"{path} is not a symbolic link")
         grant = self._file_grant(path)
         if grant is None:
             tree, inner, _ = self._tree(path)
@@ -341,7 +331,11 @@ class FileTable:
                          mtime=int(host.st_mtime), blocks=host.st_blocks)  # fmt: skip
 
     def stat(self, path: str, bits: int) -> bytes:
-        """``stat(path)`` of a granted path (as if opened and ``fstat``-ed)."""
+        """``stat(path)`` of a granted path (as if opened and ``fstat``-ed); without a sysroot,
+        the directories above the grants (``/``, ``dd/..``) are a synthetic, empty, read-only
+        directory (inode 0, time 0)."""
+        if self._above(through_grants(self.grants, path)):
+            return pack_stat(bits, mode=S_IFDIR | 0o555, size=0, ino=0, mtime=0)
         fd = self.open(path, O_RDONLY)
         try:
             return self.fstat(fd, bits)
@@ -349,6 +343,10 @@ class FileTable:
             self.close(fd)
 
     # ------------------------------------------------------------------ internals
+    def _above(self, path: str) -> bool:
+        """Without a sysroot, ``path`` is a synthetic directory above the grants."""
+        return self._root is None and above_grants(self.grants, path)
+
     def _file_grant(self, path: str) -> FileGrant | None:
         """The grant of ``path`` itself when it names a file (not a host directory)."""
         if not path:

@@ -41,7 +41,8 @@ X86_64: dict[int, str] = {
     267: "readlinkat", 269: "faccessat", 273: "set_robust_list", 302: "prlimit64",
     318: "getrandom", 334: "rseq",
     13: "rt_sigaction", 14: "rt_sigprocmask", 15: "rt_sigreturn", 62: "kill", 131: "sigaltstack",
-    200: "tkill", 234: "tgkill", 127: "rt_sigpending",
+    200: "tkill", 234: "tgkill", 127: "rt_sigpending", 128: "rt_sigtimedwait",
+    129: "rt_sigqueueinfo", 130: "rt_sigsuspend",
 }  # fmt: skip
 
 #: System-call number -> name, i386 (``syscall_32.tbl``).
@@ -59,7 +60,8 @@ I386: dict[int, str] = {
     295: "openat", 300: "fstatat64", 305: "readlinkat", 307: "faccessat", 311: "set_robust_list",
     340: "prlimit64", 355: "getrandom", 386: "rseq",
     37: "kill", 119: "sigreturn", 173: "rt_sigreturn", 174: "rt_sigaction", 175: "rt_sigprocmask",
-    186: "sigaltstack", 238: "tkill", 270: "tgkill", 176: "rt_sigpending",
+    186: "sigaltstack", 238: "tkill", 270: "tgkill", 176: "rt_sigpending", 177: "rt_sigtimedwait",
+    178: "rt_sigqueueinfo", 179: "rt_sigsuspend", 421: "rt_sigtimedwait_time64",
 }  # fmt: skip
 
 TABLES = {64: X86_64, 32: I386}
@@ -78,28 +80,39 @@ class Errno(IntEnum):
     EPERM = 1
     ENOENT = 2
     ESRCH = 3
+    EINTR = 4
     EIO = 5
+    ENXIO = 6
     EBADF = 9
     ENOMEM = 12
     EACCES = 13
     EFAULT = 14
     EEXIST = 17
+    EXDEV = 18
     ENODEV = 19
     ENOTDIR = 20
     EISDIR = 21
     EINVAL = 22
+    ENFILE = 23
     EMFILE = 24
     ENOTTY = 25
+    ETXTBSY = 26
+    EFBIG = 27
+    ENOSPC = 28
     ESPIPE = 29
     EROFS = 30
+    EMLINK = 31
     EPIPE = 32
     ERANGE = 34
     ENAMETOOLONG = 36
     EAGAIN = 11
     ENOSYS = 38
+    ENOTEMPTY = 39
     ELOOP = 40
+    EOVERFLOW = 75
     EOPNOTSUPP = 95
     ETIMEDOUT = 110
+    EDQUOT = 122
 
 
 # open() flags (``asm-generic/fcntl.h``, the same on i386 and x86-64).

@@ -3,7 +3,8 @@
 Models: the kernel's way of failing a system call: the call returns ``-errno`` and the process
 goes on. ``SyscallError`` carries the number and a reason (for traces and tests); ``host_call``
 runs a host file operation on the guest's behalf and turns the host's ``OSError`` into the same
-``errno`` (host and guest are both Linux, so the numbers agree; unknown ones become ``EIO``).
+``errno`` (host and guest are both Linux, so the numbers agree: ``ENOSPC``, ``EPIPE``, ``EFBIG``
+pass through as themselves; only numbers ``numbers.Errno`` does not list become ``EIO``).
 
 Follows: errno(3) and ``include/uapi/asm-generic/errno-base.h`` (``numbers.Errno``).
 

@@ -1,19 +1,21 @@
 """Signals for the one Linux process: dispositions, the blocked mask, the alternate stack, sending
 a signal to itself, and turning the CPU's exceptions into the signals Linux sends for them.
 
-Models: the signal half of Linux's ``kernel/signal.c`` and ``arch/x86/kernel/{signal,traps}.c``
-for a single-threaded process. ``rt_sigaction`` sets a handler (with ``SA_SIGINFO``,
-``SA_RESTORER``, ``SA_ONSTACK``, ``SA_NODEFER``, ``SA_RESETHAND`` and a mask), ``rt_sigprocmask``
-the blocked set, ``sigaltstack`` the alternate stack; ``kill``/``tkill``/``tgkill`` to the
-process itself make a signal pending, and a pending, unblocked signal is delivered when the call
-returns. A guest exception (a ``GuestException`` exit) becomes the signal Linux's trap handlers
-send: #DE SIGFPE/FPE_INTDIV, #UD SIGILL/ILL_ILLOPN, #PF SIGSEGV (SEGV_MAPERR where nothing is
-mapped, SEGV_ACCERR otherwise, ``si_addr`` = CR2), #GP SIGSEGV/SI_KERNEL, #NP/#SS SIGBUS, #AC
-SIGBUS/BUS_ADRALN, ``int3`` SIGTRAP, #MF/#XM SIGFPE. Delivery writes a frame (``sigframe.py``)
-and enters the handler; ``rt_sigreturn``/``sigreturn`` resume the interrupted code. Default
-actions: terminate (the exit status a shell shows, 128 + the signal number), or ignore
-(SIGCHLD, SIGURG, SIGWINCH, SIGCONT, and the stop signals: nothing would continue the process).
-A fault signal that is blocked or ignored kills, as Linux's ``force_sig_info`` does.
+Models: the signal half of Linux's ``kernel/signal.c`` and ``arch/x86/kernel/{signal,traps}.c`` for
+a single-threaded process. ``rt_sigaction`` sets a handler (with ``SA_SIGINFO``, ``SA_RESTORER``,
+``SA_ONSTACK``, ``SA_NODEFER``, ``SA_RESETHAND`` and a mask), ``rt_sigprocmask`` the blocked set,
+``sigaltstack`` the alternate stack; ``kill``/``tkill``/``tgkill`` to the process itself make a
+signal pending, and a pending, unblocked signal is delivered when the call returns; a write to a
+pipe whose reader went away sends ``SIGPIPE`` as it fails with ``EPIPE`` (``raise_on_return``). A
+guest exception (a ``GuestException`` exit) becomes the signal Linux's trap handlers send: #DE
+SIGFPE/FPE_INTDIV, #UD SIGILL/ILL_ILLOPN, #PF SIGSEGV (SEGV_MAPERR where nothing is mapped,
+SEGV_ACCERR otherwise, ``si_addr`` = CR2), #GP SIGSEGV/SI_KERNEL, #NP/#SS SIGBUS, #AC
+SIGBUS/BUS_ADRALN, ``int3`` SIGTRAP, #DB SIGTRAP/TRAP_TRACE (docs/UNICORN.md U64), #MF/#XM SIGFPE.
+Delivery writes a frame (``sigframe.py``) and enters the handler; ``rt_sigreturn``/``sigreturn``
+resume the interrupted code. Default actions: terminate (the exit status a shell shows, 128 + the
+signal number), or ignore (SIGCHLD, SIGURG, SIGWINCH, SIGCONT, and the stop signals: nothing would
+continue the process). A fault signal that is blocked or ignored kills, as Linux's
+``force_sig_info`` does.
 
 Follows: the Linux man-pages ``sigaction(2)``, ``sigprocmask(2)``, ``sigaltstack(2)``,
 ``kill(2)``, ``tgkill(2)``, ``signal(7)``; ``arch/x86/kernel/traps.c`` (``DO_ERROR`` table) for
@@ -61,7 +63,7 @@ SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6
             18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU",
             23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF",
             28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS"}  # fmt: skip
-SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGSTOP = 4, 5, 7, 8, 9, 11, 19
+SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGPIPE, SIGSTOP = 4, 5, 7, 8, 9, 11, 13, 19
 #: Signals whose default action is to do nothing here (ignore; stop and continue have no
 #: job control to answer to).
 DEFAULT_IGNORED = frozenset({17, 18, 19, 20, 21, 22, 23, 28})
@@ -76,14 +78,16 @@ SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31
 MINSIGSTKSZ = 2048
 #: si_code values (``uapi/asm-generic/siginfo.h``).
 SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
-ILL_ILLOPN, FPE_INTDIV, SEGV_MAPERR, SEGV_ACCERR, BUS_ADRALN = 2, 1, 1, 2, 1
+ILL_ILLOPN, FPE_INTDIV, SEGV_MAPERR, SEGV_ACCERR, BUS_ADRALN, TRAP_TRACE = 2, 1, 1, 2, 1, 2
+#: EFLAGS.TF: a single-step trap (#DB) after the next instruction.
+EFLAGS_TF = 0x100
 _SIGSET_SIZE = 8
 _UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 _RED_ZONE = 128  # x86-64 only
 #: Vector -> (signal, si_code, what si_addr is: "rip", "cr2" or None for 0), from Linux's
 #: ``DO_ERROR`` table and its #PF, #GP, #BP handlers.
 VECTOR_SIGNALS: dict[int, tuple[int, int, str | None]] = {
-    0: (SIGFPE, FPE_INTDIV, "rip"), 1: (SIGTRAP, SI_KERNEL, None), 3: (SIGTRAP, SI_KERNEL, None),
+    0: (SIGFPE, FPE_INTDIV, "rip"), 1: (SIGTRAP, TRAP_TRACE, "rip"), 3: (SIGTRAP, SI_KERNEL, None),
     4: (SIGSEGV, SI_KERNEL, None), 5: (SIGSEGV, SI_KERNEL, None), 6: (SIGILL, ILL_ILLOPN, "rip"),
     10: (SIGSEGV, SI_KERNEL, None), 11: (SIGBUS, SI_KERNEL, None), 12: (SIGBUS, SI_KERNEL, None),
     13: (SIGSEGV, SI_KERNEL, None), 14: (SIGSEGV, SEGV_MAPERR, "cr2"),
@@ -135,6 +139,10 @@ class Signals:
         self.pending: dict[int, bytes] = {}
         self.altstack = AltStack(0, SS_DISABLE, 0)
         self.delivered = 0
+        #: The mask a handler's frame saves instead of ``blocked`` (``sigwait.py``'s sigsuspend).
+        self.frame_mask: int | None = None
+        #: Where a 64-bit ``rt_sigreturn`` resumed with TF set (docs/UNICORN.md U64).
+        self._early_step: int | None = None
         self._word = bits // 8
         self._mask = (1 << bits) - 1
 
@@ -246,6 +254,8 @@ class Signals:
                 self.altstack = AltStack(0, SS_DISABLE, 0)
             elif mode in (0, SS_ONSTACK) and stack.size >= MINSIGSTKSZ:
                 self.altstack = AltStack(stack.sp, stack.flags & SS_AUTODISARM, stack.size)
+        if self.bits == 64 and registers.get("rflags", 0) & EFLAGS_TF:
+            self._early_step = registers["rip"]  # docs/UNICORN.md U64: drop the #DB at once
         return self._next(registers, c.paging) or Handled(registers=registers)
 
     def _kill(self, c: SignalCall) -> int | Outcome:
@@ -279,6 +289,20 @@ class Signals:
             self.pending[sig] = siginfo(self.bits, sig, code, pid=self.pid, uid=self.uid)
         return self._returning(c, 0)
 
+    def raise_on_return(self, c: SignalCall, sig: int, result: int, *,
+                        info: bytes | None = None) -> int | Outcome:  # fmt: skip
+        """``sig`` is sent to the caller as the call returns ``result`` (``SIGPIPE`` on ``-EPIPE``:
+        ``send_sig``, ``si_code`` SI_USER; ``info``: the siginfo ``rt_sigqueueinfo`` gave):
+        pending unless ignored, delivered as the call returns unless blocked."""
+        if not self._ignored(sig):
+            self.pending[sig] = info or siginfo(self.bits, sig, SI_USER, pid=self.pid,
+                                                uid=self.uid)  # fmt: skip
+        return self._returning(c, result)
+
+    def returning(self, c: SignalCall, result: int) -> int | Outcome:
+        """The call returns ``result``, a pending unblocked signal delivered first if any."""
+        return self._returning(c, result)
+
     # ------------------------------------------------------------------ delivery
     def _returning(self, c: SignalCall, result: int) -> int | Outcome:
         """A system call returns ``result``: deliver a pending unblocked signal first, if any."""
@@ -304,6 +328,11 @@ class Signals:
 
     def on_exception(self, exit_: GuestException) -> Outcome:
         """A CPU exception: the signal Linux sends for it, delivered now (it cannot wait)."""
+        early, self._early_step = self._early_step, None
+        if exit_.vector == 1 and exit_.rip == early:
+            # The #DB Unicorn raises as the SYSCALL hook returns with TF set, before the first
+            # instruction ran (docs/UNICORN.md U64): IRET would trap after it; TF stays set.
+            return Handled(registers={"rip": exit_.rip})
         mapped = VECTOR_SIGNALS.get(exit_.vector)
         if mapped is None:  # #DF, #MC...: nothing a handler could resume from
             return Unhandled(f"exception vector {exit_.vector} has no signal")
@@ -351,7 +380,8 @@ class Signals:
             return self._die(SIGSEGV, fault=False)  # x86-64 Linux: no restorer, no frame
         rt = self.bits == 64 or bool(action.flags & SA_SIGINFO)
         frame = build_frame(self.bits, sp=sp & self._mask, signo=sig, info=info, ctx=ctx,
-                            mask=self.blocked, stack=saved, handler=action.handler,
+                            mask=self.blocked if self.frame_mask is None else self.frame_mask,
+                            stack=saved, handler=action.handler,
                             restorer=restorer, rt=rt)  # fmt: skip
         try:
             write_virt(self.mem, paging, frame.address, frame.data)

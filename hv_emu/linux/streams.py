@@ -1,14 +1,18 @@
 """The standard streams of a Linux guest program: descriptors 0, 1 and 2 are hv-emu's own.
 
-Models: a pipe end as a program sees it: ``read`` returns what is available now (a line typed at
-a terminal), ``write`` goes to hv-emu's standard output or error at once, there is no position
-(``ESPIPE``), and a reader that went away is ``EPIPE``. ``None`` as the stream reads and writes
-nothing, as ``/dev/null`` does; ``NullDevice`` is ``/dev/null`` itself, which every program may
-open (C libraries and interpreters open it to park descriptors), with or without a sysroot.
+Models: a pipe end as a program sees it: ``read`` returns what is available now (a line typed at a
+terminal), ``write`` goes to hv-emu's standard output or error at once, there is no position
+(``ESPIPE``), a reader that went away is ``EPIPE`` (the caller sends ``SIGPIPE``), and any other
+host error is the host's own ``errno`` (``ENOSPC`` for ``hv-emu run ... > /dev/full``). ``None`` as
+the stream reads and writes nothing, as ``/dev/null`` does; ``NullDevice`` is ``/dev/null`` itself,
+which every program may open (C libraries and interpreters open it to park descriptors), with or
+without a sysroot.
 
-Follows: pipe(7) and read(2)/write(2) on pipes.
+Follows: pipe(7) and read(2)/write(2) on pipes: a write to a stream with a host descriptor is
+one ``write(2)`` of it (a short write is the program's to finish, as on Linux), after whatever
+hv-emu had buffered there.
 
-Leaves out: ``SIGPIPE``, terminals (``ioctl`` is ``ENOTTY``), non-blocking mode.
+Leaves out: terminals (``ioctl`` is ``ENOTTY``), non-blocking mode.
 
 Guest controls: counts and data; reads are capped by the caller (``files.MAX_IO``).
 """
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from hv_emu.linux.numbers import Errno
-from hv_emu.linux.refusals import SyscallError
+from hv_emu.linux.refusals import SyscallError, refusal
 
 
 @dataclass
@@ -45,14 +49,23 @@ class Stream:
     def write(self, data: bytes) -> int:
         if self.readable:
             raise SyscallError(Errno.EBADF, "not open for writing")
-        if self.stream is not None:
-            try:
-                self.stream.write(data)
-                self.stream.flush()
-            except BrokenPipeError:
-                # The host reader went away (hv-emu run prog | head): the program gets EPIPE, as
-                # it would on Linux (without the SIGPIPE, which the personality does not model).
-                raise SyscallError(Errno.EPIPE, "the reader of this stream has gone") from None
+        if self.stream is None:
+            return len(data)
+        try:
+            fd: int | None = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+            fd = None
+        try:
+            self.stream.flush()  # what hv-emu wrote there before goes first
+            if fd is not None:
+                # Unbuffered: a failed write leaves nothing behind for Python to retry at exit.
+                return os.write(fd, data)
+            self.stream.write(data)
+            self.stream.flush()
+        except OSError as err:
+            # The host reader went away (hv-emu run prog | head): EPIPE, and the caller sends
+            # SIGPIPE; a full device: ENOSPC; each as the host said it.
+            raise refusal(err) from None
         return len(data)
 
     def seek(self, offset: int, whence: int) -> int:

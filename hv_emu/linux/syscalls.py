@@ -50,7 +50,8 @@ from hv_emu.linux.numbers import (
     TABLES,
     Errno,
 )
-from hv_emu.linux.signals import Signals
+from hv_emu.linux.signals import SIGPIPE, Signals
+from hv_emu.linux.sigwait import SignalWaits
 from hv_emu.linux.startup import GID, PLATFORM, UID
 from hv_emu.linux.tls import USER_DESC, TlsSlots, UserDesc, selector
 from hv_emu.loaders.elf_process import ProcessImage
@@ -67,6 +68,8 @@ _UTS_FIELD = 65
 #: ``prlimit64``'s RLIMIT_STACK (3); every other resource reads as unlimited.
 RLIMIT_STACK = 3
 RLIM_INFINITY = (1 << 64) - 1
+#: The calls that write to a stream: ``-EPIPE`` from one comes with ``SIGPIPE``.
+_PIPE_WRITES = frozenset({"write", "writev"})
 
 #: What a handler returns: a value for RAX (negative: an errno) or an outcome of its own.
 Result = int | Outcome
@@ -148,7 +151,7 @@ class LinuxProcess:
             "access": self._access, "faccessat": self._faccessat, "readlink": self._readlink,
             "readlinkat": self._readlinkat, "fstatat64": self._newfstatat,
             "set_thread_area": self._set_thread_area, "get_thread_area": self._get_thread_area,
-            **self.signals.handlers(),
+            **self.signals.handlers(), **SignalWaits(self.signals).handlers(),
         }  # fmt: skip
         # mmap, munmap, mprotect, pread64, getdents64, readlink of /proc/self/exe (dynamic.py).
         self.dynamic = DynamicCalls(mem, (process.mmap.start, process.mmap.end), files, exe,
@@ -197,6 +200,9 @@ class LinuxProcess:
                 result = handler(call)
             except SyscallError as refused:
                 result = -refused.errno
+                if refused.errno == Errno.EPIPE and name in _PIPE_WRITES:
+                    # pipe_write: the reader has gone, SIGPIPE to the writer (pipe(7)).
+                    result = self.signals.raise_on_return(call, SIGPIPE, result)
             except (PageFault, GuestMemoryError):
                 result = -Errno.EFAULT
         if isinstance(result, int):

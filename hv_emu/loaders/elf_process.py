@@ -48,7 +48,7 @@ from hv_emu.layout import (
 )
 from hv_emu.loaders.elf_file import ELF_PAGE, ElfImage, SegmentFlags
 from hv_emu.loaders.flat import GDT_ENTRIES
-from hv_emu.memory.boot import BootState
+from hv_emu.memory.boot import FCW_FNINIT, BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.tables import PageTableBuilder
 from hv_emu.memory.walk import PagingMode, write_virt
@@ -198,7 +198,8 @@ def load_elf(mem: GuestMemory, elf: ElfImage, interp: ElfImage | None = None) ->
     entry = interp_base + interp.entry if interp is not None else elf.entry + bias
     boot = BootState(mode=elf.bits, entry=entry, stack=stack.end, paging=paging,
                      gdt_base=GDT_ADDR, gdt_limit=8 * len(entries) - 1,
-                     gdt_linear=gdt_linear)  # fmt: skip
+                     gdt_linear=gdt_linear,  # the x87 as Linux starts one: docs/UNICORN.md U63
+                     fpu_control=FCW_FNINIT)  # fmt: skip
     phdr = elf.phdr_address()
     return ProcessImage(elf, boot, stack, heap, mmap, None if phdr is None else phdr + bias,
                         bias, interp_base)  # fmt: skip

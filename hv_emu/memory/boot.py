@@ -21,6 +21,12 @@ from hv_emu.memory.walk import PagingState
 
 #: The operating modes a guest may start in (``--mode``).
 MODES = (16, 32, 64)
+#: The x87 control word at power-up and RESET (Intel SDM vol. 3A table 9-1: 0040H): what a flat
+#: guest sees.
+FCW_INIT = 0x0040
+#: The x87 control word after FNINIT (all exceptions masked, 64-bit precision, round to nearest):
+#: what Linux gives a new process (``fpstate_init_fstate``).
+FCW_FNINIT = 0x037F
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class BootState:
     always set (long mode requires paging). ``gdt_base``/``gdt_limit`` describe the loader's flat
     GDT (0/0 in real mode); ``gdt_base`` is its physical address, and ``gdt_linear`` (if set) the
     GDTR base once paging is on, where the guest's page tables map it (``None``: ``gdt_base``).
+    ``fpu_control`` is the x87 control word: ``FCW_INIT`` for a flat guest, ``FCW_FNINIT`` for a
+    Linux process (docs/UNICORN.md U63).
     """
 
     mode: int
@@ -41,6 +49,8 @@ class BootState:
     gdt_base: int = 0
     gdt_limit: int = 0
     gdt_linear: int | None = None
+    #: The x87 control word the guest starts with (MXCSR is always 1F80H, status 0, tags empty).
+    fpu_control: int = FCW_INIT
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -14,7 +14,8 @@ a time with ``uc_reg_read_batch``, as the Python wrapper costs four times as muc
 on).
 
 Leaves out: compatibility mode (a long-mode guest is assumed to run 64-bit code: CS.L is not
-read), MSRs other than EFER, the FPU/SSE state, SMP.
+read), MSRs other than EFER, the FPU/SSE data registers (only the x87 control, status and tag
+words and MXCSR are set at reset, U63), SMP.
 
 Guest controls: every register value read here; nothing here trusts one (the mode is decided from
 CR0 and EFER as the CPU decides it, whatever the guest wrote into them).
@@ -36,6 +37,11 @@ from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import CR0_PE, EFER_LMA, MSR_EFER, PagingState
 
 U64 = 0xFFFFFFFFFFFFFFFF
+#: MXCSR at power-up and RESET (SDM vol. 3A table 9-1), and as Linux starts a process: every
+#: SIMD exception masked.
+MXCSR_RESET = 0x1F80
+#: The full x87 tag word with all eight registers empty (11b each), as FNINIT leaves it.
+FPTAG_EMPTY = 0xFFFF
 
 #: A raw IN hook: (engine handle, port, size, user data) -> the value read.
 RawInHook = Callable[[object, int, int, object], int]
@@ -257,6 +263,12 @@ class Engine:
             # The donor loaded the flat descriptors with paging off (physical = linear); with
             # paging on, the CPU reads the GDT at a linear address (docs/UNICORN.md U38).
             self.uc.reg_write(X.UC_X86_REG_GDTR, (0, boot.gdt_linear, boot.gdt_limit, 0))
+        # Unicorn's fresh engine leaves FCW = 0 and MXCSR = 0 (every x87 exception unmasked,
+        # single precision); the x87 and SSE control state is set here (docs/UNICORN.md U63).
+        self.uc.reg_write(X.UC_X86_REG_FPCW, boot.fpu_control)
+        self.uc.reg_write(X.UC_X86_REG_FPSW, 0)
+        self.uc.reg_write(X.UC_X86_REG_FPTAG, FPTAG_EMPTY)
+        self.uc.reg_write(X.UC_X86_REG_MXCSR, MXCSR_RESET)
         self.set_reg("rsp", boot.stack)
         self.set_reg("rip", boot.entry)
         self.uc.ctl_flush_tb()  # the loader wrote a new image, which Unicorn did not see (U9)
