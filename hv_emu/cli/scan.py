@@ -18,7 +18,9 @@ database allows (``splittable``); results are printed in walk order, the same ou
 process gives.
 
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
-not be read), else 2 on an error (a bad database or option, a path that cannot be read), else 0.
+not be read), else 2 on an error (a bad database or option, a path that cannot be read, standard
+output that cannot be written: ``OutputError``, one line), else 0; a reader of standard output
+that went away (``| head -1``) ends the scan quietly with 141 (``hv_emu/usage.py``).
 
 Follows: clamscan 1.4's output lines and exit codes, and the raw-mode semantics of
 docs/SIGNATURES.md (every name, every layout, no file typing or decoding).
@@ -65,6 +67,7 @@ from typing import Any, TextIO
 
 from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database import ENGINES, SignatureDatabase, compile_files
+from hv_emu.usage import OutputError
 
 CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet
@@ -351,7 +354,12 @@ def run_scan(
         summary.infected += bool(result.names)
         summary.errors += result.error is not None
         progress.clear()
-        _report(out, err, result, as_json=as_json, infected_only=infected_only)
+        try:
+            _report(out, err, result, as_json=as_json, infected_only=infected_only)
+        except OSError as error:  # standard output: a full disk, or its reader went away
+            if results is not None:
+                results.close()  # ends the workers
+            raise OutputError(error) from None
     if results is not None:
         results.close()  # ends the workers
     elapsed = clock() - started

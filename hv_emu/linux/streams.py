@@ -53,6 +53,11 @@ class Stream:
                 # The host reader went away (hv-emu run prog | head): the program gets EPIPE, as
                 # it would on Linux (without the SIGPIPE, which the personality does not model).
                 raise SyscallError(Errno.EPIPE, "the reader of this stream has gone") from None
+            except OSError as err:  # a full disk (> /dev/full): the program sees the host's error
+                code = Errno.EIO
+                if err.errno is not None and err.errno in Errno._value2member_map_:
+                    code = Errno(err.errno)
+                raise SyscallError(code, err.strerror or "write failed") from None
         return len(data)
 
     def seek(self, offset: int, whence: int) -> int:
