@@ -13,6 +13,9 @@ Exit status:
     70 an internal error of hv-emu (a bug: please report it)
 A Linux ELF program that calls exit/exit_group makes ``hv-emu run`` exit with the program's own
 status instead, as ``qemu-x86_64`` does (docs/ELF.md); its other ends keep the codes above.
+    130 interrupted (Ctrl-C): every output file left as it was
+The files it writes (``OUTPUTS``) are never one it reads, and each is replaced only once the run
+ended (``outputs.py``); the ending's line and status are ``run_status.py``'s.
 
 Follows: README.md (``hv-emu run``), docs/ELF.md, docs/EVENTS.md.
 
@@ -166,7 +169,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                      help="write the final 80x25 text screen here, as 25 lines")
     run.add_argument("--report", type=Path, action=Once, metavar="FILE",
                      help="write a self-contained HTML page of the run: exits by reason, a "
-                          "timeline, detections, hypercalls, the final screen (replaces FILE)")
+                          "timeline, detections, hypercalls, the final screen (replaces FILE once "
+                          "the run ended)")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
     run.add_argument("--realtime", action="store_true",
                      help="guest time (the PIT) follows the host's clock instead of the guest's "
