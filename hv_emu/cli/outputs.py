@@ -123,6 +123,8 @@ class OutputText(io.TextIOWrapper):
             self.error = self.error or err
             with contextlib.suppress(OSError):
                 self.buffer.close()  # closes the descriptor, unflushed text dropped
+            if not self._keep:
+                raise
         if self._keep and self.error is not None:
             why = self.error.strerror or str(self.error)
             raise HostError(f"cannot write {self._what} to {self._shown}: {why}")

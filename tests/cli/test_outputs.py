@@ -19,8 +19,8 @@ from guest_tool.keys import generate_keypair
 from guest_tool.programs import build_program
 from hv_emu import SAMPLE_DB
 from hv_emu.cli.main import main
-from hv_emu.cli.outputs import Outputs
-from hv_emu.errors import ConfigError
+from hv_emu.cli.outputs import Outputs, OutputText
+from hv_emu.errors import ConfigError, HostError
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_OPTIONS = ("--report", "--events", "--screen", "--trace-json")
@@ -234,3 +234,16 @@ def test_outputs_prepare_commit_and_discard(tmp_path: Path) -> None:
     assert temporaries(tmp_path) == []
     with pytest.raises(ConfigError, match="same file as --in"):
         Outputs.prepare([("--a", kept)], [("--in", kept)])
+
+
+def test_a_failed_last_flush_is_an_error_never_a_short_file() -> None:
+    """The last write of a report happens at close: its error must reach the caller (who then
+    discards the temporary) whether or not the stream keeps errors."""
+    plain = OutputText(os.open("/dev/full", os.O_WRONLY), "r.html", "the report")
+    plain.write("<html>")
+    with pytest.raises(OSError, match="No space left"):
+        plain.close()
+    kept = OutputText(os.open("/dev/full", os.O_WRONLY), "t.json", "the trace", keep_errors=True)
+    kept.write("{}\n")
+    with pytest.raises(HostError, match=r"cannot write the trace to t\.json: No space left"):
+        kept.close()
