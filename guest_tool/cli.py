@@ -15,7 +15,8 @@ hypervisor with VMCALL.
     guest-tool manifest update.hvdb --key demo.key            # update.hvdb.manifest, once
     guest-tool push update.hvdb --to udp:127.0.0.1:5555      # a relay: no private key
 
-Exit status: 0 success, 2 a bad argument or file (one line on standard error), 70 a bug.
+Exit status: 0 success, 2 a bad argument or file (one line on standard error; standard output
+closed or unwritable too), 141 the reader of standard output went away (quietly), 70 a bug.
 
 Follows: ``docs/UPDATE-FORMAT.md`` (bundles), ``docs/ABI.md`` (the programs' hypercalls) and
 ``docs/PROTOCOL.md`` (``push``: the update over the network, ``guest_tool/push.py``).
@@ -49,7 +50,17 @@ from hv_emu.errors import ConfigError, DatabaseError, HvEmuError
 from hv_emu.memory.boot import MODES
 from hv_emu.named_file import read_user_file
 from hv_emu.scanner.signatures import parse_database
-from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser, integer, plural
+from hv_emu.usage import (
+    EXIT_BUG,
+    EXIT_USAGE,
+    OneLineParser,
+    OutputError,
+    integer,
+    output_failed,
+    plural,
+    standard_output_error,
+    standard_output_open,
+)
 
 EXIT_OK = 0
 #: What ``hv-emu run`` needs besides the image for a program ``--program`` builds.
@@ -140,6 +151,14 @@ def _write(path: Path, image: bytes) -> None:
         raise ConfigError(f"cannot write {path}: {err.strerror}") from None
 
 
+def _say(text: str) -> None:
+    """One line of results on standard output; a failed write is an ``OutputError``."""
+    try:
+        print(text)
+    except OSError as err:  # a full disk, or the reader went away
+        raise OutputError(err) from None
+
+
 def _build_linux_elf(args: argparse.Namespace) -> None:
     """``hvupdate``: one program for every update, which takes the files as its arguments."""
     if args.sig is not None or args.mode != 64 or args.load is not None:
@@ -151,7 +170,7 @@ def _build_linux_elf(args: argparse.Namespace) -> None:
         args.output.chmod(0o755)
     except OSError as err:
         raise ConfigError(f"cannot make {args.output} executable: {err.strerror}") from None
-    print(f"wrote {args.output} ({len(image)} bytes), a static x86-64 Linux program; run it with: "
+    _say(f"wrote {args.output} ({len(image)} bytes), a static x86-64 Linux program; run it with: "
           f"hv-emu run {args.output} --trust KEY.pub --file U=UPDATE --file U.sig=UPDATE.sig "
           f"-- U U.sig")
 
@@ -172,21 +191,21 @@ def _buildable(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         private, public = generate_keypair(args.stem, args.alg)
-        print(f"wrote {private} (private, keep it secret) and {public} (public: hv-emu --trust)")
+        _say(f"wrote {private} (private, keep it secret) and {public} (public: hv-emu --trust)")
     elif args.command == "sample-db":
         _write(args.output, SAMPLE_DB.read_bytes())
-        print(f"wrote {args.output}: the sample database (Aircop, Burghofer, Burglar, Carnage, "
+        _say(f"wrote {args.output}: the sample database (Aircop, Burghofer, Burglar, Carnage, "
               "EICAR test string)")
     elif args.command == "bundle":
         out, sig = write_bundle(
             args.db, version=args.version, key_path=args.key, out=args.output,
             expires_in_days=args.expires_in, kind=args.kind, validate=_validate,
         )  # fmt: skip
-        print(f"wrote {out} ({out.stat().st_size} bytes) and {sig}")
+        _say(f"wrote {out} ({out.stat().st_size} bytes) and {sig}")
     elif args.command == "push":
-        print(run_push_command(args))
+        _say(run_push_command(args))
     elif args.command == "manifest":
-        print(run_manifest_command(args))
+        _say(run_manifest_command(args))
     elif args.format == "linux-elf":
         _build_linux_elf(args)
     elif args.program is not None or args.asm is not None:
@@ -199,14 +218,14 @@ def run(args: argparse.Namespace) -> int:
         if args.load is not None:
             hint += f" --load {args.load:#x}"
         hint += RUN_NEEDS.get(args.program or "", "")
-        print(f"wrote {args.output} ({len(image)} bytes); run it with: "
+        _say(f"wrote {args.output} ({len(image)} bytes); run it with: "
               f"hv-emu run {args.output}{hint}")
     elif args.nic:
         if args.mode != 64 or not 0 <= args.rx_frames < 1 << 31:
             raise ConfigError("--nic builds a 64-bit guest; --rx-frames must be 0..2^31-1")
         image = build_program("nic", load=args.load, equates={"RX_FRAMES": args.rx_frames})
         _write(args.output, image)
-        print(f"wrote {args.output} ({len(image)} bytes); run it with: "
+        _say(f"wrote {args.output} ({len(image)} bytes); run it with: "
               f"hv-emu run {args.output} --net udp:127.0.0.1:PORT,peer=HOST:PORT")
     elif args.write is not None:
         if args.mode != 64:
@@ -216,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
             prd_bytes=args.prd_bytes, lba48=True if args.lba48 else None,
         )  # fmt: skip
         _write(args.output, built.image)
-        print(f"wrote {args.output} ({len(built.image)} bytes): "
+        _say(f"wrote {args.output} ({len(built.image)} bytes): "
               f"{plural(built.sectors, 'sector')} at LBA {built.lba} via {args.via} in "
               f"{plural(built.commands, 'command')}; run it with: "
               f"hv-emu run {args.output} --disk DISK.img --db SIGNATURES")
@@ -230,19 +249,32 @@ def run(args: argparse.Namespace) -> int:
         hint = "" if args.mode == 64 else f" --mode {args.mode}"
         if args.load is not None:
             hint += f" --load {args.load:#x}"
-        print(f"wrote {args.output} ({len(image)} bytes); run it with: "
+        _say(f"wrote {args.output} ({len(image)} bytes); run it with: "
               f"hv-emu run {args.output}{hint} --trust KEY.pub")
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not standard_output_open("guest-tool"):
+        return EXIT_USAGE
+    status = _command(args)
+    failed = standard_output_error()
+    return status if failed is None else output_failed("guest-tool", failed)
+
+
+def _command(args: argparse.Namespace) -> int:
     try:
         return run(args)
+    except OutputError as err:  # standard output: a full disk, or its reader went away
+        return output_failed("guest-tool", err.error)
     except HvEmuError as err:
         print(f"guest-tool: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:
+        failed = standard_output_error() if isinstance(err, OSError) else None
+        if failed is not None:  # standard output, not a bug: a full disk, a reader gone
+            return output_failed("guest-tool", failed)
         print(f"guest-tool: internal error: {type(err).__name__}: {err} (please report)",
               file=sys.stderr)
         return EXIT_BUG

@@ -9,7 +9,11 @@ runs, so ``scan`` starts without the emulator (``COMMANDS``).
 Guest output (port 0xE9) goes to standard output as it happens; hv-emu's own messages go to standard
 error. Nothing the guest or the user does produces a Python traceback: every error is one line.
 
-Exit status: ``hv-emu run``'s are listed in ``run.py``, ``hv-emu scan``'s in ``scan.py``.
+Exit status: ``hv-emu run``'s are listed in ``run.py``, ``hv-emu scan``'s in ``scan.py``; for
+either, standard output that is closed or cannot be written (a full disk) is one line and 2, and a
+reader of it that went away (``hv-emu scan ... | head -1``) ends the command quietly with 141
+(``hv_emu/usage.py``). A file named by an output option is never one hv-emu did not write
+(``outputs.py``).
 
 Follows: argparse conventions; exit codes in the spirit of sysexits.h (70 = EX_SOFTWARE).
 
@@ -27,7 +31,15 @@ from pathlib import Path
 
 from hv_emu import __version__
 from hv_emu.errors import HvEmuError
-from hv_emu.usage import EXIT_BUG, EXIT_USAGE, OneLineParser
+from hv_emu.usage import (
+    EXIT_BUG,
+    EXIT_USAGE,
+    OneLineParser,
+    OutputError,
+    output_failed,
+    standard_output_error,
+    standard_output_open,
+)
 
 #: The sub-commands, in the order ``--help`` lists them. Each one's module is imported only when
 #: that sub-command runs (or for ``hv-emu --help``): ``run`` pulls in the CPU emulator, the
@@ -84,11 +96,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # `hv-emu run PROG [options] -- ARGS...`: everything after the first -- is the program's.
+    # A trailing -- with nothing after it (`-- "$@"` with no arguments) means no arguments.
     argv = list(sys.argv[1:] if argv is None else argv)
-    guest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
-    own = argv[: len(argv) - len(guest_args) - bool(guest_args)]
+    end = argv.index("--") if "--" in argv else len(argv)
+    own, guest_args = argv[:end], argv[end + 1 :]
     args = build_parser(command_of(own)).parse_args(own)
     args.guest_args = guest_args
+    if not standard_output_open("hv-emu"):
+        return EXIT_USAGE
+    status = _command(args)
+    failed = standard_output_error()
+    return status if failed is None else output_failed("hv-emu", failed)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the sub-command: every error it raises becomes one line and an exit status."""
     try:
         if args.command == "run":
             from hv_emu.cli.run import cmd_run
@@ -99,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cmd_scan(args, sys.stdout, sys.stderr)
         return cmd_demo(args)
+    except OutputError as err:  # standard output: a full disk, or its reader went away
+        return output_failed("hv-emu", err.error)
     except HvEmuError as err:  # the user's (or the image's) fault: one line
         print(f"hv-emu: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hv-emu: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # a bug of ours: still one line, and say so
+        failed = standard_output_error() if isinstance(err, OSError) else None
+        if failed is not None:  # standard output, not a bug: a full disk, a reader gone
+            return output_failed("hv-emu", failed)
         print(f"hv-emu: internal error: {type(err).__name__}: {err} (please report)",
               file=sys.stderr)
         return EXIT_BUG

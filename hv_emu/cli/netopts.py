@@ -26,6 +26,7 @@ from hv_emu.layout import GUEST_MAC, HV_IPV4, HV_MAC, UPDATE_UDP_PORT
 from hv_emu.machine import MachineConfig
 from hv_emu.net.backends import parse_net_spec
 from hv_emu.net.config import NetConfig, format_mac, parse_ipv4, parse_mac, parse_port
+from hv_emu.usage import Once
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     group.add_argument("--net", metavar="SPEC",
                        help="udp:LOCAL_HOST:PORT[,peer=HOST:PORT] (QEMU -netdev dgram framing) "
                             "or mcast:GROUP:PORT (a hub shared by several hosts)")  # fmt: skip
-    group.add_argument("--capture", type=Path, metavar="FILE.pcap",
+    group.add_argument("--capture", type=Path, action=Once, metavar="FILE.pcap",
                        help="record every frame through the hypervisor's switch (pcap)")
     group.add_argument("--hv-mac", default=format_mac(HV_MAC), metavar="MAC",
                        help="the hypervisor's own MAC (default %(default)s)")

@@ -13,6 +13,9 @@ Exit status:
     70 an internal error of hv-emu (a bug: please report it)
 A Linux ELF program that calls exit/exit_group makes ``hv-emu run`` exit with the program's own
 status instead, as ``qemu-x86_64`` does (docs/ELF.md); its other ends keep the codes above.
+    130 interrupted (Ctrl-C): every output file left as it was
+The files it writes (``OUTPUTS``) are never one it reads, and each is replaced only once the run
+ended (``outputs.py``); the ending's line and status are ``run_status.py``'s.
 
 Follows: README.md (``hv-emu run``), docs/ELF.md, docs/EVENTS.md.
 
@@ -26,14 +29,25 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
+from hv_emu.cli.outputs import Outputs
+from hv_emu.cli.run_status import (
+    EXIT_FAULT,
+    EXIT_HALT,
+    EXIT_STOPPED,
+    EXIT_TIMEOUT,
+    exit_status,
+    program_end,
+    program_summary,
+    run_summary,
+)
 from hv_emu.debug.gdbstub import serve_gdb
 from hv_emu.debug.recorder import RunRecorder
 from hv_emu.debug.report_html import RunInfo, render
@@ -45,16 +59,16 @@ from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE
 from hv_emu.inspection import ACTIONS, DEFAULT_ACTIONS, parse_actions
 from hv_emu.layout import DEFAULT_MEM_MIB
 from hv_emu.linux.files import FileGrant, FileTable
-from hv_emu.linux.signals import signal_name
-from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.loaders.flat import PAGING_CHOICES
 from hv_emu.machine import DISK_CONTROLLERS, Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
 from hv_emu.named_file import read_user_file
-from hv_emu.usage import integer
+from hv_emu.usage import Once, drop_standard_output, integer
 
-EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
+#: Every file ``hv-emu run`` writes, as its option (hv_emu/cli/outputs.py: none is ever a file it
+#: reads, each is written whole or not at all).
+OUTPUTS = ("--report", "--events", "--screen", "--trace-json", "--capture")
 
 
 def _positive_float(text: str) -> float:
@@ -98,14 +112,14 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                                      "(arguments for the program after --).")  # fmt: skip
     run.add_argument("image", type=Path, nargs="?",
                      help="flat binary image or ELF executable (or --boot DISK.img)")
-    run.add_argument("--boot", type=Path, metavar="DISK.img",
+    run.add_argument("--boot", type=Path, action=Once, metavar="DISK.img",
                      help="instead of IMAGE: put DISK.img on the primary ATA channel and boot its "
                           "sector 0 at 0000:7C00 in real mode with DL=80h, as a PC's BIOS does "
                           "(hv-emu's own firmware: docs/DEVICES.md)")
     run.add_argument("--file", action="append", default=[], metavar="GUESTPATH=HOSTPATH[:rw]",
                      help="ELF programs: let the program open HOSTPATH as GUESTPATH (read-only "
                           "unless :rw); no other file exists for it (repeatable)")
-    run.add_argument("--sysroot", type=Path, metavar="DIR",
+    run.add_argument("--sysroot", type=Path, action=Once, metavar="DIR",
                      help="ELF programs: the program sees DIR read-only as its root; a "
                           "dynamically linked program's loader and libraries come from it "
                           "(--sysroot / for the host's own; default: nothing of the host)")
@@ -126,13 +140,14 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                      help="watchdog: stop a guest that runs longer (default 30)")
     run.add_argument("--trust", type=Path, action="append", default=[], metavar="PUB.pem",
                      help="a public key trusted to sign updates (repeatable)")
-    run.add_argument("--db", type=Path,
+    run.add_argument("--db", type=Path, action=Once,
                      help="initial signature database, one file (.db, .ndb or .ldb; a hash "
                           "database .hdb/.hsb loads, but names whole files: not applied to disk "
-                          "writes)")
-    run.add_argument("--state", type=Path, metavar="DIR",
+                          "writes); given once: hv-emu scan takes several")
+    run.add_argument("--state", type=Path, action=Once, metavar="DIR",
                      help="persist the installed database and its version counter here")
-    run.add_argument("--events", type=Path, metavar="FILE", help="write events as JSON lines")
+    run.add_argument("--events", type=Path, action=Once, metavar="FILE",
+                     help="write events as JSON lines")
     run.add_argument("--events-max", type=_events_max, default=DEFAULT_MAX_BYTES, metavar="BYTES",
                      help=f"largest --events file (default {DEFAULT_MAX_BYTES}, 64 MiB; 0: no "
                           f"limit); past it, hypercall events are dropped first and an "
@@ -142,7 +157,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--sync-updates", action="store_true",
                      help="update_signatures answers only once the new database is active (the "
                           "guest's pause then includes the compile; for tests and teaching)")
-    run.add_argument("--disk", type=Path, metavar="IMAGE",
+    run.add_argument("--disk", type=Path, action=Once, metavar="IMAGE",
                      help="raw disk image on the primary ATA channel (every write is scanned)")
     run.add_argument("--disk-size", type=int, metavar="MiB",
                      help="create the --disk image with this size first (it must not exist)")
@@ -152,18 +167,19 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--on-detect", type=_actions, default=DEFAULT_ACTIONS, metavar="ACTIONS",
                      help=f"what a detection does: a comma list of {','.join(ACTIONS)} "
                           f"(default {','.join(DEFAULT_ACTIONS)})")
-    run.add_argument("--screen", type=Path, metavar="FILE",
+    run.add_argument("--screen", type=Path, action=Once, metavar="FILE",
                      help="write the final 80x25 text screen here, as 25 lines")
-    run.add_argument("--report", type=Path, metavar="FILE",
+    run.add_argument("--report", type=Path, action=Once, metavar="FILE",
                      help="write a self-contained HTML page of the run: exits by reason, a "
-                          "timeline, detections, hypercalls, the final screen (replaces FILE)")
+                          "timeline, detections, hypercalls, the final screen (replaces FILE once "
+                          "the run ended)")
     run.add_argument("-q", "--quiet", action="store_true", help="no summary on standard error")
     run.add_argument("--realtime", action="store_true",
                      help="guest time (the PIT) follows the host's clock instead of the guest's "
                           "own work (virtual and reproducible by default)")  # fmt: skip
     run.add_argument("--trace", action="store_true",
                      help="print every VM exit on standard error, and exits by reason at the end")
-    run.add_argument("--trace-json", type=Path, metavar="FILE",
+    run.add_argument("--trace-json", type=Path, action=Once, metavar="FILE",
                      help="write every VM exit as a JSON line (see hv_emu/debug/trace.py)")
     run.add_argument("--gdb", type=_port, metavar="PORT",
                      help="wait for gdb on 127.0.0.1:PORT (0: any free port) and let it drive")
@@ -171,15 +187,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     run.set_defaults(defaults_of=run.get_default)  # the report's header names what was changed
 
 
-def _run_watched(machine: Machine, args: argparse.Namespace) -> RunResult:
+def _run_watched(machine: Machine, args: argparse.Namespace, outputs: Outputs) -> RunResult:
     """Run the guest, under gdb if asked, with the exit tracer attached if asked."""
-    records = None
-    if args.trace_json is not None:
-        try:
-            records = args.trace_json.open("w", encoding="utf-8")
-        except OSError as err:
-            why = err.strerror
-            raise HostError(f"cannot write the trace to {args.trace_json}: {why}") from None
+    records = outputs.open_text("--trace-json", "the trace", keep_errors=True)
     tracer = None
     if args.trace or records is not None:
         lines = sys.stderr if args.trace else None
@@ -203,36 +213,6 @@ def _announce_gdb(port: int) -> None:
           file=sys.stderr, flush=True)  # fmt: skip
 
 
-def _open_events(path: Path | None) -> TextIO | None:
-    if path is None:
-        return None
-    try:
-        return path.open("w", encoding="utf-8")
-    except OSError as err:
-        raise HostError(f"cannot write events to {path}: {err.strerror}") from None
-
-
-def _write_screen(path: Path, rows: list[str]) -> None:
-    """The guest's text screen as the user would have seen it: 25 lines, trailing blanks cut."""
-    try:
-        path.write_text("".join(row.rstrip() + "\n" for row in rows), encoding="utf-8")
-    except OSError as err:
-        raise HostError(f"cannot write the screen to {path}: {err.strerror}") from None
-
-
-def _open_report(path: Path | None) -> TextIO | None:
-    """Open ``--report`` before the guest runs (replacing the file, as ``--events`` does), so a
-    path that cannot be written is one line and exit 2 before the run, not after it."""
-    if path is None:
-        return None
-    if path.is_dir():
-        raise ConfigError(f"--report {path} is a directory: give a file to write")
-    try:
-        return path.open("w", encoding="utf-8")
-    except OSError as err:
-        raise HostError(f"cannot write the report to {path}: {err.strerror}") from None
-
-
 def _record(machine: Machine, events: EventLog) -> RunRecorder:
     """A recorder fed by every exit, event and disk write of the run (``--report``)."""
     recorder = RunRecorder(hypercall_name=machine.hypercalls.name, clock_unit="milliseconds",
@@ -252,8 +232,8 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
     linux = machine.linux
     match final:
         case _ if linux is not None and linux.exit_status is not None:
-            status, ending = linux.exit_status, _program_end(linux)
-            summary = _program_summary(linux, summary)
+            status, ending = linux.exit_status, program_end(linux)
+            summary = program_summary(linux, summary)
         case Halt(rip=rip):
             status, ending = EXIT_HALT, f"guest halted (HLT, RIP={rip:#x} after it)"
         case Fault():
@@ -285,15 +265,6 @@ def _option_text(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-def _drop_standard_output() -> None:
-    """The reader of standard output went away (``hv-emu run | head``): send what is still
-    buffered to /dev/null, so flushing it at exit is not a second broken pipe (the recipe of the
-    Python docs, "Note on SIGPIPE")."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def _load(machine: Machine, image: bytes, args: argparse.Namespace) -> None:
@@ -336,61 +307,31 @@ def _check_boot(args: argparse.Namespace) -> bytes | None:
     return None
 
 
-def _program_exited(linux: LinuxProcess, summary: str, quiet: bool, final: Exit) -> int:
-    """A Linux program called exit, or a signal killed it: hv-emu run exits with the program's
-    own status (128 + the signal's number, as a shell shows it); a fault it had no handler for
-    is reported as any guest fault is."""
-    if isinstance(final, Fault):
-        print(f"hv-emu: {final.describe()}", file=sys.stderr)
-    if not quiet:
-        print(f"hv-emu: {_program_end(linux)}: {_program_summary(linux, summary)}",
-              file=sys.stderr)  # fmt: skip
-    return linux.exit_status or 0
-
-
-def _program_end(linux: LinuxProcess) -> str:
-    """How a Linux program ended (the CLI's last line and the report's header say the same)."""
-    how = "exited"
-    if linux.killed_by is not None:
-        how = f"killed by {signal_name(linux.killed_by)}, exited"
-    return f"program {how} with status {linux.exit_status}"
-
-
-def _program_summary(linux: LinuxProcess, summary: str) -> str:
-    """The run's summary with the program's system calls, and those it was refused (-ENOSYS)."""
-    unsupported = ", ".join(name or str(nr) for nr, name in linux.unsupported.items())
-    note = f"; unsupported system calls (-ENOSYS): {unsupported}" if unsupported else ""
-    return f"{linux.calls} system calls, {summary}{note}"
-
-
-def _database_summary(machine: Machine) -> str:
-    """The database in force at the end, and the newest accepted one if that never came into force
-    (its compile was refused: ``database_failed``). The run waited for pending compiles, so
-    nothing is still compiling here."""
-    db, status = machine.database.current, machine.updates.status()
-    text = f"database v{db.version} ({db.count} signatures)"
-    if status.version != db.version:
-        text += f", v{status.version} accepted but not in force ({status.state})"
-    return text
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     if args.db is not None and args.db.is_dir():
         raise ConfigError(f"--db {args.db} is a directory: hv-emu run takes one database file "
                           "(a directory of databases is accepted by hv-emu scan only)")
     image = _check_boot(args)
-    if args.screen is not None and args.screen.is_dir():  # say so before the run, not after it
-        raise ConfigError(f"--screen {args.screen} is a directory: give a file to write")
-    report = _open_report(args.report)
-    try:
-        return _run(args, image, report)
-    finally:
-        if report is not None:
-            report.close()
+    grants = [FileGrant.parse(spec) for spec in args.file]
+    inputs = [("IMAGE", args.image), ("--boot", args.boot), ("--db", args.db),
+              ("--disk", args.disk), *(("--trust", key) for key in args.trust),
+              *(("--file", grant.host_path) for grant in grants)]  # fmt: skip
+    writable_dirs = [("--file", grant.host_path) for grant in grants
+                     if grant.writable and grant.host_path.is_dir()]  # fmt: skip
+    state = [] if args.state is None else [("--state", args.state)]
+    # Every output is a temporary until the run has ended (hv_emu/cli/outputs.py).
+    with Outputs.prepare([(option, getattr(args, option[2:].replace("-", "_")))
+                          for option in OUTPUTS],
+                         [(option, path) for option, path in inputs if path is not None],
+                         state + writable_dirs) as outputs:  # fmt: skip
+        status = _run(args, image, outputs)
+        outputs.commit()
+    return status
 
 
-def _run(args: argparse.Namespace, image: bytes | None, report: TextIO | None) -> int:
-    """``cmd_run`` once the files it writes are open."""
+def _run(args: argparse.Namespace, image: bytes | None, outputs: Outputs) -> int:
+    """``cmd_run`` once the files it writes are prepared."""
+    outputs.release("--capture")  # the network's pcap writer opens its temporary by path
     config = MachineConfig(
         mem_mib=args.mem, timeout=args.timeout, trust=args.trust, db=args.db,
         state_dir=args.state, max_update=args.max_update,
@@ -399,15 +340,17 @@ def _run(args: argparse.Namespace, image: bytes | None, report: TextIO | None) -
         cpu=args.cpu, realtime=args.realtime, sysroot=args.sysroot,
         disk_controller=args.disk_controller,
     )  # fmt: skip
-    config = apply_network_options(args, config)
+    config = replace(apply_network_options(args, config), capture=outputs.path("--capture"))
     if args.disk_size is not None and args.disk is None:
         raise ConfigError("--disk-size needs --disk (the image to create)")
     if args.disk_controller != DISK_CONTROLLERS[0] and args.disk is None:
         raise ConfigError("--disk-controller needs --disk (the image behind it)")
+    report = outputs.open_text("--report", "the report")
     # Written to --events as they happen, never kept: a guest looping on VMCALL makes ~40 000
     # events a second, which a kept list would hold in RAM until the run ends; and at most
     # --events-max bytes of them reach the file (hv_emu/events.py says which are dropped first).
-    events = EventLog(_open_events(args.events), keep=False, max_bytes=args.events_max or None)
+    events = EventLog(outputs.open_text("--events", "events"), keep=False,
+                      max_bytes=args.events_max or None)  # fmt: skip
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
         recorder = _record(machine, events) if report is not None else None
@@ -424,43 +367,19 @@ def _run(args: argparse.Namespace, image: bytes | None, report: TextIO | None) -
             else:
                 _load(machine, image, args)
             started = time.perf_counter()
-            result = _run_watched(machine, args)
+            result = _run_watched(machine, args, outputs)
             elapsed = time.perf_counter() - started
         finally:
             machine.close()
     finally:
         events.close()
     if machine.debugcon.output_error is not None:
-        _drop_standard_output()
-    if args.screen is not None:
-        _write_screen(args.screen, machine.vga.read_screen())
+        drop_standard_output()
+    # The guest's text screen as the user would have seen it: 25 lines, trailing blanks cut.
+    rows = machine.vga.read_screen() if args.screen is not None else []
+    outputs.write_text("--screen", "the screen", "".join(row.rstrip() + "\n" for row in rows))
     final = result.exit
-    summary = f"{machine.hypercalls.calls} hypercalls, {elapsed:.3f} s; "
-    summary += _database_summary(machine)
-    if machine.disk is not None:
-        summary += f"; {machine.detections} detections in disk writes"
-    if machine.network is not None:
-        summary += f"; network {machine.network.summary()}"
-    received = machine.receiver.stats() if machine.receiver is not None else None
-    if received is not None and received.datagrams:  # what arrived, the top drop reasons
-        summary += f"; {received.summary()}"
+    summary = run_summary(machine, elapsed)
     if report is not None and recorder is not None:
         _write_report(report, recorder, machine, final, args, summary)
-    if machine.linux is not None and machine.linux.exit_status is not None:
-        return _program_exited(machine.linux, summary, args.quiet, final)
-    match final:
-        case Halt():
-            if not args.quiet:
-                print(f"hv-emu: guest halted: {summary}", file=sys.stderr)
-            return EXIT_HALT
-        case Fault():
-            print(f"hv-emu: {final.describe()}", file=sys.stderr)
-            return EXIT_FAULT
-        case Timeout(seconds=seconds, rip=rip):
-            print(f"hv-emu: timeout: the guest ran {seconds:g} s without halting "
-                  f"(RIP={rip:#x}); raise --timeout if it needs longer", file=sys.stderr)
-            return EXIT_TIMEOUT
-        case StopRequest(reason=reason):
-            print(f"hv-emu: stopped: {reason}: {summary}", file=sys.stderr)
-            return EXIT_STOPPED
-    raise HostError(f"unexpected end of run: {final!r}")
+    return exit_status(machine, final, summary, args.quiet)

@@ -21,7 +21,9 @@ database allows (``splittable``); results are printed in walk order, the same ou
 process gives.
 
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
-not be read), else 2 on an error (a bad database or option, a path that cannot be read), else 0.
+not be read), else 2 on an error (a bad database or option, a path that cannot be read, standard
+output that cannot be written: ``OutputError``, one line), else 0; a reader of standard output
+that went away (``| head -1``) ends the scan quietly with 141 (``hv_emu/usage.py``).
 
 Follows: clamscan 1.4's output lines and exit codes, and the raw-mode semantics of
 docs/SIGNATURES.md (every name, every layout, no file typing or decoding).
@@ -74,6 +76,7 @@ from hv_emu.cli.scan_parallel import (
 from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database import ENGINES, SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
+from hv_emu.usage import OutputError
 
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet
 PROGRESS_EVERY = 0.25  # seconds between progress updates
@@ -228,7 +231,12 @@ def run_scan(
         summary.infected += bool(result.names)
         summary.errors += result.error is not None
         progress.clear()
-        _report(out, err, result, as_json=as_json, infected_only=infected_only)
+        try:
+            _report(out, err, result, as_json=as_json, infected_only=infected_only)
+        except OSError as error:  # standard output: a full disk, or its reader went away
+            if results is not None:
+                results.close()  # ends the workers
+            raise OutputError(error) from None
     if results is not None:
         results.close()  # ends the workers
     elapsed = clock() - started

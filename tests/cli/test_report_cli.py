@@ -157,7 +157,10 @@ def test_an_update_over_the_network(tmp_path: Path, capsys: pytest.CaptureFixtur
         (hello,) = wait_frames(peer)
         send_update(update, peer)
         end = time.monotonic() + PATIENCE
-        while "update_accepted" not in events.read_text() and time.monotonic() < end:
+        # --events streams into a temporary beside events.jsonl until the run ends
+        # (hv_emu/cli/outputs.py): watch that one.
+        (streaming,) = tmp_path.glob(".events.jsonl.*.tmp")
+        while "update_accepted" not in streaming.read_text() and time.monotonic() < end:
             time.sleep(0.01)
         peer.send_frame(frame_to(hello[6:12], b"v7 is in"))
         hv.join(PATIENCE)
@@ -177,7 +180,7 @@ def test_a_report_that_cannot_be_written_stops_before_the_guest_runs(
     hello = tmp_path / "hello.bin"
     hello.write_bytes(build_program("hello"))
     cases = [
-        (tmp_path / "missing" / "run.html", "cannot write the report to"),
+        (tmp_path / "missing" / "run.html", "cannot write --report "),
         (tmp_path, "is a directory: give a file to write"),
     ]
     for path, message in cases:

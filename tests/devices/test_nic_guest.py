@@ -196,7 +196,7 @@ def test_documented_commands_capture_both_directions(tmp_path: Path) -> None:
         (["--net", "udp:127.0.0.1:\u00b2"], "bad"),
         (["--net", "udp:127.0.0.1:0", "--guest-mac", "52:54:00:c0:ff:ee"], "guest MAC"),
         (["--net", "udp:127.0.0.1:0", "--capture", "/nonexistent/dir/x.pcap"],
-         "cannot write capture file"),
+         "cannot write --capture"),
     ],
 )
 def test_bad_network_options_are_one_line_and_exit_2(

@@ -264,7 +264,10 @@ def test_the_command_lines_end_to_end_on_a_multicast_segment(tmp_path: Path) -> 
         pushed = sh("guest-tool", "push", "v5.hvdb", "--key", "demo.key", "--to", spec,
                     cwd=tmp_path)  # fmt: skip
         assert pushed.returncode == 0, pushed.stderr
-        assert wait_for(lambda: events.is_file() and "update_accepted" in events.read_text())
+        # --events streams into a temporary beside events.jsonl until the run ends
+        # (hv_emu/cli/outputs.py): watch that one.
+        assert wait_for(lambda: any("update_accepted" in streaming.read_text()
+                                    for streaming in tmp_path.glob(".events.jsonl.*.tmp")))
         member.send_frame(frame_to(hello[6:12], b"v5 arrived"))
         out, err = hv.communicate(timeout=PATIENCE)
     finally:
