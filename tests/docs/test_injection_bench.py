@@ -14,9 +14,10 @@ from hv_emu.machine import Machine, MachineConfig
 
 def test_the_injection_rows_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(injection, "N", 200)
-    monkeypatch.setattr(injection, "SPIN", 20_000)
+    monkeypatch.setattr(injection, "SPIN", 500_000)
+    monkeypatch.setattr(injection, "WINDOW_SPIN", 3_000_000)
     rows = injection.run()
-    assert len(rows) == 2 and all(row.value > 0 and row.peer_value for row in rows)
+    assert len(rows) == 3 and all(row.value > 0 and row.peer_value for row in rows)
 
 
 def test_the_int_loop_is_delivered_through_the_ivt_and_the_loop_runs_with_the_timer_armed() -> None:
@@ -33,3 +34,14 @@ def test_the_int_loop_is_delivered_through_the_ivt_and_the_loop_runs_with_the_ti
                           address=layout.DEFAULT_LOAD))  # fmt: skip
     assert isinstance(machine.run().exit, Halt)
     assert machine.pit.next_deadline() is not None and machine.clock.now() > 0
+
+
+def test_the_window_loop_keeps_irq0_waiting_with_if_clear_and_takes_it_with_if_set() -> None:
+    ticks = []
+    for flag in ("cli", "sti"):
+        machine = Machine(MachineConfig(timeout=60))
+        machine.load(assemble(injection.WINDOW_LOOP.format(n=5_000_000, flag=flag), mode=16,
+                              address=layout.DEFAULT_LOAD_REAL), mode=16)  # fmt: skip
+        assert isinstance(machine.run().exit, Halt)
+        ticks.append(machine.pic.master.isr | machine.pic.master.irr)
+    assert ticks[0] & 1  # IRQ0 requested and never taken: the window was open all along
