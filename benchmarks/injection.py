@@ -8,7 +8,10 @@ cancel out), the median of five:
   context), against the same ``int 0x21`` taken by a handler of the hypervisor's own (the exit
   every INT n was before, answered inside the hook);
 - a 64-bit compute loop while the PIT's counter 0 is armed (each ``emu_start`` on an instruction
-  budget up to the next deadline, docs/UNICORN.md U41), against the same loop with no timer.
+  budget up to the next deadline, docs/UNICORN.md U41), against the same loop with no timer;
+- a 16-bit loop run with IF = 0 under hv-emu's BIOS, whose POST arms the PIT: once IRQ0 waits,
+  the run loop looks at IF again after each window budget (docs/UNICORN.md U47), against the
+  same loop with IF = 1 (IRQ0 taken by the BIOS's handler 18.2 times a guest second).
 """
 
 from __future__ import annotations
@@ -56,6 +59,21 @@ done:
     hlt
 """
 
+#: Iterations of the 16-bit loop: 40M instructions, IRQ0 pending after the first 5.5M.
+WINDOW_SPIN = 20_000_000
+WINDOW_LOOP = """
+    {flag}
+    mov ecx, {n}
+    test ecx, ecx
+    jz done
+again:
+    dec ecx
+    jnz again
+done:
+    cli
+    hlt
+"""
+
 
 def _int_run(n: int, owned: bool) -> float:
     machine = Machine(MachineConfig(timeout=300))
@@ -75,16 +93,30 @@ def _compute_run(n: int, timer: bool) -> float:
     return seconds(machine.run)
 
 
+def _window_run(n: int, flag: str) -> float:
+    machine = Machine(MachineConfig(timeout=300))
+    machine.load(assemble(WINDOW_LOOP.format(n=n, flag=flag), mode=16,
+                          address=layout.DEFAULT_LOAD_REAL), mode=16)  # fmt: skip
+    return seconds(machine.run)
+
+
 def run() -> list[Row]:
     delivered = median_of(5, lambda: (_int_run(N, False) - _int_run(0, False)) / N * 1e6)
     owned = median_of(5, lambda: (_int_run(N, True) - _int_run(0, True)) / N * 1e6)
     armed = median_of(5, lambda: (_compute_run(SPIN, True) - _compute_run(0, True)) / SPIN * 1e9)
     idle = median_of(5, lambda: (_compute_run(SPIN, False) - _compute_run(0, False)) / SPIN * 1e9)
+    def per_iteration(flag: str) -> float:
+        return (_window_run(WINDOW_SPIN, flag) - _window_run(0, flag)) / WINDOW_SPIN * 1e9
+
+    held = median_of(5, lambda: per_iteration("cli"))
+    taken = median_of(5, lambda: per_iteration("sti"))
     return [
         Row("real-mode INT n delivered through the IVT, iret back", delivered, "µs",
             "INT n taken by a hypervisor handler (an exit)", owned),
         Row("loop iteration while the PIT is armed (instruction budget)", armed, "ns",
             "the same loop, no timer", idle),
+        Row("16-bit loop iteration, IF = 0 while IRQ0 waits (interrupt window)", held, "ns",
+            "the same loop, IF = 1 (IRQ0 taken)", taken),
     ]  # fmt: skip
 
 

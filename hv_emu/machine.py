@@ -3,7 +3,10 @@
 Models: the VMM process itself. This is the only place that knows the whole picture: it creates
 guest RAM, the port bus and its devices at their addresses (from ``layout.py``), the hypercall table
 with hv-emu's services in their ABI slots, the signature database in force and the update service,
-and the vCPU, whose every exit it passes to ``dispatch``.
+and the vCPU, whose every exit it passes to ``dispatch``. It calls two helpers: ``loading.py``
+puts a guest into the built machine (a flat image, a disk boot, an ELF program) and plugs in what
+that kind of guest needs (the firmware's services, the Linux personality) through the machine's
+own attributes; ``updates/initial.py`` picks the database in force at start.
 
 Follows: Firecracker's ``builder.rs`` (one function wires everything; nothing else knows the wiring)
 and ``docs/ARCHITECTURE.md``.
@@ -16,14 +19,13 @@ Guest controls: whatever its exits carry; the wiring is fixed before the guest r
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from hv_emu import __version__, layout
+from hv_emu import __version__, layout, loading
 from hv_emu.bus import PortIoBus
 from hv_emu.cpuid import CpuidTable
 from hv_emu.devices.clock import GuestClock
@@ -38,11 +40,10 @@ from hv_emu.devices.storage.disk import DiskImage
 from hv_emu.devices.storage.observer import StorageObserver, StorageRead, StorageWrite, Verdict
 from hv_emu.devices.vga import VgaText
 from hv_emu.dispatch import Handlers, InterruptHandler, SyscallHandler, dispatch
-from hv_emu.errors import ConfigError, DatabaseError, HostError, ImageError
+from hv_emu.errors import ConfigError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
 from hv_emu.firmware.bios import Bios
-from hv_emu.firmware.rom import STUB_SLOTS
 from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE, HYPERCALL_INSTRUCTIONS, SLOTS
 from hv_emu.hypercalls.builtin import BUILTINS
 from hv_emu.hypercalls.spec import HypercallServices
@@ -50,20 +51,15 @@ from hv_emu.hypercalls.table import HypercallTable
 from hv_emu.inspection import DEFAULT_ACTIONS, Inspector
 from hv_emu.layout import DEFAULT_MEM_MIB, MAX_MEM_MIB, MIB, MIN_MEM_MIB, PORT_DEBUGCON
 from hv_emu.linux.files import FileTable
-from hv_emu.linux.startup import build_initial_stack
 from hv_emu.linux.syscalls import LinuxProcess
-from hv_emu.loaders.elf_file import parse_elf
-from hv_emu.loaders.elf_process import load_elf
-from hv_emu.loaders.flat import load_flat
-from hv_emu.loaders.interp import load_interpreter
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.mmio import MmioBus
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import NetSpec, open_backend
 from hv_emu.net.config import NetConfig
-from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase, compile_database
-from hv_emu.scanner.signatures import load_database_file
+from hv_emu.scanner.database import ActiveDatabase
+from hv_emu.updates.initial import initial_database
 from hv_emu.updates.receiver import UpdateReceiver
 from hv_emu.updates.service import UpdateService
 from hv_emu.updates.state import StateDir
@@ -183,7 +179,7 @@ class Machine:
             self.trust.load_file(path)
         state = (StateDir(config.state_dir, max_body=config.max_update)
                  if config.state_dir is not None else None)  # fmt: skip
-        initial, time_floor = self._initial_database(state)
+        initial, time_floor = initial_database(state, config.db, self.notices)
         self.database = ActiveDatabase(initial)
         self.updates = UpdateService(
             self.trust, self.database, self.events, state=state, time_floor=time_floor,
@@ -260,34 +256,6 @@ class Machine:
         self.linux: LinuxProcess | None = None
         #: The firmware of a 16-bit run (``load`` with mode 16, ``boot_disk``), else ``None``.
         self.firmware: Bios | None = None
-
-    def _initial_database(self, state: StateDir | None) -> tuple[SignatureDatabase, int]:
-        """The persisted database if there is one, else ``--db`` as version 0, else empty."""
-        if state is not None:
-            loaded = state.load()
-            if loaded is not None:
-                installed, body = loaded
-                try:
-                    db = compile_database(
-                        body, kind=installed.kind, version=installed.db_version,
-                        source=f"{state.path} (v{installed.db_version})",
-                    )  # fmt: skip
-                except DatabaseError as bad:
-                    raise ConfigError(f"persisted database does not parse: {bad}") from None
-                if self.config.db is not None:
-                    self.notices.append(
-                        f"--db {self.config.db} is not loaded: {state.path} holds database "
-                        f"v{installed.db_version}, installed by a signed update, which stays in "
-                        "force (--db seeds an empty state directory only)"
-                    )  # fmt: skip
-                return db, installed.time_floor
-        if self.config.db is not None:
-            data, kind = load_database_file(self.config.db)
-            try:
-                return compile_database(data, kind=kind, version=0, source=str(self.config.db)), 0
-            except DatabaseError as bad:
-                raise ConfigError(str(bad)) from None
-        return SignatureDatabase.empty(), 0
 
     def _attach_disk(self, path: Path, size_mib: int | None) -> None:
         """The disk on the primary channel (or AHCI port 0), every write inspected before it
@@ -387,73 +355,20 @@ class Machine:
 
     def load(self, image: bytes, *, mode: int = 64, load: int | None = None,
              entry: int | None = None, paging: str = "none") -> BootState:  # fmt: skip
-        """Load a flat image and put the vCPU at its entry point. A 16-bit image gets the
-        firmware first (IVT, BDA, ROM: ``firmware/``), so an image loaded over them wins."""
-        if mode == 16:
-            self._install_firmware()
-        else:
-            self.vcpu.firmware_stubs = None
-            self.vcpu.set_read_only(None)
-        self.boot = load_flat(self.mem, image, mode=mode, load=load, entry=entry, paging=paging)
-        self.vcpu.reset(self.boot)
-        return self.boot
-
-    def _install_firmware(self) -> Bios:
-        """The BIOS of a 16-bit run: its tables in RAM, its stubs' traps on, its services in
-        dispatch."""
-        sectors = None if self.disk is None else self.disk.sector_count
-        bios = Bios(self.mem, self.vga, self.bus, sectors)
-        bios.install()
-        self.firmware = bios
-        self.vcpu.firmware_stubs = STUB_SLOTS
-        # The ROM is read-only to the guest, as a PC's is (docs/UNICORN.md U46).
-        self.vcpu.set_read_only(range(layout.ROM_BASE, layout.ROM_BASE + layout.ROM_SIZE))
-        self.handlers = replace(self.handlers, firmware=bios.handle)
-        return bios
+        """Load a flat image and put the vCPU at its entry point (``loading.load_flat_image``:
+        a 16-bit image gets the firmware first)."""
+        return loading.load_flat_image(self, image, mode=mode, load=load, entry=entry,
+                                       paging=paging)  # fmt: skip
 
     def boot_disk(self) -> BootState:
-        """Boot the disk on the primary channel as a PC does (``hv-emu run --boot``): the
-        firmware reads its sector 0 through the controller to 0000:7C00 and, if it ends in
-        55 AA, enters it in real mode with DL = 80h (docs/DEVICES.md, the firmware)."""
-        if self.disk is None:
-            raise ConfigError("--boot needs a disk on the primary channel")
-        bios = self._install_firmware()
-        why = bios.load_boot_sector()
-        if why is not None:
-            raise ImageError(f"{self.disk.path}: {why}")
-        self.boot = BootState(mode=16, entry=layout.BOOT_SECTOR_ADDR,
-                              stack=layout.STACK_TOP_REAL, paging=None)  # fmt: skip
-        self.vcpu.reset(self.boot)
-        # SeaBIOS's hand-over: DL = the boot drive, AX = AA55h, interrupts on.
-        self.vcpu.set_reg("rdx", layout.BOOT_DRIVE)
-        self.vcpu.set_reg("rax", 0xAA55)
-        self.vcpu.set_reg("rflags", 0x202)
-        return self.boot
+        """Boot the disk on the primary channel as a PC does (``hv-emu run --boot``,
+        ``loading.boot_from_disk``)."""
+        return loading.boot_from_disk(self)
 
     def load_elf(self, image: bytes, *, argv: Sequence[str], env: Sequence[str] = (),
                  files: FileTable | None = None) -> LinuxProcess:  # fmt: skip
-        """Load an ELF executable as a Linux process (docs/ELF.md): its address space (and its
-        interpreter, from ``files.sysroot``, else ``config.sysroot``, if it names one), its
-        start-up stack, and the Linux personality on ``syscall`` (ELF64) or ``int 0x80`` (ELF32)."""
-        files = files or FileTable(sysroot=self.config.sysroot)
-        elf = parse_elf(image)
-        interp = load_interpreter(elf, files.sysroot) if elf.interp is not None else None
-        process = load_elf(self.mem, elf, interp)
-        hwcap = self.cpuid.features[3]  # AT_HWCAP: CPUID.1:EDX, as Linux passes it
-        stack = build_initial_stack(self.mem, process, argv, env, hwcap=hwcap)
-        exe = posixpath.normpath(posixpath.join("/", argv[0])) if argv else ""
-        self.linux = LinuxProcess(self.mem, process, files, self.events,
-                                  selectors=self.vcpu.selectors, exe=exe)  # fmt: skip
-        if process.bits == 64:
-            self.set_syscall_handler(self.linux.on_syscall)
-        else:
-            self.interrupts[0x80] = self.linux.on_int80
-        # CPU exceptions become the program's signals (SIGSEGV, SIGILL...: docs/ELF.md).
-        self.handlers = replace(self.handlers, exception=self.linux.on_exception)
-        self.vcpu.offer_exceptions = True
-        self.boot = replace(process.boot, stack=stack.sp)
-        self.vcpu.reset(self.boot)
-        return self.linux
+        """Load an ELF executable as a Linux process (docs/ELF.md, ``loading.load_elf_program``)."""
+        return loading.load_elf_program(self, image, argv=argv, env=env, files=files)
 
     def run(self) -> RunResult:
         """Run the guest to its end and log how it ended."""

@@ -19,7 +19,10 @@ while a timer is armed or a window is open).
 While a timer is armed, each ``emu_start`` gets an instruction budget (``count=``) up to the next
 deadline; a budget run to its end moves guest time by that many instructions, an earlier return
 (an exit) does not move it, so time is deterministic. With no timer armed and nothing pending
-there is no budget and no cost (docs/UNICORN.md U41).
+there is no budget and no cost (docs/UNICORN.md U41). No hook tells of STI, POPF or IRET
+setting IF (docs/UNICORN.md U47), so while IF = 0 holds an interrupt off the budget between two
+looks at IF doubles up to ``WINDOW_BUDGET_MAX``: a guest that keeps IF = 0 runs at full budget
+speed, and an STI is noticed within that many instructions.
 
 Leaves out: NMIs (no source), the APIC, more than one interrupt controller, SMIs.
 
@@ -43,8 +46,13 @@ from hv_emu.vcpu.injection import IF, Event, EventType
 MAX_IDLE_DEADLINES = 64
 #: Guest nanoseconds per instruction run while a timer is armed (a guest CPU of 100 MIPS).
 NS_PER_INSTRUCTION = 10
-#: Instructions run between two looks at IF while an interrupt waits for the guest to take it.
+#: Instructions run before the first look at IF again while an interrupt waits for the guest
+#: to take it (and between two looks while the STI / MOV SS shadow holds it off).
 WINDOW_BUDGET = 10_000
+#: While IF stays 0 the budget between two looks doubles up to this many instructions: a guest
+#: that keeps interrupts off pays an entry per ~1M instructions, not per 10,000; an STI is noticed
+#: at most this many instructions (about 10.5 ms of guest time) after it ran.
+WINDOW_BUDGET_MAX = 1 << 20
 
 
 class InterruptController(Protocol):
@@ -84,6 +92,9 @@ class Platform:
         #: Instructions the next ``emu_start`` may run (``count=``): set while a timer is armed
         #: or an interrupt waits for its window, else ``None`` (no count: full speed).
         self.budget: int | None = None
+        #: The budget of the next entry while IF = 0 holds an interrupt off: doubled at each
+        #: such entry up to ``WINDOW_BUDGET_MAX``, back to ``WINDOW_BUDGET`` once none waits.
+        self.window_budget = WINDOW_BUDGET
         #: Called at each VM entry before INTR is looked at: devices whose line follows state
         #: another thread changes (the NIC's receive queue) bring it up to date here.
         self.entry_hooks: list[Callable[[], None]] = []
@@ -110,22 +121,28 @@ class Platform:
         if timer is not None and clock is not None:
             timer.run_until(clock.now())
             deadline = timer.next_deadline()
-        window = False
+        window = None  # the budget of an open interrupt window
         pic = self.pic
         if self.pending_event is None and pic is not None and pic.pending():
             if self.reg("rflags") & IF:
                 self.hidden.load()
                 if self.hidden.interrupt_shadow:
-                    window = True
+                    window = WINDOW_BUDGET  # over after one instruction
                 else:
                     self.pending_event = Event(pic.acknowledge(), EventType.EXTERNAL_INTERRUPT)
             else:
-                window = True
+                # IF = 0: no window until STI, POPF, IRET or a mode change sets IF, which no
+                # hook tells us of (docs/UNICORN.md U47): look again after a budget that doubles
+                # while IF stays 0, bounded by WINDOW_BUDGET_MAX.
+                window = self.window_budget
+                self.window_budget = min(2 * window, WINDOW_BUDGET_MAX)
+        if window is None:
+            self.window_budget = WINDOW_BUDGET
         budget = None
         if deadline is not None and clock is not None:
             budget = max(1, (deadline - clock.now()) // NS_PER_INSTRUCTION)
-        if window:
-            budget = min(budget or WINDOW_BUDGET, WINDOW_BUDGET)
+        if window is not None:
+            budget = min(budget or window, window)
         self.budget = budget
 
     def budget_spent(self, instructions: int) -> None:
