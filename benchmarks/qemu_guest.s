@@ -46,6 +46,19 @@
 start:
     cli
     cld
+    # The firmware (SeaBIOS on QEMU, hv-emu's own BIOS) left the PIT ticking at 18.2 Hz: stop it
+    # and mask the PIC pair, so that the rows time exits and commands, not a timer (an armed
+    # timer's cost has its own row, benchmarks/injection.py). Counter 0 becomes a one-shot
+    # (mode 0) of one count that never reloads.
+    mov al, 0xff
+    out 0x21, al
+    out 0xa1, al
+    mov al, 0x30
+    out 0x43, al
+    mov al, 1
+    out 0x40, al
+    xor al, al
+    out 0x40, al
     xor ax, ax
     mov ss, ax
     mov sp, 0x7c00
