@@ -30,7 +30,8 @@ Follows: Intel SDM vol. 3C, appendix C for exit reason names (``trace.REASONS``,
 prints them) and 24.8.3 for the interruption types of the VM-entry interruption-information field
 (bits 10:8, ``INTERRUPTION_TYPES``); docs/EVENTS.md for the events it reads.
 
-Bounds: every lane keeps its first ``max_marks`` marks and counts the rest by label (``dropped``);
+Bounds: every lane keeps its first ``max_marks`` marks and counts the rest by label (``dropped``;
+at most ``MAX_LABELS`` labels a lane, the rest counted as one);
 the exit that ended the run is always kept (``final``). The summary by exit reason
 (``reasons``: count, total, min and max handling time) counts every exit, and there are only as many
 reasons as exit kinds. Every string is cut to ``MAX_TEXT`` characters; the console to
@@ -87,6 +88,9 @@ DEFAULT_MAX_MARKS = 2000
 MAX_TEXT = 200
 #: The most bytes of debug-console output kept for the report.
 MAX_CONSOLE = 64 * 1024
+#: Distinct labels a lane counts past its marks; the rest are counted under ``OTHER_LABELS``.
+MAX_LABELS = 256
+OTHER_LABELS = "(other labels)"
 #: VM-entry interruption-information field, bits 10:8 (SDM vol. 3C 24.8.3); 1 is reserved.
 INTERRUPTION_TYPES = {
     0: "external interrupt",
@@ -355,7 +359,10 @@ class RunRecorder:
             kept.append(mark)
         else:
             counts = self.dropped[lane]
-            counts[mark.label] = counts.get(mark.label, 0) + 1
+            # Labels carry guest values (a hypercall's number, an LBA): past MAX_LABELS distinct
+            # ones a lane counts the rest together, so the counts stay bounded too.
+            key = mark.label if mark.label in counts or len(counts) < MAX_LABELS else OTHER_LABELS
+            counts[key] = counts.get(key, 0) + 1
         return mark
 
     def _hypercall(self, exit_: Hypercall, outcome: Outcome) -> tuple[str, tuple[Detail, ...]]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from hv_emu import layout
 from hv_emu.firmware import bda, geometry
 from hv_emu.firmware.ata_pio import SECTOR, AtaError, AtaPio
 from hv_emu.firmware.frame import Regs, Reply, fail, ok
@@ -144,6 +145,9 @@ class DiskServices:
         nbytes = count * SECTOR
         if lba + count > self.sectors or not self.mem.contains(buffer, nbytes):
             return BAD_PARAMETER
+        rom_end = layout.ROM_BASE + layout.ROM_SIZE
+        if not write and buffer < rom_end and buffer + nbytes > layout.ROM_BASE:
+            return BAD_PARAMETER  # the firmware's own ROM is read-only to the guest (U46)
         try:
             if write:
                 self.pio.write(lba, self.mem.read(buffer, nbytes))

@@ -82,7 +82,8 @@ ILL_ILLOPN, FPE_INTDIV, SEGV_MAPERR, SEGV_ACCERR, BUS_ADRALN, TRAP_TRACE = 2, 1,
 #: EFLAGS.TF: a single-step trap (#DB) after the next instruction.
 EFLAGS_TF = 0x100
 _SIGSET_SIZE = 8
-_UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+#: SIGKILL and SIGSTOP: no mask blocks them.
+UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 _RED_ZONE = 128  # x86-64 only
 #: Vector -> (signal, si_code, what si_addr is: "rip", "cr2" or None for 0), from Linux's
 #: ``DO_ERROR`` table and its #PF, #GP, #BP handlers.
@@ -167,7 +168,7 @@ class Signals:
             if sig in (SIGKILL, SIGSTOP):
                 raise SyscallError(Errno.EINVAL, f"{signal_name(sig)} cannot be caught")
             handler, flags, restorer, mask = struct.unpack(layout, c.read(act, 3 * w + 8))
-            new = Action(handler, flags & 0xFFFFFFFF, restorer, mask & ~_UNBLOCKABLE)
+            new = Action(handler, flags & 0xFFFFFFFF, restorer, mask & ~UNBLOCKABLE)
         if oact:
             old = self.actions[sig]
             c.write(oact, struct.pack(layout, old.handler, old.flags, old.restorer, old.mask))
@@ -194,7 +195,7 @@ class Signals:
                 self.blocked &= ~value
             else:
                 self.blocked = value
-            self.blocked &= ~_UNBLOCKABLE & (2**64 - 1)
+            self.blocked &= ~UNBLOCKABLE & (2**64 - 1)
         return self._returning(c, 0)
 
     def _rt_sigpending(self, c: SignalCall) -> int:
@@ -245,7 +246,7 @@ class Signals:
         except GuestFault:
             return self._die(SIGSEGV, fault=False)  # Linux: signal_fault -> SIGSEGV
         restored = restore_frame(self.bits, raw, rt=rt, current_flags=EFLAGS_DEFAULT)
-        self.blocked = restored.mask & ~_UNBLOCKABLE
+        self.blocked = restored.mask & ~UNBLOCKABLE
         registers = {name: value & self._mask for name, value in restored.registers.items()}
         stack = restored.stack
         if stack is not None and not self._on_altstack(registers["rsp"]):
@@ -390,7 +391,7 @@ class Signals:
         self.blocked |= action.mask
         if not action.flags & SA_NODEFER:
             self.blocked |= _bit(sig)
-        self.blocked &= ~_UNBLOCKABLE
+        self.blocked &= ~UNBLOCKABLE
         if action.flags & SA_RESETHAND:
             self.actions[sig] = Action()
         self.delivered += 1

@@ -30,13 +30,12 @@ from collections.abc import Callable
 from hv_emu.exits import Outcome, Stopped
 from hv_emu.linux.numbers import Errno
 from hv_emu.linux.refusals import SyscallError
-from hv_emu.linux.signals import NSIG, SIGKILL, SIGSTOP, SignalCall, Signals
+from hv_emu.linux.signals import NSIG, UNBLOCKABLE, SignalCall, Signals
 
 #: The kernel's sigset size; any other ``sigsetsize`` is ``EINVAL``.
 SIGSET_SIZE = 8
 #: ``sizeof(siginfo_t)``.
 SIGINFO_SIZE = 128
-_UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 _NSEC_PER_SEC = 1_000_000_000
 
 
@@ -59,7 +58,7 @@ class SignalWaits:
         mask_ptr, size = c.args
         if size != SIGSET_SIZE:
             raise SyscallError(Errno.EINVAL, f"sigset size {size}")
-        mask = int.from_bytes(c.read(mask_ptr, SIGSET_SIZE), "little") & ~_UNBLOCKABLE
+        mask = int.from_bytes(c.read(mask_ptr, SIGSET_SIZE), "little") & ~UNBLOCKABLE
         signals = self.signals
         before = signals.blocked
         signals.blocked, signals.frame_mask = mask, before
@@ -76,7 +75,7 @@ class SignalWaits:
         set_ptr, info_ptr, timeout_ptr, size = c.args
         if size != SIGSET_SIZE:
             raise SyscallError(Errno.EINVAL, f"sigset size {size}")
-        wanted = int.from_bytes(c.read(set_ptr, SIGSET_SIZE), "little") & ~_UNBLOCKABLE
+        wanted = int.from_bytes(c.read(set_ptr, SIGSET_SIZE), "little") & ~UNBLOCKABLE
         if timeout_ptr:
             layout = "<qq" if time64 else "<ii"
             sec, nsec = struct.unpack(layout, c.read(timeout_ptr, struct.calcsize(layout)))

@@ -70,6 +70,8 @@ class PortIo(Protocol):
 class BulkStringIo(Engine):
     """The engine's string-I/O fast path, used by the port hooks of ``Traps``."""
 
+    _read_only: range | None  # guest-physical RAM the guest may not write (Traps, U46)
+
     def __init__(self, mem: GuestMemory) -> None:
         super().__init__(mem)
         self._string_regs = RegisterBatch(self.uc, ("rcx", "rsi", "rflags"))
@@ -166,6 +168,10 @@ class BulkStringIo(Engine):
             runs = plan_write(self.mem, paging, start, end - start)
         except GuestFault:
             return None  # the CPU meets the fault itself, element by element
+        guarded = self._read_only
+        if guarded is not None and any(pa < guarded.stop and guarded.start < pa + length
+                                       for pa, length in runs):  # fmt: skip
+            return None  # read-only RAM (the firmware's ROM, U46): the CPU's stores fault there
         data = elements_in_order(ports.read_block(port, size, block.count), size, block.reverse)
         first = block.count - 1 if block.reverse else 0  # the element the CPU stores at RDI
         value = int.from_bytes(data[first * size : (first + 1) * size], "little")

@@ -320,3 +320,16 @@ def test_a_machine_feeds_it_exits_events_disk_writes_and_its_screen(tmp_path: Pa
     assert rec.reasons["IO_INSTRUCTION"].count == 6 + 256 and rec.reasons["HLT"].count == 1
     assert rec.final is not None and detection.exit_no < rec.final.exit_no
     assert rec.screen is not None and rec.screen.cells[:2] == b"H\x1f"
+
+
+def test_counts_past_the_cap_stay_bounded_when_the_guest_varies_every_label() -> None:
+    """A guest that calls a new hypercall number at every exit makes a new label each time:
+    past ``MAX_LABELS`` they are counted together, and nothing is lost from the totals."""
+    from hv_emu.debug.recorder import MAX_LABELS, OTHER_LABELS
+
+    rec = RunRecorder(hypercall_name=names, max_marks=0)
+    for nr in range(3 * MAX_LABELS):
+        rec.on_exit(vmcall(nr), Handled(registers={"rax": nr}), 1e-6)
+    assert len(rec.dropped["hypercall"]) == MAX_LABELS + 1
+    assert rec.dropped["hypercall"][OTHER_LABELS] == 2 * MAX_LABELS
+    assert rec.total("hypercall") == 3 * MAX_LABELS
