@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from hv_emu.layout import PAGE_SIZE
 from hv_emu.linux.files import MAX_FDS, MAX_IO, FileTable
-from hv_emu.linux.mmap import MemoryMap, page_up
+from hv_emu.linux.mmap import MemoryMap
 from hv_emu.linux.numbers import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -46,6 +46,7 @@ from hv_emu.linux.numbers import (
     Errno,
 )
 from hv_emu.linux.refusals import SyscallError
+from hv_emu.loaders.elf_file import page_up
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, translate
 

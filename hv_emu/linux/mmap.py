@@ -32,10 +32,6 @@ PAGE = 0x1000
 MAX_MAPS = 65530
 
 
-def page_up(value: int) -> int:
-    return -(-value // PAGE) * PAGE
-
-
 class MemoryMap:
     """The pages of ``[start, end)`` in use, as sorted disjoint ranges."""
 

@@ -171,7 +171,7 @@ class ElfImage:
     @property
     def span(self) -> int:
         """Bytes from the first ``PT_LOAD``'s page to the end of the last one's memory."""
-        return _page_up(max(s.end for s in self.loads)) - _page_down(self.loads[0].vaddr)
+        return page_up(max(s.end for s in self.loads)) - page_down(self.loads[0].vaddr)
 
     @property
     def loads(self) -> tuple[Segment, ...]:
@@ -245,7 +245,7 @@ def parse_elf(image: bytes) -> ElfImage:
                            f"PT_LOAD overlaps the one at {before.vaddr:#x}-{before.end:#x}")
     if not any(s.vaddr <= e_entry < s.end and s.flags & SegmentFlags.X for s in loads):
         raise ElfError("e_entry", e_entry, "not inside an executable PT_LOAD segment")
-    span = _page_up(loads[-1].end) - _page_down(loads[0].vaddr)
+    span = page_up(loads[-1].end) - page_down(loads[0].vaddr)
     if span > ADDRESS_LIMIT[bits] // 2:
         raise ElfError("p_memsz", span, "the PT_LOAD segments span more than half the "
                        f"{bits}-bit user address space")  # fmt: skip
@@ -271,12 +271,14 @@ def _interpreter(image: bytes, segments: tuple[Segment, ...]) -> str | None:
     return None
 
 
-def _page_down(value: int) -> int:
-    return value - value % ELF_PAGE
+def page_down(value: int, page: int = ELF_PAGE) -> int:
+    """``value`` rounded down to a multiple of ``page``."""
+    return value - value % page
 
 
-def _page_up(value: int) -> int:
-    return -(-value // ELF_PAGE) * ELF_PAGE
+def page_up(value: int, page: int = ELF_PAGE) -> int:
+    """``value`` rounded up to a multiple of ``page``."""
+    return -(-value // page) * page
 
 
 def _segment(image: bytes, bits: int, index: int, at: int) -> Segment:

@@ -46,7 +46,7 @@ from hv_emu.layout import (
     PAGE_TABLES_ADDR,
     PAGE_TABLES_END,
 )
-from hv_emu.loaders.elf_file import ELF_PAGE, ElfImage, SegmentFlags
+from hv_emu.loaders.elf_file import ELF_PAGE, ElfImage, SegmentFlags, page_down, page_up
 from hv_emu.loaders.flat import GDT_ENTRIES
 from hv_emu.memory.boot import FCW_FNINIT, BootState
 from hv_emu.memory.guest import GuestMemory
@@ -123,15 +123,7 @@ class _Frames:
 
     def room(self, align: int = ELF_PAGE) -> int:
         """Bytes free from the next ``align`` boundary up (what one ``take`` can get)."""
-        return max(self.end - _page_up(self.next, align), 0)
-
-
-def _page_down(value: int, page: int = ELF_PAGE) -> int:
-    return value - value % page
-
-
-def _page_up(value: int, page: int = ELF_PAGE) -> int:
-    return -(-value // page) * page
+        return max(self.end - page_up(self.next, align), 0)
 
 
 def load_bias(elf: ElfImage) -> int:
@@ -139,7 +131,7 @@ def load_bias(elf: ElfImage) -> int:
     its largest ``p_align`` (``load_elf_binary``); 0 for ``ET_EXEC``."""
     if not elf.position_independent:
         return 0
-    bias = LINUX_DYN_BASE[elf.bits] - _page_down(elf.loads[0].vaddr)
+    bias = LINUX_DYN_BASE[elf.bits] - page_down(elf.loads[0].vaddr)
     return bias - bias % elf.max_align
 
 
@@ -150,7 +142,7 @@ def load_elf(mem: GuestMemory, elf: ElfImage, interp: ElfImage | None = None) ->
     mode, large = _PAGING[elf.bits]
     frames = _Frames(mem.size)
     bias = load_bias(elf)
-    low, high = bias + _page_down(elf.loads[0].vaddr), bias + _page_up(elf.loads[-1].end)
+    low, high = bias + page_down(elf.loads[0].vaddr), bias + page_up(elf.loads[-1].end)
     if low < 0 or high > LINUX_STACK_TOP[elf.bits]:
         raise ImageError(f"the program's segments at {low:#x}-{high:#x} leave the address space")
     if interp is not None and (interp.bits != elf.bits or not interp.position_independent
@@ -171,13 +163,13 @@ def load_elf(mem: GuestMemory, elf: ElfImage, interp: ElfImage | None = None) ->
 
         # The RAM left: half for the heap (after the program, on a large-page boundary), the
         # rest for the mmap arena, each clipped to the virtual room it has.
-        heap_start = _page_up(image_end, large)
+        heap_start = page_up(image_end, large)
         mmap_base = max(LINUX_MMAP_BASE[elf.bits], heap_start)
-        heap_size = min(_page_down(frames.room() // 2), mmap_base - heap_start)
+        heap_size = min(page_down(frames.room() // 2), mmap_base - heap_start)
         heap = Region(heap_start, heap_start + heap_size)
         _map_fresh(mem, tables, frames, heap, large)
         room = frames.room(large) if frames.room(large) >= large else frames.room()
-        mmap_size = min(_page_down(room), _page_down(stack.start, large) - mmap_base)
+        mmap_size = min(page_down(room), page_down(stack.start, large) - mmap_base)
         mmap = Region(mmap_base, mmap_base + max(mmap_size, 0))
         _map_fresh(mem, tables, frames, mmap, large)
         interp_base = 0
@@ -209,8 +201,8 @@ def _place_interpreter(mem: GuestMemory, tables: PageTableBuilder, interp: ElfIm
                        arena: Region) -> tuple[int, Region]:  # fmt: skip
     """Copy the interpreter's segments to the start of the (zeroed, writable) arena, aligned to
     its largest ``p_align``; return its base (``AT_BASE``) and the arena left after it."""
-    start = _page_up(arena.start, interp.max_align)
-    base = start - _page_down(interp.loads[0].vaddr)
+    start = page_up(arena.start, interp.max_align)
+    base = start - page_down(interp.loads[0].vaddr)
     end = start + interp.span
     if end > arena.end:
         raise ImageError(f"the interpreter needs {interp.span:#x} bytes, the mmap arena has "
@@ -226,7 +218,7 @@ def _map_gdt(tables: PageTableBuilder) -> int:
     sets accessed bits) and return the GDT's linear address there: a 32-bit C library loads GS
     from the GDT (set_thread_area), and the CPU reads descriptors through the page tables
     (docs/UNICORN.md U38). 64-bit programs set FS/GS bases with arch_prctl and load no selector."""
-    tables.map(LINUX_GDT_PAGE, _page_down(GDT_ADDR), ELF_PAGE, writable=True, user=False)
+    tables.map(LINUX_GDT_PAGE, page_down(GDT_ADDR), ELF_PAGE, writable=True, user=False)
     return LINUX_GDT_PAGE + GDT_ADDR % ELF_PAGE
 
 
@@ -236,13 +228,13 @@ def _map_segments(mem: GuestMemory, elf: ElfImage, bias: int, tables: PageTableB
     two segments once, writable if either segment is), then copy each segment's file bytes; the
     rest stays zero (.bss)."""
     # Bound the work before any loop: the pages all segments touch must fit in free RAM.
-    pages = sum((_page_up(s.end) - _page_down(s.vaddr)) // ELF_PAGE for s in elf.loads)
+    pages = sum((page_up(s.end) - page_down(s.vaddr)) // ELF_PAGE for s in elf.loads)
     if pages * ELF_PAGE > frames.room():
         raise ImageError(f"the program's segments need {pages * ELF_PAGE:#x} bytes of RAM, "
                          f"{frames.room():#x} are free: raise --mem")  # fmt: skip
     writable: dict[int, bool] = {}
     for seg in elf.loads:
-        for page in range(bias + _page_down(seg.vaddr), bias + _page_up(seg.end), ELF_PAGE):
+        for page in range(bias + page_down(seg.vaddr), bias + page_up(seg.end), ELF_PAGE):
             writable[page] = writable.get(page, False) or bool(seg.flags & SegmentFlags.W)
     frame_of: dict[int, int] = {}
     for page in sorted(writable):
@@ -251,7 +243,7 @@ def _map_segments(mem: GuestMemory, elf: ElfImage, bias: int, tables: PageTableB
         mem.zero(frame_of[page], ELF_PAGE)
         tables.map(page, frame_of[page], ELF_PAGE, writable=writable[page], user=True)
     for seg in elf.loads:
-        base = frame_of[bias + _page_down(seg.vaddr)] + seg.vaddr % ELF_PAGE
+        base = frame_of[bias + page_down(seg.vaddr)] + seg.vaddr % ELF_PAGE
         mem.write(base, seg.data)
 
 

@@ -36,12 +36,9 @@ from hv_emu.vcpu.error_codes import raised_event
 from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.faults import PAGE_FAULT, exception_name, fault_report
 from hv_emu.vcpu.hidden import HiddenState
-from hv_emu.vcpu.injection import Event, EventType
+from hv_emu.vcpu.injection import ERROR_CODE_VECTORS, Event, EventType
 
 INVALID_OPCODE = 6  # #UD
-#: Vectors whose exceptions push an error code (Intel SDM vol. 3A table 6-1): Unicorn does not
-#: pass it to the hook (U18), so a GuestException says None for them and 0 for the others.
-_ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21})
 
 
 class ExceptionTraps(BulkStringIo):
@@ -135,7 +132,9 @@ class ExceptionTraps(BulkStringIo):
         mask = U64 if mode == 64 else 0xFFFFFFFF
         registers.update(rip=rip & mask, rflags=self.reg("rflags"), cs=self.reg("cs"),
                          ss=self.reg("ss"), **self.selectors())  # fmt: skip
-        error_code = None if vector in _ERROR_CODE_VECTORS else 0
+        # Unicorn does not pass the error code to the hook (U18): a GuestException says None for
+        # the vectors that push one, 0 for the others.
+        error_code = None if vector in ERROR_CODE_VECTORS else 0
         exit_ = GuestException(vector, error_code, self.reg("cr2"), mode, rip & mask, registers,
                                paging)  # fmt: skip
         outcome = self.on_exit(exit_)
