@@ -216,7 +216,8 @@ def _announce_gdb(port: int) -> None:
 def _record(machine: Machine, events: EventLog) -> RunRecorder:
     """A recorder fed by every exit, event and disk write of the run (``--report``)."""
     recorder = RunRecorder(hypercall_name=machine.hypercalls.name, clock_unit="milliseconds",
-                           clock=lambda: machine.clock.now() / 1e6)  # fmt: skip
+                           clock=lambda: machine.clock.now() / 1e6,
+                           timer_armed=lambda: machine.pit.armed)  # fmt: skip
     machine.exit_observers.append(recorder.on_exit)
     machine.vcpu.injection_watchers.append(recorder.on_injection)
     events.listeners.append(recorder.on_event)

@@ -22,9 +22,13 @@ happens between two exits (an event injected at VM entry, a compile finishing on
 the exit that comes next. Without a clock, ``t`` is that ordinal (guest time measured in exits,
 deterministic from run to run); a clock of guest time, when there is one, is passed as ``clock``
 with its unit as ``clock_unit`` (``hv-emu run`` passes the machine's ``GuestClock``, virtual by
-default: it moves only while a timer is armed, ``devices/clock.py``). The axis a reader should
-draw on (``when``, ``t_max``, ``unit``) is that clock if it moved during the run (``timed``: a
-timer ran), else the exit ordinal, so a run whose clock stood still is not drawn as one point.
+default: it moves only while a timer is armed or an interrupt waits for IF, ``devices/clock.py``).
+The axis a reader should draw on (``when``, ``t_max``, ``unit``) is that clock if a timer was
+armed during the run (``timed``; ``timer_armed`` says so: ``hv-emu run`` passes the PIT's
+``armed``), else the exit ordinal: the clock's value does not decide it, since the budgets that
+hold a pending interrupt for IF = 1 move a few instructions' time with no timer (a 64-bit guest
+that writes the disk with IF = 0 and IRQ14 pending), and a run without a timer drawn on that
+clock would stand at one point. Without ``timer_armed``, a clock that moved counts as a timer.
 
 Follows: Intel SDM vol. 3C, appendix C for exit reason names (``trace.REASONS``, as ``--trace``
 prints them) and 24.8.3 for the interruption types of the VM-entry interruption-information field
@@ -50,63 +54,36 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hv_emu.debug.marks import (
+    DEFAULT_MAX_MARKS,
+    EXCEPTIONS,
+    INTERRUPTION_TYPES,
+    LANES,
+    MAX_CONSOLE,
+    MAX_LABELS,
+    MAX_TEXT,
+    OTHER_LABELS,
+    Detail,
+    Mark,
+    ReasonSummary,
+    Screen,
+    cut,
+    event_text,
+    exit_details,
+    outcome_text,
+)
 from hv_emu.debug.trace import REASONS
 from hv_emu.devices.storage.observer import Action, StorageWrite, Verdict
 from hv_emu.devices.vga import CELL, VgaText
 from hv_emu.events import Event
-from hv_emu.exits import (
-    Cpuid,
-    Exit,
-    Failed,
-    Fault,
-    FirmwareCall,
-    Halt,
-    Handled,
-    Hypercall,
-    Outcome,
-    PortIn,
-    PortOut,
-    SoftwareInterrupt,
-    Stopped,
-    StopRequest,
-    Syscall,
-    Timeout,
-    Unhandled,
-)
+from hv_emu.exits import Exit, Fault, Halt, Handled, Hypercall, Outcome, StopRequest, Timeout
 from hv_emu.hypercalls.builtin import BUILTINS
 from hv_emu.vcpu.deliver import Injection
 from hv_emu.vcpu.injection import Delivered, Refused
 
-#: The lanes of the timeline, top to bottom.
-LANES = ("exit", "injected", "hypercall", "disk_write", "detection", "update")
-#: Marks kept per lane by default (the HTML page stays a few MiB at most).
-DEFAULT_MAX_MARKS = 2000
-#: The longest string a mark keeps (a label or a detail's value), in characters.
-MAX_TEXT = 200
-#: The most bytes of debug-console output kept for the report.
-MAX_CONSOLE = 64 * 1024
-#: Distinct labels a lane counts past its marks; the rest are counted under ``OTHER_LABELS``.
-MAX_LABELS = 256
-OTHER_LABELS = "(other labels)"
-#: VM-entry interruption-information field, bits 10:8 (SDM vol. 3C 24.8.3); 1 is reserved.
-INTERRUPTION_TYPES = {
-    0: "external interrupt",
-    2: "NMI",
-    3: "hardware exception",
-    4: "software interrupt",
-    5: "privileged software exception",
-    6: "software exception",
-    7: "other event",
-}
-#: Exception mnemonics by vector (SDM vol. 3A, table 6-1).
-EXCEPTIONS = {
-    0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF",
-    10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC",
-    19: "#XM", 20: "#VE", 21: "#CP",
-}  # fmt: skip
 #: Events drawn, by kind: the lane each goes to.
 EVENT_LANES = {
     "detection": "detection",
@@ -121,59 +98,6 @@ _ENDINGS = frozenset({Halt, Fault, Timeout, StopRequest})
 #: The return codes each built-in hypercall declares (a name gets its code's name only if declared).
 _DECLARED = {spec.name: spec.returns for spec in BUILTINS}
 
-Detail = tuple[str, str]
-
-
-def cut(text: object) -> str:
-    """``text`` as a string of at most ``MAX_TEXT`` characters (an ellipsis marks a cut)."""
-    s = str(text)
-    return s if len(s) <= MAX_TEXT else s[: MAX_TEXT - 1] + "\u2026"
-
-
-@dataclass(frozen=True)
-class Mark:
-    """One thing that happened: on ``lane``, at guest time ``t``, during (or just before) exit
-    ``exit_no``; an exit's own mark carries its ordinal."""
-
-    lane: str
-    t: float
-    exit_no: int
-    host: float  # seconds since the recorder was built
-    label: str  # what it was, in a few words: the exit reason, the signature, the hypercall
-    details: tuple[Detail, ...] = ()
-
-    def detail(self, name: str) -> str | None:
-        return dict(self.details).get(name)
-
-
-@dataclass
-class ReasonSummary:
-    """Exits of one reason: how many, and their handling time (seconds)."""
-
-    count: int = 0
-    total: float = 0.0
-    least: float = float("inf")
-    most: float = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        self.least = min(self.least, seconds)
-        self.most = max(self.most, seconds)
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count if self.count else 0.0
-
-
-@dataclass(frozen=True)
-class Screen:
-    """The final text screen: ``cells`` is character, attribute, character, ... row-major."""
-
-    cols: int
-    rows: int
-    cells: bytes
-
 
 @dataclass
 class RunRecorder:
@@ -182,6 +106,8 @@ class RunRecorder:
     hypercall_name: Callable[[int], str | None] = lambda nr: None
     clock: Callable[[], float] | None = None
     clock_unit: str = "exits"
+    #: Whether a timer was armed during the run (then the axis is ``clock``; module docstring).
+    timer_armed: Callable[[], bool] | None = None
     max_marks: int = DEFAULT_MAX_MARKS
     host_clock: Callable[[], float] = time.perf_counter
     marks: dict[str, list[Mark]] = field(default_factory=lambda: {lane: [] for lane in LANES})
@@ -214,7 +140,7 @@ class RunRecorder:
                 summary = self.reasons[reason] = ReasonSummary()
             summary.add(seconds)
             if ending or len(self.marks["exit"]) < self.max_marks:
-                details = (*_exit_details(exit_), ("action", _action(outcome)))
+                details = (*exit_details(exit_), ("action", outcome_text(outcome)))
                 mark = self._add("exit", reason, details, self.exits)
                 if ending:
                     self.final = mark
@@ -244,7 +170,7 @@ class RunRecorder:
                 label = f"v{fields.get('db_version')} in force"
             case _:
                 label = f"v{fields.get('db_version')} failed to compile"
-        details = tuple((cut(k), _text(v)) for k, v in fields.items())
+        details = tuple((cut(k), event_text(v)) for k, v in fields.items())
         with self._lock:
             self._add(lane, label, details)
 
@@ -319,8 +245,13 @@ class RunRecorder:
     # ------------------------------------------------------------------ reading
     @property
     def timed(self) -> bool:
-        """Whether the axis is the clock: one was given and it moved (a timer ran)."""
-        return self.clock is not None and any(m.t for lane in self.marks.values() for m in lane)
+        """Whether the axis is the clock: one was given and a timer was armed during the run
+        (without ``timer_armed``: the clock moved)."""
+        if self.clock is None:
+            return False
+        if self.timer_armed is not None:
+            return self.timer_armed()
+        return any(m.t for lane in self.marks.values() for m in lane)
 
     @property
     def unit(self) -> str:
@@ -372,7 +303,7 @@ class RunRecorder:
             ("rcx", f"{exit_.args[1]:#x}"), ("rdx", f"{exit_.args[2]:#x}"),
         )  # fmt: skip
         if not isinstance(outcome, Handled) or "rax" not in outcome.registers:
-            return (name or f"#{exit_.nr}"), (*details, ("result", _action(outcome)))
+            return (name or f"#{exit_.nr}"), (*details, ("result", outcome_text(outcome)))
         rax = outcome.registers["rax"]
         declared = _DECLARED.get(name or "", frozenset())
         code = next((rc.name for rc in declared if rc == rax), None)
@@ -382,52 +313,7 @@ class RunRecorder:
         return f"{name or f'#{exit_.nr}'} -> {code or hex(rax)}", details
 
 
-def _exit_details(exit_: Exit) -> tuple[Detail, ...]:
-    """The few facts that say what this exit was (``--trace`` has the registers)."""
-    match exit_:
-        case Hypercall(nr=nr, rip=rip):
-            return (("rax", f"{nr:#x}"), ("rip", f"{rip:#x}"))
-        case PortIn(port=port, size=size):
-            return (("port", f"{port:#x}"), ("size", str(size)))
-        case PortOut(port=port, size=size, value=value):
-            return (("port", f"{port:#x}"), ("size", str(size)), ("value", f"{value:#x}"))
-        case Cpuid(leaf=leaf, subleaf=subleaf):
-            return (("leaf", f"{leaf:#x}"), ("subleaf", f"{subleaf:#x}"))
-        case FirmwareCall(vector=vector, rip=rip, registers=regs):  # the BIOS service asked for
-            return (("vector", f"{vector:#x}"), ("ah", f"{regs.get('rax', 0) >> 8 & 0xFF:#x}"),
-                    ("rip", f"{rip:#x}"))  # fmt: skip
-        case SoftwareInterrupt(vector=vector, rip=rip):
-            return (("vector", f"{vector:#x}"), ("rip", f"{rip:#x}"))
-        case Syscall(registers=regs, rip=rip):
-            return (("rax", f"{regs.get('rax', 0):#x}"), ("rip", f"{rip:#x}"))
-        case Halt(mode=mode, rip=rip) | Timeout(mode=mode, rip=rip) | StopRequest(
-            mode=mode, rip=rip
-        ):
-            return (("mode", str(mode)), ("rip", f"{rip:#x}"))
-        case Fault(kind=kind, vector=vector, cs=cs, rip=rip, address=address):
-            return (("fault", cut(kind)), ("vector", str(vector)), ("cs:rip", f"{cs:04x}:{rip:x}"),
-                    ("address", f"{address:#x}"))  # fmt: skip
-    return ()
-
-
-def _action(outcome: Outcome) -> str:
-    match outcome:
-        case Stopped(reason=reason):
-            return cut(f"stop: {reason}")
-        case Failed(fault=fault):
-            return cut(f"fault: {fault.kind}")
-        case Unhandled(why=why):
-            return cut(f"unhandled: {why}")
-    return "handled"
-
-
-def _text(value: object) -> str:
-    """An event field as text: lists joined by commas, mappings as ``k=v``."""
-    if isinstance(value, list):
-        return cut(",".join(str(v) for v in value))
-    if isinstance(value, Mapping):
-        return cut(" ".join(f"{k}={v}" for k, v in value.items()))
-    return cut(value)
-
-
-__all__ = ["LANES", "Mark", "ReasonSummary", "RunRecorder", "Screen"]
+__all__ = [
+    "DEFAULT_MAX_MARKS", "EXCEPTIONS", "INTERRUPTION_TYPES", "LANES", "MAX_CONSOLE", "MAX_LABELS",
+    "MAX_TEXT", "OTHER_LABELS", "Mark", "ReasonSummary", "RunRecorder", "Screen",
+]  # fmt: skip

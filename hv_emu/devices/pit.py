@@ -175,6 +175,9 @@ class Pit8254:
         self.irq = Line()
         self._fired_until = 0  # guest ns up to which counter 0's edges have been sent
         self.edges = 0  # IRQ0 edges sent so far (statistics)
+        #: Counter 0 has been given a count since the machine was built: a timer counted on
+        #: guest time (a run report draws such a run on the clock, ``debug/recorder.py``).
+        self.armed = False
         #: Called when counter 0 gets a new count (its deadlines change): the machine has the
         #: vCPU look at the timers again.
         self.on_rearm: Callable[[], None] | None = None
@@ -193,6 +196,7 @@ class Pit8254:
             counter.write(value)
             if offset == 0 and counter.write_state != _WORD1:  # a whole count was written
                 self._fired_until = self.clock.now()
+                self.armed = True
                 if self.on_rearm is not None:
                     self.on_rearm()
             return

@@ -53,6 +53,11 @@ WINDOW_BUDGET = 10_000
 #: that keeps interrupts off pays an entry per ~1M instructions, not per 10,000; an STI is noticed
 #: at most this many instructions (about 10.5 ms of guest time) after it ran.
 WINDOW_BUDGET_MAX = 1 << 20
+#: Guest instructions an exit costs that ends ``emu_start`` early and is handled in the run loop
+#: (a BIOS service, a host write of guest RAM, an INT n or exception to deliver): the work the
+#: ROM code, the device or the CPU's own delivery would have done meanwhile, 10 µs of guest time
+#: (docs/DEVICES.md, guest time). Deterministic: the same exits cost the same in every run.
+EXIT_INSTRUCTIONS = 1000
 
 
 class InterruptController(Protocol):
@@ -146,9 +151,17 @@ class Platform:
         self.budget = budget
 
     def budget_spent(self, instructions: int) -> None:
-        """``emu_start`` ran its whole budget: the guest's time moved on by that much."""
+        """The guest ran ``instructions`` of its budget: its time moved on by that much."""
         if self.clock is not None:
             self.clock.advance(instructions * NS_PER_INSTRUCTION)
+
+    def charge_entry(self, ran: int | None, *, early: bool) -> None:
+        """After a budgeted ``emu_start`` (``ran``: the instructions it ran, docs/UNICORN.md U65;
+        ``None``: no budget, or no counter): charge them, and ``EXIT_INSTRUCTIONS`` more when an
+        exit ended it ``early`` (stopped it to be handled in the run loop)."""
+        if ran is None:
+            return
+        self.budget_spent(ran + (EXIT_INSTRUCTIONS if early else 0))
 
     def wait_for_interrupt(self, give_up: threading.Event) -> bool:
         """HLT with IF = 1: whether an interrupt is (or becomes) pending, after skipping guest

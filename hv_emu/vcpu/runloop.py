@@ -37,6 +37,7 @@ from hv_emu.vcpu.engine import mode_of
 from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.exceptions import INVALID_OPCODE
 from hv_emu.vcpu.faults import exception_name, fault_report
+from hv_emu.vcpu.icount import Counter
 from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
 from hv_emu.vcpu.mmio import MmioTraps
 from hv_emu.vcpu.platform import Platform
@@ -55,6 +56,7 @@ class Vcpu(MmioTraps, Platform):
         self._timed_out = threading.Event()
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
         self._pushing_frame = False  # delivery is writing an interrupt frame (not code)
+        self._counter = Counter(self.uc)  # what a budgeted entry ran (docs/UNICORN.md U65)
         mem.add_write_listener(self._invalidate)
 
     def run(self, timeout: float | None, *, steps: int | None = None) -> Exit:
@@ -103,23 +105,35 @@ class Vcpu(MmioTraps, Platform):
                     # A handler wrote guest RAM during the step: the step is done all the same
                     # (the flush happens at the next emu_start).
                     return StopRequest("step", self.mode(), self.reg("rip"))
-                if self._timed_out.is_set() or self._resume:
-                    continue  # a timeout is reported at the top of the loop; a flush done there
+                # What the entry ran moves guest time, whatever ended it (U65), and an exit that
+                # left emu_start early (a BIOS call, a host write of guest RAM, an INT n to
+                # deliver) costs a fixed quantum more, so a guest polling through such exits
+                # still reaches its timer's deadlines (docs/DEVICES.md, guest time).
+                ran = None if budget is None else self._counter.ran(budget)
+                self.charge_entry(None if ran is None else ran[0], early=self._resume)
+                expired = ran is not None and ran[1]
+                if self._timed_out.is_set():
+                    continue  # reported at the top of the loop
+                if self._resume:
+                    continue  # a flush, an event to inject: done at the top of the loop
                 paging = self.paging_state()
                 mode = mode_of(paging)
                 rip = self.reg("rip")
                 pc = self.linear_address(mode, rip)
-                if self._byte_before(paging, pc) == _HLT:
+                if not expired and self._byte_before(paging, pc) == _HLT:
                     # HLT with IF = 1 waits for the next interrupt (virtual time skips to the
                     # next timer deadline); with IF = 0, or nothing that could wake it, the
                     # run ends as it always did.
                     if self.reg("rflags") & IF and self.wait_for_interrupt(self._timed_out):
                         continue
                     return Halt(mode, rip)
-                if budget is not None and not self._invalid_opcode_at(paging, pc, mode):
-                    # The instruction budget ran out (a timer's deadline): time moved on. A
-                    # return at an invalid opcode is U15's silent stop, handled below.
-                    self.budget_spent(budget)
+                if expired or (budget is not None and ran is None
+                               and not self._invalid_opcode_at(paging, pc, mode)):  # fmt: skip
+                    # The instruction budget ran out (a timer's deadline): time moved on (charged
+                    # above). Without the counter (U65), a return at an invalid opcode is U15's
+                    # silent stop, handled below, and any other is the budget, charged here.
+                    if ran is None and budget is not None:
+                        self.budget_spent(budget)
                     continue
                 # Unicorn 2.1.4 with paging on stops silently, without calling the invalid-
                 # instruction hook, at an invalid opcode it has met twice before (seen with
