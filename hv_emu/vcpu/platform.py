@@ -107,6 +107,9 @@ class Platform:
     def reg(self, name: str) -> int:  # provided by the engine
         raise NotImplementedError
 
+    def set_reg(self, name: str, value: int) -> None:  # provided by the engine
+        raise NotImplementedError
+
     def kick(self) -> None:
         """Leave ``emu_start`` soon (end of the translation block) so the run loop looks at
         INTR and the timers again; never from an IN hook (docs/UNICORN.md U11): an interrupt
@@ -128,6 +131,7 @@ class Platform:
             deadline = timer.next_deadline()
         window = None  # the budget of an open interrupt window
         pic = self.pic
+        self._interrupt_before_int_n()
         if self.pending_event is None and pic is not None and pic.pending():
             if self.reg("rflags") & IF:
                 self.hidden.load()
@@ -149,6 +153,25 @@ class Platform:
         if window is not None:
             budget = min(budget or window, window)
         self.budget = budget
+
+    def _interrupt_before_int_n(self) -> None:
+        """An ``INT n`` waits to be delivered (RIP past it) while INTR is up and the guest can
+        take an interrupt: the interrupt came first, at the boundary before the ``INT n`` (it
+        was due by then: the timer fires at entries only). Undo the ``INT n`` (nothing of it has
+        happened: its delivery is this entry's work) so the interrupt is taken, and the
+        ``INT n`` runs again after the handler's IRET. Without this a guest that polls a BIOS
+        service in a loop, IF = 1 between the calls and IF = 0 inside them, would reach an entry
+        with IF = 1 only at its ``INT n`` and never take the timer's interrupt."""
+        event, pic = self.pending_event, self.pic
+        if (event is None or event.type is not EventType.SOFTWARE_INTERRUPT
+                or not event.instruction_length or pic is None or not pic.pending()
+                or not self.reg("rflags") & IF):  # fmt: skip
+            return
+        self.hidden.load()
+        if self.hidden.interrupt_shadow:
+            return
+        self.set_reg("rip", self.reg("rip") - event.instruction_length)
+        self.pending_event = None
 
     def budget_spent(self, instructions: int) -> None:
         """The guest ran ``instructions`` of its budget: its time moved on by that much."""
