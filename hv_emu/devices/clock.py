@@ -2,12 +2,12 @@
 
 Models: the time base a VMM gives its guest's timers. Virtual (the default): guest time is a
 counter of nanoseconds that only the vCPU moves forward, by the guest code it runs (while a
-timer is armed: the run loop's block hook) and by each access to a timer's ports (an ISA I/O
-cycle, ``IO_NS``), and that jumps to the next timer deadline when the guest halts waiting for
-an interrupt. The same guest then sees the same time at the same instruction in every run, so
-runs, traces and tests are reproducible. Real time (``hv-emu run --realtime``): guest time is
-the host's monotonic clock since the machine was built, for guests that must pace themselves
-against the outside world.
+timer is armed: the run loop's instruction budget, ``vcpu/platform.py``) and by each access
+to a timer's ports (an ISA I/O cycle, ``IO_NS``), and that jumps to the next timer deadline
+when the guest halts waiting for an interrupt. The same guest then sees the same time at the
+same instruction in every run, so runs, traces and tests are reproducible. Real time
+(``hv-emu run --realtime``): guest time is the host's monotonic clock since the machine was
+built, for guests that must pace themselves against the outside world.
 
 Follows: QEMU's ``-icount`` (virtual time from executed instructions, skipping ahead when the
 guest is idle) and its ``QEMU_CLOCK_VIRTUAL``; docs/DEVICES.md (guest time) for the numbers.
@@ -26,9 +26,6 @@ from collections.abc import Callable
 
 #: One access to a timer port, in guest nanoseconds: an ISA I/O cycle takes about 1 µs.
 IO_NS = 1000
-#: Guest time per byte of guest code executed while a timer is armed (about 3 ns per
-#: instruction: a guest CPU of some 300 MIPS).
-NS_PER_CODE_BYTE = 1
 
 
 class GuestClock:

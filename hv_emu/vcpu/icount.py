@@ -80,7 +80,8 @@ class Counter:
     def __init__(self, uc: unicorn.Uc) -> None:
         offset = counter_offset()
         self.offset = offset
-        self._address = None if offset is None else _handle(uc) + offset
+        # A view of the field, made once: each read is then one load (the engine outlives it).
+        self._view = None if offset is None else ctypes.c_size_t.from_address(_handle(uc) + offset)
 
     def ran(self, budget: int) -> tuple[int, bool] | None:
         """After ``emu_start(count=budget)`` returned: how many instructions ran (at most
@@ -89,7 +90,7 @@ class Counter:
         The counter includes an instruction whose start was counted but that a stop requested
         earlier in its translation block kept from running (U65): at most one, the same one in
         every run, so guest time stays deterministic."""
-        if self._address is None:
+        if self._view is None:
             return None
-        counted = _word(self._address)
+        counted = int(self._view.value)
         return min(counted, budget), counted > budget

@@ -17,8 +17,12 @@ instruction budget). docs/UNICORN.md U41 (what ``count=`` and a block hook cost,
 while a timer is armed or a window is open).
 
 While a timer is armed, each ``emu_start`` gets an instruction budget (``count=``) up to the next
-deadline; a budget run to its end moves guest time by that many instructions, an earlier return
-(an exit) does not move it, so time is deterministic. With no timer armed and nothing pending
+deadline; each return moves guest time by the instructions that ran (Unicorn's own counter,
+docs/UNICORN.md U65), and an exit handled in the run loop by ``EXIT_INSTRUCTIONS`` more (the ROM
+code, device or delivery the host did in no guest time; docs/DEVICES.md, guest time), so time is
+deterministic and a guest that polls through exits still reaches its deadlines. An interrupt due
+at an ``INT n`` the guest could be interrupted before is taken first (the ``INT n`` runs again
+after it). With no timer armed and nothing pending
 there is no budget and no cost (docs/UNICORN.md U41). No hook tells of STI, POPF or IRET
 setting IF (docs/UNICORN.md U47), so while IF = 0 holds an interrupt off the budget between two
 looks at IF doubles up to ``WINDOW_BUDGET_MAX``: a guest that keeps IF = 0 runs at full budget

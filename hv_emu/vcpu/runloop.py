@@ -7,7 +7,8 @@ handler's request, a fault), the watchdog fired, host code wrote guest RAM (flus
 and go on), or Unicorn stopped without saying why (the silent invalid-opcode stop, finished here).
 Also single steps for a debugger (``steps=1``).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17); invalidate
+Follows: docs/UNICORN.md (Unicorn 2.1.4): HLT ends ``emu_start`` normally (U17), and on an
+instruction budget Unicorn's own counter tells it from the budget running out (U65); invalidate
 translated code after host writes with a whole flush, never ``ctl_remove_cache`` (U9, U10);
 a watchdog thread instead of ``timeout=``, ``count=`` only when a debugger steps (U23) or a
 timer is armed (U41, the instruction budget); CR2 given back after each return (U42); the
