@@ -169,6 +169,23 @@ def test_a_clock_that_stood_still_leaves_the_axis_to_the_exits() -> None:
     assert [rec.when(m) for m in rec.marks["exit"]] == [0.0, 0.0]
 
 
+def test_the_axis_follows_an_armed_timer_not_the_clocks_value() -> None:
+    """``hv-emu run`` says whether a timer was armed (the PIT's ``armed``): a clock that moved
+    with no timer (interrupt-window budgets while IRQ14 waits for IF = 1) leaves the axis to the
+    exits, and a timer armed before the clock moved puts it on the clock."""
+    now, armed = [0.0], [False]
+    rec = RunRecorder(clock=lambda: now[0], clock_unit="milliseconds",
+                      timer_armed=lambda: armed[0])  # fmt: skip
+    rec.on_exit(PortOut(0x1F0, 2, 0), Handled(), 0.0)
+    now[0] = 0.00004  # forty nanoseconds: a few instructions' worth
+    rec.on_exit(PortOut(0x1F0, 2, 0), Handled(), 0.0)
+    assert not rec.timed and rec.unit == "exits"
+    assert [rec.when(m) for m in rec.marks["exit"]] == [1.0, 2.0]
+    armed[0] = True
+    assert rec.timed and rec.unit == "milliseconds"
+    assert [rec.when(m) for m in rec.marks["exit"]] == [0.0, 0.00004]
+
+
 def test_what_an_exits_handler_does_carries_that_exits_ordinal() -> None:
     # The machine calls its exit observers after the handler returns: an update the handler of
     # the second exit accepted reaches the recorder before that exit does, and is stamped 2.

@@ -36,6 +36,21 @@ def test_nothing_counts_until_a_count_is_written() -> None:
     assert pit.edges == 0
 
 
+def test_armed_says_counter_0_was_given_a_whole_count_and_stays_set() -> None:
+    """What a run report keys its time axis on (debug/recorder.py): counter 2 (the speaker's)
+    and half a count do not arm; a whole count to counter 0 does, for the rest of the run."""
+    pit = Pit8254(GuestClock())
+    program(pit, 2, 3, 0x1000)
+    assert not pit.armed
+    pit.io_write(CONTROL, 1, (3 << 4) | (2 << 1))  # counter 0, LSB then MSB, mode 2
+    pit.io_write(0, 1, 0x00)
+    assert not pit.armed  # the LSB alone: no count yet
+    pit.io_write(0, 1, 0x10)
+    assert pit.armed and pit.next_deadline() is not None
+    pit.io_write(CONTROL, 1, (3 << 4) | (0 << 1))  # a new control word stops counter 0
+    assert pit.armed
+
+
 def test_mode_2_counts_down_and_sends_one_edge_per_period() -> None:
     clock = GuestClock()
     pit = Pit8254(clock)
