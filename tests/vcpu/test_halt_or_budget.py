@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import unicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from unicorn import x86_const
 
 from guest_tool.assemble import assemble
@@ -64,6 +66,35 @@ def test_the_counter_tells_a_spent_budget_from_a_hlt() -> None:
     uc.emu_start(0, 2**64 - 1, count=100)
     assert uc.reg_read(x86_const.UC_X86_REG_RIP) == 21
     assert counter.ran(100) == (11, False)  # the HLT, eleventh instruction
+
+
+#: One-instruction encodings, three of them ending in 0xF4 (imm8, ModRM, disp8).
+_INSNS = (b"\x90", b"\xb0\xf4", b"\x00\xf4", b"\x8a\x40\xf4", b"\xf3\x90")
+#: HLT, with a REP and with an operand-size prefix.
+_HLTS = (b"\xf4", b"\xf3\xf4", b"\x66\xf4")
+
+
+@settings(max_examples=60, deadline=None)
+@given(insns=st.lists(st.sampled_from(_INSNS), min_size=1, max_size=30),
+       budget=st.integers(1, 40), hlt=st.sampled_from(_HLTS))  # fmt: skip
+def test_the_counter_is_exact_for_any_code_and_budget(insns: list[bytes], budget: int,
+                                                      hlt: bytes) -> None:  # fmt: skip
+    """Instructions (many ending in 0xF4), then a HLT, prefixed or not, under any budget: the
+    counter says the budget ran out exactly when it ended before the HLT, and how many ran."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0, 0x1000)
+    code = b"".join(insns) + hlt
+    uc.mem_write(0, code)
+    uc.reg_write(x86_const.UC_X86_REG_RAX, 0x800)  # the displacement's base: mapped
+    counter = Counter(uc)
+    uc.emu_start(0, 2**64 - 1, count=budget)
+    total = len(insns) + 1
+    if budget >= total:  # the HLT ran, the total-th instruction
+        assert counter.ran(budget) == (total, False)
+        assert uc.reg_read(x86_const.UC_X86_REG_RIP) == len(code)
+    else:
+        assert counter.ran(budget) == (budget, True)
+        assert uc.reg_read(x86_const.UC_X86_REG_RIP) == len(b"".join(insns[:budget]))
 
 
 @pytest.mark.parametrize("mode", [16, 32, 64])
