@@ -68,6 +68,25 @@ def test_the_counter_tells_a_spent_budget_from_a_hlt() -> None:
     assert counter.ran(100) == (11, False)  # the HLT, eleventh instruction
 
 
+@pytest.mark.parametrize("budget", [0, 100])
+def test_a_stop_from_a_hook_lands_before_the_next_instruction_only_on_a_budget(budget: int) -> None:
+    """U65: with the counting hook installed a hook's ``emu_stop`` ends the entry before the
+    next instruction runs (the counter has counted it: one more than ran); without a budget the
+    rest of the translation block runs (U12), a HLT in it included."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    uc.mem_map(0, 0x1000)
+    uc.mem_write(0, b"\xe6\x80\x90\x90\xf4")  # out 0x80, al; nop; nop; hlt
+    uc.hook_add(unicorn.UC_HOOK_INSN, lambda u, *_: u.emu_stop(), None, 1, 0,
+                x86_const.UC_X86_INS_OUT)  # fmt: skip
+    counter = Counter(uc)
+    uc.emu_start(0, 2**64 - 1, count=budget)
+    if budget:
+        assert uc.reg_read(x86_const.UC_X86_REG_RIP) == 2  # right after the OUT
+        assert counter.ran(budget) == (2, False)  # the OUT, and the NOP stopped before it ran
+    else:
+        assert uc.reg_read(x86_const.UC_X86_REG_RIP) == 5  # after the HLT: it ran
+
+
 #: One-instruction encodings, three of them ending in 0xF4 (imm8, ModRM, disp8).
 _INSNS = (b"\x90", b"\xb0\xf4", b"\x00\xf4", b"\x8a\x40\xf4", b"\xf3\x90")
 #: HLT, with a REP and with an operand-size prefix.
