@@ -22,8 +22,8 @@ docs/UNICORN.md U65), and an exit handled in the run loop by ``EXIT_INSTRUCTIONS
 code, device or delivery the host did in no guest time; docs/DEVICES.md, guest time), so time is
 deterministic and a guest that polls through exits still reaches its deadlines. An interrupt due
 at an ``INT n`` the guest could be interrupted before is taken first (the ``INT n`` runs again
-after it). With no timer armed and nothing pending
-there is no budget and no cost (docs/UNICORN.md U41). No hook tells of STI, POPF or IRET
+after it). With no timer armed and nothing pending there is no budget and no cost
+(docs/UNICORN.md U41). No hook tells of STI, POPF or IRET
 setting IF (docs/UNICORN.md U47), so while IF = 0 holds an interrupt off the budget between two
 looks at IF doubles up to ``WINDOW_BUDGET_MAX``: a guest that keeps IF = 0 runs at full budget
 speed, and an STI is noticed within that many instructions.
@@ -161,7 +161,8 @@ class Platform:
     def _interrupt_before_int_n(self) -> None:
         """An ``INT n`` waits to be delivered (RIP past it) while INTR is up and the guest can
         take an interrupt: the interrupt came first, at the boundary before the ``INT n`` (it
-        was due by then: the timer fires at entries only). Undo the ``INT n`` (nothing of it has
+        was raised before it: the ``INT n`` raises none, and a timer deadline that passed during
+        the entry passed before the ``INT n`` that ended it). Undo the ``INT n`` (nothing of it has
         happened: its delivery is this entry's work) so the interrupt is taken, and the
         ``INT n`` runs again after the handler's IRET. Without this a guest that polls a BIOS
         service in a loop, IF = 1 between the calls and IF = 0 inside them, would reach an entry

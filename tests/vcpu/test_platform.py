@@ -11,7 +11,7 @@ from guest_tool.assemble import assemble
 from hv_emu import layout
 from hv_emu.exits import Halt, StopRequest
 from hv_emu.machine import Machine, MachineConfig
-from hv_emu.vcpu.injection import IF, EventType
+from hv_emu.vcpu.injection import IF, Event, EventType
 from hv_emu.vcpu.platform import WINDOW_BUDGET, WINDOW_BUDGET_MAX
 
 
@@ -51,6 +51,26 @@ def test_if_clear_opens_a_window_and_acknowledges_nothing() -> None:
     vcpu.sync_platform()
     assert vcpu.pending_event is None and vcpu.budget == WINDOW_BUDGET
     assert machine.pic.master.irr == 0b1000 and machine.pic.master.isr == 0
+
+
+@pytest.mark.parametrize("flag", ["sti", "cli"])
+def test_an_interrupt_due_at_an_int_n_is_taken_before_it(flag: str) -> None:
+    """IF = 1: the INT n is undone (RIP back on it) and the interrupt injected first; IF = 0:
+    the INT n goes ahead and the interrupt waits."""
+    machine = machine_at(f"{flag}\n nop\n nop\n hlt")
+    vcpu = machine.vcpu
+    vcpu.run(5.0, steps=3)  # the flag, then two bytes that stand for an INT n's `cd 30`
+    int_n = Event(0x30, EventType.SOFTWARE_INTERRUPT, instruction_length=2)  # as the hook keeps
+    vcpu.pending_event = int_n
+    after = vcpu.reg("rip")
+    machine.pic.set_irq(0, True)
+    vcpu.sync_platform()
+    if flag == "sti":
+        assert vcpu.pending_event == Event(0x08, EventType.EXTERNAL_INTERRUPT)
+        assert vcpu.reg("rip") == after - 2
+    else:
+        assert vcpu.pending_event == int_n and vcpu.reg("rip") == after
+        assert machine.pic.master.irr == 1
 
 
 def test_the_window_budget_doubles_while_if_stays_clear_and_resets_once_it_is_taken() -> None:
