@@ -31,8 +31,8 @@ import functools
 import unicorn
 from unicorn import x86_const
 
-#: How far into ``uc_struct`` the probe looks for the counter (the engine allocates it whole;
-#: Unicorn 2.1.4 keeps the counter 1,368 bytes in on x86-64 Linux).
+#: How far into ``uc_struct`` the probe looks for the counter (Unicorn 2.1.4 keeps it 1,368 bytes
+#: in on x86-64 Linux; the structure goes on for kilobytes after it: 64 ``sigjmp_buf``s alone).
 PROBE_SPAN = 2048
 #: The two budgets the probe runs: N NOPs each, then a HLT the budget never reaches.
 _PROBES = (7, 13)
