@@ -39,3 +39,26 @@ def disassemble_one(code: bytes, address: int, mode: int) -> str:
         text = f"{mnemonic} {op_str}".strip()
         return f"{text} [{code[:size].hex(' ')}]"
     return f"(bad) [{code[:MAX_INSN].hex(' ') or 'no bytes'}]"
+
+
+#: Mnemonics that end a straight run of code: after one of them the next instruction run is not
+#: the next one in memory (or the CPU stops), so a linear decode past it proves nothing.
+_TRANSFERS = ("j", "call", "ret", "loop", "int", "iret", "sys", "hlt", "ud", "lcall", "ljmp")
+
+
+def straight_run_ends_in_hlt(code: bytes, address: int, mode: int) -> bool:
+    """Whether ``code`` (the bytes from an instruction start at ``address`` up to where the CPU
+    stopped) decodes to a straight run of instructions whose last one, ending exactly at the end
+    of ``code``, is HLT (prefixes included: ``rep hlt`` is a HLT): then, having run the first
+    instruction and stopped at the end, the CPU ran that HLT (docs/UNICORN.md U12, U65)."""
+    if not code:
+        return False
+    end = address + len(code)
+    with _LOCK:
+        decoded = list(_engine(mode).disasm_lite(code, address))
+    for at, size, mnemonic, _ops in decoded:
+        if at + size == end:
+            return bool(mnemonic == "hlt")
+        if mnemonic.startswith(_TRANSFERS):
+            return False
+    return False

@@ -93,6 +93,8 @@ class Platform:
     _emulating: bool
     _in_port_in: bool
     _resume: bool
+    #: RIP of the instruction whose hook first asked this entry to end early (U12).
+    _stop_pc: int | None = None
 
     def __init__(self) -> None:
         self.pic: InterruptController | None = None
@@ -119,6 +121,8 @@ class Platform:
         INTR and the timers again; never from an IN hook (docs/UNICORN.md U11): an interrupt
         raised there is seen at the next exit."""
         if self._emulating and not self._in_port_in:
+            if self._stop_pc is None:
+                self._stop_pc = self.reg("rip")  # where the rest of the block starts (U12)
             self._resume = True
             self.uc.emu_stop()
 

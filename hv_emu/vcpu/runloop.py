@@ -33,7 +33,7 @@ from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout, TripleFault
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt
 from hv_emu.vcpu.deliver import guest_has_handler, inject
-from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one
+from hv_emu.vcpu.disasm import MAX_INSN, disassemble_one, straight_run_ends_in_hlt
 from hv_emu.vcpu.engine import mode_of
 from hv_emu.vcpu.exception_state import forget_exception
 from hv_emu.vcpu.exceptions import INVALID_OPCODE
@@ -45,6 +45,9 @@ from hv_emu.vcpu.platform import Platform
 from hv_emu.vcpu.traps import ExitHandler
 
 _HLT = 0xF4
+#: How far past a stop's instruction its translation block can reach: a page and one
+#: instruction (a block never spans more, docs/UNICORN.md U12).
+_BLOCK_SPAN = 4096 + MAX_INSN
 _UNTIL = 2**64 - 1  # unreachable: run until a trap stops us (docs/UNICORN.md U23)
 
 
@@ -78,6 +81,7 @@ class Vcpu(MmioTraps, Platform):
                     return Timeout(timeout or 0.0, mode, self.reg("rip"))
                 self._stop = self._error = self._pending_fault = None
                 self._resume = False
+                self._stop_pc = None
                 if self._stale_code:
                     self._stale_code = False
                     self.uc.ctl_flush_tb()
@@ -115,13 +119,19 @@ class Vcpu(MmioTraps, Platform):
                 expired = ran is not None and ran[1]
                 if self._timed_out.is_set():
                     continue  # reported at the top of the loop
+                halted = False
                 if self._resume:
-                    continue  # a flush, an event to inject: done at the top of the loop
+                    # A flush, an event to inject: done at the top of the loop. Without a budget
+                    # the stop landed at the end of the translation block (U12): a HLT later in
+                    # that block ran, and is waited for as any HLT.
+                    halted = budget is None and self._hlt_after_stop()
+                    if not halted:
+                        continue
                 paging = self.paging_state()
                 mode = mode_of(paging)
                 rip = self.reg("rip")
                 pc = self.linear_address(mode, rip)
-                if not expired and self._byte_before(paging, pc) == _HLT:
+                if halted or (not expired and self._byte_before(paging, pc) == _HLT):
                     # HLT with IF = 1 waits for the next interrupt (virtual time skips to the
                     # next timer deadline); with IF = 0, or nothing that could wake it, the
                     # run ends as it always did.
@@ -250,6 +260,25 @@ class Vcpu(MmioTraps, Platform):
         except GuestFault:
             return -1
 
+    def _hlt_after_stop(self) -> bool:
+        """Whether a HLT ran between the instruction whose hook asked for an early stop and the
+        end of its translation block, where the stop landed (U12): the code from that
+        instruction to RIP is a straight run ending in HLT. Decoded, never guessed from the byte
+        before RIP (``mov al, 0F4h`` ends in the same byte)."""
+        if self._stop_pc is None:
+            return False
+        paging = self.paging_state()
+        mode = mode_of(paging)
+        start = self.linear_address(mode, self._stop_pc)
+        end = self.linear_address(mode, self.reg("rip"))
+        if not start < end <= start + _BLOCK_SPAN:
+            return False
+        try:
+            code = read_virt(self.mem, paging, start, end - start)
+        except GuestFault:
+            return False
+        return straight_run_ends_in_hlt(code, start, mode)
+
     def _invalidate(self, pa: int, n: int) -> None:
         """A host write to guest RAM (DMA, a hypercall's result, the loader).
 
@@ -269,6 +298,8 @@ class Vcpu(MmioTraps, Platform):
             return  # the vCPU's own bulk store, whose translated code it dropped (U10)
         self._stale_code = True
         if self._emulating and not self._in_port_in and not self._in_mmio_write:
+            if self._stop_pc is None:
+                self._stop_pc = self.reg("rip")  # where the rest of the block starts (U12)
             self._resume = True
             self.uc.emu_stop()
 

@@ -15,6 +15,7 @@ from hv_emu.exits import Halt, Timeout
 from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.vcpu import icount
+from hv_emu.vcpu.disasm import straight_run_ends_in_hlt
 from hv_emu.vcpu.icount import Counter, counter_offset
 
 #: Instructions whose last byte is 0xF4: an immediate, a ModRM byte, a displacement.
@@ -151,6 +152,39 @@ def test_a_real_hlt_with_if_clear_still_ends_the_run(mode: int, source: str) -> 
     assert isinstance(ended, Halt), ended
     assert ended.rip == default_load(mode) + len(code)  # after the HLT, the code's last byte
     assert machine.pit.armed
+
+
+@pytest.mark.parametrize("mode", [32, 64])
+@pytest.mark.parametrize("interrupts", [False, True])
+def test_a_hlt_in_the_block_of_the_out_that_armed_the_pit_is_not_lost(mode: int,
+                                                                       interrupts: bool) -> None:
+    """``out 0x40`` arms the PIT (a stop asked in the OUT hook, no budget yet), then ``hlt`` in
+    the same translation block: the stop lands after the HLT (U12), and the run loop decodes the
+    straight run from the OUT to RIP to see that it ran. With IF = 0 the run ends there; with
+    IF = 1 it would wait for an interrupt, but every PIC line is masked, so nothing can wake it
+    and it ends there too. Were the HLT lost, the guest would spin in its last jump until the
+    watchdog."""
+    flag = "sti" if interrupts else "cli"
+    masks = "mov al, 0xff\n out 0x21, al\n out 0xa1, al"
+    source = f"{masks}\n {flag}\n {ARM_PIT}\n hlt\nspin:\n jmp spin"
+    code = assemble(source, mode=mode, address=default_load(mode))
+    machine, ended = run(code, mode, 5.0)
+    assert isinstance(ended, Halt), ended
+    assert ended.rip == default_load(mode) + len(code) - 2  # after the HLT, before the jmp
+    assert machine.pit.armed
+
+
+def test_a_straight_run_ends_in_hlt_only_when_decoded_so() -> None:
+    """The decoder behind it: an ``mov al, 0F4h`` ending where the CPU stopped is no HLT; a
+    transfer before the end means the bytes in between did not run in a row."""
+    out = b"\xe6\x40"
+    assert straight_run_ends_in_hlt(out + b"\x90\xf4", 0x1000, 32)
+    assert straight_run_ends_in_hlt(out + b"\xf3\xf4", 0x1000, 16)  # rep hlt
+    assert not straight_run_ends_in_hlt(out + b"\x90\xb0\xf4", 0x1000, 32)
+    assert not straight_run_ends_in_hlt(out + b"\xeb\x00\xf4", 0x1000, 32)  # a jmp first
+    assert not straight_run_ends_in_hlt(out + b"\xf4\x90\xf4", 0x1000, 64)  # a HLT first
+    assert not straight_run_ends_in_hlt(b"", 0x1000, 64)
+    assert not straight_run_ends_in_hlt(out + b"\x0f", 0x1000, 64)  # cut in the middle
 
 
 def test_a_hlt_that_is_the_last_byte_of_a_page_ends_the_run() -> None:
