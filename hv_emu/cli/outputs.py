@@ -13,10 +13,11 @@ Models: a run's output files (``--report``, ``--events``, ``--screen``, ``--trac
   (``.NAME.<16 hex>.tmp``, ``O_CREAT | O_EXCL | O_NOFOLLOW``: a new inode of our own) before the
   guest runs, which also proves the directory exists and is writable; the streaming outputs
   (``--events``, ``--trace-json``, ``--capture``) stream into it. Only when the run ended (the
-  guest halted, faulted, timed out, was stopped, or the program exited) and every output was
-  written does ``commit`` rename each temporary over its name (the existing file's permission
-  bits kept). A refused run, a failed write, an internal error or Ctrl-C removes the
-  temporaries (``discard``) and leaves every existing file as it was.
+  guest halted, faulted, timed out, was stopped or interrupted by Ctrl-C, or the program exited)
+  and every output was written does ``commit`` rename each temporary over its name (the existing
+  file's permission bits kept). A refused run, a failed write, an internal error or Ctrl-C
+  before the guest started removes the temporaries (``discard``) and leaves every existing file
+  as it was.
 - A symbolic link given as an output is followed: its target is replaced, the link stays.
 - An output that exists and is neither a regular file nor a directory (``/dev/null``, a FIFO,
   a terminal, ``/dev/stdout``) is written directly, as it was before: there is nothing to

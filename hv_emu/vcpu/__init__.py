@@ -12,7 +12,8 @@ stores as device calls); event injection: ``exceptions`` (who takes a vector), `
 (delivery in real and protected/long mode), ``hidden`` (segment caches, CPL, the shadow),
 ``error_codes`` and ``platform`` (INTR/INTA, the interrupt window, guest time while a timer is
 armed, HLT waiting); ``exception_state`` (the exception in flight, forgotten once a handler took
-it).
+it, or once delivered: the one place that clears it); ``stopping`` (the watchdog's and Ctrl-C's
+end of a run, host waits included).
 
 Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U44, U50-U52, U60-U62 and their
 work-arounds). This package is the only place that imports unicorn.
