@@ -17,7 +17,8 @@ Exit status:
 A Linux ELF program that calls exit/exit_group makes ``hv-emu run`` exit with the program's own
 status instead, as ``qemu-x86_64`` does (docs/ELF.md); its other ends keep the codes above.
 The files it writes (``OUTPUTS``) are never one it reads, and each is replaced only once the run
-ended (``outputs.py``); the ending's line and status are ``run_status.py``'s.
+ended, but for ``--events``, put in place as the guest starts and written as events happen
+(``outputs.py``); the ending's line and status are ``run_status.py``'s.
 
 Follows: README.md (``hv-emu run``), docs/ELF.md, docs/EVENTS.md.
 
@@ -72,7 +73,7 @@ from hv_emu.usage import Once, drop_standard_output, integer
 from hv_emu.vcpu.stopping import INTERRUPTED
 
 #: Every file ``hv-emu run`` writes, as its option (hv_emu/cli/outputs.py: none is ever a file it
-#: reads, each is written whole or not at all).
+#: reads, each is written whole or not at all, but ``--events``, which streams).
 OUTPUTS = ("--report", "--events", "--screen", "--trace-json", "--capture")
 
 
@@ -378,6 +379,7 @@ def _run(args: argparse.Namespace, image: bytes | None, outputs: Outputs) -> int
                 machine.boot_disk()
             else:
                 _load(machine, image, args)
+            outputs.publish("--events")  # from now on FILE itself grows as events happen
             started = time.perf_counter()
             result = _run_watched(machine, args, outputs)
             elapsed = time.perf_counter() - started

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from guest_tool.assemble import assemble
-from tests.rigs.processes import hv_emu_process, temporaries, write_reader
+from tests.rigs.processes import hv_emu_process, temporaries, wait_for, write_reader
 
 #: Each guest says "r" (the debug console, or the program's standard output) once it is running.
 _SAY = "mov al, 'r'\n out 0xe9, al\n"
@@ -101,3 +101,21 @@ def test_a_timeout_ends_a_linux_program_blocked_reading_standard_input(tmp_path:
     assert len(lines) == 1 and lines[0].startswith("hv-emu: timeout: the guest ran 0.5 s"), err
     records = [json.loads(line) for line in events.read_text().splitlines()]
     assert [r["event"] for r in records] == ["timeout"]
+
+
+def test_streamed_events_are_there_while_the_run_goes_and_after_a_kill(tmp_path: Path) -> None:
+    image, events = tmp_path / "g.bin", tmp_path / "e.jsonl"
+    image.write_bytes(assemble(GUESTS["hypercalls"], mode=64, address=0x100000))
+    events.write_text("the old log\n")
+    linked = tmp_path / "other-name.jsonl"
+    os.link(events, linked)
+    with hv_emu_process(image, "--events", str(events), "--timeout", "600") as child:
+        # tail -f: hypercall events reach FILE itself while the guest runs.
+        assert wait_for(lambda: events.read_text().count('"event":"hypercall"') >= 3)
+        child.kill()
+        child.wait(timeout=60)
+    text = events.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a kill may cut the last line short
+    records = [json.loads(line) for line in complete.splitlines()]
+    assert len(records) >= 3 and {r["event"] for r in records} == {"hypercall"}
+    assert linked.read_text() == "the old log\n"  # replaced by a rename, never truncated

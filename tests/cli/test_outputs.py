@@ -1,8 +1,8 @@
 """``hv-emu run``'s output files never destroy a file it did not write (hv_emu/cli/outputs.py):
 an output naming an input (or another output, or a file in --state) is refused before anything is
-opened; outputs are temporaries renamed into place only once the run ended, so a refused or
-failed run leaves an existing file as it was (found by a new-user tester). Ctrl-C is an ending
-like the others: tests/cli/test_interrupt.py."""
+opened; outputs are temporaries renamed into place only once the run ended (``--events`` as the
+guest starts), so a refused or failed run leaves an existing file as it was (found by a new-user
+tester). Ctrl-C is an ending like the others, and --events streams: tests/cli/test_interrupt.py."""
 
 from __future__ import annotations
 
