@@ -19,7 +19,7 @@ import sys
 
 from hv_emu.errors import HostError
 from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
-from hv_emu.linux.signals import signal_name
+from hv_emu.linux.signal_numbers import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.machine import Machine
 from hv_emu.vcpu.stopping import INTERRUPTED
