@@ -13,8 +13,9 @@ frames. So, within ``ctrl_c_ends``:
   ``KeyboardInterrupt``, which ``run.py`` turns into the same ending.
 - The C-level handler writes the signal's number to a pipe (``signal.set_wakeup_fd``) even
   while the main thread is inside ``emu_start``; a watcher thread reads it and calls
-  ``Vcpu.interrupt`` from there, again every ``REPEAT`` seconds until the block ends (a stop
-  that landed just before ``emu_start`` began is not lost).
+  ``Vcpu.interrupt`` from there (``emu_stop`` from another thread, docs/UNICORN.md U23), again
+  every ``REPEAT`` seconds until the block ends (a stop that landed just before ``emu_start``
+  began is not lost).
 
 Follows: signal(7), Python's ``signal`` module (handlers in the main thread; ``set_wakeup_fd``).
 
