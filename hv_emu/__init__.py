@@ -22,7 +22,8 @@ The picture (``docs/ARCHITECTURE.md`` walks through it)::
     net/           frames -> switch -> update receiver (sans-IO); backends and pcap at the edge
 
 The files at the top are the picture: ``machine.py`` (the composition root, the only file that
-wires devices, hooks and policies; ``loading.py`` puts a guest into it), ``layout.py`` (every
+wires devices, hooks and policies; ``loading.py`` puts a guest into it; ``machine_config.py``
+holds what it is built from and what a run gives back), ``layout.py`` (every
 port number and fixed address),
 ``exits.py``, ``dispatch.py``, ``bus.py``, ``mmio.py``, ``cpuid.py``, ``inspection.py`` (the
 storage policy), ``events.py`` (the ``--events`` log) and ``errors.py`` (failures split by who

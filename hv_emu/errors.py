@@ -93,3 +93,8 @@ class StorageError(HostError):
 
 class ImageError(ConfigError):
     """A guest image that cannot be loaded as asked (too big, overlapping, unreadable)."""
+
+
+class RunEnding(HostError):
+    """A host wait cut short because the run is ending (the watchdog fired, or Ctrl-C): raised
+    inside a hook, which drops it and stops; the run loop then reports that ending, not this."""

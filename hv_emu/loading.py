@@ -97,6 +97,7 @@ def load_elf_program(machine: Machine, image: bytes, *, argv: Sequence[str],
     interpreter, from ``files.sysroot``, else ``config.sysroot``, if it names one), its
     start-up stack, and the Linux personality on ``syscall`` (ELF64) or ``int 0x80`` (ELF32)."""
     files = files or FileTable(sysroot=machine.config.sysroot)
+    files.wait_with(machine.vcpu.stopping.wait_readable)  # --timeout, Ctrl-C end a blocked read
     elf = parse_elf(image)
     interp = load_interpreter(elf, files.sysroot) if elf.interp is not None else None
     process = load_elf(machine.mem, elf, interp)

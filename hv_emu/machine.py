@@ -6,7 +6,8 @@ with hv-emu's services in their ABI slots, the signature database in force and t
 and the vCPU, whose every exit it passes to ``dispatch``. It calls two helpers: ``loading.py``
 puts a guest into the built machine (a flat image, a disk boot, an ELF program) and plugs in what
 that kind of guest needs (the firmware's services, the Linux personality) through the machine's
-own attributes; ``updates/initial.py`` picks the database in force at start.
+own attributes; ``updates/initial.py`` picks the database in force at start. What it is built from
+and what a run gives back are ``machine_config.py``'s (``MachineConfig``, ``RunResult``).
 
 Follows: Firecracker's ``builder.rs`` (one function wires everything; nothing else knows the wiring)
 and ``docs/ARCHITECTURE.md``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,20 +45,22 @@ from hv_emu.errors import ConfigError, HostError
 from hv_emu.events import EventLog
 from hv_emu.exits import Exit, Fault, Halt, Outcome, StopRequest, Timeout
 from hv_emu.firmware.bios import Bios
-from hv_emu.hypercalls.abi import CPU_VENDORS, DEFAULT_MAX_UPDATE, HYPERCALL_INSTRUCTIONS, SLOTS
+from hv_emu.hypercalls.abi import CPU_VENDORS, HYPERCALL_INSTRUCTIONS, SLOTS
 from hv_emu.hypercalls.builtin import BUILTINS
 from hv_emu.hypercalls.spec import HypercallServices
 from hv_emu.hypercalls.table import HypercallTable
-from hv_emu.inspection import DEFAULT_ACTIONS, Inspector
-from hv_emu.layout import DEFAULT_MEM_MIB, MAX_MEM_MIB, MIB, MIN_MEM_MIB, PORT_DEBUGCON
+from hv_emu.inspection import Inspector
+from hv_emu.layout import MAX_MEM_MIB, MIB, MIN_MEM_MIB, PORT_DEBUGCON
 from hv_emu.linux.files import FileTable
 from hv_emu.linux.syscalls import LinuxProcess
+from hv_emu.machine_config import DISK_CONTROLLERS as DISK_CONTROLLERS
+from hv_emu.machine_config import MachineConfig as MachineConfig
+from hv_emu.machine_config import RunResult as RunResult
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.mmio import MmioBus
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import NetSpec, open_backend
-from hv_emu.net.config import NetConfig
 from hv_emu.scanner.database import ActiveDatabase
 from hv_emu.updates.initial import initial_database
 from hv_emu.updates.receiver import UpdateReceiver
@@ -66,8 +69,6 @@ from hv_emu.updates.state import StateDir
 from hv_emu.updates.verify import TrustStore
 from hv_emu.vcpu import Vcpu, native_cpuid
 
-#: The disk controllers ``--disk-controller`` offers (the first is the default).
-DISK_CONTROLLERS = ("ide", "ahci")
 #: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
 ExitObserver = Callable[[Exit, Outcome, float], None]
 #: Called after the inspection policy answered a disk write: (the write, the verdict).
@@ -87,49 +88,6 @@ class _WatchedStorage:
 
     def on_read(self, r: StorageRead) -> None:
         self.policy.on_read(r)
-
-
-@dataclass
-class MachineConfig:
-    """Everything ``hv-emu run`` can set, with its defaults."""
-
-    mem_mib: int = DEFAULT_MEM_MIB
-    timeout: float | None = 30.0
-    trust: list[Path] = field(default_factory=list)
-    db: Path | None = None
-    state_dir: Path | None = None
-    max_update: int = DEFAULT_MAX_UPDATE
-    disk: Path | None = None  # raw image on the primary ATA channel or AHCI port 0 (``--disk``)
-    disk_size_mib: int | None = None  # create ``disk`` with this size first (``--disk-size``)
-    disk_controller: str = "ide"  # ``--disk-controller``: "ide" (PIIX3) or "ahci" (ICH9)
-    on_detect: tuple[str, ...] = DEFAULT_ACTIONS  # what a detection does (``--on-detect``)
-    net: NetSpec | None = None  # the guest NIC's backend (``--net``); no NIC without one
-    net_config: NetConfig = field(default_factory=NetConfig)  # ``--hv-mac/--hv-ip/--update-port``
-    guest_mac: bytes = layout.GUEST_MAC  # the guest NIC's MAC
-    capture: Path | None = None  # every frame through the hypervisor's switch (``--capture``)
-    #: ``update_signatures`` answers only once its database is active (``--sync-updates``): the
-    #: guest's pause then includes the compile. Read at each call: it may change between runs.
-    sync_updates: bool = False
-    #: The CPU vendor the guest sees (``--cpu``): ``intel`` (CPUID "GenuineIntel", the hypercall
-    #: is VMCALL) or ``amd`` ("AuthenticAMD", VMMCALL); the other vendor's instruction is a #UD.
-    cpu: str = CPU_VENDORS[0]
-    #: Guest time follows the host's clock (``--realtime``) instead of the guest's own work.
-    realtime: bool = False
-    #: ELF programs: the host directory whose tree the program sees read-only as its root, where
-    #: a dynamically linked program's loader and libraries come from (``--sysroot``; docs/ELF.md).
-    sysroot: Path | None = None
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """How a run ended: ``exit`` is the final VM exit (Halt, Fault, Timeout or StopRequest)."""
-
-    exit: Exit
-    outcome: Outcome
-
-    @property
-    def halted(self) -> bool:
-        return isinstance(self.exit, Halt)
 
 
 class Machine:

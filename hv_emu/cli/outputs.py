@@ -13,10 +13,16 @@ Models: a run's output files (``--report``, ``--events``, ``--screen``, ``--trac
   (``.NAME.<16 hex>.tmp``, ``O_CREAT | O_EXCL | O_NOFOLLOW``: a new inode of our own) before the
   guest runs, which also proves the directory exists and is writable; the streaming outputs
   (``--events``, ``--trace-json``, ``--capture``) stream into it. Only when the run ended (the
-  guest halted, faulted, timed out, was stopped, or the program exited) and every output was
-  written does ``commit`` rename each temporary over its name (the existing file's permission
-  bits kept). A refused run, a failed write, an internal error or Ctrl-C removes the
-  temporaries (``discard``) and leaves every existing file as it was.
+  guest halted, faulted, timed out, was stopped or interrupted by Ctrl-C, or the program exited)
+  and every output was written does ``commit`` rename each temporary over its name (the existing
+  file's permission bits kept). A refused run, a failed write, an internal error or Ctrl-C
+  before the guest started removes the temporaries (``discard``) and leaves every existing file
+  as it was.
+- ``--events`` is the one output put in place early (``publish``): its temporary is renamed over
+  its name once the guest is loaded, just before it starts, so the file itself grows line by
+  line (``tail -f``) and a run that is killed, or fails, keeps every event flushed so far. A
+  refused run still leaves an existing file as it was; the replacement is a rename, never a
+  truncation, so other hard links of the old file keep its contents.
 - A symbolic link given as an output is followed: its target is replaced, the link stays.
 - An output that exists and is neither a regular file nor a directory (``/dev/null``, a FIFO,
   a terminal, ``/dev/stdout``) is written directly, as it was before: there is nothing to
@@ -234,20 +240,18 @@ class Outputs:
             os.close(output.fd)
             output.fd = None
 
+    def publish(self, option: str) -> None:
+        """Put ``option``'s temporary in place now (``--events``, once the guest starts): from
+        then on the user's file is the stream itself, whatever happens to the run."""
+        output = self.outputs.get(option)
+        if output is not None:
+            _put_in_place(output)
+
     def commit(self) -> None:
         """Rename every temporary over its output (the old file's permission bits kept)."""
         for output in self.outputs.values():
             self.release(output.option)
-            if output.temporary is None:
-                continue
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.chmod(output.temporary, stat.S_IMODE(os.stat(output.target).st_mode))
-                os.replace(output.temporary, output.target)
-            except OSError as err:
-                raise HostError(f"cannot write {output.option} {output.path}: "
-                                f"{err.strerror}") from None  # fmt: skip
-            output.temporary = None
+            _put_in_place(output)
         self.committed = True
 
     def discard(self) -> None:
@@ -261,6 +265,20 @@ class Outputs:
                 with contextlib.suppress(OSError):
                     os.unlink(output.temporary)
                 output.temporary = None
+
+
+def _put_in_place(output: Output) -> None:
+    """Rename ``output``'s temporary over its target, keeping the old file's permission bits."""
+    if output.temporary is None:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(output.temporary, stat.S_IMODE(os.stat(output.target).st_mode))
+        os.replace(output.temporary, output.target)
+    except OSError as err:
+        raise HostError(f"cannot write {output.option} {output.path}: "
+                        f"{err.strerror}") from None  # fmt: skip
+    output.temporary = None
 
 
 def _special(path: Path) -> bool:

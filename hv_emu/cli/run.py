@@ -11,11 +11,14 @@ Exit status:
     3  the watchdog timed out (``--timeout``)
     4  a handler stopped the run
     70 an internal error of hv-emu (a bug: please report it)
+    130 interrupted (Ctrl-C) once the guest had started: an ending like the others, its line
+        ("interrupted at ...") and every output written (``interrupt.py``); before that, every
+        output file left as it was
 A Linux ELF program that calls exit/exit_group makes ``hv-emu run`` exit with the program's own
 status instead, as ``qemu-x86_64`` does (docs/ELF.md); its other ends keep the codes above.
-    130 interrupted (Ctrl-C): every output file left as it was
 The files it writes (``OUTPUTS``) are never one it reads, and each is replaced only once the run
-ended (``outputs.py``); the ending's line and status are ``run_status.py``'s.
+ended, but for ``--events``, put in place as the guest starts and written as events happen
+(``outputs.py``); the ending's line and status are ``run_status.py``'s.
 
 Follows: README.md (``hv-emu run``), docs/ELF.md, docs/EVENTS.md.
 
@@ -35,12 +38,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from hv_emu.cli.interrupt import ctrl_c_ends
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.cli.outputs import Outputs
 from hv_emu.cli.run_status import (
     EXIT_FAULT,
     EXIT_HALT,
+    EXIT_INTERRUPTED,
     EXIT_STOPPED,
     EXIT_TIMEOUT,
     exit_status,
@@ -65,9 +70,10 @@ from hv_emu.machine import DISK_CONTROLLERS, Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
 from hv_emu.named_file import read_user_file
 from hv_emu.usage import Once, drop_standard_output, integer
+from hv_emu.vcpu.stopping import INTERRUPTED
 
 #: Every file ``hv-emu run`` writes, as its option (hv_emu/cli/outputs.py: none is ever a file it
-#: reads, each is written whole or not at all).
+#: reads, each is written whole or not at all, but ``--events``, which streams).
 OUTPUTS = ("--report", "--events", "--screen", "--trace-json", "--capture")
 
 
@@ -197,10 +203,15 @@ def _run_watched(machine: Machine, args: argparse.Namespace, outputs: Outputs) -
                             records=records)  # fmt: skip
         machine.exit_observers.append(tracer)
     try:
-        if args.gdb is None:
-            return machine.run()
-        with machine.serving_network():
-            return serve_gdb(machine, args.gdb, announce=_announce_gdb)
+        with ctrl_c_ends(machine.vcpu):
+            try:
+                if args.gdb is None:
+                    return machine.run()
+                with machine.serving_network():
+                    return serve_gdb(machine, args.gdb, announce=_announce_gdb)
+            except KeyboardInterrupt:  # Ctrl-C outside the vCPU's run: gdb's wait (interrupt.py)
+                vcpu = machine.vcpu
+                return machine.finish(StopRequest(INTERRUPTED, vcpu.mode(), vcpu.reg("rip")))
     finally:
         if records is not None:
             records.close()
@@ -241,6 +252,8 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
             status, ending = EXIT_FAULT, final.describe()
         case Timeout(seconds=seconds, rip=rip):
             status, ending = EXIT_TIMEOUT, f"timeout: {seconds:g} s without halting (RIP={rip:#x})"
+        case StopRequest(reason=reason, rip=rip) if reason == INTERRUPTED:
+            status, ending = EXIT_INTERRUPTED, f"interrupted (Ctrl-C) at RIP={rip:#x}"
         case StopRequest(reason=reason):
             status, ending = EXIT_STOPPED, f"stopped: {reason}"
         case _:
@@ -367,6 +380,7 @@ def _run(args: argparse.Namespace, image: bytes | None, outputs: Outputs) -> int
                 machine.boot_disk()
             else:
                 _load(machine, image, args)
+            outputs.publish("--events")  # from now on FILE itself grows as events happen
             started = time.perf_counter()
             result = _run_watched(machine, args, outputs)
             elapsed = time.perf_counter() - started

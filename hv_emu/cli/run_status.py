@@ -3,7 +3,8 @@
 Models: the last thing a VMM's front end does, as ``qemu`` or ``bhyve`` do: say in one line on
 standard error how the guest ended (halted, faulted, timed out, stopped; a Linux program's exit
 status or signal) with the run's counts (hypercalls, time, the database in force, detections, the
-network), and turn that ending into the exit status ``run.py``'s docstring lists.
+network), and turn that ending into the exit status ``run.py``'s docstring lists (Ctrl-C's,
+``StopRequest(INTERRUPTED)``, is 130: "interrupted at RIP=...").
 
 Follows: README.md (``hv-emu run``), docs/ELF.md (a program's own status, as ``qemu-x86_64``).
 
@@ -18,11 +19,13 @@ import sys
 
 from hv_emu.errors import HostError
 from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
-from hv_emu.linux.signals import signal_name
+from hv_emu.linux.signal_numbers import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.machine import Machine
+from hv_emu.vcpu.stopping import INTERRUPTED
 
 EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell shows SIGINT (128 + 2)
 
 
 def database_summary(machine: Machine) -> str:
@@ -93,6 +96,9 @@ def exit_status(machine: Machine, final: Exit, summary: str, quiet: bool) -> int
             print(f"hv-emu: timeout: the guest ran {seconds:g} s without halting "
                   f"(RIP={rip:#x}); raise --timeout if it needs longer", file=sys.stderr)
             return EXIT_TIMEOUT
+        case StopRequest(reason=reason, rip=rip) if reason == INTERRUPTED:
+            print(f"hv-emu: interrupted at RIP={rip:#x} (Ctrl-C): {summary}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         case StopRequest(reason=reason):
             print(f"hv-emu: stopped: {reason}: {summary}", file=sys.stderr)
             return EXIT_STOPPED

@@ -6,8 +6,9 @@ each call's argument types (``arguments.py``), files confined to what the user g
 ``streams.py``, ``directories.py``, ``stat.py``, refusals in ``refusals.py``), the read-only sysroot
 walked as a chroot (``sysroot.py``), the mmap arena's books (``mmap.py``), i386 thread-local storage
 slots (``tls.py``), signals and the frames their handlers run on (``signals.py``, ``sigframe.py``,
-waiting in ``sigwait.py``) and the system calls themselves (``syscalls.py``, and ``dynamic.py`` for
-what ``ld.so`` needs). ``docs/ELF.md`` lists what is supported.
+their numbers in ``signal_numbers.py``, waiting in ``sigwait.py``) and the system calls
+themselves (``syscalls.py``, and ``dynamic.py`` for what ``ld.so`` needs). ``docs/ELF.md`` lists
+what is supported.
 
 Controls: the guest controls every system-call argument; the user controls the granted files and
 the sysroot.

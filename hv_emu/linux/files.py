@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -152,6 +153,12 @@ class FileTable:
             1: Stream(self.stdout, readable=False),
             2: Stream(self.stderr, readable=False),
         }
+
+    def wait_with(self, wait: Callable[[int], None]) -> None:
+        """Standard input's blocking reads wait through ``wait`` (the machine's ``RunStop``)."""
+        stdin = self._open.get(0)
+        if isinstance(stdin, Stream):
+            stdin.wait = wait
 
     # ------------------------------------------------------------------ descriptors
     def open(self, path: str, flags: int) -> int:

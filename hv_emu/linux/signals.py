@@ -53,55 +53,38 @@ from hv_emu.linux.sigframe import (
     siginfo,
     stack_t_size,
 )
+from hv_emu.linux.signal_numbers import (
+    DEFAULT_IGNORED,
+    EFLAGS_TF,
+    MINSIGSTKSZ,
+    NSIG,
+    SA_NODEFER,
+    SA_ONSTACK,
+    SA_RESETHAND,
+    SA_RESTORER,
+    SA_SIGINFO,
+    SEGV_ACCERR,
+    SI_TKILL,
+    SI_USER,
+    SIG_BLOCK,
+    SIG_DFL,
+    SIG_IGN,
+    SIG_SETMASK,
+    SIG_UNBLOCK,
+    SIGKILL,
+    SIGSEGV,
+    SIGSET_BYTES,
+    SIGSTOP,
+    SS_AUTODISARM,
+    SS_DISABLE,
+    SS_ONSTACK,
+    UNBLOCKABLE,
+    VECTOR_SIGNALS,
+    sig_bit,
+    signal_name,
+)
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState, read_virt, translate, write_virt
-
-NSIG = 64
-SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
-            7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
-            13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD",
-            18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU",
-            23: "SIGURG", 24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF",
-            28: "SIGWINCH", 29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS"}  # fmt: skip
-SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGKILL, SIGSEGV, SIGPIPE, SIGSTOP = 4, 5, 7, 8, 9, 11, 13, 19
-#: Signals whose default action is to do nothing here (ignore; stop and continue have no
-#: job control to answer to).
-DEFAULT_IGNORED = frozenset({17, 18, 19, 20, 21, 22, 23, 28})
-SIG_DFL, SIG_IGN = 0, 1
-SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
-SA_SIGINFO = 0x4
-SA_RESTORER = 0x04000000
-SA_ONSTACK = 0x08000000
-SA_NODEFER = 0x40000000
-SA_RESETHAND = 0x80000000
-SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31
-MINSIGSTKSZ = 2048
-#: si_code values (``uapi/asm-generic/siginfo.h``).
-SI_USER, SI_KERNEL, SI_TKILL = 0, 0x80, -6
-ILL_ILLOPN, FPE_INTDIV, SEGV_MAPERR, SEGV_ACCERR, BUS_ADRALN, TRAP_TRACE = 2, 1, 1, 2, 1, 2
-#: EFLAGS.TF: a single-step trap (#DB) after the next instruction.
-EFLAGS_TF = 0x100
-_SIGSET_SIZE = 8
-#: SIGKILL and SIGSTOP: no mask blocks them.
-UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
-_RED_ZONE = 128  # x86-64 only
-#: Vector -> (signal, si_code, what si_addr is: "rip", "cr2" or None for 0), from Linux's
-#: ``DO_ERROR`` table and its #PF, #GP, #BP handlers.
-VECTOR_SIGNALS: dict[int, tuple[int, int, str | None]] = {
-    0: (SIGFPE, FPE_INTDIV, "rip"), 1: (SIGTRAP, TRAP_TRACE, "rip"), 3: (SIGTRAP, SI_KERNEL, None),
-    4: (SIGSEGV, SI_KERNEL, None), 5: (SIGSEGV, SI_KERNEL, None), 6: (SIGILL, ILL_ILLOPN, "rip"),
-    10: (SIGSEGV, SI_KERNEL, None), 11: (SIGBUS, SI_KERNEL, None), 12: (SIGBUS, SI_KERNEL, None),
-    13: (SIGSEGV, SI_KERNEL, None), 14: (SIGSEGV, SEGV_MAPERR, "cr2"),
-    16: (SIGFPE, SI_KERNEL, "rip"), 17: (SIGBUS, BUS_ADRALN, None), 19: (SIGFPE, SI_KERNEL, "rip"),
-}  # fmt: skip
-
-
-def signal_name(sig: int) -> str:
-    return SIGNAMES.get(sig, f"signal {sig}")
-
-
-def _bit(sig: int) -> int:
-    return 1 << (sig - 1)
 
 
 class SignalCall(Protocol):
@@ -159,7 +142,7 @@ class Signals:
     # ------------------------------------------------------------------ system calls
     def _rt_sigaction(self, c: SignalCall) -> int:
         sig, act, oact, size = c.args
-        if size != _SIGSET_SIZE or not 1 <= sig <= NSIG:
+        if size != SIGSET_BYTES or not 1 <= sig <= NSIG:
             raise SyscallError(Errno.EINVAL, f"signal {sig}, sigset size {size}")
         w = self._word
         layout = "<QQQQ" if w == 8 else "<IIIQ"
@@ -180,7 +163,7 @@ class Signals:
 
     def _rt_sigprocmask(self, c: SignalCall) -> int | Outcome:
         how, new, old, size = c.args
-        if size != _SIGSET_SIZE:
+        if size != SIGSET_BYTES:
             raise SyscallError(Errno.EINVAL, f"sigset size {size}")
         if new:
             if how not in (SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK):
@@ -199,9 +182,9 @@ class Signals:
         return self._returning(c, 0)
 
     def _rt_sigpending(self, c: SignalCall) -> int:
-        if c.args[1] > _SIGSET_SIZE:
+        if c.args[1] > SIGSET_BYTES:
             raise SyscallError(Errno.EINVAL, f"sigset size {c.args[1]}")
-        pending = sum(_bit(sig) for sig in self._blocked_signals())
+        pending = sum(sig_bit(sig) for sig in self._blocked_signals())
         c.write(c.args[0], pending.to_bytes(8, "little")[: c.args[1]])
         return 0
 
@@ -315,7 +298,7 @@ class Signals:
         return result if outcome is None else outcome
 
     def _blocked_signals(self) -> set[int]:
-        return {sig for sig in self.pending if self.blocked & _bit(sig)}
+        return {sig for sig in self.pending if self.blocked & sig_bit(sig)}
 
     def _next(self, registers: Mapping[str, int], paging: PagingState) -> Outcome | None:
         """Deliver the lowest pending unblocked signal to code about to resume at ``registers``
@@ -354,10 +337,10 @@ class Signals:
     def _dispose(self, sig: int, info: bytes, ctx: Interrupted, paging: PagingState, *,
                  fault: bool) -> Outcome | None:  # fmt: skip
         action = self.actions[sig]
-        if fault and (self.blocked & _bit(sig) or action.handler == SIG_IGN):
+        if fault and (self.blocked & sig_bit(sig) or action.handler == SIG_IGN):
             # force_sig_info: a fault signal the program cannot take kills it
             self.actions[sig] = action = Action()
-            self.blocked &= ~_bit(sig)
+            self.blocked &= ~sig_bit(sig)
         if action.handler == SIG_IGN or (action.handler == SIG_DFL and sig in DEFAULT_IGNORED):
             return None
         if action.handler == SIG_DFL:
@@ -390,7 +373,7 @@ class Signals:
             return self._die(SIGSEGV, fault=False)  # force_sigsegv: the stack is unusable
         self.blocked |= action.mask
         if not action.flags & SA_NODEFER:
-            self.blocked |= _bit(sig)
+            self.blocked |= sig_bit(sig)
         self.blocked &= ~UNBLOCKABLE
         if action.flags & SA_RESETHAND:
             self.actions[sig] = Action()

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from hv_emu.exits import Outcome, Stopped
 from hv_emu.linux.numbers import Errno
 from hv_emu.linux.refusals import SyscallError
-from hv_emu.linux.signals import NSIG, UNBLOCKABLE, SignalCall, Signals
+from hv_emu.linux.signal_numbers import NSIG, UNBLOCKABLE
+from hv_emu.linux.signals import SignalCall, Signals
 
 #: The kernel's sigset size; any other ``sigsetsize`` is ``EINVAL``.
 SIGSET_SIZE = 8

@@ -12,6 +12,10 @@ Follows: pipe(7) and read(2)/write(2) on pipes: a write to a stream with a host 
 one ``write(2)`` of it (a short write is the program's to finish, as on Linux), after whatever
 hv-emu had buffered there.
 
+A read that would block (standard input with nothing typed yet) waits through ``wait`` when the
+machine gave one (``vcpu/stopping.py``: the watchdog and Ctrl-C cut it short, ``RunEnding``, and
+nothing is consumed), then takes what the descriptor has with one ``read(2)``.
+
 Leaves out: terminals (``ioctl`` is ``ENOTTY``), non-blocking mode.
 
 Guest controls: counts and data; reads are capped by the caller (``files.MAX_IO``).
@@ -20,6 +24,7 @@ Guest controls: counts and data; reads are capped by the caller (``files.MAX_IO`
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -34,12 +39,21 @@ class Stream:
 
     stream: BinaryIO | None
     readable: bool
+    #: Waits until a descriptor is readable, or raises ``RunEnding`` (``vcpu/stopping.py``).
+    wait: Callable[[int], None] | None = None
 
     def read(self, n: int) -> bytes:
         if not self.readable:
             raise SyscallError(Errno.EBADF, "not open for reading")
         if self.stream is None:
             return b""
+        fd = _descriptor(self.stream) if self.wait is not None else None
+        if self.wait is not None and fd is not None:
+            self.wait(fd)  # the run's end cuts it short: nothing read, nothing lost
+            try:
+                return os.read(fd, n)
+            except OSError as err:
+                raise refusal(err) from None
         # read1: what is available now (a line typed at a terminal), as read(2) on a pipe does,
         # rather than waiting for all n bytes.
         read1 = getattr(self.stream, "read1", None)
@@ -51,10 +65,7 @@ class Stream:
             raise SyscallError(Errno.EBADF, "not open for writing")
         if self.stream is None:
             return len(data)
-        try:
-            fd: int | None = self.stream.fileno()
-        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
-            fd = None
+        fd = _descriptor(self.stream)
         try:
             self.stream.flush()  # what hv-emu wrote there before goes first
             if fd is not None:
@@ -79,6 +90,14 @@ class Stream:
 
     def close(self) -> None:
         """The streams belong to hv-emu: closing the descriptor leaves them open."""
+
+
+def _descriptor(stream: BinaryIO) -> int | None:
+    """The host descriptor behind ``stream``, if it has one (a ``BytesIO`` has none)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: no descriptor
+        return None
 
 
 @dataclass

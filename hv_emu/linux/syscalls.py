@@ -50,7 +50,8 @@ from hv_emu.linux.numbers import (
     TABLES,
     Errno,
 )
-from hv_emu.linux.signals import SIGPIPE, Signals
+from hv_emu.linux.signal_numbers import SIGPIPE
+from hv_emu.linux.signals import Signals
 from hv_emu.linux.sigwait import SignalWaits
 from hv_emu.linux.startup import GID, PLATFORM, UID
 from hv_emu.linux.tls import USER_DESC, TlsSlots, UserDesc, selector

@@ -8,7 +8,7 @@ SDM's double-fault table (``injection.merge``) and delivered instead, at most
 ``MAX_DELIVERIES`` times; a fault while delivering #DF is a triple fault (a PC resets; hv-emu
 ends the run and says so).
 
-Follows: Intel SDM vol. 3A 6.15 (interrupt 8, table 6-5) and 6.12; docs/UNICORN.md U39 (the
+Follows: Intel SDM vol. 3A 6.15 (interrupt 8, table 6-5) and 6.12; docs/UNICORN.md U39, U61 (the
 CPU's ``old_exception`` is forgotten after each delivery, or the next fault would come back as
 #DF).
 

@@ -1,5 +1,10 @@
 """The exception in flight: the CPU's memory of the last exception, forgotten once it is delivered.
 
+The one place that knows where that memory is and how to clear it: the run loop before each
+entry (``forget_exception``), the Linux personality's signals (``exceptions.py``) and event
+injection through the guest's IVT/IDT (``hidden.HiddenState.forget_exception``, on the context it
+is editing anyway) all clear it here (``forget_in_context``).
+
 Models: the part of the x86 exception logic that turns a second fault into a double fault (Intel
 SDM vol. 3A 6.15, interrupt 8: a contributory exception or a page fault while delivering a
 contributory exception or a page fault is #DF). QEMU keeps it as ``old_exception`` and clears it
@@ -61,15 +66,21 @@ def in_flight_offset() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
-def forget_exception(uc: unicorn.Uc) -> bool:
-    """Mark the exception in flight as delivered (U61); False if the field is unknown."""
+def forget_in_context(address: int | None, size: int) -> bool:
+    """Mark the exception in flight as delivered in a saved context of ``size`` bytes at
+    ``address`` (U61: the field set to -1); False if the field is unknown (nothing written)."""
     offset = in_flight_offset()
-    if offset is None:
-        return False
-    context = uc.context_save()
-    address = ctypes.cast(context.context, ctypes.c_void_p).value
-    if address is None or offset + 4 > context.size:
+    if address is None or offset is None or offset + 4 > size:
         return False
     ctypes.memmove(address + offset, _NONE, 4)
+    return True
+
+
+def forget_exception(uc: unicorn.Uc) -> bool:
+    """Mark ``uc``'s exception in flight as delivered (U61): its context saved, the field
+    cleared there, the context restored; False if the field is unknown."""
+    context = uc.context_save()
+    if not forget_in_context(ctypes.cast(context.context, ctypes.c_void_p).value, context.size):
+        return False
     uc.context_restore(context)
     return True

@@ -12,8 +12,9 @@ Follows: QEMU 5.0's ``CPUX86State`` layout as Unicorn 2.1.4 builds it (``regs``,
 ``eflags``, ``cc_*``, ``hflags``, ``segs[6]`` of ``{selector, base, limit, flags}``,
 ``old_exception``) and ``cpu_x86_load_seg_cache`` (how loading CS and SS updates ``hflags``:
 CS32, SS32, CS64, CPL, ADDSEG). The offsets are checked once per process against a scratch
-engine (a marker in RIP, a selector in CS, an IDTR base, and ``old_exception`` going from -1 to
-0 at a #DE); if any check fails, ``HiddenState.usable`` is False and nothing is delivered.
+engine (a marker in RIP, a selector in CS, an IDTR base); ``old_exception`` is found and cleared
+by ``exception_state.py``, the one place that knows it (docs/UNICORN.md U61). If any check fails,
+or that field is unknown, ``HiddenState.usable`` is False and nothing is delivered.
 
 Leaves out: the LDT, FS/GS caches (delivery never loads them), the descriptor-cache fields of
 TR and GDTR (read through the register API), MPX's BNDCS (``cpu_sync_bndcs_hflags``).
@@ -31,14 +32,15 @@ import struct
 import unicorn
 from unicorn import x86_const as X
 
+from hv_emu.vcpu.exception_state import forget_in_context, in_flight_offset
+
 # QEMU 5.0 CPUX86State offsets (x86-64 build): regs[16] then eip, eflags, cc_dst, cc_src,
 # cc_src2, cc_op, df, hflags, hflags2, segs[6] (24 bytes each: u32 selector, pad, u64 base,
-# u32 limit, u32 flags), ldt, tr, gdt, idt; old_exception far below (found at 5496).
+# u32 limit, u32 flags), ldt, tr, gdt, idt; old_exception far below (exception_state.py).
 _EIP = 128
 _HFLAGS = 176
 _SEGS = 184
 _SEG_SIZE = 24
-_OLD_EXCEPTION = 5496
 _U32 = struct.Struct("<I")
 _SEGMENT = struct.Struct("<I4xQII")  # SegmentCache: selector, (padding), base, limit, flags
 #: Segment register numbers as QEMU orders them, then the system tables that share the layout.
@@ -82,15 +84,8 @@ def _layout_holds() -> bool:
         idtr = env + _SEGS + IDT * _SEG_SIZE + 8
         if struct.unpack_from("<QI", raw, idtr) != (0x8765_4321, 0x3FF):
             return False
-        if struct.unpack_from("<i", raw, env + _OLD_EXCEPTION)[0] != -1:
-            return False
-        # A #DE (div cl with CL = 0) that is not delivered leaves old_exception = 0.
-        uc.mem_write(0x1000, b"\xf6\xf1")
-        uc.reg_write(X.UC_X86_REG_RCX, 0)
-        uc.hook_add(unicorn.UC_HOOK_INTR, lambda u, _n, _d: u.emu_stop())
-        uc.emu_start(0x1000, 0x1002)
-        after = bytes(uc.context_save())
-        return bool(struct.unpack_from("<i", after, env + _OLD_EXCEPTION)[0] == 0)
+        # Delivery must forget the exception it delivered (U61): no field, no delivery.
+        return in_flight_offset() is not None
     except unicorn.UcError:
         return False
 
@@ -104,6 +99,7 @@ class HiddenState:
         self._ctx = uc.context_save()
         self._env = _env_offset(self._ctx) if self.usable else 0
         address = int(self._ctx.context.value)
+        self._address = address
         # One writable view of the saved state: fields are read and written with struct.
         self._view = memoryview((ctypes.c_char * self._ctx.size).from_address(address)).cast("B")
 
@@ -145,8 +141,9 @@ class HiddenState:
 
     def forget_exception(self) -> None:
         """The exception in progress has been delivered: the next one is not a double fault
-        (QEMU resets ``old_exception`` in ``do_interrupt_all``, which Unicorn never runs)."""
-        _U32.pack_into(self._view, self._env + _OLD_EXCEPTION, 0xFFFFFFFF)
+        (QEMU resets ``old_exception`` in ``do_interrupt_all``, which Unicorn never runs): cleared
+        in the copy being edited, by ``exception_state.py`` (docs/UNICORN.md U61)."""
+        forget_in_context(self._address, self._ctx.size)
 
     def load_segment(self, seg: int, selector: int, base: int, limit: int, flags: int,
                      cr0: int, eflags: int) -> None:  # fmt: skip

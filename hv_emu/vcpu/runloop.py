@@ -15,6 +15,9 @@ timer is armed (U41, the instruction budget); CR2 given back after each return (
 silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37); the exception in
 flight is forgotten at each entry, so a fault is reported, or delivered, as itself (U61, U62).
 
+Ctrl-C (``interrupt``) ends a run as the watchdog does, as a ``StopRequest`` that says so, and cuts
+short a host wait either way (``stopping.py``).
+
 Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
 
 Guest controls: when it halts, faults or calls VMCALL, and the RAM host code writes on its behalf
@@ -42,6 +45,7 @@ from hv_emu.vcpu.icount import Counter
 from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
 from hv_emu.vcpu.mmio import MmioTraps
 from hv_emu.vcpu.platform import Platform
+from hv_emu.vcpu.stopping import INTERRUPTED, RunStop
 from hv_emu.vcpu.traps import ExitHandler
 
 _HLT = 0xF4
@@ -58,6 +62,7 @@ class Vcpu(MmioTraps, Platform):
         super().__init__(mem, on_exit)
         Platform.__init__(self)
         self._timed_out = threading.Event()
+        self.stopping = RunStop()  # the watchdog's and Ctrl-C's end, host waits included
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
         self._pushing_frame = False  # delivery is writing an interrupt frame (not code)
         self._counter = Counter(self.uc)  # what a budgeted entry ran (docs/UNICORN.md U65)
@@ -69,6 +74,8 @@ class Vcpu(MmioTraps, Platform):
         ``steps`` runs at most that many instructions and then returns ``StopRequest("step")``
         (a debugger's single step; ``count=`` is slow, so only then)."""
         self._timed_out.clear()
+        if self.stopping.rearm():  # Ctrl-C came before this run: it ends at once
+            self._timed_out.set()
         watchdog = None
         if timeout is not None:
             watchdog = threading.Timer(timeout, self._watchdog_fire)
@@ -78,6 +85,8 @@ class Vcpu(MmioTraps, Platform):
             while True:
                 if self._timed_out.is_set():
                     mode = self.mode()
+                    if self.stopping.interrupted.is_set():
+                        return StopRequest(INTERRUPTED, mode, self.reg("rip"))
                     return Timeout(timeout or 0.0, mode, self.reg("rip"))
                 self._stop = self._error = self._pending_fault = None
                 self._resume = False
@@ -248,8 +257,15 @@ class Vcpu(MmioTraps, Platform):
         text = disassemble_one(code, pc, mode)
         return text.startswith(("(bad)", "ud0", "ud1", "ud2"))
 
+    def interrupt(self) -> None:
+        """Ctrl-C: end this run and every later one (``StopRequest(INTERRUPTED)``), even from a
+        host wait; any thread may call it, as often as it likes."""
+        self.stopping.interrupted.set()
+        self._watchdog_fire()
+
     def _watchdog_fire(self) -> None:
         self._timed_out.set()
+        self.stopping.cut()
         self.uc.emu_stop()
 
     def _byte_before(self, paging: PagingState, pc: int) -> int:

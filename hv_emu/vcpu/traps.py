@@ -36,7 +36,7 @@ from dataclasses import replace
 import unicorn
 from unicorn import x86_const as X
 
-from hv_emu.errors import GuestFault
+from hv_emu.errors import GuestFault, RunEnding
 from hv_emu.exits import (
     Cpuid,
     Exit,
@@ -174,8 +174,9 @@ class Traps(ExceptionTraps):
 
     def _hook_error(self, err: BaseException) -> None:
         """Keep an exception raised in a hook for the run loop to raise after ``emu_start``: it
-        must not unwind through Unicorn's C frames (U22)."""
-        if self._error is None:
+        must not unwind through Unicorn's C frames (U22). A host wait the end of the run cut
+        short (``RunEnding``: ``stopping.py``) is no error: the run loop reports that end."""
+        if self._error is None and not isinstance(err, RunEnding):
             self._error = err
         self.uc.emu_stop()
 

@@ -1,15 +1,12 @@
 """``hv-emu run``'s output files never destroy a file it did not write (hv_emu/cli/outputs.py):
 an output naming an input (or another output, or a file in --state) is refused before anything is
-opened; outputs are temporaries renamed into place only once the run ended, so a refused run, a
-failed one or Ctrl-C leaves an existing file as it was (found by a new-user tester)."""
+opened; outputs are temporaries renamed into place only once the run ended (``--events`` as the
+guest starts), so a refused or failed run leaves an existing file as it was (found by a new-user
+tester). Ctrl-C is an ending like the others, and --events streams: tests/cli/test_interrupt.py."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,6 @@ from hv_emu.cli.main import main
 from hv_emu.cli.outputs import Outputs, OutputText
 from hv_emu.errors import ConfigError, HostError
 
-ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_OPTIONS = ("--report", "--events", "--screen", "--trace-json")
 
 
@@ -192,30 +188,6 @@ def test_devices_are_written_directly(
         assert main(["run", str(files["hello"]), "-q", option, "/dev/full"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "/dev/full: No space left on device" in err, err
-
-
-def test_ctrl_c_keeps_the_old_file_and_removes_the_temporary(tmp_path: Path) -> None:
-    image = tmp_path / "spin.bin"
-    image.write_bytes(assemble("again: cpuid\njmp again", mode=64, address=0x100000))
-    report = tmp_path / "r.html"
-    report.write_text("keep\n")
-    argv = [sys.executable, "-m", "hv_emu", "run", str(image), "--report", str(report),
-            "--events", str(tmp_path / "e.json"), "--timeout", "60"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as child:  # fmt: skip
-        end = time.monotonic() + 30
-        while len(temporaries(tmp_path)) < 2 and time.monotonic() < end:
-            time.sleep(0.05)  # the temporaries exist once the outputs are prepared
-        # A SIGINT that lands inside one of Unicorn's callbacks can be swallowed there ("Exception
-        # ignored in..."; the vCPU's business, not this test's): press Ctrl-C until it ends.
-        while child.poll() is None and time.monotonic() < end:
-            child.send_signal(signal.SIGINT)
-            time.sleep(0.5)
-        _, err = child.communicate(timeout=30)
-    assert child.returncode == 130 and err.endswith(b"hv-emu: interrupted\n"), err
-    assert report.read_text() == "keep\n"
-    assert not (tmp_path / "e.json").exists() and temporaries(tmp_path) == []
 
 
 def test_outputs_prepare_commit_and_discard(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ from guest_tool.programs import macro_prelude
 from hv_emu import layout
 from hv_emu.exits import Halt
 from hv_emu.machine import Machine, MachineConfig
+from tests.rigs.pic_guest import SLAVE_BASE, remap_pics
 from tests.rigs.qemu import EXIT_PORT, needs_qemu, run_qemu
 
 LBA = 5
-ATA_VECTOR = 0x28 + 6  # the slave PIC at 0x28: IRQ14 is its input 6
+ATA_VECTOR = SLAVE_BASE + 6  # IRQ14 is the slave PIC's input 6
 
 #: Remap the PICs (0x20/0x28), unmask IRQ2 and IRQ14, nIEN clear; WRITE SECTORS of a pattern
 #: to LBA 5, wait for the completion IRQ with HLT; READ SECTORS back, wait for the data IRQ,
@@ -27,25 +28,7 @@ GUEST = f"""
     mov sp, 0x7000
     mov word ptr [{ATA_VECTOR}*4], on_ata
     mov word ptr [{ATA_VECTOR}*4+2], 0
-    mov al, 0x11
-    out 0x20, al
-    out 0xa0, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 4
-    out 0x21, al
-    mov al, 2
-    out 0xa1, al
-    mov al, 1
-    out 0x21, al
-    out 0xa1, al
-    mov al, 0xfb
-    out 0x21, al                # IRQ2 (the cascade) only
-    mov al, 0xbf
-    out 0xa1, al                # IRQ14 only
-    mov dx, 0x3f6
+{remap_pics(master_mask=0xFB, slave_mask=0xBF)}    mov dx, 0x3f6
     xor al, al
     out dx, al                  # nIEN clear
     mov di, 0x1000              # the pattern: words 0..255

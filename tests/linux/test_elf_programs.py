@@ -18,6 +18,7 @@ from guest_tool import cli as guest_tool_cli
 from guest_tool.keys import generate_keypair
 from hv_emu.cli import main as cli
 from hv_emu.cpuid import HYPERVISOR_SIGNATURE
+from tests.rigs.linux import gcc_can
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,19 +164,9 @@ def test_guest_tool_linux_elf_takes_no_flat_options(
     assert not (tmp_path / "h").exists()
 
 
-def _gcc_can(*flags: str) -> bool:
-    """Whether gcc can link a static C program with ``flags`` (``-m32`` needs gcc-multilib)."""
-    if shutil.which("gcc") is None:
-        return False
-    done = subprocess.run(["gcc", "-static", *flags, "-x", "c", "-o", "/dev/null", "-"],
-                          input="int main(void) { return 0; }\n", capture_output=True, text=True,
-                          check=False)  # fmt: skip
-    return done.returncode == 0
-
-
 needs_static_glibc = pytest.mark.skipif(
-    not _gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)")
-needs_gcc_m32 = pytest.mark.skipif(not _gcc_can("-m32"),
+    not gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)")
+needs_gcc_m32 = pytest.mark.skipif(not gcc_can("-m32"),
                                    reason="needs gcc -m32 -static (Debian: gcc-multilib)")
 
 #: Opens, reads, stats and checks access to a relative path: glibc passes AT_FDCWD as a

@@ -16,16 +16,10 @@ from typing import IO
 
 import pytest
 
-from tests.rigs.linux import build_c, gcc_can
+from tests.rigs.linux import C_ABIS, build_c
 
 ROOT = Path(__file__).resolve().parents[2]
 
-_ABIS = [
-    pytest.param((), marks=pytest.mark.skipif(
-        not gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)"), id="x86-64"),
-    pytest.param(("-m32",), marks=pytest.mark.skipif(
-        not gcc_can("-m32"), reason="needs gcc -m32 -static (Debian: gcc-multilib)"), id="i386"),
-]  # fmt: skip
 
 #: argv[1]: "d" the default SIGPIPE action, "i" ignored, "h" handled, "b" blocked; "f" writes one
 #: byte to the file argv[2] names.
@@ -85,7 +79,7 @@ def _into_broken_pipe(argv: list[str], *, ours: bool) -> tuple[int, bytes]:
         os.close(writer)
 
 
-@pytest.mark.parametrize("flags", _ABIS)
+@pytest.mark.parametrize("flags", C_ABIS)
 @pytest.mark.parametrize(("mode", "expected"), [
     ("d", (141, b"")),
     ("i", (7, b"write -1 Broken pipe\n")),
@@ -100,7 +94,7 @@ def test_a_write_to_a_pipe_without_reader_is_sigpipe_as_native(
     assert _into_broken_pipe([program, mode], ours=True) == native
 
 
-@pytest.mark.parametrize("flags", _ABIS)
+@pytest.mark.parametrize("flags", C_ABIS)
 def test_a_write_to_a_granted_full_device_is_enospc(tmp_path: Path,
                                                      flags: tuple[str, ...]) -> None:  # fmt: skip
     program = str(build_c(tmp_path, "writer", WRITER, *flags))

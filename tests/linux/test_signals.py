@@ -216,7 +216,9 @@ main:
 def test_hostile_exceptions_never_raise(bits: int, vector: int, cr2: int, rsp: int, rip: int,
                                         handler: int) -> None:  # fmt: skip
     from hv_emu.exits import GuestException, Handled, Stopped, Unhandled
-    from hv_emu.linux.signals import SA_ONSTACK, SA_RESTORER, SA_SIGINFO, Action, AltStack
+    from hv_emu.linux.sigframe import AltStack
+    from hv_emu.linux.signal_numbers import SA_ONSTACK, SA_RESTORER, SA_SIGINFO
+    from hv_emu.linux.signals import Action
 
     run = run_program("", bits=bits)
     process, machine = run.process, run.machine
@@ -235,7 +237,8 @@ def test_hostile_exceptions_never_raise(bits: int, vector: int, cr2: int, rsp: i
 
 def test_segment_and_alignment_faults_are_sigbus() -> None:
     from hv_emu.exits import GuestException, Handled
-    from hv_emu.linux.signals import SA_RESTORER, Action
+    from hv_emu.linux.signal_numbers import SA_RESTORER
+    from hv_emu.linux.signals import Action
 
     for vector, code in ((11, 0x80), (12, 0x80), (17, 1)):
         run = run_program("")

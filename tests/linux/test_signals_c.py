@@ -12,14 +12,7 @@ from pathlib import Path
 import pytest
 
 from hv_emu.cli.main import main
-from tests.rigs.linux import build_c, gcc_can, run_native
-
-_ABIS = [
-    pytest.param((), marks=pytest.mark.skipif(
-        not gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)"), id="x86-64"),
-    pytest.param(("-m32",), marks=pytest.mark.skipif(
-        not gcc_can("-m32"), reason="needs gcc -m32 -static (Debian: gcc-multilib)"), id="i386"),
-]  # fmt: skip
+from tests.rigs.linux import C_ABIS, build_c, run_native
 
 #: Faults caught and left with siglongjmp, three rounds; siginfo and ucontext checked against the
 #: faulting instruction; the alternate stack; int3 handlers that return; raise() while blocked,
@@ -232,7 +225,7 @@ def _hv_emu(capfd: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, 
     return status, out, err
 
 
-@pytest.mark.parametrize("flags", _ABIS)
+@pytest.mark.parametrize("flags", C_ABIS)
 def test_handlers_masks_and_the_alternate_stack_behave_as_natively(
     tmp_path: Path, flags: tuple[str, ...], capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -246,7 +239,7 @@ def test_handlers_masks_and_the_alternate_stack_behave_as_natively(
     assert "killed by SIGUSR2, exited with status 140" in err
 
 
-@pytest.mark.parametrize("flags", _ABIS)
+@pytest.mark.parametrize("flags", C_ABIS)
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
 def test_default_actions_end_with_the_status_a_shell_shows(
     tmp_path: Path, flags: tuple[str, ...], name: str, capfd: pytest.CaptureFixture[str]
@@ -260,7 +253,7 @@ def test_default_actions_end_with_the_status_a_shell_shows(
         assert "hv-emu: guest fault: #PF at 0x0" in err
 
 
-@pytest.mark.parametrize("flags", _ABIS)
+@pytest.mark.parametrize("flags", C_ABIS)
 @pytest.mark.parametrize("cpu", ["intel", "amd"])
 def test_bitvisor_call_vmm_falls_back_to_vmmcall_and_reaches_get_status(
     tmp_path: Path, flags: tuple[str, ...], cpu: str, capfd: pytest.CaptureFixture[str]

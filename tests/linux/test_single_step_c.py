@@ -10,14 +10,7 @@ from pathlib import Path
 import pytest
 
 from hv_emu.cli.main import main
-from tests.rigs.linux import build_c, gcc_can, run_native
-
-_ABIS = [
-    pytest.param((), marks=pytest.mark.skipif(
-        not gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)"), id="x86-64"),
-    pytest.param(("-m32",), marks=pytest.mark.skipif(
-        not gcc_can("-m32"), reason="needs gcc -m32 -static (Debian: gcc-multilib)"), id="i386"),
-]  # fmt: skip
+from tests.rigs.linux import C_ABIS, build_c, run_native
 
 STEP = r"""
 #define _GNU_SOURCE
@@ -69,7 +62,7 @@ int main(void) {
 """
 
 
-@pytest.mark.parametrize("flags", _ABIS)
+@pytest.mark.parametrize("flags", C_ABIS)
 def test_tf_set_by_sigreturn_traps_after_each_instruction_as_native(
         tmp_path: Path, flags: tuple[str, ...], capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     program = build_c(tmp_path, "step", STEP, *flags)

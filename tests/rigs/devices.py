@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+from guest_tool.assemble import assemble
 from hv_emu import layout
 from hv_emu.bus import PortIoBus
 from hv_emu.devices.pci import PciConfigSpace
@@ -19,6 +20,7 @@ from hv_emu.devices.storage.observer import (
     StorageWrite,
     Verdict,
 )
+from hv_emu.loaders.flat import default_load
 from hv_emu.memory.guest import GuestMemory
 
 ATA = layout.PORT_ATA_PRIMARY
@@ -197,3 +199,27 @@ def string_io_guest(*, sectors: int, command: int, multiple: bool, setup: str, i
     cld
     hlt
 """
+
+
+#: The string-I/O guests' buffer: identity-mapped RAM, and where real mode sees it (segment 0x2000).
+STRING_BUF, STRING_BUF16 = 0x200000, 0x20000
+
+
+def string_io_image(*, mode: int, pointer: str, offset: int, backwards: bool, count: int,
+                    sectors: int, command: int, multiple: bool, insn: str) -> bytes:  # fmt: skip
+    """``string_io_guest`` assembled for ``mode``: ``pointer`` ("di" for ``rep ins*``, ES:DI; "si"
+    for ``rep outs*``, DS:SI) at ``offset`` into the buffer (0x4000 further when ``backwards``,
+    with STD), the count register at ``count``."""
+    address = STRING_BUF + offset + (0x4000 if backwards else 0)
+    segment = ""
+    if mode == 16:  # the segment at STRING_BUF16, the same offset
+        register = "es" if pointer == "di" else "ds"
+        segment = f"    mov ax, {STRING_BUF16 >> 4}\n    mov {register}, ax"
+        address -= STRING_BUF
+    width = {64: "r", 32: "e", 16: ""}[mode]
+    source = string_io_guest(
+        sectors=sectors, command=command, multiple=multiple, insn=insn,
+        setup=f"{segment}\n    mov {width}{pointer}, {address}\n    mov {width}cx, {count}",
+        direction="std" if backwards else "cld",
+    )  # fmt: skip
+    return assemble(source, mode=mode, address=default_load(mode))

@@ -11,6 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from guest_tool.assemble import assemble
 from guest_tool.elf_writer import code_address, write_executable
 from hv_emu.events import EventLog
@@ -98,6 +100,16 @@ def gcc_can(*flags: str) -> bool:
                           input="int main(void) { return 0; }\n", capture_output=True, text=True,
                           check=False)  # fmt: skip
     return done.returncode == 0
+
+
+#: The two x86 ABIs the C programs of tests/linux/ are built for (gcc flags), each skipped where
+#: gcc cannot link a static program for it.
+C_ABIS = [
+    pytest.param((), marks=pytest.mark.skipif(
+        not gcc_can(), reason="needs gcc and static glibc (Debian: gcc, libc6-dev)"), id="x86-64"),
+    pytest.param(("-m32",), marks=pytest.mark.skipif(
+        not gcc_can("-m32"), reason="needs gcc -m32 -static (Debian: gcc-multilib)"), id="i386"),
+]  # fmt: skip
 
 
 def build_c(directory: Path, name: str, source: str, *flags: str) -> Path:

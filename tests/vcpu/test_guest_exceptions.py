@@ -22,6 +22,7 @@ from hv_emu.memory.guest import GuestMemory
 from hv_emu.memory.walk import PagingState
 from hv_emu.vcpu import runloop
 from hv_emu.vcpu.exception_state import forget_exception, in_flight_offset
+from hv_emu.vcpu.hidden import HiddenState
 from tests.conftest import boot_asm
 from tests.rigs.linux import run_program, sys
 
@@ -135,3 +136,57 @@ def test_dispatch_sends_exceptions_to_the_personality_or_leaves_them_unhandled()
 def test_without_a_personality_an_exception_is_the_same_fault_report() -> None:
     _, result = boot_asm("xor ecx, ecx\n div ecx\n hlt")
     assert isinstance(result.exit, Fault) and result.exit.kind == "#DE" and result.exit.vector == 0
+
+
+def _in_flight(uc: unicorn.Uc) -> int:
+    offset = in_flight_offset()
+    assert offset is not None
+    return int(struct.unpack_from("<i", bytes(uc.context_save()), offset)[0])
+
+
+def test_injection_and_the_run_loop_clear_the_one_field() -> None:
+    # Both ways of forgetting (a whole save/restore, and the injection's edited copy) write the
+    # one field exception_state knows: after either, the next #DE arrives as itself.
+    for through_hidden in (False, True):
+        uc = _raw_engine(_DIV_TWICE)
+        vectors: list[int] = []
+
+        def hook(engine: unicorn.Uc, vector: int, _ud: object,
+                 vectors: list[int] = vectors) -> None:  # fmt: skip
+            vectors.append(vector)
+            engine.reg_write(X.UC_X86_REG_RIP, engine.reg_read(X.UC_X86_REG_RIP) + 2)
+            engine.emu_stop()
+
+        uc.hook_add(unicorn.UC_HOOK_INTR, hook)
+        uc.emu_start(0x1000, 0x1005)
+        assert _in_flight(uc) == 0  # the #DE is in flight
+        if through_hidden:
+            state = HiddenState(uc)
+            assert state.usable
+            state.load()
+            state.forget_exception()
+            assert _in_flight(uc) == 0  # only the copy changed, until it is stored
+            state.store()
+        else:
+            assert forget_exception(uc)
+        assert _in_flight(uc) == -1
+        uc.emu_start(0x1002, 0x1005)
+        assert vectors == [0, 0]
+
+
+def test_without_the_field_nothing_is_injected(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Unicorn where the field is not found: nothing forgotten, and delivery is off (a
+    # delivered exception would come back as #DF).
+    from hv_emu.vcpu import exception_state, hidden
+
+    monkeypatch.setattr(exception_state, "in_flight_offset", lambda: None)
+    monkeypatch.setattr(hidden, "in_flight_offset", lambda: None)
+    hidden._layout_holds.cache_clear()
+    try:
+        uc = _raw_engine(_DIV_TWICE)
+        assert not forget_exception(uc)
+        assert not HiddenState(uc).usable
+    finally:
+        hidden._layout_holds.cache_clear()
+        monkeypatch.undo()
+    assert HiddenState(_raw_engine(b"\xf4")).usable

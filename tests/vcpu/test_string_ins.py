@@ -17,18 +17,15 @@ from hypothesis import strategies as st
 from guest_tool.assemble import assemble
 from hv_emu import layout
 from hv_emu.exits import Halt, PortIn
-from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
-from tests.rigs.devices import string_io_guest
+from tests.rigs.devices import STRING_BUF, STRING_BUF16, string_io_guest, string_io_image
 
 ATA = layout.PORT_ATA_PRIMARY
-BUF = 0x200000  # the guest's destination buffer (identity-mapped RAM)
-BUF16 = 0x20000  # the same in real mode: ES = 0x2000
+BUF, BUF16 = STRING_BUF, STRING_BUF16  # the guest's destination buffer (ES = 0x2000 in real mode)
 SECTOR = 512
 
 # READ SECTORS (0x20) or, after SET MULTIPLE 8 (0xC6), READ MULTIPLE (0xC4) for SECTORS sectors
 # at LBA 3, then one rep ins with the form and registers under test, then halt.
-REGS = {64: ("rdi", "rcx"), 32: ("edi", "ecx"), 16: ("di", "cx")}
 
 
 def _disk(path: Path) -> Path:
@@ -76,18 +73,9 @@ def test_bulk_and_element_by_element_reads_are_the_same(
     count: int, offset: int, backwards: bool,
 ) -> None:  # fmt: skip
     mode, paging = mode_paging
-    rdi = BUF + offset + (0x4000 if backwards else 0)
-    segment = ""
-    if mode == 16:  # ES:DI = BUF16 + the same offset
-        segment = f"    mov ax, {BUF16 >> 4}\n    mov es, ax"
-        rdi -= BUF
-    di, cx = REGS[mode]
-    source = string_io_guest(
-        sectors=sectors, command=0xC4 if multiple else 0x20, multiple=multiple, insn=form,
-        setup=f"{segment}\n    mov {di}, {rdi}\n    mov {cx}, {count}",
-        direction="std" if backwards else "cld",
-    )  # fmt: skip
-    image = assemble(source, mode=mode, address=default_load(mode))
+    image = string_io_image(mode=mode, pointer="di", offset=offset, backwards=backwards,
+                            count=count, sectors=sectors, command=0xC4 if multiple else 0x20,
+                            multiple=multiple, insn=form)  # fmt: skip
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         bulk = _run(Path(tmp), "bulk", image, False, mode, paging)
         each = _run(Path(tmp), "each", image, True, mode, paging)

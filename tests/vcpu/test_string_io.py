@@ -18,16 +18,14 @@ from hypothesis import strategies as st
 from guest_tool.assemble import assemble
 from hv_emu import layout
 from hv_emu.exits import Halt, PortOut
-from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.vcpu.string_io import RepString, decode_rep_string, plan_block, registers_after
-from tests.rigs.devices import string_io_guest
+from tests.rigs.devices import STRING_BUF, STRING_BUF16, string_io_guest, string_io_image
 
 SIG = bytes.fromhex("0f3b5e8b7d0c31c0cd80b801000000cd80")
 NDB = f"Test.Sig:0:*:{SIG.hex()}\n"
 ATA = layout.PORT_ATA_PRIMARY
-BUF = 0x200000  # the guest's source buffer (identity-mapped RAM)
-BUF16 = 0x20000  # the same in real mode: DS = 0x2000
+BUF, BUF16 = STRING_BUF, STRING_BUF16  # the guest's source buffer (DS = 0x2000 in real mode)
 
 # Issue WRITE SECTORS (0x30) or, after SET MULTIPLE 8 (0xC6), WRITE MULTIPLE (0xC5) for SECTORS
 # sectors at LBA 3, then one rep outs with the form and registers under test, then halt.
@@ -64,7 +62,6 @@ def _run(tmp_path: Path, name: str, image: bytes, data: bytes, watched: bool,
     return state
 
 
-REGS = {64: ("rsi", "rcx"), 32: ("esi", "ecx"), 16: ("si", "cx")}
 
 
 @settings(max_examples=40, deadline=None,
@@ -89,18 +86,9 @@ def test_bulk_and_element_by_element_writes_are_the_same(
     if sig_at is not None:
         data[sig_at : sig_at + len(SIG)] = SIG
     mode, paging = mode_paging
-    rsi = BUF + offset + (0x4000 if backwards else 0)
-    segment = ""
-    if mode == 16:  # DS:SI = BUF16 + the same offset
-        segment = f"    mov ax, {BUF16 >> 4}\n    mov ds, ax"
-        rsi -= BUF
-    si, cx = REGS[mode]
-    source = string_io_guest(
-        sectors=sectors, command=0xC5 if multiple else 0x30, multiple=multiple, insn=form,
-        setup=f"{segment}\n    mov {si}, {rsi}\n    mov {cx}, {count}",
-        direction="std" if backwards else "cld",
-    )  # fmt: skip
-    image = assemble(source, mode=mode, address=default_load(mode))
+    image = string_io_image(mode=mode, pointer="si", offset=offset, backwards=backwards,
+                            count=count, sectors=sectors, command=0xC5 if multiple else 0x30,
+                            multiple=multiple, insn=form)  # fmt: skip
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         bulk = _run(Path(tmp), "bulk", image, bytes(data), False, mode, paging)
         each = _run(Path(tmp), "each", image, bytes(data), True, mode, paging)

@@ -16,9 +16,10 @@ from hv_emu.loaders.flat import default_load
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.vcpu.platform import NS_PER_INSTRUCTION
 from tests.rigs.bootsector import run_on_qemu
+from tests.rigs.pic_guest import MASTER_BASE, remap_pics
 from tests.rigs.qemu import EXIT_PORT, needs_qemu
 
-TICK_VECTOR = 0x20
+TICK_VECTOR = MASTER_BASE  # IRQ0
 
 #: Remap the PIC (vectors 0x20-0x2F, IRQ0 only unmasked), PIT counter 0 in mode 2 at 1 kHz,
 #: IRQ0's IVT entry to ``tick``; then ``{wait}`` until ten ticks have been counted, printing a
@@ -31,25 +32,7 @@ TICKS = f"""
     mov sp, 0x7000
     mov word ptr [{TICK_VECTOR}*4], tick
     mov word ptr [{TICK_VECTOR}*4+2], 0
-    mov al, 0x11
-    out 0x20, al
-    out 0xa0, al
-    mov al, {TICK_VECTOR}
-    out 0x21, al
-    mov al, {TICK_VECTOR + 8}
-    out 0xa1, al
-    mov al, 4
-    out 0x21, al
-    mov al, 2
-    out 0xa1, al
-    mov al, 1
-    out 0x21, al
-    out 0xa1, al
-    mov al, 0xfe
-    out 0x21, al                # IRQ0 only
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0x34
+{remap_pics(master_mask=0xFE, slave_mask=0xFF)}    mov al, 0x34
     out 0x43, al                # counter 0, LSB then MSB, mode 2
     mov al, 0xa9
     out 0x40, al
