@@ -49,13 +49,10 @@ from hv_emu.net.frames import (
     ETHERTYPE_VLAN,
     IPV4_OFF_SRC,
     MIN_FRAME,
-    FrameClass,
     FrameError,
     UdpDatagram,
-    Verdict,
-    classify,
-    peek_udp_dst_port,
 )
+from hv_emu.net.intercept import FrameClass, Verdict, classify, peek_udp_dst_port
 
 FrameSink = Callable[[bytes], None]
 _ETH_HEADER = 14
