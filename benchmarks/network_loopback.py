@@ -132,6 +132,18 @@ def flood_frames(update: EncodedUpdate, older: EncodedUpdate,
     return frames
 
 
+#: The four classes of ``flood_frames``, in the order they take turns there.
+FLOOD_CLASSES = ("garbage with valid headers", "bit-flipped genuine packets",
+                 "replays of the older update", "forged manifests")
+
+
+def flood_classes(update: EncodedUpdate, older: EncodedUpdate,
+                  pool: int = 8000) -> dict[str, list[bytes | bytearray]]:
+    """``flood_frames`` by class (each a quarter of the pool)."""
+    frames = flood_frames(update, older, pool)
+    return {name: frames[k::4] for k, name in enumerate(FLOOD_CLASSES)}
+
+
 class _Installed(Exception):
     pass
 
@@ -231,6 +243,32 @@ def loopback_rows(update: EncodedUpdate) -> list[Row]:
                         max(r["peak"] for r in noisy) / 1e6, "MB",
                         "memory_bound() (configured cap)", bound / 1e6))
     return rows
+
+
+def flood_goal_rows(update: EncodedUpdate | None = None, runs: int = 3) -> list[Row]:
+    """Issue 11's goal: the install under the fastest one-process flood against the same install
+    without it, the runs alternating (quiet, flood, quiet, flood...) so both see the same load."""
+    update = update or one_megabyte_update()
+    older = one_megabyte_update(VERSION - 1)
+    quiet, noisy = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        frames_file = Path(tmp) / "flood.pickle"
+        frames_file.write_bytes(pickle.dumps(flood_frames(update, older)))
+        for _ in range(runs):
+            quiet.append(loopback_install(update, older, None))
+            noisy.append(loopback_install(update, older, frames_file))
+    sent = statistics.median(r["flood_per_s"] for r in noisy)
+    taken = statistics.median(r["taken_per_s"] for r in noisy)
+    reinstalled = sum(r["older_reinstalled"] for r in noisy)
+    return [
+        Row(f"install a 1 MB update over loopback, mixed flood as fast as one process sends "
+            f"({sent:,.0f} datagrams/s sent, {taken:,.0f}/s read), 20% loss, {GENUINE_PPS:,} "
+            f"genuine packets/s (median of {runs}, alternating; older version reinstalled "
+            f"{reinstalled:.0f} times)", statistics.median(r["seconds"] for r in noisy), "s",
+            "same, no flood", statistics.median(r["seconds"] for r in quiet)),
+        Row("receiver peak memory, that flood", max(r["peak"] for r in noisy) / 1e6, "MB",
+            "memory_bound() (configured cap)", receiver().memory_bound() / 1e6),
+    ]
 
 
 # ------------------------------------------------------------------------------ I/O path

@@ -186,8 +186,7 @@ class GuestNetwork:
                 handoff = pending = False
                 with self._lock:
                     while backlog and not handoff:
-                        self.switch.from_wire(backlog.popleft())
-                        self._tick()  # a manifest just verified lets the next packets in
+                        self.handle_frame(backlog.popleft())
                         handoff = self._checks is not None and self._checks.awaits_verdict()
                     self._tick()  # the receiver's budget refills with time, traffic or not
                     if self._checks is not None and self._checks.pending_checks() > 0:
@@ -199,6 +198,13 @@ class GuestNetwork:
                     self._verdicts.wait(HANDOFF_WAIT)
         except BaseException as err:  # handed to the vCPU's side by stop()
             self.io_error = err
+
+    def handle_frame(self, frame: bytes) -> None:
+        """What the I/O thread does with one frame from the backend (the caller holds the lock):
+        through the switch, then the receiver's ``poll`` (a manifest just verified lets the next
+        packets in)."""
+        self.switch.from_wire(frame)
+        self._tick()
 
     def _verify(self, checks: ManifestChecks) -> None:
         """The verifier thread: a batch under the lock, its crypto without, verdicts under it."""
