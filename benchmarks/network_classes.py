@@ -36,7 +36,7 @@ def _network(rx: UpdateReceiver) -> GuestNetwork:
     backend = UdpBackend(("127.0.0.1", 0))
     return GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
                         on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                        checks=rx)
+                        checks=rx, on_update_payload=rx.on_payload)
 
 
 def _best_us(fn: Callable[[bytes], object], frames: list[bytes]) -> float:

@@ -157,7 +157,7 @@ def loopback_install(update: EncodedUpdate, older: EncodedUpdate,
     port = backend.local_address[1]
     network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
                            on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                           checks=rx)
+                           checks=rx, on_update_payload=rx.on_payload)
     network.start()
     flood = None
     result: dict[str, float] = {}
@@ -310,7 +310,7 @@ def io_path_rate(older: EncodedUpdate, frames_file: Path) -> dict[str, float]:
     backend = _AnySource(("127.0.0.1", 0))
     network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
                            on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                           checks=rx)
+                           checks=rx, on_update_payload=rx.on_payload)
     network.start()
     flood = subprocess.Popen(
         [sys.executable, "-c", FLOOD_SENDER, str(frames_file), str(backend.local_address[1]),

@@ -64,7 +64,7 @@ from hv_emu.net.backends import FrameBackend
 from hv_emu.net.config import NetConfig, format_mac
 from hv_emu.net.frames import UdpDatagram
 from hv_emu.net.pcap import PcapWriter
-from hv_emu.net.switch import Direction, NetSwitch
+from hv_emu.net.switch import Direction, NetSwitch, PayloadSink
 
 #: Frames read from the backend per turn of the I/O thread before it polls the receiver again.
 RX_BATCH = 64
@@ -112,6 +112,8 @@ class GuestNetwork:
     called by the I/O thread at least every ``POLL_INTERVAL`` seconds while it runs, and once
     with ``final=True`` when ``stop()`` has stopped it. ``checks`` (by default the owner of
     ``poll`` when it is a ``ManifestChecks``, i.e. the update receiver) get the verifier thread.
+    ``on_update_payload`` (the receiver's ``on_payload``), if given, takes the update port's
+    common frames on the switch's raw front path instead of ``on_update`` (``switch.py``).
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class GuestNetwork:
         poll: Poll | None = None,
         checks: ManifestChecks | None = None,
         capture: Path | None = None,
+        on_update_payload: PayloadSink | None = None,
     ) -> None:
         if guest_mac == config.hv_mac or len(guest_mac) != 6 or guest_mac[0] & 1:
             raise ConfigError(
@@ -141,6 +144,7 @@ class GuestNetwork:
         self.switch = NetSwitch(
             config, to_guest=self._to_guest, to_wire=backend.send_frame,
             on_update_datagram=on_update, tap=self._tap if self.capture else None,
+            on_update_payload=on_update_payload,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -204,7 +208,8 @@ class GuestNetwork:
         through the switch, then the receiver's ``poll`` (a manifest just verified lets the next
         packets in)."""
         self.switch.from_wire(frame)
-        self._tick()
+        if self._checks is None or not self._checks.offloaded:
+            self._tick()  # else the verifier opens sessions; the turn's own poll reports
 
     def _verify(self, checks: ManifestChecks) -> None:
         """The verifier thread: a batch under the lock, its crypto without, verdicts under it."""

@@ -328,6 +328,16 @@ def plain_udp(frame: bytes, fields: tuple[Any, ...]) -> UdpDatagram | str | None
     # fmt: on
 
 
+def udp_intact(frame: bytes, end: int) -> bool:
+    """The UDP checksum of a common frame (``PLAIN_PREFIX``, IPv4 without options) whose IPv4
+    datagram ends at ``end``, as ``plain_udp`` checks it: True when it is 0 (none sent) or right.
+    The caller has checked the shape and the lengths (``intercept.update_port_end``)."""
+    if frame[40] == 0 and frame[41] == 0:
+        return True
+    residue = ones_complement_residue(frame[_ETH.size + IPV4_OFF_SRC : end])
+    return (residue + IPPROTO_UDP + end - _ETH.size - _IPV4.size) % 0xFFFF == 0
+
+
 def parse_layers(frame: bytes, allow_vlan: bool) -> UdpDatagram:
     """``parse_udp_frame`` layer by layer: every frame, with the precise ``FrameError``."""
     eth = EthernetHeader.from_bytes(frame)

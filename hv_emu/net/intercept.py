@@ -43,6 +43,7 @@ from hv_emu.net.frames import (
     IPV4_OFF_DST,
     IPV4_OFF_PROTO,
     IPV4_OFFSET_MASK,
+    MIN_FRAME,
     PLAIN_PREFIX,
     PLAIN_VIHL,
     UDP_OFF_DPORT,
@@ -50,6 +51,7 @@ from hv_emu.net.frames import (
     FrameError,
     IPv4Fragment,
     UdpDatagram,
+    ones_complement_residue,
     parse_layers,
     plain_udp,
 )
@@ -158,6 +160,32 @@ def classify(
                 if plain is not None:
                     return _DROPS[plain]
     return _classify_layers(frame, ours, update_port)
+
+
+def update_port_end(frame: bytes, ours: frozenset[bytes], port: bytes) -> int:
+    """The raw front path of the update port: the end of the IPv4 datagram (the UDP payload is
+    ``frame[42:end]``) when ``frame`` is the common shape aimed at us (untagged Ethernet II, IPv4
+    without options, not a fragment, UDP, destination one of ``ours``, destination port ``port``,
+    two bytes big-endian, every length consistent, the IPv4 header checksum right); 0 for every
+    other frame, which ``classify`` decides. Reads bytes at fixed offsets and builds nothing. The
+    UDP checksum is left to the caller (``frames.udp_intact``): ``classify`` would drop a frame
+    this accepts only as ``udp_bad_checksum`` (``tests/net/test_update_port.py``)."""
+    n = len(frame)
+    if (
+        n < 42 or frame[12] != 8 or frame[13] != 0 or frame[14] != PLAIN_VIHL
+        or frame[23] != IPPROTO_UDP or frame[36:38] != port or frame[30:34] not in ours
+        or frame[20] & 0x3F or frame[21]  # MF or a fragment offset
+    ):  # fmt: skip
+        return 0
+    total = frame[16] << 8 | frame[17]
+    end = ETH_LEN + total
+    if (
+        (frame[38] << 8 | frame[39]) != total - IPV4_LEN or total < IPV4_LEN + 8
+        or end > n or n > max(MIN_FRAME, end)
+        or ones_complement_residue(frame[ETH_LEN : ETH_LEN + IPV4_LEN])
+    ):  # fmt: skip
+        return 0
+    return end
 
 
 _FRAGMENT_BITS = IPV4_FLAG_MF | IPV4_OFFSET_MASK
