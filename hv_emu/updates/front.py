@@ -6,11 +6,12 @@ a header that fails any stateless check goes to ``packets.parse_packet`` for its
 (the same counter as ``on_datagram``); a stale version is dropped by one comparison; a HASHPAGE
 or SYMBOL finds its session by one dict lookup (``no_session`` otherwise), and a SYMBOL goes to
 ``Session.take_symbol_at`` without a ``Packet`` being built (the session's own checks, one
-truncated SHA-256 at most). Only a MANIFEST, and a HASHPAGE for a live session, are parsed into
-objects, as ``on_datagram`` parses them. The frame's UDP checksum (``intact``) is asked last,
-just before a packet would be taken (a candidate offered to the pool, a page or symbol stored):
-a datagram refused by a cheaper check is counted under that check, whatever its checksum, and
-what is taken always had its checksum verified (``docs/PROTOCOL.md``, "Check order", step 0).
+truncated SHA-256 at most); a MANIFEST goes to the raw pre-filter (``prefilter.py``: one SHA-256,
+two unpacks). Only a HASHPAGE for a live session is parsed into objects, as ``on_datagram``
+does. The frame's UDP checksum (``intact``) is asked last, just before a packet would be taken
+(a candidate offered to the pool, a page or symbol stored): a datagram refused by a cheaper
+check is counted under that check, whatever its checksum, and what is taken always had its
+checksum verified (``docs/PROTOCOL.md``, "Check order", step 0).
 
 Follows: ``docs/PROTOCOL.md`` ("Common header", "Check order"); ``tests/updates/
 test_front_path.py`` holds it to ``on_datagram``'s counters on arbitrary and mutated datagrams.
@@ -37,6 +38,7 @@ from hv_emu.updates.packets import (
     PacketType,
     parse_packet,
 )
+from hv_emu.updates.prefilter import take_manifest
 from hv_emu.updates.session import CORRUPT, Intact
 
 if TYPE_CHECKING:
@@ -76,7 +78,7 @@ def take_payload(rx: UpdateReceiver, data: bytes, intact: Intact | None) -> bool
         counters["stale"] += 1  # rollback or replay: dropped before any crypto
         return True
     if ptype == _MANIFEST:
-        taken = rx._on_manifest(parse_packet(data), intact)
+        taken = take_manifest(rx, data, uid, dbv, index, count, intact)
     else:
         session = rx.sessions.get((uid, dbv))
         if session is None:

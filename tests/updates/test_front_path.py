@@ -18,6 +18,9 @@ from tests.rigs.netupdate import SOURCE, Rig, encoded, rig
 V = 3
 GENUINE = encoded(V, lines=60)
 OLDER = encoded(V - 1, lines=20)
+#: Offsets in a MANIFEST payload of every field of the bundle header and the FEC parameters.
+MANIFEST_OFFSETS = [0, 3, 4, 6, 8, 15, 16, 24, 32, 40, 41, 42, 44, 47, 48, 80, 81, 82, 83, 84,
+                    87, 88, 91, 92, 93, 94, 95]
 TEMPLATES = [GENUINE.manifest, *GENUINE.pages, *GENUINE.symbols[:40], OLDER.manifest,
              *OLDER.symbols[:5]]
 
@@ -26,7 +29,7 @@ TEMPLATES = [GENUINE.manifest, *GENUINE.pages, *GENUINE.symbols[:40], OLDER.mani
 def datagrams(draw: st.DrawFn) -> bytes:
     """A genuine packet, mutated: bit flips anywhere (the header most often), a header field set
     to an edge value, a truncation, or plain garbage."""
-    kind = draw(st.sampled_from(["genuine", "flip", "field", "cut", "garbage"]))
+    kind = draw(st.sampled_from(["genuine", "flip", "field", "manifest", "cut", "garbage"]))
     if kind == "garbage":
         return draw(st.binary(max_size=1500))
     packet = bytearray(draw(st.sampled_from(TEMPLATES)))
@@ -37,6 +40,13 @@ def datagrams(draw: st.DrawFn) -> bytes:
     elif kind == "field":
         at = draw(st.sampled_from([4, 5, 6, 8, 12, 16, 24, 28, 30]))
         packet[at : at + 2] = draw(st.sampled_from([b"\0\0", b"\xff\xff", b"\0\1", b"\0\3"]))
+    elif kind == "manifest":  # a field of the bundle header or the FEC parameters, or the length
+        packet = bytearray(draw(st.sampled_from([GENUINE.manifest, OLDER.manifest])))
+        at = HEADER_LEN + draw(st.integers(0, 96 + 16) | st.sampled_from(MANIFEST_OFFSETS))
+        packet[at] = draw(st.sampled_from([0, 1, 2, 6, 8, 0xFF]) | st.integers(0, 255))
+        if draw(st.booleans()):
+            packet = packet[: len(packet) - draw(st.integers(0, 80))] + draw(st.binary(max_size=8))
+            packet[28:30] = (len(packet) - HEADER_LEN).to_bytes(2, "big")  # payload_len agrees
     elif kind == "cut":
         packet = packet[: draw(st.integers(0, len(packet)))]
     return bytes(packet)
