@@ -144,6 +144,19 @@ def flood_classes(update: EncodedUpdate, older: EncodedUpdate,
     return {name: frames[k::4] for k, name in enumerate(FLOOD_CLASSES)}
 
 
+def stop_flood(flood: subprocess.Popen[str]) -> str:
+    """Stop a flood process (SIGINT: it prints what it sent); killed if it does not stop within
+    10 s (a loaded machine), and then what it sent is unknown (empty)."""
+    flood.send_signal(signal.SIGINT)
+    try:
+        out, _ = flood.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        flood.kill()
+        flood.communicate()
+        return ""
+    return out
+
+
 class _Installed(Exception):
     pass
 
@@ -203,8 +216,7 @@ def loopback_install(update: EncodedUpdate, older: EncodedUpdate,
                   "checks": rx.counters["verifications"]}
     finally:
         if flood is not None:
-            flood.send_signal(signal.SIGINT)
-            out, _ = flood.communicate(timeout=10)
+            out = stop_flood(flood)
             sent, duration = [*out.split(), "0", "1"][:2]
             result["flood_per_s"] = int(sent) / float(duration) if float(duration) else 0.0
         network.close()
@@ -323,8 +335,7 @@ def io_path_rate(older: EncodedUpdate, frames_file: Path) -> dict[str, float]:
         taken = network.under_lock(lambda: rx.counters["datagrams"]) - before
         elapsed = time.perf_counter() - start
     finally:
-        flood.send_signal(signal.SIGINT)
-        out, _ = flood.communicate(timeout=10)
+        out = stop_flood(flood)
         network.close()
     sent, duration = [*out.split(), "0", "1"][:2]
     return {"read": taken / elapsed, "sent": int(sent) / float(duration)}

@@ -6,7 +6,12 @@ except traffic for the hypervisor itself, which here is UDP to the update port: 
 hypervisor (``on_update_datagram``) and never shown to the guest. Like the ``ip`` module with its
 ``pass`` flag, a run-time ``cut`` flag (set on malware detection) takes the guest's link down both
 ways while the hypervisor stays online and keeps receiving updates. Like lwIP behind BitVisor, the
-hypervisor answers ARP who-has for its own address (the request still reaches the guest).
+hypervisor answers ARP who-has for its own address (the request still reaches the guest). Given
+``on_update_payload`` (the receiver's ``on_payload``), the update port's common frame takes a raw
+front path: ``intercept.update_port_end`` reads it at fixed offsets, and its UDP payload goes to
+the receiver with the UDP checksum check deferred (``frames.udp_intact``, asked before the
+receiver takes the packet; a failure is counted here as ``udp_bad_checksum``), no ``UdpDatagram``
+built; every other frame goes through ``classify``.
 
 Follows: BitVisor include/net/netapi.h semantics (drop = do not call ``send``; inject = call the
 other side's ``send``), the update receiver's step 0 (no fragments, egress filter:
@@ -28,6 +33,7 @@ every frame it transmits; the hypervisor's configuration and the ``cut`` flag ar
 | Guest posing as the hypervisor (MAC, IPv4, ARP)   | egress filter: such frames dropped           |
 | Infected guest keeps talking after detection      | ``cut``: both directions dropped             |
 | A bad update datagram crashing the switch         | ``GuestFault`` from the callback is counted  |
+| A flood costing a parse and a checksum a datagram | raw front path; checksum asked last          |
 | ARP reply reflected to broadcast, or amplified    | unicast to a unicast requester, one for one  |
 | Malformed ARP (other hardware, short)             | ``ArpError`` inside, not answered            |
 """
