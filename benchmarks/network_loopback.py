@@ -50,7 +50,8 @@ from hv_emu.updates.packets import Packet, PacketType, parse_packet
 #: forged manifest (a bytearray: no UDP checksum) gets a fresh counter in its last 8 bytes (the
 #: manifest signature) before each send, so no two are alike and none is a known failure.
 FLOOD_SENDER = """
-import pickle, socket, sys, time
+import pickle, signal, socket, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
 frames = pickle.load(open(sys.argv[1], "rb"))
 addr, seconds, most = ("127.0.0.1", int(sys.argv[2])), float(sys.argv[3]), int(sys.argv[4])
 rate = float(sys.argv[5])  # datagrams a second; 0: as fast as it can
@@ -257,9 +258,11 @@ def loopback_rows(update: EncodedUpdate) -> list[Row]:
     return rows
 
 
-def flood_goal_rows(update: EncodedUpdate | None = None, runs: int = 3) -> list[Row]:
-    """Issue 11's goal: the install under the fastest one-process flood against the same install
-    without it, the runs alternating (quiet, flood, quiet, flood...) so both see the same load."""
+def flood_goal_rows(update: EncodedUpdate | None = None, runs: int = 3,
+                    rate: float = 0.0) -> list[Row]:  # fmt: skip
+    """Issue 11's goal: the install under the fastest one-process flood (``rate`` 0; else paced
+    at ``rate`` datagrams a second) against the same install without it, the runs alternating
+    (quiet, flood, quiet, flood...) so both see the same load."""
     update = update or one_megabyte_update()
     older = one_megabyte_update(VERSION - 1)
     quiet, noisy = [], []
@@ -268,12 +271,13 @@ def flood_goal_rows(update: EncodedUpdate | None = None, runs: int = 3) -> list[
         frames_file.write_bytes(pickle.dumps(flood_frames(update, older)))
         for _ in range(runs):
             quiet.append(loopback_install(update, older, None))
-            noisy.append(loopback_install(update, older, frames_file))
+            noisy.append(loopback_install(update, older, frames_file, rate))
     sent = statistics.median(r["flood_per_s"] for r in noisy)
     taken = statistics.median(r["taken_per_s"] for r in noisy)
     reinstalled = sum(r["older_reinstalled"] for r in noisy)
     return [
-        Row(f"install a 1 MB update over loopback, mixed flood as fast as one process sends "
+        Row(f"install a 1 MB update over loopback, mixed flood "
+            f"{'as fast as one process sends' if not rate else f'paced at {rate:,.0f}/s'} "
             f"({sent:,.0f} datagrams/s sent, {taken:,.0f}/s read), 20% loss, {GENUINE_PPS:,} "
             f"genuine packets/s (median of {runs}, alternating; older version reinstalled "
             f"{reinstalled:.0f} times)", statistics.median(r["seconds"] for r in noisy), "s",
