@@ -68,7 +68,8 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class FrameClass:
-    """The interception decision for one frame; ``datagram`` is set for ``FOR_HYPERVISOR``."""
+    """The interception decision for one frame; ``datagram`` is set for ``FOR_HYPERVISOR`` by
+    ``classify`` (not by the switch's raw front path, which builds none)."""
 
     verdict: Verdict
     reason: str
