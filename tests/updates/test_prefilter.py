@@ -55,7 +55,8 @@ def manifests(draw: st.DrawFn) -> bytes:
               pages & 0xFFFF, size, n & 0xFFFFFFFF, k_b & 0xFFFF, z & 0xFFFF]
     if draw(st.booleans()):
         fields[draw(st.integers(2, 6))] += draw(st.sampled_from([-1, 1]))
-    fec = FEC.pack(*(max(0, f) for f in fields))
+    limits = [(1 << 8 * struct.calcsize(code)) - 1 for _, code, _ in MANIFEST_FIELDS]
+    fec = FEC.pack(*(min(max(0, f), most) for f, most in zip(fields, limits, strict=True)))
     top = top_count(pages & 0xFFFF, 64)
     tail = bytes(64 + HASH_SIZE * top + 64 + draw(st.sampled_from([0, 0, 0, -1, 1, 16])))
     payload = bytes(bundle) + fec + tail[: 1440 - HEADER_SIZE - 16]
