@@ -5,8 +5,9 @@ QEMU's main loop (or a vhost thread) does: frames the guest transmits go through
 switch to the backend at once (on the vCPU thread); frames arriving on the backend are read by an
 I/O thread, which passes each through the switch first (update datagrams go to the hypervisor's
 update receiver and never to the guest) and queues the rest in the NIC. The same thread drives the
-update receiver's ``poll`` (after every frame, and at least every ``POLL_INTERVAL`` when idle: its
-verification budget refills with time, not with packets), and stops cleanly when the run ends,
+update receiver's ``poll`` (after every frame while no verifier thread runs the checks, else once
+a turn; at least every ``POLL_INTERVAL`` when idle: its verification budget refills with time, not
+with packets), and stops cleanly when the run ends,
 with one last ``poll(final=True)`` so the receiver logs the counters it has not logged yet.
 Signature checks of candidate manifests run on a second thread, the *verifier*: it takes a batch
 from the receiver under the lock (``take_checks``: no crypto), verifies it without the lock

@@ -202,18 +202,18 @@ class UpdateReceiver:
         only before a packet would be taken. False: it failed, and nothing was counted here."""
         return take_payload(self, payload, intact)
 
-    def _on_manifest(self, packet: Packet, intact: Intact | None = None) -> bool:
-        """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify. False:
-        ``intact`` failed before the pool offer (nothing counted)."""
+    def _on_manifest(self, packet: Packet) -> None:
+        """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify (the raw
+        front path has its own copy on raw bytes: ``prefilter.py``, tested against this one)."""
         fingerprint = digest(packet.raw)
         if fingerprint in self._bad:  # a replay of bytes that already failed: one hash, no more
             self.counters["known_bad_manifest"] += 1
-            return True
+            return
         try:
             manifest = Manifest.from_payload(packet.header, packet.payload)
         except PacketError as bad:
             self.counters[bad.reason] += 1
-            return True
+            return
         header, c = manifest.header, self.config
         if (packet.header.update_id, header.db_version) in self.sessions:
             self.counters["manifest_known"] += 1  # a repeat of a verified one: nothing to do
@@ -228,15 +228,12 @@ class UpdateReceiver:
             self.counters["untrusted_key"] += 1
         elif header.expires_at <= self._trusted_now():
             self.counters["expired"] += 1
-        elif intact is not None and not intact():
-            return False
         elif self.pool.offer((fingerprint, packet.raw)):
             # Random admission (admission.CandidatePool): once the pool is full, each arrival
             # has the same chance to be pending, whatever its timing.
             self.counters["manifest_queued"] += 1
         else:
             self.counters["manifest_not_sampled"] += 1
-        return True
 
     def _trusted_signer(self, manifest: Manifest) -> bool:
         key = self.service.trust.lookup(manifest.header.key_id)
