@@ -1,6 +1,7 @@
 """Network updates: FEC efficiency under loss, install time under a flood, rejection costs, memory.
 
-All runs are sans-IO: payloads go straight into ``UpdateReceiver.on_datagram`` (the loopback
+The loopback rows are in ``network_loopback.py``, what all share in ``network_fixtures.py``.
+All other runs are sans-IO: payloads go straight into ``UpdateReceiver.on_datagram`` (the loopback
 sockets and frame parsing add the same cost with or without a flood). The object is a 1 MB body
 (K = 714 symbols of 1400 bytes). Packet counts are in percent of K. Peers, measured in the same
 run:
@@ -22,88 +23,36 @@ run:
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
 import random
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import IPv4Address
-from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from benchmarks.common import Row
+from benchmarks.network_fixtures import (
+    FLOOD_LEAD,
+    GENUINE_PPS,
+    KEY,
+    LOSS,
+    SEEDS,
+    SOURCE,
+    VERSION,
+    Forger,
+    one_megabyte_update,
+    per_call_us,
+    per_packet_us,
+    receiver,
+)
+from benchmarks.network_loopback import io_path_rows, loopback_rows
 from guest_tool.bundle import make_bundle
 from guest_tool.encoding import EncodedUpdate, carousel, encode_update
-from guest_tool.push import frame_for, push
+from guest_tool.push import frame_for
 from hv_emu import layout
-from hv_emu.events import EventLog
-from hv_emu.net import frames as frame_path
-from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import UdpBackend
-from hv_emu.net.config import NetConfig
-from hv_emu.net.frames import build_udp_frame
-from hv_emu.net.switch import NetSwitch
-from hv_emu.scanner.database import ActiveDatabase, SignatureDatabase
-from hv_emu.updates.packets import Manifest, Packet, PacketType, parse_packet
-from hv_emu.updates.receiver import UpdateReceiver
-from hv_emu.updates.service import UpdateService
-from hv_emu.updates.verify import TrustStore
+from hv_emu.updates.packets import Manifest, PacketType, parse_packet
 
-KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-VERSION = 2
-SOURCE = ("10.0.2.2", 0xDB01)
-SEEDS = range(5)
-
-
-def one_megabyte_update(version: int = VERSION) -> EncodedUpdate:
-    """A 1 MB .ndb body in 6,000-byte signatures (quick to parse and compile)."""
-    rng = random.Random(version)
-    body = b"".join(b"Bench.Net.%d:0:*:%s\n" % (i, rng.randbytes(3000).hex().encode())
-                    for i in range(166))
-    now = int(time.time())
-    bundle, sig = make_bundle(body, kind="ndb", version=version, private_key=KEY,
-                              issued_at=now - 60, expires_at=now + 86400)
-    return encode_update(bundle, sig, KEY, update_id=0xBE7C0 + version)
-
-
-def receiver(clock: Callable[[], float] = time.monotonic, *, keep_events: bool = False,
-             installed: EncodedUpdate | None = None) -> UpdateReceiver:
-    """A receiver on a fresh service (at ``installed``'s version if given)."""
-    trust = TrustStore()
-    pem = KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    trust.add_pem(pem, "bench key")
-    events = EventLog(keep=keep_events)
-    service = UpdateService(trust, ActiveDatabase(SignatureDatabase.empty()), events,
-                            max_size=16 << 20)
-    rx = UpdateReceiver(service, clock=clock, rng=random.Random(7))
-    if installed is not None:  # installed by VMCALL before the run: its bundle, re-assembled
-        old = rx.service
-        feed = iter(carousel(installed, rounds=None))
-        while old.installed_version < parse_packet(installed.manifest).header.db_version:
-            rx.on_datagram(next(feed), SOURCE)
-            rx.poll()
-        rx.counters.clear()
-    return rx
-
-
-def feed_until_installed(rx: UpdateReceiver, packets: Iterator[bytes]) -> tuple[int, int]:
-    """Deliver packets (polling after each) until installed: (packets fed, peak memory)."""
-    peak = 0
-    for fed, payload in enumerate(packets, 1):
-        rx.on_datagram(payload, SOURCE)
-        rx.poll()
-        peak = max(peak, rx.memory_in_use())
-        if rx.service.installed_version == VERSION:
-            return fed, peak
-    raise RuntimeError("the carousel ended before the update was installed")
+__all__ = ["io_path_rows", "loopback_rows", "one_megabyte_update", "run"]
 
 
 # ------------------------------------------------------------------------------ loss
@@ -134,63 +83,6 @@ def repetition_needed(k: int, loss: float, seed: int) -> float:
                 have[chunk], missing = 1, missing - 1
                 if missing == 0:
                     return sent / k
-
-
-# ------------------------------------------------------------------------------ flood
-class Forger:
-    """Pools of forged packets for the live update (the flood mix of docs/PROTOCOL.md: 50 %
-    symbols, 10 % manifests with fresh uid/version and bad signatures, 20 % garbage, 20 % hash
-    pages)."""
-
-    def __init__(self, update: EncodedUpdate, pool: int = 4000) -> None:
-        rng = random.Random(3)
-        manifest, symbol = parse_packet(update.manifest), parse_packet(update.symbols[0])
-        h, pages = symbol.header, len(update.pages)
-        indexes = [rng.randrange(h.count) for _ in range(pool)]
-        # The FEC Payload ID the index names (one block: SBN 0, ESI = index): the attacker makes
-        # us pay a hash, not just a comparison.
-        self.symbols = [Packet.build(PacketType.SYMBOL, h.update_id, h.db_version, i, h.count,
-                                     i.to_bytes(4, "big")
-                                     + rng.randbytes(len(symbol.payload) - 4)).raw
-                        for i in indexes]
-        self.pages = [Packet.build(PacketType.HASHPAGE, h.update_id, h.db_version,
-                                   rng.randrange(pages), pages, rng.randbytes(1408)).raw
-                      for _ in range(pool)]
-        self.garbage = [rng.randbytes(rng.randrange(1500)) for _ in range(pool)]
-        self.manifests = []
-        for _ in range(pool):
-            version = VERSION + rng.randrange(1, 1000)
-            payload = bytearray(manifest.payload)
-            payload[8:16] = version.to_bytes(8, "big")
-            # A canonical S (below the group order): else Ed25519 refuses it without the
-            # costly part of a verification, and a forger who knows that sends canonical ones.
-            payload[-64:] = rng.randbytes(63) + bytes([rng.randrange(16)])
-            self.manifests.append(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version,
-                                               0, 1, bytes(payload)).raw)
-        self.rng = rng
-
-    def manifest(self) -> bytes:
-        """A forged manifest never sent before (fresh update id): each one costs a check."""
-        raw = bytearray(self.manifests[self.rng.randrange(len(self.manifests))])
-        raw[8:12] = self.rng.randbytes(4)
-        return bytes(raw)
-
-    def mixed(self) -> bytes:
-        roll, i = self.rng.random(), self.rng.randrange(len(self.symbols))
-        if roll < 0.5:
-            return self.symbols[i]
-        if roll < 0.6:
-            return self.manifest()
-        return self.garbage[i] if roll < 0.8 else self.pages[i]
-
-
-# ------------------------------------------------------------------------------ simulated time
-#: Genuine packets a second from the sender (simulated and loopback runs): a 1 MB update at 20 %
-#: loss then takes about half a second without a flood.
-GENUINE_PPS = 2000
-LOSS = 0.2
-#: Seconds the flood runs before the update starts.
-FLOOD_LEAD = 0.5
 
 
 class SimClock:
@@ -250,269 +142,6 @@ def simulated_rows(update: EncodedUpdate, forger: Forger) -> list[Row]:
     return rows
 
 
-# ------------------------------------------------------------------------------ loopback flood
-#: The flood process: sends the pickled frames round and round, as fast as it can; every
-#: forged manifest (a bytearray: no UDP checksum) gets a fresh counter in its last 8 bytes (the
-#: manifest signature) before each send, so no two are alike and none is a known failure.
-FLOOD_SENDER = """
-import pickle, socket, sys, time
-frames = pickle.load(open(sys.argv[1], "rb"))
-addr, seconds, most = ("127.0.0.1", int(sys.argv[2])), float(sys.argv[3]), int(sys.argv[4])
-rate = float(sys.argv[5])  # datagrams a second; 0: as fast as it can
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.setblocking(False)
-sent, start, counter = 0, time.perf_counter(), 0
-end = start + seconds
-try:
-    while sent < most and time.perf_counter() < end:
-        for frame in frames:
-            if type(frame) is bytearray:
-                counter += 1
-                frame[-8:] = counter.to_bytes(8, "big")
-            try:
-                sock.sendto(frame, addr)
-            except OSError:
-                pass
-            sent += 1
-            if rate and sent % 100 == 0:
-                ahead = sent / rate - (time.perf_counter() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-except KeyboardInterrupt:
-    pass
-print(sent, time.perf_counter() - start, flush=True)
-"""
-#: Bounds of a flood process: seconds and datagrams.
-FLOOD_SECONDS = 60.0
-FLOOD_MOST = 20_000_000
-#: Longest one loopback install may take before the run counts as failed.
-LOOPBACK_PATIENCE = 40.0
-
-
-class _AnySource(UdpBackend):
-    """The hypervisor's socket, taking datagrams from any source (a spoofing attacker's model:
-    on loopback the flood cannot spoof the pusher's address, so the address check is off)."""
-
-    def _accept(self, frame: bytes, source: tuple[str, int]) -> bool:
-        self.stats["rx"] += 0
-        return True
-
-
-def flood_frames(update: EncodedUpdate, older: EncodedUpdate,
-                 pool: int = 8000) -> list[bytes | bytearray]:
-    """The mixed flood, as frames to the hypervisor: a quarter each of garbage with valid
-    headers, bit-flipped copies of the genuine frames, replays of an older genuine update, and
-    forged manifests (fresh update id and version, trusted key id, bad signatures)."""
-    rng, forger = random.Random(11), Forger(update, pool=pool // 4)
-    genuine = [update.manifest, *update.pages, *update.symbols]
-    replays = list(carousel(older, rounds=1))
-    payloads = []
-    for i in range(pool):
-        kind = i % 4
-        if kind == 0:
-            h = parse_packet(update.symbols[0]).header
-            payloads.append(Packet.build(rng.choice(list(PacketType)), rng.getrandbits(32),
-                                         h.db_version + rng.randrange(-2, 3), 0, 1,
-                                         rng.randbytes(rng.randrange(1400))).raw)
-        elif kind == 1:
-            packet = bytearray(rng.choice(genuine))
-            bit = rng.randrange(8 * len(packet))
-            packet[bit // 8] ^= 1 << (bit % 8)
-            payloads.append(bytes(packet))
-        elif kind == 2:
-            payloads.append(replays[i % len(replays)])
-        else:
-            payloads.append(forger.manifests[i // 4 % len(forger.manifests)])
-    hv = IPv4Address(layout.HV_IPV4)
-    frames: list[bytes | bytearray] = []
-    for i, payload in enumerate(payloads):
-        if i % 4 == 3:  # a forged manifest: no checksum, so the sender can vary its signature
-            frames.append(bytearray(build_udp_frame(
-                src_mac=layout.PUSH_SENDER_MAC, dst_mac=layout.HV_MAC,
-                src_ip=layout.PUSH_SENDER_IPV4, dst_ip=hv, src_port=layout.PUSH_SENDER_UDP_PORT,
-                dst_port=layout.UPDATE_UDP_PORT, payload=payload, udp_checksum_on=False)))
-        else:
-            frames.append(frame_for(payload, dst_mac=layout.HV_MAC, dst_ip=hv,
-                                    port=layout.UPDATE_UDP_PORT))
-    return frames
-
-
-class _Installed(Exception):
-    pass
-
-
-def loopback_install(update: EncodedUpdate, older: EncodedUpdate,
-                     frames_file: Path | None, flood_rate: float = 0.0) -> dict[str, float]:
-    """Push ``update`` over loopback into a GuestNetwork (with a flood process if
-    ``frames_file``): seconds until installed, peak memory, versions installed, flood rates."""
-    rx = receiver(keep_events=True, installed=older)
-    backend = _AnySource(("127.0.0.1", 0))
-    port = backend.local_address[1]
-    network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
-                           on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                           checks=rx)
-    network.start()
-    flood = None
-    result: dict[str, float] = {}
-    try:
-        if frames_file is not None:
-            flood = subprocess.Popen(
-                [sys.executable, "-c", FLOOD_SENDER, str(frames_file), str(port),
-                 str(FLOOD_SECONDS), str(FLOOD_MOST), str(flood_rate)],
-                stdout=subprocess.PIPE, text=True)
-            time.sleep(FLOOD_LEAD)  # the flood is at full rate before the update starts
-        before = network.under_lock(lambda: rx.counters["datagrams"])
-        start = time.perf_counter()
-        peak = 0
-
-        def paced(seconds: float) -> None:
-            nonlocal peak
-            time.sleep(seconds)
-            if rx.service.installed_version == VERSION:
-                raise _Installed
-            if time.perf_counter() - start > LOOPBACK_PATIENCE:
-                raise RuntimeError("the update did not install in time")
-
-        def watch() -> None:
-            nonlocal peak
-            while rx.service.installed_version != VERSION and time.perf_counter() - start < 60:
-                peak = max(peak, network.under_lock(rx.memory_in_use))
-                time.sleep(0.005)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        sender = UdpBackend(("127.0.0.1", 0), ("127.0.0.1", port))
-        try:
-            push(update, sender, rounds=1000, loss=LOSS, rate=GENUINE_PPS,
-                 rng=random.Random(5), sleep=paced, progress_to=io.StringIO())
-        except _Installed:
-            pass
-        finally:
-            sender.close()
-        elapsed = time.perf_counter() - start
-        watcher.join()
-        taken = network.under_lock(lambda: rx.counters["datagrams"]) - before
-        result = {"seconds": elapsed, "peak": peak, "taken_per_s": taken / elapsed,
-                  "checks": rx.counters["verifications"]}
-    finally:
-        if flood is not None:
-            flood.send_signal(signal.SIGINT)
-            out, _ = flood.communicate(timeout=10)
-            sent, duration = [*out.split(), "0", "1"][:2]
-            result["flood_per_s"] = int(sent) / float(duration) if float(duration) else 0.0
-        network.close()
-    versions = [int(str(e["db_version"])) for e in rx.service.events.of("update_accepted")]
-    old = parse_packet(older.manifest).header.db_version
-    result["older_reinstalled"] = float(any(v <= old for v in versions[1:]))
-    return result
-
-
-#: A flood the receiver's Python frame path can read in full on the standard machine.
-READABLE_FLOOD = 10_000
-
-
-def loopback_rows(update: EncodedUpdate) -> list[Row]:
-    older = one_megabyte_update(VERSION - 1)
-    quiet = [loopback_install(update, older, None) for _ in range(3)]
-    with tempfile.TemporaryDirectory() as tmp:
-        frames_file = Path(tmp) / "flood.pickle"
-        frames_file.write_bytes(pickle.dumps(flood_frames(update, older)))
-        floods = {rate: [loopback_install(update, older, frames_file, rate) for _ in range(3)]
-                  for rate in (0.0, READABLE_FLOOD)}
-    quiet_s = statistics.median(r["seconds"] for r in quiet)
-    bound = receiver().memory_bound()
-    rows = []
-    for rate, noisy in floods.items():
-        sent = statistics.median(r["flood_per_s"] for r in noisy)
-        taken = statistics.median(r["taken_per_s"] for r in noisy)
-        reinstalled = sum(r["older_reinstalled"] for r in noisy)
-        how = "as fast as one process sends" if not rate else f"paced at {rate:,.0f}/s"
-        rows.append(Row(
-            f"install a 1 MB update over loopback, mixed flood {how} ({sent:,.0f} datagrams/s "
-            f"sent, {taken:,.0f}/s read), 20% loss, {GENUINE_PPS:,} genuine packets/s (median "
-            f"of 3; older version reinstalled {reinstalled:.0f} times)",
-            statistics.median(r["seconds"] for r in noisy), "s", "same, no flood", quiet_s))
-        rows.append(Row(f"receiver peak memory, loopback mixed flood {how}",
-                        max(r["peak"] for r in noisy) / 1e6, "MB",
-                        "memory_bound() (configured cap)", bound / 1e6))
-    return rows
-
-
-# ------------------------------------------------------------------------------ I/O path
-#: Seconds the I/O path is timed under the flood (after FLOOD_LEAD).
-IO_SECONDS = 3.0
-
-
-def frame_path_rows(update: EncodedUpdate, older: EncodedUpdate) -> list[Row]:
-    """What one datagram of the loopback flood mix costs the switch (``NetSwitch.from_wire``:
-    classify and parse, update datagrams to a sink that keeps nothing), against the layered path
-    alone (``_classify_layers``: the parser the fast path skips), same frames, best of 5."""
-    frames = [bytes(f) for f in flood_frames(update, older)]
-    cfg = NetConfig()
-    switch = NetSwitch(cfg, to_guest=lambda f: None, to_wire=lambda f: None,
-                       on_update_datagram=lambda d: None)
-    ours = frozenset({cfg.hv_ip.packed, *(a.packed for a in cfg.extra_dsts)})
-
-    def best(fn: Callable[[bytes], object]) -> float:
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            for frame in frames:
-                fn(frame)
-            times.append((time.perf_counter() - start) / len(frames) * 1e6)
-        return min(times)
-
-    fast = best(switch.from_wire)
-    layered = best(lambda f: frame_path._classify_layers(f, ours, cfg.update_port))
-    return [Row("frame path per datagram, loopback flood mix (NetSwitch.from_wire: classify + "
-                "parse)", fast, "µs", "the layered parser alone (_classify_layers), same frames",
-                layered)]
-
-
-def io_path_rate(older: EncodedUpdate, frames_file: Path) -> dict[str, float]:
-    """Datagrams a second the I/O thread takes from the socket through the switch into the
-    receiver (``GuestNetwork`` with its verifier thread) while one process floods as fast as it
-    can, against what that process sends; ``IO_SECONDS`` long, bounded by FLOOD_MOST."""
-    rx = receiver(installed=older)
-    backend = _AnySource(("127.0.0.1", 0))
-    network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
-                           on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                           checks=rx)
-    network.start()
-    flood = subprocess.Popen(
-        [sys.executable, "-c", FLOOD_SENDER, str(frames_file), str(backend.local_address[1]),
-         str(FLOOD_LEAD + IO_SECONDS + 5), str(FLOOD_MOST), "0"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(FLOOD_LEAD)
-        before, start = network.under_lock(lambda: rx.counters["datagrams"]), time.perf_counter()
-        time.sleep(IO_SECONDS)
-        taken = network.under_lock(lambda: rx.counters["datagrams"]) - before
-        elapsed = time.perf_counter() - start
-    finally:
-        flood.send_signal(signal.SIGINT)
-        out, _ = flood.communicate(timeout=10)
-        network.close()
-    sent, duration = [*out.split(), "0", "1"][:2]
-    return {"read": taken / elapsed, "sent": int(sent) / float(duration)}
-
-
-def io_path_rows(update: EncodedUpdate) -> list[Row]:
-    older = one_megabyte_update(VERSION - 1)
-    rows = frame_path_rows(update, older)
-    with tempfile.TemporaryDirectory() as tmp:
-        frames_file = Path(tmp) / "flood.pickle"
-        frames_file.write_bytes(pickle.dumps(flood_frames(update, older)))
-        runs = [io_path_rate(older, frames_file) for _ in range(3)]
-    read = statistics.median(r["read"] for r in runs)
-    sent = statistics.median(r["sent"] for r in runs)
-    rows.append(Row(f"datagrams a second the I/O thread reads through the switch into the "
-                    f"receiver, loopback flood mix as fast as one process sends (median of 3 "
-                    f"runs of {IO_SECONDS:.0f} s)", read, "datagrams/s",
-                    "datagrams a second the flood process sends", sent))
-    return rows
-
-
 # ------------------------------------------------------------------------------ costs
 def budget_rows(forger: Forger) -> list[Row]:
     """What a forged manifest costs us (one check, on the verifier's CPU clock) and its sender
@@ -538,18 +167,6 @@ def budget_rows(forger: Forger) -> list[Row]:
             share / (ours / 1e6), "checks/s", "forged MANIFESTs one sender sends a second",
             1e6 / theirs),
     ]
-def per_packet_us(rx: UpdateReceiver, packets: list[bytes]) -> float:
-    start = time.perf_counter()
-    for payload in packets:
-        rx.on_datagram(payload, SOURCE)
-    return (time.perf_counter() - start) / len(packets) * 1e6
-
-
-def per_call_us(fn: Callable[[], object], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
 
 
 def rejection_rows(update: EncodedUpdate, forger: Forger) -> list[Row]:

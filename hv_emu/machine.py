@@ -249,6 +249,7 @@ class Machine:
                 backend, self.config.net_config, guest_mac=self.config.guest_mac,
                 on_update=lambda d: receiver.on_datagram(d.payload, (str(d.src_ip), d.src_port)),
                 poll=receiver.poll, checks=receiver, capture=self.config.capture,
+                on_update_payload=receiver.on_payload,
             )  # fmt: skip
         except BaseException:
             backend.close()

@@ -5,8 +5,9 @@ QEMU's main loop (or a vhost thread) does: frames the guest transmits go through
 switch to the backend at once (on the vCPU thread); frames arriving on the backend are read by an
 I/O thread, which passes each through the switch first (update datagrams go to the hypervisor's
 update receiver and never to the guest) and queues the rest in the NIC. The same thread drives the
-update receiver's ``poll`` (after every frame, and at least every ``POLL_INTERVAL`` when idle: its
-verification budget refills with time, not with packets), and stops cleanly when the run ends,
+update receiver's ``poll`` (after every frame while no verifier thread runs the checks, else once
+a turn; at least every ``POLL_INTERVAL`` when idle: its verification budget refills with time, not
+with packets), and stops cleanly when the run ends,
 with one last ``poll(final=True)`` so the receiver logs the counters it has not logged yet.
 Signature checks of candidate manifests run on a second thread, the *verifier*: it takes a batch
 from the receiver under the lock (``take_checks``: no crypto), verifies it without the lock
@@ -64,7 +65,7 @@ from hv_emu.net.backends import FrameBackend
 from hv_emu.net.config import NetConfig, format_mac
 from hv_emu.net.frames import UdpDatagram
 from hv_emu.net.pcap import PcapWriter
-from hv_emu.net.switch import Direction, NetSwitch
+from hv_emu.net.switch import Direction, NetSwitch, PayloadSink
 
 #: Frames read from the backend per turn of the I/O thread before it polls the receiver again.
 RX_BATCH = 64
@@ -112,6 +113,8 @@ class GuestNetwork:
     called by the I/O thread at least every ``POLL_INTERVAL`` seconds while it runs, and once
     with ``final=True`` when ``stop()`` has stopped it. ``checks`` (by default the owner of
     ``poll`` when it is a ``ManifestChecks``, i.e. the update receiver) get the verifier thread.
+    ``on_update_payload`` (the receiver's ``on_payload``), if given, takes the update port's
+    common frames on the switch's raw front path instead of ``on_update`` (``switch.py``).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class GuestNetwork:
         poll: Poll | None = None,
         checks: ManifestChecks | None = None,
         capture: Path | None = None,
+        on_update_payload: PayloadSink | None = None,
     ) -> None:
         if guest_mac == config.hv_mac or len(guest_mac) != 6 or guest_mac[0] & 1:
             raise ConfigError(
@@ -141,6 +145,7 @@ class GuestNetwork:
         self.switch = NetSwitch(
             config, to_guest=self._to_guest, to_wire=backend.send_frame,
             on_update_datagram=on_update, tap=self._tap if self.capture else None,
+            on_update_payload=on_update_payload,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -186,8 +191,7 @@ class GuestNetwork:
                 handoff = pending = False
                 with self._lock:
                     while backlog and not handoff:
-                        self.switch.from_wire(backlog.popleft())
-                        self._tick()  # a manifest just verified lets the next packets in
+                        self.handle_frame(backlog.popleft())
                         handoff = self._checks is not None and self._checks.awaits_verdict()
                     self._tick()  # the receiver's budget refills with time, traffic or not
                     if self._checks is not None and self._checks.pending_checks() > 0:
@@ -199,6 +203,14 @@ class GuestNetwork:
                     self._verdicts.wait(HANDOFF_WAIT)
         except BaseException as err:  # handed to the vCPU's side by stop()
             self.io_error = err
+
+    def handle_frame(self, frame: bytes) -> None:
+        """What the I/O thread does with one frame from the backend (the caller holds the lock):
+        through the switch, then the receiver's ``poll`` (a manifest just verified lets the next
+        packets in)."""
+        self.switch.from_wire(frame)
+        if self._checks is None or not self._checks.offloaded:
+            self._tick()  # else the verifier opens sessions; the turn's own poll reports
 
     def _verify(self, checks: ManifestChecks) -> None:
         """The verifier thread: a batch under the lock, its crypto without, verdicts under it."""

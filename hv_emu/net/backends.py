@@ -139,7 +139,7 @@ class _DatagramBackend:
                 continue
             if len(data) > MAX_DATAGRAM:
                 self.stats["rx_oversize"] += 1
-            elif self._accept(data, (str(source[0]), int(source[1]))):
+            elif self._accept(data, source):  # AF_INET: already (str, int)
                 self.stats["rx"] += 1
                 frames.append(data)
         return frames

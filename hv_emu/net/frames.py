@@ -1,14 +1,13 @@
-"""Ethernet II, IPv4 and UDP headers, the UDP frame parser/builder and the interception decision.
+"""Ethernet II, IPv4 and UDP headers: the UDP frame parser and builder.
 
-Models: the bottom of the hypervisor's network path. Every frame from the wire passes ``classify``
-before the guest may see it: UDP to (hypervisor IP, update port) is consumed by the hypervisor
-(BitVisor's ``ippassfilter`` idea, applied to UDP), fragments and malformed datagrams aimed there
-are dropped, everything else goes to the guest untouched. ``parse_udp_frame`` turns a frame into a
-``UdpDatagram`` or raises one ``FrameError`` naming the layer, field, expected and got values.
-Both read the common frame (untagged, IPv4 without options, UDP) on a fast path first: one
-``struct`` unpack of the 42-byte prefix decides it, and the checksums are each one
-``int.from_bytes`` and a remainder modulo 0xFFFF, with no object built before they pass; every
-other frame, and every error, goes layer by layer (a Hypothesis test holds the two paths equal).
+Models: the bottom of the hypervisor's network path. ``parse_udp_frame`` turns a frame into a
+``UdpDatagram`` or raises one ``FrameError`` naming the layer, field, expected and got values;
+``build_udp_frame`` makes one (the publisher's tools and the tests). The common frame (untagged,
+IPv4 without options, UDP) is read on a fast path first (``plain_udp``): one ``struct`` unpack of
+the 42-byte prefix decides it, and the checksums are each one ``int.from_bytes`` and a remainder
+modulo 0xFFFF, with no object built before they pass; every other frame, and every error, goes
+layer by layer (``parse_layers``; a Hypothesis test holds the two paths equal). Where a frame goes
+is decided by ``intercept.py``.
 
 Follows: IEEE 802.3 (Ethernet II framing, 60-byte minimum frame without FCS), IEEE 802.1Q (the
 4-byte VLAN tag), RFC 791 (IPv4 header), RFC 768 (UDP, pseudo-header checksum, 0 = no checksum),
@@ -28,17 +27,15 @@ Network controls: every byte of the frame. Threat table:
 | Trailing junk after the IP datagram            | only Ethernet padding up to 60 bytes allowed    |
 | Forged header / UDP checksum                   | both verified (UDP when non-zero)               |
 | Fragments (reassembly memory, overlap tricks)  | reported as ``IPv4Fragment``, never reassembled |
-| VLAN tag hiding an update datagram from policy | tag reported; ``classify`` drops it on the port |
+| VLAN tag hiding an update datagram from policy | tag reported; ``intercept.py`` drops it        |
 | Huge frames (CPU)                              | work is one pass over at most the frame         |
 | Aliasing of the caller's buffer                | the payload is copied to ``bytes`` once         |
 """
 
 from __future__ import annotations
 
-import enum
-import functools
 import struct
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -61,10 +58,12 @@ _VLAN = struct.Struct("!HH")  # TCI, inner ethertype
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _UDP = struct.Struct("!HHHH")  # sport, dport, length, checksum
 _PSEUDO = struct.Struct("!4s4sBBH")  # RFC 768 pseudo-header
+#: Header sizes: Ethernet II, an 802.1Q tag, IPv4 without options, UDP.
+ETH_LEN, VLAN_LEN, IPV4_LEN, UDP_LEN = _ETH.size, _VLAN.size, _IPV4.size, _UDP.size
 #: The fixed prefix of an untagged Ethernet II / IPv4 without options / UDP frame, read at once
 #: by the fast path of ``classify`` and ``parse_udp_frame`` (42 bytes: _ETH + _IPV4 + _UDP).
-_PLAIN = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
-_PLAIN_VIHL = 0x45  # version 4, IHL 5: no options
+PLAIN_PREFIX = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
+PLAIN_VIHL = 0x45  # version 4, IHL 5: no options
 #: Named offsets inside the IPv4 header (RFC 791 3.1).
 IPV4_OFF_PROTO = 9
 IPV4_OFF_SRC = 12
@@ -286,27 +285,27 @@ def parse_udp_frame(frame: bytes, *, allow_vlan: bool = False) -> UdpDatagram:
     IPv4 options are accepted and reported in ``ip_options``; policy decides (``classify`` drops).
     """
     frame = bytes(frame)  # one copy: the caller's buffer cannot change under the checks
-    if len(frame) >= _PLAIN.size:
-        plain = _plain_udp(frame, _PLAIN.unpack_from(frame))
+    if len(frame) >= PLAIN_PREFIX.size:
+        plain = plain_udp(frame, PLAIN_PREFIX.unpack_from(frame))
         if isinstance(plain, UdpDatagram):
             return plain
-    return _parse_layers(frame, allow_vlan)
+    return parse_layers(frame, allow_vlan)
 
 
-def _plain_udp(frame: bytes, fields: tuple[Any, ...]) -> UdpDatagram | str | None:
+def plain_udp(frame: bytes, fields: tuple[Any, ...]) -> UdpDatagram | str | None:
     """The fast path of ``parse_udp_frame`` for the common frame: untagged Ethernet II, IPv4
-    without options, not a fragment, UDP, every length consistent (``fields``: ``_PLAIN`` unpacked
-    from ``frame``). Returns the datagram when every check of the full parser passes, the drop
-    reason when only a checksum fails (these are the first failing checks then), and None for any
-    other frame: the full parser (``_parse_layers``) decides those. No object is built before the
-    checksums pass; each checksum is one ``int.from_bytes`` and one remainder."""
+    without options, not a fragment, UDP, every length consistent (``fields``: ``PLAIN_PREFIX``
+    unpacked from ``frame``). Returns the datagram when every check of the full parser passes,
+    the drop reason when only a checksum fails (these are the first failing checks then), and
+    None for any other frame: the full parser (``parse_layers``) decides those. No object is
+    built before the checksums pass; each checksum is one ``int.from_bytes`` and one remainder."""
     # fmt: off
     (dst_mac, src_mac, ethertype, vihl, _tos, total, _ident, ff, ttl, proto, _ipsum, src, dst,
      sport, dport, ulen, usum) = fields
     # fmt: on
     n = len(frame)
     if (
-        ethertype != ETHERTYPE_IPV4 or vihl != _PLAIN_VIHL or proto != IPPROTO_UDP
+        ethertype != ETHERTYPE_IPV4 or vihl != PLAIN_VIHL or proto != IPPROTO_UDP
         or ff & (IPV4_FLAG_MF | IPV4_OFFSET_MASK)
         or ulen != total - _IPV4.size or ulen < _UDP.size  # total >= 28 and the UDP length fits
         or _ETH.size + total > n or n > max(MIN_FRAME, _ETH.size + total)
@@ -325,11 +324,21 @@ def _plain_udp(frame: bytes, fields: tuple[Any, ...]) -> UdpDatagram | str | Non
         return "udp_bad_checksum"
     # fmt: off
     return UdpDatagram(src_mac, dst_mac, IPv4Address(src), IPv4Address(dst), sport, dport,
-                       frame[_PLAIN.size : end], None, b"", ttl)
+                       frame[PLAIN_PREFIX.size : end], None, b"", ttl)
     # fmt: on
 
 
-def _parse_layers(frame: bytes, allow_vlan: bool) -> UdpDatagram:
+def udp_intact(frame: bytes, end: int) -> bool:
+    """The UDP checksum of a common frame (``PLAIN_PREFIX``, IPv4 without options) whose IPv4
+    datagram ends at ``end``, as ``plain_udp`` checks it: True when it is 0 (none sent) or right.
+    The caller has checked the shape and the lengths (``intercept.update_port_end``)."""
+    if frame[40] == 0 and frame[41] == 0:
+        return True
+    residue = ones_complement_residue(frame[_ETH.size + IPV4_OFF_SRC : end])
+    return (residue + IPPROTO_UDP + end - _ETH.size - _IPV4.size) % 0xFFFF == 0
+
+
+def parse_layers(frame: bytes, allow_vlan: bool) -> UdpDatagram:
     """``parse_udp_frame`` layer by layer: every frame, with the precise ``FrameError``."""
     eth = EthernetHeader.from_bytes(frame)
     if eth.vlan_tci is not None and not allow_vlan:
@@ -397,136 +406,3 @@ def build_udp_frame(
     frame = EthernetHeader(dst_mac, src_mac, ETHERTYPE_IPV4, vlan_tci).to_bytes()
     frame += ip.to_bytes() + body
     return frame.ljust(MIN_FRAME, b"\0") if pad else frame
-
-
-# ------------------------------------------------------------------------------------ policy
-class Verdict(enum.Enum):
-    """Where a frame goes. ``FOR_WIRE`` is the switch's verdict on guest frames let out."""
-
-    FOR_HYPERVISOR = "for_hypervisor"
-    FOR_GUEST = "for_guest"
-    FOR_WIRE = "for_wire"
-    DROP = "drop"
-
-
-@dataclass(frozen=True)
-class FrameClass:
-    """The interception decision for one frame; ``datagram`` is set for ``FOR_HYPERVISOR``."""
-
-    verdict: Verdict
-    reason: str
-    datagram: UdpDatagram | None = field(default=None, compare=False)
-
-
-def peek_udp_dst_port(frame: bytes) -> tuple[bytes, int | None] | None:
-    """Raw look at an IPv4/UDP frame (one optional VLAN tag), no checksum or length checks.
-
-    Returns ``(dst_ip_bytes, dst_port)`` for IPv4 carrying UDP, ``dst_port`` being None when the
-    UDP header is not visible (a non-first fragment, bad IHL, truncation); None for anything else.
-    Used where being conservative matters more than being right: the egress filter and the
-    ingress decision on malformed frames aimed at the hypervisor.
-    """
-    if len(frame) < _ETH.size:
-        return None
-    off = _ETH.size
-    ethertype = int.from_bytes(frame[12:14], "big")
-    if ethertype == ETHERTYPE_VLAN:
-        if len(frame) < off + _VLAN.size:
-            return None
-        ethertype = int.from_bytes(frame[16:18], "big")
-        off += _VLAN.size
-    if ethertype != ETHERTYPE_IPV4 or len(frame) < off + _IPV4.size:
-        return None
-    if frame[off + IPV4_OFF_PROTO] != IPPROTO_UDP:
-        return None
-    dst_ip = bytes(frame[off + IPV4_OFF_DST : off + IPV4_OFF_DST + 4])
-    hlen = (frame[off] & 0xF) * 4
-    ff = int.from_bytes(frame[off + 6 : off + 8], "big")
-    port_at = off + hlen + UDP_OFF_DPORT
-    if hlen < _IPV4.size or ff & IPV4_OFFSET_MASK or len(frame) < port_at + 2:
-        return dst_ip, None
-    return dst_ip, int.from_bytes(frame[port_at : port_at + 2], "big")
-
-
-@functools.lru_cache(maxsize=8)  # keyed by configuration, never by traffic
-def _our_destinations(
-    hv_ip: IPv4Address | str, extra_dsts: frozenset[IPv4Address]
-) -> frozenset[bytes]:
-    """The raw destination addresses whose update-port datagrams are the hypervisor's: worked out
-    once per configuration, not for every frame (it was most of ``classify``'s time)."""
-    return frozenset({IPv4Address(hv_ip).packed, *(a.packed for a in extra_dsts)})
-
-
-def classify(
-    frame: bytes,
-    hv_ip: IPv4Address | str,
-    update_port: int,
-    *,
-    extra_dsts: frozenset[IPv4Address] = frozenset(),
-) -> FrameClass:
-    """Decide where a frame from the wire goes (the hypervisor sees every frame first).
-
-    UDP to ``update_port`` at ``hv_ip`` (or one of ``extra_dsts``: broadcast, a multicast group) is
-    hypervisor-only: a clean datagram is ``FOR_HYPERVISOR``; a fragment, a VLAN-tagged or
-    option-carrying one, or one failing any check is ``DROP`` and never reaches the guest. Any UDP
-    fragment to those addresses is dropped, since a non-first fragment hides its port. Runts are
-    dropped. Everything else is ``FOR_GUEST``, untouched (wire semantics: the guest's stack judges).
-    """
-    frame = bytes(frame)
-    if len(frame) < _ETH.size:
-        return _DROP_TRUNCATED
-    ours = _our_destinations(hv_ip, extra_dsts)
-    if len(frame) >= _PLAIN.size:
-        # Fast path: one unpack of the fixed prefix decides the common frames before any object
-        # is built; anything it does not settle goes on to the full path below, which it
-        # agrees with (tests/net/test_frames_fuzz.py checks it against ``_classify_layers``).
-        fields = _PLAIN.unpack_from(frame)
-        ethertype, vihl, ff, proto, dst, dport = (
-            fields[2],
-            fields[3],
-            fields[7],
-            fields[9],
-            fields[12],
-            fields[14],
-        )
-        if ethertype != ETHERTYPE_IPV4 and ethertype != ETHERTYPE_VLAN:
-            return _PASS  # not IPv4: ``peek_udp_dst_port`` is None
-        if ethertype == ETHERTYPE_IPV4:
-            if proto != IPPROTO_UDP or dst not in ours:
-                return _PASS  # not UDP, or not to us: ``peek_udp_dst_port`` says so
-            if vihl == _PLAIN_VIHL and dport != update_port and not ff & _FRAGMENT_BITS:
-                return _PASS  # the port is visible and another: the guest's, valid or not
-            if vihl == _PLAIN_VIHL and dport == update_port:
-                plain = _plain_udp(frame, fields)
-                if isinstance(plain, UdpDatagram):
-                    return FrameClass(Verdict.FOR_HYPERVISOR, "update", plain)
-                if plain is not None:
-                    return _DROPS[plain]
-    return _classify_layers(frame, ours, update_port)
-
-
-_FRAGMENT_BITS = IPV4_FLAG_MF | IPV4_OFFSET_MASK
-_PASS = FrameClass(Verdict.FOR_GUEST, "pass")
-_DROP_TRUNCATED = FrameClass(Verdict.DROP, "ethernet_truncated")
-_DROPS = {r: FrameClass(Verdict.DROP, r) for r in ("ipv4_bad_checksum", "udp_bad_checksum")}
-
-
-def _classify_layers(frame: bytes, ours: frozenset[bytes], update_port: int) -> FrameClass:
-    """``classify`` for every frame (at least an Ethernet header), with the full parser."""
-    peek = peek_udp_dst_port(frame)
-    if peek is None or peek[0] not in ours:
-        return _PASS
-    _, raw_port = peek
-    try:
-        dgram = _parse_layers(frame, True)
-    except FrameError as err:
-        if raw_port is None or raw_port == update_port or isinstance(err, IPv4Fragment):
-            return FrameClass(Verdict.DROP, err.reason)
-        return _PASS
-    if dgram.dst_port != update_port:
-        return _PASS
-    if dgram.vlan_tci is not None:
-        return FrameClass(Verdict.DROP, "ethernet_vlan")
-    if dgram.ip_options:
-        return FrameClass(Verdict.DROP, "ipv4_options")
-    return FrameClass(Verdict.FOR_HYPERVISOR, "update", dgram)

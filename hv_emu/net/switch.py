@@ -6,7 +6,12 @@ except traffic for the hypervisor itself, which here is UDP to the update port: 
 hypervisor (``on_update_datagram``) and never shown to the guest. Like the ``ip`` module with its
 ``pass`` flag, a run-time ``cut`` flag (set on malware detection) takes the guest's link down both
 ways while the hypervisor stays online and keeps receiving updates. Like lwIP behind BitVisor, the
-hypervisor answers ARP who-has for its own address (the request still reaches the guest).
+hypervisor answers ARP who-has for its own address (the request still reaches the guest). Given
+``on_update_payload`` (the receiver's ``on_payload``), the update port's common frame takes a raw
+front path: ``intercept.update_port_end`` reads it at fixed offsets, and its UDP payload goes to
+the receiver with the UDP checksum check deferred (``frames.udp_intact``, asked before the
+receiver takes the packet; a failure is counted here as ``udp_bad_checksum``), no ``UdpDatagram``
+built; every other frame goes through ``classify``.
 
 Follows: BitVisor include/net/netapi.h semantics (drop = do not call ``send``; inject = call the
 other side's ``send``), the update receiver's step 0 (no fragments, egress filter:
@@ -28,6 +33,7 @@ every frame it transmits; the hypervisor's configuration and the ``cut`` flag ar
 | Guest posing as the hypervisor (MAC, IPv4, ARP)   | egress filter: such frames dropped           |
 | Infected guest keeps talking after detection      | ``cut``: both directions dropped             |
 | A bad update datagram crashing the switch         | ``GuestFault`` from the callback is counted  |
+| A flood costing a parse and a checksum a datagram | raw front path; checksum asked last          |
 | ARP reply reflected to broadcast, or amplified    | unicast to a unicast requester, one for one  |
 | Malformed ARP (other hardware, short)             | ``ArpError`` inside, not answered            |
 """
@@ -49,12 +55,16 @@ from hv_emu.net.frames import (
     ETHERTYPE_VLAN,
     IPV4_OFF_SRC,
     MIN_FRAME,
-    FrameClass,
     FrameError,
     UdpDatagram,
+    udp_intact,
+)
+from hv_emu.net.intercept import (
+    FrameClass,
     Verdict,
     classify,
     peek_udp_dst_port,
+    update_port_end,
 )
 
 FrameSink = Callable[[bytes], None]
@@ -122,10 +132,21 @@ class Direction(enum.Enum):
 
 Tap = Callable[[Direction, bytes], None]
 UpdateSink = Callable[[UdpDatagram], None]
+#: The update port's raw front path (``NetSwitch``'s ``on_update_payload``): the UDP payload and a
+#: function that checks the frame's UDP checksum, to be called once the payload is about to be
+#: taken; returns False when that check failed (the switch counts ``udp_bad_checksum``).
+PayloadSink = Callable[[bytes, Callable[[], bool]], bool]
 
 
 #: Counter names by (direction, verdict, reason), made once instead of formatted for each frame.
 _COUNTER_KEYS: dict[tuple[str, Verdict, str], str] = {}
+
+
+#: Bytes before the UDP payload in the common frame (Ethernet II, IPv4 without options, UDP).
+_PLAIN_HEADERS = 42
+#: What ``from_wire`` answers on the raw front path (no ``UdpDatagram`` is built there).
+_RAW_UPDATE = FrameClass(Verdict.FOR_HYPERVISOR, "update")
+_RAW_BAD_CHECKSUM = FrameClass(Verdict.DROP, "udp_bad_checksum")
 
 
 def _no_tap(direction: Direction, frame: bytes) -> None:
@@ -161,6 +182,7 @@ class NetSwitch:
         to_wire: FrameSink,
         on_update_datagram: UpdateSink,
         tap: Tap | None = None,
+        on_update_payload: PayloadSink | None = None,
     ) -> None:
         self.config = config
         self._to_guest = to_guest
@@ -170,6 +192,9 @@ class NetSwitch:
         #: Set on malware detection: the guest's link is down both ways; updates still arrive.
         self.cut = False
         self.counters: collections.Counter[str] = collections.Counter()
+        self._on_payload = on_update_payload
+        self._ours = frozenset({config.hv_ip.packed, *(a.packed for a in config.extra_dsts)})
+        self._port = config.update_port.to_bytes(2, "big")
 
     def _count(self, direction: str, result: FrameClass) -> FrameClass:
         key = _COUNTER_KEYS.get((direction, result.verdict, result.reason))
@@ -186,6 +211,10 @@ class NetSwitch:
         """A frame received by the backend: to the hypervisor, to the guest, or dropped."""
         frame = bytes(frame)
         self._tap(Direction.FROM_WIRE, frame)
+        if self._on_payload is not None:
+            end = update_port_end(frame, self._ours, self._port)
+            if end:  # the update port's common frame: its payload, before any object is built
+                return self._take_payload(frame, end)
         cfg = self.config
         result = classify(frame, cfg.hv_ip, cfg.update_port, extra_dsts=cfg.extra_dsts)
         if result.verdict is Verdict.FOR_HYPERVISOR:
@@ -204,6 +233,21 @@ class NetSwitch:
             else:
                 self._to_guest(frame)
         return self._count("from_wire", result)
+
+    def _take_payload(self, frame: bytes, end: int) -> FrameClass:
+        """The raw front path: the payload to ``on_update_payload`` with its UDP checksum check
+        deferred until the receiver takes it (``docs/PROTOCOL.md``, "Check order", step 0)."""
+        assert self._on_payload is not None
+        try:
+            taken = self._on_payload(frame[_PLAIN_HEADERS:end], lambda: udp_intact(frame, end))
+        except GuestFault:
+            self.counters["from_wire.update_rejected"] += 1
+            taken = True
+        if taken:
+            self.counters["from_wire.for_hypervisor"] += 1
+            return _RAW_UPDATE
+        self.counters["from_wire.drop.udp_bad_checksum"] += 1
+        return _RAW_BAD_CHECKSUM
 
     def from_guest(self, frame: bytes) -> FrameClass:
         """A frame the guest transmitted: to the wire, or dropped (cut, egress filter)."""

@@ -60,6 +60,7 @@ from hv_emu.updates.admission import (
     run_check,
 )
 from hv_emu.updates.format import HEADER_SIZE
+from hv_emu.updates.front import take_payload
 from hv_emu.updates.packets import (
     Manifest,
     Packet,
@@ -70,7 +71,7 @@ from hv_emu.updates.packets import (
 )
 from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
 from hv_emu.updates.service import UpdateService
-from hv_emu.updates.session import Session, held_symbols, session_bound
+from hv_emu.updates.session import CORRUPT, Intact, Session, held_symbols, session_bound
 from hv_emu.updates.verify import check_body
 
 #: Seconds (of the receiver's clock) after a refused manifest during which ``awaits_verdict`` is
@@ -195,8 +196,15 @@ class UpdateReceiver:
         else:
             self._on_symbol(session, packet)
 
+    def on_payload(self, payload: bytes, intact: Intact | None = None) -> bool:
+        """``on_datagram`` on the raw front path (``front.py``): the same checks and counters,
+        the header read without building objects; ``intact`` (the frame's UDP checksum) is asked
+        only before a packet would be taken. False: it failed, and nothing was counted here."""
+        return take_payload(self, payload, intact)
+
     def _on_manifest(self, packet: Packet) -> None:
-        """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify."""
+        """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify (the raw
+        front path has its own copy on raw bytes: ``prefilter.py``, tested against this one)."""
         fingerprint = digest(packet.raw)
         if fingerprint in self._bad:  # a replay of bytes that already failed: one hash, no more
             self.counters["known_bad_manifest"] += 1
@@ -235,8 +243,17 @@ class UpdateReceiver:
         return max(int(self.wall_clock()), self.service.time_floor)
 
     def _on_symbol(self, session: Session, packet: Packet) -> None:
+        h = packet.header
+        self._on_symbol_at(session, h.index, h.count, packet.payload, None)
+
+    def _on_symbol_at(self, session: Session, index: int, count: int, payload: bytes,
+                      intact: Intact | None) -> bool:  # fmt: skip
+        """A SYMBOL for ``session``; False: ``intact`` failed (nothing counted)."""
         decoded = session.decoded
-        self.counters[session.take_symbol(packet)] += 1
+        result = session.take_symbol_at(index, count, payload, intact)
+        if result is CORRUPT:
+            return False
+        self.counters[result] += 1
         self.counters["block_decoded"] += session.decoded - decoded
         if session.body is not None:
             self._complete(session, session.body)
@@ -244,6 +261,7 @@ class UpdateReceiver:
             self.counters["decode_failed"] += 1
             self._close(session)
             self._remember_bad_digest(session.manifest_digest)
+        return True
 
     # ------------------------------------------------------------------------------ budget
     def poll(self, *, final: bool = False) -> None:

@@ -28,6 +28,7 @@ not commit to for that block.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import raptorq
@@ -49,6 +50,12 @@ from hv_emu.updates.packets import (
 #: (``decode_failed``): RFC 6330 decodes from K + 2 symbols but about once in a million, from
 #: K + 8 practically always, so a block never holds more than K_b + 8 symbols.
 BLOCK_SLACK = 8
+#: A check of the frame that carried a packet (its UDP checksum), asked just before the packet is
+#: stored: the receiver's raw front path defers it past every cheaper refusal.
+Intact = Callable[[], bool]
+#: What ``take_page`` and ``take_symbol_at`` answer when their ``intact`` check failed: the
+#: frame's UDP checksum, checked last (the receiver hands it back to the switch to count).
+CORRUPT = "corrupt"
 #: Bytes one stored hash page holds (a full page of 88 commitments).
 PAGE_BYTES = HASHES_PER_PAGE * HASH_SIZE
 
@@ -142,8 +149,9 @@ class Session:
         at = (index % HASHES_PER_PAGE) * HASH_SIZE
         return parent[at : at + HASH_SIZE]
 
-    def take_page(self, packet: Packet) -> str:
-        """Accept a HASHPAGE or say why not: the counter it counts under."""
+    def take_page(self, packet: Packet, intact: Intact | None = None) -> str:
+        """Accept a HASHPAGE or say why not: the counter it counts under (``CORRUPT`` when
+        ``intact``, asked last, says the frame that carried it was damaged)."""
         index, m = packet.header.index, self.manifest
         leaf = index < m.page_count
         if packet.header.count != len(self.pages):
@@ -159,6 +167,8 @@ class Session:
             return "bad_len"
         if commitment(packet.payload) != expected:
             return "hash_mismatch"  # forged or corrupted: dropped alone
+        if intact is not None and not intact():
+            return CORRUPT
         self.pages[index] = packet.payload
         self.stored_pages += 1
         return "page_accepted"
@@ -167,30 +177,38 @@ class Session:
         """Accept a SYMBOL or say why not: the counter it counts under. After an accepted one,
         ``body`` is the body once every block decoded, and ``exhausted`` says whether a block
         never will."""
-        index, m = packet.header.index, self.manifest
-        if packet.header.count != m.symbol_count:
+        return self.take_symbol_at(packet.header.index, packet.header.count, packet.payload)
+
+    def take_symbol_at(self, index: int, count: int, payload: bytes,
+                       intact: Intact | None = None) -> str:  # fmt: skip
+        """``take_symbol`` from the header's index and count and the payload (the receiver's raw
+        front path builds no ``Packet``); ``intact`` as for ``take_page``."""
+        m = self.manifest
+        if count != m.symbol_count:
             return "count_mismatch"
         if self.have[index // 8] & (1 << (index % 8)):
             return "duplicate"
         page = self.pages[index // HASHES_PER_PAGE]
         if page is None:
             return "no_page_yet"  # not buffered: the carousel sends it again
-        if len(packet.payload) != FEC_PAYLOAD_ID_SIZE + m.symbol_size:
+        if len(payload) != FEC_PAYLOAD_ID_SIZE + m.symbol_size:
             return "bad_len"
         number, esi = block_of(index, m.block_count)
-        if packet.payload[:FEC_PAYLOAD_ID_SIZE] != ((number << 24) | esi).to_bytes(4, "big"):
+        if payload[:FEC_PAYLOAD_ID_SIZE] != ((number << 24) | esi).to_bytes(4, "big"):
             # The FEC Payload ID (SBN, ESI) must be the one the index names: each block has its
             # own decoder, which must never see another block's symbol (``raptorq`` panics).
             return "bad_fec_id"
         at = (index % HASHES_PER_PAGE) * HASH_SIZE
-        if commitment(packet.payload) != page[at : at + HASH_SIZE]:
+        if commitment(payload) != page[at : at + HASH_SIZE]:
             return "hash_mismatch"  # forged or corrupted: dropped alone
         block = self.blocks[number]
         if block.data is not None or block.held >= block.cap:
             return "block_done"  # decoded already (or given up): not needed
+        if intact is not None and not intact():
+            return CORRUPT
         self.have[index // 8] |= 1 << (index % 8)
         self.symbols += 1
-        self._decode(block, packet.payload)
+        self._decode(block, payload)
         return "symbol_accepted"
 
     def _decode(self, block: Block, payload: bytes) -> None:

@@ -8,10 +8,10 @@ from types import ModuleType
 import pytest
 
 import hv_emu.net
-from hv_emu.net import backends, config, frames, pcap, switch
+from hv_emu.net import backends, config, frames, intercept, pcap, switch
 
-MODULES = [hv_emu.net, config, frames, pcap, backends, switch]
-PARSERS = [frames, pcap, backends, switch]
+MODULES = [hv_emu.net, config, frames, intercept, pcap, backends, switch]
+PARSERS = [frames, intercept, pcap, backends, switch]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

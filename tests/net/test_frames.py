@@ -18,14 +18,12 @@ from hv_emu.net.frames import (
     IPv4Header,
     UdpError,
     UdpHeader,
-    Verdict,
     VlanTagged,
     build_udp_frame,
-    classify,
     internet_checksum,
     parse_udp_frame,
-    peek_udp_dst_port,
 )
+from hv_emu.net.intercept import Verdict, classify, peek_udp_dst_port
 
 HV_IP = IPv4Address("10.0.2.250")
 PORT = 0xDB00

@@ -10,16 +10,16 @@ from ipaddress import IPv4Address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hv_emu.net import frames
+from hv_emu.net import frames, intercept
 from hv_emu.net.frames import (
     FrameError,
     UdpDatagram,
     build_udp_frame,
-    classify,
     internet_checksum,
     ones_complement_residue,
     parse_udp_frame,
 )
+from hv_emu.net.intercept import classify
 
 HV_IP = IPv4Address("10.0.2.250")
 PORT = 0xDB00
@@ -74,7 +74,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 
 def layered(frame: bytes) -> UdpDatagram | tuple[type[FrameError], str]:
     try:
-        return frames._parse_layers(frame, True)
+        return frames.parse_layers(frame, True)
     except FrameError as err:
         return type(err), str(err)
 
@@ -89,7 +89,7 @@ def fast(frame: bytes) -> UdpDatagram | tuple[type[FrameError], str]:
 def agree(frame: bytes) -> None:
     assert fast(frame) == layered(frame)
     got = classify(frame, HV_IP, PORT)
-    want = frames._classify_layers(frame, OURS, PORT) if len(frame) >= 14 else got
+    want = intercept._classify_layers(frame, OURS, PORT) if len(frame) >= 14 else got
     assert (got.verdict, got.reason, got.datagram) == (want.verdict, want.reason, want.datagram)
 
 

@@ -11,15 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hv_emu.net.config import NetConfig
-from hv_emu.net.frames import (
-    FrameError,
-    UdpDatagram,
-    Verdict,
-    build_udp_frame,
-    classify,
-    parse_udp_frame,
-    peek_udp_dst_port,
-)
+from hv_emu.net.frames import FrameError, UdpDatagram, build_udp_frame, parse_udp_frame
+from hv_emu.net.intercept import Verdict, classify, peek_udp_dst_port
 from hv_emu.net.switch import NetSwitch
 
 HV_IP = IPv4Address("10.0.2.250")
