@@ -1,0 +1,70 @@
+"""An update's database text read into the program's input, with no ``Signature`` per plain line.
+
+Models: the compile worker's parse of an accepted ``.db``/``.ndb`` update. ``parse_database``
+builds three frozen objects per line (a ``Signature``, its ``Part``, its ``Literal``), which for
+100,000 lines is about half a second of the time to *active* (docs/PERFORMANCE.md, issue 10).
+Nearly every line of an update is a plain literal anywhere (``Name:0:*:HEX``, ``Name=HEX``), and
+for those the program needs a name and the bytes, nothing more. ``parse_entries`` walks the text
+as ``database_check.walk_database`` does (the same runs, the same limits and errors) and gives,
+in line order, a ``PlainLiteral`` (name, bytes) for each line of a run and the ``Signature`` of
+every other line; ``program.build_program`` takes that list as it takes signatures. An update's
+pause walks the text already (``database_check.check_steps``); ``entries_of`` starts from the
+steps it kept, so a line with wildcards is parsed once, not again on the worker.
+
+Follows: ``signatures.parse_database`` line for line: ``tests/scanner/test_bulk.py`` holds the
+program built from ``parse_entries`` to the program built from ``parse_database`` (every
+pattern's fields, in order) and the errors to its errors, on generated texts (Hypothesis).
+
+Leaves out: the ``Signature`` objects of plain lines. Nothing needs them: a plain literal anywhere
+is never "not applied" and has no end-relative offset, so ``SignatureDatabase.not_applied`` and
+``end_relative`` read the same from the other lines alone (``signatures_of``).
+
+Guest controls: the text (an update's body), bounded and checked as ``walk_database`` bounds and
+checks it; raises only ``DatabaseError``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Iterable
+
+from hv_emu.scanner.database_check import Step, walk_database
+from hv_emu.scanner.program import PlainLiteral
+from hv_emu.scanner.signatures import Signature
+
+#: One line of a run ``walk_database`` found (its name, its hex body). The run regex already
+#: proved each line's form; these only cut the fields out.
+_LINES = {
+    "ndb": re.compile(rb"([^\n:]*):0:\*:([0-9a-fA-F]*)\r?\n"),
+    "db": re.compile(rb"([^\n=]*)=([0-9a-fA-F]*)\r?\n"),
+}
+
+Entry = Signature | PlainLiteral
+
+
+def parse_entries(data: bytes, *, kind: str, source: str) -> list[Entry]:
+    """``parse_database``'s signatures, each plain line of a run as a ``PlainLiteral`` instead;
+    raises exactly the ``DatabaseError`` ``parse_database`` raises."""
+    return entries_of(data, kind, walk_database(data, kind=kind, source=source))
+
+
+def entries_of(data: bytes, kind: str, steps: Iterable[Step]) -> list[Entry]:
+    """The entries of ``data`` from the steps of its walk (``walk_database``, or the steps an
+    update's pause kept: ``database_check.check_steps``)."""
+    entries: list[Entry] = []
+    unhex = binascii.unhexlify
+    lines = _LINES[kind]
+    for step in steps:
+        if isinstance(step, tuple):
+            # A run's names are printable ASCII (no " (Clam)" to cut): latin-1 is clam_name.
+            entries += [(name.decode("latin-1"), unhex(body))
+                        for name, body in lines.findall(data, *step)]  # fmt: skip
+        else:
+            entries.append(step)
+    return entries
+
+
+def signatures_of(entries: list[Entry]) -> list[Signature]:
+    """The entries that are ``Signature`` objects (the lines that are not plain literals)."""
+    return [entry for entry in entries if isinstance(entry, Signature)]
