@@ -198,13 +198,6 @@ class Program:
 _WIDTH = operator.attrgetter("width")
 
 
-def _plain_pattern(name: str, data: bytes, max_anchor: int) -> Pattern:
-    """``_patterns`` for the one variant of a plain literal anywhere, without its ``Signature``."""
-    anchor = data[:max_anchor]
-    return Pattern(name, anywhere(), (Literal(data),), anchor, 0, len(data), -1, 0, 0, 0, True,
-                   None, None, None, None, False, len(data) != len(anchor))  # fmt: skip
-
-
 def build_program(
     signatures: Sequence[Signature | PlainLiteral], logical: LogicalTable | None = None
 ) -> Program:
@@ -213,17 +206,21 @@ def build_program(
     ``Signature`` of its line."""
     if logical is not None:
         signatures = [*signatures, *logical.bodies]
-    index_of: dict[bytes, int] = {}
-    groups: list[list[Pattern]] = []
+    groups: dict[bytes, list[Pattern]] = {}  # by anchor, in the order anchors first appear
     gap_max: list[tuple[int | None, ...]] = []
     max_anchor = MAX_ANCHOR if len(signatures) < LARGE_SET else LARGE_SET_ANCHOR
+    star = anywhere()
     for signature in signatures:
-        if isinstance(signature, tuple):  # a PlainLiteral: one pattern, never a chain
-            pattern = _plain_pattern(signature[0], signature[1], max_anchor)
-            slot = index_of.setdefault(pattern.anchor, len(groups))
-            if slot == len(groups):
-                groups.append([])
-            groups[slot].append(pattern)
+        if isinstance(signature, tuple):  # a PlainLiteral: ``_patterns``'s one pattern, inline
+            name, data = signature
+            anchor = data[:max_anchor]
+            pattern = Pattern(name, star, (Literal(data),), anchor, 0, len(data), -1, 0, 0, 0,
+                              True, None, None, None, None, False, len(data) != len(anchor))
+            group = groups.get(anchor)
+            if group is None:
+                groups[anchor] = [pattern]
+            else:
+                group.append(pattern)
             continue
         if signature.not_applied is not None:
             continue
@@ -234,11 +231,8 @@ def build_program(
         for number, part in enumerate(signature.parts):
             for elements in part.variants:
                 for pattern in _patterns(signature, chain, number, elements, max_anchor):
-                    slot = index_of.setdefault(pattern.anchor, len(groups))
-                    if slot == len(groups):
-                        groups.append([])
-                    groups[slot].append(pattern)
-    patterns = [p for group in groups for p in group]
+                    groups.setdefault(pattern.anchor, []).append(pattern)
+    patterns = [p for group in groups.values() for p in group]
     verified = [p for p in patterns if p.needs_verification]
     # Only a pattern with an edge (``anchored``) reads bytes around it: for the others (nearly
     # all, in a large update) reach_before and reach_after are 0, so width alone counts.
@@ -250,6 +244,6 @@ def build_program(
     widest = max([widest, *(p.width + p.reach_after for p in edged)])
     simple = not verified and not gap_max  # no verification and no chains of parts
     return Program(
-        tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple,
+        tuple(groups), tuple(map(tuple, groups.values())), history, widest, tuple(gap_max), simple,
         logical if logical is not None and logical.signatures else None,
     )

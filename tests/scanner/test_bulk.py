@@ -6,13 +6,15 @@ pattern for pattern, or the same error at the same line and column, on generated
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
+import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.bulk import Entry, parse_entries, signatures_of
+from hv_emu.scanner.bulk import Entry, gc_paused, parse_entries, signatures_of
 from hv_emu.scanner.database import compile_signatures
 from hv_emu.scanner.program import LARGE_SET, Program, build_program
 from hv_emu.scanner.signatures import (
@@ -113,3 +115,33 @@ def test_a_large_set_gets_the_same_short_anchors_and_database() -> None:
                                                   source="u"), "ndb", 1, "u", "0" * 64, "ac")
     found = db.scan(data)
     assert len(found) == len(range(0, LARGE_SET, 997)) and found == reference.scan(data)
+
+
+def test_gc_paused_nests_overlaps_and_restores_the_collector() -> None:
+    assert gc.isenabled()
+    inner_entered, outer_may_leave = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        with gc_paused():
+            inner_entered.set()
+            assert outer_may_leave.wait(30)
+
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer holder is still in
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        assert inner_entered.wait(30)
+    assert not gc.isenabled()  # the other thread still holds it
+    outer_may_leave.set()
+    thread.join(30)
+    assert gc.isenabled()
+    gc.disable()
+    try:  # off before: stays off after
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
