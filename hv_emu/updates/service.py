@@ -244,7 +244,8 @@ class UpdateService:
         try:
             # Whether it parses, and to how many signatures, without building them: the parse
             # that builds them is the worker's (docs/SIGNATURES.md, the 100k-signature pause).
-            count, steps = check_steps(update.body, kind=kind, source=source_name)
+            with gc_paused():  # the lines with wildcards build objects (scanner/bulk.py)
+                count, steps = check_steps(update.body, kind=kind, source=source_name)
         except DatabaseError as bad:
             return self.reject(source, Rc.MALFORMED, str(bad))
         except Exception as bug:  # a parser bug: still MALFORMED, never a crash

@@ -1,0 +1,96 @@
+"""The common ``.ndb`` line with wildcards, parsed by one regular expression instead of the grammar.
+
+Models: the lines of a real database that are not plain literals but nearly so: ``Name:0:*:BODY``
+where the body is static byte runs separated by ``??``, one-byte alternations ``(hh|hh...)``,
+``*`` and gaps ``{n-m}``, ``{n-}``, ``{-m}`` (rfxn.ndb's ``(22|27)`` line, most of a wildcard
+update). ``body.parse_body`` walks such a body a token at a time, about 30 µs a line, which is
+what an update's pause spends on them (docs/PERFORMANCE.md, issue 10); here one regular
+expression proves the form and the parts are built directly, as the grammar builds them.
+
+Follows: ``body.parse_body`` and ``signatures._parse_ndb_line`` exactly, on the forms it takes:
+parts cut at ``*`` and ranges as ``_split_parts`` cuts them (a maximum of 0 is no maximum), a run
+for each stretch of hex, ``body.ANY`` for ``??``, a ``ByteClass`` for a one-byte alternation, the
+length rules (every part at least 2 bytes wide with a static run of 2), and the same "not
+applied" reason for a range that ends before it starts. Whatever it does not take for certain
+(a name outside the plain names' characters, other targets or offsets, nibbles, longer
+alternatives, negations, anchors, boundaries, ``{n}``, more than ``MAX_SIMPLE_PARTS`` parts, a
+part too short) it leaves to the grammar, which gives the answer and the error.
+``tests/scanner/test_simple_lines.py`` holds the two to the same ``Signature`` (Hypothesis).
+
+Leaves out: errors (the grammar's business); every form not listed above.
+
+Guest controls: the line (an update's text): a bounded line (``MAX_LINE_LENGTH``), matched by a
+regular expression without nested repetition over the same characters; raises nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hv_emu.scanner.pattern import ANY, ByteClass, Element, Literal, Part
+from hv_emu.scanner.signatures import TARGET_ANY, Signature, anywhere
+
+#: At most this many parts here (the grammar's limit, ``MAX_PARTS``, is checked there).
+MAX_SIMPLE_PARTS = 32
+
+_RUN = rb"(?:[0-9a-fA-F]{2})+"
+_ONE = rb"(?:\?\?|\([0-9a-fA-F]{2}(?:\|[0-9a-fA-F]{2}){1,15}\))"
+_GAP = rb"(?:\*|\{[0-9]{1,9}-[0-9]{1,9}\}|\{[0-9]{1,9}-\}|\{-[0-9]{1,9}\})"
+_PART = _RUN + rb"(?:" + _ONE + _RUN + rb")*"
+#: A name as plain lines have it, target 0, offset ``*``, and a body of at least one wildcard.
+_LINE = re.compile(rb"([\x21\x22\x24-\x39\x3b-\x7e][\x21-\x39\x3b-\x7e]*):0:\*:(" + _PART
+                   + rb"(?:" + _GAP + _PART + rb")*)\r*")  # fmt: skip
+_TOKENS = re.compile(rb"(" + _RUN + rb")|(\?\?)|\(([^)]*)\)|(\*)|\{([0-9]*)-([0-9]*)\}")
+
+
+def _part(elements: list[Element], gap: tuple[int, int | None]) -> Part | None:
+    """A part of ``elements``, or None when the length rules might refuse it (the grammar
+    decides)."""
+    width = sum(e.width for e in elements)
+    if width < 2 or not any(isinstance(e, Literal) and e.width >= 2 for e in elements):
+        return None
+    return Part(gap[0], gap[1], (tuple(elements),))
+
+
+def simple_ndb_line(raw: bytes, line: int, source: str) -> Signature | None:
+    """The ``Signature`` ``_parse_ndb_line`` gives for this line (its bytes, NUL-cut), when the
+    line has one of the forms above; None otherwise (also for a plain literal: not this path's)."""
+    match = _LINE.fullmatch(raw)
+    if match is None:
+        return None
+    body = match[2]
+    parts: list[Part] = []
+    elements: list[Element] = []
+    gap: tuple[int, int | None] = (0, 0)
+    wild = False
+    for run, any_byte, choice, star, low, high in _TOKENS.findall(body):
+        if run:
+            elements.append(Literal(bytes.fromhex(run.decode("ascii"))))
+        elif any_byte:
+            elements.append(ANY)
+            wild = True
+        elif choice:
+            elements.append(ByteClass(frozenset(bytes.fromhex(choice.replace(b"|", b"")
+                                                              .decode("ascii")))))  # fmt: skip
+            wild = True
+        else:  # a gap: the part before it ends
+            part = _part(elements, gap)
+            if part is None or len(parts) + 2 > MAX_SIMPLE_PARTS:
+                return None
+            parts.append(part)
+            elements = []
+            top = None if star or not high or int(high) == 0 else int(high)
+            gap = (0 if star else int(low or b"0"), top)
+            wild = True
+    part = _part(elements, gap)
+    if part is None or not wild:
+        return None
+    parts.append(part)
+    reason = None
+    for each in parts:  # signatures._never_matches, for the ranges this path takes
+        if each.gap_max is not None and each.gap_max < each.gap_min:
+            reason = (f"range {{{each.gap_min}-{each.gap_max}}} ends before it starts (clamscan "
+                      "never matches it)")
+            break
+    return Signature(match[1].decode("latin-1"), line, TARGET_ANY, anywhere(), tuple(parts),
+                     reason, source)  # fmt: skip
