@@ -104,8 +104,10 @@ def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
             raise DatabaseError(source, number, 0, f"line longer than {_sig.MAX_LINE_LENGTH} bytes")
         raw = _sig.c_line(raw)
         plain = _sig._PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
+        # The common wildcard line (never a comment, never empty) by one regular expression.
+        simple = simple_ndb_line(raw, number, source) if plain is None and kind == "ndb" else None
         text = ""
-        if plain is None:
+        if plain is None and simple is None:
             text = raw.decode("latin-1").rstrip("\r")
             if text.startswith("#"):
                 continue
@@ -122,9 +124,8 @@ def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
             continue
         if kind == "db":
             signature = _sig._parse_db_line(text, source, number)
-        else:  # the common wildcard line by one regular expression, else the grammar
-            signature = (simple_ndb_line(raw, number, source)
-                         or _sig._parse_ndb_line(text, source, number))  # fmt: skip
+        else:
+            signature = simple or _sig._parse_ndb_line(text, source, number)
         if signature is not None:
             count += 1
             elements += sum(len(v) for part in signature.parts for v in part.variants)

@@ -26,6 +26,7 @@ regular expression without nested repetition over the same characters; raises no
 from __future__ import annotations
 
 import re
+from binascii import unhexlify
 
 from hv_emu.scanner.pattern import ANY, ByteClass, Element, Literal, Part
 from hv_emu.scanner.signatures import TARGET_ANY, Signature, anywhere
@@ -43,49 +44,39 @@ _LINE = re.compile(rb"([\x21\x22\x24-\x39\x3b-\x7e][\x21-\x39\x3b-\x7e]*):0:\*:(
 _TOKENS = re.compile(rb"(" + _RUN + rb")|(\?\?)|\(([^)]*)\)|(\*)|\{([0-9]*)-([0-9]*)\}")
 
 
-def _part(elements: list[Element], gap: tuple[int, int | None]) -> Part | None:
-    """A part of ``elements``, or None when the length rules might refuse it (the grammar
-    decides)."""
-    width = sum(e.width for e in elements)
-    if width < 2 or not any(isinstance(e, Literal) and e.width >= 2 for e in elements):
-        return None
-    return Part(gap[0], gap[1], (tuple(elements),))
-
-
 def simple_ndb_line(raw: bytes, line: int, source: str) -> Signature | None:
     """The ``Signature`` ``_parse_ndb_line`` gives for this line (its bytes, NUL-cut), when the
     line has one of the forms above; None otherwise (also for a plain literal: not this path's)."""
     match = _LINE.fullmatch(raw)
     if match is None:
         return None
-    body = match[2]
     parts: list[Part] = []
     elements: list[Element] = []
     gap: tuple[int, int | None] = (0, 0)
-    wild = False
-    for run, any_byte, choice, star, low, high in _TOKENS.findall(body):
+    width, static, wild = 0, False, False  # the part's so far: bytes, a run of 2, any wildcard
+    for run, any_byte, choice, star, low, high in _TOKENS.findall(match[2]):
         if run:
-            elements.append(Literal(bytes.fromhex(run.decode("ascii"))))
+            elements.append(Literal(unhexlify(run)))
+            width += len(run) >> 1
+            static = static or len(run) >= 4
         elif any_byte:
             elements.append(ANY)
-            wild = True
+            width, wild = width + 1, True
         elif choice:
-            elements.append(ByteClass(frozenset(bytes.fromhex(choice.replace(b"|", b"")
-                                                              .decode("ascii")))))  # fmt: skip
-            wild = True
+            elements.append(ByteClass(frozenset(unhexlify(choice.replace(b"|", b"")))))
+            width, wild = width + 1, True
         else:  # a gap: the part before it ends
-            part = _part(elements, gap)
-            if part is None or len(parts) + 2 > MAX_SIMPLE_PARTS:
+            # The length rules (every part 2 bytes wide, with a static run of 2): the grammar
+            # decides a part that might break them.
+            if width < 2 or not static or len(parts) + 2 > MAX_SIMPLE_PARTS:
                 return None
-            parts.append(part)
-            elements = []
+            parts.append(Part(gap[0], gap[1], (tuple(elements),)))
+            elements, width, static, wild = [], 0, False, True
             top = None if star or not high or int(high) == 0 else int(high)
             gap = (0 if star else int(low or b"0"), top)
-            wild = True
-    part = _part(elements, gap)
-    if part is None or not wild:
+    if width < 2 or not static or not wild:
         return None
-    parts.append(part)
+    parts.append(Part(gap[0], gap[1], (tuple(elements),)))
     reason = None
     for each in parts:  # signatures._never_matches, for the ranges this path takes
         if each.gap_max is not None and each.gap_max < each.gap_min:
