@@ -45,3 +45,14 @@ def test_clamscan_loads_the_rfxn_style_database(tmp_path: Path) -> None:
 def test_one_timed_update_comes_into_force(tmp_path: Path) -> None:
     pause, active, cpu = update.activation_s(update.rfxn_style_ndb(300), tmp_path)
     assert 0 < pause < active and cpu > 0
+
+
+def test_the_rows_are_the_pause_active_and_cpu_of_each_database() -> None:
+    rows = update.large_rows(repeat=1, count=2_000)
+    assert [row.name for row in rows] == [
+        f"{what} ({label})" if what.startswith("2k") else f"{what} (2,000 {label} signatures)"
+        for label in ("synthetic", "rfxn-style")
+        for what in ("update_signatures guest pause", "2k-signature update: VMCALL to active",
+                     "2k-signature update: VMCALL to active, CPU time")]  # fmt: skip
+    for pause, active, cpu in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
+        assert 0 < pause.value < active.value and cpu.value > 0
