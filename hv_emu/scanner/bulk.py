@@ -9,7 +9,8 @@ as ``database_check.walk_database`` does (the same runs, the same limits and err
 in line order, a ``PlainLiteral`` (name, bytes) for each line of a run and the ``Signature`` of
 every other line; ``program.build_program`` takes that list as it takes signatures. An update's
 pause walks the text already (``database_check.check_steps``); ``entries_of`` starts from the
-steps it kept, so a line with wildcards is parsed once, not again on the worker.
+steps it kept, so a line with wildcards is parsed once, not again on the worker, and a line of
+``simple_lines``'s form, only checked by the pause, is built here.
 
 Follows: ``signatures.parse_database`` line for line: ``tests/scanner/test_bulk.py`` holds the
 program built from ``parse_entries`` to the program built from ``parse_database`` (every
@@ -39,9 +40,11 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 
+from hv_emu.errors import DatabaseError
 from hv_emu.scanner.database_check import Step, walk_database
 from hv_emu.scanner.program import PlainLiteral
 from hv_emu.scanner.signatures import Signature
+from hv_emu.scanner.simple_lines import simple_ndb_line
 
 #: One line of a run ``walk_database`` found (its name, its hex body). The run regex already
 #: proved each line's form; these only cut the fields out.
@@ -56,17 +59,23 @@ Entry = Signature | PlainLiteral
 def parse_entries(data: bytes, *, kind: str, source: str) -> list[Entry]:
     """``parse_database``'s signatures, each plain line of a run as a ``PlainLiteral`` instead;
     raises exactly the ``DatabaseError`` ``parse_database`` raises."""
-    return entries_of(data, kind, walk_database(data, kind=kind, source=source))
+    return entries_of(data, kind, walk_database(data, kind=kind, source=source), source)
 
 
-def entries_of(data: bytes, kind: str, steps: Iterable[Step]) -> list[Entry]:
+def entries_of(data: bytes, kind: str, steps: Iterable[Step], source: str) -> list[Entry]:
     """The entries of ``data`` from the steps of its walk (``walk_database``, or the steps an
     update's pause kept: ``database_check.check_steps``)."""
     entries: list[Entry] = []
     unhex = binascii.unhexlify
     lines = _LINES[kind]
     for step in steps:
-        if isinstance(step, tuple):
+        if isinstance(step, tuple) and len(step) == 3:  # checked by simple_form: built here
+            start, stop, number = step
+            built = simple_ndb_line(data[start:stop], number, source)
+            if built is None:  # cannot be: simple_form said it builds
+                raise DatabaseError(source, number, 0, "internal: a checked line did not build")
+            entries.append(built)
+        elif isinstance(step, tuple):
             # A run's names are printable ASCII (no " (Clam)" to cut): latin-1 is clam_name.
             entries += [(name.decode("latin-1"), unhex(body))
                         for name, body in lines.findall(data, *step)]  # fmt: skip

@@ -14,7 +14,8 @@ typical update) are matched by one regular expression over the whole run; each s
 signature of one element, as the parser would make it. Any other line (a comment, another
 offset or target, wildcards, an odd or short body, a name the run does not cover) goes through
 the parser's own line functions; a line with only the commonest wildcards (``??``, ``(hh|hh)``,
-``*``, ``{n-m}``) through ``simple_lines.py``, which builds the same ``Signature`` faster.
+``*``, ``{n-m}``) through ``simple_lines.simple_form``, which checks it and counts its elements
+without building it (the worker builds it, ``bulk.py``).
 ``tests/scanner/test_database_check.py`` holds the two to the same answer on generated texts.
 
 ``walk_database`` is the walk itself, for ``bulk.py`` too: the runs it found, and the
@@ -34,7 +35,7 @@ from collections.abc import Iterator
 
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner import signatures as _sig
-from hv_emu.scanner.simple_lines import simple_ndb_line
+from hv_emu.scanner.simple_lines import simple_form
 
 _HEX = rb"[0-9a-fA-F]"
 # An even number of hex digits, at least 6 and below 60,000, without a group per pair (slow in
@@ -69,8 +70,9 @@ def _run_limits(count: int, elements: int, number: int, lines: int, source: str)
 
 
 #: What ``walk_database`` gives, in line order: a run of plain lines as its (start, end) in the
-#: text (each line one signature of one element), or the ``Signature`` of any other line.
-Step = tuple[int, int] | _sig.Signature
+#: text (each line one signature of one element), a line of ``simple_lines``'s form as its
+#: (start, end, line number), checked but not built, or the ``Signature`` of any other line.
+Step = tuple[int, int] | tuple[int, int, int] | _sig.Signature
 
 
 def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
@@ -98,14 +100,14 @@ def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
         newline = data.find(b"\n", at)
         stop = end if newline < 0 else newline
         raw = data[at:stop]
-        at, number = stop + 1, number + 1
+        first, at, number = at, stop + 1, number + 1
         # From here on, parse_database's loop body for one line.
         if len(raw) > _sig.MAX_LINE_LENGTH:
             raise DatabaseError(source, number, 0, f"line longer than {_sig.MAX_LINE_LENGTH} bytes")
         raw = _sig.c_line(raw)
         plain = _sig._PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
-        # The common wildcard line (never a comment, never empty) by one regular expression.
-        simple = simple_ndb_line(raw, number, source) if plain is None and kind == "ndb" else None
+        # The common wildcard line (never a comment, never empty): checked, its elements counted.
+        simple = simple_form(raw) if plain is None and kind == "ndb" else None
         text = ""
         if plain is None and simple is None:
             text = raw.decode("latin-1").rstrip("\r")
@@ -122,10 +124,14 @@ def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
             count, elements = count + 1, elements + 1
             yield _sig.plain_signature(plain, number, source)
             continue
+        if simple is not None:
+            count, elements = count + 1, elements + simple
+            yield first, first + len(raw), number  # the line as c_line cut it
+            continue
         if kind == "db":
             signature = _sig._parse_db_line(text, source, number)
         else:
-            signature = simple or _sig._parse_ndb_line(text, source, number)
+            signature = _sig._parse_ndb_line(text, source, number)
         if signature is not None:
             count += 1
             elements += sum(len(v) for part in signature.parts for v in part.variants)
@@ -144,5 +150,8 @@ def check_steps(data: bytes, *, kind: str, source: str) -> tuple[int, list[Step]
     count = 0
     steps = list(walk_database(data, kind=kind, source=source))
     for step in steps:
-        count += data.count(b"\n", *step) if isinstance(step, tuple) else 1
+        if isinstance(step, tuple) and len(step) == 2:
+            count += data.count(b"\n", step[0], step[1])
+        else:
+            count += 1
     return count, steps

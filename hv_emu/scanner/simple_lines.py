@@ -16,6 +16,9 @@ applied" reason for a range that ends before it starts. Whatever it does not tak
 alternatives, negations, anchors, boundaries, ``{n}``, more than ``MAX_SIMPLE_PARTS`` parts, a
 part too short) it leaves to the grammar, which gives the answer and the error.
 ``tests/scanner/test_simple_lines.py`` holds the two to the same ``Signature`` (Hypothesis).
+``simple_form`` is the check alone, for an update's pause: whether ``simple_ndb_line`` takes the
+line, and the elements of what it builds, without building it (the compile worker does,
+``bulk.entries_of``).
 
 Leaves out: errors (the grammar's business); every form not listed above.
 
@@ -42,6 +45,27 @@ _PART = _RUN + rb"(?:" + _ONE + _RUN + rb")*"
 _LINE = re.compile(rb"([\x21\x22\x24-\x39\x3b-\x7e][\x21-\x39\x3b-\x7e]*):0:\*:(" + _PART
                    + rb"(?:" + _GAP + _PART + rb")*)\r*")  # fmt: skip
 _TOKENS = re.compile(rb"(" + _RUN + rb")|(\?\?)|\(([^)]*)\)|(\*)|\{([0-9]*)-([0-9]*)\}")
+_GAPS = re.compile(_GAP)
+#: Four hex digits in a row: in a part of this form only a run of 2 bytes or more holds them
+#: (an alternation's options are one byte each).
+_STATIC = re.compile(rb"[0-9a-fA-F]{4}")
+
+
+def simple_form(raw: bytes) -> int | None:
+    """The elements of the ``Signature`` ``simple_ndb_line`` gives for this line, without
+    building it; None exactly when it gives None (an update's pause checks, its worker builds)."""
+    match = _LINE.fullmatch(raw)
+    if match is None:
+        return None
+    body = match[2]
+    parts = _GAPS.split(body)
+    if len(parts) > MAX_SIMPLE_PARTS or not all(_STATIC.search(part) for part in parts):
+        return None
+    wildcards = body.count(b"??") + body.count(b"(")
+    if len(parts) == 1 and not wildcards:
+        return None  # a plain literal: not this path's
+    # Each part is runs around its wildcards: one run more than wildcards.
+    return 2 * wildcards + len(parts)
 
 
 def simple_ndb_line(raw: bytes, line: int, source: str) -> Signature | None:

@@ -372,7 +372,7 @@ class UpdateService:
             # The text was checked at acceptance, and its other lines parsed: the runs' lines are
             # read from the text, and with the others they make ``job.count`` entries.
             with gc_paused():  # 3/4 of the build's CPU time otherwise (scanner/bulk.py)
-                entries = entries_of(job.body, job.kind, job.steps)
+                entries = entries_of(job.body, job.kind, job.steps, job.source)
                 args = (entries, job.kind, version, job.source, job.sha256)
                 if first is None:
                     db = compile_signatures(*args)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner import signatures
-from hv_emu.scanner.simple_lines import MAX_SIMPLE_PARTS, simple_ndb_line
+from hv_emu.scanner.simple_lines import MAX_SIMPLE_PARTS, simple_form, simple_ndb_line
 
 _TOKENS = st.sampled_from([
     "41", "4142", "414243", "4a4B4c4D", "00", "ff" * 9, "??", "(22|27)", "(2A|2b|2c)", "(41|41)",
@@ -19,6 +19,15 @@ _TOKENS = st.sampled_from([
 _NAMES = st.sampled_from(["N", "{HEX}php.malware.1", "Sp ace", "#c", "a:b", "N (Clam)", "\xe9"])
 _HEADS = st.sampled_from([":0:*:", ":1:*:", ":0:10:", ":*:*:", ":0:EOF-5:"])
 _TAILS = st.sampled_from(["", "\r", "\r\r", ":50", ":0:999"])
+
+
+def taken(raw: bytes) -> signatures.Signature | None:
+    """``simple_ndb_line``'s answer, after checking that ``simple_form`` (the pause's check) takes
+    exactly the same lines and counts their elements."""
+    fast = simple_ndb_line(raw, 7, "u")
+    elements = None if fast is None else sum(len(v) for p in fast.parts for v in p.variants)
+    assert simple_form(raw) == elements, raw
+    return fast
 
 
 def grammar(raw: bytes) -> signatures.Signature | str | None:
@@ -35,7 +44,7 @@ def test_every_line_it_takes_is_the_grammars_signature(
     name: str, head: str, tokens: list[str], tail: str
 ) -> None:
     raw = (name + head + "".join(tokens) + tail).encode("latin-1")
-    fast = simple_ndb_line(raw, 7, "u")
+    fast = taken(raw)
     if fast is not None:
         assert fast == grammar(raw), raw
 
@@ -55,7 +64,7 @@ def test_well_formed_bodies_get_the_grammars_signature(
 ) -> None:
     body = "".join((gaps[i % 4] if i else "") + run + rest for i, (run, rest) in enumerate(parts))
     raw = ("{HEX}N:0:*:" + body + tail).encode("latin-1")
-    fast = simple_ndb_line(raw, 7, "u")
+    fast = taken(raw)
     if fast is not None:
         assert fast == grammar(raw), raw
 
@@ -63,17 +72,17 @@ def test_well_formed_bodies_get_the_grammars_signature(
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_any_bytes_it_takes_are_the_grammars_signature(raw: bytes) -> None:
-    fast = simple_ndb_line(raw, 7, "u")
+    fast = taken(raw)
     if fast is not None:
         assert fast == grammar(raw), raw
 
 
 def test_it_takes_the_common_wildcard_forms_and_leaves_the_rest() -> None:
-    taken = [b"{HEX}JS.Flood:0:*:7773682e72756e28(22|27)73746172742f",
+    forms = [b"{HEX}JS.Flood:0:*:7773682e72756e28(22|27)73746172742f",
              b"W:0:*:414243??444546", b"G:0:*:41424344{0-16}4546", b"S:0:*:4142*4344\r",
              b"R:0:*:41424344{9-3}4546", b"O:0:*:4142{5-}4344{-7}45464748"]
-    for raw in taken:
-        fast = simple_ndb_line(raw, 7, "u")
+    for raw in forms:
+        fast = taken(raw)
         assert fast is not None and fast == grammar(raw), raw
     ranged = simple_ndb_line(b"R:0:*:41424344{9-3}4546", 7, "u")
     assert ranged is not None and ranged.not_applied is not None
@@ -81,5 +90,5 @@ def test_it_takes_the_common_wildcard_forms_and_leaves_the_rest() -> None:
     left = [b"P:0:*:41424344", b"T:1:*:4142??4344", b"N:0:*:41??42", b"B:0:*:4142(B)??4344",
             b"E:0:*:41?2??4344", b"Sp ace:0:*:4142??4344", b"F:0:*:4142??4344:50", many]
     for raw in left:
-        assert simple_ndb_line(raw, 7, "u") is None, raw
-    assert simple_ndb_line(many[:-5], 7, "u") is not None  # one part fewer: taken
+        assert taken(raw) is None, raw
+    assert taken(many[:-5]) is not None  # one part fewer: taken
