@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.scanner.engine import LiteralMatcher, Match, ScanStream
 from hv_emu.scanner.hashes import HashSet, parse_hash_database
-from hv_emu.scanner.program import Program, build_program
+from hv_emu.scanner.program import PlainLiteral, Program, build_program
 from hv_emu.scanner.signatures import (
     HASH_KINDS,
     LOGICAL_KINDS,
@@ -92,6 +92,7 @@ class SignatureDatabase:
     source: str
     sha256: str  # hex digest of the raw data
     count: int  # signatures (database lines), not expanded variants or literals
+    # Every line's Signature, less the plain lines of an update read by ``bulk.py``.
     signatures: tuple[Signature, ...] = field(repr=False)
     engine: str  # "ac", "hyperscan" or "none" (nothing to match)
     program: Program = field(repr=False, compare=False)
@@ -183,12 +184,14 @@ def compile_database(
 
 
 def compile_signatures(
-    signatures: Sequence[Signature], kind: str, version: int, source: str, sha256: str,
-    engine: str = "auto", *, shards: int = 1, logical: LogicalTable | None = None,
+    signatures: Sequence[Signature | PlainLiteral], kind: str, version: int, source: str,
+    sha256: str, engine: str = "auto", *, shards: int = 1, logical: LogicalTable | None = None,
 ) -> SignatureDatabase:
     """Compile parsed signatures: the slow half of ``compile_database``, which an update runs off
     the vCPU path; ``shards`` > 1 compiles Hyperscan faster on several cores, to scan slower
-    (``engine_hs``). Raises ``DatabaseError`` only if the literal finder refuses the set."""
+    (``engine_hs``). Raises ``DatabaseError`` only if the literal finder refuses the set.
+    ``signatures`` may hold ``PlainLiteral`` lines (``bulk.py``): they count and match, and
+    are not kept as ``Signature`` objects (nothing reads a plain line's)."""
     program = build_program(signatures, logical)
     matcher = _literal_matcher(program, engine, source, shards)
     return SignatureDatabase(
@@ -197,7 +200,7 @@ def compile_signatures(
         source=source,
         sha256=sha256,
         count=len(signatures) + (0 if logical is None else len(logical.signatures)),
-        signatures=tuple(signatures),
+        signatures=tuple(s for s in signatures if not isinstance(s, tuple)),
         engine="none" if matcher is None else matcher.name,
         program=program,
         matcher=matcher,

@@ -13,10 +13,16 @@ plain literals anywhere (``Name:0:*:HEX`` in ``.ndb``, ``Name=HEX`` in ``.db``: 
 typical update) are matched by one regular expression over the whole run; each such line is a
 signature of one element, as the parser would make it. Any other line (a comment, another
 offset or target, wildcards, an odd or short body, a name the run does not cover) goes through
-the parser's own line functions. ``tests/scanner/test_database_check.py`` holds the two to the
-same answer on generated texts.
+the parser's own line functions; a line with only the commonest wildcards (``??``, ``(hh|hh)``,
+``*``, ``{n-m}``) through ``simple_lines.simple_form``, which checks it and counts its elements
+without building it (the worker builds it, ``bulk.py``).
+``tests/scanner/test_database_check.py`` holds the two to the same answer on generated texts.
 
-Leaves out: building anything (the worker calls ``parse_database`` on the same bytes).
+``walk_database`` is the walk itself, for ``bulk.py`` too: the runs it found, and the
+``Signature`` of every other line, in line order.
+
+Leaves out: building a ``Signature`` for a line inside a run (``bulk.py`` reads the runs' lines
+into plain literals for the compile worker).
 
 Guest controls: the text (an update's body): bounded as the parser bounds it (size, line length,
 signatures, elements) and raising only ``DatabaseError``.
@@ -25,9 +31,11 @@ signatures, elements) and raising only ``DatabaseError``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner import signatures as _sig
+from hv_emu.scanner.simple_lines import simple_form
 
 _HEX = rb"[0-9a-fA-F]"
 # An even number of hex digits, at least 6 and below 60,000, without a group per pair (slow in
@@ -61,9 +69,16 @@ def _run_limits(count: int, elements: int, number: int, lines: int, source: str)
     raise DatabaseError(source, number + first, 0, message)
 
 
-def check_database(data: bytes, *, kind: str, source: str) -> int:
-    """How many signatures ``parse_database(data, kind=kind, source=source)`` returns; raises
-    exactly the ``DatabaseError`` it raises."""
+#: What ``walk_database`` gives, in line order: a run of plain lines as its (start, end) in the
+#: text (each line one signature of one element), a line of ``simple_lines``'s form as its
+#: (start, end, line number), checked but not built, or the ``Signature`` of any other line.
+Step = tuple[int, int] | tuple[int, int, int] | _sig.Signature
+
+
+def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
+    """``parse_database``'s walk: runs of plain lines, and the ``Signature`` of every other line
+    that gives one, in line order; raises exactly the ``DatabaseError`` ``parse_database`` raises
+    (before giving the step it would fail at)."""
     if kind not in _sig.KINDS:
         raise DatabaseError(source, 0, 0, f"unknown database kind {kind!r} (expected db or ndb)")
     if len(data) > _sig.MAX_DATABASE_BYTES:
@@ -79,19 +94,22 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
             lines = data.count(b"\n", at, block.end())
             _run_limits(count, elements, number, lines, source)
             count, elements, number = count + lines, elements + lines, number + lines
+            yield at, block.end()
             at = block.end()
             continue
         newline = data.find(b"\n", at)
         stop = end if newline < 0 else newline
         raw = data[at:stop]
-        at, number = stop + 1, number + 1
+        first, at, number = at, stop + 1, number + 1
         # From here on, parse_database's loop body for one line.
         if len(raw) > _sig.MAX_LINE_LENGTH:
             raise DatabaseError(source, number, 0, f"line longer than {_sig.MAX_LINE_LENGTH} bytes")
         raw = _sig.c_line(raw)
         plain = _sig._PLAIN_NDB_LINE.fullmatch(raw) if kind == "ndb" else None
+        # The common wildcard line (never a comment, never empty): checked, its elements counted.
+        simple = simple_form(raw) if plain is None and kind == "ndb" else None
         text = ""
-        if plain is None:
+        if plain is None and simple is None:
             text = raw.decode("latin-1").rstrip("\r")
             if text.startswith("#"):
                 continue
@@ -104,6 +122,11 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
                                 f"more than {_sig.MAX_DATABASE_ELEMENTS} elements")  # fmt: skip
         if plain is not None:
             count, elements = count + 1, elements + 1
+            yield _sig.plain_signature(plain, number, source)
+            continue
+        if simple is not None:
+            count, elements = count + 1, elements + simple
+            yield first, first + len(raw), number  # the line as c_line cut it
             continue
         if kind == "db":
             signature = _sig._parse_db_line(text, source, number)
@@ -112,4 +135,23 @@ def check_database(data: bytes, *, kind: str, source: str) -> int:
         if signature is not None:
             count += 1
             elements += sum(len(v) for part in signature.parts for v in part.variants)
-    return count
+            yield signature
+
+
+def check_database(data: bytes, *, kind: str, source: str) -> int:
+    """How many signatures ``parse_database(data, kind=kind, source=source)`` returns; raises
+    exactly the ``DatabaseError`` it raises."""
+    return check_steps(data, kind=kind, source=source)[0]
+
+
+def check_steps(data: bytes, *, kind: str, source: str) -> tuple[int, list[Step]]:
+    """``check_database``'s count, and the walk's steps (kept by an update for its compile
+    worker, which then parses no line twice: ``bulk.entries_of``)."""
+    count = 0
+    steps = list(walk_database(data, kind=kind, source=source))
+    for step in steps:
+        if isinstance(step, tuple) and len(step) == 2:
+            count += data.count(b"\n", step[0], step[1])
+        else:
+            count += 1
+    return count, steps

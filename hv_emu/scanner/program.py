@@ -13,6 +13,10 @@ of a variant, with its anchored bytes and boundaries, is verified around a hit.
 
 Leaves out: signatures marked not applied (``signatures.py``): they get no pattern.
 
+Plain lines: ``build_program`` also takes a ``PlainLiteral`` (name, bytes) in place of the
+``Signature`` of a line that is a plain literal anywhere (``Name:0:*:HEX``), as ``bulk.py`` hands
+an update's lines over without building a ``Signature`` for each; it gives that line's pattern.
+
 Guest controls: the signatures, through updates; a program's size follows the database's, which
 ``signatures.py`` and ``body.py`` bound.
 """
@@ -20,9 +24,10 @@ Guest controls: the signatures, through updates; a program's size follows the da
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from hv_emu.scanner.pattern import Folded
 from hv_emu.scanner.signatures import (
@@ -33,6 +38,7 @@ from hv_emu.scanner.signatures import (
     Part,
     Signature,
     Variant,
+    anywhere,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +57,10 @@ LARGE_SET_ANCHOR = 16
 #: prefix with at most this many letters (2**3 = 8 literals at most).
 FOLDED_ANCHOR_LETTERS = 3
 
+#: A line that is a plain literal anywhere (``Name:0:*:HEX``, ``Name=HEX``), not built as a
+#: ``Signature`` (``bulk.py``): its name and its bytes. Its pattern is the one its ``Signature``
+#: (one part, one variant, one ``Literal``, offset ``*``) would give.
+PlainLiteral: TypeAlias = tuple[str, bytes]
 
 
 @dataclass(slots=True, eq=False)
@@ -185,18 +195,33 @@ class Program:
     logical: LogicalTable | None = None
 
 
+_WIDTH = operator.attrgetter("width")
+
+
 def build_program(
-    signatures: Sequence[Signature], logical: LogicalTable | None = None
+    signatures: Sequence[Signature | PlainLiteral], logical: LogicalTable | None = None
 ) -> Program:
     """Group every applied variant by anchor literal; signatures marked not applied are left out.
-    ``logical``'s subsignatures are added to ``signatures``."""
+    ``logical``'s subsignatures are added to ``signatures``; a ``PlainLiteral`` stands for the
+    ``Signature`` of its line."""
     if logical is not None:
         signatures = [*signatures, *logical.bodies]
-    index_of: dict[bytes, int] = {}
-    groups: list[list[Pattern]] = []
+    groups: dict[bytes, list[Pattern]] = {}  # by anchor, in the order anchors first appear
     gap_max: list[tuple[int | None, ...]] = []
     max_anchor = MAX_ANCHOR if len(signatures) < LARGE_SET else LARGE_SET_ANCHOR
+    star = anywhere()
     for signature in signatures:
+        if isinstance(signature, tuple):  # a PlainLiteral: ``_patterns``'s one pattern, inline
+            name, data = signature
+            anchor = data[:max_anchor]
+            pattern = Pattern(name, star, (Literal(data),), anchor, 0, len(data), -1, 0, 0, 0,
+                              True, None, None, None, None, False, len(data) != len(anchor))
+            group = groups.get(anchor)
+            if group is None:
+                groups[anchor] = [pattern]
+            else:
+                group.append(pattern)
+            continue
         if signature.not_applied is not None:
             continue
         chain = -1
@@ -206,17 +231,19 @@ def build_program(
         for number, part in enumerate(signature.parts):
             for elements in part.variants:
                 for pattern in _patterns(signature, chain, number, elements, max_anchor):
-                    slot = index_of.setdefault(pattern.anchor, len(groups))
-                    if slot == len(groups):
-                        groups.append([])
-                    groups[slot].append(pattern)
-    verified = [p for group in groups for p in group if p.needs_verification]
-    history = max((p.reach_before + p.width + p.reach_after for p in verified), default=0)
+                    groups.setdefault(pattern.anchor, []).append(pattern)
+    patterns = [p for group in groups.values() for p in group]
+    verified = [p for p in patterns if p.needs_verification]
+    # Only a pattern with an edge (``anchored``) reads bytes around it: for the others (nearly
+    # all, in a large update) reach_before and reach_after are 0, so width alone counts.
+    edged = [p for p in verified if p.anchored]
+    history = max(max(map(_WIDTH, verified), default=0),
+                  max((p.reach_before + p.width + p.reach_after for p in edged), default=0))
     # A right-anchored part is decided up to reach_after bytes after its end.
-    widest = max((max(p.width for p in group) for group in groups), default=0)
-    widest = max([widest, *(p.width + p.reach_after for p in verified)])
+    widest = max(map(_WIDTH, patterns), default=0)
+    widest = max([widest, *(p.width + p.reach_after for p in edged)])
     simple = not verified and not gap_max  # no verification and no chains of parts
     return Program(
-        tuple(index_of), tuple(tuple(g) for g in groups), history, widest, tuple(gap_max), simple,
+        tuple(groups), tuple(map(tuple, groups.values())), history, widest, tuple(gap_max), simple,
         logical if logical is not None and logical.signatures else None,
     )

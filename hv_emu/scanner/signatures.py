@@ -64,8 +64,8 @@ __all__ = [
     "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP", "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS",
     "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS", "MAX_VARIANTS", "PUA_KINDS", "TARGET_ANY",
     "UNSUPPORTED_KINDS", "Anchor", "Boundary", "ByteClass", "Choice", "Element", "Literal",
-    "Offset", "Part", "Signature", "Variant", "c_line", "clam_name", "load_database_file",
-    "parse_database",
+    "Offset", "Part", "Signature", "Variant", "anywhere", "c_line", "clam_name",
+    "load_database_file", "parse_database",
 ]
 
 # Bounds on hostile input, checked before the work they limit.
@@ -318,11 +318,23 @@ def _parse_ndb_line(text: str, source: str, line: int) -> Signature | None:
 
 
 _ANYWHERE = Offset("any")
+
+
+def anywhere() -> Offset:
+    """The one ``Offset`` of every plain literal anywhere (``*``), shared by their signatures."""
+    return _ANYWHERE
+
 # The line that is a plain literal anywhere in any file (all of rfxn.ndb but one line), parsed
 # without splitting fields: a name (printable, no ':', not a '#' comment) and at least 3 hex bytes.
 # What it accepts, the general path accepts with the same result (tests/scanner/test_signatures.py).
 _PLAIN_NDB_LINE = re.compile(rb"([\x21\x22\x24-\x39\x3b-\x7e][\x21-\x39\x3b-\x7e]*):0:\*:"
                              rb"((?:[0-9a-fA-F]{2}){3,})\r?")
+
+
+def plain_signature(plain: re.Match[bytes], line: int, source: str) -> Signature:
+    """The ``Signature`` of a line ``_PLAIN_NDB_LINE`` matched (name, then the hex body)."""
+    body = (Part(0, 0, ((Literal(binascii.unhexlify(plain[2])),),)),)
+    return Signature(plain[1].decode("latin-1"), line, TARGET_ANY, _ANYWHERE, body, source=source)
 
 
 def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
@@ -355,9 +367,7 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
         if elements > MAX_DATABASE_ELEMENTS:
             raise DatabaseError(source, number, 0, f"more than {MAX_DATABASE_ELEMENTS} elements")
         if plain is not None:  # "Name:0:*:HEX", nearly every real line: no general machinery
-            body = (Part(0, 0, ((Literal(binascii.unhexlify(plain[2])),),)),)
-            name = plain[1].decode("latin-1")
-            signatures.append(Signature(name, number, TARGET_ANY, _ANYWHERE, body, source=source))
+            signatures.append(plain_signature(plain, number, source))
             elements += 1
             continue
         if kind == "db":

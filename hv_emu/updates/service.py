@@ -3,15 +3,19 @@
 Models: what the hypervisor does with an update, whichever way it arrived (a guest's VMCALL or the
 network), in two halves. On the caller's path (the vCPU thread, for a VMCALL): verify
 (``verify.py``), check that the database text parses (``scanner.database_check``: the answer
-and the count, without building a Python object per signature), persist it with its version
-counter (``state.py``), answer ``OK``. Off that path, on one compile worker thread: parse the
-text into signatures (``scanner.signatures``), compile the literal finder
-(``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build takes seconds) and
-swap the result in atomically, logging ``database_active``; a large database is compiled first in
-shards on every core, then once more as one database, swapped in under the running streams
-(``database_recompiled``). Between acceptance and activation the database in force keeps scanning
-every write: the guest is never unguarded and never paused for a compile. Any failure before
-acceptance leaves the database in force in force and is answered with a return code from ``abi.Rc``.
+and the count, without building a Python object per plain line; the lines with wildcards are
+parsed, and kept for the worker), persist it with its version counter (``state.py``), answer
+``OK``. Off that path, on one compile worker thread: read the text's plain lines into the
+program's input (``scanner.bulk``: a name and bytes per line), compile the literal finder
+(``scanner.database.compile_signatures``) and swap the result in atomically, logging
+``database_active``. A large database (``FIRST_STAGE_FROM`` signatures) comes into force first
+with pyahocorasick's automaton (built in about a second for 100,000 literals, where Hyperscan
+takes about four), then is recompiled with Hyperscan and swapped in under the running streams
+(``database_recompiled``): both find exactly the same matches, so every signature of the new
+database applies from the first swap. Between acceptance and activation the database in force
+keeps scanning every write: the guest is never unguarded and never paused for a compile. Any
+failure before acceptance leaves the database in force in force and is answered with a return
+code from ``abi.Rc``.
 
 One compile at a time (docs/SIGNATURES.md, "Updates: acceptance, then activation"): an accepted
 database waits in a one-entry slot for the worker; a newer acceptance replaces the one waiting
@@ -53,7 +57,6 @@ text (a parse error there, a bug, would be ``database_failed``).
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 from hv_emu.errors import DatabaseError, StorageError, UpdateRejected
 from hv_emu.events import EventLog, JsonValue
 from hv_emu.hypercalls.abi import Rc
+from hv_emu.scanner.bulk import entries_of, gc_paused
 from hv_emu.scanner.database import (
     HYPERSCAN_AVAILABLE,
     ActiveDatabase,
@@ -69,8 +73,7 @@ from hv_emu.scanner.database import (
     compile_signatures,
     recompile,
 )
-from hv_emu.scanner.database_check import check_database
-from hv_emu.scanner.signatures import parse_database
+from hv_emu.scanner.database_check import Step, check_steps
 from hv_emu.updates.format import MAX_DB_VERSION
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
@@ -86,11 +89,14 @@ def acceptable_versions(installed: int, max_jump: int = MAX_VERSION_JUMP) -> ran
     return range(installed + 1, min(installed + max_jump, MAX_DB_VERSION) + 1)
 
 
-#: From this many signatures, an update is activated in two stages: first with its Hyperscan
-#: literal finder compiled as one shard per core at once (in force sooner, scanning about 40%
-#: slower), then recompiled as one database and swapped in under the running streams. Below it
-#: one database compiles in about a second (5,000 signatures: 0.3 s).
-SHARDED_FROM = 20_000
+#: From this many signatures (when Hyperscan is there), an update is activated in two stages:
+#: first with the pyahocorasick automaton of its literals (100,000: about 1 s to build, against
+#: about 4 s for Hyperscan on one core, 1.7 s in two shards on two free cores; it scans at tens of
+#: MB/s), then recompiled with Hyperscan as one database and swapped in under the running streams
+#: (docs/SIGNATURES.md). Below it Hyperscan compiles in under a second (5,000 signatures: 0.3 s).
+FIRST_STAGE_FROM = 20_000
+#: The literal finder of a first stage (``scanner.database.ENGINES``).
+FIRST_STAGE_ENGINE = "ac"
 
 
 #: ``DatabaseStatus.state``: how far the newest accepted database got (docs/ABI.md, ``get_status``).
@@ -104,9 +110,9 @@ class DatabaseStatus:
     ``version``, ``signatures`` and ``sha256`` describe the newest accepted (and persisted)
     database; ``active_version`` is the database that scans disk writes now. ``state``:
     ``active`` (the accepted one scans, at full speed), ``compiling`` (it waits for or is in the
-    compile worker; ``active_version`` scans meanwhile), ``recompiling`` (it scans in its sharded
-    first stage while its second stage compiles) or ``failed`` (its compile was refused; the older
-    ``active_version`` stays in force).
+    compile worker; ``active_version`` scans meanwhile), ``recompiling`` (it scans in its first
+    stage, the automaton, while its second stage compiles) or ``failed`` (its compile was
+    refused; the older ``active_version`` stays in force).
     """
 
     version: int
@@ -127,6 +133,7 @@ class _CompileJob:
     version: int
     source: str
     sha256: str
+    steps: list[Step]  # the check's walk: its runs, and the Signature of every other line
 
 
 class UpdateService:
@@ -162,6 +169,7 @@ class UpdateService:
         self._accepted_sha256 = initial.sha256
         self._failed_version = -1  # the newest version whose compile was refused
         self._done_version = initial.version  # the newest version the worker is done with
+        self._staged_version = -1  # the newest version put in force by a first stage
         self._swap_lock = threading.Lock()  # orders "is it newer?" with the swap
         # One submission at a time: the vCPU thread (VMCALL) and the network I/O thread may both
         # submit, and the version check, the persisted counter and the acceptance must not
@@ -191,12 +199,13 @@ class UpdateService:
             version, count, sha256 = (self._accepted_version, self._accepted_count,
                                       self._accepted_sha256)  # fmt: skip
             failed, done = self._failed_version, self._done_version
+            staged = self._staged_version
         if active.version >= version:
-            # A sharded first stage the worker is not done with: its second stage is compiling (a
-            # newer acceptance would make ``version`` the newer one). Told by the version the
-            # worker is done with, not by the worker thread still being there: once ``wait_done``
-            # returns (``--sync-updates``) this reads ``active`` even before the worker is gone.
-            state = "recompiling" if active.shards > 1 and done < version else "active"
+            # A first stage the worker is not done with: its second stage is compiling (a newer
+            # acceptance would make ``version`` the newer one). Told by the version the worker is
+            # done with, not by the worker thread still being there: once ``wait_done`` returns
+            # (``--sync-updates``) this reads ``active`` even before the worker is gone.
+            state = "recompiling" if staged == active.version and done < version else "active"
         elif failed == version:
             state = "failed"
         else:
@@ -235,7 +244,8 @@ class UpdateService:
         try:
             # Whether it parses, and to how many signatures, without building them: the parse
             # that builds them is the worker's (docs/SIGNATURES.md, the 100k-signature pause).
-            count = check_database(update.body, kind=kind, source=source_name)
+            with gc_paused():  # the lines with wildcards build objects (scanner/bulk.py)
+                count, steps = check_steps(update.body, kind=kind, source=source_name)
         except DatabaseError as bad:
             return self.reject(source, Rc.MALFORMED, str(bad))
         except Exception as bug:  # a parser bug: still MALFORMED, never a crash
@@ -279,7 +289,7 @@ class UpdateService:
             self.events.emit("state_cleanup_failed", db_version=header.db_version,
                              problem=problem)  # fmt: skip
         self._schedule(_CompileJob(update.body, count, kind, header.db_version, source_name,
-                                   sha256))  # fmt: skip
+                                   sha256, steps))  # fmt: skip
         return Rc.OK
 
     # ------------------------------------------------------------------ the compile worker
@@ -357,15 +367,17 @@ class UpdateService:
         """Compile one accepted database, then put it in force (unless something newer is)."""
         started = time.perf_counter()
         version = job.version
-        shards = self._shards(job.count)
+        first = self._first_engine(job.count)
         try:
-            # The text was checked at acceptance: this parse gives ``job.count`` signatures.
-            signatures = parse_database(job.body, kind=job.kind, source=job.source)
-            args = (signatures, job.kind, version, job.source, job.sha256)
-            if shards > 1:
-                db = compile_signatures(*args, shards=shards)
-            else:
-                db = compile_signatures(*args)
+            # The text was checked at acceptance, and its other lines parsed: the runs' lines are
+            # read from the text, and with the others they make ``job.count`` entries.
+            with gc_paused():  # 3/4 of the build's CPU time otherwise (scanner/bulk.py)
+                entries = entries_of(job.body, job.kind, job.steps, job.source)
+                args = (entries, job.kind, version, job.source, job.sha256)
+                if first is None:
+                    db = compile_signatures(*args)
+                else:
+                    db = compile_signatures(*args, first)
         except DatabaseError as refused:  # the literal finder refused a parsed set
             self._failed(version, str(refused))
             return
@@ -374,9 +386,12 @@ class UpdateService:
             if version <= self.database.current.version:
                 return  # never an older database over a newer one
             old = self.database.swap(db)
+            if first is not None:
+                with self._jobs:
+                    self._staged_version = version
         # A stage boundary: this build is in force (it is newer than what scanned until now).
         self._announce(db, old, seconds)
-        if db.shards > 1:
+        if first is not None:
             newer = self._newer_waiting()
             if newer is not None:  # the worker's time goes to the newer database instead
                 self._emit("database_superseded", db_version=version, by_version=newer,
@@ -385,28 +400,28 @@ class UpdateService:
             self._recompile(db)
 
     @staticmethod
-    def _shards(signatures: int) -> int:
-        """Hyperscan shards for the first stage: one per core this process may run on, for a
-        large database when Hyperscan is there; otherwise 1 (one stage)."""
-        if signatures < SHARDED_FROM or not HYPERSCAN_AVAILABLE:
-            return 1
-        return min(2, len(os.sched_getaffinity(0)))
+    def _first_engine(signatures: int) -> str | None:
+        """The literal finder of a first stage for a database of ``signatures``: the automaton,
+        for a large database when Hyperscan is there to recompile it; None: one stage."""
+        if signatures < FIRST_STAGE_FROM or not HYPERSCAN_AVAILABLE:
+            return None
+        return FIRST_STAGE_ENGINE
 
-    def _recompile(self, sharded: SignatureDatabase) -> None:
+    def _recompile(self, first: SignatureDatabase) -> None:
         """Second stage: the database in force, compiled as one Hyperscan database (full scan
         speed), swapped in unless a newer version came into force meanwhile. Streams go on across
-        the swap (``ScanStream.switch_literals``); if it fails, the sharded build stays."""
+        the swap (``ScanStream.switch_literals``); if it fails, the first stage stays."""
         started = time.perf_counter()
         try:
-            whole = recompile(sharded)
+            whole = recompile(first)
         except DatabaseError as refused:
-            self._emit("database_failed", db_version=sharded.version,
-                       reason=f"{refused} (single-database recompile; the sharded build "
+            self._emit("database_failed", db_version=first.version,
+                       reason=f"{refused} (single-database recompile; the first stage "
                               "stays in force)",
                        active_version=self.database.current.version)  # fmt: skip
             return
         with self._swap_lock:
-            if self.database.current is not sharded:
+            if self.database.current is not first:
                 return  # a newer version is in force
             self.database.swap(whole)
         self._emit("database_recompiled", db_version=whole.version, engine=whole.engine,

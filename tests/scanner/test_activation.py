@@ -1,10 +1,10 @@
-"""Two-stage activation of a large database: Hyperscan compiled in shards (sooner in force), then
-recompiled as one database and swapped in under running streams, which must lose nothing: not a
-literal straddling the swap, not a chain of parts begun before it, not a disk run."""
+"""Two-stage activation of a large database: a first stage sooner in force (the pyahocorasick
+automaton, as the update service does it, or Hyperscan compiled in shards), then recompiled as one
+Hyperscan database and swapped in under running streams, which must lose nothing: not a literal
+straddling the swap, not a chain of parts begun before it, not a disk run."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -45,6 +45,22 @@ def sharded(shards: int) -> SignatureDatabase:
     return compile_signatures(signatures, "ndb", 1, "two.ndb", "0" * 64, shards=shards)
 
 
+def first_stage(stage: str) -> SignatureDatabase:
+    """The update service's first stage (``ac``: the automaton) or two Hyperscan shards."""
+    if stage == "shards":
+        return sharded(2)
+    signatures = parse_database(NDB, kind="ndb", source="two.ndb")
+    return compile_signatures(signatures, "ndb", 1, "two.ndb", "0" * 64, stage)
+
+
+@pytest.mark.parametrize("stage", ["ac", "shards"])
+def test_a_first_stage_finds_what_one_database_finds(stage: str) -> None:
+    db = first_stage(stage)
+    whole = recompile(db)
+    assert (whole.engine, whole.shards, whole.program) == ("hyperscan", 1, db.program)
+    assert db.scan(DATA) == whole.scan(DATA)
+
+
 @pytest.mark.parametrize("shards", [2, 3])
 def test_a_sharded_database_finds_what_one_database_finds(shards: int) -> None:
     db = sharded(shards)
@@ -57,8 +73,9 @@ def test_a_sharded_database_finds_what_one_database_finds(shards: int) -> None:
         assert found == [(m.name, m.start, m.end) for m in whole.scan(DATA)]
 
 
-def test_the_finder_switched_at_every_point_of_a_stream_loses_nothing() -> None:
-    first = sharded(2)
+@pytest.mark.parametrize("stage", ["ac", "shards"])
+def test_the_finder_switched_at_every_point_of_a_stream_loses_nothing(stage: str) -> None:
+    first = first_stage(stage)
     second = recompile(first)
     reference = [(m.name, m.start, m.end) for m in second.scan(DATA)]
     widest = first.program.widest
@@ -71,9 +88,10 @@ def test_the_finder_switched_at_every_point_of_a_stream_loses_nothing() -> None:
         assert [(m.name, m.start, m.end) for m in found] == reference, cut
 
 
-def test_a_disk_run_goes_on_across_the_recompile() -> None:
-    """The first part of a chain is written under the sharded build, the rest after the swap."""
-    first = sharded(2)
+@pytest.mark.parametrize("stage", ["ac", "shards"])
+def test_a_disk_run_goes_on_across_the_recompile(stage: str) -> None:
+    """The first part of a chain is written under the first stage, the rest after the swap."""
+    first = first_stage(stage)
     active = ActiveDatabase(first)
     inspector = Inspector(active, MemoryDisk(16), EventLog(), actions=("warn",))
     data = (b"." * (SECTOR_SIZE - 380) + DATA).ljust(2 * SECTOR_SIZE, b".")
@@ -95,27 +113,23 @@ def test_large_sets_get_short_anchors_and_small_ones_whole_ones() -> None:
     assert {len(literal) for literal in small.literals} == {24}
 
 
-def test_an_update_activates_sharded_then_recompiled(
+def test_an_update_activates_the_automaton_then_hyperscan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "SHARDED_FROM", 2)  # this small database counts as large
+    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 2)  # this small database counts as large
     publisher = Publisher(tmp_path)
     machine = machine_for(publisher)
     assert machine.updates.submit(*publisher.sign(NDB, version=2, kind="ndb"), source="t") == Rc.OK
     assert machine.updates.wait_active(60)
     active, = machine.events.of("database_active")
-    cores = min(2, len(os.sched_getaffinity(0)))
-    assert (active["db_version"], active["shards"]) == (2, cores)
-    if cores == 1:  # one core: one stage, nothing to recompile
-        assert machine.events.of("database_recompiled") == []
-        return
+    assert (active["db_version"], active["engine"], active["signatures"]) == (2, "ac", 4)
     recompiled, = machine.events.of("database_recompiled")
     assert (recompiled["db_version"], recompiled["shards"], recompiled["engine"]) == (
         2, 1, "hyperscan")
     events = [r["event"] for r in machine.events.records]
     assert events.index("database_active") < events.index("database_recompiled")
     current = machine.database.current
-    assert (current.version, current.shards) == (2, 1)
+    assert (current.version, current.engine) == (2, "hyperscan")
     assert {m.name for m in current.scan(DATA)} == EXPECTED
 
 

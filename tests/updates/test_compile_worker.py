@@ -133,9 +133,9 @@ def test_wait_active_reports_a_compile_still_running(compiler: GatedCompiler) ->
 def test_a_newer_update_cuts_the_second_stage_of_a_large_one(
     compiler: GatedCompiler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """v1 (large: two stages) is compiling its sharded first stage when v2 is accepted: v1 goes
-    in force (it is newer than what scans now), but its recompile is skipped for v2's compile."""
-    monkeypatch.setattr(service.UpdateService, "_shards", staticmethod(lambda count: 2))
+    """v1 (large: two stages) is compiling its first stage when v2 is accepted: v1 goes in force
+    (it is newer than what scans now), but its recompile is skipped for v2's compile."""
+    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 0)  # this small database counts as large
     recompiled: list[int] = []
     real_recompile = service.recompile
 
@@ -153,13 +153,13 @@ def test_a_newer_update_cuts_the_second_stage_of_a_large_one(
     assert updates.wait_active(WAIT)
     assert recompiled == [2]
     events = updates.events
-    active = [(e["db_version"], e["shards"]) for e in events.of("database_active")]
-    assert active == [(1, 2), (2, 2)]
+    active = [(e["db_version"], e["engine"]) for e in events.of("database_active")]
+    assert active == [(1, "ac"), (2, "ac")]  # the automaton: the first stage
     superseded, = events.of("database_superseded")
     assert (superseded["db_version"], superseded["by_version"], superseded["stage"]) == (
         1, 2, "recompile")
     assert [e["db_version"] for e in events.of("database_recompiled")] == [2]
-    assert (updates.database.current.version, updates.database.current.shards) == (2, 1)
+    assert (updates.database.current.version, updates.database.current.engine) == (2, "hyperscan")
 
 
 def test_a_compile_that_crashes_on_the_host_does_not_stop_the_worker(
@@ -236,7 +236,7 @@ def test_status_says_failed_when_the_accepted_compile_is_refused(
 def test_status_says_recompiling_while_a_large_database_scans_in_its_first_stage(
     compiler: GatedCompiler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service.UpdateService, "_shards", staticmethod(lambda count: 2))
+    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 0)  # this small database counts as large
     began, release = threading.Event(), threading.Event()
     real_recompile = service.recompile
 
@@ -251,8 +251,8 @@ def test_status_says_recompiling_while_a_large_database_scans_in_its_first_stage
     try:
         assert updates.submit(*signed(1), "vmcall") == Rc.OK
         assert began.wait(WAIT)
-        assert state(updates) == (1, 1, "recompiling")  # active, sharded, second stage running
-        assert updates.database.current.shards == 2
+        assert state(updates) == (1, 1, "recompiling")  # active (the automaton), recompiling
+        assert updates.database.current.engine == "ac"
     finally:
         release.set()
     assert updates.wait_active(WAIT)

@@ -93,7 +93,7 @@ def test_a_parser_bug_is_answered_malformed_and_logged(monkeypatch: pytest.Monke
     def buggy(*args: object, **kw: object) -> object:
         raise ValueError("simulated parser bug")
 
-    monkeypatch.setattr(service, "check_database", buggy)  # the check on the caller's path
+    monkeypatch.setattr(service, "check_steps", buggy)  # the check on the caller's path
     updates = new_service()
     assert updates.submit(*signed(1), "vmcall") == Rc.MALFORMED
     rejected, = updates.events.of("update_rejected")
@@ -108,7 +108,7 @@ def test_status_after_a_sync_update_whose_recompile_failed_reads_active(
 ) -> None:
     """docs/ABI.md: after a ``--sync-updates`` OK the next get_status reads ``active`` (or
     ``failed``), also while the worker thread, done with the version, has not yet gone."""
-    monkeypatch.setattr(service.UpdateService, "_shards", staticmethod(lambda count: 2))
+    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 0)  # this small database counts as large
 
     def refuse(db: SignatureDatabase, *rest: object) -> SignatureDatabase:
         raise DatabaseError(f"update v{db.version}", 0, 0, "Hyperscan cannot compile it")
@@ -127,7 +127,7 @@ def test_status_after_a_sync_update_whose_recompile_failed_reads_active(
     monkeypatch.setattr(updates, "_take", held_take)
     try:
         assert updates.submit(*signed(1), "vmcall", wait=True) == Rc.OK
-        assert updates.database.current.shards == 2  # the sharded build stays in force
+        assert updates.database.current.engine == "ac"  # the first stage stays in force
         status = updates.status()
         assert (status.version, status.active_version, status.state) == (1, 1, "active")
     finally:

@@ -16,8 +16,8 @@ Sharding: Hyperscan's compiler takes about 4.5 s for 100,000 literals on one cor
 the GIL while it works. ``HyperscanMatcher(literals, shards=n)`` compiles n interleaved slices on
 n threads at once (two shards of 100,000: about 2-3 s on two cores) and runs n streams side by
 side; each shard scans every byte, so two shards scan 100,000 literals about 40% slower than one
-database (measured 0.9 against 1.4 GB/s on random data). The update service uses it only as a
-first stage (docs/SIGNATURES.md).
+database (measured 0.9 against 1.4 GB/s on random data). The update service no longer uses it:
+a large update's first stage is the pyahocorasick automaton, cheaper to build (docs/SIGNATURES.md).
 
 Serialised: ``dump()`` gives each shard's database as Hyperscan's own serialised bytes
 (``hs_serialize_database``) and ``HyperscanMatcher.load`` reads them back (about 0.3 ms for
