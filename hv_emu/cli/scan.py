@@ -210,7 +210,8 @@ def run_scan(
     progress = Progress(err, total, clock)
     summary = Summary()
     files = [item.path for item in items if item.problem is None]
-    split = splittable(db)
+    # Only a scan large enough to share looks at every pattern (a cached database decodes them).
+    split = jobs > 1 and total >= PARALLEL_FROM and splittable(db)
     parallel = jobs > 1 and total >= PARALLEL_FROM and (len(files) > 1 or split)
     results = parallel_results(db, files, jobs, split=split) if parallel else None
     for item in items:

@@ -31,17 +31,13 @@ from typing import TYPE_CHECKING
 
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.scanner.engine import LiteralMatcher, Match, ScanStream
-from hv_emu.scanner.hashes import HashSet, parse_hash_database
+from hv_emu.scanner.hashes import HashSet
+from hv_emu.scanner.kinds import HASH_KINDS, LOGICAL_KINDS
 from hv_emu.scanner.program import Program, build_program
-from hv_emu.scanner.signatures import (
-    HASH_KINDS,
-    LOGICAL_KINDS,
-    Signature,
-    parse_database,
-)
 
 if TYPE_CHECKING:
     from hv_emu.scanner.logical_match import LogicalTable
+    from hv_emu.scanner.signatures import Signature
 
 try:
     from hv_emu.scanner.engines import hyperscan_stream as engine_hs
@@ -92,7 +88,8 @@ class SignatureDatabase:
     source: str
     sha256: str  # hex digest of the raw data
     count: int  # signatures (database lines), not expanded variants or literals
-    signatures: tuple[Signature, ...] = field(repr=False)
+    #: A tuple, or a cache entry's signatures decoded on first use (``cache_entry.py``).
+    signatures: Sequence[Signature] = field(repr=False)
     engine: str  # "ac", "hyperscan" or "none" (nothing to match)
     program: Program = field(repr=False, compare=False)
     matcher: LiteralMatcher | None = field(repr=False, compare=False)
@@ -120,15 +117,27 @@ class SignatureDatabase:
         """One line per signature accepted but never matched, naming file, line and reason (and
         one per file of PE-section hashes)."""
         logical = self.program.logical
+        return (self.signatures_not_applied + (() if logical is None else logical.not_applied)
+                + self.hashes.not_applied())  # fmt: skip
+
+    @property
+    def signatures_not_applied(self) -> tuple[str, ...]:
+        """The lines of ``not_applied`` about body signatures (``.db``/``.ndb``)."""
+        kept: tuple[str, ...] | None = getattr(self.signatures, "not_applied_lines", None)
+        if kept is not None:  # a cache entry's, kept as text (cache_entry.py)
+            return kept
         return tuple(
             f"{s.source or self.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
             for s in self.signatures
             if s.not_applied is not None
-        ) + (() if logical is None else logical.not_applied) + self.hashes.not_applied()
+        )
 
     @property
     def end_relative(self) -> tuple[str, ...]:
         """One line per ``EOF-n`` signature: it matches only where the length is known."""
+        kept: tuple[str, ...] | None = getattr(self.signatures, "end_relative_lines", None)
+        if kept is not None:  # a cache entry's, kept as text (cache_entry.py)
+            return kept
         return tuple(
             f"{s.source or self.source}:{s.line}: {s.name}: offset {s.offset.text!r} needs the "
             "data's length; one-shot scans only"
@@ -169,6 +178,9 @@ def compile_database(
     for an unknown engine or ``engine="hyperscan"`` without Hyperscan installed.
     """
     digest = hashlib.sha256(data).hexdigest()
+    from hv_emu.scanner.hashes import parse_hash_database
+    from hv_emu.scanner.signatures import parse_database  # only a compile pays for the parser
+
     if kind in LOGICAL_KINDS:  # hv-emu run --db FILE.ldb
         from hv_emu.scanner.logical import LogicalTable, parse_ldb_database
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.signatures import (
+from hv_emu.scanner.kinds import (
     FLEVEL,
     HASH_KINDS,
     MAX_DATABASE_BYTES,

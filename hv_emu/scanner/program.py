@@ -24,19 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hv_emu.scanner.pattern import Folded
-from hv_emu.scanner.signatures import (
-    Anchor,
-    Boundary,
-    Literal,
-    Offset,
-    Part,
-    Signature,
-    Variant,
-)
+from hv_emu.scanner.pattern import Folded, Literal
 
 if TYPE_CHECKING:
     from hv_emu.scanner.logical_match import LogicalTable
+    from hv_emu.scanner.pattern import Anchor, Boundary, Part, Variant
+    from hv_emu.scanner.signatures import Offset, Signature
 
 #: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
 #: rest of a longer static run is verified like any other element.
@@ -174,7 +167,8 @@ class Program:
     """What the literal finder reports, and what each literal stands for."""
 
     literals: tuple[bytes, ...]
-    patterns_by_literal: tuple[tuple[Pattern, ...], ...]
+    #: A tuple, or a cache entry's groups decoded on first use (``cache_entry.py``).
+    patterns_by_literal: Sequence[Sequence[Pattern]]
     history: int  # bytes a stream keeps for verification
     widest: int  # the widest pattern: no part still to come starts before offset - widest
     gap_max: tuple[tuple[int | None, ...], ...]  # per multi-part signature, per part
