@@ -60,7 +60,6 @@ import contextlib
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -130,13 +129,17 @@ def _count(text: str) -> int:
     return value
 
 
-@dataclass
 class Summary:
-    files: int = 0
-    infected: int = 0
-    errors: int = 0
-    scanned: int = 0  # bytes
-    matches: int = 0  # (file, name) pairs
+    """The counts the summary prints."""
+
+    __slots__ = ("errors", "files", "infected", "matches", "scanned")
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.infected = 0
+        self.errors = 0
+        self.scanned = 0  # bytes
+        self.matches = 0  # (file, name) pairs
 
 
 class Progress:

@@ -24,11 +24,11 @@ import itertools
 import os
 import stat
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from hv_emu.cli.scan_files import CHUNK, UNSUPPORTED, FileResult, Problem, scan_file
 from hv_emu.scanner.database import SignatureDatabase
+from hv_emu.scanner.record import Frozen, setfield
 
 #: Below this many bytes in all (or with one file) a scan stays in this process: starting worker
 #: processes costs more than it saves.
@@ -45,14 +45,19 @@ SPLIT_FROM = 32 * 1024 * 1024
 _WORKER_DB: SignatureDatabase | None = None
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(Frozen):
     """Scan ``path`` for the matches that end in ``(first, stop]``; the whole file when ``stop``
     is None."""
 
+    __slots__ = ("path", "first", "stop")  # noqa: RUF023 (__init__'s order)
     path: Path
-    first: int = 0
-    stop: int | None = None
+    first: int
+    stop: int | None
+
+    def __init__(self, path: Path, first: int = 0, stop: int | None = None) -> None:
+        setfield(self, "path", path)
+        setfield(self, "first", first)
+        setfield(self, "stop", stop)
 
 
 def _scan_in_worker(piece: Piece) -> FileResult:

@@ -20,7 +20,6 @@ verified (``cache.py``): it is what this user's hv-emu wrote.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 from collections.abc import Sequence
@@ -137,7 +136,7 @@ def compile_files(
                             logical=table)  # fmt: skip
     if hash_signatures:
         hashes = HashSet.build(hash_signatures)
-        db = dataclasses.replace(db, count=db.count + len(hash_signatures), hashes=hashes)
+        db = db.replace(count=db.count + len(hash_signatures), hashes=hashes)
     if cache is not None and key is not None:
         cache.put(key, _to_payload(db))
     return db
