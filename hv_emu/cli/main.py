@@ -25,9 +25,11 @@ Guest controls: what it prints; never the shape of hv-emu's own messages.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hv_emu import __version__
 from hv_emu.errors import HvEmuError
@@ -59,15 +61,52 @@ def command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def terminal_columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size().columns`` gives it (``$COLUMNS`` when
+    it is a positive number, else standard output's terminal, else 80), without importing
+    ``shutil``, which argparse's help formatter imports for it (with ``bz2``, ``lzma`` and
+    ``fnmatch``: a few milliseconds of every ``hv-emu scan``, docs/PERFORMANCE.md)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        size = os.get_terminal_size(sys.__stdout__.fileno())  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+    return size.columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, its default width (the terminal's less 2) read by
+    ``terminal_columns``."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        width = terminal_columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(OneLineParser):
+    """``OneLineParser`` with ``_Formatter``: every parser ``hv-emu`` builds (argparse builds a
+    formatter for each option it adds, so the width is read at start-up, not only for --help)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; for a known ``command``, only that sub-command's options are built (the
     others are placeholders that no argument list naming ``command`` can reach)."""
-    parser = OneLineParser(
+    parser = _Parser(
         prog="hv-emu",
         description="An emulated BitVisor-style hypervisor that guards its guest from outside.",
     )
     parser.add_argument("--version", action="version", version=f"hv-emu {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     wanted = COMMANDS if command not in COMMANDS else (command,)
     for name in COMMANDS:
         if name not in wanted:
