@@ -212,8 +212,14 @@ def to_payload(db: SignatureDatabase, hyperscan: list[bytes] | None) -> bytes:
     })  # fmt: skip
 
 
+def _framed(blob: object) -> bool:
+    """Whether ``blob`` is framed as one pickle of ``_dumps``: protocol 5's header, a final STOP."""
+    return isinstance(blob, bytes) and blob[:2] == b"\x80\x05" and blob[-1:] == b"."
+
+
 def _groups(entry: dict[str, Any], literals: tuple[bytes, ...]) -> LazyGroups | None:
-    """The groups of an entry, if their ends are in order, inside the blob, one per literal."""
+    """The groups of an entry, if their ends are in order, inside the blob, one per literal, and
+    the first and last are framed as pickles (the rest is checked as each is decoded)."""
     blob, raw = entry["groups"], entry["ends"]
     if not isinstance(blob, bytes) or not isinstance(raw, bytes) or len(raw) % 8:
         return None
@@ -221,7 +227,10 @@ def _groups(entry: dict[str, Any], literals: tuple[bytes, ...]) -> LazyGroups | 
     ends.frombytes(raw)
     if len(ends) != len(literals) or (ends and ends[-1] != len(blob)):
         return None
-    if any(later < earlier for earlier, later in pairwise(ends)):
+    if any(later <= earlier for earlier, later in pairwise(ends)) or (ends and ends[0] == 0):
+        return None
+    last = ends[-2] if len(ends) > 1 else 0
+    if ends and not (_framed(blob[: ends[0]]) and _framed(blob[last:])):
         return None
     return LazyGroups(blob, ends)
 
@@ -251,7 +260,7 @@ def from_payload(
         count = entry["signature_count"]
         if groups is None or not_applied is None or end_relative is None:
             return None
-        if not isinstance(entry["signatures"], bytes) or not isinstance(count, int):
+        if not _framed(entry["signatures"]) or not isinstance(count, int) or count < 0:
             return None
         program = Program(literals, groups, fields["history"], fields["widest"],
                           fields["gap_max"], fields["simple"], fields["logical"])  # fmt: skip

@@ -201,6 +201,39 @@ class Part(Frozen):
         setfield(self, "right_boundary", right_boundary)
 
 
+#: Offsets are 32-bit, as libclamav's: an absolute offset's end wraps at 2**32.
+MAX_OFFSET = 2**32 - 1
+
+
+class Offset(Frozen):
+    """Where a body may start: ``any`` (``*``), ``absolute`` (``n[,shift]``: from n to n+shift),
+    ``eof`` (``EOF-n[,shift]``: ``start`` is n, counted back from the end) or ``executable``
+    (``EP``, ``Sx``, ``SEx``, ``SL``: never placed, as hv-emu does not parse executables). Parsed
+    by ``signatures.py``; here, beside the patterns, so a stream that checks one imports no
+    parser."""
+
+    __slots__ = ("kind", "start", "shift", "text")  # noqa: RUF023 (__init__'s order)
+    kind: str  # any, absolute, eof, executable or macro (never placed)
+    start: int
+    shift: int
+    text: str
+
+    def __init__(self, kind: str, start: int = 0, shift: int = 0, text: str = "*") -> None:
+        setfield(self, "kind", kind)
+        setfield(self, "start", start)
+        setfield(self, "shift", shift)
+        setfield(self, "text", text)
+
+    def allows(self, position: int, length: int | None) -> bool:
+        """Whether a body may start at ``position`` of data ``length`` bytes long (None: unknown,
+        as on a disk stream)."""
+        if self.kind == "absolute":  # the end wraps at 2**32, as libclamav's uint32_t sum does
+            return self.start <= position <= (self.start + self.shift) & MAX_OFFSET
+        if self.kind == "eof":
+            return length is not None and 0 <= position - (length - self.start) <= self.shift
+        return self.kind == "any"
+
+
 # Shared classes: ``??`` and the nibble wildcards 'h?' and '?h', built once.
 ANY = ByteClass(frozenset(range(256)))
 HIGH_NIBBLE = [ByteClass(frozenset(range(h << 4, (h + 1) << 4))) for h in range(16)]

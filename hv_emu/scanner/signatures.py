@@ -61,12 +61,14 @@ from hv_emu.scanner.kinds import (
     load_database_file,
 )
 from hv_emu.scanner.pattern import (
+    MAX_OFFSET,
     Anchor,
     Boundary,
     ByteClass,
     Choice,
     Element,
     Literal,
+    Offset,
     Part,
     Variant,
 )
@@ -86,32 +88,10 @@ __all__ = [
 # Bounds on hostile input, checked before the work they limit.
 MAX_LINE_LENGTH = 64 * 1024  # ClamAV's longest official bodies are a few thousand hex digits
 MAX_DATABASE_ELEMENTS = 8_000_000
-MAX_OFFSET = 2**32 - 1
 #: libclamav's ``CLI_OFF_ANY`` (0xffffffff): an absolute offset that reads as this number (after
 #: ``atoi``'s wrap) is "anywhere", as ``*`` (docs/SIGNATURES.md, Offsets).
 CLI_OFF_ANY = 2**32 - 1
 TARGET_ANY = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Offset:
-    """Where a body may start: ``any`` (``*``), ``absolute`` (``n[,shift]``: from n to n+shift),
-    ``eof`` (``EOF-n[,shift]``: ``start`` is n, counted back from the end) or ``executable``
-    (``EP``, ``Sx``, ``SEx``, ``SL``: never placed, as hv-emu does not parse executables)."""
-
-    kind: str  # any, absolute, eof, executable or macro (never placed)
-    start: int = 0
-    shift: int = 0
-    text: str = "*"
-
-    def allows(self, position: int, length: int | None) -> bool:
-        """Whether a body may start at ``position`` of data ``length`` bytes long (None: unknown,
-        as on a disk stream)."""
-        if self.kind == "absolute":  # the end wraps at 2**32, as libclamav's uint32_t sum does
-            return self.start <= position <= (self.start + self.shift) & MAX_OFFSET
-        if self.kind == "eof":
-            return length is not None and 0 <= position - (length - self.start) <= self.shift
-        return self.kind == "any"
 
 
 @dataclass(frozen=True, slots=True)
