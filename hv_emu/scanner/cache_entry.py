@@ -3,28 +3,34 @@
 Models: the cached form of a ``SignatureDatabase`` (``hv-emu scan``'s cache, ``cache.py``). A scan
 of one clean file needs the database's identity, its warnings, the program's few numbers and the
 Hyperscan database, never a pattern: the literal finder reports no hit. So the payload keeps the
-patterns and the parsed signatures as byte strings, decoded only when wanted: the patterns one
-literal's group at a time, on the first hit of that literal (``LazyGroups``), the signatures all
-at once on first use (``LazySignatures``; ``not_applied`` and ``end_relative`` lines, which every
-scan prints or may ask for, are kept as text beside them). Loading rfxn.ndb's entry this way
-unpickles a few thousand small objects (the literals, the numbers) instead of every pattern's and
-signature's objects (docs/SIGNATURES.md, "Start-up, the cache and -j"; docs/PERFORMANCE.md).
+patterns as compressed bytes, decoded only when wanted: decompressed on the first hit, then one
+literal's group at a time, on the first hit of that literal (``LazyGroups``). The parsed
+signatures are not kept at all: a scan never reads them, so they are parsed again from the
+database files if something ever does (``LazySignatures``); the ``not_applied`` and
+``end_relative`` lines, which a scan prints or may ask for, are kept as text. Loading rfxn.ndb's
+entry this way unpickles a few thousand small objects (the literals, the numbers) instead of
+every pattern's and signature's objects, and reads a third of the bytes (docs/SIGNATURES.md,
+"Start-up, the cache and -j"; docs/PERFORMANCE.md).
 
 The payload is one pickle (protocol 5) of a dict: ``format`` (``CACHE_FORMAT``), ``database`` (the
 scalar fields and the ``HashSet``), ``program`` (the ``Program``'s fields but its groups),
-``groups`` (each literal's group of ``Pattern`` pickled on its own, end to end), ``ends`` (where
-each group's pickle ends, as an ``array('Q')``'s bytes), ``signatures`` (the signatures' pickle),
-``not_applied`` and ``end_relative`` (their lines), ``hyperscan`` (the serialised databases).
+``groups`` (each literal's group of ``Pattern`` pickled on its own, end to end, compressed
+together by zlib at level 1), ``ends`` (where each group's pickle ends in the decompressed bytes,
+as an ``array('Q')``'s bytes), ``signature_count``, ``not_applied`` and ``end_relative`` (their
+lines), ``hyperscan`` (the serialised databases).
 
-Follows: pickle's protocol 5; slotted dataclasses pickled as their field values (``_Pickler``).
+Follows: pickle's protocol 5; slotted dataclasses pickled as their field values (``_Pickler``);
+zlib (RFC 1950) for the patterns.
 
 Leaves out: the MAC and the store (``cache.py``), the key (``database_files.cache_key``).
 
 Guest controls: nothing. The user's cache directory is hostile all the same: a payload reaches
 here only after its MAC verified (it is what this user's hv-emu wrote, so it may be unpickled),
 and ``from_payload`` still checks the layout it relies on (every field's type, the groups' ends
-in order and inside the blob, one group per literal) before it returns a database: any surprise
-is None, and the caller compiles afresh.
+in order, one group per literal) before it returns a database: any surprise is None, and the
+caller compiles afresh. What is decoded later (the compressed patterns, the signatures parsed
+again) is checked against the header when it is (``ValueError``: a bug, as only this code
+writes what passes the MAC).
 """
 
 from __future__ import annotations
@@ -105,14 +111,16 @@ def _dumps(obj: object) -> bytes:
 
 
 class LazyGroups(Sequence[tuple[Pattern, ...]]):
-    """``Program.patterns_by_literal`` read from a cache entry: group ``i`` (the patterns of
-    literal ``i``) is unpickled on first access and kept, so a pattern is one object for the
+    """``Program.patterns_by_literal`` read from a cache entry: the groups' pickles, compressed
+    together, are decompressed on the first access to any group, and group ``i`` (the patterns of
+    literal ``i``) unpickled on its first access and kept, so a pattern is one object for the
     stream's life (``ScanStream`` keys candidates by its ``id``)."""
 
-    __slots__ = ("_blob", "_decoded", "_ends")
+    __slots__ = ("_blob", "_decoded", "_ends", "_packed")
 
-    def __init__(self, blob: bytes, ends: array[int]) -> None:
-        self._blob = memoryview(blob)
+    def __init__(self, packed: bytes, ends: array[int]) -> None:
+        self._packed = packed
+        self._blob: memoryview | None = None
         self._ends = ends
         self._decoded: list[tuple[Pattern, ...] | None] = [None] * len(ends)
 
@@ -133,22 +141,37 @@ class LazyGroups(Sequence[tuple[Pattern, ...]]):
         index = range(len(self))[index]  # IndexError past the end, as a tuple's
         group = self._decoded[index]
         if group is None:
+            blob = self._blob if self._blob is not None else self._unpack()
             start = self._ends[index - 1] if index else 0
-            group = self._decoded[index] = pickle.loads(self._blob[start : self._ends[index]])
+            group = self._decoded[index] = pickle.loads(blob[start : self._ends[index]])
         return group
+
+    def _unpack(self) -> memoryview:
+        import zlib  # only a hit pays for it
+
+        try:
+            blob = zlib.decompress(self._packed)
+        except zlib.error as error:
+            raise ValueError(f"a cache entry's patterns do not decompress: {error}") from None
+        if len(blob) != self._ends[-1]:
+            raise ValueError("a cache entry's patterns are not what its header says")
+        self._blob = memoryview(blob)
+        return self._blob
 
 
 class LazySignatures(Sequence["Signature"]):
-    """``SignatureDatabase.signatures`` read from a cache entry: unpickled whole on first use.
-    ``not_applied_lines`` and ``end_relative_lines`` are the database's lines about them, kept as
-    text (``SignatureDatabase.not_applied`` reads them without decoding a signature)."""
+    """``SignatureDatabase.signatures`` of a database read from a cache entry: parsed again from
+    the database files (``parse``) on first use, which a scan never makes. The entry keeps only
+    what every scan may print: ``not_applied_lines`` and ``end_relative_lines``, the database's
+    lines about them (``SignatureDatabase.not_applied`` reads them without parsing)."""
 
-    __slots__ = ("_blob", "_count", "_decoded", "end_relative_lines", "not_applied_lines")
+    __slots__ = ("_count", "_decoded", "_parse", "end_relative_lines", "not_applied_lines")
 
     def __init__(
-        self, blob: bytes, count: int, not_applied: tuple[str, ...], end_relative: tuple[str, ...]
-    ) -> None:
-        self._blob = blob
+        self, parse: Callable[[], Sequence[Signature]], count: int, not_applied: tuple[str, ...],
+        end_relative: tuple[str, ...],
+    ) -> None:  # fmt: skip
+        self._parse = parse
         self._count = count
         self._decoded: tuple[Signature, ...] | None = None
         self.not_applied_lines = not_applied
@@ -156,8 +179,8 @@ class LazySignatures(Sequence["Signature"]):
 
     def _all(self) -> tuple[Signature, ...]:
         if self._decoded is None:
-            decoded = pickle.loads(self._blob)
-            if not isinstance(decoded, tuple) or len(decoded) != self._count:
+            decoded = tuple(self._parse())
+            if len(decoded) != self._count:
                 raise ValueError("a cache entry's signatures are not what its header says")
             self._decoded = decoded
         return self._decoded
@@ -192,6 +215,8 @@ class LazySignatures(Sequence["Signature"]):
 def to_payload(db: SignatureDatabase, hyperscan: list[bytes] | None) -> bytes:
     """``db`` as a cache entry's payload; ``hyperscan``: its literal finder's serialised
     databases (None for pyahocorasick, whose automaton is rebuilt on load)."""
+    import zlib  # only a writer (and a hit) pays for it
+
     groups = [_dumps(tuple(group)) for group in db.program.patterns_by_literal]
     ends = array("Q")
     end = 0
@@ -202,9 +227,8 @@ def to_payload(db: SignatureDatabase, hyperscan: list[bytes] | None) -> bytes:
         "format": CACHE_FORMAT,
         "database": {name: getattr(db, name) for name in _SCALARS} | {"hashes": db.hashes},
         "program": {name: getattr(db.program, name) for name in _PROGRAM},
-        "groups": b"".join(groups),
+        "groups": zlib.compress(b"".join(groups), 1),
         "ends": ends.tobytes(),
-        "signatures": _dumps(tuple(db.signatures)),
         "signature_count": len(db.signatures),
         "not_applied": db.signatures_not_applied,
         "end_relative": db.end_relative,
@@ -212,27 +236,19 @@ def to_payload(db: SignatureDatabase, hyperscan: list[bytes] | None) -> bytes:
     })  # fmt: skip
 
 
-def _framed(blob: object) -> bool:
-    """Whether ``blob`` is framed as one pickle of ``_dumps``: protocol 5's header, a final STOP."""
-    return isinstance(blob, bytes) and blob[:2] == b"\x80\x05" and blob[-1:] == b"."
-
-
 def _groups(entry: dict[str, Any], literals: tuple[bytes, ...]) -> LazyGroups | None:
-    """The groups of an entry, if their ends are in order, inside the blob, one per literal, and
-    the first and last are framed as pickles (the rest is checked as each is decoded)."""
-    blob, raw = entry["groups"], entry["ends"]
-    if not isinstance(blob, bytes) or not isinstance(raw, bytes) or len(raw) % 8:
+    """The groups of an entry, if their ends are in order, one per literal (the compressed
+    bytes are checked as they are decompressed, on the first hit)."""
+    packed, raw = entry["groups"], entry["ends"]
+    if not isinstance(packed, bytes) or not isinstance(raw, bytes) or len(raw) % 8:
         return None
     ends = array("Q")
     ends.frombytes(raw)
-    if len(ends) != len(literals) or (ends and ends[-1] != len(blob)):
+    if len(ends) != len(literals) or (ends and ends[0] == 0):
         return None
-    if any(later <= earlier for earlier, later in pairwise(ends)) or (ends and ends[0] == 0):
+    if any(later <= earlier for earlier, later in pairwise(ends)):
         return None
-    last = ends[-2] if len(ends) > 1 else 0
-    if ends and not (_framed(blob[: ends[0]]) and _framed(blob[last:])):
-        return None
-    return LazyGroups(blob, ends)
+    return LazyGroups(packed, ends)
 
 
 def _text_lines(value: object) -> tuple[str, ...] | None:
@@ -241,11 +257,14 @@ def _text_lines(value: object) -> tuple[str, ...] | None:
 
 
 def from_payload(
-    payload: bytes, load_matcher: Callable[[str, Program, Any], LiteralMatcher | None]
+    payload: bytes,
+    load_matcher: Callable[[str, Program, Any], LiteralMatcher | None],
+    parse: Callable[[], Sequence[Signature]],
 ) -> SignatureDatabase | None:
     """The database a payload of ``to_payload`` holds, or None if it cannot be rebuilt (the caller
     then compiles it). ``load_matcher(engine, program, hyperscan)`` gives the literal finder
-    (raising if it cannot). The payload passed the cache's MAC (``cache.py``)."""
+    (raising if it cannot); ``parse()`` the body signatures, parsed again from the database
+    files if they are ever wanted. The payload passed the cache's MAC (``cache.py``)."""
     try:
         entry = pickle.loads(payload)
         if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
@@ -260,12 +279,12 @@ def from_payload(
         count = entry["signature_count"]
         if groups is None or not_applied is None or end_relative is None:
             return None
-        if not _framed(entry["signatures"]) or not isinstance(count, int) or count < 0:
+        if not isinstance(count, int) or count < 0:
             return None
         program = Program(literals, groups, fields["history"], fields["widest"],
                           fields["gap_max"], fields["simple"], fields["logical"])  # fmt: skip
         kept = {name: scalars[name] for name in _SCALARS}
-        signatures = LazySignatures(entry["signatures"], count, not_applied, end_relative)
+        signatures = LazySignatures(parse, count, not_applied, end_relative)
         matcher = load_matcher(kept["engine"], program, entry["hyperscan"])
         return SignatureDatabase(signatures=signatures, program=program, matcher=matcher,
                                  hashes=scalars["hashes"], **kept)  # fmt: skip

@@ -32,6 +32,7 @@ from hv_emu.scanner.cache_entry import CACHE_FORMAT, from_payload, to_payload
 from hv_emu.scanner.database import SignatureDatabase, compile_signatures, resolve_engine
 from hv_emu.scanner.kinds import (
     HASH_KINDS,
+    KINDS,
     LOADABLE_KINDS,
     LOGICAL_KINDS,
     PUA_KINDS,
@@ -105,7 +106,7 @@ def compile_files(
     if cache is not None:
         key = cache_key(files, resolved)
         payload = cache.get(key)
-        cached = None if payload is None else _from_payload(payload)
+        cached = None if payload is None else _from_payload(payload, files)
         if cached is not None:
             return cached
     from hv_emu.scanner.hashes import HashSet, parse_hash_database  # a warm cache parses nothing
@@ -229,6 +230,17 @@ def _to_payload(db: SignatureDatabase) -> bytes:
     return to_payload(db, hs)
 
 
-def _from_payload(payload: bytes) -> SignatureDatabase | None:
-    """The database a payload of ``_to_payload`` holds, or None if it cannot be rebuilt."""
-    return from_payload(payload, _load_matcher)
+def _from_payload(
+    payload: bytes, files: Sequence[tuple[str, bytes, str]]
+) -> SignatureDatabase | None:
+    """The database a payload of ``_to_payload`` holds, or None if it cannot be rebuilt; its body
+    signatures, if ever wanted, are parsed again from ``files`` (name, bytes, kind: the ones the
+    key was made from)."""
+
+    def parse() -> list[Signature]:
+        from hv_emu.scanner.signatures import parse_database as parse_again
+
+        return [signature for source, data, kind in files if kind in KINDS
+                for signature in parse_again(data, kind=kind, source=source)]  # fmt: skip
+
+    return from_payload(payload, _load_matcher, parse)

@@ -59,7 +59,7 @@ def test_a_clean_scan_decodes_no_pattern_and_a_hit_only_its_own(
     stream.close()
     assert {m.name for m in found} == {"Plain", "Twice"}
     assert sum(group is not None for group in groups._decoded) == 1
-    assert db.signatures._decoded is None  # the signatures: not even for the warnings
+    assert db.signatures._decoded is None  # the signatures are not parsed, even for warnings
     assert len(db.not_applied) == 1 and "Pe" in db.not_applied[0]
     assert len(db.end_relative) == 1 and "Tail" in db.end_relative[0]
     assert db.signatures._decoded is None
@@ -90,14 +90,14 @@ def entry_dict(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     return entry, path
 
 
-def rebuilt(entry: dict[str, Any]) -> SignatureDatabase | None:
-    return database_files._from_payload(pickle.dumps(entry))
+def rebuilt(entry: dict[str, Any], path: Path) -> SignatureDatabase | None:
+    return database_files._from_payload(pickle.dumps(entry), [(str(path), NDB, "ndb")])
 
 
 def test_a_payload_whose_layout_is_wrong_is_refused(tmp_path: Path) -> None:
     """Past the MAC, the layout is still checked: each of these is a miss, not a crash."""
-    entry, _ = entry_dict(tmp_path)
-    assert rebuilt(entry) is not None
+    entry, path = entry_dict(tmp_path)
+    assert rebuilt(entry, path) is not None
     ends = entry["ends"]
     bad: list[tuple[str, object]] = [
         ("format", CACHE_FORMAT - 1),
@@ -105,10 +105,10 @@ def test_a_payload_whose_layout_is_wrong_is_refused(tmp_path: Path) -> None:
         ("ends", ends + ends[-8:]),  # one more
         ("ends", ends[:-1]),  # not whole numbers
         ("ends", ends[8:16] + ends[:8] + ends[16:]),  # out of order
-        ("groups", entry["groups"][:-1]),  # the last group cut short
         ("groups", "not bytes"),
-        ("signatures", None),
+        ("ends", bytes(8) + ends[8:]),  # a first group of no bytes
         ("signature_count", "6"),
+        ("signature_count", -1),
         ("not_applied", ("ok", 3)),
         ("end_relative", "a string, not lines"),
         ("hyperscan", [b"not a database"]),
@@ -116,10 +116,14 @@ def test_a_payload_whose_layout_is_wrong_is_refused(tmp_path: Path) -> None:
         ("database", None),
     ]
     for name, value in bad:
-        assert rebuilt(entry | {name: value}) is None, name
-    assert rebuilt({k: v for k, v in entry.items() if k != "ends"}) is None
-    for junk in (b"", b"\x80\x05N.", pickle.dumps([1, 2, 3]), b"\x80\x05"):
-        assert database_files._from_payload(junk) is None
+        assert rebuilt(entry | {name: value}, path) is None, name
+    assert rebuilt({k: v for k, v in entry.items() if k != "ends"}, path) is None
+    late = rebuilt(entry | {"groups": b"not zlib"}, path)  # checked on the first hit
+    assert late is not None and late.scan(b"nothing") == []
+    with pytest.raises(ValueError, match="do not decompress"):
+        late.scan(DATA)
+    for junk in (b"", b"\x80\x05N.", pickle.dumps([1, 2, 3]), b"\x80\x05"):  # not even a dict
+        assert database_files._from_payload(junk, []) is None
 
 
 VALUES = st.one_of(st.none(), st.integers(), st.binary(max_size=64), st.text(max_size=8),
@@ -128,19 +132,25 @@ VALUES = st.one_of(st.none(), st.integers(), st.binary(max_size=64), st.text(max
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(field=st.sampled_from(["format", "database", "program", "groups", "ends", "signatures",
+@given(field=st.sampled_from(["format", "database", "program", "groups", "ends",
                               "signature_count", "not_applied", "end_relative", "hyperscan"]),
        value=VALUES)  # fmt: skip
 def test_any_field_replaced_by_anything_never_crashes(
     tmp_path_factory: pytest.TempPathFactory, field: str, value: object
 ) -> None:
-    entry, _ = ENTRY.setdefault("entry", entry_dict(tmp_path_factory.mktemp("entry")))
-    db = rebuilt(entry | {field: value})
+    if "entry" not in ENTRY:
+        ENTRY["entry"] = entry_dict(tmp_path_factory.mktemp("entry"))
+    entry, path = ENTRY["entry"]
+    db = rebuilt(entry | {field: value}, path)
     if db is None:
         return
-    # Only lines of text can be swapped for other lines, and a count for another count: that
-    # one is checked when the signatures are decoded.
-    assert field in ("not_applied", "end_relative", "signature_count")
+    # Only lines of text can be swapped for other lines; a count for another count, and the
+    # compressed patterns for other bytes, are checked as they are decoded.
+    assert field in ("not_applied", "end_relative", "signature_count", "groups")
+    if field == "groups":
+        with pytest.raises(ValueError, match="patterns"):  # on the first hit
+            names(db)
+        return
     assert names(db) == NAMES
     if field == "signature_count" and value != len(NDB.splitlines()):
         with pytest.raises(ValueError, match="not what its header says"):
