@@ -145,10 +145,10 @@ def compile_files(
 
 #: The modules whose code decides what a database parses and compiles to: their bytes are part
 #: of the key, so an entry never outlives the code that wrote it (even at one version number).
-_CODE = ("body.py", "pattern.py", "signatures.py", "hashes.py", "engine.py", "program.py",
-         "database.py", "database_files.py", "cache.py", "cache_entry.py", "kinds.py", "logical.py",
-         "logical_expr.py", "logical_match.py", "engines/hyperscan_stream.py",
-         "engines/aho_corasick.py")  # fmt: skip
+_CODE = ("body.py", "body_parts.py", "record.py", "pattern.py", "signatures.py", "hashes.py",
+         "engine.py", "program.py", "database.py", "database_files.py", "cache.py",
+         "cache_entry.py", "kinds.py", "logical.py", "logical_expr.py", "logical_match.py",
+         "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
 
 
 def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
