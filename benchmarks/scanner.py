@@ -357,3 +357,50 @@ def _large_rows(files: dict[str, Path], empty: Path, work: Path) -> list[Row]:
     rows.append(Row("100k update: verified to full speed (one-database recompile)", full, "s",
                     "clamscan -d 100k.ndb on an empty file", load))  # fmt: skip
     return rows
+
+
+def startup_table(commands: dict[str, list[str]], repeat: int = 15) -> list[str]:
+    """docs/PERFORMANCE.md's small-file table: each of ``commands`` (a label and an ``hv-emu``
+    command line, ``scan`` and its arguments to follow) and raw-mode clamscan, on one small file
+    with rfxn.ndb and the cache warm, run in turn ``repeat`` times; markdown rows of the median,
+    the fastest, the median against clamscan's and the fastest run's CPU time. Bytecode is
+    allowed, as an installed hv-emu has it; the commands run in a temporary directory, without
+    ``PYTHONPATH``. E.g. ``startup_table({"wheel": ["VENV/bin/hv-emu"], "tree": ["env",
+    f"PYTHONPATH={ROOT}", sys.executable, "-m", "hv_emu"]})``."""
+    import resource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        small = work / "small.txt"
+        small.write_bytes(b"<?php echo 'a small, clean file'; ?>\n" * 30)
+        env = {**os.environ, "XDG_CACHE_HOME": str(work),
+               "PYTHONPYCACHEPREFIX": str(work / "bytecode")}  # fmt: skip
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env.pop("PYTHONPATH", None)  # an installed hv-emu must import its own code
+        clamscan = ["clamscan", "-d", str(RFXN), *RAW_MODE, str(small)]
+        runs = {label: [*command, "scan", "--db", str(RFXN), str(small)]
+                for label, command in commands.items()} | {"clamscan raw mode": clamscan}
+        times: dict[str, list[tuple[float, float]]] = {label: [] for label in runs}
+
+        def once(argv: list[str]) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run(argv, env=env, cwd=work, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)  # a clean file: status 0
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+        for argv in runs.values():  # fills the cache, writes the bytecode
+            once(argv)
+        for _ in range(repeat):
+            for label, argv in runs.items():
+                times[label].append(once(argv))
+    theirs = sorted(wall for wall, _ in times["clamscan raw mode"])[repeat // 2]
+    rows = []
+    for label, measured in times.items():
+        walls = sorted(wall for wall, _ in measured)
+        cpu = min(measured)[1]
+        rows.append(f"| {label} | {walls[repeat // 2] * 1e3:.1f} ms | {walls[0] * 1e3:.1f} ms | "
+                    f"{walls[repeat // 2] / theirs:.2f}x | {cpu * 1e3:.1f} ms |")
+    return rows
