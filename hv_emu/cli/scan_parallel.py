@@ -73,9 +73,14 @@ def splittable(db: SignatureDatabase) -> bool:
     where it lies in the file, or the file's length), no hash of whole files, and no logical
     signature (its counts are the whole file's)."""
     program = db.program
-    return not program.gap_max and not db.hashes.applied and program.logical is None and all(
-        pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
-    )
+    if program.gap_max or db.hashes.applied or program.logical is not None:
+        return False
+    # A database from the cache knows the answer without decoding its patterns (cache_entry.py).
+    known: bool | None = getattr(program.patterns_by_literal, "offsets_anywhere", None)
+    if known is not None:
+        return known
+    return all(pattern.offset.kind == "any"
+               for group in program.patterns_by_literal for pattern in group)  # fmt: skip
 
 
 def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> FileResult:

@@ -16,7 +16,8 @@ The payload is one pickle (protocol 5) of a dict: ``format`` (``CACHE_FORMAT``),
 scalar fields and the ``HashSet``), ``program`` (the ``Program``'s fields but its groups),
 ``groups`` (each literal's group of ``Pattern`` pickled on its own, end to end, compressed
 together by zlib at level 1), ``ends`` (where each group's pickle ends in the decompressed bytes,
-as an ``array('Q')``'s bytes), ``signature_count``, ``not_applied`` and ``end_relative`` (their
+as an ``array('Q')``'s bytes), ``offsets_anywhere`` (every pattern at offset ``*``: what ``-j``
+asks before it cuts a file), ``signature_count``, ``not_applied`` and ``end_relative`` (their
 lines), ``hyperscan`` (the serialised databases).
 
 Follows: pickle's protocol 5; slotted dataclasses pickled as their field values (``_Pickler``);
@@ -116,13 +117,16 @@ class LazyGroups(Sequence[tuple[Pattern, ...]]):
     literal ``i``) unpickled on its first access and kept, so a pattern is one object for the
     stream's life (``ScanStream`` keys candidates by its ``id``)."""
 
-    __slots__ = ("_blob", "_decoded", "_ends", "_packed")
+    __slots__ = ("_blob", "_decoded", "_ends", "_packed", "offsets_anywhere")
 
-    def __init__(self, packed: bytes, ends: array[int]) -> None:
+    def __init__(self, packed: bytes, ends: array[int], offsets_anywhere: bool) -> None:
         self._packed = packed
         self._blob: memoryview | None = None
         self._ends = ends
         self._decoded: list[tuple[Pattern, ...] | None] = [None] * len(ends)
+        #: Whether every pattern's offset is ``*``, recorded when the entry was written: what
+        #: ``hv_emu/cli/scan_parallel.py``'s ``splittable`` asks, answered without decoding.
+        self.offsets_anywhere = offsets_anywhere
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -229,6 +233,8 @@ def to_payload(db: SignatureDatabase, hyperscan: list[bytes] | None) -> bytes:
         "program": {name: getattr(db.program, name) for name in _PROGRAM},
         "groups": zlib.compress(b"".join(groups), 1),
         "ends": ends.tobytes(),
+        "offsets_anywhere": all(pattern.offset.kind == "any"
+                                for group in db.program.patterns_by_literal for pattern in group),
         "signature_count": len(db.signatures),
         "not_applied": db.signatures_not_applied,
         "end_relative": db.end_relative,
@@ -239,8 +245,10 @@ def to_payload(db: SignatureDatabase, hyperscan: list[bytes] | None) -> bytes:
 def _groups(entry: dict[str, Any], literals: tuple[bytes, ...]) -> LazyGroups | None:
     """The groups of an entry, if their ends are in order, one per literal (the compressed
     bytes are checked as they are decompressed, on the first hit)."""
-    packed, raw = entry["groups"], entry["ends"]
+    packed, raw, anywhere = entry["groups"], entry["ends"], entry["offsets_anywhere"]
     if not isinstance(packed, bytes) or not isinstance(raw, bytes) or len(raw) % 8:
+        return None
+    if not isinstance(anywhere, bool):
         return None
     ends = array("Q")
     ends.frombytes(raw)
@@ -248,7 +256,7 @@ def _groups(entry: dict[str, Any], literals: tuple[bytes, ...]) -> LazyGroups | 
         return None
     if any(later <= earlier for earlier, later in pairwise(ends)):
         return None
-    return LazyGroups(packed, ends)
+    return LazyGroups(packed, ends, anywhere)
 
 
 def _text_lines(value: object) -> tuple[str, ...] | None:

@@ -80,6 +80,21 @@ def test_the_lazy_database_is_the_compiled_one(tmp_path: Path, engine: str) -> N
         groups[len(groups)]
 
 
+def test_splitting_is_decided_without_decoding_a_pattern(tmp_path: Path) -> None:
+    from hv_emu.cli.scan_parallel import splittable
+
+    db, _, _ = load(tmp_path)  # "At" and "Tail" are not at '*': not splittable
+    assert splittable(db) is False and db.program.patterns_by_literal._decoded[0] is None
+    anywhere = tmp_path / "anywhere.ndb"
+    anywhere.write_bytes(b"A:0:*:616263\nB:0:*:646566\n")
+    cache = Cache(tmp_path / "cache2")
+    compiled = compile_files([anywhere], cache=cache)
+    warm = compile_files([anywhere], cache=cache)
+    assert splittable(warm) is True is splittable(compiled)
+    assert isinstance(warm.program.patterns_by_literal, LazyGroups)
+    assert warm.program.patterns_by_literal._decoded == [None, None]
+
+
 def entry_dict(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     _, cache, path = load(tmp_path)
     key = database_files.cache_key([(str(path), NDB, "ndb")], ENGINES[-1])
@@ -107,6 +122,7 @@ def test_a_payload_whose_layout_is_wrong_is_refused(tmp_path: Path) -> None:
         ("ends", ends[8:16] + ends[:8] + ends[16:]),  # out of order
         ("groups", "not bytes"),
         ("ends", bytes(8) + ends[8:]),  # a first group of no bytes
+        ("offsets_anywhere", 1),
         ("signature_count", "6"),
         ("signature_count", -1),
         ("not_applied", ("ok", 3)),
@@ -132,7 +148,7 @@ VALUES = st.one_of(st.none(), st.integers(), st.binary(max_size=64), st.text(max
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(field=st.sampled_from(["format", "database", "program", "groups", "ends",
+@given(field=st.sampled_from(["format", "database", "program", "groups", "ends", "offsets_anywhere",
                               "signature_count", "not_applied", "end_relative", "hyperscan"]),
        value=VALUES)  # fmt: skip
 def test_any_field_replaced_by_anything_never_crashes(
