@@ -68,6 +68,7 @@ from hv_emu.cli.scan_files import MAX_DIR_RECURSION, FileResult, Item, scan_file
 from hv_emu.cli.scan_parallel import (
     MAX_JOBS_PER_CORE,
     PARALLEL_FROM,
+    SPLIT_FROM,
     cores,
     parallel_results,
     splittable,
@@ -213,9 +214,11 @@ def run_scan(
     progress = Progress(err, total, clock)
     summary = Summary()
     files = [item.path for item in items if item.problem is None]
-    # Only a scan large enough to share looks at every pattern (a cached database decodes them).
+    # Only a scan large enough to share asks whether files may be cut; one file is shared only
+    # when it is large enough to be cut (else one worker would scan it, for the workers' cost).
     split = jobs > 1 and total >= PARALLEL_FROM and splittable(db)
-    parallel = jobs > 1 and total >= PARALLEL_FROM and (len(files) > 1 or split)
+    parallel = jobs > 1 and total >= PARALLEL_FROM and (
+        len(files) > 1 or (split and total >= 2 * SPLIT_FROM))
     results = parallel_results(db, files, jobs, split=split) if parallel else None
     for item in items:
         if item.problem is not None and not item.problem.error:  # a directory left out: no file

@@ -3,10 +3,10 @@
 Models: a scan shared among worker processes, as ``clamdscan --multiscan`` shares one among
 clamd's threads: ``parallel_results`` gives each file's result in walk order, as a scan in one
 process gives it, the workers forked with the compiled database already loaded
-(``_WORKER_DB``); a file of ``SPLIT_FROM`` bytes or more is cut into pieces on the ``CHUNK`` grid
-when the database allows it (``splittable``), each piece's stream started early enough and run
-on late enough that it reports exactly the whole scan's matches that end inside it
-(``scan_piece``). Processes, not threads: python-hyperscan holds the GIL while it scans.
+(``_WORKER_DB``); a file of twice ``SPLIT_FROM`` bytes or more is cut into pieces on the
+``CHUNK`` grid when the database allows it (``splittable``), each piece's stream started early
+enough and run on late enough that it reports exactly the whole scan's matches that end inside
+it (``scan_piece``). Processes, not threads: python-hyperscan holds the GIL while it scans.
 
 Follows: docs/SIGNATURES.md, "Start-up, the cache and -j": at most ``MAX_JOBS_PER_CORE``
 workers per core; the output is the same as with ``-j 1``, line for line.
@@ -35,9 +35,12 @@ from hv_emu.scanner.record import Frozen, setfield
 PARALLEL_FROM = 16 * 1024 * 1024
 #: ``-j`` is capped at this many workers per core: more only add forks and memory.
 MAX_JOBS_PER_CORE = 4
-#: A file this large is scanned in pieces by several workers at once, when the database allows it
-#: (``splittable``); a piece is never smaller.
-SPLIT_FROM = 32 * 1024 * 1024
+#: A file twice this large is scanned in pieces by several workers at once, when the database
+#: allows it (``splittable``); a piece is never smaller. Starting the workers costs about 30 ms on
+#: an idle machine and 80 ms or more on a busy one (importing ``multiprocessing``, forking the
+#: ``Pool``), about what half of a 64 MiB file's scan takes (docs/PERFORMANCE.md): only from
+#: 128 MiB does cutting one file save more than it costs.
+SPLIT_FROM = 64 * 1024 * 1024
 
 
 #: The database a worker process scans with: set before the workers fork, so each inherits it

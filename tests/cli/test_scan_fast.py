@@ -337,3 +337,35 @@ def test_a_scan_process_flushes_everything_it_prints(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr[-2000:]
     assert len(lines) == 400 and sum(line.endswith("FOUND") for line in lines) == 4
     assert done.stderr.splitlines()[-1].startswith("Time: ")
+
+
+def test_one_file_goes_to_workers_only_when_it_will_be_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone file below twice ``SPLIT_FROM`` would be scanned whole by one worker: it stays in
+    the process, which costs no workers (docs/PERFORMANCE.md)."""
+    import io
+
+    from hv_emu.scanner.database_files import compile_files
+
+    db_path = tmp_path / "t.ndb"
+    db_path.write_bytes(b"A:0:*:616263\n")
+    db = compile_files([db_path])
+    target = tmp_path / "file"
+    target.write_bytes(b"abc" + bytes(2997))
+    shared: list[int] = []
+    real = scan_command.parallel_results
+
+    def spy(*args: object, **kwargs: object) -> object:
+        shared.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_command, "parallel_results", spy)
+    monkeypatch.setattr(scan_command, "PARALLEL_FROM", 0)
+    for split_from, expected in ((2048, []), (1024, [1])):
+        monkeypatch.setattr(scan_command, "SPLIT_FROM", split_from)
+        monkeypatch.setattr(scan_parallel, "SPLIT_FROM", split_from)
+        out = io.StringIO()
+        status = scan_command.run_scan(db, [target], out=out, err=io.StringIO(), jobs=2)
+        assert status == 1 and out.getvalue() == f"{target}: A FOUND\n"
+        assert shared == expected
