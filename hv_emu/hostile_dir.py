@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 
 from hv_emu.errors import HostError
@@ -81,6 +80,8 @@ def write_all(fd: int, data: bytes) -> None:
 
 def temporary_name(name: str, suffix: str = ".tmp") -> str:
     """A fresh name beside ``name`` that nobody can guess ahead: ``name.<16 hex>.tmp``."""
+    import secrets  # only a writer pays for it (random, base64): a cache hit reads, never writes
+
     return f"{name}.{secrets.token_hex(8)}{suffix}"
 
 

@@ -60,7 +60,6 @@ import contextlib
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -69,6 +68,7 @@ from hv_emu.cli.scan_files import MAX_DIR_RECURSION, FileResult, Item, scan_file
 from hv_emu.cli.scan_parallel import (
     MAX_JOBS_PER_CORE,
     PARALLEL_FROM,
+    SPLIT_FROM,
     cores,
     parallel_results,
     splittable,
@@ -130,13 +130,17 @@ def _count(text: str) -> int:
     return value
 
 
-@dataclass
 class Summary:
-    files: int = 0
-    infected: int = 0
-    errors: int = 0
-    scanned: int = 0  # bytes
-    matches: int = 0  # (file, name) pairs
+    """The counts the summary prints."""
+
+    __slots__ = ("errors", "files", "infected", "matches", "scanned")
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.infected = 0
+        self.errors = 0
+        self.scanned = 0  # bytes
+        self.matches = 0  # (file, name) pairs
 
 
 class Progress:
@@ -210,8 +214,11 @@ def run_scan(
     progress = Progress(err, total, clock)
     summary = Summary()
     files = [item.path for item in items if item.problem is None]
-    split = splittable(db)
-    parallel = jobs > 1 and total >= PARALLEL_FROM and (len(files) > 1 or split)
+    # Only a scan large enough to share asks whether files may be cut; one file is shared only
+    # when it is large enough to be cut (else one worker would scan it, for the workers' cost).
+    split = jobs > 1 and total >= PARALLEL_FROM and splittable(db)
+    parallel = jobs > 1 and total >= PARALLEL_FROM and (
+        len(files) > 1 or (split and total >= 2 * SPLIT_FROM))
     results = parallel_results(db, files, jobs, split=split) if parallel else None
     for item in items:
         if item.problem is not None and not item.problem.error:  # a directory left out: no file

@@ -24,23 +24,32 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hv_emu.scanner.database import SignatureDatabase
+from hv_emu.scanner.record import Frozen, Record, setfield
 
 CHUNK = 1024 * 1024  # read size: large enough that per-call overhead vanishes
 MAX_DIR_RECURSION = 15  # clamscan's --max-dir-recursion default
 
 
-@dataclass
-class FileResult:
+class FileResult(Record):
     """What scanning one file found: its signature names in order of first match."""
 
+    __slots__ = ("path", "size", "names", "problem")  # noqa: RUF023 (__init__'s order)
     path: str
-    size: int = 0
-    names: list[str] = field(default_factory=list)
-    problem: Problem | None = None
+    size: int
+    names: list[str]
+    problem: Problem | None
+
+    def __init__(
+        self, path: str, size: int = 0, names: list[str] | None = None,
+        problem: Problem | None = None,
+    ) -> None:  # fmt: skip
+        self.path = path
+        self.size = size
+        self.names = [] if names is None else names
+        self.problem = problem
 
     @property
     def error(self) -> str | None:
@@ -48,25 +57,34 @@ class FileResult:
         return None if self.problem is None else self.problem.message
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Frozen):
     """Why a path was not scanned: an error (counted, exit 2) or a warning (``warning``)."""
 
+    __slots__ = ("message", "warning", "error")  # noqa: RUF023 (__init__'s order)
     message: str
-    warning: bool = False  # printed as "hv-emu: warning: PATH: ..."
-    error: bool = True  # counts in "Total errors" and makes the exit status 2
+    warning: bool  # printed as "hv-emu: warning: PATH: ..."
+    error: bool  # counts in "Total errors" and makes the exit status 2
+
+    def __init__(self, message: str, warning: bool = False, error: bool = True) -> None:
+        setfield(self, "message", message)
+        setfield(self, "warning", warning)
+        setfield(self, "error", error)
 
 
 #: clamscan's words for a FIFO, socket or device named on the command line (``WARNING:``, exit 2).
 UNSUPPORTED = Problem("Not supported file type", warning=True)
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(Frozen):
     """One path the walk met: a file to scan, or a path it could not use and why."""
 
+    __slots__ = ("path", "problem")
     path: Path
-    problem: Problem | None = None
+    problem: Problem | None
+
+    def __init__(self, path: Path, problem: Problem | None = None) -> None:
+        setfield(self, "path", path)
+        setfield(self, "problem", problem)
 
 
 def walk(paths: Sequence[Path], max_depth: int = MAX_DIR_RECURSION) -> Iterator[Item]:

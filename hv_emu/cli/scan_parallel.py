@@ -3,10 +3,10 @@
 Models: a scan shared among worker processes, as ``clamdscan --multiscan`` shares one among
 clamd's threads: ``parallel_results`` gives each file's result in walk order, as a scan in one
 process gives it, the workers forked with the compiled database already loaded
-(``_WORKER_DB``); a file of ``SPLIT_FROM`` bytes or more is cut into pieces on the ``CHUNK`` grid
-when the database allows it (``splittable``), each piece's stream started early enough and run
-on late enough that it reports exactly the whole scan's matches that end inside it
-(``scan_piece``). Processes, not threads: python-hyperscan holds the GIL while it scans.
+(``_WORKER_DB``); a file of twice ``SPLIT_FROM`` bytes or more is cut into pieces on the
+``CHUNK`` grid when the database allows it (``splittable``), each piece's stream started early
+enough and run on late enough that it reports exactly the whole scan's matches that end inside
+it (``scan_piece``). Processes, not threads: python-hyperscan holds the GIL while it scans.
 
 Follows: docs/SIGNATURES.md, "Start-up, the cache and -j": at most ``MAX_JOBS_PER_CORE``
 workers per core; the output is the same as with ``-j 1``, line for line.
@@ -24,20 +24,23 @@ import itertools
 import os
 import stat
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from hv_emu.cli.scan_files import CHUNK, UNSUPPORTED, FileResult, Problem, scan_file
 from hv_emu.scanner.database import SignatureDatabase
+from hv_emu.scanner.record import Frozen, setfield
 
 #: Below this many bytes in all (or with one file) a scan stays in this process: starting worker
 #: processes costs more than it saves.
 PARALLEL_FROM = 16 * 1024 * 1024
 #: ``-j`` is capped at this many workers per core: more only add forks and memory.
 MAX_JOBS_PER_CORE = 4
-#: A file this large is scanned in pieces by several workers at once, when the database allows it
-#: (``splittable``); a piece is never smaller.
-SPLIT_FROM = 32 * 1024 * 1024
+#: A file twice this large is scanned in pieces by several workers at once, when the database
+#: allows it (``splittable``); a piece is never smaller. Starting the workers costs about 30 ms on
+#: an idle machine and 80 ms or more on a busy one (importing ``multiprocessing``, forking the
+#: ``Pool``), about what half of a 64 MiB file's scan takes (docs/PERFORMANCE.md): only from
+#: 128 MiB does cutting one file save more than it costs.
+SPLIT_FROM = 64 * 1024 * 1024
 
 
 #: The database a worker process scans with: set before the workers fork, so each inherits it
@@ -45,14 +48,19 @@ SPLIT_FROM = 32 * 1024 * 1024
 _WORKER_DB: SignatureDatabase | None = None
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(Frozen):
     """Scan ``path`` for the matches that end in ``(first, stop]``; the whole file when ``stop``
     is None."""
 
+    __slots__ = ("path", "first", "stop")  # noqa: RUF023 (__init__'s order)
     path: Path
-    first: int = 0
-    stop: int | None = None
+    first: int
+    stop: int | None
+
+    def __init__(self, path: Path, first: int = 0, stop: int | None = None) -> None:
+        setfield(self, "path", path)
+        setfield(self, "first", first)
+        setfield(self, "stop", stop)
 
 
 def _scan_in_worker(piece: Piece) -> FileResult:
@@ -68,9 +76,14 @@ def splittable(db: SignatureDatabase) -> bool:
     where it lies in the file, or the file's length), no hash of whole files, and no logical
     signature (its counts are the whole file's)."""
     program = db.program
-    return not program.gap_max and not db.hashes.applied and program.logical is None and all(
-        pattern.offset.kind == "any" for group in program.patterns_by_literal for pattern in group
-    )
+    if program.gap_max or db.hashes.applied or program.logical is not None:
+        return False
+    # A database from the cache knows the answer without decoding its patterns (cache_entry.py).
+    known: bool | None = getattr(program.patterns_by_literal, "offsets_anywhere", None)
+    if known is not None:
+        return known
+    return all(pattern.offset.kind == "any"
+               for group in program.patterns_by_literal for pattern in group)  # fmt: skip
 
 
 def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> FileResult:

@@ -31,7 +31,9 @@ libclamav's ``boundary[]`` table, restated in docs/SIGNATURES.md.
 
 Leaves out (refused with a ``BodyError`` naming the column, never half-matched): ranges ``{n-m}``
 with m < n (which clamscan accepts). Names, target types and offsets are the line's business
-(``signatures.py``).
+(``signatures.py``). Cutting a body into parts and a part's edges off it (anchored bytes,
+boundaries), with ``BodyError`` and the byte token, are ``body_parts.py``'s; this module parses
+what lies between: a part's bytes, classes and alternations.
 
 Guest controls: the body text, when a database arrives as an update. The parser bounds parts,
 alternation expansion and the elements a body expands to before it allocates, and raises only
@@ -42,18 +44,23 @@ from __future__ import annotations
 
 import re
 
-from hv_emu.errors import HvEmuError
+from hv_emu.scanner.body_parts import (
+    HEX_DIGITS,
+    MAX_FIXED_SKIP,
+    MAX_PARTS,
+    BodyError,
+    closing_paren,
+    nibble_class,
+    split_anchors,
+    split_boundaries,
+    split_parts,
+)
 from hv_emu.scanner.pattern import (
     ALNUM,
     ANY,
     BOUNDARY_KINDS,
-    HIGH_NIBBLE,
     LF,
-    LOW_NIBBLE,
-    MAX_ANCHOR_DISTANCE,
     WORD_ANY,
-    Anchor,
-    Boundary,
     ByteClass,
     Choice,
     Element,
@@ -62,15 +69,19 @@ from hv_emu.scanner.pattern import (
     Variant,
 )
 
+# The outer level (parts, edges, errors: ``body_parts.py``) is re-exported: callers see one body
+# grammar.
+__all__ = [
+    "MAX_BYTE_ALTERNATIVES", "MAX_FIXED_SKIP", "MAX_NESTED", "MAX_PARTS", "MAX_SIGNATURE_ELEMENTS",
+    "MAX_VARIANTS", "BodyError", "closing_paren", "overfull_alternation", "parse_body",
+]
+
 MAX_VARIANTS = 64  # per part, after expanding generic alternations
-MAX_PARTS = 64
 # Elements (byte runs, classes, choices) summed over every variant: '{127}' is 127 elements and
 # alternations multiply variants, so a body can cost far more than its text.
 MAX_SIGNATURE_ELEMENTS = 65_536
-MAX_FIXED_SKIP = 127  # {n} with n < 128 is n x '??' in libclamav; larger n splits the body
 MAX_NESTED = 15  # libclamav's ACPATT_ALTN_MAXNEST: groups inside one top-level alternation
 
-_HEX = "0123456789abcdefABCDEF"
 _HEX_RUN = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
@@ -87,18 +98,6 @@ def _boundary_class(kind: str, negated: bool) -> ByteClass:
 
 
 
-class BodyError(HvEmuError):
-    """A body syntax error at ``column`` (0-based in the body); the line parser turns it into a
-    ``DatabaseError`` naming file, line and column (so, like it, neither side's fault yet)."""
-
-    def __init__(self, column: int, message: str) -> None:
-        super().__init__(message)
-        self.column = column
-        self.message = message
-
-
-
-
 class _Budget:
     """Elements a signature may still allocate; charged before each allocation."""
 
@@ -111,26 +110,6 @@ class _Budget:
             raise BodyError(column, f"body expands to more than {MAX_SIGNATURE_ELEMENTS} elements")
 
 _UNBOUNDED = "Alternative match cannot contain unbounded wildcards"
-# {n} (n < 128 stays inside a part), {-n}, {n-}, {n-m}: the last three, and {n} with n >= 128,
-# split the body into parts.
-_MAY_SPLIT = re.compile(r"[(*{]")
-_RANGE = re.compile(r"\{(?:(?P<exact>[0-9]{1,9})|-(?P<most>[0-9]{1,9})|(?P<least>[0-9]{1,9})-"
-                    r"|(?P<low>[0-9]{1,9})-(?P<high>[0-9]{1,9}))\}")
-
-
-def _nibble_class(pair: str, at: int) -> ByteClass | Literal:
-    """Decode one two-character byte token: ``hh``, ``??``, ``h?`` or ``?h``."""
-    high, low = pair[0], pair[1]
-    if high not in _HEX + "?" or low not in _HEX + "?":
-        bad = at if high not in _HEX + "?" else at + 1
-        raise BodyError(bad, f"bad hex digit {pair[bad - at]!r}")
-    if high != "?" and low != "?":
-        return Literal(bytes([int(pair, 16)]))
-    if high == "?" and low == "?":
-        return ANY
-    if low == "?":
-        return HIGH_NIBBLE[int(high, 16)]
-    return LOW_NIBBLE[int(low, 16)]
 
 
 def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool) -> list[Variant]:
@@ -146,11 +125,11 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
             for variant in variants:
                 variant.append(Literal(bytes.fromhex(run.group())))
             i = run.end()
-        elif c in _HEX or c == "?":
+        elif c in HEX_DIGITS or c == "?":
             if i + 1 >= len(text):
                 raise BodyError(at, "odd number of hex digits")
             for variant in variants:
-                variant.append(_nibble_class(text[i : i + 2], at))
+                variant.append(nibble_class(text[i : i + 2], at))
             i += 2
         elif c == "{":
             close = text.find("}", i)
@@ -203,19 +182,6 @@ def _parse_fixed(text: str, base: int, budget: _Budget, *, in_alternative: bool)
             what = "bad hex digit" if c.isalnum() else "unexpected character"
             raise BodyError(at, f"{what} {c!r}")
     return [tuple(v) for v in variants]
-
-
-def closing_paren(text: str, opening: int) -> int:
-    """The index of the ``)`` that closes the ``(`` at ``opening`` (alternations nest), or -1."""
-    depth = 0
-    for index in range(opening, len(text)):
-        if text[index] == "(":
-            depth += 1
-        elif text[index] == ")":
-            depth -= 1
-            if depth == 0:
-                return index
-    return -1
 
 
 def _top_level_alternatives(inner: str) -> list[str]:
@@ -277,7 +243,7 @@ def overfull_alternation(text: str) -> bool:
             return False
         pieces = _top_level_alternatives(text[at + 1 : close])
         if len(pieces) > MAX_BYTE_ALTERNATIVES and all(
-                len(p) == 2 and p[0] in _HEX and p[1] in _HEX for p in pieces):
+                len(p) == 2 and p[0] in HEX_DIGITS and p[1] in HEX_DIGITS for p in pieces):
             return True
         at = text.find("(", at + 1)
     return False
@@ -294,98 +260,6 @@ def _merge_literals(variant: Variant) -> Variant:
     return tuple(merged)
 
 
-def _split_parts(text: str) -> list[tuple[int, str, int, int | None]]:
-    """Cut a body at ``*`` and ranges: (column, text, gap_min, gap_max) per part."""
-    pieces: list[tuple[int, str, int, int | None]] = []
-    gap: tuple[int, int | None] = (0, 0)
-    begin = i = 0
-    while hit := _MAY_SPLIT.search(text, i):
-        i = hit.start()
-        found: tuple[int, int | None]
-        if text[i] == "(":  # skip alternations: a '*' inside one is an error, not a split
-            close = closing_paren(text, i)
-            i = len(text) if close < 0 else close + 1
-            continue
-        if text[i] == "*":
-            found, end = (0, None), i + 1
-        elif text[i] == "{" and (m := _RANGE.match(text, i)):
-            if m["exact"] is not None and 0 < int(m["exact"]) <= MAX_FIXED_SKIP:
-                i = m.end()
-                continue
-            low = m["exact"] or m["least"] or m["low"] or "0"
-            high = m["exact"] or m["most"] or m["high"]
-            # libclamav reads a maximum of 0 as no maximum: {0}, {-0}, {n-0} are gaps of n or more
-            # (measured). A maximum below the minimum is kept: the signature is never applied.
-            found = (int(low), None if high is None or int(high) == 0 else int(high))
-            end = m.end()
-        else:  # a malformed '{', reported by _parse_fixed
-            i += 1
-            continue
-        pieces.append((begin, text[begin:i], *gap))
-        if len(pieces) >= MAX_PARTS:
-            raise BodyError(i, f"more than {MAX_PARTS} parts")
-        gap, begin, i = found, end, end
-    pieces.append((begin, text[begin:], *gap))
-    return pieces
-
-_ANCHOR_RANGE = re.compile(r"\[(?P<nearest>[0-9]{1,9})(?:-(?P<farthest>[0-9]{1,9}))?\]")
-
-
-def _anchor(token: str, bracket: re.Match[str], at: int) -> Anchor:
-    """The anchor ``token[range]`` (or ``[range]token``); ``at`` is the column of the token."""
-    byte = _nibble_class(token, at)
-    if not isinstance(byte, Literal):  # clamscan ignores '??' and 'h?' anchors: refuse them all
-        raise BodyError(at, f"an anchored byte must be plain hex, not {token!r}")
-    nearest = int(bracket["nearest"])
-    farthest = nearest if bracket["farthest"] is None else int(bracket["farthest"])
-    if nearest > farthest or farthest > MAX_ANCHOR_DISTANCE:
-        raise BodyError(at, f"incorrect range {bracket.group()} (0 <= x <= y <= "
-                            f"{MAX_ANCHOR_DISTANCE})")
-    return Anchor(frozenset(byte.data), nearest, farthest)
-
-
-def _split_anchors(text: str, column: int) -> tuple[Anchor | None, int, str, Anchor | None]:
-    """Cut a part's anchored bytes off it, as ``cli_ac_addsig`` does: a first ``[x-y]`` with
-    exactly one byte before it is a left anchor, one with exactly one byte after it (the first or
-    the second bracket) a right anchor. Returns (left, column of the rest, rest, right)."""
-    left = right = None
-    for side in ("left", "right"):
-        opening = text.find("[")
-        if opening < 0:
-            break
-        bracket = _ANCHOR_RANGE.match(text, opening)
-        if bracket is None:
-            raise BodyError(column + opening, "bad anchored byte range: '[n]' or '[n-m]' expected")
-        after = bracket.end()
-        if side == "left" and opening == 2:
-            left = _anchor(text[:2], bracket, column)
-            text, column = text[after:], column + after
-        elif len(text) - after == 2:
-            right = _anchor(text[after:], bracket, column + after)
-            text = text[:opening]
-            break
-        else:
-            raise BodyError(column + opening, "an anchored byte range must have one byte on one "
-                                              "side: 'aa[x-y]BODY' or 'BODY[x-y]aa'")
-    return left, column, text, right
-
-
-def _split_boundaries(text: str, column: int
-                      ) -> tuple[Boundary | None, int, str, Boundary | None]:  # fmt: skip
-    """Cut a part's edge boundaries off it, as ``cli_ac_addsig`` does: a last ``(X)`` or ``!(X)``
-    is a right boundary, then a first ``(X)`` (not negated) a left one. Returns (left, column of
-    the rest, rest, right)."""
-    left = right = None
-    if len(text) >= 3 and text[-3] == "(" and text[-2] in BOUNDARY_KINDS and text[-1] == ")":
-        negated = text[-4:-3] == "!"
-        right = Boundary(text[-2], negated)
-        text = text[: -4 if negated else -3]
-    if len(text) >= 3 and text[0] == "(" and text[1] in BOUNDARY_KINDS and text[2] == ")":
-        left = Boundary(text[1])
-        text, column = text[3:], column + 3
-    return left, column, text, right
-
-
 def parse_body(text: str, *, min_plain: int = 3) -> tuple[Part, ...]:
     """Parse a hex body and apply ClamAV's length rules; raises only ``BodyError``. A plain
     literal needs ``min_plain`` bytes: 3 in ``.db``/``.ndb`` (Boyer-Moore in libclamav), 2 in a
@@ -394,12 +268,12 @@ def parse_body(text: str, *, min_plain: int = 3) -> tuple[Part, ...]:
         if len(text) < 2 * min_plain:
             raise BodyError(0, f"body of {len(text) // 2} byte(s) is too short")
         return (Part(0, 0, ((Literal(bytes.fromhex(text)),),)),)
-    pieces = _split_parts(text)
+    pieces = split_parts(text)
     budget = _Budget(MAX_SIGNATURE_ELEMENTS)
     parts = []
     for column, piece, gap_min, gap_max in pieces:
-        left, column, piece, right = _split_anchors(piece, column)
-        left_boundary, column, piece, right_boundary = _split_boundaries(piece, column)
+        left, column, piece, right = split_anchors(piece, column)
+        left_boundary, column, piece, right_boundary = split_boundaries(piece, column)
         if not piece:
             raise BodyError(column, "empty part: '*' or a range at an end or after another")
         fixed = _parse_fixed(piece, column, budget, in_alternative=False)

@@ -22,26 +22,21 @@ raises only ``DatabaseError``); never the engine choice.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hv_emu.errors import ConfigError, DatabaseError
 from hv_emu.scanner.engine import LiteralMatcher, Match, ScanStream
-from hv_emu.scanner.hashes import HashSet, parse_hash_database
+from hv_emu.scanner.hashes import HashSet
+from hv_emu.scanner.kinds import HASH_KINDS, LOGICAL_KINDS
 from hv_emu.scanner.program import PlainLiteral, Program, build_program
-from hv_emu.scanner.signatures import (
-    HASH_KINDS,
-    LOGICAL_KINDS,
-    Signature,
-    parse_database,
-)
+from hv_emu.scanner.record import Frozen, setfield
 
 if TYPE_CHECKING:
     from hv_emu.scanner.logical_match import LogicalTable
+    from hv_emu.scanner.signatures import Signature
 
 try:
     from hv_emu.scanner.engines import hyperscan_stream as engine_hs
@@ -83,23 +78,62 @@ def _literal_matcher(
     return engine_ac.AhoCorasickMatcher(program.literals)
 
 
-@dataclass(frozen=True)
-class SignatureDatabase:
-    """A parsed and compiled database; immutable, shared by every stream opened on it."""
+class SignatureDatabase(Frozen):
+    """A parsed and compiled database; immutable, shared by every stream opened on it. Equal to
+    another with the same identity, signatures, engine and hashes (program, matcher and shards
+    are not compared); a record, not a dataclass, so a scan imports no ``dataclasses``
+    (``record.py``): ``replace`` is ``dataclasses.replace``'s stand-in."""
 
+    __slots__ = ("version", "kind", "source", "sha256", "count", "signatures", "engine",  # noqa: RUF023 (__init__'s order)
+                 "program", "matcher", "shards", "hashes")  # fmt: skip
     version: int
     kind: str
     source: str
     sha256: str  # hex digest of the raw data
     count: int  # signatures (database lines), not expanded variants or literals
-    # Every line's Signature, less the plain lines of an update read by ``bulk.py``.
-    signatures: tuple[Signature, ...] = field(repr=False)
+    #: A tuple, or a cache entry's signatures decoded on first use (``cache_entry.py``); an
+    #: update read by ``bulk.py`` leaves its plain lines out.
+    signatures: Sequence[Signature]
     engine: str  # "ac", "hyperscan" or "none" (nothing to match)
-    program: Program = field(repr=False, compare=False)
-    matcher: LiteralMatcher | None = field(repr=False, compare=False)
-    shards: int = field(default=1, compare=False)  # Hyperscan databases a stream runs side by side
+    program: Program
+    matcher: LiteralMatcher | None
+    shards: int  # Hyperscan databases a stream runs side by side
     #: Hash signatures (``.hdb``/``.hsb``/``.mdb``/``.msb``): whole files, ``hv-emu scan`` only.
-    hashes: HashSet = field(default_factory=HashSet, repr=False)
+    hashes: HashSet
+
+    def __init__(
+        self, version: int, kind: str, source: str, sha256: str, count: int,
+        signatures: Sequence[Signature], engine: str, program: Program,
+        matcher: LiteralMatcher | None, shards: int = 1, hashes: HashSet | None = None,
+    ) -> None:  # fmt: skip
+        hashes = HashSet() if hashes is None else hashes
+        for name, value in (("version", version), ("kind", kind), ("source", source),
+                            ("sha256", sha256), ("count", count), ("signatures", signatures),
+                            ("engine", engine), ("program", program), ("matcher", matcher),
+                            ("shards", shards), ("hashes", hashes)):  # fmt: skip
+            setfield(self, name, value)
+
+    def _values(self) -> tuple[object, ...]:  # what == compares, as the dataclass did
+        return (self.version, self.kind, self.source, self.sha256, self.count, self.signatures,
+                self.engine, self.hashes)  # fmt: skip
+
+    __hash__ = None  # type: ignore[assignment]  # its hashes hold dicts, as the dataclass's did
+
+    def __repr__(self) -> str:
+        return (f"SignatureDatabase(version={self.version!r}, kind={self.kind!r}, "
+                f"source={self.source!r}, sha256={self.sha256!r}, count={self.count!r}, "
+                f"engine={self.engine!r}, shards={self.shards!r})")  # fmt: skip
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return SignatureDatabase, tuple([getattr(self, name) for name in self.__slots__])
+
+    def replace(self, **changes: Any) -> SignatureDatabase:
+        """A copy with ``changes`` (field name to value), as ``dataclasses.replace``."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"SignatureDatabase has no field {sorted(unknown)[0]!r}")
+        return SignatureDatabase(**(fields | changes))
 
     @classmethod
     def empty(cls) -> SignatureDatabase:
@@ -121,15 +155,27 @@ class SignatureDatabase:
         """One line per signature accepted but never matched, naming file, line and reason (and
         one per file of PE-section hashes)."""
         logical = self.program.logical
+        return (self.signatures_not_applied + (() if logical is None else logical.not_applied)
+                + self.hashes.not_applied())  # fmt: skip
+
+    @property
+    def signatures_not_applied(self) -> tuple[str, ...]:
+        """The lines of ``not_applied`` about body signatures (``.db``/``.ndb``)."""
+        kept: tuple[str, ...] | None = getattr(self.signatures, "not_applied_lines", None)
+        if kept is not None:  # a cache entry's, kept as text (cache_entry.py)
+            return kept
         return tuple(
             f"{s.source or self.source}:{s.line}: {s.name}: {s.not_applied}; not applied"
             for s in self.signatures
             if s.not_applied is not None
-        ) + (() if logical is None else logical.not_applied) + self.hashes.not_applied()
+        )
 
     @property
     def end_relative(self) -> tuple[str, ...]:
         """One line per ``EOF-n`` signature: it matches only where the length is known."""
+        kept: tuple[str, ...] | None = getattr(self.signatures, "end_relative_lines", None)
+        if kept is not None:  # a cache entry's, kept as text (cache_entry.py)
+            return kept
         return tuple(
             f"{s.source or self.source}:{s.line}: {s.name}: offset {s.offset.text!r} needs the "
             "data's length; one-shot scans only"
@@ -170,6 +216,9 @@ def compile_database(
     for an unknown engine or ``engine="hyperscan"`` without Hyperscan installed.
     """
     digest = hashlib.sha256(data).hexdigest()
+    from hv_emu.scanner.hashes import parse_hash_database
+    from hv_emu.scanner.signatures import parse_database  # only a compile pays for the parser
+
     if kind in LOGICAL_KINDS:  # hv-emu run --db FILE.ldb
         from hv_emu.scanner.logical import LogicalTable, parse_ldb_database
 
@@ -178,7 +227,7 @@ def compile_database(
     if kind in HASH_KINDS:  # hv-emu run --db FILE.hdb: accepted, applied to whole files only
         hashes = HashSet.build(parse_hash_database(data, kind=kind, source=source))
         db = compile_signatures((), kind, version, source, digest, engine)
-        return dataclasses.replace(db, count=len(hashes.signatures), hashes=hashes)
+        return db.replace(count=len(hashes.signatures), hashes=hashes)
     signatures = parse_database(data, kind=kind, source=source)
     return compile_signatures(signatures, kind, version, source, digest, engine)
 
@@ -213,8 +262,8 @@ def recompile(db: SignatureDatabase, engine: str = "auto") -> SignatureDatabase:
     compiled again as one database: the second stage of a sharded activation. A stream of either
     can be handed to the other's finder (``ScanStream.switch_literals``)."""
     matcher = _literal_matcher(db.program, engine, db.source)
-    return dataclasses.replace(db, engine="none" if matcher is None else matcher.name,
-                               matcher=matcher, shards=1)  # fmt: skip
+    return db.replace(engine="none" if matcher is None else matcher.name, matcher=matcher,
+                      shards=1)  # fmt: skip
 
 
 class ActiveDatabase:

@@ -3,9 +3,9 @@
 Models: what ``clamscan -d`` does with its arguments (libclamav's ``cl_load``/``cli_loaddbdir``):
 a directory stands for the database files in it, each file is parsed on its own (an error names
 it), and together they make one database; and, hv-emu's own, the compiled database kept across
-runs: ``cache_key`` (what an entry was built from) and the entry's payload (``_to_payload``,
-``_from_payload``: the parsed signatures and ``Program`` pickled, the Hyperscan database as
-Hyperscan serialises it). The store itself, its MAC and its hostile directory, is ``cache.py``.
+runs: ``cache_key`` (what an entry was built from) and the literal finder of an entry
+(``_load_matcher``). The payload's layout is ``cache_entry.py``'s; the store itself, its MAC and
+its hostile directory, is ``cache.py``.
 
 Follows: clamscan 1.4.6's directory rules (PUA kinds skipped, kinds hv-emu does not implement
 refused, "No supported database files found"), measured; docs/SIGNATURES.md (the cache).
@@ -20,34 +20,31 @@ verified (``cache.py``): it is what this user's hv-emu wrote.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
-import io
 import os
-import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hv_emu import __version__
 from hv_emu.errors import ConfigError
+from hv_emu.scanner.cache_entry import CACHE_FORMAT, from_payload, to_payload
 from hv_emu.scanner.database import SignatureDatabase, compile_signatures, resolve_engine
-from hv_emu.scanner.engine import LiteralMatcher
-from hv_emu.scanner.hashes import HashSet, parse_hash_database
-from hv_emu.scanner.program import Program
-from hv_emu.scanner.signatures import (
+from hv_emu.scanner.kinds import (
     HASH_KINDS,
+    KINDS,
     LOADABLE_KINDS,
     LOGICAL_KINDS,
     PUA_KINDS,
     UNSUPPORTED_KINDS,
-    Signature,
     load_database_file,
-    parse_database,
 )
 
 if TYPE_CHECKING:
     from hv_emu.scanner.cache import Cache
+    from hv_emu.scanner.engine import LiteralMatcher
+    from hv_emu.scanner.program import Program
+    from hv_emu.scanner.signatures import Signature
 
 # hyperscan is optional: without it, no entry holds a Hyperscan database.
 with contextlib.suppress(ImportError):
@@ -109,9 +106,11 @@ def compile_files(
     if cache is not None:
         key = cache_key(files, resolved)
         payload = cache.get(key)
-        cached = None if payload is None else _from_payload(payload)
+        cached = None if payload is None else _from_payload(payload, files)
         if cached is not None:
             return cached
+    from hv_emu.scanner.hashes import HashSet, parse_hash_database  # a warm cache parses nothing
+
     signatures: list[Signature] = []
     hash_signatures = []
     logical: list[Any] = []
@@ -138,19 +137,26 @@ def compile_files(
                             logical=table)  # fmt: skip
     if hash_signatures:
         hashes = HashSet.build(hash_signatures)
-        db = dataclasses.replace(db, count=db.count + len(hash_signatures), hashes=hashes)
+        db = db.replace(count=db.count + len(hash_signatures), hashes=hashes)
     if cache is not None and key is not None:
         cache.put(key, _to_payload(db))
     return db
 
 
-#: The layout of a cache entry's payload; part of the key, so a change simply misses.
-CACHE_FORMAT = 2
 #: The modules whose code decides what a database parses and compiles to: their bytes are part
 #: of the key, so an entry never outlives the code that wrote it (even at one version number).
-_CODE = ("body.py", "pattern.py", "signatures.py", "hashes.py", "engine.py", "program.py",
-         "database.py", "database_files.py", "cache.py", "logical.py", "logical_expr.py",
-         "logical_match.py", "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
+_CODE = ("body.py", "body_parts.py", "record.py", "pattern.py", "signatures.py", "hashes.py",
+         "engine.py", "program.py", "database.py", "database_files.py", "cache.py",
+         "cache_entry.py", "kinds.py", "logical.py", "logical_expr.py", "logical_match.py",
+         "engines/hyperscan_stream.py", "engines/aho_corasick.py")  # fmt: skip
+
+
+def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
+    """``signatures.parse_database``, imported only when a database is parsed: a scan whose
+    database comes from the cache never imports the parser (docs/SIGNATURES.md)."""
+    from hv_emu.scanner.signatures import parse_database as parse
+
+    return parse(data, kind=kind, source=source)
 
 
 def cache_key(files: Sequence[tuple[str, bytes, str]], engine: str) -> str:
@@ -203,83 +209,38 @@ def _cpu_features() -> str:
     return os.uname().machine
 
 
-#: Set on every object rebuilt from a cache entry whose class has its own ``__init__``: as
-#: dataclass's own ``__setstate__``, without its per-object ``fields()`` call.
-_set = object.__setattr__
+def _load_matcher(engine: str, program: Program, hyperscan: Any) -> LiteralMatcher | None:
+    """The literal finder of a cached database: Hyperscan's deserialised (raising if it cannot
+    be), pyahocorasick's rebuilt from the literals."""
+    if engine == "hyperscan":
+        return engine_hs.HyperscanMatcher.load(hyperscan)
+    if engine == "ac":
+        from hv_emu.scanner.engines import aho_corasick as engine_ac
 
-
-def _restore(cls: type, names: tuple[str, ...], values: tuple[Any, ...]) -> Any:
-    obj: Any = object.__new__(cls)
-    for name, value in zip(names, values, strict=True):
-        _set(obj, name, value)
-    return obj
-
-
-def _plain_init(cls: type) -> bool:
-    """Whether ``cls(*values)`` only stores its fields: a dataclass ``__init__`` that the
-    decorator wrote (not one of the class's own), every field an argument, no ``__post_init__``."""
-    init = cls.__dict__.get("__init__")
-    return (getattr(getattr(init, "__code__", None), "co_filename", None) == "<string>"
-            and not hasattr(cls, "__post_init__")
-            and all(f.init for f in dataclasses.fields(cls)))  # fmt: skip
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles slotted dataclasses (the parsed signatures, the ``Program``'s patterns) as their
-    field values, given back to the class's generated ``__init__`` (or set by ``_restore``):
-    dataclass's own ``__setstate__`` made loading rfxn.ndb's entry about twice as slow."""
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, protocol=5)
-        self._how: dict[type, tuple[Callable[..., Any] | None, tuple[str, ...]]] = {}
-
-    def reducer_override(self, obj: Any) -> Any:
-        cls = type(obj)
-        how = self._how.get(cls)
-        if how is None:
-            how = None, ()
-            if dataclasses.is_dataclass(cls) and "__slots__" in cls.__dict__:
-                names = tuple(f.name for f in dataclasses.fields(cls))
-                how = (cls if _plain_init(cls) else _restore), names
-            self._how[cls] = how
-        rebuild, names = how
-        if rebuild is None:
-            return NotImplemented
-        values = tuple(getattr(obj, name) for name in names)
-        return (cls, values) if rebuild is cls else (_restore, (cls, names, values))
+        return engine_ac.AhoCorasickMatcher(program.literals)
+    if engine != "none":
+        raise ValueError(f"unknown engine {engine!r} in a cache entry")
+    return None
 
 
 def _to_payload(db: SignatureDatabase) -> bytes:
-    """``db`` as a cache entry's payload: everything but the literal finder pickled, and the
-    Hyperscan database as Hyperscan serialises it (pyahocorasick's automaton is rebuilt)."""
-    blobs = db.matcher.dump() if isinstance(db.matcher, engine_hs.HyperscanMatcher) else None
-    fields_ = {f.name: getattr(db, f.name) for f in dataclasses.fields(db)}
-    fields_.pop("matcher")
-    buffer = io.BytesIO()
-    _Pickler(buffer).dump({"format": CACHE_FORMAT, "database": fields_, "hyperscan": blobs})
-    return buffer.getvalue()
+    """``db`` as a cache entry's payload (``cache_entry.py``), with the Hyperscan database as
+    Hyperscan serialises it (pyahocorasick's automaton is rebuilt)."""
+    hs = db.matcher.dump() if isinstance(db.matcher, engine_hs.HyperscanMatcher) else None
+    return to_payload(db, hs)
 
 
-def _from_payload(payload: bytes) -> SignatureDatabase | None:
-    """The database a payload of ``_to_payload`` holds, or None if it cannot be rebuilt (the
-    caller then compiles it). The payload passed the cache's MAC: it is what this user's
-    hv-emu wrote, so it may be unpickled."""
-    try:
-        entry = pickle.loads(payload)
-        if entry["format"] != CACHE_FORMAT:
-            return None
-        fields_ = entry["database"]
-        engine, program = fields_["engine"], fields_["program"]
-        matcher: LiteralMatcher | None = None
-        if engine == "hyperscan":
-            matcher = engine_hs.HyperscanMatcher.load(entry["hyperscan"])
-        elif engine == "ac":
-            from hv_emu.scanner.engines import aho_corasick as engine_ac
+def _from_payload(
+    payload: bytes, files: Sequence[tuple[str, bytes, str]]
+) -> SignatureDatabase | None:
+    """The database a payload of ``_to_payload`` holds, or None if it cannot be rebuilt; its body
+    signatures, if ever wanted, are parsed again from ``files`` (name, bytes, kind: the ones the
+    key was made from)."""
 
-            matcher = engine_ac.AhoCorasickMatcher(program.literals)
-        elif engine != "none":
-            return None
-        db = SignatureDatabase(matcher=matcher, **fields_)
-        return db if isinstance(db.program, Program) else None
-    except Exception:  # an entry this code cannot use is a miss, whatever it holds
-        return None
+    def parse() -> list[Signature]:
+        from hv_emu.scanner.signatures import parse_database as parse_again
+
+        return [signature for source, data, kind in files if kind in KINDS
+                for signature in parse_again(data, kind=kind, source=source)]  # fmt: skip
+
+    return from_payload(payload, _load_matcher, parse)

@@ -36,11 +36,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from hv_emu.scanner.pattern import ByteClass, Folded, Literal, Variant
 from hv_emu.scanner.program import Pattern, Program
+from hv_emu.scanner.record import Frozen, setfield
 
 if TYPE_CHECKING:
     from hv_emu.scanner.logical_match import LogicalState
@@ -48,13 +48,18 @@ if TYPE_CHECKING:
 TRACK_LENGTH = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(Frozen):
     """A signature found at ``[start, end)``, absolute offsets in the stream."""
 
+    __slots__ = ("name", "start", "end")  # noqa: RUF023 (__init__'s order)
     name: str
     start: int
     end: int
+
+    def __init__(self, name: str, start: int, end: int) -> None:
+        setfield(self, "name", name)
+        setfield(self, "start", start)
+        setfield(self, "end", end)
 
 
 def _matches_at(elements: Variant, data: bytes | bytearray, at: int) -> bool:

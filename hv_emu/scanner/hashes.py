@@ -27,11 +27,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.signatures import (
+from hv_emu.scanner.kinds import (
     FLEVEL,
     HASH_KINDS,
     MAX_DATABASE_BYTES,
@@ -39,6 +38,7 @@ from hv_emu.scanner.signatures import (
     c_line,
     clam_name,
 )
+from hv_emu.scanner.record import Frozen, setfield
 
 #: Whole-file hash databases, and PE-section hash databases (accepted, never applied).
 FILE_KINDS = ("hdb", "hsb")
@@ -60,18 +60,30 @@ _STRTOUL = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
 _HEX = re.compile(r"[0-9a-fA-F]*")
 
 
-@dataclass(frozen=True, slots=True)
-class HashSignature:
+class HashSignature(Frozen):
     """One hash line: a name for the file (or PE section) of ``size`` bytes (None: any size)
     whose ``algorithm`` digest is ``digest``."""
 
+    __slots__ = ("name", "line", "algorithm", "digest", "size", "section", "source")  # noqa: RUF023 (__init__'s order)
     name: str
     line: int
     algorithm: str  # md5, sha1 or sha256
     digest: bytes
     size: int | None
-    section: bool = False  # a PE section's hash (.mdb/.msb): never applied
-    source: str = ""
+    section: bool  # a PE section's hash (.mdb/.msb): never applied
+    source: str
+
+    def __init__(
+        self, name: str, line: int, algorithm: str, digest: bytes, size: int | None,
+        section: bool = False, source: str = "",
+    ) -> None:  # fmt: skip
+        setfield(self, "name", name)
+        setfield(self, "line", line)
+        setfield(self, "algorithm", algorithm)
+        setfield(self, "digest", digest)
+        setfield(self, "size", size)
+        setfield(self, "section", section)
+        setfield(self, "source", source)
 
 
 def _c_atoi(text: str) -> int:
@@ -217,13 +229,20 @@ def _clamav_choice(entries: Sequence[tuple[bytes, str]]) -> dict[bytes, str]:
     return chosen
 
 
-@dataclass(frozen=True)
-class HashSet:
+class HashSet(Frozen):
     """The hash signatures of a database, ready to look up: per algorithm, one table per size and
     one for ``*`` (key None), each mapping a digest to the one name clamscan reports for it."""
 
-    signatures: tuple[HashSignature, ...] = ()
-    tables: dict[tuple[str, int | None], dict[bytes, str]] = field(default_factory=dict)
+    __slots__ = ("signatures", "tables")
+    signatures: tuple[HashSignature, ...]
+    tables: dict[tuple[str, int | None], dict[bytes, str]]
+
+    def __init__(
+        self, signatures: tuple[HashSignature, ...] = (),
+        tables: dict[tuple[str, int | None], dict[bytes, str]] | None = None,
+    ) -> None:  # fmt: skip
+        setfield(self, "signatures", signatures)
+        setfield(self, "tables", {} if tables is None else tables)
 
     @classmethod
     def build(cls, signatures: Iterable[HashSignature]) -> HashSet:

@@ -20,50 +20,68 @@ Guest controls: the values, through a database's bodies (an update); their sizes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from hv_emu.scanner.record import Frozen, setfield
 
 
-@dataclass(frozen=True, slots=True)
-class Literal:
+class Literal(Frozen):
     """A run of static bytes."""
 
+    __slots__ = ("data",)
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        setfield(self, "data", data)
 
     @property
     def width(self) -> int:
         return len(self.data)
 
 
-@dataclass(frozen=True, slots=True)
-class ByteClass:
+class ByteClass(Frozen):
     """One byte out of a set: ``??``, a nibble ``a?``/``?a``, a one-byte alternation or a
     boundary inside a part. ``not_crlf`` (``!(L)`` inside a part): a CR before an LF fails too."""
 
+    __slots__ = ("allowed", "not_crlf")
     allowed: frozenset[int]
-    not_crlf: bool = False
+    not_crlf: bool
+
+    def __init__(self, allowed: frozenset[int], not_crlf: bool = False) -> None:
+        setfield(self, "allowed", allowed)
+        setfield(self, "not_crlf", not_crlf)
 
     @property
     def width(self) -> int:
         return 1
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(Frozen):
     """One of several equal-length strings, ``(aabb|ccdd)``, or none of them, ``!(aabb|ccdd)``."""
 
+    __slots__ = ("options", "negated", "width", "folded")  # noqa: RUF023 (__init__'s order)
     options: frozenset[bytes]
     negated: bool
     width: int
-    folded: bool = False  # ``::i``: the options are lower-case; the data is lower-cased to compare
+    folded: bool  # ``::i``: the options are lower-case; the data is lower-cased to compare
+
+    def __init__(
+        self, options: frozenset[bytes], negated: bool, width: int, folded: bool = False
+    ) -> None:
+        setfield(self, "options", options)
+        setfield(self, "negated", negated)
+        setfield(self, "width", width)
+        setfield(self, "folded", folded)
 
 
-@dataclass(frozen=True, slots=True)
-class Folded:
+class Folded(Frozen):
     """A run of static bytes matched without regard to ASCII case (a ``.ldb`` subsignature with
     the ``::i`` modifier): ``data`` is lower-case, and the data's bytes are lower-cased (A-Z only,
     as C's ``tolower``) to compare."""
 
+    __slots__ = ("data",)
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        setfield(self, "data", data)
 
     @property
     def width(self) -> int:
@@ -77,15 +95,20 @@ Variant = tuple[Element, ...]
 MAX_ANCHOR_DISTANCE = 32
 
 
-@dataclass(frozen=True, slots=True)
-class Anchor:
+class Anchor(Frozen):
     """An anchored byte, ``aa[nearest-farthest]``: one byte in ``allowed`` lying ``nearest`` to
     ``farthest`` bytes away from the part's body (before its start for a left anchor, after its
     end for a right one)."""
 
+    __slots__ = ("allowed", "nearest", "farthest")  # noqa: RUF023 (__init__'s order)
     allowed: frozenset[int]
     nearest: int
     farthest: int
+
+    def __init__(self, allowed: frozenset[int], nearest: int, farthest: int) -> None:
+        setfield(self, "allowed", allowed)
+        setfield(self, "nearest", nearest)
+        setfield(self, "farthest", farthest)
 
 
 #: libclamav's ``boundary[]`` table (matcher-ac.c): bytes that end a word before a body (1 or 3),
@@ -99,14 +122,18 @@ LF, CR = 0x0A, 0x0D
 BOUNDARY_KINDS = ("B", "L", "W")
 
 
-@dataclass(frozen=True, slots=True)
-class Boundary:
+class Boundary(Frozen):
     """``(B)``, ``(L)`` or ``(W)`` at a part's edge: a condition on the byte before its start (left;
     never negated) or on the byte(s) after its end (right; ``!(X)`` negates it). The start and the
     end of the data count as boundaries of every kind (for a negated one, as failing)."""
 
+    __slots__ = ("kind", "negated")
     kind: str  # "B", "L" or "W"
-    negated: bool = False
+    negated: bool
+
+    def __init__(self, kind: str, negated: bool = False) -> None:
+        setfield(self, "kind", kind)
+        setfield(self, "negated", negated)
 
     @property
     def reach(self) -> int:
@@ -144,20 +171,67 @@ class Boundary:
 
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(Frozen):
     """A fixed-length piece of a body, as its variants. ``*`` and ranges split a body into parts;
     ``gap_min``..``gap_max`` bytes lie between the previous part's end and this part's start
     (``gap_max`` None: unbounded). The first part has the gap (0, 0). ``left`` and ``right`` are
     its anchored bytes, outside the variants."""
 
+    __slots__ = ("gap_min", "gap_max", "variants", "left", "right",  # noqa: RUF023 (__init__'s order)
+                 "left_boundary", "right_boundary")  # fmt: skip
     gap_min: int
     gap_max: int | None
     variants: tuple[Variant, ...]
-    left: Anchor | None = None
-    right: Anchor | None = None
-    left_boundary: Boundary | None = None
-    right_boundary: Boundary | None = None
+    left: Anchor | None
+    right: Anchor | None
+    left_boundary: Boundary | None
+    right_boundary: Boundary | None
+
+    def __init__(
+        self, gap_min: int, gap_max: int | None, variants: tuple[Variant, ...],
+        left: Anchor | None = None, right: Anchor | None = None,
+        left_boundary: Boundary | None = None, right_boundary: Boundary | None = None,
+    ) -> None:  # fmt: skip
+        setfield(self, "gap_min", gap_min)
+        setfield(self, "gap_max", gap_max)
+        setfield(self, "variants", variants)
+        setfield(self, "left", left)
+        setfield(self, "right", right)
+        setfield(self, "left_boundary", left_boundary)
+        setfield(self, "right_boundary", right_boundary)
+
+
+#: Offsets are 32-bit, as libclamav's: an absolute offset's end wraps at 2**32.
+MAX_OFFSET = 2**32 - 1
+
+
+class Offset(Frozen):
+    """Where a body may start: ``any`` (``*``), ``absolute`` (``n[,shift]``: from n to n+shift),
+    ``eof`` (``EOF-n[,shift]``: ``start`` is n, counted back from the end) or ``executable``
+    (``EP``, ``Sx``, ``SEx``, ``SL``: never placed, as hv-emu does not parse executables). Parsed
+    by ``signatures.py``; here, beside the patterns, so a stream that checks one imports no
+    parser."""
+
+    __slots__ = ("kind", "start", "shift", "text")  # noqa: RUF023 (__init__'s order)
+    kind: str  # any, absolute, eof, executable or macro (never placed)
+    start: int
+    shift: int
+    text: str
+
+    def __init__(self, kind: str, start: int = 0, shift: int = 0, text: str = "*") -> None:
+        setfield(self, "kind", kind)
+        setfield(self, "start", start)
+        setfield(self, "shift", shift)
+        setfield(self, "text", text)
+
+    def allows(self, position: int, length: int | None) -> bool:
+        """Whether a body may start at ``position`` of data ``length`` bytes long (None: unknown,
+        as on a disk stream)."""
+        if self.kind == "absolute":  # the end wraps at 2**32, as libclamav's uint32_t sum does
+            return self.start <= position <= (self.start + self.shift) & MAX_OFFSET
+        if self.kind == "eof":
+            return length is not None and 0 <= position - (length - self.start) <= self.shift
+        return self.kind == "any"
 
 
 # Shared classes: ``??`` and the nibble wildcards 'h?' and '?h', built once.

@@ -26,23 +26,15 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from hv_emu.scanner.pattern import Folded
-from hv_emu.scanner.signatures import (
-    Anchor,
-    Boundary,
-    Literal,
-    Offset,
-    Part,
-    Signature,
-    Variant,
-    anywhere,
-)
+from hv_emu.scanner.pattern import Folded, Literal
+from hv_emu.scanner.record import Frozen, setfield
 
 if TYPE_CHECKING:
     from hv_emu.scanner.logical_match import LogicalTable
+    from hv_emu.scanner.pattern import Anchor, Boundary, Part, Variant
+    from hv_emu.scanner.signatures import Offset, Signature
 
 #: Longest anchor entered in a literal finder (Hyperscan refuses expressions of a few KiB); the
 #: rest of a longer static run is verified like any other element.
@@ -63,11 +55,18 @@ FOLDED_ANCHOR_LETTERS = 3
 PlainLiteral: TypeAlias = tuple[str, bytes]
 
 
-@dataclass(slots=True, eq=False)
 class Pattern:
     """One variant of one part of one signature, as entered in the literal finder. Never changed
-    once built; not frozen only because a frozen dataclass's ``object.__setattr__`` per field is
-    a large share of a 100,000-signature build."""
+    once built; not frozen only because a frozen record's ``object.__setattr__`` per field is a
+    large share of a 100,000-signature build. Equal only to itself (streams key candidates by
+    ``id``); a plain class, not a dataclass, so a scan imports no ``dataclasses``
+    (``record.py``)."""
+
+    __slots__ = (  # noqa: RUF023 (__init__'s order)
+        "name", "offset", "elements", "anchor", "anchor_at", "width", "chain", "part", "gap_min",
+        "gap_max", "last", "left", "right", "left_boundary", "right_boundary", "anchored",
+        "needs_verification",
+    )  # fmt: skip
 
     name: str
     offset: Offset  # applies to the start of the first part
@@ -87,6 +86,33 @@ class Pattern:
     anchored: bool  # an anchor or a boundary is set: bytes around the body are checked
     # The literal is not the whole variant, or an anchored byte is to be checked around it.
     needs_verification: bool
+
+    def __init__(
+        self, name: str, offset: Offset, elements: Variant, anchor: bytes, anchor_at: int,
+        width: int, chain: int, part: int, gap_min: int, gap_max: int | None, last: bool,
+        left: Anchor | None, right: Anchor | None, left_boundary: Boundary | None,
+        right_boundary: Boundary | None, anchored: bool, needs_verification: bool,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.offset = offset
+        self.elements = elements
+        self.anchor = anchor
+        self.anchor_at = anchor_at
+        self.width = width
+        self.chain = chain
+        self.part = part
+        self.gap_min = gap_min
+        self.gap_max = gap_max
+        self.last = last
+        self.left = left
+        self.right = right
+        self.left_boundary = left_boundary
+        self.right_boundary = right_boundary
+        self.anchored = anchored
+        self.needs_verification = needs_verification
+
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return Pattern, tuple([getattr(self, name) for name in Pattern.__slots__])
 
     @property
     def reach_before(self) -> int:
@@ -179,12 +205,15 @@ def _patterns(
     return variants
 
 
-@dataclass(frozen=True)
-class Program:
+class Program(Frozen):
     """What the literal finder reports, and what each literal stands for."""
 
+    __slots__ = ("literals", "patterns_by_literal", "history", "widest", "gap_max", "simple",  # noqa: RUF023 (__init__'s order)
+                 "logical")  # fmt: skip
+
     literals: tuple[bytes, ...]
-    patterns_by_literal: tuple[tuple[Pattern, ...], ...]
+    #: A tuple, or a cache entry's groups decoded on first use (``cache_entry.py``).
+    patterns_by_literal: Sequence[Sequence[Pattern]]
     history: int  # bytes a stream keeps for verification
     widest: int  # the widest pattern: no part still to come starts before offset - widest
     gap_max: tuple[tuple[int | None, ...], ...]  # per multi-part signature, per part
@@ -192,7 +221,20 @@ class Program:
     #: Logical signatures (``.ldb``): their subsignatures are among the patterns, under hidden
     #: names; a stream counts them and reports the logical signatures instead
     #: (``logical_match.py``).
-    logical: LogicalTable | None = None
+    logical: LogicalTable | None
+
+    def __init__(
+        self, literals: tuple[bytes, ...], patterns_by_literal: Sequence[Sequence[Pattern]],
+        history: int, widest: int, gap_max: tuple[tuple[int | None, ...], ...], simple: bool,
+        logical: LogicalTable | None = None,
+    ) -> None:  # fmt: skip
+        setfield(self, "literals", literals)
+        setfield(self, "patterns_by_literal", patterns_by_literal)
+        setfield(self, "history", history)
+        setfield(self, "widest", widest)
+        setfield(self, "gap_max", gap_max)
+        setfield(self, "simple", simple)
+        setfield(self, "logical", logical)
 
 
 _WIDTH = operator.attrgetter("width")
@@ -209,6 +251,8 @@ def build_program(
     groups: dict[bytes, list[Pattern]] = {}  # by anchor, in the order anchors first appear
     gap_max: list[tuple[int | None, ...]] = []
     max_anchor = MAX_ANCHOR if len(signatures) < LARGE_SET else LARGE_SET_ANCHOR
+    from hv_emu.scanner.signatures import anywhere  # not at import: a warm scan builds nothing
+
     star = anywhere()
     for signature in signatures:
         if isinstance(signature, tuple):  # a PlainLiteral: ``_patterns``'s one pattern, inline

@@ -33,10 +33,8 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from hv_emu.errors import ConfigError, DatabaseError
-from hv_emu.named_file import RefusedFile, read_named_file
+from hv_emu.errors import DatabaseError
 from hv_emu.scanner.body import (
     MAX_BYTE_ALTERNATIVES,
     MAX_FIXED_SKIP,
@@ -47,76 +45,53 @@ from hv_emu.scanner.body import (
     overfull_alternation,
     parse_body,
 )
+from hv_emu.scanner.kinds import (
+    CLAM_SUFFIX,
+    FLEVEL,
+    HASH_KINDS,
+    KINDS,
+    LOADABLE_KINDS,
+    LOGICAL_KINDS,
+    MAX_DATABASE_BYTES,
+    MAX_SIGNATURES,
+    PUA_KINDS,
+    UNSUPPORTED_KINDS,
+    c_line,
+    clam_name,
+    load_database_file,
+)
 from hv_emu.scanner.pattern import (
+    MAX_OFFSET,
     Anchor,
     Boundary,
     ByteClass,
     Choice,
     Element,
     Literal,
+    Offset,
     Part,
     Variant,
 )
 
-# The pattern model and the body limits are re-exported: callers see one signature module.
+# The pattern model, the body limits and the file kinds (``kinds.py``) are re-exported: callers
+# see one signature module.
 __all__ = [
-    "FLEVEL", "HASH_KINDS", "KINDS", "LOADABLE_KINDS", "LOGICAL_KINDS", "MAX_DATABASE_BYTES",
-    "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP", "MAX_LINE_LENGTH", "MAX_OFFSET", "MAX_PARTS",
-    "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS", "MAX_VARIANTS", "PUA_KINDS", "TARGET_ANY",
+    "CLAM_SUFFIX", "FLEVEL", "HASH_KINDS", "KINDS", "LOADABLE_KINDS", "LOGICAL_KINDS",
+    "MAX_DATABASE_BYTES", "MAX_DATABASE_ELEMENTS", "MAX_FIXED_SKIP", "MAX_LINE_LENGTH",
+    "MAX_OFFSET", "MAX_PARTS", "MAX_SIGNATURES", "MAX_SIGNATURE_ELEMENTS", "MAX_VARIANTS",
+    "PUA_KINDS", "TARGET_ANY",
     "UNSUPPORTED_KINDS", "Anchor", "Boundary", "ByteClass", "Choice", "Element", "Literal",
     "Offset", "Part", "Signature", "Variant", "anywhere", "c_line", "clam_name",
     "load_database_file", "parse_database",
 ]
 
 # Bounds on hostile input, checked before the work they limit.
-MAX_DATABASE_BYTES = 64 * 1024 * 1024
 MAX_LINE_LENGTH = 64 * 1024  # ClamAV's longest official bodies are a few thousand hex digits
-MAX_SIGNATURES = 500_000
 MAX_DATABASE_ELEMENTS = 8_000_000
-MAX_OFFSET = 2**32 - 1
 #: libclamav's ``CLI_OFF_ANY`` (0xffffffff): an absolute offset that reads as this number (after
 #: ``atoi``'s wrap) is "anywhere", as ``*`` (docs/SIGNATURES.md, Offsets).
 CLI_OFF_ANY = 2**32 - 1
-#: The functionality level hv-emu answers to in ``.ndb`` MinFL/MaxFL fields: clamscan 1.4.6's
-#: (measured: a line with MinFL 216 loads, 217 is skipped).
-FLEVEL = 216
-
-KINDS = ("db", "ndb")
-#: Hash databases (``hashes.py``): whole-file ``.hdb``/``.hsb``, PE-section ``.mdb``/``.msb``.
-HASH_KINDS = ("hdb", "hsb", "mdb", "msb")
-#: Logical signatures (``logical.py``).
-LOGICAL_KINDS = ("ldb",)
-#: Every kind ``--db`` loads, by suffix (any case, as libclamav's ``cli_strbcasestr``).
-LOADABLE_KINDS = KINDS + HASH_KINDS + LOGICAL_KINDS
-#: What else libclamav 1.4 loads from a database directory (``CLI_DBEXT``): PUA databases, loaded
-#: only with ``--detect-pua`` (so skipped, as by default), and kinds hv-emu does not implement
-#: (refused: they would change what clamscan reports).
-PUA_KINDS = ("hdu", "hsu", "mdu", "msu", "ndu", "ldu")
-UNSUPPORTED_KINDS = ("fp", "sfp", "sdb", "zmd", "rmd", "pdb", "gdb", "wdb", "cbc", "ftm",
-                     "cfg", "cvd", "cld", "cud", "cdb", "cat", "crb", "idb", "ioc", "yar", "yara",
-                     "pwdb", "ign", "ign2", "imp")  # fmt: skip
 TARGET_ANY = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Offset:
-    """Where a body may start: ``any`` (``*``), ``absolute`` (``n[,shift]``: from n to n+shift),
-    ``eof`` (``EOF-n[,shift]``: ``start`` is n, counted back from the end) or ``executable``
-    (``EP``, ``Sx``, ``SEx``, ``SL``: never placed, as hv-emu does not parse executables)."""
-
-    kind: str  # any, absolute, eof, executable or macro (never placed)
-    start: int = 0
-    shift: int = 0
-    text: str = "*"
-
-    def allows(self, position: int, length: int | None) -> bool:
-        """Whether a body may start at ``position`` of data ``length`` bytes long (None: unknown,
-        as on a disk stream)."""
-        if self.kind == "absolute":  # the end wraps at 2**32, as libclamav's uint32_t sum does
-            return self.start <= position <= (self.start + self.shift) & MAX_OFFSET
-        if self.kind == "eof":
-            return length is not None and 0 <= position - (length - self.start) <= self.shift
-        return self.kind == "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,34 +191,6 @@ def _parse_offset(text: str, target: int) -> tuple[Offset, str | None]:
     if kind == "macro":
         return offset, "a macro offset ($n$) needs ClamAV's logical-signature macro groups"
     return offset, None
-
-
-def c_line(raw: bytes) -> bytes:
-    """A database line as libclamav sees it: read whole up to its newline (``cli_dbgets``), then
-    handled as a C string, so it ends at its first NUL byte and whatever follows on that line is
-    dropped (measured on clamscan 1.4.6 for ``.ndb``, ``.ldb`` and ``.hdb`` lines;
-    docs/SIGNATURES.md, Files and lines)."""
-    nul = raw.find(b"\0")
-    return raw if nul < 0 else raw[:nul]
-
-
-#: What libclamav cuts a name at (``cli_mpool_virname``): the rest of the name is dropped.
-CLAM_SUFFIX = " (Clam)"
-
-
-def clam_name(raw: str, source: str, line: int, column: int = 1) -> str:
-    """A signature name as clamscan reports it: any text (spaces too) up to the first " (Clam)".
-    The line is read as latin-1; the name's bytes are read again as UTF-8 (an invalid sequence
-    becomes U+FFFD), so that a UTF-8 name prints as clamscan prints it. ``column``: where the
-    name starts on its line, for errors."""
-    name = raw.split(CLAM_SUFFIX, 1)[0]
-    if not name:
-        raise DatabaseError(source, line, column, "Empty virus name")
-    if "\0" in name:
-        raise DatabaseError(source, line, column + name.index("\0"), "NUL byte in signature name")
-    if name.isascii():
-        return name
-    return name.encode("latin-1").decode("utf-8", errors="replace")
 
 
 def _body(text: str, column: int, source: str, line: int) -> tuple[Part, ...]:
@@ -378,18 +325,3 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
             signatures.append(signature)
             elements += sum(len(v) for part in signature.parts for v in part.variants)
     return signatures
-
-
-def load_database_file(path: Path) -> tuple[bytes, str]:
-    """Read a database file; its kind comes from the suffix, in any case (``.db``, ``.ndb``, a
-    hash database: ``.hdb``, ``.hsb``, ``.mdb``, ``.msb``, or logical signatures: ``.ldb``)."""
-    kind = path.suffix.lower().lstrip(".")
-    if kind not in LOADABLE_KINDS:
-        raise ConfigError(f"{path}: unknown signature database suffix {path.suffix!r} "
-                          "(expected .db, .ndb, .ldb, .hdb, .hsb, .mdb or .msb)")
-    try:  # a regular file (or a link to one), never a FIFO or a device; at most the limit + 1
-        return read_named_file(path, MAX_DATABASE_BYTES), kind
-    except RefusedFile as refused:
-        raise ConfigError(f"{path}: cannot read signature database: {refused}") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read signature database: {error.strerror}") from None

@@ -60,6 +60,16 @@ def test_scan_imports_nothing_it_does_not_use(tmp_path: Path, cached: bool) -> N
     assert "hv_emu.scanner.engine" in names  # the measurement itself works
     assert forbidden(names) == []
     assert (tmp_path / "hv-emu").is_dir()
+    if cached:  # and with a warm cache, no parser, no dataclasses, nothing only a writer needs
+        assert sorted(names & WARM_FORBIDDEN) == []
+
+
+#: What a scan whose database comes from the cache does not import (docs/PERFORMANCE.md, issue
+#: 10 item 4): the parsers (a hit parses nothing), ``dataclasses`` (and ``inspect`` with it: a
+#: scan's classes are ``hv_emu/scanner/record.py``'s), ``shutil`` (argparse's help width), what
+#: only a cache write needs (``secrets``).
+WARM_FORBIDDEN = {"hv_emu.scanner.signatures", "hv_emu.scanner.body", "hv_emu.scanner.logical",
+                  "dataclasses", "inspect", "shutil", "secrets"}  # fmt: skip
 
 
 def test_the_check_sees_what_run_imports(tmp_path: Path) -> None:
@@ -276,3 +286,86 @@ def test_the_jobs_cap_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None
     assert f"at most {scan_parallel.MAX_JOBS_PER_CORE} per core" in " ".join(
         capsys.readouterr().out.split()
     )
+
+
+def test_the_process_ends_without_teardown_only_after_a_scan_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hv_emu.cli import main as main_module
+
+    db = tmp_path / "t.ndb"
+    db.write_bytes(NDB)
+    target = tmp_path / "file"
+    target.write_bytes(b"hv-emu-test-body\n")
+    ended: list[int] = []
+
+    def fake_exit(status: int) -> None:  # os._exit never returns
+        ended.append(status)
+        raise SystemExit(status)
+
+    monkeypatch.setattr(main_module.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["hv-emu", "scan", "--no-cache", "--db", str(db), str(target)])
+    monkeypatch.delitem(sys.modules, "multiprocessing", raising=False)
+    with pytest.raises(SystemExit):
+        main_module.entry()
+    assert ended == [1]  # found: the status goes to _exit
+    assert "Test.Plain FOUND" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "multiprocessing", sys)  # a scan that started workers
+    assert main_module.entry() == 1 and ended == [1]  # ends as usual: the status returned
+    monkeypatch.setattr(sys, "argv", ["hv-emu", "scan", "--db", str(tmp_path / "none.ndb"), "x"])
+    monkeypatch.delitem(sys.modules, "multiprocessing")
+    with pytest.raises(SystemExit):
+        main_module.entry()
+    assert ended == [1, 2]  # an error is a status like another
+
+
+def test_a_scan_process_flushes_everything_it_prints(tmp_path: Path) -> None:
+    """Ending without teardown loses nothing: hundreds of lines through a pipe, the summary, and
+    the status, from ``python -m hv_emu`` as from the console script (both call ``entry``)."""
+    db = tmp_path / "t.ndb"
+    db.write_bytes(NDB)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for index in range(400):
+        body = b"hv-emu-test-body" if index % 100 == 7 else b"clean"
+        (tree / f"{index:03}").write_bytes(body * 3)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "hv_emu", "scan", "-j", "1", "--db", str(db),
+                           str(tree)], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert len(lines) == 400 and sum(line.endswith("FOUND") for line in lines) == 4
+    assert done.stderr.splitlines()[-1].startswith("Time: ")
+
+
+def test_one_file_goes_to_workers_only_when_it_will_be_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone file below twice ``SPLIT_FROM`` would be scanned whole by one worker: it stays in
+    the process, which costs no workers (docs/PERFORMANCE.md)."""
+    import io
+
+    from hv_emu.scanner.database_files import compile_files
+
+    db_path = tmp_path / "t.ndb"
+    db_path.write_bytes(b"A:0:*:616263\n")
+    db = compile_files([db_path])
+    target = tmp_path / "file"
+    target.write_bytes(b"abc" + bytes(2997))
+    shared: list[int] = []
+    real = scan_command.parallel_results
+
+    def spy(*args: object, **kwargs: object) -> object:
+        shared.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan_command, "parallel_results", spy)
+    monkeypatch.setattr(scan_command, "PARALLEL_FROM", 0)
+    for split_from, expected in ((2048, []), (1024, [1])):
+        monkeypatch.setattr(scan_command, "SPLIT_FROM", split_from)
+        monkeypatch.setattr(scan_parallel, "SPLIT_FROM", split_from)
+        out = io.StringIO()
+        status = scan_command.run_scan(db, [target], out=out, err=io.StringIO(), jobs=2)
+        assert status == 1 and out.getvalue() == f"{target}: A FOUND\n"
+        assert shared == expected

@@ -43,3 +43,18 @@ def test_the_write_multiple_guest_writes_its_payload(tmp_path: Path, watched: bo
 
 def test_the_bare_per_word_floor_runs() -> None:
     assert disk.bare_rep_outsw_ms_per_mib(64 << 10) > 0
+
+
+def test_the_scan_start_up_table_runs() -> None:
+    """docs/PERFORMANCE.md's issue-10 small-file table: one round, this tree's ``python -m``."""
+    import shutil
+    import sys
+
+    from benchmarks import scanner
+
+    if not scanner.RFXN.is_file() or shutil.which("clamscan") is None:
+        pytest.skip("needs rfxn.ndb beside the checkout and clamscan")
+    tree = ["env", f"PYTHONPATH={scanner.ROOT}", sys.executable, "-m", "hv_emu"]
+    rows = scanner.startup_table({"tree": tree}, repeat=1)
+    assert [row.split(" | ")[0] for row in rows] == ["| tree", "| clamscan raw mode"]
+    assert rows[1].split(" | ")[3] == "1.00x"

@@ -5,7 +5,6 @@ pattern for pattern, or the same error at the same line and column, on generated
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import random
 import threading
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner.bulk import Entry, gc_paused, parse_entries, signatures_of
 from hv_emu.scanner.database import compile_signatures
-from hv_emu.scanner.program import LARGE_SET, Program, build_program
+from hv_emu.scanner.program import LARGE_SET, Pattern, Program, build_program
 from hv_emu.scanner.signatures import (
     Literal,
     Offset,
@@ -28,7 +27,7 @@ from hv_emu.scanner.signatures import (
 
 def program_fields(program: Program) -> tuple[object, ...]:
     """Everything a program holds, each pattern as the tuple of its fields."""
-    patterns = tuple(tuple(dataclasses.astuple(p) for p in group)
+    patterns = tuple(tuple(tuple(getattr(p, name) for name in Pattern.__slots__) for p in group)
                      for group in program.patterns_by_literal)  # fmt: skip
     return (program.literals, patterns, program.history, program.widest, program.gap_max,
             program.simple, program.logical)  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 
 from hv_emu.errors import ConfigError
 from hv_emu.named_file import RefusedFile, read_named_file
-from hv_emu.scanner import signatures
+from hv_emu.scanner import kinds
 from hv_emu.scanner.signatures import load_database_file
 from tests.rigs.named_files import bounded, fifo
 
@@ -41,7 +41,7 @@ def test_a_link_to_a_regular_file_is_read(tmp_path: Path) -> None:
 def test_a_larger_file_is_refused_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(signatures, "MAX_DATABASE_BYTES", len(NDB))
+    monkeypatch.setattr(kinds, "MAX_DATABASE_BYTES", len(NDB))  # read by load_database_file
     path = tmp_path / "t.ndb"
     path.write_bytes(NDB)
     assert load_database_file(path) == (NDB, "ndb")

@@ -5,7 +5,6 @@ later update, by VMCALL or by network, and both paths decide every version alike
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def test_a_vmcall_jump_is_bounded_like_the_network_one(tmp_path: Path) -> None:
 
 def service_at(installed: int) -> UpdateService:
     """A service whose newest accepted version is ``installed`` (as after a restart)."""
-    db = dataclasses.replace(SignatureDatabase.empty(), version=installed)
+    db = SignatureDatabase.empty().replace(version=installed)
     return UpdateService(trust_of(KEY), ActiveDatabase(db), EventLog(), max_size=16 << 20)
 
 
