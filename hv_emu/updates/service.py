@@ -4,7 +4,8 @@ Models: what the hypervisor does with an update, whichever way it arrived (a gue
 network), in two halves. On the caller's path (the vCPU thread, for a VMCALL): verify
 (``verify.py``), check that the database text parses (``scanner.database_check``: the answer
 and the count, without building a Python object per signature), persist it with its version
-counter (``state.py``), answer ``OK``. Off that path, on one compile worker thread: parse the
+counter (``state.py``), answer ``OK``. Off that path, on one compile worker thread
+(``compile_worker.py``, which ``UpdateService`` inherits): parse the
 text into signatures (``scanner.signatures``), compile the literal finder
 (``scanner.database.compile_signatures``; a 100,000-signature Hyperscan build takes seconds) and
 swap the result in atomically, logging ``database_active``; a large database is compiled first in
@@ -52,25 +53,17 @@ text (a parse error there, a bug, would be ``database_failed``).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError, StorageError, UpdateRejected
-from hv_emu.events import EventLog, JsonValue
+from hv_emu.events import EventLog
 from hv_emu.hypercalls.abi import Rc
-from hv_emu.scanner.database import (
-    HYPERSCAN_AVAILABLE,
-    ActiveDatabase,
-    SignatureDatabase,
-    compile_signatures,
-    recompile,
-)
+from hv_emu.scanner.database import ActiveDatabase
 from hv_emu.scanner.database_check import check_database
-from hv_emu.scanner.signatures import parse_database
+from hv_emu.updates.compile_worker import CompileJob, CompileWorker
 from hv_emu.updates.format import MAX_DB_VERSION
 from hv_emu.updates.state import InstalledState, StateDir
 from hv_emu.updates.verify import TrustStore, verify_bundle
@@ -84,13 +77,6 @@ def acceptable_versions(installed: int, max_jump: int = MAX_VERSION_JUMP) -> ran
     """The versions an update may carry when ``installed`` is the newest accepted one: newer than
     it, at most ``max_jump`` newer, and at most ``MAX_DB_VERSION`` (empty above that)."""
     return range(installed + 1, min(installed + max_jump, MAX_DB_VERSION) + 1)
-
-
-#: From this many signatures, an update is activated in two stages: first with its Hyperscan
-#: literal finder compiled as one shard per core at once (in force sooner, scanning about 40%
-#: slower), then recompiled as one database and swapped in under the running streams. Below it
-#: one database compiles in about a second (5,000 signatures: 0.3 s).
-SHARDED_FROM = 20_000
 
 
 #: ``DatabaseStatus.state``: how far the newest accepted database got (docs/ABI.md, ``get_status``).
@@ -116,20 +102,7 @@ class DatabaseStatus:
     state: str
 
 
-@dataclass(frozen=True)
-class _CompileJob:
-    """An accepted database (its text, checked to parse) waiting for (or in) the compile worker,
-    which parses it into signatures and compiles them."""
-
-    body: bytes
-    count: int  # the signatures it parses to
-    kind: str
-    version: int
-    source: str
-    sha256: str
-
-
-class UpdateService:
+class UpdateService(CompileWorker):
     """Verifies, installs and persists signature updates; counts what it accepted and refused."""
 
     def __init__(
@@ -160,18 +133,11 @@ class UpdateService:
         self._accepted_version = initial.version
         self._accepted_count = initial.count
         self._accepted_sha256 = initial.sha256
-        self._failed_version = -1  # the newest version whose compile was refused
-        self._done_version = initial.version  # the newest version the worker is done with
-        self._swap_lock = threading.Lock()  # orders "is it newer?" with the swap
         # One submission at a time: the vCPU thread (VMCALL) and the network I/O thread may both
         # submit, and the version check, the persisted counter and the acceptance must not
         # interleave.
         self._submit_lock = threading.Lock()
-        # The compile worker: one thread at most, started when a database is accepted and gone
-        # when nothing waits; ``_waiting`` is the one-entry slot it takes the next job from.
-        self._jobs = threading.Condition()
-        self._waiting: _CompileJob | None = None
-        self._worker: threading.Thread | None = None
+        CompileWorker.__init__(self, database, events)
 
     @property
     def installed_version(self) -> int:
@@ -278,180 +244,9 @@ class UpdateService:
         for problem in problems:
             self.events.emit("state_cleanup_failed", db_version=header.db_version,
                              problem=problem)  # fmt: skip
-        self._schedule(_CompileJob(update.body, count, kind, header.db_version, source_name,
+        self._schedule(CompileJob(update.body, count, kind, header.db_version, source_name,
                                    sha256))  # fmt: skip
         return Rc.OK
-
-    # ------------------------------------------------------------------ the compile worker
-    def _schedule(self, job: _CompileJob) -> None:
-        """Put ``job`` in the slot (dropping the one waiting there) and make sure a worker runs."""
-        with self._jobs:
-            dropped, self._waiting = self._waiting, job
-            if self._worker is None:
-                self._worker = threading.Thread(
-                    target=self._work, name="compile-db",
-                    # Not a daemon: the interpreter waits for it at exit rather than tearing down
-                    # Python under a thread that is inside Hyperscan's compiler (a crash at exit).
-                    daemon=False,
-                )  # fmt: skip
-                self._worker.start()
-        if dropped is not None:
-            self.events.emit("database_superseded", db_version=dropped.version,
-                             by_version=job.version, stage="queued")  # fmt: skip
-
-    def _take(self) -> _CompileJob | None:
-        """The next job for the worker; None (and the worker is gone) when nothing waits."""
-        with self._jobs:
-            job, self._waiting = self._waiting, None
-            if job is None:
-                self._worker = None
-                self._jobs.notify_all()
-            return job
-
-    def _newer_waiting(self) -> int | None:
-        """The version waiting for the worker, if any (it is always newer than the running one)."""
-        with self._jobs:
-            return None if self._waiting is None else self._waiting.version
-
-    def _work(self) -> None:
-        """The worker thread: compile what waits in the slot, one job after the other.
-
-        Nothing a job does can end the thread with the service thinking it still runs: every job
-        moves ``_done_version`` (so ``wait_done`` returns), and however the thread ends it clears
-        ``_worker`` and wakes the waiters (so ``_schedule`` starts a new one and ``wait_active``
-        returns)."""
-        me = threading.current_thread()
-        try:
-            job = self._take()
-            while job is not None:
-                try:
-                    self._activate(job)
-                except Exception as error:  # a host failure (e.g. MemoryError) must not stop it
-                    self._failed(job.version, f"compile failed on the host: {error!r}")
-                finally:
-                    with self._jobs:  # the worker is done with it (and with every older version)
-                        self._done_version = max(self._done_version, job.version)
-                        self._jobs.notify_all()
-                job = self._take()
-        finally:
-            with self._jobs:  # an ending _take did this already; anything else did not
-                if self._worker is me:
-                    self._worker = None
-                self._jobs.notify_all()
-
-    def _emit(self, event: str, **fields: JsonValue) -> None:
-        """An event from the compile worker: a failure to log it (a bug of a sink the event log
-        did not absorb) is not allowed to end the worker, which would leave every later update
-        ``compiling``."""
-        with contextlib.suppress(Exception):  # the event is lost; the worker goes on
-            self.events.emit(event, **fields)
-
-    def _failed(self, version: int, reason: str) -> None:
-        """An accepted version's compile was refused: it never comes into force."""
-        with self._jobs:
-            self._failed_version = max(self._failed_version, version)
-        self._emit("database_failed", db_version=version, reason=reason,
-                   active_version=self.database.current.version)  # fmt: skip
-
-    def _activate(self, job: _CompileJob) -> None:
-        """Compile one accepted database, then put it in force (unless something newer is)."""
-        started = time.perf_counter()
-        version = job.version
-        shards = self._shards(job.count)
-        try:
-            # The text was checked at acceptance: this parse gives ``job.count`` signatures.
-            signatures = parse_database(job.body, kind=job.kind, source=job.source)
-            args = (signatures, job.kind, version, job.source, job.sha256)
-            if shards > 1:
-                db = compile_signatures(*args, shards=shards)
-            else:
-                db = compile_signatures(*args)
-        except DatabaseError as refused:  # the literal finder refused a parsed set
-            self._failed(version, str(refused))
-            return
-        seconds = time.perf_counter() - started
-        with self._swap_lock:
-            if version <= self.database.current.version:
-                return  # never an older database over a newer one
-            old = self.database.swap(db)
-        # A stage boundary: this build is in force (it is newer than what scanned until now).
-        self._announce(db, old, seconds)
-        if db.shards > 1:
-            newer = self._newer_waiting()
-            if newer is not None:  # the worker's time goes to the newer database instead
-                self._emit("database_superseded", db_version=version, by_version=newer,
-                           stage="recompile")  # fmt: skip
-                return
-            self._recompile(db)
-
-    @staticmethod
-    def _shards(signatures: int) -> int:
-        """Hyperscan shards for the first stage: one per core this process may run on, for a
-        large database when Hyperscan is there; otherwise 1 (one stage)."""
-        if signatures < SHARDED_FROM or not HYPERSCAN_AVAILABLE:
-            return 1
-        return min(2, len(os.sched_getaffinity(0)))
-
-    def _recompile(self, sharded: SignatureDatabase) -> None:
-        """Second stage: the database in force, compiled as one Hyperscan database (full scan
-        speed), swapped in unless a newer version came into force meanwhile. Streams go on across
-        the swap (``ScanStream.switch_literals``); if it fails, the sharded build stays."""
-        started = time.perf_counter()
-        try:
-            whole = recompile(sharded)
-        except DatabaseError as refused:
-            self._emit("database_failed", db_version=sharded.version,
-                       reason=f"{refused} (single-database recompile; the sharded build "
-                              "stays in force)",
-                       active_version=self.database.current.version)  # fmt: skip
-            return
-        with self._swap_lock:
-            if self.database.current is not sharded:
-                return  # a newer version is in force
-            self.database.swap(whole)
-        self._emit("database_recompiled", db_version=whole.version, engine=whole.engine,
-                   shards=whole.shards,
-                   compile_seconds=round(time.perf_counter() - started, 6))  # fmt: skip
-
-    def _announce(self, db: SignatureDatabase, old: SignatureDatabase, seconds: float) -> None:
-        self._emit(
-            "database_active",
-            db_version=db.version,
-            previous_version=old.version,
-            signatures=db.count,
-            literals=len(db.program.literals),
-            engine=db.engine,
-            shards=db.shards,
-            compile_seconds=round(seconds, 6),
-        )
-
-    def wait_active(self, timeout: float | None = None) -> bool:
-        """Wait until the compile worker is idle: the newest accepted update is active (unless its
-        compile was refused); False if ``timeout`` seconds passed first."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._jobs:
-                worker = self._worker
-            if worker is None:
-                return True
-            # Joined, not waited for on the condition: a worker thread that is gone without
-            # saying so (which ``_work`` rules out) cannot hang the end of a run either.
-            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():
-                return False
-            with self._jobs:
-                if self._worker is worker:
-                    self._worker = None
-                    self._jobs.notify_all()
-
-    def wait_done(self, version: int, timeout: float | None = None) -> bool:
-        """Wait until the compile worker is done with ``version``: it is active at full speed
-        (both stages of a large database), or its compile was refused, or a newer version was
-        compiled in its place. Unlike ``wait_active``, updates accepted later (from the network)
-        do not prolong the wait. False if ``timeout`` seconds passed first."""
-        with self._jobs:
-            return self._jobs.wait_for(
-                lambda: self._done_version >= version or self._worker is None, timeout)
 
     def reject(self, source: str, code: Rc, reason: str) -> Rc:
         """Count and log a refused update (also for checks the caller made before ``submit``)."""
