@@ -2,15 +2,17 @@
 
 Models: the publisher's encoder and its relays' re-encoder (``docs/PROTOCOL.md``, "What travels",
 "The carousel" and "Sign once, push anywhere"). ``encode_update`` turns a bundle and its detached
-signature into the packets of ``docs/PROTOCOL.md``: the body is cut into source blocks of
-``BLOCK_SOURCE`` symbols (one block for a body up to 1.4 MB), each RaptorQ encoded (systematic:
+signature into the packets of ``docs/PROTOCOL.md``: the body is cut into source blocks of up to
+``BLOCK_SOURCE`` symbols (one block for a body up to 5.7 MB), each RaptorQ encoded (systematic:
 its source symbols, then repair symbols), the blocks' symbols interleaved, every symbol hashed
-into hash pages (and the pages into index pages when one MANIFEST cannot hold all their
-hashes), and a MANIFEST carrying the bundle header, the bundle signature, the FEC parameters and
-the top hashes is signed with the publisher's key. ``relay_update`` is the key-less side: it
-checks a signed manifest file against the bundle and re-encodes the very symbols it committed to
-(the encoding is deterministic). ``carousel`` is the order they go out in (sans-IO: a generator
-of UDP payloads, which ``push.py`` sends and the tests feed to a receiver directly).
+into hash pages, the pages RaptorQ-coded into the page stream (``page_stream``; index pages when
+one MANIFEST cannot hold the page symbols' commitments), and a MANIFEST carrying the bundle
+header, the bundle signature, the FEC parameters and the top hashes is signed with the
+publisher's key and given its work stamp (``stamp``). ``relay_update`` is the key-less side: it
+checks a signed manifest file against the bundle and re-encodes the very symbols and page
+symbols it committed to (the encoding is deterministic). ``carousel`` is the order they go out
+in (sans-IO: a generator of UDP payloads, which ``push.py`` sends and the tests feed to a
+receiver directly): what a receiver needs first is front-loaded (``page_order``).
 
 Follows: ``docs/PROTOCOL.md`` (the wire format, the carousel, the manifest file), RFC 6330
 through the ``raptorq`` package (``Encoder.with_defaults`` per block: one RFC 6330 source block,
@@ -101,7 +103,7 @@ INDEX_COPIES = 4
 @dataclass(frozen=True)
 class EncodedUpdate:
     """Every packet of one update (as UDP payloads); ``source_symbols`` is K. ``pages`` are the
-    HASHPAGEs in index order: the P hash pages, then the Q index pages (if any)."""
+    HASHPAGEs in index order: the M page symbols, then the Q index pages (if any)."""
 
     manifest: bytes
     pages: tuple[bytes, ...]
@@ -299,7 +301,7 @@ def relay_update(
 
     Checks, before anything is sent, that ``manifest`` belongs to ``bundle``: the MANIFEST parses
     as the receiver parses it, carries this bundle's header, its public key has the header's key
-    id, both signatures verify, the body matches the header, and the hash pages of the body
+    id, both signatures verify, the body matches the header, and the page symbols of the body
     re-encoded with the manifest's T and N are the ones it commits to. ``ConfigError`` (one line)
     on the first mismatch.
     """
