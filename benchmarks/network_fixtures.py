@@ -108,7 +108,7 @@ class Forger:
             payload[8:16] = version.to_bytes(8, "big")
             # A canonical S (below the group order): else Ed25519 refuses it without the
             # costly part of a verification, and a forger who knows that sends canonical ones.
-            payload[-64:] = rng.randbytes(63) + bytes([rng.randrange(16)])
+            payload[-72:-8] = rng.randbytes(63) + bytes([rng.randrange(16)])  # then the stamp
             self.manifests.append(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version,
                                                0, 1, bytes(payload)).raw)
         self.rng = rng

@@ -2,15 +2,17 @@
 
 Models: the publisher's encoder and its relays' re-encoder (``docs/PROTOCOL.md``, "What travels",
 "The carousel" and "Sign once, push anywhere"). ``encode_update`` turns a bundle and its detached
-signature into the packets of ``docs/PROTOCOL.md``: the body is cut into source blocks of
-``BLOCK_SOURCE`` symbols (one block for a body up to 1.4 MB), each RaptorQ encoded (systematic:
+signature into the packets of ``docs/PROTOCOL.md``: the body is cut into source blocks of up to
+``BLOCK_SOURCE`` symbols (one block for a body up to 5.7 MB), each RaptorQ encoded (systematic:
 its source symbols, then repair symbols), the blocks' symbols interleaved, every symbol hashed
-into hash pages (and the pages into index pages when one MANIFEST cannot hold all their
-hashes), and a MANIFEST carrying the bundle header, the bundle signature, the FEC parameters and
-the top hashes is signed with the publisher's key. ``relay_update`` is the key-less side: it
-checks a signed manifest file against the bundle and re-encodes the very symbols it committed to
-(the encoding is deterministic). ``carousel`` is the order they go out in (sans-IO: a generator
-of UDP payloads, which ``push.py`` sends and the tests feed to a receiver directly).
+into hash pages, the pages RaptorQ-coded into the page stream (``page_stream``; index pages when
+one MANIFEST cannot hold the page symbols' commitments), and a MANIFEST carrying the bundle
+header, the bundle signature, the FEC parameters and the top hashes is signed with the
+publisher's key and given its work stamp (``stamp``). ``relay_update`` is the key-less side: it
+checks a signed manifest file against the bundle and re-encodes the very symbols and page
+symbols it committed to (the encoding is deterministic). ``carousel`` is the order they go out
+in (sans-IO: a generator of UDP payloads, which ``push.py`` sends and the tests feed to a
+receiver directly): what a receiver needs first is front-loaded (``page_order``).
 
 Follows: ``docs/PROTOCOL.md`` (the wire format, the carousel, the manifest file), RFC 6330
 through the ``raptorq`` package (``Encoder.with_defaults`` per block: one RFC 6330 source block,
@@ -26,6 +28,8 @@ manifest file may come from anyone: ``manifest_file.py`` and ``relay_update`` tr
 
 from __future__ import annotations
 
+import hashlib
+import math
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,10 +55,13 @@ from hv_emu.updates.format import (
     signing_message,
 )
 from hv_emu.updates.packets import (
+    FEC_PAYLOAD_ID_SIZE,
     HASHES_PER_PAGE,
     MAX_BLOCK_SOURCE,
     MAX_SYMBOL_SIZE,
+    PAGE_SYMBOL_SIZE,
     SYMBOL_ALIGNMENT,
+    WORK_SIZE,
     Manifest,
     Packet,
     PacketError,
@@ -62,9 +69,11 @@ from hv_emu.updates.packets import (
     PacketType,
     commitment,
     digest,
+    has_work,
     manifest_message,
     max_pages,
     page_count_for,
+    page_symbols_for,
     parse_packet,
     top_count,
 )
@@ -75,21 +84,26 @@ DEFAULT_SYMBOL_SIZE = 1400
 #: Most source symbols per block: 1,024 x 1,400 bytes = 1.4 MB a block (a 1 MB body is one
 #: block; a larger body is cut into the fewest blocks of this size, evened out); a block decodes
 #: in about 10 ms.
-BLOCK_SOURCE = 1024
+BLOCK_SOURCE = 4096
 #: N_b = REPAIR_FACTOR * K_b + 1 symbols are committed per block (fewer if the page tree cannot
 #: hold their hashes).
 REPAIR_FACTOR = 2.0
-#: A MANIFEST goes out this many times at the start of a round, then once every ...
+#: A MANIFEST goes out this many times at the start of a round, then once every ... symbols.
 MANIFEST_BURST = 3
-MANIFEST_EVERY = 10
-#: Copies of each hash page sent ahead of its symbols (see ``carousel``).
-PAGE_COPIES = 4
+MANIFEST_EVERY = 400
+#: Page symbols sent ahead of a round's symbols: ceil(PAGE_FRONT x P) + PAGE_FRONT_EXTRA (of
+#: M = 2P + 1): P of them arrive at 30 % loss but about one round in ten; the others are
+#: sprinkled, one every PAGE_EVERY symbols; each index page goes INDEX_COPIES times ahead.
+PAGE_FRONT = 1.6
+PAGE_FRONT_EXTRA = 3
+PAGE_EVERY = 400
+INDEX_COPIES = 4
 
 
 @dataclass(frozen=True)
 class EncodedUpdate:
     """Every packet of one update (as UDP payloads); ``source_symbols`` is K. ``pages`` are the
-    HASHPAGEs in index order: the P hash pages, then the Q index pages (if any)."""
+    HASHPAGEs in index order: the M page symbols, then the Q index pages (if any)."""
 
     manifest: bytes
     pages: tuple[bytes, ...]
@@ -129,29 +143,54 @@ def encode_symbols(body: bytes, symbol_size: int, symbol_count: int,
     return tuple(blocks[i % z][i // z] for i in range(symbol_count))
 
 
-def _pages_of(update_id: int, db_version: int, hashes: list[bytes], first: int,
-              count: int) -> list[Packet]:  # fmt: skip
-    return [
-        Packet.build(PacketType.HASHPAGE, update_id, db_version, first + p, count,
-                     b"".join(hashes[p * HASHES_PER_PAGE : (p + 1) * HASHES_PER_PAGE]))
-        for p in range(page_count_for(len(hashes)))
-    ]  # fmt: skip
+def page_stream(payloads: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """The M = 2P + 1 page symbols of the symbols ``payloads``: their commitments, 88 to a
+    1,408-byte hash page (the last one padded with zeros), are the P source symbols of one
+    RaptorQ source block (systematic: page symbol p < P is hash page p), then P + 1 repair
+    symbols. Deterministic, like ``encode_symbols``."""
+    pages = page_count_for(len(payloads))
+    stream = b"".join(commitment(s) for s in payloads).ljust(pages * PAGE_SYMBOL_SIZE, b"\0")
+    encoder = raptorq.Encoder.with_defaults(stream, PAGE_SYMBOL_SIZE)
+    packets = encoder.get_encoded_packets(page_symbols_for(pages) - pages)
+    if [p[:FEC_PAYLOAD_ID_SIZE] for p in packets] != [
+            j.to_bytes(FEC_PAYLOAD_ID_SIZE, "big") for j in range(page_symbols_for(pages))]:
+        raise ConfigError(f"RaptorQ split the page stream of {pages} pages into several blocks")
+    return tuple(p[FEC_PAYLOAD_ID_SIZE:] for p in packets)
 
 
 def hash_pages(update_id: int, db_version: int, payloads: tuple[bytes, ...],
                sig_len: int = 64) -> tuple[tuple[Packet, ...], tuple[bytes, ...]]:  # fmt: skip
-    """The HASHPAGE packets committing to ``payloads`` (88 commitments a page: P hash pages,
-    then Q index pages of 88 page commitments each when the MANIFEST, signed with ``sig_len``-byte
-    signatures, cannot hold P hashes), and the hashes the MANIFEST carries."""
-    pages = page_count_for(len(payloads))
-    top = top_count(pages, sig_len)
-    count = pages if top == pages else pages + top
-    leaves = _pages_of(update_id, db_version, [commitment(s) for s in payloads], 0, count)
-    page_hashes = [commitment(p.payload) for p in leaves]
-    if top == pages:
-        return tuple(leaves), tuple(page_hashes)
-    index = _pages_of(update_id, db_version, page_hashes, pages, count)
-    return (*leaves, *index), tuple(commitment(p.payload) for p in index)
+    """The HASHPAGE packets committing to ``payloads``: the M page symbols (``page_stream``),
+    then, when the MANIFEST (signed with ``sig_len``-byte signatures) cannot hold M commitments,
+    Q index pages of 88 page-symbol commitments each; and the hashes the MANIFEST carries."""
+    symbols = page_stream(payloads)
+    m = len(symbols)
+    top = top_count(page_count_for(len(payloads)), sig_len)
+    count = m if top == m else m + top
+    built = [Packet.build(PacketType.HASHPAGE, update_id, db_version, j, count, s)
+             for j, s in enumerate(symbols)]  # fmt: skip
+    hashes = [commitment(s) for s in symbols]
+    if top == m:
+        return tuple(built), tuple(hashes)
+    index = [
+        Packet.build(PacketType.HASHPAGE, update_id, db_version, m + q, count,
+                     b"".join(hashes[q * HASHES_PER_PAGE : (q + 1) * HASHES_PER_PAGE]))
+        for q in range(top)
+    ]  # fmt: skip
+    return (*built, *index), tuple(commitment(p.payload) for p in index)
+
+
+def stamp(datagram: bytes) -> bytes:
+    """``datagram`` (a MANIFEST whose last ``WORK_SIZE`` bytes are the work stamp) with a stamp
+    that gives it ``WORK_BITS`` leading zero bits of SHA-256 (``packets.has_work``): about
+    2^18 tries, a tenth of a second."""
+    prefix = hashlib.sha256(datagram[:-WORK_SIZE])
+    for nonce in range(1 << 40):
+        h = prefix.copy()
+        h.update(nonce.to_bytes(WORK_SIZE, "big"))
+        if has_work(h.digest()):
+            return datagram[:-WORK_SIZE] + nonce.to_bytes(WORK_SIZE, "big")
+    raise ConfigError("no work stamp found")  # pragma: no cover - 2^40 tries
 
 
 def _symbol_packets(
@@ -223,14 +262,15 @@ def encode_update(
         top, b"",
     )  # fmt: skip
     # The manifest signature covers the packet header too, so its payload length is fixed first.
-    payload_len = len(unsigned.signed_part()) + sig_len
+    payload_len = len(unsigned.signed_part()) + sig_len + WORK_SIZE
     packet_header = PacketHeader(PacketType.MANIFEST, uid, dbv, 0, 1, payload_len)
     manifest_sig = sign(private_key, manifest_message(packet_header, unsigned.signed_part()))
     manifest = Packet.build(
         PacketType.MANIFEST, uid, dbv, 0, 1, unsigned.signed_part() + manifest_sig
+        + bytes(WORK_SIZE)
     )
     symbols = _symbol_packets(uid, dbv, payloads)
-    return EncodedUpdate(manifest.raw, tuple(p.raw for p in pages), symbols, k)
+    return EncodedUpdate(stamp(manifest.raw), tuple(p.raw for p in pages), symbols, k)
 
 
 def manifest_file_for(update: EncodedUpdate, private_key: PrivateKey) -> ManifestFile:
@@ -261,7 +301,7 @@ def relay_update(
 
     Checks, before anything is sent, that ``manifest`` belongs to ``bundle``: the MANIFEST parses
     as the receiver parses it, carries this bundle's header, its public key has the header's key
-    id, both signatures verify, the body matches the header, and the hash pages of the body
+    id, both signatures verify, the body matches the header, and the page symbols of the body
     re-encoded with the manifest's T and N are the ones it commits to. ``ConfigError`` (one line)
     on the first mismatch.
     """
@@ -272,7 +312,13 @@ def relay_update(
             raise ConfigError(f"{source}: holds a {packet.header.type.name} packet, not a MANIFEST")
         signed = Manifest.from_payload(packet.header, packet.payload)
     except PacketError as bad:
+        if manifest.datagram[4:5] == b"\x01":
+            raise ConfigError(f"{source}: a MANIFEST of protocol 1, which receivers refuse; "
+                              "sign it again with guest-tool manifest") from None
         raise ConfigError(f"{source}: not a valid MANIFEST: {bad}") from None
+    if not has_work(digest(manifest.datagram)):
+        raise ConfigError(f"{source}: its work stamp is missing or wrong (receivers drop it as "
+                          "no_work); sign it again with guest-tool manifest")
     if signed.bundle_header != bundle[:HEADER_SIZE]:
         raise ConfigError(
             f"{source} is for another bundle: it names version {signed.header.db_version}, body "
@@ -298,7 +344,7 @@ def relay_update(
     pages, top = hash_pages(uid, dbv, payloads, len(signed.bundle_signature))
     for number, page_hash in enumerate(top):
         if page_hash != signed.page_hashes[number]:
-            kind = "index page" if signed.index_pages else "hash page"
+            kind = "index page" if signed.index_pages else "page symbol"
             raise ConfigError(
                 f"{source}: {kind} {number} differs from this bundle's symbols re-encoded at "
                 f"T = {signed.symbol_size}, N = {signed.symbol_count}, K_b = "
@@ -309,46 +355,42 @@ def relay_update(
                          signed.source_symbols)  # fmt: skip
 
 
-def page_plan(pages: int, index_pages: int) -> list[list[int]]:
-    """For each run of 88 symbols (the symbols of hash page b), the HASHPAGEs sent ahead of it:
-    every page ``PAGE_COPIES`` times, one copy at the start of each of the ``PAGE_COPIES - 1``
-    runs before the one that needs it and one right before it (the first run takes the copies
-    that would come before it). Hash page b is needed by run b; index page j (HASHPAGE P + j) by
-    run 88j, its first page's; an index page goes before the pages it vouches for."""
-    needed = [(page, page) for page in range(pages)]
-    needed += [(pages + j, j * HASHES_PER_PAGE) for j in range(index_pages)]
-    plan: list[list[tuple[int, int, int]]] = [[] for _ in range(max(pages, 1))]
-    for page, run in needed:
-        for ahead in range(PAGE_COPIES):
-            plan[max(run - ahead, 0)].append((-ahead, page < pages, page))
-    return [[page for _, _, page in sorted(run)] for run in plan]
+def page_order(pages: int, index_pages: int) -> tuple[list[int], list[int]]:
+    """The HASHPAGEs of a round: (those sent ahead of the symbols, in order; those sprinkled among
+    the symbols, in order, round and round). Ahead: each index page ``INDEX_COPIES`` times
+    (a page symbol is accepted only once its index page is), then the first
+    ceil(``PAGE_FRONT`` x P) + ``PAGE_FRONT_EXTRA`` page symbols (the P hash pages first: each
+    one that arrives is used at once; then repair symbols for the ones lost). Sprinkled: the
+    other page symbols, then the index pages, for receivers that lost more or joined late."""
+    m = page_symbols_for(pages)
+    first = min(m, math.ceil(PAGE_FRONT * pages) + PAGE_FRONT_EXTRA)
+    index = [m + q for q in range(index_pages)]
+    ahead = [q for q in index for _ in range(INDEX_COPIES)] + list(range(first))
+    return ahead, list(range(first, m)) + index + list(range(first))
 
 
 def carousel(update: EncodedUpdate, *, rounds: int | None = 1) -> Iterator[bytes]:
     """The packets of ``rounds`` rounds (forever if None), in carousel order.
 
-    A round: the MANIFEST ``MANIFEST_BURST`` times, then every symbol in index order (source
-    first, then repair; the blocks interleaved), 88 at a time with their hash page sent ahead
-    (``page_plan``: a symbol is only accepted once its page is, and a page once its index page
-    is). The MANIFEST repeats every ``MANIFEST_EVERY`` packets, for late joiners and so that
-    under a flood of forged manifests a genuine copy is often among the candidates a receiver
-    draws from (``docs/PROTOCOL.md``, "Verification budget").
+    A round: the MANIFEST ``MANIFEST_BURST`` times, the HASHPAGEs ahead of the symbols
+    (``page_order``), then every symbol in index order (source first, then repair; the blocks
+    interleaved); among the symbols, the MANIFEST again every ``MANIFEST_EVERY`` packets (for
+    late joiners: the work stamp, not repetition, is what beats a flood of forged ones) and one
+    sprinkled HASHPAGE every ``PAGE_EVERY`` packets (``docs/PROTOCOL.md``, "The carousel").
     """
     manifest = parse_packet(update.manifest)
     signed = Manifest.from_payload(manifest.header, manifest.payload)
-    plan = page_plan(signed.page_count, signed.index_pages)
+    ahead, sprinkled = page_order(signed.page_count, signed.index_pages)
     done = 0
+    next_page = 0
     while rounds is None or done < rounds:
         done += 1
-        since_manifest = 0
         yield from [update.manifest] * MANIFEST_BURST
-        for run, ahead in enumerate(plan):
-            start = run * HASHES_PER_PAGE
-            stream = [update.pages[p] for p in ahead]
-            stream += update.symbols[start : start + HASHES_PER_PAGE]
-            for packet in stream:
-                if since_manifest == MANIFEST_EVERY:
-                    yield update.manifest
-                    since_manifest = 0
-                yield packet
-                since_manifest += 1
+        yield from (update.pages[p] for p in ahead)
+        for number, symbol in enumerate(update.symbols, 1):
+            yield symbol
+            if number % MANIFEST_EVERY == 0:
+                yield update.manifest
+            if number % PAGE_EVERY == 0 and sprinkled:
+                yield update.pages[sprinkled[next_page % len(sprinkled)]]
+                next_page += 1

@@ -196,7 +196,7 @@ def push_encoded(update: EncodedUpdate, options: PushOptions, note: str = "") ->
     n = len(update.symbols)
     return (
         f"pushed {report.sent} packets ({report.dropped} dropped on purpose) to {options.to}: "
-        f"K = {update.source_symbols} source symbols, N = {n}, {len(update.pages)} hash pages"
+        f"K = {update.source_symbols} source symbols, N = {n}, {len(update.pages)} page packets"
         f"{note}"
     )
 
@@ -302,7 +302,7 @@ def run_manifest_command(args: argparse.Namespace) -> str:
     uid = parse_packet(update.manifest).header.update_id
     return (
         f"wrote {out} ({out.stat().st_size} bytes): update id {uid:#010x}, "
-        f"K = {update.source_symbols}, N = {len(update.symbols)}, {len(update.pages)} hash pages; "
+        f"K = {update.source_symbols}, N = {len(update.symbols)}, {len(update.pages)} pages; "
         f"push it without the key: guest-tool push {args.update} --to SPEC"
     )
 

@@ -18,6 +18,7 @@ local BUNDLE_HEADER_LEN = 80
 local FEC_LEN = 16
 -- commitments: SHA-256 truncated to 16 bytes (hash_alg 2)
 local HASH_LEN = 16
+local WORK_LEN = 8
 local SIG_LEN = { [1] = 64, [2] = 384 }
 local UPDATE_PORT = 0xDB00
 
@@ -53,6 +54,7 @@ f.block_count = ProtoField.uint16("hvdb.block_count", "Source blocks Z")
 f.bundle_sig = ProtoField.bytes("hvdb.bundle_signature", "Bundle signature")
 f.page_hash = ProtoField.bytes("hvdb.page_hash", "Page commitment")
 f.manifest_sig = ProtoField.bytes("hvdb.manifest_signature", "Manifest signature")
+f.work = ProtoField.bytes("hvdb.work", "Work stamp (unsigned)")
 f.symbol_hash = ProtoField.bytes("hvdb.symbol_hash", "Symbol commitment")
 f.sbn = ProtoField.uint8("hvdb.sbn", "Source block number")
 f.esi = ProtoField.uint24("hvdb.esi", "Encoding symbol id")
@@ -87,14 +89,16 @@ local function manifest(buf, tree)
     tree:add(f.block_source, buf(at + 12, 2))
     tree:add(f.block_count, buf(at + 14, 2))
     local sig_len = SIG_LEN[buf(40, 1):uint()] or 0
-    local pages = buf(at + 2, 2):uint()
-    -- more pages than one manifest holds: it carries the hashes of the index pages
-    local max_pages = math.floor((1440 - BUNDLE_HEADER_LEN - FEC_LEN - 2 * sig_len) / HASH_LEN)
+    -- protocol 2: the manifest commits to the M = 2P + 1 page symbols of the page stream, or,
+    -- when they do not fit, to the index pages; an 8-byte work stamp ends it
+    local pages = 2 * buf(at + 2, 2):uint() + 1
+    local max_pages = math.floor((1440 - BUNDLE_HEADER_LEN - FEC_LEN - 2 * sig_len - WORK_LEN)
+                                 / HASH_LEN)
     if pages > max_pages then
         pages = math.floor((pages + 87) / 88)
     end
     at = at + FEC_LEN
-    if buf:len() < at + 2 * sig_len + HASH_LEN * pages then
+    if buf:len() < at + 2 * sig_len + HASH_LEN * pages + WORK_LEN then
         return
     end
     tree:add(f.bundle_sig, buf(at, sig_len))
@@ -103,6 +107,7 @@ local function manifest(buf, tree)
         tree:add(f.page_hash, buf(at + HASH_LEN * i, HASH_LEN))
     end
     tree:add(f.manifest_sig, buf(at + HASH_LEN * pages, sig_len))
+    tree:add(f.work, buf(at + HASH_LEN * pages + sig_len, WORK_LEN))
 end
 
 function hvdb.dissector(tvb, pinfo, tree)

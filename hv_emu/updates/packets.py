@@ -2,12 +2,15 @@
 
 Models: the UDP payloads a publisher sends to the hypervisor's update port. A MANIFEST carries the
 signed 80-byte bundle header and its detached signature unchanged (so the VMCALL path's
-verification decides, ``verify.py``), the FEC parameters, the commitment of every hash page, and a
+verification decides, ``verify.py``), the FEC parameters, the commitments of the page stream, a
 second signature by the same key over all of it (the *manifest signature*: the bundle signature
-covers only the bundle header, so it cannot vouch for the page hashes). A HASHPAGE holds the
-commitments (``commitment``: SHA-256 truncated to 16 bytes) of up to ``HASHES_PER_PAGE``
-symbols; a SYMBOL is one RaptorQ encoding packet (4-byte
-FEC Payload ID + ``symbol_size`` bytes).
+covers only the bundle header, so it cannot vouch for the page hashes), and an unsigned 8-byte
+*work stamp* that makes the datagram's SHA-256 start with ``WORK_BITS`` zero bits (``has_work``),
+so each forged MANIFEST costs its maker 2^18 hashes and the receiver one comparison. The
+commitments (``commitment``: SHA-256 truncated to 16 bytes) of the symbols fill P hash pages of
+``HASHES_PER_PAGE``; those P pages are the source symbols of a small RaptorQ object, the *page
+stream*, sent as M = 2P + 1 page symbols (HASHPAGEs), any P or so of which give every page. A
+SYMBOL is one RaptorQ encoding packet (4-byte FEC Payload ID + ``symbol_size`` bytes).
 
 Follows: ``docs/PROTOCOL.md`` (the source of truth;
 ``tests/docs/test_updates_protocol_doc.py`` checks
@@ -16,14 +19,14 @@ sections are this layout), RFC 6330 (RaptorQ, FEC Encoding ID 6).
 
 A body larger than one block is cut into Z source blocks of K_b symbols (the last one shorter),
 each its own RaptorQ object with N_b = N / Z symbols; symbol i is symbol i // Z of block i % Z
-(blocks interleaved, so all of them progress together). When the P = ceil(N / 88) hash pages
-need more hashes than one MANIFEST holds (``max_pages``), the MANIFEST commits instead to
-Q = ceil(P / 88) *index pages* (HASHPAGEs P ... P + Q - 1), each holding the commitments of 88
-hash pages: a tree of depth two (``Manifest.top_count``).
+(blocks interleaved, so all of them progress together). When the commitments of the M page
+symbols do not fit in one MANIFEST (``max_pages``), the MANIFEST commits instead to
+Q = ceil(M / 88) *index pages* (HASHPAGEs M ... M + Q - 1), each holding the commitments of 88
+page symbols: a tree of depth two (``top_count``).
 
 Leaves out: the group-MAC trailer (a flag bit in the design; every flag bit must be 0 here),
-HEARTBEAT and NACK packets, a third level of page hashes: 76 x 88 x 88 = 588,544 symbols is
-the most one manifest commits to (far beyond ``MAX_BLOCKS`` x ``MAX_BLOCK_SOURCE``).
+HEARTBEAT and NACK packets, a third level of page hashes: 75 index pages of 88 page symbols
+(3,299 hash pages, 290,312 symbols, 400 MB at T = 1400) is the most one manifest commits to.
 
 Network controls: every byte. ``parse_packet`` and ``Manifest.from_payload`` check every length
 before they slice and raise only ``PacketError`` subclasses (``GuestFault``) whose ``reason`` is
@@ -43,7 +46,9 @@ from hv_emu.updates.format import HEADER_SIZE, BundleHeader, signature_length
 #: The first four bytes of every packet.
 MAGIC = b"HVDB"
 #: The only protocol version; there is no negotiation (the manifest signature covers it).
-PROTO_VERSION = 1
+#: Version 2 (this one): hash pages sent as a RaptorQ-coded page stream, and a work stamp on the
+#: MANIFEST (``docs/PROTOCOL.md``, "Overhead at 30 % loss"); version 1 packets are refused.
+PROTO_VERSION = 2
 #: Largest UDP payload in one unfragmented IPv4 datagram on a 1500-byte MTU (1500 - 20 - 8).
 MAX_DATAGRAM = 1472
 #: Commitments in one full HASHPAGE (88 * 16 = 1408 bytes of payload).
@@ -61,18 +66,28 @@ HASH_SHA256_128 = 2
 #: Bytes of the RaptorQ FEC Payload ID (SBN u8, ESI u24) that opens every SYMBOL payload.
 FEC_PAYLOAD_ID_SIZE = 4
 #: Prefixed to what the manifest signature covers, so no other signed message passes as one.
-MANIFEST_DOMAIN = b"hv-emu manifest v1\x00"
+MANIFEST_DOMAIN = b"hv-emu manifest v2\x00"
+#: Bytes of the work stamp that ends a MANIFEST, after the manifest signature (not signed: anyone
+#: holding the signed manifest may stamp it).
+WORK_SIZE = 8
+#: Leading zero bits the SHA-256 of a whole MANIFEST datagram must have (``has_work``): 2^18
+#: SHA-256 evaluations, 0.1 s of Python, to stamp a manifest once; the same for every forgery,
+#: which each must be new (a failed one is remembered), while the receiver checks it with the
+#: one hash it computes anyway (``docs/PROTOCOL.md``, "Verification budget").
+WORK_BITS = 18
+#: Bytes of a page symbol: one full hash page of commitments (``HASHES_PER_PAGE`` x ``HASH_SIZE``).
+PAGE_SYMBOL_SIZE = 1408
 
 #: The common header, field by field: (name, struct code, rule). Big-endian.
 HEADER_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("magic", "4s", 'b"HVDB"'),
-    ("proto_version", "B", "1"),
+    ("proto_version", "B", "2"),
     ("type", "B", "1 MANIFEST, 2 HASHPAGE, 3 SYMBOL"),
     ("flags", "H", "0 (no flag is defined)"),
     ("update_id", "I", "chosen at random per update; session key with db_version"),
     ("db_version", "Q", "the bundle's db_version; <= installed is stale"),
     ("index", "I", "0 for MANIFEST, page number, or symbol number; < count"),
-    ("count", "I", "1 for MANIFEST, page_count, or symbol_count"),
+    ("count", "I", "1 for MANIFEST, M (M + Q with index pages) for HASHPAGE, or symbol_count"),
     ("payload_len", "H", "bytes after this header; exactly the rest of the datagram"),
     ("reserved", "H", "0"),
 )
@@ -85,7 +100,7 @@ MAX_PAYLOAD = MAX_DATAGRAM - HEADER_LEN
 MANIFEST_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("fec_scheme", "B", "6: RaptorQ (RFC 6330)"),
     ("hash_alg", "B", "2: SHA-256 truncated to 16 bytes"),
-    ("page_count", "H", "ceil(symbol_count / 88)"),
+    ("page_count", "H", "P = ceil(symbol_count / 88): source symbols of the page stream"),
     ("symbol_size", "I", "T: bytes of symbol data after the FEC Payload ID; a multiple of 8"),
     ("symbol_count", "I", "N: symbols committed to (source + repair), Z x N_b"),
     ("block_source", "H", "K_b: source symbols of each block but the last, 1 to 4096"),
@@ -245,13 +260,26 @@ def max_pages(sig_len: int) -> int:
     Ed25519 (64-byte signatures): 76 pages = 6,688 symbols = 9.4 MB of symbols at T = 1400;
     beyond that, 76 index pages of 88 pages each (``top_count``).
     """
-    return (MAX_PAYLOAD - HEADER_SIZE - _FEC.size - 2 * sig_len) // HASH_SIZE
+    return (MAX_PAYLOAD - HEADER_SIZE - _FEC.size - 2 * sig_len - WORK_SIZE) // HASH_SIZE
+
+
+def page_symbols_for(page_count: int) -> int:
+    """M = 2P + 1: the page symbols (HASHPAGEs 0 ... M - 1) of a page stream of P source symbols:
+    the P hash pages themselves, then P + 1 RaptorQ repair symbols of them."""
+    return 2 * page_count + 1
 
 
 def top_count(page_count: int, sig_len: int) -> int:
-    """Hashes the MANIFEST carries for P = ``page_count`` pages: P when they fit, else the
-    number of index pages, ceil(P / 88) (which must fit)."""
-    return page_count if page_count <= max_pages(sig_len) else page_count_for(page_count)
+    """Hashes the MANIFEST carries for P = ``page_count`` hash pages: the commitments of the M
+    page symbols when they fit, else of the ceil(M / 88) index pages (which must fit)."""
+    m = page_symbols_for(page_count)
+    return m if m <= max_pages(sig_len) else page_count_for(m)
+
+
+def has_work(fingerprint: bytes) -> bool:
+    """True when a MANIFEST's SHA-256 (``digest`` of the whole datagram) starts with
+    ``WORK_BITS`` zero bits."""
+    return int.from_bytes(fingerprint[:4], "big") >> (32 - WORK_BITS) == 0
 
 
 def block_of(index: int, block_count: int) -> tuple[int, int]:
@@ -272,14 +300,27 @@ class Manifest:
     page_count: int
     block_source: int
     block_count: int
-    #: The hashes the MANIFEST carries: of the P pages, or of the Q index pages (``top_count``).
+    #: The hashes the MANIFEST carries: of the M page symbols, or of the Q index pages
+    #: (``top_count``).
     page_hashes: tuple[bytes, ...]
     manifest_signature: bytes
+    #: The work stamp (``WORK_SIZE`` bytes after the manifest signature; not signed).
+    work: bytes = bytes(WORK_SIZE)
+
+    @property
+    def page_symbols(self) -> int:
+        """M: page symbols (``page_symbols_for``)."""
+        return page_symbols_for(self.page_count)
 
     @property
     def index_pages(self) -> int:
-        """Q: index pages (0 when the MANIFEST carries every page hash itself)."""
-        return 0 if len(self.page_hashes) == self.page_count else len(self.page_hashes)
+        """Q: index pages (0 when the MANIFEST carries every page symbol's commitment itself)."""
+        return 0 if len(self.page_hashes) == self.page_symbols else len(self.page_hashes)
+
+    @property
+    def hashpage_count(self) -> int:
+        """The ``count`` of every HASHPAGE: M, or M + Q."""
+        return self.page_symbols + self.index_pages
 
     @property
     def block_symbols(self) -> int:
@@ -329,7 +370,7 @@ class Manifest:
         top = top_count(pages, sig_len)
         if pages != page_count_for(count) or top > max_pages(sig_len):
             raise BadManifest("page_count", f"ceil({count} / {HASHES_PER_PAGE})", str(pages))
-        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * top + sig_len
+        expected = HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * top + sig_len + WORK_SIZE
         if len(payload) != expected:
             raise LengthMismatch("manifest length", str(expected), str(len(payload)))
         at = HEADER_SIZE + _FEC.size
@@ -338,7 +379,8 @@ class Manifest:
         hashes = tuple(payload[at + i * HASH_SIZE : at + (i + 1) * HASH_SIZE] for i in range(top))
         # fmt: off
         return cls(payload[:HEADER_SIZE], header, bundle_sig, size, count, pages, k_b, z, hashes,
-                   payload[expected - sig_len :])
+                   payload[expected - WORK_SIZE - sig_len : expected - WORK_SIZE],
+                   payload[expected - WORK_SIZE :])
         # fmt: on
 
     def fec_bytes(self) -> bytes:
@@ -355,7 +397,7 @@ class Manifest:
         )  # fmt: skip
 
     def to_payload(self) -> bytes:
-        return self.signed_part() + self.manifest_signature
+        return self.signed_part() + self.manifest_signature + self.work
 
 
 def manifest_message(packet_header: PacketHeader, signed_part: bytes) -> bytes:

@@ -41,7 +41,9 @@ from hv_emu.updates.packets import (
     MAX_BLOCKS,
     MAX_SYMBOL_SIZE,
     SYMBOL_ALIGNMENT,
+    WORK_SIZE,
     digest,
+    has_work,
     max_pages,
     page_count_for,
     top_count,
@@ -63,6 +65,9 @@ def take_manifest(rx: UpdateReceiver, data: bytes, uid: int, dbv: int, index: in
     ``uid``, ``dbv``, ``index``, ``count``); False when ``intact`` failed (nothing counted)."""
     counters = rx.counters
     fingerprint = digest(data)
+    if not has_work(fingerprint):  # no work stamp: the one hash above, no more
+        counters["no_work"] += 1
+        return True
     if fingerprint in rx._bad:  # a replay of bytes that already failed: one hash, no more
         counters["known_bad_manifest"] += 1
         return True
@@ -124,7 +129,7 @@ def _shape(data: bytes, dbv: int, index: int,
     top = top_count(pages, sig_len)
     if pages != page_count_for(symbols) or top > max_pages(sig_len):
         return "bad_manifest"
-    if n != HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * top + sig_len:
+    if n != HEADER_SIZE + _FEC.size + sig_len + HASH_SIZE * top + sig_len + WORK_SIZE:
         return "length_mismatch"
     # session.held_symbols on the raw fields: each block holds at most min(N_b, K_b + slack).
     per_block = symbols // z

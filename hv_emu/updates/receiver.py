@@ -67,6 +67,7 @@ from hv_emu.updates.packets import (
     PacketError,
     PacketType,
     digest,
+    has_work,
     parse_packet,
 )
 from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
@@ -206,6 +207,9 @@ class UpdateReceiver:
         """The O(1) pre-filter; a survivor enters the reservoir for ``poll`` to verify (the raw
         front path has its own copy on raw bytes: ``prefilter.py``, tested against this one)."""
         fingerprint = digest(packet.raw)
+        if not has_work(fingerprint):  # no work stamp: the one hash above, no more
+            self.counters["no_work"] += 1
+            return
         if fingerprint in self._bad:  # a replay of bytes that already failed: one hash, no more
             self.counters["known_bad_manifest"] += 1
             return

@@ -1,6 +1,6 @@
 """One update being received: a verified manifest, the hash pages and symbols accepted for it.
 
-Models: the reassembly half of the receiver (``docs/PROTOCOL.md``, "Check order" steps 23-28
+Models: the reassembly half of the receiver (``docs/PROTOCOL.md``, "Check order" steps 24-30
 and "Completion"). A ``Session`` exists only for a manifest whose signatures verified
 (``receiver.py`` opens it); it accepts a HASHPAGE or a SYMBOL only after the packet's own
 commitment (SHA-256 truncated to 128 bits) matched the verified one, so a forged one is dropped
@@ -14,11 +14,14 @@ RFC 6330 through the ``raptorq`` package.
 A body of several source blocks (``packets.py``) has a decoder per block, made when the block's
 first symbol arrives and dropped once it decoded (its bytes are kept instead); a block takes at
 most K_b + ``BLOCK_SLACK`` symbols, so a session holds about its body's size whatever was
-committed (``held_symbols``). Pages are checked against the manifest's hashes, or, for a body
-whose pages need a second level, against their index page, itself checked against the manifest.
+committed (``held_symbols``). The P hash pages arrive as a page stream (``packets.py``): M page
+symbols, each checked against the manifest's commitment of it (or, for a body whose page stream
+needs a second level, against its index page, itself checked against the manifest); a page
+symbol below P *is* hash page p and is used at once, and any P or so of them decode every page
+(a RaptorQ object of P symbols of 1,408 bytes, its decoder taking at most P + ``BLOCK_SLACK``).
 
-Leaves out: buffering a symbol whose hash page (or a page whose index page) has not arrived
-(``no_page_yet``: the carousel sends it again).
+Leaves out: buffering a symbol whose hash page (or a page symbol whose index page) has not
+arrived (``no_page_yet``: the carousel sends it again).
 
 Network controls: every byte of the pages and symbols, their order and repetition. It cannot make
 a session hold more than ``held_symbols`` of its manifest plus its pages (pages and symbols are
@@ -38,12 +41,14 @@ from hv_emu.updates.packets import (
     HASH_SIZE,
     HASHES_PER_PAGE,
     MAX_DATAGRAM,
+    PAGE_SYMBOL_SIZE,
     Manifest,
     Packet,
     block_of,
     commitment,
     page_count_for,
     page_entries,
+    page_symbols_for,
 )
 
 #: Symbols a block's decoder takes beyond its K_b source symbols before the block is given up
@@ -61,9 +66,11 @@ PAGE_BYTES = HASHES_PER_PAGE * HASH_SIZE
 
 
 def page_bound(max_symbols: int) -> int:
-    """Bytes of hash pages (and index pages) one session may hold."""
+    """Bytes of hash pages, index pages and the page stream's decoder one session may hold."""
     pages = page_count_for(max_symbols)
-    return (pages + page_count_for(pages)) * PAGE_BYTES
+    index = page_count_for(page_symbols_for(pages))
+    decoder = (pages + BLOCK_SLACK) * (FEC_PAYLOAD_ID_SIZE + PAGE_SYMBOL_SIZE)
+    return (pages + index) * PAGE_BYTES + decoder + page_symbols_for(pages) // 8 + 1
 
 
 def held_symbols(manifest: Manifest) -> int:
@@ -102,9 +109,17 @@ class Session:
     manifest: Manifest
     #: SHA-256 of the manifest packet: remembered as bad if its object does not decode right.
     manifest_digest: bytes
-    #: Hash pages 0 ... P-1, then index pages P ... P+Q-1, as they are accepted.
+    #: Hash pages 0 ... P-1 as they arrive (page symbols below P) or decode.
     pages: list[bytes | None]
+    #: Index pages 0 ... Q-1 (HASHPAGEs M ... M+Q-1), as they are accepted.
+    index: list[bytes | None]
     have: bytearray
+    #: Page symbols and index pages accepted (bit j for HASHPAGE j).
+    have_pages: bytearray
+    #: The page stream's decoder until every page is known; page symbols it took.
+    page_decoder: raptorq.Decoder | None = None
+    page_held: int = 0
+    missing_pages: int = 0
     blocks: list[Block] = field(default_factory=list)
     symbols: int = 0
     stored_pages: int = 0
@@ -117,9 +132,10 @@ class Session:
 
     @classmethod
     def open(cls, manifest: Manifest, manifest_digest: bytes) -> Session:
-        pages = manifest.page_count + manifest.index_pages
-        session = cls(manifest, manifest_digest, [None] * pages,
-                      bytearray(manifest.symbol_count // 8 + 1))  # fmt: skip
+        m = manifest
+        session = cls(m, manifest_digest, [None] * m.page_count, [None] * m.index_pages,
+                      bytearray(m.symbol_count // 8 + 1), bytearray(m.hashpage_count // 8 + 1),
+                      missing_pages=m.page_count)  # fmt: skip
         for b in range(manifest.block_count):
             length = manifest.block_length(b)
             k = -(-length // manifest.symbol_size)
@@ -134,44 +150,78 @@ class Session:
         per_symbol = FEC_PAYLOAD_ID_SIZE + self.manifest.symbol_size
         data = sum(len(b.data) if b.data is not None else b.held * per_symbol
                    for b in self.blocks)  # fmt: skip
-        return MAX_DATAGRAM + self.stored_pages * PAGE_BYTES + len(self.have) + data
+        decoder = self.page_held * (FEC_PAYLOAD_ID_SIZE + PAGE_SYMBOL_SIZE)
+        return (MAX_DATAGRAM + self.stored_pages * PAGE_BYTES + len(self.have)
+                + len(self.have_pages) + decoder + data)  # fmt: skip
 
     def _page_hash(self, index: int) -> bytes | None:
-        """The commitment of page ``index``, or None while its index page is missing."""
+        """The commitment of HASHPAGE ``index``, or None while its index page is missing."""
         m = self.manifest
         if m.index_pages == 0:
             return m.page_hashes[index]
-        if index >= m.page_count:
-            return m.page_hashes[index - m.page_count]
-        parent = self.pages[m.page_count + index // HASHES_PER_PAGE]
+        if index >= m.page_symbols:
+            return m.page_hashes[index - m.page_symbols]
+        parent = self.index[index // HASHES_PER_PAGE]
         if parent is None:
             return None
         at = (index % HASHES_PER_PAGE) * HASH_SIZE
         return parent[at : at + HASH_SIZE]
 
     def take_page(self, packet: Packet, intact: Intact | None = None) -> str:
-        """Accept a HASHPAGE or say why not: the counter it counts under (``CORRUPT`` when
-        ``intact``, asked last, says the frame that carried it was damaged)."""
+        """Accept a HASHPAGE (a page symbol or an index page) or say why not: the counter it
+        counts under (``CORRUPT`` when ``intact``, asked last, says the frame that carried it
+        was damaged)."""
         index, m = packet.header.index, self.manifest
-        leaf = index < m.page_count
-        if packet.header.count != len(self.pages):
+        symbol = index < m.page_symbols
+        if packet.header.count != m.hashpage_count:
             return "count_mismatch"
-        if self.pages[index] is not None:
-            return "duplicate"
+        if self.have_pages[index // 8] & (1 << (index % 8)) or (symbol and not self.missing_pages):
+            return "duplicate"  # every page is known already: nothing a page symbol could add
         expected = self._page_hash(index)
         if expected is None:
             return "no_page_yet"  # its index page first: not buffered
-        entries = (page_entries(index, m.symbol_count) if leaf
-                   else page_entries(index - m.page_count, m.page_count))  # fmt: skip
-        if len(packet.payload) != HASH_SIZE * entries:
+        size = (PAGE_SYMBOL_SIZE if symbol
+                else HASH_SIZE * page_entries(index - m.page_symbols, m.page_symbols))  # fmt: skip
+        if len(packet.payload) != size:
             return "bad_len"
         if commitment(packet.payload) != expected:
             return "hash_mismatch"  # forged or corrupted: dropped alone
         if intact is not None and not intact():
             return CORRUPT
-        self.pages[index] = packet.payload
-        self.stored_pages += 1
+        self.have_pages[index // 8] |= 1 << (index % 8)
+        if not symbol:
+            self.index[index - m.page_symbols] = packet.payload
+            self.stored_pages += 1
+        else:
+            self._page_symbol(index, packet.payload)
         return "page_accepted"
+
+    def _page_symbol(self, index: int, payload: bytes) -> None:
+        """An authenticated page symbol: hash page ``index`` itself if below P, and one more
+        symbol for the page stream's decoder (at most P + ``BLOCK_SLACK`` of them)."""
+        pages = self.manifest.page_count
+        if index < pages and self.pages[index] is None:
+            self._set_page(index, payload)
+        if not self.missing_pages or self.page_held >= pages + BLOCK_SLACK:
+            return
+        if self.page_decoder is None:
+            self.page_decoder = raptorq.Decoder.with_defaults(pages * PAGE_SYMBOL_SIZE,
+                                                              PAGE_SYMBOL_SIZE)  # fmt: skip
+        self.page_held += 1
+        # The page stream is one RaptorQ source block: SBN 0, ESI = the page symbol's index.
+        decoded = self.page_decoder.decode(index.to_bytes(FEC_PAYLOAD_ID_SIZE, "big") + payload)
+        if decoded is not None:
+            stream = bytes(decoded)
+            for p in range(pages):
+                if self.pages[p] is None:
+                    self._set_page(p, stream[p * PAGE_SYMBOL_SIZE : (p + 1) * PAGE_SYMBOL_SIZE])
+        if not self.missing_pages:
+            self.page_decoder, self.page_held = None, 0
+
+    def _set_page(self, page: int, data: bytes) -> None:
+        self.pages[page] = data
+        self.stored_pages += 1
+        self.missing_pages -= 1
 
     def take_symbol(self, packet: Packet) -> str:
         """Accept a SYMBOL or say why not: the counter it counts under. After an accepted one,

@@ -55,7 +55,7 @@ def test_manifest_table_matches_the_fec_struct() -> None:
         assert row == [str(offset), str(size), name, doc_type(code), meaning]
         offset += size
     names = [row[2] for row in rows[len(MANIFEST_FIELDS) + 1 :]]
-    assert names == ["bundle_signature", "page_hashes", "manifest_signature"]
+    assert names == ["bundle_signature", "page_hashes", "manifest_signature", "work"]
     assert f"b\"{packets.MANIFEST_DOMAIN.decode()[:-1]}\\x00\"" in DOC
     assert rows[len(MANIFEST_FIELDS) + 1][0] == str(offset)
 
@@ -76,8 +76,11 @@ def test_types_and_constants_are_as_documented() -> None:
     assert "1 MANIFEST, 2 HASHPAGE, 3 SYMBOL" in DOC
     assert [t.value for t in PacketType] == [1, 2, 3]
     assert f"at most {packets.MAX_DATAGRAM} bytes" in DOC or "1472" in DOC
-    assert packets.max_pages(64) == 76 and "at most 76 page commitments" in DOC
-    assert "36 pages: 3,168 symbols" in DOC and packets.max_pages(384) * 88 == 3168
+    assert packets.max_pages(64) == 75 and "at most 75 page commitments" in DOC
+    assert "P <= 37 hash pages, 3,256" in DOC and (packets.max_pages(64) - 1) // 2 * 88 == 3256
+    assert "35 commitments: 1,496 symbols" in DOC
+    assert (packets.max_pages(384) - 1) // 2 * 88 == 1496
+    assert f"{packets.WORK_BITS} zero bits" in DOC and "2^18" in DOC
 
 
 def _code_counters() -> set[str]:

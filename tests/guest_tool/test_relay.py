@@ -32,9 +32,17 @@ from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.backends import UdpBackend, UdpSpec
 from hv_emu.net.frames import parse_udp_frame
-from hv_emu.updates.packets import HEADER_LEN, Packet, PacketType, parse_packet
+from hv_emu.updates.packets import HEADER_LEN, WORK_SIZE, Packet, PacketType, parse_packet
 from tests.rigs.named_files import bounded, fifo
-from tests.rigs.netupdate import KEY, KNOWN_BODY, database_text, rig, signed, symbols_digest
+from tests.rigs.netupdate import (
+    KEY,
+    KNOWN_BODY,
+    database_text,
+    rig,
+    signed,
+    stamp,
+    symbols_digest,
+)
 from tests.rigs.nic import drain
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,14 +183,17 @@ def _tampered(original: ManifestFile, how: str) -> bytes:
     """A manifest file changed the way ``how`` says (offsets from docs/PROTOCOL.md)."""
     d, key = original.datagram, original.public_key
     payload = HEADER_LEN
+    # A forger stamps what he changed (the stamp is not signed): the signatures must catch it.
     if how == "manifest signature":
-        return ManifestFile(key, _flip(d, len(d) - 1)).to_bytes()
+        return ManifestFile(key, stamp(_flip(d, len(d) - 1 - WORK_SIZE))).to_bytes()
     if how == "page hash":
-        return ManifestFile(key, _flip(d, payload + 96 + 64)).to_bytes()
+        return ManifestFile(key, stamp(_flip(d, payload + 96 + 64))).to_bytes()
     if how == "update id":
-        return ManifestFile(key, _flip(d, 8)).to_bytes()
+        return ManifestFile(key, stamp(_flip(d, 8))).to_bytes()
     if how == "bundle signature":
-        return ManifestFile(key, _flip(d, payload + 96)).to_bytes()
+        return ManifestFile(key, stamp(_flip(d, payload + 96))).to_bytes()
+    if how == "work stamp":
+        return ManifestFile(key, _flip(d, len(d) - 1)).to_bytes()
     if how == "public key":
         return ManifestFile(_flip(key, 0), d).to_bytes()
     if how == "file magic":
@@ -197,6 +208,7 @@ TAMPERINGS = {
     "page hash": "the manifest signature does not verify",
     "update id": "the manifest signature does not verify",
     "bundle signature": "the bundle signature in it does not verify",
+    "work stamp": "its work stamp is missing or wrong",
     "public key": "is not the bundle's signer",
     "file magic": "not a manifest file (magic",
     "truncated": "not a manifest file (",
@@ -257,7 +269,7 @@ def test_a_manifest_committing_to_other_symbols_is_refused() -> None:
         patch.setattr(encoding_module, "encode_symbols", other_symbols)
         lying = encode_update(bundle, sig, KEY, update_id=1)
     assert lying.manifest != honest.manifest
-    with pytest.raises(ConfigError, match="hash page 0 differs from this bundle's symbols"):
+    with pytest.raises(ConfigError, match="page symbol 0 differs from this bundle's symbols"):
         relay_update(bundle, manifest_file_for(lying, KEY))
 
 
@@ -374,3 +386,19 @@ def test_a_manifest_file_holding_another_packet_type_is_refused() -> None:
     with pytest.raises(ConfigError, match="holds a SYMBOL packet, not a MANIFEST"):
         relay_update(GENUINE_BUNDLE, ManifestFile(GENUINE.public_key, symbol))
 
+
+
+def test_a_manifest_file_of_protocol_1_is_refused_with_one_line(
+    relay: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A manifest file written before protocol 2 (its MANIFEST says proto_version 1, which its
+    signature covers, so nobody but the key holder can bring it up to date): refused, naming
+    the way out; nothing sent."""
+    path = relay / "update.hvdb.manifest"
+    current = read_manifest_file(path)
+    old = bytearray(current.datagram)
+    old[4] = 1
+    path.write_bytes(ManifestFile(current.public_key, bytes(old)).to_bytes())
+    assert main(["push", "update.hvdb", "--to", "udp:127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "protocol 1" in err and "guest-tool manifest" in err, err

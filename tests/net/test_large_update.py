@@ -47,7 +47,7 @@ def test_a_multi_block_update_installs_over_loopback_at_20_percent_loss(
                            block_source=256, symbol_count=6800)
     packet = parse_packet(update.manifest)
     manifest = Manifest.from_payload(packet.header, packet.payload)
-    assert manifest.block_count == 4 and manifest.index_pages == 1
+    assert manifest.block_count == 4 and manifest.index_pages == 2
     machine = loopback_machine(peer, trust=[pub])
     machine.load(guest_image(rx_frames=1))  # the guest waits for a frame that never comes
     done = threading.Event()

@@ -128,6 +128,13 @@ def lossy(packets: Iterable[bytes], loss: float, rng: random.Random) -> Iterable
 
 
 # ------------------------------------------------------------------------------ forgeries
+def stamp(raw: bytes) -> bytes:
+    """A forged MANIFEST with the work stamp its forger pays for (``packets.has_work``)."""
+    from guest_tool.encoding import stamp as work_stamp
+
+    return work_stamp(raw)
+
+
 def reheader(packet: bytes, **fields: int) -> bytes:
     """``packet`` with common-header fields replaced (payload untouched)."""
     from hv_emu.updates.packets import Packet, parse_packet
@@ -145,10 +152,13 @@ class Forger:
     """An off-path attacker who has sniffed one genuine update: forged symbols and pages for the
     live session, forged manifests (fresh uid and version, bad signature), garbage."""
 
-    def __init__(self, genuine: EncodedUpdate, rng: random.Random) -> None:
+    def __init__(self, genuine: EncodedUpdate, rng: random.Random, *,
+                 stamped: bool = False) -> None:
         from hv_emu.updates.packets import Manifest, parse_packet
 
-        self.genuine, self.rng = genuine, rng
+        #: ``stamped``: the forger pays for a work stamp on every manifest (``packets.WORK_BITS``
+        #: zero bits; tests that want many lower ``WORK_BITS`` first), else they are ``no_work``.
+        self.genuine, self.rng, self.stamped = genuine, rng, stamped
         self.manifest = parse_packet(genuine.manifest)
         self.blocks = Manifest.from_payload(self.manifest.header, self.manifest.payload).block_count
         self.symbol = parse_packet(genuine.symbols[0])
@@ -180,9 +190,10 @@ class Forger:
         version = h.db_version + self.rng.randrange(1, 1000)
         payload = bytearray(self.manifest.payload)
         payload[8:16] = version.to_bytes(8, "big")
-        payload[-64:] = self.rng.randbytes(64)
-        return Packet.build(PacketType.MANIFEST, self.rng.getrandbits(32), version, 0, 1,
-                            bytes(payload)).raw
+        payload[-72:-8] = self.rng.randbytes(64)  # the manifest signature; then the work stamp
+        raw = Packet.build(PacketType.MANIFEST, self.rng.getrandbits(32), version, 0, 1,
+                           bytes(payload)).raw
+        return stamp(raw) if self.stamped else raw
 
     def garbage(self) -> bytes:
         return self.rng.randbytes(self.rng.randrange(0, 1500))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from hv_emu.updates import packets
 from hv_emu.updates.admission import (
     BAD_ENTRY_BYTES,
     BadManifests,
@@ -21,7 +22,7 @@ from hv_emu.updates.admission import (
 from hv_emu.updates.packets import Packet, PacketType, parse_packet
 from hv_emu.updates.receiver import QUIET_WINDOW, ReceiverConfig
 from hv_emu.updates.verify import TrustedKey
-from tests.rigs.netupdate import Rig, encoded, rig
+from tests.rigs.netupdate import Rig, encoded, rig, stamp
 
 V = 5
 UPDATE = encoded(V, lines=60)
@@ -39,10 +40,17 @@ def forged_manifests(n: int, seed: int = 1) -> list[bytes]:
         version = V + rng.randrange(1, 1000)
         payload = bytearray(genuine.payload)
         payload[8:16] = version.to_bytes(8, "big")
-        payload[-64:] = rng.randbytes(63) + bytes([rng.randrange(16)])
-        out.append(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version, 0, 1,
-                                bytes(payload)).raw)
+        payload[-72:-8] = rng.randbytes(63) + bytes([rng.randrange(16)])
+        out.append(stamp(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version, 0, 1,
+                                      bytes(payload)).raw))
     return out
+
+
+@pytest.fixture(autouse=True)
+def cheap_stamps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about forgeries that carry a work stamp: here a stamp costs 2^4 hashes
+    instead of 2^18 (the receiver's rule is the same, only cheaper to meet)."""
+    monkeypatch.setattr(packets, "WORK_BITS", 4)
 
 
 def slow_rig(config: ReceiverConfig = SLOW) -> Rig:
@@ -196,18 +204,19 @@ def test_a_caller_waits_for_a_verdict_only_while_no_forgery_was_seen() -> None:
 
 
 def test_memory_bound_counts_the_candidates_as_python_holds_them() -> None:
-    """The largest manifests (76 page commitments: 1,440 bytes), read from a socket (fresh objects):
+    """The largest manifests (75 page commitments: 1,432 bytes), read from a socket (fresh objects):
     what the pool and a batch being checked hold stays within what ``memory_in_use`` counts."""
-    # K = 860 symbols, N = 6,688: 76 pages, the most commitments a MANIFEST carries
-    big = encoded(V, lines=100, width=6000, symbol_count=6688)
-    assert len(big.pages) == 76 and len(parse_packet(big.manifest).payload) == 1440
+    # K = 860 symbols, N = 3,256: 37 hash pages, 75 page symbols, the most commitments a
+    # MANIFEST carries
+    big = encoded(V, lines=100, width=6000, symbol_count=3256)
+    assert len(big.pages) == 75 and len(parse_packet(big.manifest).payload) == 1432
     rng, genuine = random.Random(4), parse_packet(big.manifest)
     forged = []
     for _ in range(64):
         payload = bytearray(genuine.payload)
-        payload[-64:] = rng.randbytes(64)
-        forged.append(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), V, 0, 1,
-                                   bytes(payload)).raw)
+        payload[-72:-8] = rng.randbytes(64)
+        forged.append(stamp(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), V, 0, 1,
+                                         bytes(payload)).raw))
     r = slow_rig(ReceiverConfig(candidate_slots=64, check_batch=64))
     r.receiver.offloaded = True
     tracemalloc.start()

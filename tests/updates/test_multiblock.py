@@ -65,9 +65,9 @@ def flip(packet: bytes, at: int) -> bytes:
 def test_the_encoding_uses_blocks_and_index_pages() -> None:
     update, m, body = big()
     assert len(body) > max_pages(64) * 44 * 1400  # more than one manifest's pages could hold
-    assert m.block_count == -(-update.source_symbols // m.block_source) >= 5
-    assert m.index_pages == len(m.page_hashes) >= 2 and m.page_count > max_pages(64)
-    assert len(update.pages) == m.page_count + m.index_pages
+    assert m.block_count == -(-update.source_symbols // m.block_source) >= 2
+    assert m.index_pages == len(m.page_hashes) >= 2 and m.page_symbols > max_pages(64)
+    assert len(update.pages) == m.page_symbols + m.index_pages == 2 * m.page_count + 1 + 3
     for i in (0, 1, m.block_count, len(update.symbols) - 1):  # FEC Payload ID = (i % Z, i // Z)
         block, esi = block_of(i, m.block_count)
         fec_id = bytes([block]) + esi.to_bytes(3, "big")
@@ -106,7 +106,7 @@ def test_a_tampered_symbol_of_every_block_is_dropped_alone() -> None:
 
 def test_tampered_pages_and_index_pages_are_dropped_alone() -> None:
     update, m, _ = big()
-    leaf, index = update.pages[0], update.pages[m.page_count]
+    leaf, index = update.pages[0], update.pages[m.page_symbols]
     bad = {leaf: flip(leaf, HEADER_LEN + 5), index: flip(index, HEADER_LEN + HASH_SIZE)}
     r = rig(installed=2)
     r.feed(_with_before(carousel(update, rounds=1), bad), until_installed=V)
@@ -118,9 +118,9 @@ def test_a_page_before_its_index_page_waits_and_a_symbol_under_another_block_is_
     update, m, _ = big()
     r = rig(installed=2)
     r.feed([update.manifest])
-    r.feed([update.pages[1]])  # leaf page 1 before index page 0 vouched for it
+    r.feed([update.pages[1]])  # page symbol 1 before index page 0 vouched for it
     assert r.receiver.counters["no_page_yet"] == 1 and r.receiver.counters["page_accepted"] == 0
-    r.feed([update.pages[m.page_count], update.pages[1], update.pages[0]])
+    r.feed([update.pages[m.page_symbols], update.pages[1], update.pages[0]])
     assert r.receiver.counters["page_accepted"] == 3
     # symbol 0 (block 0) presented as symbol 1 (block 1): its FEC Payload ID says otherwise
     r.feed([reheader(update.symbols[0], index=1)])

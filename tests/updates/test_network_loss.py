@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 
 from guest_tool.encoding import carousel
+from hv_emu.updates import packets
 from hv_emu.updates.packets import PacketType, parse_packet
 from tests.rigs.netupdate import Forger, Rig, database_text, encoded, flooded, lossy, rig
 
@@ -100,8 +101,11 @@ def test_one_manifest_copy_is_enough() -> None:
 
 
 @pytest.mark.parametrize("ratio", [50, 200])
-def test_flood_of_forged_manifests_and_chunks(ratio: int) -> None:
-    forger = Forger(SMALL, random.Random(ratio))
+def test_flood_of_forged_manifests_and_chunks(ratio: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Forged manifests that carry a work stamp (cheaper here: 2^4 hashes instead of 2^18), so
+    # they reach the verifier; without one they would cost a hash each (``no_work``).
+    monkeypatch.setattr(packets, "WORK_BITS", 4)
+    forger = Forger(SMALL, random.Random(ratio), stamped=True)
     r = rig(installed=2)
     stream = flooded(lossy(carousel(SMALL, rounds=None), 0.3, random.Random(1)), ratio,
                      forger.mixed)

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from hv_emu.errors import GuestFault
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import (
-    HASH_SIZE,
     HASHES_PER_PAGE,
     HEADER_LEN,
     MAX_DATAGRAM,
+    PAGE_SYMBOL_SIZE,
+    WORK_SIZE,
     BadFlags,
     BadMagic,
     BadManifest,
@@ -31,16 +32,20 @@ from hv_emu.updates.packets import (
     PacketError,
     PacketType,
     Truncated,
+    commitment,
+    digest,
+    has_work,
     max_pages,
-    page_entries,
+    page_count_for,
     parse_packet,
+    top_count,
 )
 from tests.rigs.netupdate import encoded
 
 UPDATE = encoded(7, lines=300)
 
 
-def header(*, magic: bytes = b"HVDB", version: int = 1, ptype: int = 3, flags: int = 0,
+def header(*, magic: bytes = b"HVDB", version: int = 2, ptype: int = 3, flags: int = 0,
            uid: int = 1, dbv: int = 7, index: int = 0, count: int = 1, plen: int = 0,
            reserved: int = 0) -> bytes:
     return struct.pack(">4sBBHIQIIHH", magic, version, ptype, flags, uid, dbv, index, count,
@@ -65,7 +70,7 @@ def test_truncated(size: int) -> None:
     [
         (header(magic=b"HVDX"), BadMagic),
         (header(version=0), BadVersion),
-        (header(version=2), BadVersion),
+        (header(version=1), BadVersion),
         (header(version=255), BadVersion),
         (header(ptype=0), BadType),
         (header(ptype=4), BadType),
@@ -91,11 +96,19 @@ def test_manifest_round_trips_and_commits_to_every_page() -> None:
     packet = parse_packet(UPDATE.manifest)
     manifest = Manifest.from_payload(packet.header, packet.payload)
     assert manifest.to_payload() == packet.payload
-    assert manifest.page_count == len(UPDATE.pages)
+    assert manifest.page_count == page_count_for(manifest.symbol_count)
+    assert manifest.page_symbols == 2 * manifest.page_count + 1 == len(UPDATE.pages)
     assert manifest.symbol_count == len(UPDATE.symbols) >= manifest.source_symbols
-    for page in UPDATE.pages:
+    assert has_work(digest(UPDATE.manifest)) and len(manifest.work) == WORK_SIZE
+    stream = b"".join(commitment(s[HEADER_LEN:]) for s in UPDATE.symbols)
+    for number, page in enumerate(UPDATE.pages):
         p = parse_packet(page)
-        assert len(p.payload) == HASH_SIZE * page_entries(p.header.index, manifest.symbol_count)
+        assert p.header.index == number and p.header.count == manifest.page_symbols
+        assert len(p.payload) == PAGE_SYMBOL_SIZE
+        assert commitment(p.payload) == manifest.page_hashes[number]
+        if number < manifest.page_count:  # systematic: the hash pages themselves, zero-padded
+            assert p.payload == stream[number * PAGE_SYMBOL_SIZE :][:PAGE_SYMBOL_SIZE].ljust(
+                PAGE_SYMBOL_SIZE, b"\0")
 
 
 def _manifest_with(**changes: int) -> tuple[Packet, bytes]:
@@ -133,7 +146,9 @@ def test_manifest_header_mismatch_and_length() -> None:
 
 
 def test_page_capacity() -> None:
-    assert max_pages(64) == 76 and max_pages(384) == 36
+    # 1,440 payload bytes less the bundle header, FEC fields, two signatures and the work stamp.
+    assert max_pages(64) == 75 and max_pages(384) == 35
+    assert top_count(37, 64) == 75 and top_count(38, 64) == 1  # 2P + 1 page symbols, or index
 
 
 # ------------------------------------------------------------------------------ Hypothesis
@@ -180,7 +195,7 @@ def test_scapy_built_packet_parses_like_ours() -> None:
     class Hvdb(scapy_all.Packet):  # an independent description of the header, from the doc
         name = "HVDB"
         fields_desc = [  # noqa: RUF012 - scapy's own class attribute
-            fields.StrFixedLenField("magic", b"HVDB", 4), fields.ByteField("version", 1),
+            fields.StrFixedLenField("magic", b"HVDB", 4), fields.ByteField("version", 2),
             fields.ByteField("type", 3), fields.ShortField("flags", 0),
             fields.IntField("update_id", 0), fields.LongField("db_version", 0),
             fields.IntField("index", 0), fields.IntField("count", 1),

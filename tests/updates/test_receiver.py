@@ -26,6 +26,7 @@ from tests.rigs.netupdate import (
     reheader,
     rig,
     signed,
+    stamp,
 )
 
 V = 5  # the version pushed; the rig starts at version 2
@@ -61,7 +62,7 @@ def test_genuine_update_installs_through_the_service() -> None:
         (b"", "truncated"), (b"H", "truncated"), (UPDATE.symbols[0][:31], "truncated"),
         (UPDATE.symbols[0][:-1], "length_mismatch"), (UPDATE.symbols[0] + b"\0", "length_mismatch"),
         (b"XVDB" + UPDATE.symbols[0][4:], "bad_magic"),
-        (UPDATE.symbols[0][:4] + b"\x02" + UPDATE.symbols[0][5:], "bad_version"),
+        (UPDATE.symbols[0][:4] + b"\x01" + UPDATE.symbols[0][5:], "bad_version"),
         (UPDATE.symbols[0][:5] + b"\x06" + UPDATE.symbols[0][6:], "bad_type"),
         (UPDATE.symbols[0][:7] + b"\x01" + UPDATE.symbols[0][8:], "bad_flags"),
         (UPDATE.symbols[0][:31] + b"\x01" + UPDATE.symbols[0][32:], "bad_reserved"),
@@ -130,7 +131,7 @@ def test_unknown_key_and_wrong_key_under_a_trusted_id() -> None:
     forged = bytearray(parse_packet(_manifest_signed_by(stranger)).payload)
     genuine = parse_packet(UPDATE.manifest).payload
     forged[32:40] = genuine[32:40]
-    r.feed([Packet.build(PacketType.MANIFEST, 77, V, 0, 1, bytes(forged)).raw])
+    r.feed([stamp(Packet.build(PacketType.MANIFEST, 77, V, 0, 1, bytes(forged)).raw)])
     assert r.receiver.counters["bad_signature"] == 1 and r.receiver.sessions == {}
     assert r.installed == 2
 
@@ -139,10 +140,10 @@ def test_sig_alg_other_than_the_keys_is_refused_before_crypto() -> None:
     payload = bytearray(parse_packet(UPDATE.manifest).payload)
     payload[40] = 2  # RSA-PSS: the length no longer fits, so also try a fitting forgery
     r = rig(installed=2)
-    r.feed([Packet.build(PacketType.MANIFEST, 1, V, 0, 1, bytes(payload)).raw])
+    r.feed([stamp(Packet.build(PacketType.MANIFEST, 1, V, 0, 1, bytes(payload)).raw)])
     assert r.receiver.counters["length_mismatch"] == 1
     payload[40] = 9  # an algorithm nobody knows
-    r.feed([Packet.build(PacketType.MANIFEST, 1, V, 0, 1, bytes(payload)).raw])
+    r.feed([stamp(Packet.build(PacketType.MANIFEST, 1, V, 0, 1, bytes(payload)).raw)])
     assert r.receiver.counters["bad_manifest"] == 1 and r.receiver.counters["verifications"] == 0
 
 
@@ -153,7 +154,7 @@ def test_caps_are_checked_before_crypto() -> None:
 
 
 def test_bad_signature_once_then_known_bad_without_a_second_verify() -> None:
-    tampered = flip(UPDATE.manifest, 32 + 100)  # inside the FEC block: only the manifest sig
+    tampered = stamp(flip(UPDATE.manifest, 32 + 100))  # in the FEC block: the manifest sig
     r = rig(installed=2)
     r.feed([tampered])
     assert r.receiver.counters["bad_signature"] == 1 and r.receiver.counters["verifications"] == 1
@@ -166,19 +167,20 @@ def test_manifest_signature_must_carry_the_domain() -> None:
     from guest_tool.bundle import sign
 
     packet = parse_packet(UPDATE.manifest)
-    body = packet.payload[:-64]
-    naked = sign(KEY, packet.header.to_bytes() + body)  # no "hv-emu manifest v1" prefix
+    body = packet.payload[:-72]
+    naked = sign(KEY, packet.header.to_bytes() + body)  # no "hv-emu manifest v2" prefix
     r = rig(installed=2)
-    r.feed([Packet.build(PacketType.MANIFEST, packet.header.update_id, V, 0, 1,
-                         body + naked).raw])
+    r.feed([stamp(Packet.build(PacketType.MANIFEST, packet.header.update_id, V, 0, 1,
+                               body + naked + bytes(8)).raw)])
     assert r.receiver.counters["bad_signature"] == 1 and r.receiver.sessions == {}
 
 
 def test_all_zero_signatures_are_rejected() -> None:
     packet = parse_packet(UPDATE.manifest)
-    zeroed = packet.payload[:-64] + bytes(64)
+    zeroed = packet.payload[:-72] + bytes(64) + bytes(8)
     r = rig(installed=2)
-    r.feed([Packet.build(PacketType.MANIFEST, packet.header.update_id, V, 0, 1, zeroed).raw])
+    r.feed([stamp(Packet.build(PacketType.MANIFEST, packet.header.update_id, V, 0, 1,
+                               zeroed).raw)])
     assert r.receiver.counters["bad_signature"] == 1 and r.installed == 2
 
 
@@ -257,7 +259,7 @@ def test_random_update_ids_never_grow_the_session_table() -> None:
 
 
 def test_same_forged_manifest_bytes_cost_one_verification() -> None:
-    forger = Forger(UPDATE, random.Random(5))
+    forger = Forger(UPDATE, random.Random(5), stamped=True)
     one = forger.manifest_packet()
     r = rig(installed=2)
     r.feed([one] * 200, step=1.0)
@@ -353,7 +355,7 @@ def test_a_signed_symbol_of_another_source_block_never_reaches_the_decoder(
 
 
 def test_rsa_pss_3072_update_over_the_network() -> None:
-    """384-byte signatures: the manifest holds 36 page commitments; the same path installs it."""
+    """384-byte signatures: the manifest holds 35 page commitments; the same path installs it."""
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -364,12 +366,12 @@ def test_rsa_pss_3072_update_over_the_network() -> None:
     trust = TrustStore()
     trust.add_pem(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
                   "rsa test key")
-    body = database_text(V, 12, 6000)  # K = 103: N = 207 symbols in 3 pages
+    body = database_text(V, 12, 6000)  # K = 103: N = 207 symbols in 3 pages, 7 page symbols
     bundle, sig = make_bundle(body, kind="ndb", version=V, private_key=key,
                               issued_at=NOW - 60, expires_at=NOW + 3600)
     update = encode_update(bundle, sig, key, update_id=8)
-    assert len(parse_packet(update.manifest).payload) == 80 + 16 + 384 + 16 * 3 + 384
-    assert max_pages(384) == 36
+    assert len(parse_packet(update.manifest).payload) == 80 + 16 + 384 + 16 * 7 + 384 + 8
+    assert max_pages(384) == 35
     r = rig(trust=trust)
     r.feed(carousel(update, rounds=2), until_installed=V)
     assert r.installed == V and r.receiver.counters["verifications"] == 1
@@ -386,3 +388,15 @@ def test_a_manifest_issued_ahead_of_a_slow_clock_is_retried_once_the_clock_catch
     r.clock.now += 1.0  # a verification token again
     r.feed(ALL, until_installed=V)
     assert r.installed == V and r.receiver.counters["known_bad_manifest"] == 0
+
+
+def test_a_manifest_without_its_work_stamp_costs_one_hash_and_no_check() -> None:
+    """The stamp is the first check after the header's: a forgery that did not pay 2^18 hashes
+    (any bit changed in a genuine manifest, too) is ``no_work``, never a candidate."""
+    forger = Forger(UPDATE, random.Random(6))
+    r = rig(installed=2)
+    r.feed([forger.manifest_packet() for _ in range(50)] + [flip(UPDATE.manifest, 40)], step=1.0)
+    assert r.receiver.counters["no_work"] == 51
+    assert r.receiver.counters["verifications"] == 0 and r.receiver.pending_checks() == 0
+    r.feed([UPDATE.manifest])  # the genuine, stamped once by its signer: checked and opened
+    assert r.receiver.counters["verifications"] == 1 and len(r.receiver.sessions) == 1
