@@ -24,6 +24,9 @@ inside a hook (a ctypes callback) can be lost in Unicorn's C frames. So, within 
 Follows: signal(7) (SIGHUP 1, SIGINT 2, SIGTERM 15; a shell shows 128 + the number), Python's
 ``signal`` module (handlers in the main thread; ``set_wakeup_fd``).
 
+A signal ignored when the block begins (``nohup`` ignores SIGHUP; a shell ignores SIGINT for a
+job a script puts in the background) is left ignored.
+
 Leaves out: other signals (SIGKILL cannot be caught: the process ends, outputs are temporaries that
 stay behind, ``--events`` keeps what it had written; SIGQUIT and the rest keep their default).
 
@@ -100,7 +103,10 @@ def signals_end() -> Iterator[Ending]:
                         ending.received(signum)
 
     old_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-    old_handlers = {signum: signal.signal(signum, on_signal) for signum in ENDINGS}
+    # A signal ignored when hv-emu started (``nohup``'s SIGHUP, SIGINT for a job a script put in
+    # the background) stays ignored, as the process's default would have it.
+    old_handlers = {signum: signal.signal(signum, on_signal) for signum in ENDINGS
+                    if signal.getsignal(signum) != signal.SIG_IGN}  # fmt: skip
     watcher = threading.Thread(target=watch, name="hv-emu signals", daemon=True)
     watcher.start()
     try:

@@ -65,7 +65,7 @@ class Vcpu(MmioTraps, Platform):
         super().__init__(mem, on_exit)
         Platform.__init__(self)
         self._timed_out = threading.Event()
-        self.stopping = RunStop()  # the watchdog's and Ctrl-C's end, host waits included
+        self.stopping = RunStop()  # the watchdog's and the signals' end, host waits included
         self._stopper = Repeater(self.uc.emu_stop, self._timed_out.is_set)  # U74
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
         self._pushing_frame = False  # delivery is writing an interrupt frame (not code)
@@ -78,7 +78,7 @@ class Vcpu(MmioTraps, Platform):
         ``steps`` runs at most that many instructions and then returns ``StopRequest("step")``
         (a debugger's single step; ``count=`` is slow, so only then)."""
         self._timed_out.clear()
-        if self.stopping.rearm():  # Ctrl-C came before this run: it ends at once
+        if self.stopping.rearm():  # a signal came before this run: it ends at once
             self._timed_out.set()
         watchdog = None
         if timeout is not None:

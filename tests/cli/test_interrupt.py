@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -120,6 +121,34 @@ def test_a_signal_ends_the_gdb_stub_waiting_for_gdb(signum: int, tmp_path: Path)
         assert child.stderr is not None
         assert b"waiting for gdb" in child.stderr.readline()
         check_ended(child, events, signum)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or shutil.which("nohup") is None,
+                    reason="needs Linux's /proc and nohup(1)")
+def test_an_ignored_sighup_stays_ignored_as_under_nohup(tmp_path: Path) -> None:
+    """``nohup hv-emu run ...``: SIGHUP was ignored when hv-emu started, so a closed terminal does
+    not end the run; the SIGTERM sent after it does (a pending SIGHUP would come first)."""
+    image, events = tmp_path / "g.bin", tmp_path / "e.jsonl"
+    image.write_bytes(assemble(GUESTS["tight loop"], mode=64, address=0x100000))
+    nohup = ["nohup", sys.executable, "-m", "hv_emu", "run", str(image), "--timeout", "600",
+             "--events", str(events)]  # fmt: skip
+    child = subprocess.Popen(nohup, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert child.stdout is not None
+        assert child.stdout.read(1) == b"r"  # the guest runs
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        masks = {k: int(v, 16) for k, v in re.findall(r"^(Sig\w+):\s*([0-9a-f]+)$", status, re.M)}
+        bit = {signum: 1 << (signum - 1) for signum in SIGNALS}
+        assert masks["SigIgn"] & bit[signal.SIGHUP] and not masks["SigCgt"] & bit[signal.SIGHUP]
+        assert masks["SigCgt"] & bit[signal.SIGTERM] and masks["SigCgt"] & bit[signal.SIGINT]
+        child.send_signal(signal.SIGHUP)
+        check_ended(child, events, signal.SIGTERM)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=PATIENCE)
 
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="no timeout(1)")
