@@ -7,7 +7,8 @@ stop reply. A VMCALL is one instruction to gdb: ``stepi`` over it runs the hyper
 RAX changes across it as the ABI says. A run a signal ended (Ctrl-C, SIGTERM, SIGHUP sent to
 hv-emu: ``hv_emu/vcpu/stopping.py``'s ``ENDINGS``) is told to gdb as the process terminated by that
 signal (the ``X`` stop reply: gdb prints "Program terminated with signal SIGTERM"), and the session
-ends there, so hv-emu ends at once instead of waiting for gdb to detach.
+ends there, so hv-emu ends at once instead of waiting for gdb to detach. A Linux program's end
+is told as ``W`` with its exit status (the one ``hv-emu run`` exits with).
 
 Follows: the GDB manual, appendix E (packets in ``gdb_protocol.py``; ``?``, ``g``/``G``,
 ``p``/``P``, ``m``/``M``, ``Z0``/``z0`` and ``Z1``/``z1``, ``s``, ``c``, ``k``, ``D``,
@@ -271,7 +272,9 @@ class GdbStub:
                 reply = b"X%02x" % by.number  # "Program terminated with signal ..."
             case Halt() | StopRequest():
                 self.result = self.machine.finish(exit_)
-                reply = b"W00"
+                linux = self.machine.linux  # a Linux program's own status is hv-emu's (ELF.md)
+                status = linux.exit_status if linux is not None else None
+                reply = b"W%02x" % (status or 0)
         self._last_stop = reply
         return reply
 

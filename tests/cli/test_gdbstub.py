@@ -3,6 +3,7 @@ real gdb told the truth when a signal sent to hv-emu ends the guest it was runni
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -19,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
+from guest_tool.elf_writer import code_address, write_executable
 from hv_emu.debug.gdbstub import REGISTERS, GdbStub, serve_gdb
 from hv_emu.exits import Halt, StopRequest
+from hv_emu.linux.files import FileTable
 from hv_emu.machine import Machine, MachineConfig, RunResult
 from tests.rigs.processes import PATIENCE, hv_emu_process
 
@@ -137,6 +140,16 @@ def test_a_signal_ending_the_run_is_an_x_stop_reply_and_ends_the_session(
     result = stub.conclude()
     assert isinstance(result.exit, StopRequest) and result.exit.reason.endswith(
         "(Ctrl-C)" if signum == signal.SIGINT else f"({signal.Signals(signum).name})")
+
+
+def test_a_linux_programs_exit_is_told_with_its_status() -> None:
+    program = write_executable(assemble("mov edi, 7\n mov eax, 231\n syscall", mode=64,
+                                        address=code_address(64)), bits=64)  # fmt: skip
+    machine = Machine(MachineConfig(timeout=10))
+    machine.load_elf(program, argv=["seven"], files=FileTable(stdout=io.BytesIO()))
+    stub = GdbStub(machine)
+    assert stub.handle(b"c") == b"W07"  # exit_group(7): hv-emu run exits with 7
+    assert isinstance(stub.conclude().exit, StopRequest)
 
 
 def test_single_steps_over_a_run_of_vmcalls_handle_each_one() -> None:
