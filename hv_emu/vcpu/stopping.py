@@ -80,7 +80,7 @@ def ending_of(reason: str) -> SignalEnding | None:
 
 
 class RunStop:
-    """Host waits the end of a run cuts short, and whether Ctrl-C asked for that end."""
+    """Host waits the end of a run cuts short, and whether a signal asked for that end."""
 
     def __init__(self) -> None:
         #: Set by a signal (``Vcpu.interrupt``); never cleared: the machine's runs are over.
