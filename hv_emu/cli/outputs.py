@@ -13,9 +13,10 @@ Models: a run's output files (``--report``, ``--events``, ``--screen``, ``--trac
   (``.NAME.<16 hex>.tmp``, ``O_CREAT | O_EXCL | O_NOFOLLOW``: a new inode of our own) before the
   guest runs, which also proves the directory exists and is writable; the streaming outputs
   (``--events``, ``--trace-json``, ``--capture``) stream into it. Only when the run ended (the
-  guest halted, faulted, timed out, was stopped or interrupted by Ctrl-C, or the program exited)
+  guest halted, faulted, timed out, was stopped or ended by a signal: Ctrl-C, SIGTERM, SIGHUP; or
+  the program exited)
   and every output was written does ``commit`` rename each temporary over its name (the existing
-  file's permission bits kept). A refused run, a failed write, an internal error or Ctrl-C
+  file's permission bits kept). A refused run, a failed write, an internal error or a signal
   before the guest started removes the temporaries (``discard``) and leaves every existing file
   as it was.
 - ``--events`` is the one output put in place early (``publish``): its temporary is renamed over

@@ -11,9 +11,10 @@ Exit status:
     3  the watchdog timed out (``--timeout``)
     4  a handler stopped the run
     70 an internal error of hv-emu (a bug: please report it)
-    130 interrupted (Ctrl-C) once the guest had started: an ending like the others, its line
-        ("interrupted at ...") and every output written (``interrupt.py``); before that, every
-        output file left as it was
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP): 128 + the signal's
+        number; once the guest had started an ending like the others, its line ("interrupted at
+        ...", "terminated at ...") and every output written (``interrupt.py``); before that, one
+        line and every output file left as it was
 A Linux ELF program that calls exit/exit_group makes ``hv-emu run`` exit with the program's own
 status instead, as ``qemu-x86_64`` does (docs/ELF.md); its other ends keep the codes above.
 The files it writes (``OUTPUTS``) are never one it reads, and each is replaced only once the run
@@ -32,20 +33,20 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from hv_emu.cli.interrupt import ctrl_c_ends
+from hv_emu.cli.interrupt import Ending, signals_end
 from hv_emu.cli.netopts import add_arguments as add_network_arguments
 from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.cli.outputs import Outputs
 from hv_emu.cli.run_status import (
     EXIT_FAULT,
     EXIT_HALT,
-    EXIT_INTERRUPTED,
     EXIT_STOPPED,
     EXIT_TIMEOUT,
     exit_status,
@@ -70,7 +71,7 @@ from hv_emu.machine import DISK_CONTROLLERS, Machine, MachineConfig, RunResult
 from hv_emu.memory.boot import MODES
 from hv_emu.named_file import read_user_file
 from hv_emu.usage import Once, drop_standard_output, integer
-from hv_emu.vcpu.stopping import INTERRUPTED
+from hv_emu.vcpu.stopping import ENDINGS, ending_of
 
 #: Every file ``hv-emu run`` writes, as its option (hv_emu/cli/outputs.py: none is ever a file it
 #: reads, each is written whole or not at all, but ``--events``, which streams).
@@ -203,15 +204,15 @@ def _run_watched(machine: Machine, args: argparse.Namespace, outputs: Outputs) -
                             records=records)  # fmt: skip
         machine.exit_observers.append(tracer)
     try:
-        with ctrl_c_ends(machine.vcpu):
-            try:
-                if args.gdb is None:
-                    return machine.run()
-                with machine.serving_network():
-                    return serve_gdb(machine, args.gdb, announce=_announce_gdb)
-            except KeyboardInterrupt:  # Ctrl-C outside the vCPU's run: gdb's wait (interrupt.py)
-                vcpu = machine.vcpu
-                return machine.finish(StopRequest(INTERRUPTED, vcpu.mode(), vcpu.reg("rip")))
+        try:
+            if args.gdb is None:
+                return machine.run()
+            with machine.serving_network():
+                return serve_gdb(machine, args.gdb, announce=_announce_gdb)
+        except KeyboardInterrupt:  # a signal outside the vCPU's run: gdb's wait (interrupt.py)
+            vcpu = machine.vcpu
+            reason = vcpu.stopping.reason()
+            return machine.finish(StopRequest(reason, vcpu.mode(), vcpu.reg("rip")))
     finally:
         if records is not None:
             records.close()
@@ -252,8 +253,8 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
             status, ending = EXIT_FAULT, final.describe()
         case Timeout(seconds=seconds, rip=rip):
             status, ending = EXIT_TIMEOUT, f"timeout: {seconds:g} s without halting (RIP={rip:#x})"
-        case StopRequest(reason=reason, rip=rip) if reason == INTERRUPTED:
-            status, ending = EXIT_INTERRUPTED, f"interrupted (Ctrl-C) at RIP={rip:#x}"
+        case StopRequest(reason=reason, rip=rip) if (by := ending_of(reason)) is not None:
+            status, ending = by.status, f"{by.reason} at RIP={rip:#x}"
         case StopRequest(reason=reason):
             status, ending = EXIT_STOPPED, f"stopped: {reason}"
         case _:
@@ -333,17 +334,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     writable_dirs = [("--file", grant.host_path) for grant in grants
                      if grant.writable and grant.host_path.is_dir()]  # fmt: skip
     state = [] if args.state is None else [("--state", args.state)]
-    # Every output is a temporary until the run has ended (hv_emu/cli/outputs.py).
-    with Outputs.prepare([(option, getattr(args, option[2:].replace("-", "_")))
-                          for option in OUTPUTS],
-                         [(option, path) for option, path in inputs if path is not None],
-                         state + writable_dirs) as outputs:  # fmt: skip
-        status = _run(args, image, outputs)
-        outputs.commit()
+    # Every output is a temporary until the run has ended (hv_emu/cli/outputs.py); a signal
+    # ends the run as it goes, or if it comes before (or after) the run, ends here, every output
+    # file left as it was (interrupt.py).
+    with signals_end() as ending:
+        try:
+            with Outputs.prepare([(option, getattr(args, option[2:].replace("-", "_")))
+                                  for option in OUTPUTS],
+                                 [(option, path) for option, path in inputs if path is not None],
+                                 state + writable_dirs) as outputs:  # fmt: skip
+                status = _run(args, image, outputs, ending)
+                outputs.commit()
+        except KeyboardInterrupt:
+            end = ending.signal or ENDINGS[signal.SIGINT]
+            print(f"hv-emu: {end.reason}: the output files left as they were", file=sys.stderr)
+            return end.status
     return status
 
 
-def _run(args: argparse.Namespace, image: bytes | None, outputs: Outputs) -> int:
+def _run(args: argparse.Namespace, image: bytes | None, outputs: Outputs, ending: Ending) -> int:
     """``cmd_run`` once the files it writes are prepared."""
     outputs.release("--capture")  # the network's pcap writer opens its temporary by path
     config = MachineConfig(
@@ -367,6 +376,7 @@ def _run(args: argparse.Namespace, image: bytes | None, outputs: Outputs) -> int
                       max_bytes=args.events_max or None)  # fmt: skip
     try:
         machine = Machine(config, console=sys.stdout.buffer, events=events)
+        ending.vcpu = machine.vcpu  # from now on a signal ends its run (interrupt.py)
         recorder = _record(machine, events) if report is not None else None
         # Hash signatures name whole files; the disk path sees write streams (said once, here:
         # an update cannot carry a hash database, its content type is .db or .ndb only).

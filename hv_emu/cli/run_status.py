@@ -3,8 +3,9 @@
 Models: the last thing a VMM's front end does, as ``qemu`` or ``bhyve`` do: say in one line on
 standard error how the guest ended (halted, faulted, timed out, stopped; a Linux program's exit
 status or signal) with the run's counts (hypercalls, time, the database in force, detections, the
-network), and turn that ending into the exit status ``run.py``'s docstring lists (Ctrl-C's,
-``StopRequest(INTERRUPTED)``, is 130: "interrupted at RIP=...").
+network), and turn that ending into the exit status ``run.py``'s docstring lists (a signal's,
+a ``StopRequest`` whose reason is in ``stopping.ENDINGS``, is 128 + its number: Ctrl-C's 130,
+"interrupted at RIP=... (Ctrl-C)", SIGTERM's 143, "terminated at RIP=... (SIGTERM)").
 
 Follows: README.md (``hv-emu run``), docs/ELF.md (a program's own status, as ``qemu-x86_64``).
 
@@ -22,10 +23,9 @@ from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.linux.signal_numbers import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.machine import Machine
-from hv_emu.vcpu.stopping import INTERRUPTED
+from hv_emu.vcpu.stopping import ending_of
 
 EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
-EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell shows SIGINT (128 + 2)
 
 
 def database_summary(machine: Machine) -> str:
@@ -96,9 +96,10 @@ def exit_status(machine: Machine, final: Exit, summary: str, quiet: bool) -> int
             print(f"hv-emu: timeout: the guest ran {seconds:g} s without halting "
                   f"(RIP={rip:#x}); raise --timeout if it needs longer", file=sys.stderr)
             return EXIT_TIMEOUT
-        case StopRequest(reason=reason, rip=rip) if reason == INTERRUPTED:
-            print(f"hv-emu: interrupted at RIP={rip:#x} (Ctrl-C): {summary}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+        case StopRequest(reason=reason, rip=rip) if (by := ending_of(reason)) is not None:
+            print(f"hv-emu: {by.word} at RIP={rip:#x} ({by.shown}): {summary}",
+                  file=sys.stderr)  # fmt: skip
+            return by.status
         case StopRequest(reason=reason):
             print(f"hv-emu: stopped: {reason}: {summary}", file=sys.stderr)
             return EXIT_STOPPED

@@ -4,18 +4,25 @@ Models: the debug stub a VMM offers its user (QEMU's ``-gdb tcp::PORT``, the kvm
 Firecracker gdb servers): gdb connects over TCP, reads and writes the vCPU's registers and the
 guest's memory, plants breakpoints, single-steps and continues; the stub answers every stop with a
 stop reply. A VMCALL is one instruction to gdb: ``stepi`` over it runs the hypercall handler, and
-RAX changes across it as the ABI says.
+RAX changes across it as the ABI says. A run a signal ended (Ctrl-C, SIGTERM, SIGHUP sent to
+hv-emu: ``hv_emu/vcpu/stopping.py``'s ``ENDINGS``) is told to gdb as the process terminated by that
+signal (the ``X`` stop reply: gdb prints "Program terminated with signal SIGTERM"), and the session
+ends there, so hv-emu ends at once instead of waiting for gdb to detach. A Linux program's end
+is told as ``W`` with its exit status (the one ``hv-emu run`` exits with).
 
 Follows: the GDB manual, appendix E (packets in ``gdb_protocol.py``; ``?``, ``g``/``G``,
 ``p``/``P``, ``m``/``M``, ``Z0``/``z0`` and ``Z1``/``z1``, ``s``, ``c``, ``k``, ``D``,
-``qSupported`` with ``swbreak+``/``hwbreak+``), and the register layout gdb uses for
-``i386:x86-64`` without a target description: RAX..R15, RIP, EFLAGS, CS..GS, then x87, SSE and
-MXCSR.
+``qSupported`` with ``swbreak+``/``hwbreak+``; the stop replies ``T``, ``W`` and ``X``, whose
+signal numbers are gdb's, the same as Linux's for the ones used here), and the register layout
+gdb uses for ``i386:x86-64`` without a target description: RAX..R15, RIP, EFLAGS, CS..GS, then
+x87, SSE and MXCSR.
 
 Leaves out: a target description (``target.xml``: gdb is told ``set architecture i386:x86-64``);
 x87/SSE state, FS and GS (read as zeros, not writable: Unicorn's engine has them but hv-emu's
 guests do not use them); watchpoints (``Z2``-``Z4`` get the empty reply); interrupting a running
-guest with Ctrl-C (the ``--timeout`` watchdog ends a runaway continue with SIGALRM); threads (one
+guest with gdb's Ctrl-C (the ``--timeout`` watchdog ends a runaway continue with SIGALRM; a signal
+sent to hv-emu ends the run); telling gdb of a signal that came while gdb had the guest stopped
+(gdb is not waiting for a stop reply then: the connection just closes); threads (one
 vCPU is thread 1). Breakpoints are code hooks on the vCPU, never bytes patched into guest memory,
 so the guest cannot see them. Addresses are guest-virtual, read through the guest's page tables.
 
@@ -60,6 +67,7 @@ from hv_emu.errors import ConfigError, GuestFault
 from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.machine import Machine, RunResult
 from hv_emu.memory.walk import read_virt, write_virt
+from hv_emu.vcpu.stopping import ending_of
 
 X87_CONTROL = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
 #: gdb's amd64 register file without a target description, in ``g`` order: (name, size in bytes,
@@ -122,13 +130,14 @@ class GdbStub:
         self.vcpu = machine.vcpu
         self._breakpoints: dict[int, _Breakpoint] = {}
         self._last_stop = b"S%02x" % SIGTRAP  # stopped at the entry point before the first insn
-        self._detached = self._killed = False
+        self._detached = self._killed = self._terminated = False
         self.result: RunResult | None = None  # how the guest's run ended, once it has
 
     @property
     def done(self) -> bool:
-        """The session is over: gdb killed or detached, or the guest's run ended."""
-        return self._detached or self._killed
+        """The session is over: gdb killed or detached, or a signal ended the guest's run (gdb
+        was told: the ``X`` stop reply)."""
+        return self._detached or self._killed or self._terminated
 
     def handle(self, payload: bytes) -> bytes:
         """The reply to one packet's payload."""
@@ -257,9 +266,15 @@ class GdbStub:
                 reply = b"T%02x" % fault_signal(exit_)
             case Timeout():
                 reply = b"T%02x" % SIGALRM
+            case StopRequest(reason=reason) if (by := ending_of(reason)) is not None:
+                self.result = self.machine.finish(exit_)
+                self._terminated = True
+                reply = b"X%02x" % by.number  # "Program terminated with signal ..."
             case Halt() | StopRequest():
                 self.result = self.machine.finish(exit_)
-                reply = b"W00"
+                linux = self.machine.linux  # a Linux program's own status is hv-emu's (ELF.md)
+                status = linux.exit_status if linux is not None else None
+                reply = b"W%02x" % (status or 0)
         self._last_stop = reply
         return reply
 

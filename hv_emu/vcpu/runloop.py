@@ -15,8 +15,10 @@ timer is armed (U41, the instruction budget); CR2 given back after each return (
 silent stop at a thrice-met invalid opcode (U15), VMMCALL's included (U37); the exception in
 flight is forgotten at each entry, so a fault is reported, or delivered, as itself (U61, U62).
 
-Ctrl-C (``interrupt``) ends a run as the watchdog does, as a ``StopRequest`` that says so, and cuts
-short a host wait either way (``stopping.py``).
+A signal (``interrupt``: Ctrl-C, SIGTERM, SIGHUP) ends a run as the watchdog does, as a
+``StopRequest`` that names it, and cuts short a host wait either way; both repeat their stop until
+the run has returned, so one that lands just before ``emu_start`` is not lost (``stopping.py``,
+docs/UNICORN.md U74).
 
 Leaves out: SMP (one vCPU, one thread), pausing and resuming a run from another thread.
 
@@ -26,6 +28,7 @@ Guest controls: when it halts, faults or calls VMCALL, and the RAM host code wri
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import fields
 
@@ -45,7 +48,7 @@ from hv_emu.vcpu.icount import Counter
 from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
 from hv_emu.vcpu.mmio import MmioTraps
 from hv_emu.vcpu.platform import Platform
-from hv_emu.vcpu.stopping import INTERRUPTED, RunStop
+from hv_emu.vcpu.stopping import Repeater, RunStop
 from hv_emu.vcpu.traps import ExitHandler
 
 _HLT = 0xF4
@@ -62,7 +65,8 @@ class Vcpu(MmioTraps, Platform):
         super().__init__(mem, on_exit)
         Platform.__init__(self)
         self._timed_out = threading.Event()
-        self.stopping = RunStop()  # the watchdog's and Ctrl-C's end, host waits included
+        self.stopping = RunStop()  # the watchdog's and the signals' end, host waits included
+        self._stopper = Repeater(self.uc.emu_stop, self._timed_out.is_set)  # U74
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
         self._pushing_frame = False  # delivery is writing an interrupt frame (not code)
         self._counter = Counter(self.uc)  # what a budgeted entry ran (docs/UNICORN.md U65)
@@ -74,7 +78,7 @@ class Vcpu(MmioTraps, Platform):
         ``steps`` runs at most that many instructions and then returns ``StopRequest("step")``
         (a debugger's single step; ``count=`` is slow, so only then)."""
         self._timed_out.clear()
-        if self.stopping.rearm():  # Ctrl-C came before this run: it ends at once
+        if self.stopping.rearm():  # a signal came before this run: it ends at once
             self._timed_out.set()
         watchdog = None
         if timeout is not None:
@@ -86,7 +90,7 @@ class Vcpu(MmioTraps, Platform):
                 if self._timed_out.is_set():
                     mode = self.mode()
                     if self.stopping.interrupted.is_set():
-                        return StopRequest(INTERRUPTED, mode, self.reg("rip"))
+                        return StopRequest(self.stopping.reason(), mode, self.reg("rip"))
                     return Timeout(timeout or 0.0, mode, self.reg("rip"))
                 self._stop = self._error = self._pending_fault = None
                 self._resume = False
@@ -172,6 +176,9 @@ class Vcpu(MmioTraps, Platform):
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+                if watchdog.is_alive():
+                    watchdog.join()  # a firing under way: its repeater is cancelled below
+            self._stopper.cancel()
 
     def _enter(self, start: int, steps: int | None) -> unicorn.UcError | None:
         """One ``emu_start`` from ``start``: the Unicorn error it ended with, if any."""
@@ -257,16 +264,20 @@ class Vcpu(MmioTraps, Platform):
         text = disassemble_one(code, pc, mode)
         return text.startswith(("(bad)", "ud0", "ud1", "ud2"))
 
-    def interrupt(self) -> None:
-        """Ctrl-C: end this run and every later one (``StopRequest(INTERRUPTED)``), even from a
-        host wait; any thread may call it, as often as it likes."""
-        self.stopping.interrupted.set()
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        """A signal (Ctrl-C by default): end this run and every later one (a ``StopRequest``
+        naming the first signal, ``stopping.ENDINGS``), even from a host wait; any thread may
+        call it, as often as it likes."""
+        self.stopping.interrupt(signum)
         self._watchdog_fire()
 
     def _watchdog_fire(self) -> None:
+        """End the run: its host waits now, and ``emu_start`` now and again every
+        ``stopping.REPEAT`` seconds until the run returns (a stop just before ``emu_start``
+        began is lost, U74)."""
         self._timed_out.set()
         self.stopping.cut()
-        self.uc.emu_stop()
+        self._stopper.start()
 
     def _byte_before(self, paging: PagingState, pc: int) -> int:
         """The byte before linear ``pc`` (a HLT?), read through the guest's tables (U7); -1 when

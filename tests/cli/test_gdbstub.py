@@ -1,9 +1,13 @@
-"""The GDB stub: its protocol state on a real vCPU, and a real gdb stepping across a VMCALL."""
+"""The GDB stub: its protocol state on a real vCPU, a real gdb stepping across a VMCALL, and a
+real gdb told the truth when a signal sent to hv-emu ends the guest it was running."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -16,9 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
+from guest_tool.elf_writer import code_address, write_executable
 from hv_emu.debug.gdbstub import REGISTERS, GdbStub, serve_gdb
 from hv_emu.exits import Halt, StopRequest
+from hv_emu.linux.files import FileTable
 from hv_emu.machine import Machine, MachineConfig, RunResult
+from tests.rigs.processes import PATIENCE, hv_emu_process
 
 BIN = Path(sys.executable).parent
 LOAD = 0x100000
@@ -116,6 +123,33 @@ def test_kill_ends_the_run_and_detach_lets_it_finish() -> None:
     assert stub.handle(b"D;1") == b"OK" and stub.done
     finished = stub.conclude()  # breakpoints are gone: the guest runs to its HLT
     assert isinstance(finished.exit, Halt) and stub.vcpu.reg("rdi") == 2
+
+
+@pytest.mark.parametrize(("signum", "reply"), [(signal.SIGINT, b"X02"), (signal.SIGTERM, b"X0f"),
+                                               (signal.SIGHUP, b"X01")])  # fmt: skip
+def test_a_signal_ending_the_run_is_an_x_stop_reply_and_ends_the_session(
+    signum: int, reply: bytes
+) -> None:
+    stub = stub_for(assemble("again: jmp again", mode=64, address=LOAD))
+    timer = threading.Timer(0.2, stub.vcpu.interrupt, args=(signum,))
+    timer.start()
+    assert stub.handle(b"c") == reply  # gdb's signal numbers are Linux's for these
+    timer.join()
+    assert stub.done  # no waiting for gdb to detach
+    assert stub.handle(b"?") == reply and stub.handle(b"c") == reply  # said again if asked
+    result = stub.conclude()
+    assert isinstance(result.exit, StopRequest) and result.exit.reason.endswith(
+        "(Ctrl-C)" if signum == signal.SIGINT else f"({signal.Signals(signum).name})")
+
+
+def test_a_linux_programs_exit_is_told_with_its_status() -> None:
+    program = write_executable(assemble("mov edi, 7\n mov eax, 231\n syscall", mode=64,
+                                        address=code_address(64)), bits=64)  # fmt: skip
+    machine = Machine(MachineConfig(timeout=10))
+    machine.load_elf(program, argv=["seven"], files=FileTable(stdout=io.BytesIO()))
+    stub = GdbStub(machine)
+    assert stub.handle(b"c") == b"W07"  # exit_group(7): hv-emu run exits with 7
+    assert isinstance(stub.conclude().exit, StopRequest)
 
 
 def test_single_steps_over_a_run_of_vmcalls_handle_each_one() -> None:
@@ -236,3 +270,37 @@ def test_any_packets_get_a_reply_never_an_exception(payloads: list[bytes]) -> No
     for payload in payloads:
         reply = stub.handle(payload)
         assert isinstance(reply, bytes)
+
+
+@NEEDS_GDB
+def test_sigterm_while_gdb_continues_tells_gdb_and_ends_hv_emu(tmp_path: Path) -> None:
+    """gdb continues a tight loop; SIGTERM to hv-emu: gdb is told the program terminated with
+    SIGTERM (an ``X0f`` stop reply), and hv-emu ends with status 143 without gdb detaching."""
+    image, events = tmp_path / "g.bin", tmp_path / "e.jsonl"
+    image.write_bytes(assemble("mov al, 'r'\n out 0xe9, al\nagain: jmp again", mode=64,
+                               address=LOAD))  # fmt: skip
+    with hv_emu_process(image, "--gdb", "0", "--timeout", "600", "--events", str(events)) as hv:
+        assert hv.stderr is not None and hv.stdout is not None
+        announce = hv.stderr.readline().decode()
+        port = re.search(r"127\.0\.0\.1:(\d+)", announce)
+        assert port is not None, announce
+        gdb = subprocess.Popen(
+            ["gdb", "-nx", "-batch", "-ex", "set architecture i386:x86-64",
+             "-ex", f"target remote :{port.group(1)}", "-ex", "continue",
+             "-ex", "info program"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            assert hv.stdout.read(1) == b"r"  # gdb's continue runs the guest
+            hv.send_signal(signal.SIGTERM)
+            _, err = hv.communicate(timeout=PATIENCE)  # while gdb is still connected or not
+            said, _ = gdb.communicate(timeout=PATIENCE)
+        finally:
+            if gdb.poll() is None:
+                gdb.kill()
+                gdb.wait()
+    assert hv.returncode == 143, err
+    assert err.decode().splitlines()[-1].startswith("hv-emu: terminated at RIP=0x"), err
+    assert "Program terminated with signal SIGTERM" in said, said
+    assert "exited normally" not in said, said
+    assert json.loads(events.read_text().splitlines()[-1])["reason"] == "terminated (SIGTERM)"
