@@ -12,11 +12,11 @@ stores as device calls); event injection: ``exceptions`` (who takes a vector), `
 (delivery in real and protected/long mode), ``hidden`` (segment caches, CPL, the shadow),
 ``error_codes`` and ``platform`` (INTR/INTA, the interrupt window, guest time while a timer is
 armed, HLT waiting), ``icount`` (what a budgeted entry ran: a HLT, or the budget running
-out); ``exception_state`` (the exception in flight, forgotten once a handler took
-it, or once delivered: the one place that clears it); ``stopping`` (the watchdog's and Ctrl-C's
+out); ``exception_state`` (the exception in flight, forgotten once a handler took it, or once
+delivered: the one place that clears it); ``stopping`` (the watchdog's and the ending signals'
 end of a run, host waits included).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U44, U50-U52, U60-U62, U65 and their
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U44, U50-U52, U60-U62, U65, U74 and their
 work-arounds). This package is the only place that imports unicorn.
 
 Leaves out: NMIs and the APIC, MSR and control-register exits, SMP (see each module).
