@@ -16,8 +16,8 @@ out); ``exception_state`` (the exception in flight, forgotten once a handler too
 delivered: the one place that clears it); ``stopping`` (the watchdog's and the ending signals'
 end of a run, host waits included).
 
-Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U44, U50-U52, U60-U62, U65, U74 and their
-work-arounds). This package is the only place that imports unicorn.
+Follows: docs/UNICORN.md (Unicorn 2.1.4: the facts U1-U25, U34-U44, U50-U52, U60-U62, U65, U74
+and their work-arounds). This package is the only place that imports unicorn.
 
 Leaves out: NMIs and the APIC, MSR and control-register exits, SMP (see each module).
 
