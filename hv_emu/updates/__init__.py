@@ -1,10 +1,10 @@
 """The one update pipeline: a signed database, by VMCALL or from the network.
 
 Models: the bundle format (``format``), signature verification against trusted keys
-(``verify``), the persisted version counter and database (``state``), the decision and the swap
-(``service``), and the network path's packets and sans-IO receiver (``packets``, ``receiver``
-with its ``admission``, ``session`` and ``receiver_stats``, and its raw front path ``front`` and
-``prefilter``).
+(``verify``), the persisted version counter and database (``state``), the decision
+(``service``) and the compile and swap (``compile_worker``), and the network path's packets and
+sans-IO receiver (``packets``, ``receiver`` with its ``admission``, ``session`` and
+``receiver_stats``, and its raw front path ``front`` and ``prefilter``).
 
 Follows: ``docs/UPDATE-FORMAT.md`` and ``docs/PROTOCOL.md``. Leaves out: key rotation.
 

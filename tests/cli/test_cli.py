@@ -254,12 +254,12 @@ def test_the_summary_names_an_accepted_database_that_never_came_into_force(
 ) -> None:
     import hv_emu.cli.main
     from hv_emu.errors import DatabaseError
-    from hv_emu.updates import service
+    from hv_emu.updates import compile_worker
 
     def refuse(*args: object, **kwargs: object) -> object:
         raise DatabaseError("update v7", 0, 0, "Hyperscan cannot compile it: out of memory")
 
-    monkeypatch.setattr(service, "compile_signatures", refuse)
+    monkeypatch.setattr(compile_worker, "compile_signatures", refuse)
     guest, pub = update_image(tmp_path)
     assert hv_emu.cli.main.main(["run", str(guest), "--trust", str(pub)]) == 0
     err = capsys.readouterr().err.strip()

@@ -22,7 +22,7 @@ from hv_emu.hypercalls.builtin import NUMBERS
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.testing import Hypervisor
-from hv_emu.updates import service
+from hv_emu.updates import compile_worker
 from tests.rigs.netupdate import KEY, signed, trust_of
 
 WAIT = 30  # seconds: a bound on waiting for the other thread, never a measurement
@@ -49,7 +49,7 @@ class Gate:
     """Stands in for ``compile_signatures``: says it began, then waits for ``release``."""
 
     def __init__(self) -> None:
-        self.real = service.compile_signatures
+        self.real = compile_worker.compile_signatures
         self.began = threading.Event()
         self.release = threading.Event()
 
@@ -62,7 +62,7 @@ class Gate:
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
     gated = Gate()
-    monkeypatch.setattr(service, "compile_signatures", gated)
+    monkeypatch.setattr(compile_worker, "compile_signatures", gated)
     yield gated
     gated.release.set()  # never leave the worker blocked behind a failed test
 

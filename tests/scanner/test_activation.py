@@ -24,7 +24,7 @@ from hv_emu.scanner.database import (
 )
 from hv_emu.scanner.program import LARGE_SET, LARGE_SET_ANCHOR, build_program
 from hv_emu.scanner.signatures import parse_database
-from hv_emu.updates import service
+from hv_emu.updates import compile_worker
 from tests.rigs.updates import Publisher, machine_for
 
 pytestmark = pytest.mark.skipif(not HYPERSCAN_AVAILABLE, reason="hyperscan is not installed")
@@ -116,7 +116,7 @@ def test_large_sets_get_short_anchors_and_small_ones_whole_ones() -> None:
 def test_an_update_activates_the_automaton_then_hyperscan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 2)  # this small database counts as large
+    monkeypatch.setattr(compile_worker, "FIRST_STAGE_FROM", 2)  # this small database is large
     publisher = Publisher(tmp_path)
     machine = machine_for(publisher)
     assert machine.updates.submit(*publisher.sign(NDB, version=2, kind="ndb"), source="t") == Rc.OK

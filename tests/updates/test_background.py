@@ -19,7 +19,7 @@ from hv_emu.hypercalls.abi import Rc
 from hv_emu.layout import DEFAULT_LOAD
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.scanner.database import SignatureDatabase
-from hv_emu.updates import service
+from hv_emu.updates import compile_worker
 from hv_emu.updates.state import StateDir
 from tests.rigs.updates import Publisher, machine_for, run_update
 
@@ -68,7 +68,7 @@ def test_the_guest_runs_while_the_database_compiles(
     image, pub = update_guest(tmp_path, synthetic(5000))
     machine = Machine(MachineConfig(trust=[pub], timeout=60.0, state_dir=tmp_path / "state"))
     guest_wrote = threading.Event()
-    real_compile = service.compile_signatures
+    real_compile = compile_worker.compile_signatures
 
     def gated_compile(*args: object, **kwargs: object) -> SignatureDatabase:
         # The compile cannot finish before the guest has run on after its VMCALL: that makes
@@ -76,7 +76,7 @@ def test_the_guest_runs_while_the_database_compiles(
         assert guest_wrote.wait(30), "the guest did not run after its VMCALL returned"
         return real_compile(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "compile_signatures", gated_compile)
+    monkeypatch.setattr(compile_worker, "compile_signatures", gated_compile)
     seen = {"version_after_vmcall": -1, "writes_before_active": 0}
 
     def observe(exit_: Exit, outcome: Outcome, seconds: float) -> None:
@@ -130,7 +130,7 @@ def test_a_refused_compile_keeps_the_old_database(
     def refuse(*args: object, **kwargs: object) -> SignatureDatabase:
         raise DatabaseError("update v2", 0, 0, "Hyperscan cannot compile it: out of memory")
 
-    monkeypatch.setattr(service, "compile_signatures", refuse)
+    monkeypatch.setattr(compile_worker, "compile_signatures", refuse)
     publisher = Publisher(tmp_path)
     machine = machine_for(publisher)
     assert run_update(machine, *publisher.sign(version=2)) == "hvupdate: rc=0 (OK)\n"
@@ -149,7 +149,7 @@ def test_a_compile_overtaken_by_a_newer_acceptance_never_lands_over_it(
     newer than what scans), then version 3, never the other way round."""
     release_v2 = threading.Event()
     compiling_v2 = threading.Event()
-    real_compile = service.compile_signatures
+    real_compile = compile_worker.compile_signatures
 
     def slow_v2(signatures, kind, version, *rest):  # type: ignore[no-untyped-def]
         if version == 2:
@@ -157,7 +157,7 @@ def test_a_compile_overtaken_by_a_newer_acceptance_never_lands_over_it(
             assert release_v2.wait(30)
         return real_compile(signatures, kind, version, *rest)
 
-    monkeypatch.setattr(service, "compile_signatures", slow_v2)
+    monkeypatch.setattr(compile_worker, "compile_signatures", slow_v2)
     publisher = Publisher(tmp_path)
     machine = machine_for(publisher)
     assert machine.updates.submit(*publisher.sign(version=2), source="test") == Rc.OK

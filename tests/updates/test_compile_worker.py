@@ -15,7 +15,7 @@ from hv_emu.errors import DatabaseError
 from hv_emu.events import EventLog
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, ActiveDatabase, SignatureDatabase
-from hv_emu.updates import service
+from hv_emu.updates import compile_worker
 from hv_emu.updates.service import UpdateService
 from tests.rigs.netupdate import KEY, signed, trust_of
 
@@ -59,8 +59,8 @@ class GatedCompiler:
 
 @pytest.fixture
 def compiler(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedCompiler]:
-    gated = GatedCompiler(service.compile_signatures)
-    monkeypatch.setattr(service, "compile_signatures", gated)
+    gated = GatedCompiler(compile_worker.compile_signatures)
+    monkeypatch.setattr(compile_worker, "compile_signatures", gated)
     yield gated
     for gate in list(gated.gates.values()):  # never leave a compile blocked behind a failed test
         gate.set()
@@ -135,15 +135,15 @@ def test_a_newer_update_cuts_the_second_stage_of_a_large_one(
 ) -> None:
     """v1 (large: two stages) is compiling its first stage when v2 is accepted: v1 goes in force
     (it is newer than what scans now), but its recompile is skipped for v2's compile."""
-    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 0)  # this small database counts as large
+    monkeypatch.setattr(compile_worker, "FIRST_STAGE_FROM", 0)  # this small database is large
     recompiled: list[int] = []
-    real_recompile = service.recompile
+    real_recompile = compile_worker.recompile
 
     def counted(db: SignatureDatabase, *rest: object) -> SignatureDatabase:
         recompiled.append(db.version)
         return real_recompile(db)
 
-    monkeypatch.setattr(service, "recompile", counted)
+    monkeypatch.setattr(compile_worker, "recompile", counted)
     updates = new_service()
     assert updates.submit(*signed(1), "vmcall") == Rc.OK
     assert compiler.has_begun(1).wait(WAIT)
@@ -165,14 +165,14 @@ def test_a_newer_update_cuts_the_second_stage_of_a_large_one(
 def test_a_compile_that_crashes_on_the_host_does_not_stop_the_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = service.compile_signatures
+    real = compile_worker.compile_signatures
 
     def crash_on_v1(signatures, kind, version, *rest, **kw):  # type: ignore[no-untyped-def]
         if version == 1:
             raise MemoryError("simulated")
         return real(signatures, kind, version, *rest, **kw)
 
-    monkeypatch.setattr(service, "compile_signatures", crash_on_v1)
+    monkeypatch.setattr(compile_worker, "compile_signatures", crash_on_v1)
     updates = new_service()
     assert updates.submit(*signed(1), "vmcall") == Rc.OK
     assert updates.wait_active(WAIT)
@@ -226,7 +226,7 @@ def test_status_says_failed_when_the_accepted_compile_is_refused(
     def refuse(signatures, kind, version, *rest, **kw):  # type: ignore[no-untyped-def]
         raise DatabaseError(f"update v{version}", 0, 0, "Hyperscan cannot compile it")
 
-    monkeypatch.setattr(service, "compile_signatures", refuse)
+    monkeypatch.setattr(compile_worker, "compile_signatures", refuse)
     updates = new_service()
     assert updates.submit(*signed(1), "vmcall", wait=True) == Rc.OK  # accepted and persisted
     assert state(updates) == (1, 0, "failed")
@@ -236,16 +236,16 @@ def test_status_says_failed_when_the_accepted_compile_is_refused(
 def test_status_says_recompiling_while_a_large_database_scans_in_its_first_stage(
     compiler: GatedCompiler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 0)  # this small database counts as large
+    monkeypatch.setattr(compile_worker, "FIRST_STAGE_FROM", 0)  # this small database is large
     began, release = threading.Event(), threading.Event()
-    real_recompile = service.recompile
+    real_recompile = compile_worker.recompile
 
     def held(db: SignatureDatabase, *rest: object) -> SignatureDatabase:
         began.set()
         assert release.wait(WAIT)
         return real_recompile(db)
 
-    monkeypatch.setattr(service, "recompile", held)
+    monkeypatch.setattr(compile_worker, "recompile", held)
     updates = new_service()
     compiler.gate(1).set()
     try:

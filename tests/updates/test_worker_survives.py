@@ -13,7 +13,7 @@ from hv_emu.errors import DatabaseError
 from hv_emu.events import EventLog, JsonValue
 from hv_emu.hypercalls.abi import Rc
 from hv_emu.scanner.database import HYPERSCAN_AVAILABLE, ActiveDatabase, SignatureDatabase
-from hv_emu.updates import service
+from hv_emu.updates import compile_worker, service
 from hv_emu.updates.service import UpdateService
 from tests.rigs.netupdate import KEY, signed, trust_of
 
@@ -44,14 +44,14 @@ def test_an_event_that_cannot_be_written_does_not_kill_the_compile_worker(
     """v1's compile fails on the host and its ``database_failed`` cannot be logged: the worker is
     still done with v1 (``wait_done`` returns), goes idle (``wait_active``: the end of a run does
     not hang) and the next update is compiled and put in force."""
-    real = service.compile_signatures
+    real = compile_worker.compile_signatures
 
     def crash_on_v1(signatures, kind, version, *rest, **kw):  # type: ignore[no-untyped-def]
         if version == 1:
             raise RuntimeError("simulated host failure")
         return real(signatures, kind, version, *rest, **kw)
 
-    monkeypatch.setattr(service, "compile_signatures", crash_on_v1)
+    monkeypatch.setattr(compile_worker, "compile_signatures", crash_on_v1)
     updates = new_service(FailingLog("database_failed", "database_active"))
     assert updates.submit(*signed(1), "vmcall") == Rc.OK
     assert updates.wait_done(1, WAIT)
@@ -71,14 +71,14 @@ class Killed(BaseException):
 def test_a_worker_thread_that_ends_abnormally_is_not_waited_for_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = service.compile_signatures
+    real = compile_worker.compile_signatures
 
     def kill_on_v1(signatures, kind, version, *rest, **kw):  # type: ignore[no-untyped-def]
         if version == 1:
             raise Killed
         return real(signatures, kind, version, *rest, **kw)
 
-    monkeypatch.setattr(service, "compile_signatures", kill_on_v1)
+    monkeypatch.setattr(compile_worker, "compile_signatures", kill_on_v1)
     monkeypatch.setattr(threading, "excepthook", lambda args: None)  # expected: not a report
     updates = new_service()
     assert updates.submit(*signed(1), "vmcall") == Rc.OK
@@ -108,12 +108,12 @@ def test_status_after_a_sync_update_whose_recompile_failed_reads_active(
 ) -> None:
     """docs/ABI.md: after a ``--sync-updates`` OK the next get_status reads ``active`` (or
     ``failed``), also while the worker thread, done with the version, has not yet gone."""
-    monkeypatch.setattr(service, "FIRST_STAGE_FROM", 0)  # this small database counts as large
+    monkeypatch.setattr(compile_worker, "FIRST_STAGE_FROM", 0)  # this small database is large
 
     def refuse(db: SignatureDatabase, *rest: object) -> SignatureDatabase:
         raise DatabaseError(f"update v{db.version}", 0, 0, "Hyperscan cannot compile it")
 
-    monkeypatch.setattr(service, "recompile", refuse)
+    monkeypatch.setattr(compile_worker, "recompile", refuse)
     updates = new_service()
     release, calls = threading.Event(), [0]
     real_take = updates._take
