@@ -1,9 +1,9 @@
 """The hypervisor's network path, below the update protocol.
 
 Models: the wire side of a BitVisor-style thin hypervisor: ``frames`` parses and builds Ethernet II
-/ IPv4 / UDP, ``intercept`` decides where each frame goes (``classify``); ``switch`` is the
-netapi-style module between the host backend and the guest NIC (interception, egress filter,
-cut-off, capture tap);
+/ IPv4 / UDP frames (with ``headers``: each header and the checksum), ``intercept`` decides where
+each frame goes (``classify``); ``switch`` is the netapi-style module between the host backend and
+the guest NIC (interception, egress filter, cut-off, capture tap);
 ``backends`` carries raw frames over UDP sockets as QEMU ``-netdev dgram`` / ``socket,mcast=`` do;
 ``pcap`` writes the ``--capture`` file; ``config`` holds the hypervisor's MAC, IPv4 and update port;
 ``attachment`` puts it together for a machine (NIC, switch, backend, receiver and the I/O thread).

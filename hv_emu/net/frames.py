@@ -1,4 +1,4 @@
-"""Ethernet II, IPv4 and UDP headers: the UDP frame parser and builder.
+"""Ethernet II / IPv4 / UDP frames: the UDP frame parser and builder.
 
 Models: the bottom of the hypervisor's network path. ``parse_udp_frame`` turns a frame into a
 ``UdpDatagram`` or raises one ``FrameError`` naming the layer, field, expected and got values;
@@ -6,8 +6,8 @@ Models: the bottom of the hypervisor's network path. ``parse_udp_frame`` turns a
 IPv4 without options, UDP) is read on a fast path first (``plain_udp``): one ``struct`` unpack of
 the 42-byte prefix decides it, and the checksums are each one ``int.from_bytes`` and a remainder
 modulo 0xFFFF, with no object built before they pass; every other frame, and every error, goes
-layer by layer (``parse_layers``; a Hypothesis test holds the two paths equal). Where a frame goes
-is decided by ``intercept.py``.
+layer by layer (``parse_layers``, with the headers of ``headers.py``; a Hypothesis test holds the
+two paths equal). Where a frame goes is decided by ``intercept.py``.
 
 Follows: IEEE 802.3 (Ethernet II framing, 60-byte minimum frame without FCS), IEEE 802.1Q (the
 4-byte VLAN tag), RFC 791 (IPv4 header), RFC 768 (UDP, pseudo-header checksum, 0 = no checksum),
@@ -34,231 +34,34 @@ Network controls: every byte of the frame. Threat table:
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from hv_emu.errors import GuestFault
-
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_ARP = 0x0806
-ETHERTYPE_VLAN = 0x8100
-IPPROTO_UDP = 17
-#: Minimum Ethernet frame without its 4-byte FCS (IEEE 802.3: 64 bytes on the wire).
-MIN_FRAME = 60
-IPV4_FLAG_DF = 0x4000
-IPV4_FLAG_MF = 0x2000
-IPV4_OFFSET_MASK = 0x1FFF
-MAX_IPV4_TOTAL = 0xFFFF
-
-_ETH = struct.Struct("!6s6sH")  # dst, src, ethertype
-_VLAN = struct.Struct("!HH")  # TCI, inner ethertype
-#: ver/ihl, tos, total length, id, flags/fragment offset, ttl, protocol, checksum, src, dst
-_IPV4 = struct.Struct("!BBHHHBBH4s4s")
-_UDP = struct.Struct("!HHHH")  # sport, dport, length, checksum
-_PSEUDO = struct.Struct("!4s4sBBH")  # RFC 768 pseudo-header
-#: Header sizes: Ethernet II, an 802.1Q tag, IPv4 without options, UDP.
-ETH_LEN, VLAN_LEN, IPV4_LEN, UDP_LEN = _ETH.size, _VLAN.size, _IPV4.size, _UDP.size
-#: The fixed prefix of an untagged Ethernet II / IPv4 without options / UDP frame, read at once
-#: by the fast path of ``classify`` and ``parse_udp_frame`` (42 bytes: _ETH + _IPV4 + _UDP).
-PLAIN_PREFIX = struct.Struct("!6s6sHBBHHHBBH4s4sHHHH")
-PLAIN_VIHL = 0x45  # version 4, IHL 5: no options
-#: Named offsets inside the IPv4 header (RFC 791 3.1).
-IPV4_OFF_PROTO = 9
-IPV4_OFF_SRC = 12
-IPV4_OFF_DST = 16
-#: Named offset of the destination port inside the UDP header (RFC 768).
-UDP_OFF_DPORT = 2
-
-
-# ------------------------------------------------------------------------------------ errors
-class FrameError(GuestFault):
-    """A frame the hypervisor refuses; ``reason`` is the short name used by drop counters."""
-
-    def __init__(self, layer: str, fld: str, expected: str, got: str, reason: str) -> None:
-        self.layer = layer
-        self.field = fld
-        self.expected = expected
-        self.got = got
-        self.reason = f"{layer}_{reason}"
-        super().__init__(f"{layer}: {fld}: expected {expected}, got {got}")
-
-
-class EthernetError(FrameError):
-    """A bad Ethernet II header (truncated frame or tag, wrong ethertype)."""
-
-
-class VlanTagged(EthernetError):
-    """An 802.1Q-tagged frame where untagged was required (policy decides)."""
-
-
-class IPv4Error(FrameError):
-    """A bad IPv4 header: version, IHL, total length, checksum, protocol."""
-
-
-class IPv4Fragment(IPv4Error):
-    """A fragment (MF set or offset != 0): reported, never reassembled."""
-
-
-class UdpError(FrameError):
-    """A bad UDP header: truncated, length or checksum."""
-
-
-def _truncated(cls: type[FrameError], layer: str, need: int, got: int) -> FrameError:
-    return cls(layer, "length", f">= {need} bytes", f"{got} bytes", "truncated")
-
-
-# ------------------------------------------------------------------------------------ checksum
-def ones_complement_residue(data: bytes) -> int:
-    """The RFC 1071 sum of ``data``'s 16-bit big-endian words (odd length padded with a zero
-    byte), modulo 0xFFFF: since 2**16 = 1 (mod 0xFFFF), that is ``int.from_bytes(data) % 0xFFFF``,
-    one C-speed pass instead of a Python loop over the words. The folded one's-complement sum is
-    this residue, except that a residue of 0 is 0xFFFF unless every word is zero."""
-    value = int.from_bytes(data, "big")
-    return (value << 8 if len(data) % 2 else value) % 0xFFFF
-
-
-def internet_checksum(data: bytes, initial: int = 0) -> int:
-    """RFC 1071 one's-complement checksum of ``data`` (odd length padded with a zero byte)."""
-    value = int.from_bytes(data, "big")
-    total = initial + (value << 8 if len(data) % 2 else value)
-    folded = total % 0xFFFF or (0xFFFF if total else 0)
-    return ~folded & 0xFFFF
-
-
-def udp_checksum(src: IPv4Address, dst: IPv4Address, segment: bytes) -> int:
-    """RFC 768 checksum of a UDP ``segment`` (its checksum field zeroed); 0 is sent as 0xFFFF."""
-    pseudo = _PSEUDO.pack(src.packed, dst.packed, 0, IPPROTO_UDP, len(segment))
-    csum = internet_checksum(pseudo + segment)
-    return csum or 0xFFFF
-
-
-# ------------------------------------------------------------------------------------ headers
-@dataclass(frozen=True)
-class EthernetHeader:
-    """Ethernet II header, with the 802.1Q tag reported (``vlan_tci``) when present."""
-
-    dst: bytes
-    src: bytes
-    ethertype: int  # the inner ethertype when tagged
-    vlan_tci: int | None = None
-
-    @property
-    def size(self) -> int:
-        return _ETH.size + (_VLAN.size if self.vlan_tci is not None else 0)
-
-    @classmethod
-    def from_bytes(cls, frame: bytes) -> EthernetHeader:
-        if len(frame) < _ETH.size:
-            raise _truncated(EthernetError, "ethernet", _ETH.size, len(frame))
-        dst, src, ethertype = _ETH.unpack_from(frame)
-        if ethertype != ETHERTYPE_VLAN:
-            return cls(dst, src, ethertype)
-        if len(frame) < _ETH.size + _VLAN.size:
-            raise _truncated(EthernetError, "ethernet", _ETH.size + _VLAN.size, len(frame))
-        tci, inner = _VLAN.unpack_from(frame, _ETH.size)
-        return cls(dst, src, inner, tci)
-
-    def to_bytes(self) -> bytes:
-        if self.vlan_tci is None:
-            return _ETH.pack(self.dst, self.src, self.ethertype)
-        return _ETH.pack(self.dst, self.src, ETHERTYPE_VLAN) + _VLAN.pack(
-            self.vlan_tci, self.ethertype
-        )
-
-
-@dataclass(frozen=True)
-class IPv4Header:
-    """RFC 791 header. ``from_bytes`` checks version, IHL, total length and the checksum."""
-
-    src: IPv4Address
-    dst: IPv4Address
-    protocol: int
-    total_length: int
-    ttl: int = 64
-    identification: int = 0
-    flags_fragment: int = IPV4_FLAG_DF  # 3 flag bits + 13-bit offset (8-byte units)
-    tos: int = 0
-    checksum: int = 0
-    options: bytes = b""
-
-    @property
-    def header_length(self) -> int:
-        return _IPV4.size + len(self.options)
-
-    @property
-    def is_fragment(self) -> bool:
-        return bool(self.flags_fragment & (IPV4_FLAG_MF | IPV4_OFFSET_MASK))
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> IPv4Header:
-        """Parse the header at the start of ``data`` (the rest of the frame, padding included)."""
-        if len(data) < _IPV4.size:
-            raise _truncated(IPv4Error, "ipv4", _IPV4.size, len(data))
-        vihl, tos, total, ident, ff, ttl, proto, csum, src, dst = _IPV4.unpack_from(data)
-        if vihl >> 4 != 4:
-            raise IPv4Error("ipv4", "version", "4", str(vihl >> 4), "bad_version")
-        hlen = (vihl & 0xF) * 4
-        if hlen < _IPV4.size:
-            raise IPv4Error("ipv4", "ihl", ">= 5", str(hlen // 4), "bad_ihl")
-        if total < hlen:
-            raise IPv4Error("ipv4", "total_length", f">= {hlen}", str(total), "bad_length")
-        if total > len(data):
-            raise IPv4Error(
-                "ipv4", "total_length", f"<= {len(data)} (frame)", str(total), "bad_length"
-            )
-        if internet_checksum(data[:hlen]) != 0:
-            want = internet_checksum(data[:10] + b"\0\0" + data[12:hlen])
-            raise IPv4Error("ipv4", "checksum", f"{want:#06x}", f"{csum:#06x}", "bad_checksum")
-        # fmt: off
-        return cls(IPv4Address(src), IPv4Address(dst), proto, total, ttl, ident, ff, tos, csum,
-                   bytes(data[_IPV4.size : hlen]))
-        # fmt: on
-
-    def to_bytes(self) -> bytes:
-        """Serialise with the stored checksum (see ``with_checksum``)."""
-        if len(self.options) % 4 or len(self.options) > 40:
-            raise ValueError("IPv4 options must be a multiple of 4 bytes, at most 40")
-        vihl = 0x40 | (self.header_length // 4)
-        # fmt: off
-        return _IPV4.pack(vihl, self.tos, self.total_length, self.identification,
-                          self.flags_fragment, self.ttl, self.protocol, self.checksum,
-                          self.src.packed, self.dst.packed) + self.options
-        # fmt: on
-
-    def with_checksum(self) -> IPv4Header:
-        """A copy whose checksum field is correct for its other fields."""
-        return replace(self, checksum=internet_checksum(replace(self, checksum=0).to_bytes()))
-
-
-@dataclass(frozen=True)
-class UdpHeader:
-    """RFC 768 header; ``length`` covers header and payload."""
-
-    src_port: int
-    dst_port: int
-    length: int
-    checksum: int = 0
-
-    @classmethod
-    def from_segment(cls, segment: bytes, src: IPv4Address, dst: IPv4Address) -> UdpHeader:
-        """Parse and check the UDP header of ``segment`` (exactly the IPv4 payload)."""
-        if len(segment) < _UDP.size:
-            raise _truncated(UdpError, "udp", _UDP.size, len(segment))
-        sport, dport, length, csum = _UDP.unpack_from(segment)
-        if length != len(segment):
-            raise UdpError(
-                "udp", "length", f"{len(segment)} (IPv4 payload)", str(length), "bad_length"
-            )
-        if csum:
-            want = udp_checksum(src, dst, segment[:6] + b"\0\0" + segment[8:])
-            if csum != want:
-                raise UdpError("udp", "checksum", f"{want:#06x}", f"{csum:#06x}", "bad_checksum")
-        return cls(sport, dport, length, csum)
-
-    def to_bytes(self) -> bytes:
-        return _UDP.pack(self.src_port, self.dst_port, self.length, self.checksum)
+from hv_emu.net.headers import (
+    ETH_LEN,
+    ETHERTYPE_IPV4,
+    ETHERTYPE_VLAN,
+    IPPROTO_UDP,
+    IPV4_FLAG_MF,
+    IPV4_LEN,
+    IPV4_OFF_SRC,
+    IPV4_OFFSET_MASK,
+    MAX_IPV4_TOTAL,
+    MIN_FRAME,
+    PLAIN_PREFIX,
+    PLAIN_VIHL,
+    UDP_LEN,
+    EthernetError,
+    EthernetHeader,
+    IPv4Error,
+    IPv4Fragment,
+    IPv4Header,
+    UdpHeader,
+    VlanTagged,
+    ones_complement_residue,
+    udp_checksum,
+)
 
 
 # ------------------------------------------------------------------------------------ datagram
@@ -307,19 +110,19 @@ def plain_udp(frame: bytes, fields: tuple[Any, ...]) -> UdpDatagram | str | None
     if (
         ethertype != ETHERTYPE_IPV4 or vihl != PLAIN_VIHL or proto != IPPROTO_UDP
         or ff & (IPV4_FLAG_MF | IPV4_OFFSET_MASK)
-        or ulen != total - _IPV4.size or ulen < _UDP.size  # total >= 28 and the UDP length fits
-        or _ETH.size + total > n or n > max(MIN_FRAME, _ETH.size + total)
+        or ulen != total - IPV4_LEN or ulen < UDP_LEN  # total >= 28 and the UDP length fits
+        or ETH_LEN + total > n or n > max(MIN_FRAME, ETH_LEN + total)
     ):  # fmt: skip
         return None
     # Header checksum: the sum over the header, its checksum included, is 0xFFFF (never 0 here:
     # the version byte is not zero), i.e. 0 modulo 0xFFFF.
-    if ones_complement_residue(frame[_ETH.size : _ETH.size + _IPV4.size]):
+    if ones_complement_residue(frame[ETH_LEN : ETH_LEN + IPV4_LEN]):
         return "ipv4_bad_checksum"
-    end = _ETH.size + total
+    end = ETH_LEN + total
     # UDP checksum: the pseudo-header (addresses, protocol, length) and the segment, checksum
     # field included, sum to 0xFFFF (0 modulo 0xFFFF); the addresses and the segment are
     # contiguous in the frame. The protocol word makes the sum non-zero, so the residue is exact.
-    if usum and (ones_complement_residue(frame[_ETH.size + IPV4_OFF_SRC : end])
+    if usum and (ones_complement_residue(frame[ETH_LEN + IPV4_OFF_SRC : end])
                  + IPPROTO_UDP + ulen) % 0xFFFF:  # fmt: skip
         return "udp_bad_checksum"
     # fmt: off
@@ -334,8 +137,8 @@ def udp_intact(frame: bytes, end: int) -> bool:
     The caller has checked the shape and the lengths (``intercept.update_port_end``)."""
     if frame[40] == 0 and frame[41] == 0:
         return True
-    residue = ones_complement_residue(frame[_ETH.size + IPV4_OFF_SRC : end])
-    return (residue + IPPROTO_UDP + end - _ETH.size - _IPV4.size) % 0xFFFF == 0
+    residue = ones_complement_residue(frame[ETH_LEN + IPV4_OFF_SRC : end])
+    return (residue + IPPROTO_UDP + end - ETH_LEN - IPV4_LEN) % 0xFFFF == 0
 
 
 def parse_layers(frame: bytes, allow_vlan: bool) -> UdpDatagram:
@@ -352,7 +155,7 @@ def parse_layers(frame: bytes, allow_vlan: bool) -> UdpDatagram:
     rest = frame[eth.size :]
     ip = IPv4Header.from_bytes(rest)
     # Padding may fill the frame to 60 bytes, counted before a VLAN tag was inserted (802.1Q).
-    if len(frame) > max(MIN_FRAME + eth.size - _ETH.size, eth.size + ip.total_length):
+    if len(frame) > max(MIN_FRAME + eth.size - ETH_LEN, eth.size + ip.total_length):
         raise IPv4Error(
             "ipv4", "total_length", f"{len(rest)} (frame)", str(ip.total_length), "bad_length"
         )
@@ -366,7 +169,7 @@ def parse_layers(frame: bytes, allow_vlan: bool) -> UdpDatagram:
     udp = UdpHeader.from_segment(segment, ip.src, ip.dst)
     # fmt: off
     return UdpDatagram(eth.src, eth.dst, ip.src, ip.dst, udp.src_port, udp.dst_port,
-                       segment[_UDP.size :], eth.vlan_tci, ip.options, ip.ttl)
+                       segment[UDP_LEN :], eth.vlan_tci, ip.options, ip.ttl)
     # fmt: on
 
 
@@ -395,13 +198,14 @@ def build_udp_frame(
     if not (0 <= src_port <= 0xFFFF and 0 <= dst_port <= 0xFFFF):
         raise ValueError("UDP ports are 16-bit")
     src, dst = IPv4Address(src_ip), IPv4Address(dst_ip)
-    udp_len = _UDP.size + len(payload)
-    total = _IPV4.size + udp_len
+    udp_len = UDP_LEN + len(payload)
+    total = IPV4_LEN + udp_len
     if total > MAX_IPV4_TOTAL:
         raise ValueError(f"UDP payload of {len(payload)} bytes does not fit one IPv4 datagram")
-    body = _UDP.pack(src_port, dst_port, udp_len, 0) + payload
+    body = UdpHeader(src_port, dst_port, udp_len).to_bytes() + payload
     if udp_checksum_on:
-        body = _UDP.pack(src_port, dst_port, udp_len, udp_checksum(src, dst, body)) + payload
+        csum = udp_checksum(src, dst, body)
+        body = UdpHeader(src_port, dst_port, udp_len, csum).to_bytes() + payload
     ip = IPv4Header(src, dst, IPPROTO_UDP, total, ttl, identification).with_checksum()
     frame = EthernetHeader(dst_mac, src_mac, ETHERTYPE_IPV4, vlan_tci).to_bytes()
     frame += ip.to_bytes() + body

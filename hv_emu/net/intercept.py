@@ -5,7 +5,7 @@ wire: UDP to (hypervisor IP, update port) is consumed by the hypervisor; fragmen
 datagrams aimed there are dropped with the reason the parser (``frames.py``) names; everything else
 goes to the guest untouched (wire semantics: the guest's stack judges). The common frame (untagged,
 IPv4 without options, UDP) is decided by one ``struct`` unpack of its 42-byte prefix
-(``frames.PLAIN_PREFIX``) before any object is built; every other frame goes layer by layer
+(``headers.PLAIN_PREFIX``) before any object is built; every other frame goes layer by layer
 (``_classify_layers``), and a Hypothesis test (``tests/net/test_frames_fast.py``) holds the two to
 the same verdict and reason. ``peek_udp_dst_port`` is the conservative raw look the egress filter
 shares.
@@ -33,7 +33,8 @@ import functools
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from hv_emu.net.frames import (
+from hv_emu.net.frames import UdpDatagram, parse_layers, plain_udp
+from hv_emu.net.headers import (
     ETH_LEN,
     ETHERTYPE_IPV4,
     ETHERTYPE_VLAN,
@@ -50,10 +51,7 @@ from hv_emu.net.frames import (
     VLAN_LEN,
     FrameError,
     IPv4Fragment,
-    UdpDatagram,
     ones_complement_residue,
-    parse_layers,
-    plain_udp,
 )
 
 

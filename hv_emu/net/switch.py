@@ -49,15 +49,14 @@ from ipaddress import IPv4Address
 
 from hv_emu.errors import GuestFault
 from hv_emu.net.config import NetConfig
-from hv_emu.net.frames import (
+from hv_emu.net.frames import UdpDatagram, udp_intact
+from hv_emu.net.headers import (
     ETHERTYPE_ARP,
     ETHERTYPE_IPV4,
     ETHERTYPE_VLAN,
     IPV4_OFF_SRC,
     MIN_FRAME,
     FrameError,
-    UdpDatagram,
-    udp_intact,
 )
 from hv_emu.net.intercept import (
     FrameClass,

@@ -432,7 +432,7 @@ def test_every_exception_derives_from_hv_emu_error() -> None:
 
 def test_the_exception_walk_sees_the_tree() -> None:
     """The walk resolves imported bases: a GuestFault subclass two modules away counts."""
-    assert derives_from_base_error("hv_emu.net.switch.ArpError")  # FrameError, in net/frames.py
+    assert derives_from_base_error("hv_emu.net.switch.ArpError")  # FrameError, in net/headers.py
     assert is_exception("hv_emu.errors.HostError")
     assert not is_exception("hv_emu.exits.Fault")  # a value, not an exception
 

@@ -8,7 +8,8 @@ from ipaddress import IPv4Address
 import pytest
 
 from hv_emu.errors import GuestFault
-from hv_emu.net.frames import (
+from hv_emu.net.frames import build_udp_frame, parse_udp_frame
+from hv_emu.net.headers import (
     MIN_FRAME,
     EthernetError,
     EthernetHeader,
@@ -19,9 +20,7 @@ from hv_emu.net.frames import (
     UdpError,
     UdpHeader,
     VlanTagged,
-    build_udp_frame,
     internet_checksum,
-    parse_udp_frame,
 )
 from hv_emu.net.intercept import Verdict, classify, peek_udp_dst_port
 

@@ -11,14 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hv_emu.net import frames, intercept
-from hv_emu.net.frames import (
-    FrameError,
-    UdpDatagram,
-    build_udp_frame,
-    internet_checksum,
-    ones_complement_residue,
-    parse_udp_frame,
-)
+from hv_emu.net.frames import UdpDatagram, build_udp_frame, parse_udp_frame
+from hv_emu.net.headers import FrameError, internet_checksum, ones_complement_residue
 from hv_emu.net.intercept import classify
 
 HV_IP = IPv4Address("10.0.2.250")

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hv_emu.net.config import NetConfig
-from hv_emu.net.frames import FrameError, UdpDatagram, build_udp_frame, parse_udp_frame
+from hv_emu.net.frames import UdpDatagram, build_udp_frame, parse_udp_frame
+from hv_emu.net.headers import FrameError
 from hv_emu.net.intercept import Verdict, classify, peek_udp_dst_port
 from hv_emu.net.switch import NetSwitch
 

@@ -26,7 +26,7 @@ from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.backends import McastBackend, McastSpec, UdpBackend
 from hv_emu.net.config import NetConfig, format_mac
-from hv_emu.net.frames import MIN_FRAME
+from hv_emu.net.headers import MIN_FRAME
 from hv_emu.updates.state import StateDir
 from tests.rigs.commands import BIN, sh
 from tests.rigs.nic import (

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hv_emu.net.frames import FrameError, IPv4Fragment, build_udp_frame, parse_udp_frame
+from hv_emu.net.frames import build_udp_frame, parse_udp_frame
+from hv_emu.net.headers import FrameError, IPv4Fragment
 from hv_emu.net.intercept import Verdict, classify
 
 scapy_all = pytest.importorskip("scapy.all")

@@ -14,7 +14,8 @@ from hv_emu.errors import UpdateRejected
 from hv_emu.layout import HV_IPV4, HV_MAC, UPDATE_UDP_PORT
 from hv_emu.net.backends import UdpBackend
 from hv_emu.net.config import NetConfig
-from hv_emu.net.frames import UdpDatagram, build_udp_frame, internet_checksum
+from hv_emu.net.frames import UdpDatagram, build_udp_frame
+from hv_emu.net.headers import internet_checksum
 from hv_emu.net.intercept import Verdict
 from hv_emu.net.pcap import PcapWriter, read_pcap
 from hv_emu.net.switch import ArpError, ArpPacket, Direction, NetSwitch, arp_reply_to
