@@ -115,7 +115,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if name not in wanted:
             sub.add_parser(name)  # a placeholder: keeps the table's order and choices
         elif name == "run":
-            from hv_emu.cli.run import add_parser as add_run_parser
+            from hv_emu.cli.run_options import add_parser as add_run_parser
 
             add_run_parser(sub)
         elif name == "scan":

@@ -270,7 +270,7 @@ def test_every_run_option_is_in_the_readme() -> None:
     """The README's ``hv-emu run`` section names every option ``hv-emu run --help`` lists."""
     import argparse
 
-    from hv_emu.cli.run import add_parser
+    from hv_emu.cli.run_options import add_parser
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

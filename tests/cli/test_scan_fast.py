@@ -27,7 +27,7 @@ NDB = (
 #: path's cryptography and network code, the VMM core, the guest tools.
 FORBIDDEN = ("unicorn", "capstone", "keystone", "cryptography", "raptorq", "guest_tool",
              "hv_emu.machine", "hv_emu.vcpu", "hv_emu.updates", "hv_emu.net", "hv_emu.cli.run",
-             "hv_emu.cli.demo", "multiprocessing", "json")  # fmt: skip
+             "hv_emu.cli.run_options", "hv_emu.cli.demo", "multiprocessing", "json")  # fmt: skip
 
 
 def imported(
