@@ -20,13 +20,15 @@ from benchmarks import (
     ports,
     qemu,
     scanner,
+    scanner_process,
     trace,
     update,
 )
 
 
 def main() -> int:
-    rows = ports.run() + hypercall.run() + update.run() + scanner.run() + disk.run() + network.run()
+    rows = ports.run() + hypercall.run() + update.run() + scanner.run() + scanner_process.run()
+    rows += disk.run() + network.run()
     rows += trace.run() + nic.run() + linux.run() + injection.run() + qemu.run() + ahci.run()
     print("| benchmark | hv-emu | peer | peer value | ratio |")
     print("|---|---|---|---|---|")

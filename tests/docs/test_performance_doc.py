@@ -50,11 +50,11 @@ def test_the_scan_start_up_table_runs() -> None:
     import shutil
     import sys
 
-    from benchmarks import scanner
+    from benchmarks import scanner, scanner_process
 
     if not scanner.RFXN.is_file() or shutil.which("clamscan") is None:
         pytest.skip("needs rfxn.ndb beside the checkout and clamscan")
     tree = ["env", f"PYTHONPATH={scanner.ROOT}", sys.executable, "-m", "hv_emu"]
-    rows = scanner.startup_table({"tree": tree}, repeat=1)
+    rows = scanner_process.startup_table({"tree": tree}, repeat=1)
     assert [row.split(" | ")[0] for row in rows] == ["| tree", "| clamscan raw mode"]
     assert rows[1].split(" | ")[3] == "1.00x"

@@ -1,5 +1,6 @@
-"""The benchmarks' 25,000-signature database (``benchmarks/scanner.py``'s ``field_sized_ndb``):
-deterministic, in rfxn.ndb's style, and a database hv-emu and its cache load."""
+"""The benchmarks' 25,000-signature database (``field_sized_ndb`` of
+``benchmarks/scanner_process.py``): deterministic, in rfxn.ndb's style, and a database hv-emu and
+its cache load."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scanner import field_sized_ndb
+from benchmarks.scanner_process import field_sized_ndb
 from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database_files import compile_files
 from hv_emu.scanner.signatures import parse_database
