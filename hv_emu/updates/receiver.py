@@ -52,6 +52,8 @@ from hv_emu.updates.admission import (
     BAD_ENTRY_BYTES,
     CANDIDATE_BYTES,
     CHECK_BYTES,
+    LESS_WORK,
+    QUEUED,
     BadManifests,
     CandidatePool,
     CheckResult,
@@ -69,6 +71,7 @@ from hv_emu.updates.packets import (
     digest,
     has_work,
     parse_packet,
+    work_of,
 )
 from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
 from hv_emu.updates.service import UpdateService
@@ -232,12 +235,23 @@ class UpdateReceiver:
             self.counters["untrusted_key"] += 1
         elif header.expires_at <= self._trusted_now():
             self.counters["expired"] += 1
-        elif self.pool.offer((fingerprint, packet.raw)):
-            # Random admission (admission.CandidatePool): once the pool is full, each arrival
-            # has the same chance to be pending, whatever its timing.
-            self.counters["manifest_queued"] += 1
         else:
-            self.counters["manifest_not_sampled"] += 1
+            self._offer(fingerprint, packet.raw)
+
+    def _offer(self, fingerprint: bytes, raw: bytes) -> None:
+        """A candidate into the pool (``admission.CandidatePool``): ranked by its stamp's work,
+        admitted at random among equals once full, whatever its timing. Counted by what the pool
+        says of it, and ``manifest_outworked`` for a pending one it evicted with more work."""
+        evicted = self.pool.evicted
+        outcome = self.pool.offer((fingerprint, raw), work_of(fingerprint))
+        if outcome == QUEUED:
+            self.counters["manifest_queued"] += 1
+        elif outcome == LESS_WORK:
+            self.counters["manifest_less_work"] += 1  # the pool is full of more work
+        else:
+            self.counters["manifest_not_sampled"] += 1  # the fair draw among equals
+        if self.pool.evicted != evicted:  # a pending one with less work made room for it
+            self.counters["manifest_outworked"] += self.pool.evicted - evicted
 
     def _trusted_signer(self, manifest: Manifest) -> bool:
         key = self.service.trust.lookup(manifest.header.key_id)
