@@ -5,8 +5,10 @@ one UDP datagram that the switch intercepted for the update port and runs the ch
 order: stateless header checks (``packets.parse_packet``), the stale-version drop (before any
 crypto), then per type; versions are judged by the update service's one policy
 (``UpdateService.acceptable_versions``), never by a rule of the receiver's own. A MANIFEST that
-passes an O(1) pre-filter becomes a *candidate* in a bounded pool, admitted and drawn at random
-(``admission.py``), so a flood of forged manifests cannot starve the real one by timing.
+passes an O(1) pre-filter becomes a *candidate* in a bounded pool, ranked by its work stamp
+(more work is checked first, and evicts less) and admitted and drawn at random among equals
+(``admission.py``), so a flood of forged manifests cannot starve the real one by timing, nor
+with less work than its publisher spent.
 ``on_datagram`` never verifies: the checks are paid by a budget of CPU time (a share of a core)
 and split in three (``take_checks`` under the caller's lock, ``check`` on any thread, then
 ``finish_checks``), so the network's verifier thread runs the crypto while the I/O thread keeps
@@ -103,7 +105,8 @@ class ReceiverConfig:
     verify_share: float = 0.25
     verify_burst_seconds: float = 0.02
     check_cost_floor: float = 50e-6
-    #: Candidates waiting for a check (random admission once full) and most checked per batch.
+    #: Candidates waiting for a check (most work first; random admission among equals once full)
+    #: and most checked per batch.
     candidate_slots: int = 256
     check_batch: int = 64
     #: Manifests that failed verification, remembered (by 16 bytes of their SHA-256) so a replay
