@@ -43,6 +43,7 @@ from guest_tool.bundle import sign
 from guest_tool.keys import PrivateKey
 from guest_tool.manifest_file import ManifestFile
 from hv_emu.errors import ConfigError, UpdateRejected
+from hv_emu.updates import packets
 from hv_emu.updates.format import (
     HEADER_SIZE,
     BundleHeader,
@@ -76,6 +77,7 @@ from hv_emu.updates.packets import (
     page_symbols_for,
     parse_packet,
     top_count,
+    work_of,
 )
 from hv_emu.updates.verify import TrustedKey, sig_alg_for, supported_key
 
@@ -180,15 +182,25 @@ def hash_pages(update_id: int, db_version: int, payloads: tuple[bytes, ...],
     return (*built, *index), tuple(commitment(p.payload) for p in index)
 
 
-def stamp(datagram: bytes) -> bytes:
+#: The work a publisher's MANIFEST carries by default (``guest-tool manifest --work-bits``): 2^22
+#: SHA-256 tries, about 2.6 s of Python once (0.63 µs a try measured here), 16 times what a
+#: forgery needs to be admitted at all (``packets.WORK_BITS``), so each forgery that competes
+#: with it costs 16 times the protocol minimum (``docs/PROTOCOL.md``, "Verification budget").
+PUBLISHER_WORK_BITS = 22
+#: The most ``--work-bits`` accepted: 2^32 tries is already about 45 minutes of Python.
+MAX_WORK_BITS = 32
+
+
+def stamp(datagram: bytes, bits: int | None = None) -> bytes:
     """``datagram`` (a MANIFEST whose last ``WORK_SIZE`` bytes are the work stamp) with a stamp
-    that gives it ``WORK_BITS`` leading zero bits of SHA-256 (``packets.has_work``): about
-    2^18 tries, a tenth of a second."""
+    that gives it at least ``bits`` (default ``packets.WORK_BITS``, the least a receiver admits)
+    leading zero bits of SHA-256 (``packets.work_of``): about 2^bits tries."""
+    want = max(packets.WORK_BITS if bits is None else bits, packets.WORK_BITS)
     prefix = hashlib.sha256(datagram[:-WORK_SIZE])
     for nonce in range(1 << 40):
         h = prefix.copy()
         h.update(nonce.to_bytes(WORK_SIZE, "big"))
-        if has_work(h.digest()):
+        if work_of(h.digest()) >= want:
             return datagram[:-WORK_SIZE] + nonce.to_bytes(WORK_SIZE, "big")
     raise ConfigError("no work stamp found")  # pragma: no cover - 2^40 tries
 
@@ -221,9 +233,12 @@ def encode_update(
     symbol_size: int = DEFAULT_SYMBOL_SIZE,
     symbol_count: int | None = None,
     block_source: int = BLOCK_SOURCE,
+    work_bits: int | None = None,
 ) -> EncodedUpdate:
     """RaptorQ-encode the bundle's body block by block, hash its symbols into pages, sign the
-    manifest. ``symbol_count``: N (rounded up to whole blocks; default 2 K_b + 1 a block).
+    manifest. ``symbol_count``: N (rounded up to whole blocks; default 2 K_b + 1 a block);
+    ``work_bits``: the work stamp's leading zero bits (default, and at least, the protocol's
+    minimum ``packets.WORK_BITS``; ``PUBLISHER_WORK_BITS`` is what ``guest-tool manifest`` uses).
 
     ``ConfigError`` if the bundle does not parse, the key is not the bundle's signer, or the body
     needs more symbols than the page tree can commit to.
@@ -270,7 +285,7 @@ def encode_update(
         + bytes(WORK_SIZE)
     )
     symbols = _symbol_packets(uid, dbv, payloads)
-    return EncodedUpdate(stamp(manifest.raw), tuple(p.raw for p in pages), symbols, k)
+    return EncodedUpdate(stamp(manifest.raw, work_bits), tuple(p.raw for p in pages), symbols, k)
 
 
 def manifest_file_for(update: EncodedUpdate, private_key: PrivateKey) -> ManifestFile:

@@ -29,8 +29,10 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from guest_tool import encoding
 from guest_tool.encoding import (
     MANIFEST_BURST,
+    MAX_WORK_BITS,
     EncodedUpdate,
     carousel,
     encode_update,
@@ -50,6 +52,7 @@ from hv_emu.net.backends import FrameBackend, UdpBackend, UdpSpec, open_backend,
 from hv_emu.net.config import format_mac, parse_ipv4, parse_mac, parse_port
 from hv_emu.net.frames import build_udp_frame
 from hv_emu.net.pcap import PcapWriter
+from hv_emu.updates import packets
 from hv_emu.updates.packets import parse_packet
 
 #: Seconds ``push`` waits after a round's opening MANIFEST burst: receivers verify manifests off
@@ -166,9 +169,11 @@ class PushOptions:
     capture: str | None = None
 
 
-def push_files(bundle: bytes, signature: bytes, key: PrivateKey, options: PushOptions) -> str:
-    """Sign a fresh manifest with ``key`` and send the update (one step); the summary line."""
-    return push_encoded(encode_update(bundle, signature, key), options)
+def push_files(bundle: bytes, signature: bytes, key: PrivateKey, options: PushOptions,
+               work_bits: int | None = None) -> str:  # fmt: skip
+    """Sign a fresh manifest with ``key`` (its stamp of ``work_bits``, ``encode_update``) and
+    send the update (one step); the summary line."""
+    return push_encoded(encode_update(bundle, signature, key, work_bits=work_bits), options)
 
 
 def _check_rounds(options: PushOptions) -> None:
@@ -255,6 +260,14 @@ def add_push_command(sub: argparse._SubParsersAction[_P]) -> None:
     sign_cmd.add_argument("--sig", type=Path, help="signature file (default: UPDATE.sig)")
     sign_cmd.add_argument("-o", "--output", type=Path,
                           help="manifest file to write (default: UPDATE.manifest)")
+    for command in (cmd, sign_cmd):
+        command.add_argument(
+            "--work-bits", type=int, metavar="N",
+            help="the work stamp's leading zero bits, about 2^N SHA-256 once: a forgery must "
+                 "carry as much to compete with this manifest (default "
+                 f"{encoding.PUBLISHER_WORK_BITS}, at least {packets.WORK_BITS}, at most "
+                 f"{MAX_WORK_BITS})",
+        )  # fmt: skip
 
 
 def _push_options(args: argparse.Namespace) -> PushOptions:
@@ -278,7 +291,8 @@ def run_push_command(args: argparse.Namespace) -> str:
         if args.manifest is not None:
             raise ConfigError("--manifest or --key, not both: --key signs a fresh manifest")
         signature = _read(args.sig or Path(f"{args.update}.sig"), "signature")
-        return push_files(bundle, signature, load_private_key(args.key), options)
+        return push_files(bundle, signature, load_private_key(args.key), options,
+                          _work_bits(args))
     if args.sig is not None:
         raise ConfigError("--sig goes with --key: without it the signature comes from the manifest")
     path = args.manifest or manifest_path(args.update)
@@ -291,12 +305,24 @@ def run_push_command(args: argparse.Namespace) -> str:
     return push_encoded(update, options, f"; manifest {path} verified against {args.update}")
 
 
+def _work_bits(args: argparse.Namespace) -> int:
+    """``--work-bits``, checked; the publisher's default when absent."""
+    bits: int | None = args.work_bits
+    least = packets.WORK_BITS
+    if bits is None:
+        return max(encoding.PUBLISHER_WORK_BITS, least)
+    if not least <= bits <= MAX_WORK_BITS:
+        raise ConfigError(f"--work-bits must be {least} to {MAX_WORK_BITS} (receivers drop a "
+                          f"manifest with fewer than {least}), not {bits}")
+    return bits
+
+
 def run_manifest_command(args: argparse.Namespace) -> str:
     """Run ``guest-tool manifest``: sign the MANIFEST once and write it; the summary line."""
     bundle = _read(args.update, "update")
     signature = _read(args.sig or Path(f"{args.update}.sig"), "signature")
     key = load_private_key(args.key)
-    update = encode_update(bundle, signature, key)
+    update = encode_update(bundle, signature, key, work_bits=_work_bits(args))
     out = args.output or manifest_path(args.update)
     write_manifest_file(out, manifest_file_for(update, key))
     uid = parse_packet(update.manifest).header.update_id

@@ -9,11 +9,15 @@ about 0.1 ms, a forged manifest costs its sender a few microseconds), so three t
   floor, so a coarse or fake clock cannot make checks free). The rate in checks per second
   follows the machine: about 2,800/s for forged Ed25519 manifests at a quarter of a core here.
 - ``CandidatePool``: the manifests that passed the O(1) pre-filter and wait for a check, at most
-  ``slots`` of them. Admission is random (Vitter's Algorithm R: once the pool is full, the n-th
-  arrival since the last draw replaces a random slot with probability slots/n), and so is the
-  draw, so an attacker who controls timing and volume gets only his share of the checks, never
-  the genuine manifest's (FIFO or first-come admission would let him). Below ``slots`` pending,
-  every candidate is checked: within ceil(pending / checks per period) budget periods.
+  ``slots`` of them, ranked by the work of their stamp (``packets.work_of``, leading zero bits):
+  the draw takes the most work first and a full pool evicts the least work first, so a forgery
+  competes with the genuine manifest only if it carries as much work as the publisher chose to
+  spend on it. Among equals admission is random (Vitter's Algorithm R within the level: once
+  the pool is full, the n-th arrival of the level since the last draw replaces a random one of
+  it with probability held/n), and so is the draw, so an attacker who controls timing and
+  volume gets only his share of the checks, never the genuine manifest's (FIFO or first-come
+  admission would let him). Below ``slots`` pending, every candidate is checked: within
+  ceil(pending / checks per period) budget periods.
 - ``BadManifests``: a bounded LRU of the SHA-256 (truncated to 16 bytes) of manifests that failed,
   so a replay of a failed one costs one hash and one lookup.
 
@@ -63,6 +67,10 @@ CHECK_BYTES = 10240
 
 _T = TypeVar("_T")
 
+#: What ``CandidatePool.offer`` says of an item: pending now; left out by the fair draw among
+#: equals; refused because every pending one has more work.
+QUEUED, NOT_SAMPLED, LESS_WORK = "manifest_queued", "manifest_not_sampled", "manifest_less_work"
+
 
 class CpuBudget:
     """CPU seconds for checks: ``share`` of a second per second of ``clock``, at most ``burst``
@@ -100,39 +108,89 @@ class CpuBudget:
 
 
 class CandidatePool(Generic[_T]):
-    """At most ``slots`` items, admitted at random once full (Algorithm R), drawn at random."""
+    """At most ``slots`` items, each with its work; more work first, fair among equals.
+
+    An offer with more work than the least pending evicts a random one of the least (``evicted``
+    counts them); one with less is refused (``offer`` returns ``LESS_WORK``); among equals it is
+    Algorithm R within the level (the n-th offer of that level since the last draw replaces a
+    random one of it with probability held / n). ``draw`` takes the most work first, at random
+    among equals."""
 
     def __init__(self, slots: int, rng: random.Random) -> None:
         self.slots, self.rng = slots, rng
-        self.items: list[_T] = []
-        #: Items offered since the last draw, plus those that survived it.
-        self.seen = 0
+        #: Pending items by work level.
+        self.levels: dict[int, list[_T]] = {}
+        #: Items offered at each level since the last draw, plus those that survived it.
+        self.seen: dict[int, int] = {}
+        #: Pending items evicted by an offer with more work (since the pool was made).
+        self.evicted = 0
+        #: Pending items replaced by an equal that won the random draw (Algorithm R).
+        self.replaced = 0
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self._size
 
-    def offer(self, item: _T) -> bool:
-        """Admit ``item`` (True) or drop it (False); once full it replaces a random slot with
-        probability slots / seen, so every item offered has the same chance to be pending."""
-        self.seen += 1
-        if len(self.items) < self.slots:
-            self.items.append(item)
-            return True
-        slot = self.rng.randrange(self.seen)
-        if slot < self.slots:
-            self.items[slot] = item
-            return True
-        return False
+    @property
+    def items(self) -> list[_T]:
+        """Every pending item, most work first."""
+        return [item for work in sorted(self.levels, reverse=True) for item in self.levels[work]]
+
+    def offer(self, item: _T, work: int = 0) -> str:
+        """``QUEUED``, ``NOT_SAMPLED`` (an equal lost the random draw) or ``LESS_WORK`` (the pool
+        is full of candidates with more work)."""
+        if self.slots <= 0:
+            return NOT_SAMPLED
+        seen = self.seen[work] = self.seen.get(work, 0) + 1
+        if self._size < self.slots:
+            self.levels.setdefault(work, []).append(item)
+            self._size += 1
+            return QUEUED
+        least = min(self.levels)
+        if work < least:
+            return LESS_WORK
+        if work > least:
+            self._remove_random(least)
+            self.evicted += 1
+            self.levels.setdefault(work, []).append(item)
+            self._size += 1
+            return QUEUED
+        level = self.levels[least]
+        slot = self.rng.randrange(seen)
+        if slot < len(level):
+            level[slot] = item
+            self.replaced += 1
+            return QUEUED
+        return NOT_SAMPLED
+
+    def _remove_random(self, work: int) -> None:
+        level = self.levels[work]
+        slot = self.rng.randrange(len(level))
+        level[slot] = level[-1]
+        level.pop()
+        self._size -= 1
+        if not level:
+            del self.levels[work]
 
     def draw(self, n: int) -> list[_T]:
-        """Take ``n`` items (all if fewer) chosen at random; the rest stay pending and count as
-        just offered, so they compete on equal terms with the next arrivals."""
-        if n >= len(self.items):
-            drawn, self.items = self.items, []
-        else:
-            self.rng.shuffle(self.items)
-            drawn, self.items = self.items[:n], self.items[n:]
-        self.seen = len(self.items)
+        """Take ``n`` items (all if fewer): the most work first, chosen at random among equals;
+        the rest stay pending and count as just offered, so they compete on equal terms with the
+        next arrivals of their level."""
+        drawn: list[_T] = []
+        for work in sorted(self.levels, reverse=True):
+            if len(drawn) >= n:
+                break
+            level = self.levels[work]
+            want = n - len(drawn)
+            if want < len(level):
+                self.rng.shuffle(level)
+                drawn += level[:want]
+                del level[:want]
+            else:
+                drawn += level
+                del self.levels[work]
+        self._size -= len(drawn)
+        self.seen = {work: len(level) for work, level in self.levels.items()}
         return drawn
 
 

@@ -282,6 +282,13 @@ def has_work(fingerprint: bytes) -> bool:
     return int.from_bytes(fingerprint[:4], "big") >> (32 - WORK_BITS) == 0
 
 
+def work_of(fingerprint: bytes) -> int:
+    """The work a MANIFEST's stamp carries: the leading zero bits of its SHA-256 (``digest`` of
+    the whole datagram), counted up to 64. Candidates with more are checked first
+    (``admission.CandidatePool``; ``docs/PROTOCOL.md``, "Verification budget")."""
+    return 64 - int.from_bytes(fingerprint[:8], "big").bit_length()
+
+
 def block_of(index: int, block_count: int) -> tuple[int, int]:
     """(source block number, ESI) of symbol ``index``: blocks are interleaved."""
     return index % block_count, index // block_count

@@ -91,10 +91,8 @@ def take_manifest(rx: UpdateReceiver, data: bytes, uid: int, dbv: int, index: in
         counters["expired"] += 1
     elif intact is not None and not intact():
         return False
-    elif rx.pool.offer((fingerprint, bytes(data))):
-        counters["manifest_queued"] += 1
     else:
-        counters["manifest_not_sampled"] += 1
+        rx._offer(fingerprint, bytes(data))
     return True
 
 

@@ -5,8 +5,10 @@ one UDP datagram that the switch intercepted for the update port and runs the ch
 order: stateless header checks (``packets.parse_packet``), the stale-version drop (before any
 crypto), then per type; versions are judged by the update service's one policy
 (``UpdateService.acceptable_versions``), never by a rule of the receiver's own. A MANIFEST that
-passes an O(1) pre-filter becomes a *candidate* in a bounded pool, admitted and drawn at random
-(``admission.py``), so a flood of forged manifests cannot starve the real one by timing.
+passes an O(1) pre-filter becomes a *candidate* in a bounded pool, ranked by its work stamp
+(more work is checked first, and evicts less) and admitted and drawn at random among equals
+(``admission.py``), so a flood of forged manifests cannot starve the real one by timing, nor
+with less work than its publisher spent.
 ``on_datagram`` never verifies: the checks are paid by a budget of CPU time (a share of a core)
 and split in three (``take_checks`` under the caller's lock, ``check`` on any thread, then
 ``finish_checks``), so the network's verifier thread runs the crypto while the I/O thread keeps
@@ -52,6 +54,8 @@ from hv_emu.updates.admission import (
     BAD_ENTRY_BYTES,
     CANDIDATE_BYTES,
     CHECK_BYTES,
+    LESS_WORK,
+    QUEUED,
     BadManifests,
     CandidatePool,
     CheckResult,
@@ -69,6 +73,7 @@ from hv_emu.updates.packets import (
     digest,
     has_work,
     parse_packet,
+    work_of,
 )
 from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
 from hv_emu.updates.service import UpdateService
@@ -100,7 +105,8 @@ class ReceiverConfig:
     verify_share: float = 0.25
     verify_burst_seconds: float = 0.02
     check_cost_floor: float = 50e-6
-    #: Candidates waiting for a check (random admission once full) and most checked per batch.
+    #: Candidates waiting for a check (most work first; random admission among equals once full)
+    #: and most checked per batch.
     candidate_slots: int = 256
     check_batch: int = 64
     #: Manifests that failed verification, remembered (by 16 bytes of their SHA-256) so a replay
@@ -232,12 +238,23 @@ class UpdateReceiver:
             self.counters["untrusted_key"] += 1
         elif header.expires_at <= self._trusted_now():
             self.counters["expired"] += 1
-        elif self.pool.offer((fingerprint, packet.raw)):
-            # Random admission (admission.CandidatePool): once the pool is full, each arrival
-            # has the same chance to be pending, whatever its timing.
-            self.counters["manifest_queued"] += 1
         else:
-            self.counters["manifest_not_sampled"] += 1
+            self._offer(fingerprint, packet.raw)
+
+    def _offer(self, fingerprint: bytes, raw: bytes) -> None:
+        """A candidate into the pool (``admission.CandidatePool``): ranked by its stamp's work,
+        admitted at random among equals once full, whatever its timing. Counted by what the pool
+        says of it, and ``manifest_outworked`` for a pending one it evicted with more work."""
+        evicted = self.pool.evicted
+        outcome = self.pool.offer((fingerprint, raw), work_of(fingerprint))
+        if outcome == QUEUED:
+            self.counters["manifest_queued"] += 1
+        elif outcome == LESS_WORK:
+            self.counters["manifest_less_work"] += 1  # the pool is full of more work
+        else:
+            self.counters["manifest_not_sampled"] += 1  # the fair draw among equals
+        if self.pool.evicted != evicted:  # a pending one with less work made room for it
+            self.counters["manifest_outworked"] += self.pool.evicted - evicted
 
     def _trusted_signer(self, manifest: Manifest) -> bool:
         key = self.service.trust.lookup(manifest.header.key_id)

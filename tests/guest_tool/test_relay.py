@@ -32,7 +32,15 @@ from hv_emu.errors import ConfigError
 from hv_emu.machine import Machine, MachineConfig
 from hv_emu.net.backends import UdpBackend, UdpSpec
 from hv_emu.net.frames import parse_udp_frame
-from hv_emu.updates.packets import HEADER_LEN, WORK_SIZE, Packet, PacketType, parse_packet
+from hv_emu.updates.packets import (
+    HEADER_LEN,
+    WORK_SIZE,
+    Packet,
+    PacketType,
+    digest,
+    parse_packet,
+    work_of,
+)
 from tests.rigs.named_files import bounded, fifo
 from tests.rigs.netupdate import (
     KEY,
@@ -102,6 +110,23 @@ def test_manifest_command_writes_a_file_relays_can_check(
     assert read_manifest_file(publisher / "other.manifest").public_key == manifest.public_key
 
 
+@pytest.mark.parametrize("bits", [19, 21])
+def test_work_bits_sets_the_stamp(publisher: Path, bits: int) -> None:
+    assert main(["manifest", "update.hvdb", "--key", "demo.key", "--work-bits", str(bits)]) == 0
+    datagram = read_manifest_file(publisher / "update.hvdb.manifest").datagram
+    assert work_of(digest(datagram)) >= bits
+
+
+@pytest.mark.parametrize("bits", ["17", "33", "-1"])
+def test_work_bits_out_of_range_is_one_line(
+    publisher: Path, bits: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["manifest", "update.hvdb", "--key", "demo.key", "--work-bits", bits]) == 2
+    err = capsys.readouterr().err
+    assert "--work-bits must be 18 to 32" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_relay_rebuilds_exactly_the_packets_the_signer_made() -> None:
     bundle, sig = signed(V, body=database_text(V, 400))
     original = encode_update(bundle, sig, KEY, update_id=0x1234)
@@ -146,11 +171,14 @@ def test_raptorq_encoding_is_the_same_in_another_process() -> None:
 
 # ------------------------------------------------------------------------------ relay push
 def test_a_relay_without_a_private_key_installs_on_a_running_hv_emu(
-    relay: Path, publisher: Path, capsys: pytest.CaptureFixture[str]
+    real_work: int, relay: Path, publisher: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The relay's directory holds no key; push checks the manifest and sends; the hypervisor,
-    trusting the publisher's public key, installs the update from the network."""
+    trusting the publisher's public key, installs the update from the network. The manifest was
+    signed with guest-tool manifest's default: it carries the publisher's work, 22 bits."""
     assert not list(relay.glob("*.key")) and not list(relay.glob("*.sig"))
+    datagram = read_manifest_file(relay / "update.hvdb.manifest").datagram
+    assert work_of(digest(datagram)) >= real_work == 22
     capsys.readouterr()
     machine = Machine(MachineConfig(net=UdpSpec(("127.0.0.1", 0), None),
                                     trust=[publisher / "demo.pub"]))  # fmt: skip

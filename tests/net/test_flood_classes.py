@@ -35,7 +35,8 @@ OUTCOMES = frozenset({
     "truncated", "oversize", "bad_magic", "bad_version", "bad_type", "bad_flags", "bad_reserved",
     "length_mismatch", "index_oob", "stale", "no_work", "known_bad_manifest", "bad_manifest",
     "manifest_known", "manifest_checking", "version_jump", "too_large", "untrusted_key",
-    "expired", "manifest_queued", "manifest_not_sampled", "no_session", "count_mismatch",
+    "expired", "manifest_queued", "manifest_not_sampled", "manifest_less_work", "no_session",
+    "count_mismatch",
     "duplicate", "no_page_yet", "bad_len", "bad_fec_id", "hash_mismatch", "block_done",
     "page_accepted", "symbol_accepted",
 })  # fmt: skip

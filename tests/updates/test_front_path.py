@@ -11,8 +11,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guest_tool.encoding import carousel
-from hv_emu.updates.packets import HEADER_LEN
+from guest_tool.encoding import carousel, stamp
+from hv_emu.updates import packets
+from hv_emu.updates.packets import HEADER_LEN, Packet, PacketType, parse_packet
+from hv_emu.updates.receiver import ReceiverConfig
 from tests.rigs.netupdate import SOURCE, Rig, encoded, rig
 
 V = 3
@@ -122,3 +124,52 @@ def test_a_genuine_update_installs_through_the_front_path_alone() -> None:
         if k in {"manifest_queued", "page_accepted", "symbol_accepted", "manifest_known",
                  "duplicate", "no_page_yet", "block_done", "manifest_checking"}
     )  # fmt: skip
+
+
+def _forgeries() -> list[bytes]:
+    """Stamped forgeries of GENUINE's manifest (fresh update id and version, trusted key id, a
+    random signature), at 4 to 9 bits of work with the minimum lowered to 4 while they are made."""
+    rng, genuine, saved = random.Random(11), parse_packet(GENUINE.manifest), packets.WORK_BITS
+    packets.WORK_BITS = 4
+    try:
+        out = []
+        for n in range(12):
+            version = V + rng.randrange(1, 1000)
+            payload = bytearray(genuine.payload)
+            payload[8:16] = version.to_bytes(8, "big")
+            payload[-72:-8] = rng.randbytes(63) + bytes([rng.randrange(16)])
+            raw = Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version, 0, 1,
+                               bytes(payload)).raw  # fmt: skip
+            out.append(stamp(raw, 4 + n % 6))
+        return out
+    finally:
+        packets.WORK_BITS = saved
+
+
+FORGED = _forgeries()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([*FORGED, GENUINE.manifest]) | datagrams(), max_size=40))
+def test_the_front_path_ranks_work_as_the_layered_path(packets_in: list[bytes]) -> None:
+    """A pool of 3 and stamped forgeries of several levels of work: both paths queue, refuse for
+    less work, evict for more and draw the same candidates."""
+    saved, packets.WORK_BITS = packets.WORK_BITS, 4
+    try:
+        small = ReceiverConfig(candidate_slots=3, check_batch=1, check_cost_floor=0.025,
+                               verify_share=0.025, verify_burst_seconds=0.025)  # fmt: skip
+        fast, layered = rig(installed=0, seed=4, config=small), rig(installed=0, seed=4,
+                                                                    config=small)  # fmt: skip
+        for r in (fast, layered):
+            r.receiver.cpu_clock = lambda: 0.0
+        for payload in packets_in:
+            assert fast.receiver.on_payload(payload) is True
+            layered.receiver.on_datagram(payload, SOURCE)
+            for r in (fast, layered):
+                r.clock.now += 0.01
+                r.receiver.poll()
+            assert state(fast) == state(layered)
+            assert [f for f, _ in fast.receiver.pool.items] == [
+                f for f, _ in layered.receiver.pool.items]  # fmt: skip
+    finally:
+        packets.WORK_BITS = saved
