@@ -54,6 +54,9 @@ _LINES = {
     "db": re.compile(rb"([^\n=]*)=([0-9a-fA-F]*)\r?\n"),
 }
 
+#: One line of a ``WildRun`` (its name, its body, plain or with wildcards).
+_WILD_LINES = re.compile(rb"([^\n:]*):0:\*:([^\n\r]*)\r?\n")
+
 Entry = Signature | PlainLiteral
 
 
@@ -90,19 +93,19 @@ def entries_of(data: bytes, kind: str, steps: Iterable[Step], source: str) -> li
 def wild_entries(data: bytes, run: WildRun, source: str) -> list[Entry]:
     """The entries of a ``WildRun``: a ``PlainLiteral`` for each plain line, the ``Signature``
     ``simple_ndb_line`` builds for each other line (the run's regex proved it builds)."""
-    entries: list[Entry] = []
-    plain = _LINES["ndb"]
-    lines = data[run.start:run.end].split(b"\n")
-    for number, line in enumerate(lines[:-1], run.first):
-        literal = plain.fullmatch(line + b"\n")
-        if literal is not None:
-            entries.append((literal[1].decode("latin-1"), binascii.unhexlify(literal[2])))
-            continue
-        built = simple_ndb_line(line, number, source)
-        if built is None:  # cannot be: the run's regex took only lines that build
+
+    def built(name: bytes, body: bytes, number: int) -> Signature:
+        signature = simple_ndb_line(name + b":0:*:" + body, number, source)
+        if signature is None:  # cannot be: the run's regex took only lines that build
             raise DatabaseError(source, number, 0, "internal: a checked line did not build")
-        entries.append(built)
-    return entries
+        return signature
+
+    unhex = binascii.unhexlify
+    # The run's regex proved each body hex digits (a plain line: letters and digits only) or of
+    # simple_form's form (which always holds a '?', '(', '*' or '{').
+    return [(name.decode("latin-1"), unhex(body)) if body.isalnum() else built(name, body, number)
+            for number, (name, body) in enumerate(_WILD_LINES.findall(data, run.start, run.end),
+                                                  run.first)]  # fmt: skip
 
 
 def signatures_of(entries: list[Entry]) -> list[Signature]:
