@@ -10,7 +10,8 @@ in line order, a ``PlainLiteral`` (name, bytes) for each line of a run and the `
 every other line; ``program.build_program`` takes that list as it takes signatures. An update's
 pause walks the text already (``database_check.check_steps``); ``entries_of`` starts from the
 steps it kept, so a line with wildcards is parsed once, not again on the worker, and a line of
-``simple_lines``'s form, only checked by the pause, is built here.
+``simple_lines``'s form, only checked by the pause, is built here (alone, or among a
+``WildRun``'s lines: ``wild_entries``).
 
 Follows: ``signatures.parse_database`` line for line: ``tests/scanner/test_bulk.py`` holds the
 program built from ``parse_entries`` to the program built from ``parse_database`` (every
@@ -41,7 +42,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from hv_emu.errors import DatabaseError
-from hv_emu.scanner.database_check import Step, walk_database
+from hv_emu.scanner.database_check import Step, WildRun, walk_database
 from hv_emu.scanner.program import PlainLiteral
 from hv_emu.scanner.signatures import Signature
 from hv_emu.scanner.simple_lines import simple_ndb_line
@@ -52,6 +53,9 @@ _LINES = {
     "ndb": re.compile(rb"([^\n:]*):0:\*:([0-9a-fA-F]*)\r?\n"),
     "db": re.compile(rb"([^\n=]*)=([0-9a-fA-F]*)\r?\n"),
 }
+
+#: One line of a ``WildRun`` (its name, its body, plain or with wildcards).
+_WILD_LINES = re.compile(rb"([^\n:]*):0:\*:([^\n\r]*)\r?\n")
 
 Entry = Signature | PlainLiteral
 
@@ -69,7 +73,9 @@ def entries_of(data: bytes, kind: str, steps: Iterable[Step], source: str) -> li
     unhex = binascii.unhexlify
     lines = _LINES[kind]
     for step in steps:
-        if isinstance(step, tuple) and len(step) == 3:  # checked by simple_form: built here
+        if isinstance(step, WildRun):
+            entries += wild_entries(data, step, source)
+        elif isinstance(step, tuple) and len(step) == 3:  # checked by simple_form: built here
             start, stop, number = step
             built = simple_ndb_line(data[start:stop], number, source)
             if built is None:  # cannot be: simple_form said it builds
@@ -82,6 +88,24 @@ def entries_of(data: bytes, kind: str, steps: Iterable[Step], source: str) -> li
         else:
             entries.append(step)
     return entries
+
+
+def wild_entries(data: bytes, run: WildRun, source: str) -> list[Entry]:
+    """The entries of a ``WildRun``: a ``PlainLiteral`` for each plain line, the ``Signature``
+    ``simple_ndb_line`` builds for each other line (the run's regex proved it builds)."""
+
+    def built(name: bytes, body: bytes, number: int) -> Signature:
+        signature = simple_ndb_line(name + b":0:*:" + body, number, source)
+        if signature is None:  # cannot be: the run's regex took only lines that build
+            raise DatabaseError(source, number, 0, "internal: a checked line did not build")
+        return signature
+
+    unhex = binascii.unhexlify
+    # The run's regex proved each body hex digits (a plain line: letters and digits only) or of
+    # simple_form's form (which always holds a '?', '(', '*' or '{').
+    return [(name.decode("latin-1"), unhex(body)) if body.isalnum() else built(name, body, number)
+            for number, (name, body) in enumerate(_WILD_LINES.findall(data, run.start, run.end),
+                                                  run.first)]  # fmt: skip
 
 
 def signatures_of(entries: list[Entry]) -> list[Signature]:

@@ -11,11 +11,15 @@ per signature.
 Follows: ``signatures.parse_database`` line for line, limits included. Runs of lines that are
 plain literals anywhere (``Name:0:*:HEX`` in ``.ndb``, ``Name=HEX`` in ``.db``: every line of a
 typical update) are matched by one regular expression over the whole run; each such line is a
-signature of one element, as the parser would make it. Any other line (a comment, another
-offset or target, wildcards, an odd or short body, a name the run does not cover) goes through
-the parser's own line functions; a line with only the commonest wildcards (``??``, ``(hh|hh)``,
-``*``, ``{n-m}``) through ``simple_lines.simple_form``, which checks it and counts its elements
-without building it (the worker builds it, ``bulk.py``).
+signature of one element, as the parser would make it. Runs of ``.ndb`` lines that are plain
+literals or have only the commonest wildcards (``??``, ``(hh|hh)``, ``*``, ``{n-m}``: the rest
+of a typical update, rfxn.ndb's lines) are matched by one of ``simple_lines.WILD_RUNS``, their
+elements counted by ``simple_lines.run_elements`` from byte counts over the run; a run that
+might reach a limit is walked line by line instead, so the error falls on the parser's line.
+Any other line (a comment, another offset or target, an odd or short body, a name no run
+covers) goes through the parser's own line functions; a line with only those wildcards through
+``simple_lines.simple_form``, which checks it and counts its elements without building it (the
+worker builds it, ``bulk.py``).
 ``tests/scanner/test_database_check.py`` holds the two to the same answer on generated texts.
 
 ``walk_database`` is the walk itself, for ``bulk.py`` too: the runs it found, and the
@@ -32,16 +36,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner import signatures as _sig
-from hv_emu.scanner.simple_lines import simple_form
+from hv_emu.scanner.simple_lines import PLAIN_BODY, WILD_RUNS, run_elements, simple_form
 
-_HEX = rb"[0-9a-fA-F]"
 # An even number of hex digits, at least 6 and below 60,000, without a group per pair (slow in
 # Python's re): 6, then 32s, then at most one each of 16, 8, 4 and 2. Possessive: no backtracking.
-_BODY = (_HEX + rb"{6}(?:" + _HEX + rb"{32}){0,1870}+(?:" + _HEX + rb"{16})?+(?:" + _HEX
-         + rb"{8})?+(?:" + _HEX + rb"{4})?+(?:" + _HEX + rb"{2})?+")  # fmt: skip
+_BODY = PLAIN_BODY
 #: Runs of whole plain lines (each with its newline). Names and bodies are capped so that a line
 #: never reaches ``MAX_LINE_LENGTH``; longer ones take the general path, which checks it.
 _RUNS = {
@@ -69,10 +72,32 @@ def _run_limits(count: int, elements: int, number: int, lines: int, source: str)
     raise DatabaseError(source, number + first, 0, message)
 
 
+@dataclass(frozen=True)
+class WildRun:
+    """A run of ``.ndb`` lines ``simple_lines.WILD_RUN`` matched (each a plain literal or of
+    ``simple_form``'s form, checked but not built): ``data[start:end]``, its first line's
+    number, and how many lines it holds."""
+
+    start: int
+    end: int
+    first: int
+    lines: int
+
+
+def _wild_run(data: bytes, at: int) -> tuple[re.Match[bytes] | None, int]:
+    """The run of one of ``WILD_RUNS``'s forms at ``at``, and the braces its names hold."""
+    for form, braces in WILD_RUNS:
+        found = form.match(data, at)
+        if found is not None:
+            return found, braces
+    return None, 0
+
+
 #: What ``walk_database`` gives, in line order: a run of plain lines as its (start, end) in the
-#: text (each line one signature of one element), a line of ``simple_lines``'s form as its
-#: (start, end, line number), checked but not built, or the ``Signature`` of any other line.
-Step = tuple[int, int] | tuple[int, int, int] | _sig.Signature
+#: text (each line one signature of one element), a ``WildRun``, a line of ``simple_lines``'s
+#: form as its (start, end, line number), checked but not built, or the ``Signature`` of any
+#: other line.
+Step = tuple[int, int] | tuple[int, int, int] | WildRun | _sig.Signature
 
 
 def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
@@ -88,8 +113,23 @@ def walk_database(data: bytes, *, kind: str, source: str) -> Iterator[Step]:
     if not data:  # as parse_database: no line at all (a file of comments loads)
         raise DatabaseError(source, 0, 0, "Empty database file")
     at, end = 0, len(data)
+    slow_until = 0  # a run near a limit is walked line by line, up to here
     while at < end:
         block = run.match(data, at)
+        wild, braces = None, 0
+        if block is None and kind == "ndb" and at >= slow_until:
+            wild, braces = _wild_run(data, at)
+        if wild is not None:
+            lines = data.count(b"\n", at, wild.end())
+            more = run_elements(data, at, wild.end(), lines, braces)
+            # Clear of both limits (checked before each line, as below) for the whole run?
+            if (count + lines - 1 < _sig.MAX_SIGNATURES
+                    and elements + more <= _sig.MAX_DATABASE_ELEMENTS):  # fmt: skip
+                yield WildRun(at, wild.end(), number + 1, lines)
+                count, elements, number = count + lines, elements + more, number + lines
+                at = wild.end()
+                continue
+            slow_until = wild.end()  # the lines below find where, as parse_database does
         if block is not None:
             lines = data.count(b"\n", at, block.end())
             _run_limits(count, elements, number, lines, source)
@@ -152,6 +192,8 @@ def check_steps(data: bytes, *, kind: str, source: str) -> tuple[int, list[Step]
     for step in steps:
         if isinstance(step, tuple) and len(step) == 2:
             count += data.count(b"\n", step[0], step[1])
+        elif isinstance(step, WildRun):
+            count += step.lines
         else:
             count += 1
     return count, steps

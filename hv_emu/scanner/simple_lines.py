@@ -18,7 +18,11 @@ part too short) it leaves to the grammar, which gives the answer and the error.
 ``tests/scanner/test_simple_lines.py`` holds the two to the same ``Signature`` (Hypothesis).
 ``simple_form`` is the check alone, for an update's pause: whether ``simple_ndb_line`` takes the
 line, and the elements of what it builds, without building it (the compile worker does,
-``bulk.entries_of``).
+``bulk.entries_of``). ``WILD_RUNS`` is the same check for a whole run of lines at once (one
+regular expression, in C): each line either a plain literal of the plain runs' form or a line
+``simple_form`` takes, with names that hold no ``(``, ``?``, ``*``, and ``{`` only first (in every
+line of a run or in none), so that ``run_elements`` counts the run's elements from a few byte
+counts over the run.
 
 Leaves out: errors (the grammar's business); every form not listed above.
 
@@ -49,6 +53,48 @@ _GAPS = re.compile(_GAP)
 #: Four hex digits in a row: in a part of this form only a run of 2 bytes or more holds them
 #: (an alternation's options are one byte each).
 _STATIC = re.compile(rb"[0-9a-fA-F]{4}")
+
+
+_HEX = rb"[0-9a-fA-F]"
+#: The part's static run (``_STATIC``), checked ahead at the part's start: a lazy walk over the
+#: part's own characters (never past a gap, ``*`` or ``{``) to four hex digits in a row.
+_STATIC_AHEAD = rb"(?=[0-9a-fA-F?()|]*?" + _HEX + rb"{4})"
+#: A body ``simple_form`` takes: at least one wildcard or gap (a character no plain body has),
+#: at most ``MAX_SIMPLE_PARTS`` parts, each with its static run.
+_WILD_BODY = (rb"(?=[0-9a-fA-F]*+[?(*{])" + _STATIC_AHEAD + _PART + rb"(?:" + _GAP + _STATIC_AHEAD
+              + _PART + rb"){0," + str(MAX_SIMPLE_PARTS - 1).encode() + rb"}+")  # fmt: skip
+#: A plain body as ``database_check``'s plain runs take it (an even number of hex digits, at
+#: least 6 and below 60,000; docs/PERFORMANCE.md, issue 10).
+PLAIN_BODY = (_HEX + rb"{6}(?:" + _HEX + rb"{32}){0,1870}+(?:" + _HEX + rb"{16})?+(?:" + _HEX
+              + rb"{8})?+(?:" + _HEX + rb"{4})?+(?:" + _HEX + rb"{2})?+")  # fmt: skip
+_NAME_REST = rb"[\x21-\x27\x29\x2b-\x39\x3b-\x3e\x40-\x7a\x7c-\x7e]{0,4095}+"
+
+
+def _wild_run(first: bytes) -> re.Pattern[bytes]:
+    """Runs of whole lines (each with its newline), each a plain literal or of ``simple_form``'s
+    form, whose names start with ``first`` and hold no ``(``, ``?``, ``*`` or ``{`` after it. A
+    line stays below ``MAX_LINE_LENGTH``: a name of at most 4,096 characters, a plain body below
+    60,000 hex digits, a body with wildcards no longer than 60,000 (checked ahead)."""
+    return re.compile(rb"(?:" + first + _NAME_REST + rb":0:\*:(?>" + PLAIN_BODY + rb"\r?\n|"
+                      rb"(?=[^\n]{0,60000}\n)" + _WILD_BODY + rb"\r?\n))++")  # fmt: skip
+
+
+#: ``_wild_run``'s two forms, each with the ``{`` its every name holds: rfxn.ndb's ``{HEX}``
+#: names (one), or names without braces (none). A run is of one form.
+WILD_RUNS = ((_wild_run(rb"\{"), 1),
+             (_wild_run(rb"[\x21\x22\x24-\x27\x29\x2b-\x39\x3b-\x3e\x40-\x7a\x7c-\x7e]"), 0))
+
+
+def run_elements(data: bytes, start: int, end: int, lines: int, name_braces: int) -> int:
+    """The elements of the ``lines`` signatures of a run one of ``WILD_RUNS`` matched at
+    ``data[start:end]`` (``name_braces``: its form's): ``simple_form``'s count summed (a plain
+    line's is 1, its one part)."""
+    # Bodies hold '?' only in '??', names none; every line's offset is one '*', its name holds
+    # ``name_braces`` '{'; the rest of the '(', '*' and '{' are the bodies' wildcards and gaps.
+    wildcards = data.count(b"?", start, end) // 2 + data.count(b"(", start, end)
+    stars = data.count(b"*", start, end) - lines
+    braces = data.count(b"{", start, end) - lines * name_braces
+    return 2 * wildcards + lines + stars + braces
 
 
 def simple_form(raw: bytes) -> int | None:

@@ -23,6 +23,7 @@ from hv_emu.scanner.signatures import (
     Signature,
     parse_database,
 )
+from tests.rigs.wild_texts import TEXTS
 
 
 def program_fields(program: Program) -> tuple[object, ...]:
@@ -144,3 +145,17 @@ def test_gc_paused_nests_overlaps_and_restores_the_collector() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@settings(max_examples=800, deadline=None)
+@given(TEXTS)
+def test_texts_with_wildcard_runs_give_the_parsers_signatures_and_program(data: bytes) -> None:
+    same(data, "ndb")
+
+
+def test_a_wildcard_run_gives_plain_literals_and_built_signatures() -> None:
+    data = b"{HEX}a:0:*:4142??4344\n{HEX}b:0:*:414243\n{HEX}c:0:*:41(22|27)4243*444546\n"
+    assert same(data, "ndb") == "ok"
+    entries = parse_entries(data, kind="ndb", source="u")
+    assert entries[1] == ("{HEX}b", b"ABC")
+    assert [type(entry) for entry in entries] == [Signature, tuple, Signature]

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from hv_emu.errors import DatabaseError
 from hv_emu.scanner import signatures
-from hv_emu.scanner.simple_lines import MAX_SIMPLE_PARTS, simple_form, simple_ndb_line
+from hv_emu.scanner.simple_lines import (
+    MAX_SIMPLE_PARTS,
+    WILD_RUNS,
+    run_elements,
+    simple_form,
+    simple_ndb_line,
+)
+from tests.rigs.wild_texts import wild_line
 
 _TOKENS = st.sampled_from([
     "41", "4142", "414243", "4a4B4c4D", "00", "ff" * 9, "??", "(22|27)", "(2A|2b|2c)", "(41|41)",
@@ -92,3 +99,28 @@ def test_it_takes_the_common_wildcard_forms_and_leaves_the_rest() -> None:
     for raw in left:
         assert taken(raw) is None, raw
     assert taken(many[:-5]) is not None  # one part fewer: taken
+
+
+@settings(max_examples=3000, deadline=None)
+@given(wild_line())
+def test_a_run_takes_a_line_only_as_simple_form_or_a_plain_line_and_counts_alike(
+    raw: bytes,
+) -> None:
+    """``WILD_RUNS`` takes a line (with its newline) only if ``simple_form`` takes it or it is a
+    plain literal, and ``run_elements`` counts what ``simple_form`` counts (a plain line: 1); it
+    takes every such line whose name fits its forms."""
+    line = raw + b"\n"
+    forms = [braces for form, braces in WILD_RUNS if form.fullmatch(line)]
+    cut = raw.rstrip(b"\r")
+    plain = signatures._PLAIN_NDB_LINE.fullmatch(raw) is not None and len(cut) < 60_000
+    expected = 1 if plain else simple_form(raw)
+    name = raw.split(b":")[0]
+    fits = (len(name) <= 4096 and not any(c in name[1:] for c in b"(?*{")
+            and not any(c in name[:1] for c in b"(?*#") and raw.count(b"\r") <= 1
+            and b"\x00" not in raw)  # fmt: skip
+    assert len(forms) <= 1
+    if forms:
+        assert expected is not None and fits, raw
+        assert run_elements(line, 0, len(line), 1, forms[0]) == expected
+    else:
+        assert expected is None or not fits, raw
