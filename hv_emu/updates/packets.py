@@ -289,6 +289,20 @@ def work_of(fingerprint: bytes) -> int:
     return 64 - int.from_bytes(fingerprint[:8], "big").bit_length()
 
 
+#: Work more than this many bits above ``WORK_BITS`` ranks no higher in the candidate pool: the
+#: publisher's default margin (``guest-tool``'s 22 bits = 18 + 4). Without the cap, a flood of
+#: forgeries stamped at the minimum holds, by luck, 2^-4 of them with more work than a genuine
+#: manifest stamped at exactly 22 bits, enough to keep the verifier busy ahead of it for ever;
+#: with it they only tie, and the fair draw among equals reaches the genuine one.
+RANK_MARGIN = 4
+
+
+def rank_of(fingerprint: bytes) -> int:
+    """The work a MANIFEST ranks with in the candidate pool: ``work_of``, capped at
+    ``WORK_BITS + RANK_MARGIN``."""
+    return min(work_of(fingerprint), WORK_BITS + RANK_MARGIN)
+
+
 def block_of(index: int, block_count: int) -> tuple[int, int]:
     """(source block number, ESI) of symbol ``index``: blocks are interleaved."""
     return index % block_count, index // block_count

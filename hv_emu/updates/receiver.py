@@ -73,7 +73,7 @@ from hv_emu.updates.packets import (
     digest,
     has_work,
     parse_packet,
-    work_of,
+    rank_of,
 )
 from hv_emu.updates.receiver_stats import ReceiverStats, StatsReporter
 from hv_emu.updates.service import UpdateService
@@ -246,7 +246,7 @@ class UpdateReceiver:
         admitted at random among equals once full, whatever its timing. Counted by what the pool
         says of it, and ``manifest_outworked`` for a pending one it evicted with more work."""
         evicted = self.pool.evicted
-        outcome = self.pool.offer((fingerprint, raw), work_of(fingerprint))
+        outcome = self.pool.offer((fingerprint, raw), rank_of(fingerprint))
         if outcome == QUEUED:
             self.counters["manifest_queued"] += 1
         elif outcome == LESS_WORK:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from guest_tool.encoding import stamp
 from hv_emu.updates import packets
 from hv_emu.updates.admission import LESS_WORK, NOT_SAMPLED, QUEUED, CandidatePool
-from hv_emu.updates.packets import Packet, PacketType, digest, parse_packet, work_of
+from hv_emu.updates.packets import Packet, PacketType, digest, parse_packet, rank_of, work_of
 from hv_emu.updates.receiver import ReceiverConfig
 from tests.rigs.netupdate import Rig, encoded, rig
 
@@ -135,7 +135,8 @@ def test_the_genuine_manifest_is_checked_first_among_minimum_stamps(seed: int) -
     """200 forgeries stamped at the minimum fill the pool before and after the genuine manifest;
     one check a second: the first check after it arrived opens its session."""
     r = one_check_rig()
-    forged = [f for f in forgeries(200, seed) if work_of(digest(f)) < work_of(
+    # Forgeries lucky enough to reach the rank cap tie with it (RANK_MARGIN): left out here.
+    forged = [f for f in forgeries(200, seed) if rank_of(digest(f)) < rank_of(
         digest(UPDATE.manifest))]  # fmt: skip
     r.feed(forged[:100], step=0.0)
     rx = r.receiver
@@ -149,6 +150,15 @@ def test_the_genuine_manifest_is_checked_first_among_minimum_stamps(seed: int) -
     assert rx.counters["verifications"] == verified + 1
     assert rx.counters["session_opened"] == 1 and rx.counters["bad_signature"] == verified
     assert rx.memory_in_use() <= rx.memory_bound()
+
+
+def test_work_ranks_no_higher_than_the_publishers_margin() -> None:
+    """A forgery luckier than the publisher's default margin ties with the genuine manifest
+    instead of outranking it (packets.RANK_MARGIN)."""
+    cap = packets.WORK_BITS + packets.RANK_MARGIN
+    assert rank_of(bytes(32)) == cap  # 64 bits of work rank as the cap
+    assert rank_of(b"\x00\x00\x3f" + b"\xff" * 29) == 18 == packets.WORK_BITS
+    assert rank_of(b"\x00\x00\x03" + b"\xff" * 29) == cap  # 22 bits: the publisher's default
 
 
 @pytest.mark.usefixtures("cheap_stamps")
