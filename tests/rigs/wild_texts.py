@@ -40,3 +40,24 @@ TEXTS = st.tuples(
                        st.just(b"W:0:*:41424344*45464748")), max_size=25),
     st.sampled_from([b"", b"\n", b"\n\n"]),
 ).map(lambda pair: b"\n".join(pair[0]) + pair[1])
+
+
+#: Hand-picked ``.ndb`` lines: plain, wildcard, refused and edge-case lines, for the tests that
+#: hold the pause's check and the worker's parse to ``parse_database`` line by line.
+NDB_LINES = st.sampled_from([
+    b"Plain:0:*:414243", b"Plain.Two:0:*:41424344454647", b"Short:0:*:4142", b"Odd:0:*:4142434",
+    b"Crlf:0:*:414243\r", b"Crlf2:0:*:414243\r\r", b"# comment", b"", b"Wild:0:*:4142??4344",
+    b"Alt:0:*:41(4243|4445)46", b"Offset:0:10:414243", b"Target:1:*:414243", b"Bad:0:*:41424g",
+    b"Name (Clam):0:*:414243", b"Flevel:0:*:414243:999", b":0:*:414243", b"#x:0:*:414243",
+    b"Hex:0:*:" + b"ab" * 40, b"Caps:0:*:ABCDEF", b"Sp ace:0:*:414243", b"\xff\xfe:0:*:414243",
+    b"Long:0:*:" + b"41" * 33, b"Chain:0:*:414243*444546", b"Same:0:*:414243",
+    b"N" * 4200 + b":0:*:414243", b"Nul:0:*:4142\x0043", b"Gap:0:*:414243{2-5}444546",
+    b"Anch:0:*:41[1-2]424344",
+])  # fmt: skip
+#: The same for ``.db`` lines.
+DB_LINES = st.sampled_from([
+    b"Plain=414243", b"Plain Two=41424344", b"Short=4142", b"Odd=4142434", b"Cr=414243\r",
+    b"# comment", b"", b"Wild=41??4243", b"Skip==414243", b"NoEquals", b"Name (Clam)=414243",
+    b"=414243", b"Nul\x00=414243", b" lead=414243", b"Eq=41=42", b"Hex=" + b"cd" * 33,
+    b"Same=414243", b"Alt=41(42|43)4445",
+])  # fmt: skip

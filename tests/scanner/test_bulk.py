@@ -23,7 +23,7 @@ from hv_emu.scanner.signatures import (
     Signature,
     parse_database,
 )
-from tests.rigs.wild_texts import TEXTS
+from tests.rigs.wild_texts import DB_LINES, NDB_LINES, TEXTS
 
 
 def program_fields(program: Program) -> tuple[object, ...]:
@@ -64,31 +64,16 @@ def same(data: bytes, kind: str) -> str:
     return "ok"
 
 
-_NDB_LINES = st.sampled_from([
-    b"Plain:0:*:414243", b"Plain.Two:0:*:41424344454647", b"Short:0:*:4142", b"Odd:0:*:4142434",
-    b"Crlf:0:*:414243\r", b"# comment", b"", b"Wild:0:*:4142??4344", b"Alt:0:*:41(4243|4445)46",
-    b"Offset:0:10:414243", b"Target:1:*:414243", b"Bad:0:*:41424g", b"Name (Clam):0:*:414243",
-    b"Flevel:0:*:414243:999", b":0:*:414243", b"Hex:0:*:" + b"ab" * 40, b"Caps:0:*:ABCDEF",
-    b"Sp ace:0:*:414243", b"\xff\xfe:0:*:414243", b"Long:0:*:" + b"41" * 33,
-    b"Chain:0:*:414243*444546", b"Same:0:*:414243", b"N" * 4200 + b":0:*:414243",
-    b"Nul:0:*:4142\x0043", b"Gap:0:*:414243{2-5}444546", b"Anch:0:*:41[1-2]424344",
-])
-_DB_LINES = st.sampled_from([
-    b"Plain=414243", b"Plain Two=41424344", b"Short=4142", b"Odd=4142434", b"Cr=414243\r",
-    b"# comment", b"", b"Wild=41??4243", b"Skip==414243", b"NoEquals", b"Name (Clam)=414243",
-    b"=414243", b"Nul\x00=414243", b" lead=414243", b"Eq=41=42", b"Hex=" + b"cd" * 33,
-    b"Same=414243", b"Alt=41(42|43)4445",
-])
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(_NDB_LINES, max_size=30), st.sampled_from([b"", b"\n", b"\n\n"]))
+@given(st.lists(NDB_LINES, max_size=30), st.sampled_from([b"", b"\n", b"\n\n"]))
 def test_ndb_texts_give_the_parsers_signatures_and_program(lines: list[bytes], tail: bytes) -> None:
     same(b"\n".join(lines) + tail, "ndb")
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(_DB_LINES, max_size=30), st.sampled_from([b"", b"\n"]))
+@given(st.lists(DB_LINES, max_size=30), st.sampled_from([b"", b"\n"]))
 def test_db_texts_give_the_parsers_signatures_and_program(lines: list[bytes], tail: bytes) -> None:
     same(b"\n".join(lines) + tail, "db")
 

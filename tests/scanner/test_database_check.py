@@ -12,7 +12,7 @@ from hv_emu.errors import DatabaseError
 from hv_emu.scanner import signatures
 from hv_emu.scanner.database_check import WildRun, check_database, check_steps
 from hv_emu.scanner.signatures import parse_database
-from tests.rigs.wild_texts import TEXTS
+from tests.rigs.wild_texts import DB_LINES, NDB_LINES, TEXTS
 
 
 def answer(check: bool, data: bytes, kind: str) -> tuple[str, object]:
@@ -30,28 +30,16 @@ def same(data: bytes, kind: str) -> tuple[str, object]:
     return expected
 
 
-_NDB_LINES = st.sampled_from([
-    b"Plain:0:*:414243", b"Plain.Two:0:*:41424344454647", b"Short:0:*:4142", b"Odd:0:*:4142434",
-    b"Crlf:0:*:414243\r", b"Crlf2:0:*:414243\r\r", b"# comment", b"", b"Wild:0:*:4142??4344",
-    b"Offset:0:10:414243", b"Target:1:*:414243", b"Bad:0:*:41424g", b"Name (Clam):0:*:414243",
-    b"Flevel:0:*:414243:999", b":0:*:414243", b"#x:0:*:414243", b"Hex:0:*:" + b"ab" * 40,
-    b"Caps:0:*:ABCDEF", b"Sp ace:0:*:414243", b"\xff\xfe:0:*:414243", b"Long:0:*:" + b"41" * 33,
-])
-_DB_LINES = st.sampled_from([
-    b"Plain=414243", b"Plain Two=41424344", b"Short=4142", b"Odd=4142434", b"Cr=414243\r",
-    b"# comment", b"", b"Wild=41??4243", b"Skip==414243", b"NoEquals", b"Name (Clam)=414243",
-    b"=414243", b"Nul\x00=414243", b" lead=414243", b"Eq=41=42", b"Hex=" + b"cd" * 33,
-])
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(_NDB_LINES, max_size=30), st.sampled_from([b"", b"\n", b"\n\n"]))
+@given(st.lists(NDB_LINES, max_size=30), st.sampled_from([b"", b"\n", b"\n\n"]))
 def test_ndb_texts_get_the_parsers_answer(lines: list[bytes], tail: bytes) -> None:
     same(b"\n".join(lines) + tail, "ndb")
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(_DB_LINES, max_size=30), st.sampled_from([b"", b"\n"]))
+@given(st.lists(DB_LINES, max_size=30), st.sampled_from([b"", b"\n"]))
 def test_db_texts_get_the_parsers_answer(lines: list[bytes], tail: bytes) -> None:
     same(b"\n".join(lines) + tail, "db")
 
