@@ -78,13 +78,20 @@ def rfxn_style_ndb(count: int, seed: int = 2013) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def pause_us(body: bytes, workdir: Path) -> float:
+def _update_machine(body: bytes, workdir: Path) -> Machine:
+    """A machine whose guest will push ``body`` as a version-1 ``.ndb`` update by VMCALL, signed
+    by a fresh key it trusts."""
     key_path, pub = generate_keypair(workdir / f"k{time.monotonic_ns()}")
     now = int(time.time())
     bundle, sig = make_bundle(body, kind="ndb", version=1, private_key=load_private_key(key_path),
                               issued_at=now, expires_at=now + 86400)
     machine = Machine(MachineConfig(trust=[pub], timeout=120))
     machine.load(build_update_program(bundle, sig))
+    return machine
+
+
+def pause_us(body: bytes, workdir: Path) -> float:
+    machine = _update_machine(body, workdir)
     handle = machine.hypercalls.handle
     pauses: list[float] = []
 
@@ -114,12 +121,7 @@ def activation_s(body: bytes, workdir: Path) -> tuple[float, float, float, float
     the process spent in that interval (all threads: the one figure the other jobs of a shared
     machine do not inflate), and the CPU time of the pause (the vCPU thread's alone, while the
     hypercall ran), in seconds."""
-    key_path, pub = generate_keypair(workdir / f"k{time.monotonic_ns()}")
-    now = int(time.time())
-    bundle, sig = make_bundle(body, kind="ndb", version=1, private_key=load_private_key(key_path),
-                              issued_at=now, expires_at=now + 86400)
-    machine = Machine(MachineConfig(trust=[pub], timeout=120))
-    machine.load(build_update_program(bundle, sig))
+    machine = _update_machine(body, workdir)
     handle = machine.hypercalls.handle
     marks: dict[str, float] = {}
 
