@@ -135,6 +135,24 @@ def stamp(raw: bytes) -> bytes:
     return work_stamp(raw)
 
 
+def forged_manifests(genuine_manifest: bytes, n: int, seed: int = 1) -> list[bytes]:
+    """Unique forgeries of ``genuine_manifest``: fresh update id and a version above it, the
+    trusted key id, a canonical random manifest signature (so each costs a full verification),
+    each stamped at the protocol minimum (``stamp``; the caller may lower ``WORK_BITS``)."""
+    from hv_emu.updates.packets import Packet, PacketType, parse_packet
+
+    rng, genuine = random.Random(seed), parse_packet(genuine_manifest)
+    out = []
+    for _ in range(n):
+        version = genuine.header.db_version + rng.randrange(1, 1000)
+        payload = bytearray(genuine.payload)
+        payload[8:16] = version.to_bytes(8, "big")
+        payload[-72:-8] = rng.randbytes(63) + bytes([rng.randrange(16)])
+        out.append(stamp(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version, 0, 1,
+                                      bytes(payload)).raw))
+    return out
+
+
 def reheader(packet: bytes, **fields: int) -> bytes:
     """``packet`` with common-header fields replaced (payload untouched)."""
     from hv_emu.updates.packets import Packet, parse_packet

@@ -22,6 +22,7 @@ from hv_emu.updates.admission import (
 from hv_emu.updates.packets import Packet, PacketType, parse_packet
 from hv_emu.updates.receiver import QUIET_WINDOW, ReceiverConfig
 from hv_emu.updates.verify import TrustedKey
+from tests.rigs import netupdate
 from tests.rigs.netupdate import Rig, encoded, rig, stamp
 
 V = 5
@@ -32,18 +33,8 @@ SLOW = ReceiverConfig(verify_share=0.25, check_cost_floor=0.025, verify_burst_se
 
 
 def forged_manifests(n: int, seed: int = 1) -> list[bytes]:
-    """Unique forgeries of UPDATE's manifest: fresh update id and version, trusted key id, a
-    canonical random manifest signature (so each costs a full verification)."""
-    rng, genuine = random.Random(seed), parse_packet(UPDATE.manifest)
-    out = []
-    for _ in range(n):
-        version = V + rng.randrange(1, 1000)
-        payload = bytearray(genuine.payload)
-        payload[8:16] = version.to_bytes(8, "big")
-        payload[-72:-8] = rng.randbytes(63) + bytes([rng.randrange(16)])
-        out.append(stamp(Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version, 0, 1,
-                                      bytes(payload)).raw))
-    return out
+    """Forgeries of UPDATE's manifest (``tests.rigs.netupdate.forged_manifests``)."""
+    return netupdate.forged_manifests(UPDATE.manifest, n, seed)
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from guest_tool.encoding import stamp
 from hv_emu.updates import packets
 from hv_emu.updates.admission import LESS_WORK, NOT_SAMPLED, QUEUED, CandidatePool
-from hv_emu.updates.packets import Packet, PacketType, digest, parse_packet, rank_of, work_of
+from hv_emu.updates.packets import digest, rank_of, work_of
 from hv_emu.updates.receiver import ReceiverConfig
+from tests.rigs import netupdate
 from tests.rigs.netupdate import Rig, encoded, rig
 
 V = 5
@@ -102,18 +103,8 @@ def test_the_pool_keeps_its_bound_and_its_order(ops: list[tuple[int, int]], slot
 
 
 def forgeries(n: int, seed: int = 1) -> list[bytes]:
-    """Unique forgeries of UPDATE's manifest (fresh update id and version, the trusted key id, a
-    random manifest signature), each stamped at the protocol minimum (lowered by the caller)."""
-    rng, genuine = random.Random(seed), parse_packet(UPDATE.manifest)
-    out = []
-    for _ in range(n):
-        version = V + rng.randrange(1, 1000)
-        payload = bytearray(genuine.payload)
-        payload[8:16] = version.to_bytes(8, "big")
-        payload[-72:-8] = rng.randbytes(63) + bytes([rng.randrange(16)])
-        raw = Packet.build(PacketType.MANIFEST, rng.getrandbits(32), version, 0, 1, bytes(payload))
-        out.append(stamp(raw.raw))
-    return out
+    """Forgeries of UPDATE's manifest (``tests.rigs.netupdate.forged_manifests``)."""
+    return netupdate.forged_manifests(UPDATE.manifest, n, seed)
 
 
 @pytest.fixture
