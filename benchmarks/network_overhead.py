@@ -25,7 +25,8 @@ import sys
 
 from benchmarks import network, network_fixtures
 from benchmarks.common import Row
-from guest_tool.encoding import PUBLISHER_WORK_BITS, EncodedUpdate, carousel, stamp
+from guest_tool.encoding import PUBLISHER_WORK_BITS, EncodedUpdate, carousel
+from guest_tool.work_stamp import stamp
 from hv_emu.updates import packets
 from hv_emu.updates.packets import parse_packet
 
@@ -82,7 +83,7 @@ def run() -> list[Row]:
 
 #: The stamps of ``stamped_flood_rows``, lowered so the benchmark can make 100,000 forgeries: the
 #: forger at the protocol minimum (``packets.WORK_BITS`` for the run), the publisher as many bits
-#: above it as ``PUBLISHER_WORK_BITS`` is above the real minimum (22 - 18 = 4: 16 times the work).
+#: above it as ``PUBLISHER_WORK_BITS`` is above the real minimum (24 - 18 = 6: 64 times the work).
 BENCH_FORGER_BITS = 4
 BENCH_PUBLISHER_BITS = BENCH_FORGER_BITS + PUBLISHER_WORK_BITS - packets.WORK_BITS
 
@@ -105,8 +106,8 @@ def stamped_flood_rows(seed: int = 0) -> list[Row]:
     default margin above the minimum: the first nonce with at least that work, one bit more on
     average), then at exactly one bit more than the margin, then at exactly the margin (which
     ranks as high as any: ``packets.RANK_MARGIN`` caps the rank there). Stamps are made at
-    ``BENCH_FORGER_BITS`` and ``BENCH_PUBLISHER_BITS`` (the real 18 and 22 lowered by 14, the
-    ratio of publisher to forger work kept at 16) so the benchmark can make them."""
+    ``BENCH_FORGER_BITS`` and ``BENCH_PUBLISHER_BITS`` (the real 18 and 24 lowered by 14, the
+    ratio of publisher to forger work kept at 64) so the benchmark can make them."""
     saved, packets.WORK_BITS = packets.WORK_BITS, BENCH_FORGER_BITS
     try:
         base = network.one_megabyte_update()
