@@ -9,7 +9,10 @@ chunks of ``CHUNK`` and, for ``PARALLEL_BITS`` or more, hands them to one worker
 would find too. The stamp is checked again before it is returned.
 
 Follows: ``docs/PROTOCOL.md`` (the stamp's place and meaning), Python's ``multiprocessing``
-("spawn" start method: no state is shared with the caller but the bytes it is handed).
+("spawn" start method: safe in a process with threads, no state shared but the bytes handed
+over; like every spawn, it re-imports the caller's main module, so a script calling ``stamp``
+at ``PARALLEL_BITS`` or more keeps its work under ``if __name__ == "__main__"``, as
+``guest-tool`` and ``python -m guest_tool`` do).
 
 Leaves out: GPUs and native code (a forger may have them: ``docs/PROTOCOL.md`` says what more
 compute buys), resuming a search.

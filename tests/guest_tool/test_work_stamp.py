@@ -56,3 +56,12 @@ def test_a_stamp_without_the_work_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(work_stamp, "_search", lambda body, want, workers: wrong)
     with pytest.raises(ConfigError, match="does not carry the work"):
         work_stamp.stamp(MANIFEST, 18)
+
+
+def test_the_stamp_cost_rows_run() -> None:
+    """docs/PERFORMANCE.md's ``--stamp-cost`` rows, one small round: a time for each side."""
+    from benchmarks.network_overhead import stamp_cost_rows
+
+    (row,) = stamp_cost_rows(rounds=1, chunks=2)
+    assert row.peer == "one core" and row.peer_value is not None
+    assert row.value > 0 and row.peer_value > 0 and "-bit work stamp" in row.name
