@@ -28,7 +28,6 @@ manifest file may come from anyone: ``manifest_file.py`` and ``relay_update`` tr
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from guest_tool.bundle import sign
 from guest_tool.keys import PrivateKey
 from guest_tool.manifest_file import ManifestFile
+from guest_tool.work_stamp import stamp
 from hv_emu.errors import ConfigError, UpdateRejected
 from hv_emu.updates import packets
 from hv_emu.updates.format import (
@@ -77,7 +77,6 @@ from hv_emu.updates.packets import (
     page_symbols_for,
     parse_packet,
     top_count,
-    work_of,
 )
 from hv_emu.updates.verify import TrustedKey, sig_alg_for, supported_key
 
@@ -182,27 +181,14 @@ def hash_pages(update_id: int, db_version: int, payloads: tuple[bytes, ...],
     return (*built, *index), tuple(commitment(p.payload) for p in index)
 
 
-#: The work a publisher's MANIFEST carries by default (``guest-tool manifest --work-bits``): 2^22
-#: SHA-256 tries, about 2.6 s of Python once (0.63 µs a try measured here), 16 times what a
-#: forgery needs to be admitted at all (``packets.WORK_BITS``), so each forgery that competes
-#: with it costs 16 times the protocol minimum (``docs/PROTOCOL.md``, "Verification budget").
-PUBLISHER_WORK_BITS = 22
+#: The work a publisher's MANIFEST carries by default (``guest-tool manifest --work-bits``): the
+#: rank cap of the candidate pool (``packets.WORK_BITS + packets.RANK_MARGIN``, one number so
+#: they cannot drift), 2^24 SHA-256 tries once (``work_stamp.stamp``, on every core), 64 times
+#: what a forgery needs to be admitted at all, so each forgery that competes with it costs 64
+#: times the protocol minimum (``docs/PROTOCOL.md``, "Verification budget").
+PUBLISHER_WORK_BITS = packets.WORK_BITS + packets.RANK_MARGIN
 #: The most ``--work-bits`` accepted: 2^32 tries is already about 45 minutes of Python.
 MAX_WORK_BITS = 32
-
-
-def stamp(datagram: bytes, bits: int | None = None) -> bytes:
-    """``datagram`` (a MANIFEST whose last ``WORK_SIZE`` bytes are the work stamp) with a stamp
-    that gives it at least ``bits`` (default ``packets.WORK_BITS``, the least a receiver admits)
-    leading zero bits of SHA-256 (``packets.work_of``): about 2^bits tries."""
-    want = max(packets.WORK_BITS if bits is None else bits, packets.WORK_BITS)
-    prefix = hashlib.sha256(datagram[:-WORK_SIZE])
-    for nonce in range(1 << 40):
-        h = prefix.copy()
-        h.update(nonce.to_bytes(WORK_SIZE, "big"))
-        if work_of(h.digest()) >= want:
-            return datagram[:-WORK_SIZE] + nonce.to_bytes(WORK_SIZE, "big")
-    raise ConfigError("no work stamp found")  # pragma: no cover - 2^40 tries
 
 
 def _symbol_packets(

@@ -263,8 +263,9 @@ def add_push_command(sub: argparse._SubParsersAction[_P]) -> None:
     for command in (cmd, sign_cmd):
         command.add_argument(
             "--work-bits", type=int, metavar="N",
-            help="the work stamp's leading zero bits, about 2^N SHA-256 once: a forgery must "
-                 "carry as much to compete with this manifest (default "
+            help="the work stamp's leading zero bits, about 2^N SHA-256 once, on every core: a "
+                 "forgery must carry as much to compete with this manifest; receivers rank "
+                 "work only up to the default, so more buys no better rank (default "
                  f"{encoding.PUBLISHER_WORK_BITS}, at least {packets.WORK_BITS}, at most "
                  f"{MAX_WORK_BITS})",
         )  # fmt: skip

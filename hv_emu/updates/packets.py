@@ -289,12 +289,15 @@ def work_of(fingerprint: bytes) -> int:
     return 64 - int.from_bytes(fingerprint[:8], "big").bit_length()
 
 
-#: Work more than this many bits above ``WORK_BITS`` ranks no higher in the candidate pool: the
-#: publisher's default margin (``guest-tool``'s 22 bits = 18 + 4). Without the cap, a flood of
-#: forgeries stamped at the minimum holds, by luck, 2^-4 of them with more work than a genuine
-#: manifest stamped at exactly 22 bits, enough to keep the verifier busy ahead of it for ever;
-#: with it they only tie, and the fair draw among equals reaches the genuine one.
-RANK_MARGIN = 4
+#: Work more than this many bits above ``WORK_BITS`` ranks no higher in the candidate pool; it is
+#: also the publisher's default margin (``guest-tool``'s ``PUBLISHER_WORK_BITS`` is defined as
+#: ``WORK_BITS + RANK_MARGIN`` = 24). Without the cap, a flood of F forgeries a second stamped at
+#: the minimum holds, by luck, F x 2^-6 with more work than a genuine manifest stamped at exactly
+#: 24 bits, enough to keep the verifier busy ahead of it for ever; with it they only tie, and
+#: while F x 2^-6 stays below the verifier's rate every tie is checked as it arrives, so the
+#: genuine one is checked at once (``docs/PROTOCOL.md``, "Work against work"; a margin of 4 let
+#: F = 100,000/s tie 6,250 a second against 2,500 checks: ``docs/PERFORMANCE.md``, issue 11).
+RANK_MARGIN = 6
 
 
 def rank_of(fingerprint: bytes) -> int:

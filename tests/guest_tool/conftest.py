@@ -1,5 +1,5 @@
 """The publisher's work stamp in guest-tool's tests: ``guest-tool manifest`` and ``push --key``
-stamp at ``encoding.PUBLISHER_WORK_BITS`` (22 bits, about 2.6 s of Python a manifest); tests here
+stamp at ``encoding.PUBLISHER_WORK_BITS`` (24 bits, about 2^24 SHA-256 tries a manifest); tests here
 stamp at the protocol minimum instead, unless they ask for ``real_work`` (the default, end to
 end)."""
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guest_tool import encoding
 from guest_tool.encoding import stamp
 from hv_emu.updates import packets
 from hv_emu.updates.admission import LESS_WORK, NOT_SAMPLED, QUEUED, CandidatePool
@@ -145,11 +146,15 @@ def test_the_genuine_manifest_is_checked_first_among_minimum_stamps(seed: int) -
 
 def test_work_ranks_no_higher_than_the_publishers_margin() -> None:
     """A forgery luckier than the publisher's default margin ties with the genuine manifest
-    instead of outranking it (packets.RANK_MARGIN)."""
+    instead of outranking it (packets.RANK_MARGIN); the cap and guest-tool's default are one
+    number."""
     cap = packets.WORK_BITS + packets.RANK_MARGIN
+    assert encoding.PUBLISHER_WORK_BITS == cap == 24
     assert rank_of(bytes(32)) == cap  # 64 bits of work rank as the cap
     assert rank_of(b"\x00\x00\x3f" + b"\xff" * 29) == 18 == packets.WORK_BITS
-    assert rank_of(b"\x00\x00\x03" + b"\xff" * 29) == cap  # 22 bits: the publisher's default
+    assert rank_of(b"\x00\x00\x01" + b"\xff" * 29) == 23 == cap - 1  # below it: ranks as is
+    assert rank_of(b"\x00\x00\x00\xff" + b"\xff" * 28) == cap  # 24 bits: the default
+    assert rank_of(b"\x00\x00\x00\x01" + b"\xff" * 28) == cap  # 31 bits: no higher
 
 
 @pytest.mark.usefixtures("cheap_stamps")
