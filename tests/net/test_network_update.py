@@ -9,8 +9,7 @@ import json
 import re
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from tests.rigs.nic import (
     signed_update,
     wait_frames,
 )
+from tests.rigs.processes import wait_for
 
 GROUP = "239.255.77.1"
 
@@ -49,15 +49,6 @@ def peer() -> Iterator[UdpBackend]:
     backend = UdpBackend(("127.0.0.1", 0))
     yield backend
     backend.close()
-
-
-def wait_for(condition: Callable[[], bool], patience: float = PATIENCE) -> bool:
-    end = time.monotonic() + patience
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_an_update_arrives_over_the_network_while_the_guest_runs(
@@ -72,7 +63,7 @@ def test_an_update_arrives_over_the_network_while_the_guest_runs(
     def publisher() -> None:
         (hello,) = wait_frames(peer)
         send_update(update, peer)
-        assert wait_for(lambda: machine.updates.accepted == 1)
+        assert wait_for(lambda: machine.updates.accepted == 1, PATIENCE)
         peer.send_frame(frame_to(hello[6:12], b"v7 is in"))
 
     other = threading.Thread(target=publisher)
@@ -275,7 +266,7 @@ def test_the_command_lines_end_to_end_on_a_multicast_segment(tmp_path: Path) -> 
                         return True
             return False
 
-        assert wait_for(accepted)
+        assert wait_for(accepted, PATIENCE)
         member.send_frame(frame_to(hello[6:12], b"v5 arrived"))
         out, err = hv.communicate(timeout=PATIENCE)
     finally:
@@ -306,7 +297,7 @@ def test_a_vmcall_update_and_a_network_update_at_once_leave_the_newest_persisted
          rounds=2, progress_to=io.StringIO())  # fmt: skip
     assert machine.run().halted
     with machine.serving_network():  # the hypervisor stays on the wire after its guest halted
-        assert wait_for(lambda: machine.updates.installed_version == 6)
+        assert wait_for(lambda: machine.updates.installed_version == 6, PATIENCE)
     machine.updates.wait_active()
     machine.close()
     assert machine.database.current.version == 6
