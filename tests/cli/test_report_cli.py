@@ -8,8 +8,6 @@ import itertools
 import json
 import re
 import shlex
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,8 @@ from hv_emu import SAMPLE_DB
 from hv_emu.cli.main import main
 from hv_emu.debug.recorder import DEFAULT_MAX_MARKS
 from hv_emu.layout import PORT_DEBUGCON
-from hv_emu.net.backends import UdpBackend
 from tests.rigs.linux import build_c, gcc_can
-from tests.rigs.nic import PATIENCE, frame_to, guest_image, send_update, signed_update, wait_frames
+from tests.rigs.nic import cli_run_receiving_update
 from tests.rigs.report_page import Page, external_references, parse, tick_disk
 from tests.rigs.updates import Publisher
 
@@ -137,33 +134,8 @@ def test_a_fault_and_a_timeout_say_how_the_run_ended(
 
 def test_an_update_over_the_network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--net``: the update arrives on the network's I/O thread; its events reach the page."""
-    update = signed_update(tmp_path, version=7)
-    image = tmp_path / "nic.bin"
-    image.write_bytes(guest_image(rx_frames=1))
     report = tmp_path / "run.html"
-    peer = UdpBackend(("127.0.0.1", 0))
-    probe = UdpBackend(("127.0.0.1", 0))
-    port = probe.local_address[1]
-    probe.close()
-    peer.peer = ("127.0.0.1", port)
-    events = tmp_path / "events.jsonl"
-    argv = ["run", str(image), "--net", f"udp:127.0.0.1:{port},peer=127.0.0.1:"
-            f"{peer.local_address[1]}", "--trust", str(update.trust), "--events", str(events),
-            "--report", str(report), "--timeout", str(PATIENCE)]  # fmt: skip
-    codes: list[int] = []
-    hv = threading.Thread(target=lambda: codes.append(main(argv)))
-    hv.start()
-    try:
-        (hello,) = wait_frames(peer)
-        send_update(update, peer)
-        end = time.monotonic() + PATIENCE
-        # --events streams into events.jsonl itself once the guest started (cli/outputs.py).
-        while "update_accepted" not in events.read_text() and time.monotonic() < end:
-            time.sleep(0.01)
-        peer.send_frame(frame_to(hello[6:12], b"v7 is in"))
-        hv.join(PATIENCE)
-    finally:
-        peer.close()
+    codes, _ = cli_run_receiving_update(tmp_path, "--report", str(report))
     assert codes == [0], capsys.readouterr().err
     page = report_of(report)
     rows = page.rows("table-update")

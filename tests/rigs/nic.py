@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import select
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -95,3 +96,38 @@ def run_until(machine: Machine, done: Callable[[], bool], *, slice_s: float = 0.
         result = machine.run()
         if result.halted or done() or time.monotonic() > end:
             return result
+
+
+def cli_run_receiving_update(tmp_path: Path, *extra: str) -> tuple[list[int], Path]:
+    """``hv-emu run --net udp:...`` of a guest that waits for one frame, in a thread of this
+    process: a signed v7 update is pushed to it, and once the events file (``--events``, which
+    streams: cli/outputs.py) shows it accepted the guest gets its frame and halts. ``extra``
+    joins the command line. Returns the exit codes (one once it ended) and the events file."""
+    from hv_emu.cli.main import main
+
+    update = signed_update(tmp_path, version=7)
+    image = tmp_path / "nic.bin"
+    image.write_bytes(guest_image(rx_frames=1))
+    events = tmp_path / "events.jsonl"
+    peer = UdpBackend(("127.0.0.1", 0))
+    probe = UdpBackend(("127.0.0.1", 0))
+    port = probe.local_address[1]
+    probe.close()
+    peer.peer = ("127.0.0.1", port)
+    argv = ["run", str(image), "--net", f"udp:127.0.0.1:{port},peer=127.0.0.1:"
+            f"{peer.local_address[1]}", "--trust", str(update.trust), "--events", str(events),
+            *extra, "--timeout", str(PATIENCE)]  # fmt: skip
+    codes: list[int] = []
+    hv = threading.Thread(target=lambda: codes.append(main(argv)))
+    hv.start()
+    try:
+        (hello,) = wait_frames(peer)
+        send_update(update, peer)
+        end = time.monotonic() + PATIENCE
+        while "update_accepted" not in events.read_text() and time.monotonic() < end:
+            time.sleep(0.01)
+        peer.send_frame(frame_to(hello[6:12], b"v7 is in"))
+        hv.join(PATIENCE)
+    finally:
+        peer.close()
+    return codes, events

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from guest_tool.encoding import carousel
-from hv_emu.cli.main import main
 from hv_emu.updates.receiver_stats import PROGRESS_COUNTERS, STATS_INTERVAL, ReceiverStats
 from tests.rigs.events import documented
 from tests.rigs.netupdate import SOURCE, encoded, rig
-from tests.rigs.nic import PATIENCE, frame_to, guest_image, send_update, signed_update, wait_frames
+from tests.rigs.nic import cli_run_receiving_update
 
 V = 5
 
@@ -108,34 +105,7 @@ def test_hv_emu_run_summary_and_events_say_what_arrived(
     """``hv-emu run --net ... --events``: the NIC guest says hello, the peer pushes v7, waits for
     it to be accepted and answers; the summary line names the receiver's counts and drop reasons,
     and the events file ends its receiver_stats with the final one, before the halt."""
-    from hv_emu.net.backends import UdpBackend
-
-    update = signed_update(tmp_path, version=7)
-    image = tmp_path / "nic.bin"
-    image.write_bytes(guest_image(rx_frames=1))
-    events = tmp_path / "events.jsonl"
-    peer = UdpBackend(("127.0.0.1", 0))
-    probe = UdpBackend(("127.0.0.1", 0))
-    port = probe.local_address[1]
-    probe.close()
-    peer.peer = ("127.0.0.1", port)
-    codes: list[int] = []
-    argv = ["run", str(image), "--net", f"udp:127.0.0.1:{port},peer=127.0.0.1:"
-            f"{peer.local_address[1]}", "--trust", str(update.trust), "--events", str(events),
-            "--timeout", str(PATIENCE)]  # fmt: skip
-    hv = threading.Thread(target=lambda: codes.append(main(argv)))
-    hv.start()
-    try:
-        (hello,) = wait_frames(peer)
-        send_update(update, peer)
-        end = time.monotonic() + PATIENCE
-        # --events streams into events.jsonl itself once the guest started (cli/outputs.py).
-        while "update_accepted" not in events.read_text() and time.monotonic() < end:
-            time.sleep(0.01)
-        peer.send_frame(frame_to(hello[6:12], b"v7 is in"))
-        hv.join(PATIENCE)
-    finally:
-        peer.close()
+    codes, events = cli_run_receiving_update(tmp_path)
     assert codes == [0]
     err = capsys.readouterr().err
     line = err.strip().splitlines()[-1]
