@@ -55,6 +55,7 @@ from hv_emu.updates.format import (
     signature_length,
     signing_message,
 )
+from hv_emu.updates.packet_errors import PacketError
 from hv_emu.updates.packets import (
     FEC_PAYLOAD_ID_SIZE,
     HASHES_PER_PAGE,
@@ -65,7 +66,6 @@ from hv_emu.updates.packets import (
     WORK_SIZE,
     Manifest,
     Packet,
-    PacketError,
     PacketHeader,
     PacketType,
     commitment,

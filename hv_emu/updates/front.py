@@ -28,13 +28,13 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from hv_emu.updates.packet_errors import PacketError
 from hv_emu.updates.packets import (
     HEADER_FIELDS,
     HEADER_LEN,
     MAGIC,
     MAX_DATAGRAM,
     PROTO_VERSION,
-    PacketError,
     PacketType,
     parse_packet,
 )

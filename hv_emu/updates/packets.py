@@ -40,8 +40,20 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from hv_emu.errors import GuestFault, UpdateRejected
+from hv_emu.errors import UpdateRejected
 from hv_emu.updates.format import HEADER_SIZE, BundleHeader, signature_length
+from hv_emu.updates.packet_errors import (
+    BadFlags,
+    BadMagic,
+    BadManifest,
+    BadReserved,
+    BadType,
+    BadVersion,
+    IndexOutOfRange,
+    LengthMismatch,
+    Oversize,
+    Truncated,
+)
 
 #: The first four bytes of every packet.
 MAGIC = b"HVDB"
@@ -128,61 +140,6 @@ class PacketType(IntEnum):
 
 #: The type bytes known, by value (a set lookup: this check runs on every datagram).
 _TYPES = {t.value: t for t in PacketType}
-
-
-class PacketError(GuestFault):
-    """A packet refused by a stateless check: ``reason`` names the drop counter, ``fld`` the
-    field, ``expected``/``got`` the values. The sender (or a forger) is at fault."""
-
-    reason = "malformed"
-
-    def __init__(self, fld: str, expected: str, got: str) -> None:
-        self.fld = fld
-        self.expected = expected
-        self.got = got
-        super().__init__(f"update packet {fld}: expected {expected}, got {got} ({self.reason})")
-
-
-class Truncated(PacketError):
-    reason = "truncated"
-
-
-class Oversize(PacketError):
-    reason = "oversize"
-
-
-class LengthMismatch(PacketError):
-    reason = "length_mismatch"
-
-
-class BadMagic(PacketError):
-    reason = "bad_magic"
-
-
-class BadVersion(PacketError):
-    reason = "bad_version"
-
-
-class BadType(PacketError):
-    reason = "bad_type"
-
-
-class BadFlags(PacketError):
-    reason = "bad_flags"
-
-
-class BadReserved(PacketError):
-    reason = "bad_reserved"
-
-
-class IndexOutOfRange(PacketError):
-    reason = "index_oob"
-
-
-class BadManifest(PacketError):
-    """A MANIFEST whose fields contradict each other or the header (before any crypto)."""
-
-    reason = "bad_manifest"
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,10 @@ from hv_emu.updates.admission import (
 )
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.front import take_payload
+from hv_emu.updates.packet_errors import PacketError
 from hv_emu.updates.packets import (
     Manifest,
     Packet,
-    PacketError,
     PacketType,
     digest,
     has_work,

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 from guest_tool import manifest_file
-from hv_emu.updates import packets, receiver, service, session
+from hv_emu.updates import packet_errors, packets, receiver, service, session
 from hv_emu.updates.format import HEADER_SIZE
 from hv_emu.updates.packets import HEADER_FIELDS, HEADER_LEN, MANIFEST_FIELDS, PacketType
 from hv_emu.updates.receiver import ReceiverConfig
@@ -89,8 +89,8 @@ def _code_counters() -> set[str]:
     # A session answers with the counter a page or symbol counts under.
     counted |= set(re.findall(r'return "(\w+)"', Path(session.__file__).read_text()))
     counted |= {"installed", "service_rejected"}  # counted through a conditional expression
-    errors = {cls.reason for cls in vars(packets).values()
-              if isinstance(cls, type) and issubclass(cls, packets.PacketError)}
+    errors = {cls.reason for cls in vars(packet_errors).values()
+              if isinstance(cls, type) and issubclass(cls, packet_errors.PacketError)}
     return counted | errors - {"malformed"}
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guest_tool.encoding import EncodedUpdate, carousel, encode_update
+from hv_emu.updates.packet_errors import PacketError
 from hv_emu.updates.packets import (
     HASH_SIZE,
     HEADER_LEN,
@@ -21,7 +22,6 @@ from hv_emu.updates.packets import (
     MAX_BLOCK_SOURCE,
     MAX_BLOCKS,
     Manifest,
-    PacketError,
     block_of,
     max_pages,
     parse_packet,

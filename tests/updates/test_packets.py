@@ -12,12 +12,7 @@ from hypothesis import strategies as st
 
 from hv_emu.errors import GuestFault
 from hv_emu.updates.format import HEADER_SIZE
-from hv_emu.updates.packets import (
-    HASHES_PER_PAGE,
-    HEADER_LEN,
-    MAX_DATAGRAM,
-    PAGE_SYMBOL_SIZE,
-    WORK_SIZE,
+from hv_emu.updates.packet_errors import (
     BadFlags,
     BadMagic,
     BadManifest,
@@ -26,12 +21,19 @@ from hv_emu.updates.packets import (
     BadVersion,
     IndexOutOfRange,
     LengthMismatch,
-    Manifest,
     Oversize,
-    Packet,
     PacketError,
-    PacketType,
     Truncated,
+)
+from hv_emu.updates.packets import (
+    HASHES_PER_PAGE,
+    HEADER_LEN,
+    MAX_DATAGRAM,
+    PAGE_SYMBOL_SIZE,
+    WORK_SIZE,
+    Manifest,
+    Packet,
+    PacketType,
     commitment,
     digest,
     has_work,

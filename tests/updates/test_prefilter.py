@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hv_emu.updates.format import HEADER_SIZE
+from hv_emu.updates.packet_errors import PacketError
 from hv_emu.updates.packets import (
     HASH_SIZE,
     MANIFEST_FIELDS,
     Manifest,
     Packet,
-    PacketError,
     PacketType,
     parse_packet,
     top_count,
