@@ -45,10 +45,6 @@ from hv_emu.cli.netopts import apply as apply_network_options
 from hv_emu.cli.outputs import Outputs
 from hv_emu.cli.run_options import OUTPUTS
 from hv_emu.cli.run_status import (
-    EXIT_FAULT,
-    EXIT_HALT,
-    EXIT_STOPPED,
-    EXIT_TIMEOUT,
     exit_status,
     program_end,
     program_summary,
@@ -65,6 +61,7 @@ from hv_emu.linux.files import FileGrant, FileTable
 from hv_emu.loaders.elf_file import is_elf
 from hv_emu.machine import DISK_CONTROLLERS, Machine, MachineConfig, RunResult
 from hv_emu.named_file import read_user_file
+from hv_emu.run_end import status_of
 from hv_emu.usage import drop_standard_output
 from hv_emu.vcpu.stopping import ENDINGS, ending_of
 
@@ -120,20 +117,20 @@ def _write_report(report: TextIO, recorder: RunRecorder, machine: Machine, final
     linux = machine.linux
     match final:
         case _ if linux is not None and linux.exit_status is not None:
-            status, ending = linux.exit_status, program_end(linux)
-            summary = program_summary(linux, summary)
+            ending, summary = program_end(linux), program_summary(linux, summary)
         case Halt(rip=rip):
-            status, ending = EXIT_HALT, f"guest halted (HLT, RIP={rip:#x} after it)"
+            ending = f"guest halted (HLT, RIP={rip:#x} after it)"
         case Fault():
-            status, ending = EXIT_FAULT, final.describe()
+            ending = final.describe()
         case Timeout(seconds=seconds, rip=rip):
-            status, ending = EXIT_TIMEOUT, f"timeout: {seconds:g} s without halting (RIP={rip:#x})"
+            ending = f"timeout: {seconds:g} s without halting (RIP={rip:#x})"
         case StopRequest(reason=reason, rip=rip) if (by := ending_of(reason)) is not None:
-            status, ending = by.status, f"{by.reason} at RIP={rip:#x}"
+            ending = f"{by.reason} at RIP={rip:#x}"
         case StopRequest(reason=reason):
-            status, ending = EXIT_STOPPED, f"stopped: {reason}"
+            ending = f"stopped: {reason}"
         case _:
-            status, ending = EXIT_STOPPED, repr(final)
+            ending = repr(final)
+    status = status_of(final, linux.exit_status if linux is not None else None)
     # The options given: those whose value is not the default (``defaults_of``: add_parser).
     default = getattr(args, "defaults_of", lambda _name: None)
     options = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={_option_text(v)}")

@@ -23,9 +23,8 @@ from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.linux.signal_numbers import signal_name
 from hv_emu.linux.syscalls import LinuxProcess
 from hv_emu.machine import Machine
+from hv_emu.run_end import status_of
 from hv_emu.vcpu.stopping import ending_of
-
-EXIT_HALT, EXIT_FAULT, EXIT_TIMEOUT, EXIT_STOPPED = 0, 1, 3, 4
 
 
 def database_summary(machine: Machine) -> str:
@@ -88,19 +87,16 @@ def exit_status(machine: Machine, final: Exit, summary: str, quiet: bool) -> int
         case Halt():
             if not quiet:
                 print(f"hv-emu: guest halted: {summary}", file=sys.stderr)
-            return EXIT_HALT
         case Fault():
             print(f"hv-emu: {final.describe()}", file=sys.stderr)
-            return EXIT_FAULT
         case Timeout(seconds=seconds, rip=rip):
             print(f"hv-emu: timeout: the guest ran {seconds:g} s without halting "
                   f"(RIP={rip:#x}); raise --timeout if it needs longer", file=sys.stderr)
-            return EXIT_TIMEOUT
         case StopRequest(reason=reason, rip=rip) if (by := ending_of(reason)) is not None:
             print(f"hv-emu: {by.word} at RIP={rip:#x} ({by.shown}): {summary}",
                   file=sys.stderr)  # fmt: skip
-            return by.status
         case StopRequest(reason=reason):
             print(f"hv-emu: stopped: {reason}: {summary}", file=sys.stderr)
-            return EXIT_STOPPED
-    raise HostError(f"unexpected end of run: {final!r}")
+        case _:
+            raise HostError(f"unexpected end of run: {final!r}")
+    return status_of(final)

@@ -8,7 +8,10 @@ RAX changes across it as the ABI says. A run a signal ended (Ctrl-C, SIGTERM, SI
 hv-emu: ``hv_emu/vcpu/stopping.py``'s ``ENDINGS``) is told to gdb as the process terminated by that
 signal (the ``X`` stop reply: gdb prints "Program terminated with signal SIGTERM"), and the session
 ends there, so hv-emu ends at once instead of waiting for gdb to detach. A Linux program's end
-is told as ``W`` with its exit status (the one ``hv-emu run`` exits with).
+is told as ``W`` with its exit status, and any other end of the run with the status ``hv-emu
+run`` exits with (``run_end.status_of``: 0 for HLT, 4 for a hypercall's stop). gdb's Ctrl-C
+during a continue pauses the guest (``gdb_break.py``) and is answered ``T02`` (SIGINT); a
+``c`` then goes on from there.
 
 Follows: the GDB manual, appendix E (packets in ``gdb_protocol.py``; ``?``, ``g``/``G``,
 ``p``/``P``, ``m``/``M``, ``Z0``/``z0`` and ``Z1``/``z1``, ``s``, ``c``, ``k``, ``D``,
@@ -19,12 +22,11 @@ x87, SSE and MXCSR.
 
 Leaves out: a target description (``target.xml``: gdb is told ``set architecture i386:x86-64``);
 x87/SSE state, FS and GS (read as zeros, not writable: Unicorn's engine has them but hv-emu's
-guests do not use them); watchpoints (``Z2``-``Z4`` get the empty reply); interrupting a running
-guest with gdb's Ctrl-C (the ``--timeout`` watchdog ends a runaway continue with SIGALRM; a signal
-sent to hv-emu ends the run); telling gdb of a signal that came while gdb had the guest stopped
-(gdb is not waiting for a stop reply then: the connection just closes); threads (one
-vCPU is thread 1). Breakpoints are code hooks on the vCPU, never bytes patched into guest memory,
-so the guest cannot see them. Addresses are guest-virtual, read through the guest's page tables.
+guests do not use them); watchpoints (``Z2``-``Z4`` get the empty reply); telling gdb of a
+signal that came while gdb had the guest stopped (gdb is not waiting for a stop reply then: the
+connection just closes); threads (one vCPU is thread 1). Breakpoints are code hooks on the
+vCPU, never bytes patched into guest memory, so the guest cannot see them. Addresses are
+guest-virtual, read through the guest's page tables.
 
 The debugger controls every command; it is a user on localhost, bound to 127.0.0.1. Malformed
 commands get ``E01``, unreadable memory ``E14``; the guest controls its registers and memory, which
@@ -37,8 +39,10 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from hv_emu.debug.gdb_break import BreakIn
 from hv_emu.debug.gdb_protocol import (
     MAX_PACKET,
     Breakpoint,
@@ -67,7 +71,8 @@ from hv_emu.errors import ConfigError, GuestFault
 from hv_emu.exits import Exit, Fault, Halt, StopRequest, Timeout
 from hv_emu.machine import Machine, RunResult
 from hv_emu.memory.walk import read_virt, write_virt
-from hv_emu.vcpu.stopping import ending_of
+from hv_emu.run_end import status_of
+from hv_emu.vcpu.stopping import PAUSED, ending_of
 
 X87_CONTROL = ("fctrl", "fstat", "ftag", "fiseg", "fioff", "foseg", "fooff", "fop")
 #: gdb's amd64 register file without a target description, in ``g`` order: (name, size in bytes,
@@ -101,7 +106,7 @@ QUERY_REPLIES = {
 }
 
 #: Unix signal numbers gdb understands in a stop reply.
-SIGILL, SIGTRAP, SIGFPE, SIGSEGV, SIGALRM = 4, 5, 8, 11, 14
+SIGINT, SIGILL, SIGTRAP, SIGFPE, SIGSEGV, SIGALRM = 2, 4, 5, 8, 11, 14
 ERR_PACKET, ERR_MEMORY = b"E01", b"E14"  # EPERM-ish and EFAULT, as gdbserver answers
 
 
@@ -125,9 +130,12 @@ class _Breakpoint:
 class GdbStub:
     """The protocol state of one debugging session over ``machine`` (no sockets here)."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine,
+                 watch: Callable[[], AbstractContextManager[None]] | None = None) -> None:
         self.machine = machine
         self.vcpu = machine.vcpu
+        #: Held while the guest continues: gdb's Ctrl-C pauses it (``gdb_break.BreakIn``).
+        self._watch = watch or contextlib.nullcontext
         self._breakpoints: dict[int, _Breakpoint] = {}
         self._last_stop = b"S%02x" % SIGTRAP  # stopped at the entry point before the first insn
         self._detached = self._killed = self._terminated = False
@@ -249,7 +257,11 @@ class GdbStub:
                 here.handle = self._hook(pc)
             if single or not _is_step(exit_):
                 return self._stopped(exit_)
-        exit_ = self.vcpu.run(timeout, steps=1 if single else None)
+        if single:
+            return self._stopped(self.vcpu.run(timeout, steps=1))
+        with self._watch():
+            exit_ = self.vcpu.run(timeout)
+        self.vcpu.clear_pause()  # a break-in that came after the stop: gdb is told the stop
         return self._stopped(exit_)
 
     def _stopped(self, exit_: Exit) -> bytes:
@@ -266,6 +278,8 @@ class GdbStub:
                 reply = b"T%02x" % fault_signal(exit_)
             case Timeout():
                 reply = b"T%02x" % SIGALRM
+            case StopRequest(reason=reason) if reason == PAUSED:
+                reply = b"T%02x" % SIGINT  # gdb's Ctrl-C: "Program received signal SIGINT"
             case StopRequest(reason=reason) if (by := ending_of(reason)) is not None:
                 self.result = self.machine.finish(exit_)
                 self._terminated = True
@@ -273,8 +287,8 @@ class GdbStub:
             case Halt() | StopRequest():
                 self.result = self.machine.finish(exit_)
                 linux = self.machine.linux  # a Linux program's own status is hv-emu's (ELF.md)
-                status = linux.exit_status if linux is not None else None
-                reply = b"W%02x" % (status or 0)
+                status = status_of(exit_, linux.exit_status if linux is not None else None)
+                reply = b"W%02x" % (status & 0xFF)  # the status hv-emu run exits with
         self._last_stop = reply
         return reply
 
@@ -307,7 +321,7 @@ def serve_gdb(machine: Machine, port: int, *, announce: Callable[[int], None],
     with listener:
         announce(listener.getsockname()[1])
         conn, _peer = listener.accept()
-    stub = GdbStub(machine)
+    stub = GdbStub(machine, BreakIn(conn, machine.vcpu.pause).watching)
     # gdb killed hard resets the connection: as if it had detached.
     with conn, contextlib.suppress(ConnectionError):
         _converse(conn, stub)

@@ -195,6 +195,10 @@ class Platform:
             return
         self.budget_spent(ran + (EXIT_INSTRUCTIONS if early else 0))
 
+    def interrupt_pending(self) -> bool:
+        """Whether the interrupt controller has an interrupt waiting for the vCPU."""
+        return self.pic is not None and self.pic.pending()
+
     def wait_for_interrupt(self, give_up: threading.Event) -> bool:
         """HLT with IF = 1: whether an interrupt is (or becomes) pending, after skipping guest
         time to timer deadlines; False when nothing can wake the vCPU."""

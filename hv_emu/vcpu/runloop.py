@@ -48,7 +48,7 @@ from hv_emu.vcpu.icount import Counter
 from hv_emu.vcpu.injection import IF, Delivered, EventType, hardware_exception
 from hv_emu.vcpu.mmio import MmioTraps
 from hv_emu.vcpu.platform import Platform
-from hv_emu.vcpu.stopping import Repeater, RunStop
+from hv_emu.vcpu.stopping import PAUSED, Repeater, RunStop
 from hv_emu.vcpu.traps import ExitHandler
 
 _HLT = 0xF4
@@ -65,6 +65,7 @@ class Vcpu(MmioTraps, Platform):
         super().__init__(mem, on_exit)
         Platform.__init__(self)
         self._timed_out = threading.Event()
+        self._paused = threading.Event()  # a debugger's break-in (``pause``)
         self.stopping = RunStop()  # the watchdog's and the signals' end, host waits included
         self._stopper = Repeater(self.uc.emu_stop, self._timed_out.is_set)  # U74
         self._stale_code = False  # host wrote guest RAM: translated code may be stale
@@ -87,6 +88,9 @@ class Vcpu(MmioTraps, Platform):
             watchdog.start()
         try:
             while True:
+                if self._paused.is_set() and not self.stopping.interrupted.is_set():
+                    self._paused.clear()
+                    return StopRequest(PAUSED, self.mode(), self.reg("rip"))
                 if self._timed_out.is_set():
                     mode = self.mode()
                     if self.stopping.interrupted.is_set():
@@ -149,6 +153,8 @@ class Vcpu(MmioTraps, Platform):
                     # next timer deadline); with IF = 0, or nothing that could wake it, the
                     # run ends as it always did.
                     if self.reg("rflags") & IF and self.wait_for_interrupt(self._timed_out):
+                        if self._paused.is_set() and not self.interrupt_pending():
+                            self.set_reg("rip", rip - 1)  # still halted: the HLT runs again
                         continue
                     return Halt(mode, rip)
                 if expired or (budget is not None and ran is None
@@ -270,6 +276,24 @@ class Vcpu(MmioTraps, Platform):
         call it, as often as it likes."""
         self.stopping.interrupt(signum)
         self._watchdog_fire()
+
+    def pause(self) -> None:
+        """A debugger's break-in (gdb's Ctrl-C): end this run with ``StopRequest(PAUSED)`` at
+        the next instruction boundary Unicorn stops at (U12), as the watchdog does, but leave
+        later runs alone. A HLT being waited for is waited for again on the next run (RIP is put
+        back on it); a break-in that lands just as ``emu_start`` returns at a HLT is reported after
+        the HLT, and the next run goes on past it, as a wake-up would (the vCPU cannot tell that
+        return from any other stop without decoding backwards). Host waits are not cut: a Linux
+        program blocked reading standard input stops once its read returns (cutting the read
+        would lose its place in the system call). Any thread may call it."""
+        self._paused.set()
+        self._timed_out.set()
+        self._stopper.start()
+
+    def clear_pause(self) -> None:
+        """Forget a ``pause`` that came after the run had stopped for another reason (the
+        debugger is told that reason; a later run must not stop for the late break-in)."""
+        self._paused.clear()
 
     def _watchdog_fire(self) -> None:
         """End the run: its host waits now, and ``emu_start`` now and again every

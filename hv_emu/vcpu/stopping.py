@@ -72,6 +72,9 @@ ENDINGS: dict[int, SignalEnding] = {
 }
 #: ``StopRequest.reason`` of a run ended by Ctrl-C (SIGINT): exit status 130 (``hv-emu run``).
 INTERRUPTED = ENDINGS[signal.SIGINT].reason
+#: ``StopRequest.reason`` of a run a debugger broke into (``Vcpu.pause``: gdb's Ctrl-C). Not an
+#: ending: the debugger resumes the guest, and a later run goes on from there.
+PAUSED = "paused by the debugger"
 
 
 def ending_of(reason: str) -> SignalEnding | None:

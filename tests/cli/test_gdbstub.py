@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -21,14 +20,15 @@ from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
 from guest_tool.elf_writer import code_address, write_executable
-from hv_emu.debug.gdbstub import REGISTERS, GdbStub, serve_gdb
+from hv_emu.debug.gdbstub import GdbStub, serve_gdb
 from hv_emu.exits import Halt, StopRequest
 from hv_emu.linux.files import FileTable
 from hv_emu.machine import Machine, MachineConfig, RunResult
+from tests.rigs.gdb import LOAD, NEEDS_GDB, reg
+from tests.rigs.gdb import stub_for as rig_stub_for
 from tests.rigs.processes import PATIENCE, hv_emu_process
 
 BIN = Path(sys.executable).parent
-LOAD = 0x100000
 GUEST = """
     lea rbx, [rip + name]
     xor eax, eax
@@ -39,19 +39,10 @@ name: .asciz "update_signatures"
 """
 IMAGE = assemble(GUEST, mode=64, address=LOAD)
 VMCALL_AT = LOAD + IMAGE.index(b"\x0f\x01\xc1")
-NEEDS_GDB = pytest.mark.skipif(shutil.which("gdb") is None,
-                               reason="gdb is not installed (apt-get install gdb)")
 
 
 def stub_for(image: bytes = IMAGE, config: MachineConfig | None = None) -> GdbStub:
-    machine = Machine(config or MachineConfig(timeout=10))
-    machine.load(image)
-    return GdbStub(machine)
-
-
-def reg(stub: GdbStub, name: str) -> int:
-    number = next(i for i, (n, _size, _r) in enumerate(REGISTERS) if n == name)
-    return int.from_bytes(bytes.fromhex(stub.handle(b"p%x" % number).decode()), "little")
+    return rig_stub_for(image, config)
 
 
 def test_g_gives_gdbs_amd64_layout() -> None:
