@@ -77,8 +77,9 @@ def hv_scan_seconds(args: list[str], cache_home: Path, database: Path = RFXN,
            "PYTHONPYCACHEPREFIX": str(cache_home / "bytecode")}  # fmt: skip
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
+    # In ``root``: ``python -m`` puts the working directory first on the path, before PYTHONPATH.
     subprocess.run([sys.executable, "-m", "hv_emu", "scan", "--db", str(database), *args],
-                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=False)  # fmt: skip
     return time.perf_counter() - started
 

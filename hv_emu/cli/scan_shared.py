@@ -1,24 +1,25 @@
 """``hv-emu scan -j``'s one large file: scanned by this process, shared with forked children only
 when the file's own first megabytes say it pays.
 
-Models: what a scanner does with one large file and spare cores, decided from evidence: the file
-is ``UNIT``-sized units on the ``CHUNK`` read grid; this process scans them in order from the
-start, timing itself, and once it has scanned ``PROBE`` bytes it knows the rate of this database
-on this content (``shared_result``). Only if the rest would still take ``SHARE_AFTER`` seconds or
-more at that rate does it fork children (plain ``os.fork``, with the compiled database already
-loaded: no ``multiprocessing``), and hand the remaining units out through a pipe of claim tokens
-(each a unit's number; a read of 4 bytes from a pipe is one claim, never split or given twice),
-taking them itself as they do: a process that gets no CPU claims nothing, so a busy machine
-costs the fork and at most one unit's wait, not half the file. A process scans consecutive units
-it claims as one stream (``_stretch``); a stretch that starts after the file's start begins its
-stream ``history + widest`` bytes early and one that ends before the file's end runs ``history``
-bytes on, keeping exactly the matches that end inside it, as ``scan_parallel.scan_piece`` does.
-Children send their stretches' results back through a pipe of their own when they have no unit
-left; the results are joined in the file's order, so the output is the same as ``-j 1``'s, line
-for line.
+Models: what a scanner does with one large file and spare cores, decided from evidence: the file is
+``UNIT``-sized units on the ``CHUNK`` read grid; this process scans them in order from the start,
+timing itself, and once it has scanned ``PROBE`` bytes it knows the rate of this database on this
+content (``shared_result``). Only if sharing the rest among the processes ``-j`` allows would save
+at least ``MARGIN`` times what it costs (``worth_sharing``: ``FORK_COST``, and waiting for the last
+unit, whose time the rate gives) does it fork children (plain ``os.fork``, with the compiled
+database already loaded: no ``multiprocessing``), and hand the remaining units out through a pipe
+of claim tokens (each a unit's number; a read of 4 bytes from a pipe is one claim, never split or
+given twice), taking them itself as they do: a process that gets no CPU claims nothing, so a busy
+machine costs the fork and at most one unit's wait, not half the file. A process scans consecutive
+units it claims as one stream (``_stretch``); a stretch that starts after the file's start begins
+its stream ``history + widest`` bytes early and one that ends before the file's end runs
+``history`` bytes on, keeping exactly the matches that end inside it, as
+``scan_parallel.scan_piece`` does. Children send their stretches' results back through a pipe of
+their own when they have no unit left; the results are joined in the file's order, so the output is
+the same as ``-j 1``'s, line for line.
 
 Follows: docs/SIGNATURES.md, "Start-up, the cache and -j" (the decision, its numbers and why),
-docs/PERFORMANCE.md (the measurements behind ``SHARE_AFTER``).
+docs/PERFORMANCE.md (the measurements behind ``FORK_COST``).
 
 Leaves out: several files (``scan_parallel.parallel_results``'s pool) and databases that cannot
 be split (``scan_parallel.splittable``): those never come here.
@@ -56,10 +57,11 @@ UNIT = 4 * CHUNK
 MAX_UNITS = 4096
 #: Bytes scanned here before the rate is trusted (the first two units).
 PROBE = 2 * UNIT
-#: Seconds of scanning left, at the rate measured, from which children are forked. Forking one
-#: costs about 2-5 ms and the last unit's wait about as much; sharing saves half of what is left
-#: with one child: from 50 ms left the saving is at least twice the cost (docs/PERFORMANCE.md).
-SHARE_AFTER = 0.050
+#: What starting children costs, in seconds: ``os.fork`` of a scanning process took 1.3-3.9 ms
+#: (measured, docs/PERFORMANCE.md), and each child then touches its copied pages.
+FORK_COST = 0.005
+#: Children are forked only if sharing saves at least this many times its cost.
+MARGIN = 2.0
 _TOKEN = 4  # bytes of one claim token (a unit's number, little-endian)
 
 
@@ -263,13 +265,22 @@ class _Children:
         self.pids, self.results, self.tokens = [], [], None
 
 
+def worth_sharing(left: float, unit: float, processes: int) -> bool:
+    """Whether ``left`` seconds of scanning (at the rate measured) shared among ``processes``
+    (this one included) save ``MARGIN`` times what it costs: ``FORK_COST`` and, at the end, the
+    wait for the unit another process took last (``unit`` seconds at that rate). On a busy
+    machine the children may get no core: they then claim little, and the loss is that cost."""
+    saved = left * (1 - 1 / processes)
+    return processes > 1 and saved >= MARGIN * (FORK_COST + unit)
+
+
 def shared_result(
     db: SignatureDatabase, path: Path, jobs: int,
     on_chunk: Callable[[int], None] | None = None, clock: Callable[[], float] = time.perf_counter,
 ) -> FileResult:  # fmt: skip
     """``scan_file``'s result for one file of a ``splittable`` database, scanned here and, when
-    the rate measured on its first ``PROBE`` bytes says the rest takes ``SHARE_AFTER`` seconds or
-    more, by up to ``jobs - 1`` forked children as well."""
+    the rate measured on its first ``PROBE`` bytes says sharing the rest is worth it
+    (``worth_sharing``), by up to ``jobs - 1`` forked children as well."""
     result = FileResult(str(path))
     jobs = min(jobs, MAX_JOBS_PER_CORE * cores())  # as scan_parallel caps -j
     try:
@@ -298,9 +309,11 @@ def shared_result(
             scanned = next_unit * plan.unit
             if not decided and scanned >= PROBE:
                 decided = True  # once: the rest is either shared or scanned here
-                left = (plan.limit - scanned) * (clock() - started) / scanned
-                if left >= SHARE_AFTER:  # fork: they claim what is left, and so does this one
-                    count = min(jobs - 1, plan.units - next_unit - 1)
+                per_byte = (clock() - started) / scanned
+                count = min(jobs - 1, plan.units - next_unit - 1)
+                left = (plan.limit - scanned) * per_byte
+                if worth_sharing(left, plan.unit * per_byte, count + 1):
+                    # Fork: they claim what is left, and so does this process.
                     shared = _token_claim(children.start(db, plan, next_unit, count))
                     return shared()
             next_unit += 1

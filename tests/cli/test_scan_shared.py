@@ -96,7 +96,7 @@ def slow_parent(delay: float = 0.002):  # type: ignore[no-untyped-def]
 def test_forked_children_scan_part_of_the_file_and_the_result_is_the_whole(
     tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scan_shared, "SHARE_AFTER", 0.0)
+    monkeypatch.setattr(scan_shared, "worth_sharing", lambda *_: True)
     received: list[int] = []
     real = scan_shared._Children.collect
 
@@ -116,12 +116,22 @@ def test_forked_children_scan_part_of_the_file_and_the_result_is_the_whole(
     assert len(received) == 6 and sum(received) > 0  # children's units came back
 
 
-@pytest.mark.parametrize(("left", "forks"), [(0.049, False), (0.051, True)])
-def test_children_are_forked_only_when_the_rest_would_take_share_after(
-    tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, left: float, forks: bool
+def test_sharing_is_worth_it_from_twice_its_cost() -> None:
+    cost = scan_shared.FORK_COST + 0.003  # forking, and waiting for a 3 ms unit at the end
+    assert scan_shared.MARGIN == 2.0
+    assert scan_shared.worth_sharing(4 * cost, 0.003, 2)  # saves half: 2 x the cost
+    assert not scan_shared.worth_sharing(3.99 * cost, 0.003, 2)
+    assert scan_shared.worth_sharing(3 * cost, 0.003, 3)  # saves two thirds
+    assert not scan_shared.worth_sharing(1000.0, 0.003, 1)  # nobody to share with
+
+
+@pytest.mark.parametrize("worth", [False, True])
+def test_children_are_forked_only_when_the_measured_rate_says_so(
+    tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, worth: bool
 ) -> None:
-    """The clock says the first PROBE bytes took ``t``: the rest, at that rate, would take
-    ``left`` seconds; ``SHARE_AFTER`` is 50 ms."""
+    """The clock says the first PROBE bytes took a second: ``worth_sharing`` is asked about the
+    rest at that rate, a unit's time and the processes ``-j`` allows, once."""
+    asked: list[tuple[float, float, int]] = []
     started: list[int] = []
     real = scan_shared._Children.start
 
@@ -129,20 +139,25 @@ def test_children_are_forked_only_when_the_rest_would_take_share_after(
         started.append(1)
         return real(self, *args)  # type: ignore[arg-type]
 
+    def decide(left: float, unit: float, processes: int) -> bool:
+        asked.append((left, unit, processes))
+        return worth
+
     monkeypatch.setattr(scan_shared._Children, "start", spy)
+    monkeypatch.setattr(scan_shared, "worth_sharing", decide)
     db = database(tmp_path)
     target = tmp_path / "f"
     target.write_bytes(planted(random.Random(12), 20))  # 20 units and a part: PROBE is 2
     rest = os.path.getsize(target) - scan_shared.PROBE
-    per_byte = left / rest
-    ticks = iter([0.0, per_byte * scan_shared.PROBE])
-    result = scan_shared.shared_result(db, target, 2, clock=lambda: next(ticks))
+    ticks = iter([0.0, 1.0])
+    result = scan_shared.shared_result(db, target, 3, clock=lambda: next(ticks))
     assert result == scan_files.scan_file(db, target)
-    assert started == ([1] if forks else [])
-    started.clear()
-    ticks = iter([0.0, per_byte * scan_shared.PROBE])
-    scan_shared.shared_result(db, target, 1, clock=lambda: next(ticks, 0.0))  # -j 1: never
-    assert started == []
+    per_byte = 1.0 / scan_shared.PROBE
+    assert asked == [pytest.approx((rest * per_byte, 2 * CHUNK * per_byte, 3))]
+    assert started == ([1] if worth else [])
+    asked.clear()
+    scan_shared.shared_result(db, target, 1, clock=lambda: 0.0)  # -j 1: never asked
+    assert asked == [] and started == ([1] if worth else [])
 
 
 @pytest.mark.parametrize("death", ["exit", "kill", "garbage"])
@@ -150,7 +165,7 @@ def test_a_child_that_dies_costs_time_not_the_result(
     tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, death: str
 ) -> None:
     """Its units are scanned again here: the result is still the whole file's."""
-    monkeypatch.setattr(scan_shared, "SHARE_AFTER", 0.0)
+    monkeypatch.setattr(scan_shared, "worth_sharing", lambda *_: True)
     real = scan_shared._child_segments
 
     def dying(*args: object) -> object:
@@ -178,7 +193,7 @@ def test_a_file_that_changes_while_read(
     """Shrunk after the first chunk: what is left is what a whole scan of it gives. Grown: read
     to the size it had at the start. Rewritten at random meanwhile: no error, every byte of the
     original size read once."""
-    monkeypatch.setattr(scan_shared, "SHARE_AFTER", 0.0)
+    monkeypatch.setattr(scan_shared, "worth_sharing", lambda *_: True)
     db = database(tmp_path)
     rng = random.Random(14)
     for trial in range(4):
@@ -226,7 +241,7 @@ SLOW_SCAN = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from hv_emu.cli import scan_shared
-scan_shared.SHARE_AFTER = 0.0
+scan_shared.worth_sharing = lambda *_: True
 scan_shared.UNIT = scan_shared.PROBE = 1 << 20
 real = scan_shared._child_segments
 def slow(*args):
