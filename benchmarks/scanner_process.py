@@ -225,6 +225,38 @@ def goal_rows(trees: dict[str, Path] | None = None, repeat: int = 5,
     return rows
 
 
+def cold_rows(trees: dict[str, Path] | None = None, repeat: int = 5) -> list[Row]:
+    """One small file with ``--no-cache`` (parse and compile at every start), rfxn.ndb and the
+    25,000-signature ``field_sized_ndb``, for each of ``trees`` (as ``goal_rows``); each round
+    runs every tree once and then raw-mode clamscan once; medians."""
+    if not RFXN.is_file() or shutil.which("clamscan") is None:
+        return []
+    trees = {"this tree": ROOT} if trees is None else trees
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        field = work / "field25k.ndb"
+        field.write_bytes(field_sized_ndb())
+        small = work / "small.txt"
+        small.write_bytes(b"<?php echo 'a small, clean file'; ?>\n" * 30)
+        for label, root in trees.items():
+            hv_scan_seconds([str(small)], work / label, RFXN, root)  # writes the bytecode
+        for what, database in (("rfxn", RFXN), ("25k signatures", field)):
+            times: dict[str, list[float]] = {label: [] for label in trees}
+            peer: list[float] = []
+            for _ in range(repeat):
+                for label, root in trees.items():
+                    times[label].append(hv_scan_seconds(["--no-cache", str(small)], work / label,
+                                                        database, root))  # fmt: skip
+                peer.append(clamscan_run(database, small)[0])
+            theirs = sorted(peer)[repeat // 2] * 1e3
+            for label, measured in times.items():
+                rows.append(Row(f"hv-emu scan ({label}), one small file, {what}, whole process, "
+                                "--no-cache", sorted(measured)[repeat // 2] * 1e3, "ms",
+                                "clamscan raw mode, same files, same rounds", theirs))  # fmt: skip
+    return rows
+
+
 def startup_table(commands: dict[str, list[str]], repeat: int = 15) -> list[str]:
     """docs/PERFORMANCE.md's small-file table: each of ``commands`` (a label and an ``hv-emu``
     command line, ``scan`` and its arguments to follow) and raw-mode clamscan, on one small file

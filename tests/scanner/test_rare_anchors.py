@@ -37,19 +37,27 @@ def matches(db: SignatureDatabase, data: bytes, cuts: list[int]) -> list[tuple[s
 
 
 def test_the_window_ends_on_the_rarest_four_bytes() -> None:
-    costs = [0.0] * 256
-    costs[ord("Z")] = 5.0
-    costs[ord("Q")] = 1.0
+    table = bytearray(256)
+    table[ord("Z")] = 50
+    table[ord("Q")] = 10
+    costs = bytes(table)
     data = b"a" * 20 + b"QZ" + b"a" * 30 + b"Z" + b"a" * 10
     start = rare_window(data, costs)
-    assert data[start : start + RARE_ANCHOR].endswith(b"QZ")  # 6.0 beats the lone Z's 5.0
+    assert data[start : start + RARE_ANCHOR].endswith(b"QZ")  # 60 beats the lone Z's 50
     assert rare_window(b"a" * 40, costs) == 0  # a tie: the earliest
     assert rare_window(b"b" * RARE_ANCHOR + b"Z", costs) == 1
+    for _ in range(200):  # the sums at C speed are the sums
+        rng = random.Random(_)
+        table = bytes(rng.randrange(64) for _ in range(256))
+        data = rng.randbytes(rng.randint(RARE_ANCHOR + 1, 300))
+        fours = [sum(table[b] for b in data[i + RARE_ANCHOR - 4 : i + RARE_ANCHOR])
+                 for i in range(len(data) - RARE_ANCHOR + 1)]  # fmt: skip
+        assert rare_window(data, table) == fours.index(max(fours))
 
 
 def test_byte_costs_rank_what_the_database_rarely_has() -> None:
     costs = byte_costs([b"aaaab", b"ab"])
-    assert costs[ord("a")] < costs[ord("b")] < costs[ord("z")]
+    assert costs[ord("a")] < costs[ord("b")] < costs[ord("z")] == 63
 
 
 def test_the_rare_anchors_are_cut_and_the_rest_verified() -> None:
