@@ -15,9 +15,11 @@ this module is the command: options, the loop over the walk, output and the summ
 
 Start-up and parallelism (docs/SIGNATURES.md, "Start-up, the cache and -j"): the databases come
 from the per-user cache of compiled databases (``hv_emu/scanner/cache.py``) unless ``--no-cache``;
-a scan of ``PARALLEL_FROM`` bytes or more is shared among ``-j`` forked worker processes (default:
-one per core, at most ``MAX_JOBS_PER_CORE`` per core), a large file cut into pieces when the
-database allows (``splittable``); results are printed in walk order, the same output as one
+several files of ``PARALLEL_FROM`` bytes or more in all are shared among ``-j`` forked worker
+processes (default: one per core, at most ``MAX_JOBS_PER_CORE`` per core), a large file cut into
+pieces when the database allows (``splittable``); one file of ``SHARED_FROM`` bytes or more is
+scanned here and shared with forked children only when the rate measured on its first megabytes
+says it pays (``scan_shared.py``); results are printed in walk order, the same output as one
 process gives.
 
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
@@ -115,9 +117,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                       help=f"enter directories to N levels, the named one being level 1 (default "
                            f"{MAX_DIR_RECURSION}, as clamscan)")  # fmt: skip
     scan.add_argument("-j", "--jobs", type=_count, default=0, metavar="N",
-                      help="scan up to N files at once, in worker processes (default 0: one per "
-                           f"core; at most {MAX_JOBS_PER_CORE} per core); the output is in the "
-                           "same order as with -j 1")
+                      help="scan with up to N processes at once: several files in worker "
+                           "processes, one large file in this one and, when its measured rate "
+                           "says it pays, forked children (default 0: one per core; at most "
+                           f"{MAX_JOBS_PER_CORE} per core); the output is the same as with -j 1")
     scan.add_argument("--no-cache", action="store_true",
                       help="compile the databases afresh, neither reading nor writing the cache "
                            "of compiled databases (docs/SIGNATURES.md)")
