@@ -182,7 +182,8 @@ def _child(db: SignatureDatabase, plan: _Plan, tokens: int, results: int, parent
     status = 1
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)  # ended by the parent or the terminal, quietly
+            if signal.getsignal(signum) != signal.SIG_IGN:  # an ignored one stays ignored
+                signal.signal(signum, signal.SIG_DFL)  # ended by the parent or the terminal
         data = pickle.dumps(_child_segments(db, plan, tokens, parent))
         view = memoryview(data)
         while view:
@@ -217,8 +218,16 @@ class _Children:
             os.close(write)  # before any fork: the last claim then reads end of file
         parent = os.getpid()
         for _ in range(count):
-            result_read, result_write = os.pipe()
-            pid = os.fork()
+            try:
+                result_read, result_write = os.pipe()
+            except OSError:  # out of descriptors: fewer children, the claims still work
+                break
+            try:
+                pid = os.fork()
+            except OSError:  # out of processes or memory: likewise
+                os.close(result_read)
+                os.close(result_write)
+                break
             if pid == 0:
                 os.close(result_read)
                 for fd in self.results:
@@ -314,8 +323,12 @@ def shared_result(
                 left = (plan.limit - scanned) * per_byte
                 if worth_sharing(left, plan.unit * per_byte, count + 1):
                     # Fork: they claim what is left, and so does this process.
-                    shared = _token_claim(children.start(db, plan, next_unit, count))
-                    return shared()
+                    try:
+                        shared = _token_claim(children.start(db, plan, next_unit, count))
+                    except OSError:  # no pipe for the claims: scanned here alone
+                        children.end()
+                    else:
+                        return shared()
             next_unit += 1
             return next_unit - 1
 
@@ -338,7 +351,8 @@ def _joined(db: SignatureDatabase, plan: _Plan, result: FileResult, segments: li
     """The file's result from its segments in the file's order; units nobody reported (a child
     that died) are scanned here first. A read error ends the file there, as it would end a whole
     scan."""
-    by_first = {segment.first: segment for segment in segments}
+    # Only segments that lie in the file count (a bounded walk whatever a child sent).
+    by_first = {s.first: s for s in segments if 0 <= s.first <= s.last < plan.units}
     unit = 0
     while unit < plan.units:
         segment = by_first.get(unit)

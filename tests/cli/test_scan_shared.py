@@ -186,6 +186,24 @@ def test_a_child_that_dies_costs_time_not_the_result(
             scan_files.scan_file(db, target))
 
 
+@pytest.mark.parametrize("failing", ["fork", "pipe"])
+def test_no_fork_or_no_pipe_means_scanning_here(
+    tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Out of processes (fork) or descriptors (pipe): the file is scanned here, the result the
+    same, never a read error."""
+    monkeypatch.setattr(scan_shared, "worth_sharing", lambda *_: True)
+
+    def refused(*_args: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(scan_shared.os, failing, refused)
+    db = database(tmp_path)
+    target = tmp_path / "f"
+    target.write_bytes(planted(random.Random(15), 16))
+    assert scan_shared.shared_result(db, target, 3) == scan_files.scan_file(db, target)
+
+
 @pytest.mark.parametrize("change", ["shrink", "grow", "rewrite"])
 def test_a_file_that_changes_while_read(
     tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, change: str
