@@ -15,8 +15,8 @@ units it claims as one stream (``_stretch``); a stretch that starts after the fi
 its stream ``history + widest`` bytes early and one that ends before the file's end runs
 ``history`` bytes on, keeping exactly the matches that end inside it, as
 ``scan_parallel.scan_piece`` does. Children send their stretches' results back through a pipe of
-their own when they have no unit left; the results are joined in the file's order, so the output is
-the same as ``-j 1``'s, line for line.
+their own when they have no unit left (``scan_children.py``: the forks, the pipes, the signals);
+the results are joined in the file's order, so the output is the same as ``-j 1``'s, line for line.
 
 Follows: docs/SIGNATURES.md, "Start-up, the cache and -j" (the decision, its numbers and why),
 docs/PERFORMANCE.md (the measurements behind ``FORK_COST``).
@@ -35,16 +35,14 @@ process ends as the signal says (``children_end_with_us``), and a child whose pa
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import signal
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from types import FrameType
 
+from hv_emu.cli.scan_children import Children, children_end_with_us, token_claim
 from hv_emu.cli.scan_files import CHUNK, UNSUPPORTED, FileResult, Problem
 from hv_emu.cli.scan_parallel import MAX_JOBS_PER_CORE, cores
 from hv_emu.scanner.database import SignatureDatabase
@@ -62,7 +60,6 @@ PROBE = 2 * UNIT
 FORK_COST = 0.005
 #: Children are forked only if sharing saves at least this many times its cost.
 MARGIN = 2.0
-_TOKEN = 4  # bytes of one claim token (a unit's number, little-endian)
 
 
 class Segment:
@@ -165,113 +162,14 @@ def _scan_claims(
     return segments
 
 
-def _token_claim(tokens: int, parent: int | None = None) -> Callable[[], int | None]:
-    """Claims read from the token pipe; a child (``parent`` given) ends if its parent is gone."""
-
-    def claim() -> int | None:
-        if parent is not None and os.getppid() != parent:
-            os._exit(1)  # an orphan: the parent was killed, nobody wants its result
-        token = os.read(tokens, _TOKEN)
-        return int.from_bytes(token, "little") if len(token) == _TOKEN else None
-
-    return claim
-
-
-def _child(db: SignatureDatabase, plan: _Plan, tokens: int, results: int, parent: int) -> None:
-    """A forked child's whole life: claim, scan, send the segments, end (never returns)."""
-    status = 1
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(signum) != signal.SIG_IGN:  # an ignored one stays ignored
-                signal.signal(signum, signal.SIG_DFL)  # ended by the parent or the terminal
-        data = pickle.dumps(_child_segments(db, plan, tokens, parent))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(results, view) :]
-        status = 0
-    finally:
-        os._exit(status)  # never the parent's cleanup, nor its buffered output
-
-
 def _child_segments(db: SignatureDatabase, plan: _Plan, tokens: int, parent: int
                     ) -> list[Segment]:  # fmt: skip
-    return _scan_claims(db, plan, _token_claim(tokens, parent))
+    """A child's work: every unit it claims, as stretches (``scan_children.Children.start``)."""
+    return _scan_claims(db, plan, token_claim(tokens, parent))
 
 
-class _Children:
-    """The forked children and the pipes they read claims from and send results through."""
-
-    def __init__(self) -> None:
-        self.pids: list[int] = []
-        self.results: list[int] = []
-        self.tokens: int | None = None
-
-    def start(self, db: SignatureDatabase, plan: _Plan, first: int, count: int) -> int:
-        """Put units ``first`` onwards up for claims and fork ``count`` children; the token
-        pipe's read end."""
-        read, write = os.pipe()
-        self.tokens = read
-        try:
-            os.write(write, b"".join(unit.to_bytes(_TOKEN, "little")
-                                     for unit in range(first, plan.units)))  # fmt: skip
-        finally:
-            os.close(write)  # before any fork: the last claim then reads end of file
-        parent = os.getpid()
-        for _ in range(count):
-            try:
-                result_read, result_write = os.pipe()
-            except OSError:  # out of descriptors: fewer children, the claims still work
-                break
-            try:
-                pid = os.fork()
-            except OSError:  # out of processes or memory: likewise
-                os.close(result_read)
-                os.close(result_write)
-                break
-            if pid == 0:
-                os.close(result_read)
-                for fd in self.results:
-                    os.close(fd)
-                _child(db, plan, read, result_write, parent)
-            os.close(result_write)
-            self.pids.append(pid)
-            self.results.append(result_read)
-        return read
-
-    def collect(self) -> list[Segment]:
-        """Each child's segments, once it has ended; a child that died or sent what does not
-        decode gives none (its units are scanned again)."""
-        segments: list[Segment] = []
-        while self.pids:
-            pid, fd = self.pids[0], self.results[0]
-            parts = []
-            while chunk := os.read(fd, 1 << 16):
-                parts.append(chunk)
-            os.close(fd)
-            del self.results[0]
-            _, status = os.waitpid(pid, 0)
-            del self.pids[0]
-            if os.waitstatus_to_exitcode(status) != 0:
-                continue
-            try:
-                received = pickle.loads(b"".join(parts))
-            except Exception:  # a child's bytes cut short: ignored
-                continue
-            if isinstance(received, list):
-                segments += [s for s in received if isinstance(s, Segment)]
-        return segments
-
-    def end(self) -> None:
-        """Kill and reap every child still there, close every pipe (idempotent)."""
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in self.pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        for fd in [*self.results, *([] if self.tokens is None else [self.tokens])]:
-            os.close(fd)
-        self.pids, self.results, self.tokens = [], [], None
+def _work(db: SignatureDatabase, plan: _Plan, tokens: int, parent: int) -> list[Segment]:
+    return _child_segments(db, plan, tokens, parent)  # looked up when the child runs
 
 
 def worth_sharing(left: float, unit: float, processes: int) -> bool:
@@ -297,7 +195,7 @@ def shared_result(
     except OSError as error:
         result.problem = Problem(f"cannot read: {error.strerror}")
         return result
-    children = _Children()
+    children = Children()
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -323,8 +221,10 @@ def shared_result(
                 left = (plan.limit - scanned) * per_byte
                 if worth_sharing(left, plan.unit * per_byte, count + 1):
                     # Fork: they claim what is left, and so does this process.
+                    tokens = range(next_unit, plan.units)
                     try:
-                        shared = _token_claim(children.start(db, plan, next_unit, count))
+                        shared = token_claim(children.start(tokens, count, partial(
+                            _work, db, plan)))  # fmt: skip
                     except OSError:  # no pipe for the claims: scanned here alone
                         children.end()
                     else:
@@ -334,7 +234,7 @@ def shared_result(
 
         with children_end_with_us(children):
             segments = _scan_claims(db, plan, claim, on_chunk)
-            theirs = children.collect()
+            theirs = [s for s in children.collect() if isinstance(s, Segment)]
             if on_chunk is not None:
                 on_chunk(sum(segment.size for segment in theirs))
             return _joined(db, plan, result, segments + theirs, on_chunk)
@@ -379,34 +279,3 @@ def _missing_after(unit: int, by_first: dict[int, Segment]) -> Callable[[], int 
         return following
 
     return claim
-
-
-@contextlib.contextmanager
-def children_end_with_us(children: _Children) -> Iterator[None]:
-    """While children may run: SIGTERM and SIGHUP (when they would end the process, their default)
-    raise ``KeyboardInterrupt`` here, as Ctrl-C does, so the children are killed and reaped
-    (``_Children.end``) before this process ends: by the signal, as it would have without
-    children, or for Ctrl-C with ``cli/main.py``'s one line and status 130."""
-    caught: list[int] = []
-
-    def raised(signum: int, _frame: FrameType | None) -> None:
-        caught.append(signum)
-        raise KeyboardInterrupt
-
-    previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) == signal.SIG_DFL:
-            previous[signum] = signal.signal(signum, raised)
-    try:
-        yield
-    except KeyboardInterrupt:
-        children.end()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        previous = {}
-        if caught:
-            os.kill(os.getpid(), caught[0])  # its default: this process ends as it would have
-        raise  # Ctrl-C (or something else meanwhile took the signal)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

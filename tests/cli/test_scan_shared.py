@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hv_emu.cli import scan_files, scan_shared
+from hv_emu.cli import scan_children, scan_files, scan_shared
 from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
 
@@ -98,14 +98,14 @@ def test_forked_children_scan_part_of_the_file_and_the_result_is_the_whole(
 ) -> None:
     monkeypatch.setattr(scan_shared, "worth_sharing", lambda *_: True)
     received: list[int] = []
-    real = scan_shared._Children.collect
+    real = scan_children.Children.collect
 
-    def counted(self: scan_shared._Children) -> list[scan_shared.Segment]:
+    def counted(self: scan_children.Children) -> list[object]:
         segments = real(self)
-        received.append(sum(s.last - s.first + 1 for s in segments))
+        received.append(sum(s.last - s.first + 1 for s in segments))  # type: ignore[attr-defined]
         return segments
 
-    monkeypatch.setattr(scan_shared._Children, "collect", counted)
+    monkeypatch.setattr(scan_children.Children, "collect", counted)
     db = database(tmp_path)
     rng = random.Random(11)
     for trial in range(6):
@@ -133,9 +133,9 @@ def test_children_are_forked_only_when_the_measured_rate_says_so(
     rest at that rate, a unit's time and the processes ``-j`` allows, once."""
     asked: list[tuple[float, float, int]] = []
     started: list[int] = []
-    real = scan_shared._Children.start
+    real = scan_children.Children.start
 
-    def spy(self: scan_shared._Children, *args: object) -> int:
+    def spy(self: scan_children.Children, *args: object) -> int:
         started.append(1)
         return real(self, *args)  # type: ignore[arg-type]
 
@@ -143,7 +143,7 @@ def test_children_are_forked_only_when_the_measured_rate_says_so(
         asked.append((left, unit, processes))
         return worth
 
-    monkeypatch.setattr(scan_shared._Children, "start", spy)
+    monkeypatch.setattr(scan_children.Children, "start", spy)
     monkeypatch.setattr(scan_shared, "worth_sharing", decide)
     db = database(tmp_path)
     target = tmp_path / "f"
