@@ -56,7 +56,7 @@ FOLDED_ANCHOR_LETTERS = 3
 #: many bytes whose last four bytes are the rarest in the database's own literals
 #: (``byte_costs``). Hyperscan's literal matcher filters on a literal's last bytes: with common
 #: ones (text's letters and spaces) it confirms candidates all the time, with rare ones seldom.
-#: Measured on script-like text: rfxn.ndb 2.1 times as fast as whole anchors, a 25,000-signature
+#: Measured on script-like text: rfxn.ndb 2.2 times as fast as whole anchors, a 25,000-signature
 #: set 2.3 times as fast as 16-byte prefixes, random binary data unchanged (docs/PERFORMANCE.md).
 #: The rest of a run is verified on a hit, as for any cut anchor: matching is the same.
 ANCHOR_POLICIES = ("prefix", "rare")
