@@ -67,16 +67,19 @@ def field_sized_ndb(count: int = FIELD_SIZED) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def hv_scan_seconds(args: list[str], cache_home: Path, database: Path = RFXN) -> float:
-    """Wall time of one whole ``hv-emu scan`` process (this tree's code, cache in
-    ``cache_home``), run as an installed hv-emu runs: with bytecode (this environment may set
-    PYTHONDONTWRITEBYTECODE; the bytecode goes beside the cache, written by the first run)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cache_home),
+def hv_scan_seconds(args: list[str], cache_home: Path, database: Path = RFXN,
+                    root: Path = ROOT) -> float:  # fmt: skip
+    """Wall time of one whole ``hv-emu scan`` process (the code of the tree at ``root``, this one
+    by default; cache in ``cache_home``), run as an installed hv-emu runs: with bytecode (this
+    environment may set PYTHONDONTWRITEBYTECODE; the bytecode goes beside the cache, written by
+    the first run)."""
+    env = {**os.environ, "PYTHONPATH": str(root), "XDG_CACHE_HOME": str(cache_home),
            "PYTHONPYCACHEPREFIX": str(cache_home / "bytecode")}  # fmt: skip
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     started = time.perf_counter()
+    # In ``root``: ``python -m`` puts the working directory first on the path, before PYTHONPATH.
     subprocess.run([sys.executable, "-m", "hv_emu", "scan", "--db", str(database), *args],
-                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=False)  # fmt: skip
     return time.perf_counter() - started
 
@@ -172,6 +175,85 @@ def _field_sized_rows(work: Path, small: Path) -> list[Row]:
                         "-j all cores", SIZE / ours / MB, "MB/s", peer,
                         SIZE / theirs / MB))  # fmt: skip
         path.unlink()
+    return rows
+
+
+def goal_rows(trees: dict[str, Path] | None = None, repeat: int = 5,
+              field_sized: bool = False) -> list[Row]:  # fmt: skip
+    """Issue 10's large-input goals for each of ``trees`` (a label and a source tree; by default
+    this one, e.g. ``{"main": Path("/path/to/main"), "this": ROOT}`` for a before and after in
+    one run): one file of each corpus, 256 MiB with rfxn.ndb (or, with ``field_sized``, 64 MiB
+    with the 25,000-signature ``field_sized_ndb``), with the default ``-j`` and with ``-j 1``.
+    Each of ``repeat`` rounds runs every variant once and then raw-mode clamscan once, so a
+    change of load falls on all alike; medians, the rate is bytes / whole-process wall time."""
+    if not RFXN.is_file() or shutil.which("clamscan") is None:
+        return []
+    trees = {"this tree": ROOT} if trees is None else trees
+    size = SIZE if field_sized else CLI_SIZE
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        database = RFXN
+        if field_sized:
+            database = work / "field25k.ndb"
+            database.write_bytes(field_sized_ndb())
+        small = work / "small.txt"
+        small.write_bytes(b"clean\n" * 30)
+        for label, root in trees.items():
+            hv_scan_seconds([str(small)], work / label, database, root)  # fills its cache
+        what = "25k signatures" if field_sized else "rfxn"
+        for name, data in corpora(random.Random(64 if field_sized else 256), size).items():
+            path = work / f"{name}.data"
+            path.write_bytes(data)
+            del data
+            variants = [(label, root, jobs) for label, root in trees.items()
+                        for jobs in ([], ["-j", "1"])]  # fmt: skip
+            times: list[list[float]] = [[] for _ in variants]
+            peer: list[float] = []
+            for _ in range(repeat):
+                for index, (label, root, jobs) in enumerate(variants):
+                    times[index].append(hv_scan_seconds([*jobs, str(path)], work / label,
+                                                        database, root))  # fmt: skip
+                peer.append(clamscan_run(database, path)[0])
+            theirs = size / sorted(peer)[repeat // 2] / MB
+            for (label, _root, jobs), measured in zip(variants, times, strict=True):
+                ours = size / sorted(measured)[repeat // 2] / MB
+                rows.append(Row(f"hv-emu scan ({label}), one {size >> 20} MiB {name} file, {what}, "
+                                f"whole process, {' '.join(jobs) or 'default -j'}", ours, "MB/s",
+                                "clamscan raw mode, same files, same rounds", theirs))  # fmt: skip
+            path.unlink()
+    return rows
+
+
+def cold_rows(trees: dict[str, Path] | None = None, repeat: int = 5) -> list[Row]:
+    """One small file with ``--no-cache`` (parse and compile at every start), rfxn.ndb and the
+    25,000-signature ``field_sized_ndb``, for each of ``trees`` (as ``goal_rows``); each round
+    runs every tree once and then raw-mode clamscan once; medians."""
+    if not RFXN.is_file() or shutil.which("clamscan") is None:
+        return []
+    trees = {"this tree": ROOT} if trees is None else trees
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        field = work / "field25k.ndb"
+        field.write_bytes(field_sized_ndb())
+        small = work / "small.txt"
+        small.write_bytes(b"<?php echo 'a small, clean file'; ?>\n" * 30)
+        for label, root in trees.items():
+            hv_scan_seconds([str(small)], work / label, RFXN, root)  # writes the bytecode
+        for what, database in (("rfxn", RFXN), ("25k signatures", field)):
+            times: dict[str, list[float]] = {label: [] for label in trees}
+            peer: list[float] = []
+            for _ in range(repeat):
+                for label, root in trees.items():
+                    times[label].append(hv_scan_seconds(["--no-cache", str(small)], work / label,
+                                                        database, root))  # fmt: skip
+                peer.append(clamscan_run(database, small)[0])
+            theirs = sorted(peer)[repeat // 2] * 1e3
+            for label, measured in times.items():
+                rows.append(Row(f"hv-emu scan ({label}), one small file, {what}, whole process, "
+                                "--no-cache", sorted(measured)[repeat // 2] * 1e3, "ms",
+                                "clamscan raw mode, same files, same rounds", theirs))  # fmt: skip
     return rows
 
 

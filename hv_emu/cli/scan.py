@@ -15,9 +15,11 @@ this module is the command: options, the loop over the walk, output and the summ
 
 Start-up and parallelism (docs/SIGNATURES.md, "Start-up, the cache and -j"): the databases come
 from the per-user cache of compiled databases (``hv_emu/scanner/cache.py``) unless ``--no-cache``;
-a scan of ``PARALLEL_FROM`` bytes or more is shared among ``-j`` forked worker processes (default:
-one per core, at most ``MAX_JOBS_PER_CORE`` per core), a large file cut into pieces when the
-database allows (``splittable``); results are printed in walk order, the same output as one
+several files of ``PARALLEL_FROM`` bytes or more in all are shared among ``-j`` forked worker
+processes (default: one per core, at most ``MAX_JOBS_PER_CORE`` per core), a large file cut into
+pieces when the database allows (``splittable``); one file of ``SHARED_FROM`` bytes or more is
+scanned here and shared with forked children only when the rate measured on its first megabytes
+says it pays (``scan_shared.py``); results are printed in walk order, the same output as one
 process gives.
 
 Exit status, as clamscan 1.4.6's (measured): 1 when something was found (even if some path could
@@ -68,11 +70,11 @@ from hv_emu.cli.scan_files import MAX_DIR_RECURSION, FileResult, Item, scan_file
 from hv_emu.cli.scan_parallel import (
     MAX_JOBS_PER_CORE,
     PARALLEL_FROM,
-    SPLIT_FROM,
     cores,
     parallel_results,
     splittable,
 )
+from hv_emu.cli.scan_shared import PROBE, UNIT, shared_result
 from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database import ENGINES, SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
@@ -81,6 +83,9 @@ from hv_emu.usage import OutputError
 PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay quiet
 PROGRESS_EVERY = 0.25  # seconds between progress updates
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+#: One file this large or larger may be shared (``scan_shared.py``): its first ``PROBE`` bytes
+#: are timed, and at least a unit is left to share.
+SHARED_FROM = PROBE + UNIT
 #: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
 #: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
 #: and the benchmarks run clamscan with exactly these.
@@ -112,9 +117,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
                       help=f"enter directories to N levels, the named one being level 1 (default "
                            f"{MAX_DIR_RECURSION}, as clamscan)")  # fmt: skip
     scan.add_argument("-j", "--jobs", type=_count, default=0, metavar="N",
-                      help="scan up to N files at once, in worker processes (default 0: one per "
-                           f"core; at most {MAX_JOBS_PER_CORE} per core); the output is in the "
-                           "same order as with -j 1")
+                      help="scan with up to N processes at once: several files in worker "
+                           "processes, one large file in this one and, when its measured rate "
+                           "says it pays, forked children (default 0: one per core; at most "
+                           f"{MAX_JOBS_PER_CORE} per core); the output is the same as with -j 1")
     scan.add_argument("--no-cache", action="store_true",
                       help="compile the databases afresh, neither reading nor writing the cache "
                            "of compiled databases (docs/SIGNATURES.md)")
@@ -214,11 +220,12 @@ def run_scan(
     progress = Progress(err, total, clock)
     summary = Summary()
     files = [item.path for item in items if item.problem is None]
-    # Only a scan large enough to share asks whether files may be cut; one file is shared only
-    # when it is large enough to be cut (else one worker would scan it, for the workers' cost).
-    split = jobs > 1 and total >= PARALLEL_FROM and splittable(db)
-    parallel = jobs > 1 and total >= PARALLEL_FROM and (
-        len(files) > 1 or (split and total >= 2 * SPLIT_FROM))
+    # Only a scan large enough to share asks whether files may be cut. Several files go to the
+    # pool; one file is scanned here, and shared with forked children only if its first
+    # megabytes' rate says the rest is worth it (scan_shared.py).
+    split = jobs > 1 and total >= min(PARALLEL_FROM, SHARED_FROM) and splittable(db)
+    shared = split and len(files) == 1 and total >= SHARED_FROM
+    parallel = jobs > 1 and total >= PARALLEL_FROM and len(files) > 1
     results = parallel_results(db, files, jobs, split=split) if parallel else None
     for item in items:
         if item.problem is not None and not item.problem.error:  # a directory left out: no file
@@ -230,6 +237,9 @@ def run_scan(
         elif results is not None:
             result = next(results)
             progress.advance(result.size, item.path)
+        elif shared:
+            result = shared_result(db, item.path, jobs,
+                                   partial(progress.advance, current=item.path))  # fmt: skip
         else:
             result = scan_file(db, item.path, partial(progress.advance, current=item.path))
         summary.files += 1

@@ -37,10 +37,11 @@ writes what passes the MAC).
 from __future__ import annotations
 
 import io
+import operator
 import pickle
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from itertools import pairwise
+from itertools import islice
 from typing import TYPE_CHECKING, Any, overload
 
 from hv_emu.scanner.database import SignatureDatabase
@@ -254,7 +255,7 @@ def _groups(entry: dict[str, Any], literals: tuple[bytes, ...]) -> LazyGroups | 
     ends.frombytes(raw)
     if len(ends) != len(literals) or (ends and ends[0] == 0):
         return None
-    if any(later <= earlier for earlier, later in pairwise(ends)):
+    if not all(map(operator.lt, ends, islice(ends, 1, None))):  # rising (at C speed)
         return None
     return LazyGroups(packed, ends, anywhere)
 
@@ -279,7 +280,7 @@ def from_payload(
             return None
         scalars, fields = entry["database"], entry["program"]
         literals = fields["literals"]
-        if not isinstance(literals, tuple) or not all(isinstance(x, bytes) for x in literals):
+        if not isinstance(literals, tuple) or not set(map(type, literals)) <= {bytes}:
             return None
         groups = _groups(entry, literals)
         not_applied = _text_lines(entry["not_applied"])

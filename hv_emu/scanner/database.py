@@ -235,13 +235,15 @@ def compile_database(
 def compile_signatures(
     signatures: Sequence[Signature | PlainLiteral], kind: str, version: int, source: str,
     sha256: str, engine: str = "auto", *, shards: int = 1, logical: LogicalTable | None = None,
+    anchors: str = "prefix",
 ) -> SignatureDatabase:
     """Compile parsed signatures: the slow half of ``compile_database``, which an update runs off
     the vCPU path; ``shards`` > 1 compiles Hyperscan faster on several cores, to scan slower
     (``engine_hs``). Raises ``DatabaseError`` only if the literal finder refuses the set.
     ``signatures`` may hold ``PlainLiteral`` lines (``bulk.py``): they count and match, and
-    are not kept as ``Signature`` objects (nothing reads a plain line's)."""
-    program = build_program(signatures, logical)
+    are not kept as ``Signature`` objects (nothing reads a plain line's). ``anchors`` is
+    ``build_program``'s (``rare`` for ``hv-emu scan``, which compiles once into its cache)."""
+    program = build_program(signatures, logical, anchors=anchors)
     matcher = _literal_matcher(program, engine, source, shards)
     return SignatureDatabase(
         version=version,

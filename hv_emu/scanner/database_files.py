@@ -87,9 +87,15 @@ def database_paths(paths: Sequence[Path]) -> list[Path]:
     return result
 
 
+#: How ``hv-emu scan`` cuts anchors (``program.ANCHOR_POLICIES``): it compiles once into its
+#: cache, so it takes the anchors that scan fastest (docs/SIGNATURES.md).
+SCAN_ANCHORS = "rare"
+
+
 def compile_files(
-    paths: Sequence[Path], *, engine: str = "auto", cache: Cache | None = None
-) -> SignatureDatabase:
+    paths: Sequence[Path], *, engine: str = "auto", cache: Cache | None = None,
+    anchors: str = SCAN_ANCHORS,
+) -> SignatureDatabase:  # fmt: skip
     """Load several database files as one database (``hv-emu scan --db A --db B``); a directory
     stands for its database files (``database_paths``). Hash databases go to ``hashes``.
 
@@ -104,7 +110,7 @@ def compile_files(
     resolved = resolve_engine(engine)
     key = None
     if cache is not None:
-        key = cache_key(files, resolved)
+        key = cache_key(files, resolved, anchors)
         payload = cache.get(key)
         cached = None if payload is None else _from_payload(payload, files)
         if cached is not None:
@@ -134,7 +140,7 @@ def compile_files(
 
         table = LogicalTable.build(logical)
     db = compile_signatures(signatures, kind, 0, source, digest.hexdigest(), resolved,
-                            logical=table)  # fmt: skip
+                            logical=table, anchors=anchors)  # fmt: skip
     if hash_signatures:
         hashes = HashSet.build(hash_signatures)
         db = db.replace(count=db.count + len(hash_signatures), hashes=hashes)
@@ -159,14 +165,16 @@ def parse_database(data: bytes, *, kind: str, source: str) -> list[Signature]:
     return parse(data, kind=kind, source=source)
 
 
-def cache_key(files: Sequence[tuple[str, bytes, str]], engine: str) -> str:
+def cache_key(files: Sequence[tuple[str, bytes, str]], engine: str,
+              anchors: str = SCAN_ANCHORS) -> str:  # fmt: skip
     """The cache key (64 hex digits) for ``files`` (name as given, bytes, kind) compiled with
-    ``engine``: it names the files' bytes, kinds and names (signatures carry the file's name), the
-    engine and its version, hv-emu's version and scanner code, and the CPU features Hyperscan
-    compiles for."""
+    ``engine`` and ``anchors``: it names the files' bytes, kinds and names (signatures carry the
+    file's name), the engine and its version, how anchors are cut, hv-emu's version and scanner
+    code, and the CPU features Hyperscan compiles for."""
     key = hashlib.sha256()
     key.update(f"hv-emu {__version__} format {CACHE_FORMAT}\n".encode())
     key.update(f"code {_code_digest()}\nengine {engine} {_engine_version(engine)}\n".encode())
+    key.update(f"anchors {anchors}\n".encode())
     key.update(f"cpu {_cpu_features()}\n".encode())
     for name, data, kind in files:
         name_bytes = os.fsencode(name)

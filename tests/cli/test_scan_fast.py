@@ -339,11 +339,10 @@ def test_a_scan_process_flushes_everything_it_prints(tmp_path: Path) -> None:
     assert done.stderr.splitlines()[-1].startswith("Time: ")
 
 
-def test_one_file_goes_to_workers_only_when_it_will_be_cut(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lone file below twice ``SPLIT_FROM`` would be scanned whole by one worker: it stays in
-    the process, which costs no workers (docs/PERFORMANCE.md)."""
+def test_one_file_never_goes_to_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone file is scanned in this process (``scan_shared.shared_result`` when it is large
+    enough and the database splittable; it decides itself whether to fork): the pool would cost
+    its start-up for one file (docs/PERFORMANCE.md)."""
     import io
 
     from hv_emu.scanner.database_files import compile_files
@@ -353,19 +352,24 @@ def test_one_file_goes_to_workers_only_when_it_will_be_cut(
     db = compile_files([db_path])
     target = tmp_path / "file"
     target.write_bytes(b"abc" + bytes(2997))
-    shared: list[int] = []
-    real = scan_command.parallel_results
+    routes: list[str] = []
+    for name in ("parallel_results", "shared_result", "scan_file"):
+        real = getattr(scan_command, name)
 
-    def spy(*args: object, **kwargs: object) -> object:
-        shared.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        def spy(*args: object, real: object = real, name: str = name, **kwargs: object) -> object:
+            routes.append(name)
+            return real(*args, **kwargs)  # type: ignore[operator]
 
-    monkeypatch.setattr(scan_command, "parallel_results", spy)
+        monkeypatch.setattr(scan_command, name, spy)
     monkeypatch.setattr(scan_command, "PARALLEL_FROM", 0)
-    for split_from, expected in ((2048, []), (1024, [1])):
-        monkeypatch.setattr(scan_command, "SPLIT_FROM", split_from)
-        monkeypatch.setattr(scan_parallel, "SPLIT_FROM", split_from)
+    for shared_from, jobs, expected in ((4096, 2, "scan_file"), (2048, 2, "shared_result"),
+                                        (2048, 1, "scan_file")):  # fmt: skip
+        monkeypatch.setattr(scan_command, "SHARED_FROM", shared_from)
         out = io.StringIO()
-        status = scan_command.run_scan(db, [target], out=out, err=io.StringIO(), jobs=2)
+        status = scan_command.run_scan(db, [target], out=out, err=io.StringIO(), jobs=jobs)
         assert status == 1 and out.getvalue() == f"{target}: A FOUND\n"
-        assert shared == expected
+        assert routes == [expected], (shared_from, jobs)
+        routes.clear()
+    status = scan_command.run_scan(db, [target, target], out=io.StringIO(), err=io.StringIO(),
+                                   jobs=2)  # fmt: skip
+    assert status == 1 and routes == ["parallel_results"]

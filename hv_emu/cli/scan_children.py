@@ -1,0 +1,170 @@
+"""``hv-emu scan -j``'s forked children for one file (``scan_shared.py``): started, given claims,
+heard from, and ended with the process whatever ends it.
+
+Models: a parent's side of a few plain ``os.fork`` workers (no ``multiprocessing``: its import
+and pool cost as much as half a fast scan, docs/PERFORMANCE.md): ``Children.start`` writes the
+claim tokens (each unit's number, ``TOKEN`` bytes) into a pipe, closes its write end and forks;
+every process, the parent included, claims by reading one token (``token_claim``; a pipe read of
+a few bytes is one claim, never split or given twice; end of file: nothing left). A child runs
+its work, sends the result pickled through a pipe of its own and ends with ``os._exit`` (never
+the parent's cleanup or buffered output); ``Children.collect`` reads each result and reaps its
+child; ``Children.end`` kills and reaps whatever is left.
+
+Follows: fork(2), pipe(7) (reads and writes of at most PIPE_BUF bytes are atomic; the tokens of
+at most 4,096 units fit the pipe's 64 KiB at once), signal(7).
+
+Leaves out: children that are stopped (SIGSTOP) rather than ended: the parent waits for them.
+
+User controls: nothing but signals: Ctrl-C, SIGTERM and SIGHUP end the children before the
+process ends as the signal says (``children_end_with_us``), a signal ignored when the scan
+starts stays ignored (by the children too), and a child whose parent was killed outright ends
+at its next claim. A child that dies, or sends what does not decode, gives no result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+TOKEN = 4  # bytes of one claim token (a unit's number, little-endian)
+
+
+def token_claim(tokens: int, parent: int | None = None) -> Callable[[], int | None]:
+    """Claims read from the token pipe; a child (``parent`` given) ends if its parent is gone."""
+
+    def claim() -> int | None:
+        if parent is not None and os.getppid() != parent:
+            os._exit(1)  # an orphan: the parent was killed, nobody wants its result
+        token = os.read(tokens, TOKEN)
+        return int.from_bytes(token, "little") if len(token) == TOKEN else None
+
+    return claim
+
+
+def _child(work: Callable[[int, int], object], tokens: int, results: int, parent: int) -> None:
+    """A forked child's whole life: ``work(tokens, parent)``, its result sent, the end (never
+    returns)."""
+    status = 1
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) != signal.SIG_IGN:  # an ignored one stays ignored
+                signal.signal(signum, signal.SIG_DFL)  # ended by the parent or the terminal
+        data = pickle.dumps(work(tokens, parent))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(results, view) :]
+        status = 0
+    finally:
+        os._exit(status)  # never the parent's cleanup, nor its buffered output
+
+
+class Children:
+    """The forked children and the pipes they read claims from and send results through."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+        self.results: list[int] = []
+        self.tokens: int | None = None
+
+    def start(self, units: range, count: int, work: Callable[[int, int], object]) -> int:
+        """Put ``units`` up for claims and fork up to ``count`` children running ``work(token
+        pipe, parent's pid)``; the token pipe's read end, for this process's own claims. A pipe
+        or fork that fails means fewer children (the claims work with none); only the token
+        pipe's failure raises ``OSError``."""
+        read, write = os.pipe()
+        self.tokens = read
+        try:
+            os.write(write, b"".join(unit.to_bytes(TOKEN, "little") for unit in units))
+        finally:
+            os.close(write)  # before any fork: the last claim then reads end of file
+        parent = os.getpid()
+        for _ in range(count):
+            try:
+                result_read, result_write = os.pipe()
+            except OSError:  # out of descriptors: fewer children, the claims still work
+                break
+            try:
+                pid = os.fork()
+            except OSError:  # out of processes or memory: likewise
+                os.close(result_read)
+                os.close(result_write)
+                break
+            if pid == 0:
+                os.close(result_read)
+                for fd in self.results:
+                    os.close(fd)
+                _child(work, read, result_write, parent)
+            os.close(result_write)
+            self.pids.append(pid)
+            self.results.append(result_read)
+        return read
+
+    def collect(self) -> list[object]:
+        """The items of each child's result (a list), once it has ended; a child that died or
+        sent what does not decode gives none."""
+        items: list[object] = []
+        while self.pids:
+            pid, fd = self.pids[0], self.results[0]
+            parts = []
+            while chunk := os.read(fd, 1 << 16):
+                parts.append(chunk)
+            os.close(fd)
+            del self.results[0]
+            _, status = os.waitpid(pid, 0)
+            del self.pids[0]
+            if os.waitstatus_to_exitcode(status) != 0:
+                continue
+            try:
+                received = pickle.loads(b"".join(parts))
+            except Exception:  # a child's bytes cut short: ignored
+                continue
+            if isinstance(received, list):
+                items += received
+        return items
+
+    def end(self) -> None:
+        """Kill and reap every child still there, close every pipe (idempotent)."""
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in self.pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for fd in [*self.results, *([] if self.tokens is None else [self.tokens])]:
+            os.close(fd)
+        self.pids, self.results, self.tokens = [], [], None
+
+
+@contextlib.contextmanager
+def children_end_with_us(children: Children) -> Iterator[None]:
+    """While children may run: SIGTERM and SIGHUP (when they would end the process, their default)
+    raise ``KeyboardInterrupt`` here, as Ctrl-C does, so the children are killed and reaped
+    (``Children.end``) before this process ends: by the signal, as it would have without
+    children, or for Ctrl-C with ``cli/main.py``'s one line and status 130."""
+    caught: list[int] = []
+
+    def raised(signum: int, _frame: FrameType | None) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, raised)
+    try:
+        yield
+    except KeyboardInterrupt:
+        children.end()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        previous = {}
+        if caught:
+            os.kill(os.getpid(), caught[0])  # its default: this process ends as it would have
+        raise  # Ctrl-C (or something else meanwhile took the signal)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
