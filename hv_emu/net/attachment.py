@@ -65,7 +65,9 @@ from hv_emu.net.backends import FrameBackend
 from hv_emu.net.config import NetConfig, format_mac
 from hv_emu.net.frames import UdpDatagram
 from hv_emu.net.pcap import PcapWriter
+from hv_emu.net.recvmmsg import FrameBatch
 from hv_emu.net.switch import Direction, NetSwitch, PayloadSink
+from hv_emu.net.triage import UpdateBatch
 
 #: Frames read from the backend per turn of the I/O thread before it polls the receiver again.
 RX_BATCH = 64
@@ -128,6 +130,7 @@ class GuestNetwork:
         checks: ManifestChecks | None = None,
         capture: Path | None = None,
         on_update_payload: PayloadSink | None = None,
+        update_batch: UpdateBatch | None = None,
     ) -> None:
         if guest_mac == config.hv_mac or len(guest_mac) != 6 or guest_mac[0] & 1:
             raise ConfigError(
@@ -145,9 +148,10 @@ class GuestNetwork:
         self.switch = NetSwitch(
             config, to_guest=self._to_guest, to_wire=backend.send_frame,
             on_update_datagram=on_update, tap=self._tap if self.capture else None,
-            on_update_payload=on_update_payload,
+            on_update_payload=on_update_payload, update_batch=update_batch,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
+        self._handoff = False  # the I/O thread's: hand the pending candidates to the verifier
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closed = False
@@ -182,27 +186,57 @@ class GuestNetwork:
         manifest find its session open. Under a flood of forged manifests it never waits."""
         backend_fd, wake_fd = self.backend.fileno(), self._wake_r.fileno()
         backlog: collections.deque[bytes] = collections.deque()
+        read_batch: Callable[[], FrameBatch] | None = getattr(self.backend, "read_batch", None)
+        batch: FrameBatch | None = None
         try:
             while not self._stopping.is_set():
-                if not backlog:
+                if not backlog and (batch is None or batch.done):
                     readable, _, _ = select.select([backend_fd, wake_fd], [], [], POLL_INTERVAL)
                     if backend_fd in readable:
-                        backlog.extend(self.backend.recv_frames(RX_BATCH))
-                handoff = pending = False
+                        if read_batch is not None and self._batched():
+                            batch = read_batch()
+                        else:
+                            backlog.extend(self.backend.recv_frames(RX_BATCH))
+                self._handoff = pending = False
                 with self._lock:
-                    while backlog and not handoff:
+                    if batch is not None and not batch.done:
+                        self._pass_batch(batch)
+                    while backlog and not self._handoff:
                         self.handle_frame(backlog.popleft())
-                        handoff = self._checks is not None and self._checks.awaits_verdict()
+                        self._handoff = self._awaits_verdict()
                     self._tick()  # the receiver's budget refills with time, traffic or not
                     if self._checks is not None and self._checks.pending_checks() > 0:
                         pending = True
                         self._verdicts.clear()
                 if pending:
                     self._candidates.set()  # wakes an idle verifier at once
-                if handoff:
+                if self._handoff:
                     self._verdicts.wait(HANDOFF_WAIT)
         except BaseException as err:  # handed to the vCPU's side by stop()
             self.io_error = err
+
+    def _batched(self) -> bool:
+        """True when a batch read by ``recvmmsg`` may be handled a batch at a time: nothing has
+        to run after each frame (the verifier runs the checks, or there is no receiver)."""
+        return self._poll is None or (self._checks is not None and self._checks.offloaded)
+
+    def _awaits_verdict(self) -> bool:
+        self._handoff = self._checks is not None and self._checks.awaits_verdict()
+        return self._handoff
+
+    def _pass_batch(self, batch: FrameBatch) -> None:
+        """A batch's rows through the switch (the caller holds the lock): at once while
+        ``_batched``, else frame by frame as ``handle_frame`` takes them; stops early to hand
+        a candidate to the verifier (``_handoff``), the rest left in the batch."""
+        if self._batched():
+            self.switch.from_wire_batch(batch, self._awaits_verdict)
+            return
+        while not batch.done and not self._handoff:
+            row = batch.position
+            batch.position += 1
+            if batch.keep[row]:
+                self.handle_frame(batch.frame(row))
+                self._awaits_verdict()
 
     def handle_frame(self, frame: bytes) -> None:
         """What the I/O thread does with one frame from the backend (the caller holds the lock):
