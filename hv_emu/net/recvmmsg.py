@@ -89,6 +89,8 @@ class FrameBatch:
     def __init__(self, slots: int = SLOTS) -> None:
         self.slots = slots
         self.frames: U8 = np.zeros((slots, SLOT), np.uint8)
+        #: ``frames`` as one flat buffer: row i is [i * SLOT, (i + 1) * SLOT).
+        self.flat = self.frames.data.cast("B")
         self.sources: U8 = np.zeros((slots, 16), np.uint8)
         self.lengths: Lengths = np.zeros(slots, np.int64)
         self.keep: Mask = np.zeros(slots, np.bool_)
@@ -105,7 +107,8 @@ class FrameBatch:
     def frame(self, i: int) -> bytes:
         """Row ``i``'s whole datagram."""
         n = int(self.lengths[i])
-        head = self.frames[i, : min(n, SLOT)].tobytes()
+        at = i * SLOT
+        head = self.flat[at : at + min(n, SLOT)].tobytes()
         if n <= SLOT:
             return head
         rest = self._rest.get(i)

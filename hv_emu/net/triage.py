@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 #: Bytes before the UDP payload in the common frame; the payload header's length after them.
 PLAIN_HEADERS = 42
-PAYLOAD_HEADER = 32
 #: The common frame's 42 bytes as a numpy record (Ethernet II, IPv4 without options, UDP).
 FRAME_DTYPE = np.dtype([
     ("macs", "V12"), ("ethertype", ">u2"), ("vihl", "u1"), ("tos", "u1"), ("total", ">u2"),
@@ -62,10 +61,18 @@ Ends = npt.NDArray[np.int64]
 
 
 class UpdateBatch(Protocol):
-    """What the walk needs from the update receiver (``updates/batch.py``)."""
+    """What the walk needs from the update receiver (``updates/batch.py``): ``codes`` of the
+    payloads (``head`` bytes of each as an array, the whole payloads for the hashes), ``count``
+    of the drops, the ``state`` the codes hang on (what forces a new coding; the symbols taken),
+    and the rows a taken symbol turns into ``duplicate`` (``duplicates``)."""
 
-    def state(self) -> object: ...
-    def codes(self, headers: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64]) -> Codes: ...
+    head: int
+    duplicate: int
+
+    def state(self) -> tuple[object, int]: ...
+    def codes(self, headers: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64],
+              payloads: memoryview, starts: list[int]) -> Codes: ...  # fmt: skip
+    def duplicates(self, rank: int) -> list[int]: ...
     def count(self, codes: Codes) -> None: ...
 
 
@@ -97,53 +104,57 @@ SKIPPED = -3
 
 
 def code_rows(batch: FrameBatch, start: int, port: int, ours: npt.NDArray[np.uint32],
-              updates: UpdateBatch) -> tuple[Codes, Ends]:  # fmt: skip
-    """Codes of rows ``start`` ... ``count`` - 1 (``SKIPPED``, ``PER_FRAME``, ``SURVIVOR`` or a
-    reason of ``updates``) and each row's datagram end, both indexed from ``start``."""
+              updates: UpdateBatch) -> tuple[Codes, Ends, npt.NDArray[np.intp]]:  # fmt: skip
+    """Codes of rows ``start`` ... ``count`` - 1 (``SKIPPED``, ``PER_FRAME``, or a code of
+    ``updates``) and each row's datagram end, both indexed from ``start``, and the rows
+    ``updates`` coded (a row's rank there is what ``duplicates`` names)."""
     n = batch.count
     ends = update_port_ends(batch.frames[start:n], batch.lengths[start:n], ours, port)
     codes: Codes = np.full(n - start, PER_FRAME, np.int8)
     shaped = np.flatnonzero(ends)
     if len(shaped):
+        rows = shaped + start
         headers = np.ascontiguousarray(
-            batch.frames[shaped + start, PLAIN_HEADERS : PLAIN_HEADERS + PAYLOAD_HEADER])
-        codes[shaped] = updates.codes(headers, ends[shaped] - PLAIN_HEADERS)
+            batch.frames[rows, PLAIN_HEADERS : PLAIN_HEADERS + updates.head])
+        starts = (rows * SLOT + PLAIN_HEADERS).tolist()
+        codes[shaped] = updates.codes(headers, ends[shaped] - PLAIN_HEADERS, batch.flat, starts)
     codes[~batch.keep[start:n]] = SKIPPED
-    return codes, ends
+    return codes, ends, shaped
 
 
 def walk(switch: NetSwitch, batch: FrameBatch, updates: UpdateBatch, ours: npt.NDArray[np.uint32],
          stop: Callable[[], bool]) -> None:  # fmt: skip
     """Hand rows ``batch.position`` ... on through ``switch`` in order (see the module
-    docstring), until the batch is done or ``stop()`` says so after a row handed on."""
+    docstring), until the batch is done or ``stop()`` says so after a row handed on. The drops
+    are counted once per coding (nothing reads the counters while the walk holds the lock)."""
     port = switch.config.update_port
     while not batch.done:
         start = batch.position
-        codes, ends = code_rows(batch, start, port, ours, updates)
-        counted = 0  # codes[:counted] are counted or handed on
-        recode = False
+        codes, ends, shaped = code_rows(batch, start, port, ours, updates)
+        done = len(codes)  # rows of ``codes`` handled when this coding ends
+        recode = stopped = False
         for i in np.flatnonzero(codes < 0).tolist():
-            code = int(codes[i])
-            if code == SKIPPED:
+            kind = int(codes[i])  # read now: ``duplicates`` may have changed it
+            if kind == SKIPPED or kind >= 0:
                 continue
-            _count(switch, updates, codes[counted:i])
-            counted = i + 1
-            batch.position = start + i + 1
-            if code == PER_FRAME:
+            if kind == PER_FRAME:
                 switch.from_wire(batch.frame(start + i))
             else:
-                state = updates.state()
+                (before, symbols) = updates.state()
                 switch.take_update_payload(batch.frame(start + i), int(ends[i]))
-                recode = updates.state() != state  # what the rest's codes depend on changed
-            if stop():
-                return
-            if recode:
+                (after, taken) = updates.state()
+                recode = after != before  # what the rest's codes hang on changed
+                if taken != symbols and not recode:  # a symbol taken: its later copies
+                    rank = int(np.searchsorted(shaped, i))
+                    codes[shaped[updates.duplicates(rank)]] = updates.duplicate
+            stopped = stop()
+            if recode or stopped:
+                done = i + 1
                 break
-        else:
-            _count(switch, updates, codes[counted:])
-            batch.position = batch.count
-
-
+        _count(switch, updates, codes[:done])
+        batch.position = start + done
+        if stopped:
+            return  # the rest is coded again on the next call
 def _count(switch: NetSwitch, updates: UpdateBatch, codes: Codes) -> None:
     dropped = int(np.count_nonzero(codes >= 0))
     if dropped:

@@ -227,3 +227,52 @@ def test_garbage_headers_are_counted_by_reason_without_the_front_path() -> None:
     switch.from_wire_batch(batch, lambda: False)
     assert {k: v for k, v in r.receiver.counters.items() if v} == {
         "datagrams": len(cases), **dict.fromkeys(cases, 1)}
+
+
+def test_a_copy_behind_its_genuine_symbol_in_one_batch_is_a_duplicate() -> None:
+    """A symbol's bit-flipped copy right behind it: coded before the genuine one was taken, it
+    is judged when the walk reaches it (``duplicate``, as frame by frame), not ``hash_mismatch``."""
+    fast, slow = _opened(), _opened()
+    to_fast: list[bytes] = []
+    to_slow: list[bytes] = []
+    batched, per_frame = _switch(fast, to_fast, True), _switch(slow, to_slow, False)
+    rows = []
+    for symbol in GENUINE.symbols[:2]:
+        flipped = bytearray(symbol)
+        flipped[-1] ^= 1
+        rows += [_udp(symbol), _udp(bytes(flipped))]
+    batch = FrameBatch(len(rows))
+    batch.fill(rows, [("127.0.0.1", 1)] * len(rows))
+    batched.from_wire_batch(batch, lambda: False)
+    for frame in rows:
+        per_frame.from_wire(frame)
+    assert fast.receiver.counters["duplicate"] >= 1
+    assert _state(fast, batched, to_fast) == _state(slow, per_frame, to_slow)
+
+
+def test_symbols_behind_their_hash_page_in_one_batch_are_taken() -> None:
+    """A session without its hash pages: symbols, the page symbols, the same symbols again, in
+    one batch. The first copies are ``no_page_yet``; once a page is known the rest is coded
+    again and the later copies are taken, as frame by frame."""
+    def fresh() -> Rig:
+        r = rig(installed=V - 1, seed=4)
+        r.receiver.cpu_clock = lambda: 0.0
+        r.feed([GENUINE.manifest])
+        assert r.receiver.sessions
+        r.receiver.offloaded = True
+        return r
+
+    fast, slow = fresh(), fresh()
+    to_fast: list[bytes] = []
+    to_slow: list[bytes] = []
+    batched, per_frame = _switch(fast, to_fast, True), _switch(slow, to_slow, False)
+    payloads = [*GENUINE.symbols[:3], *GENUINE.pages, *GENUINE.symbols[:3]]
+    rows = [_udp(p) for p in payloads]
+    batch = FrameBatch(len(rows))
+    batch.fill(rows, [("127.0.0.1", 1)] * len(rows))
+    batched.from_wire_batch(batch, lambda: False)
+    for frame in rows:
+        per_frame.from_wire(frame)
+    assert fast.receiver.counters["no_page_yet"] == 3
+    assert fast.receiver.counters["symbol_accepted"] + fast.receiver.counters["stale"] >= 1
+    assert _state(fast, batched, to_fast) == _state(slow, per_frame, to_slow)
