@@ -54,6 +54,7 @@ from __future__ import annotations
 import collections
 import select
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,13 @@ RX_BATCH = 64
 POLL_INTERVAL = 0.02
 #: Longest the I/O thread waits for the verifier's verdict on a lone candidate (see ``_serve``).
 HANDOFF_WAIT = 0.02
+#: The interpreter's thread switch interval while the network runs (``sys.setswitchinterval``,
+#: at most this; the default is 5 ms): under a flood the I/O thread holds the GIL nearly all the
+#: time, and every other thread of the process (the vCPU's, the verifier's, a publisher's in a
+#: test) waits a whole interval for it each time it wakes. Measured: a pusher in the same process
+#: sent 411-532 datagrams a second instead of about 1,000 at 5 ms, and 1,019-1,044 at 0.5 ms
+#: (docs/PERFORMANCE.md, "Issue 11: batches").
+SWITCH_INTERVAL = 0.0005
 #: How long ``stop()`` waits for the I/O thread to finish its turn.
 JOIN_TIMEOUT = 5.0
 #: Shortest sleep of the verifier once the budget is spent (the next batch then holds a few
@@ -152,6 +160,7 @@ class GuestNetwork:
         )  # fmt: skip
         self._thread: threading.Thread | None = None
         self._handoff = False  # the I/O thread's: hand the pending candidates to the verifier
+        self._interval = sys.getswitchinterval()  # the interpreter's, restored by ``stop()``
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closed = False
@@ -282,6 +291,8 @@ class GuestNetwork:
         if self._thread is not None or self._closed:
             raise HostError("the network is closed or its I/O thread already running")
         self._stopping.clear()
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL))
         if self._checks is not None:
             self._checks.offloaded = True
             self._verifier = threading.Thread(target=self._verify, args=(self._checks,),
@@ -301,6 +312,7 @@ class GuestNetwork:
             thread.join(JOIN_TIMEOUT)
             if verifier is not None:
                 verifier.join(JOIN_TIMEOUT)
+            sys.setswitchinterval(self._interval)
             if thread.is_alive() or (verifier is not None and verifier.is_alive()):
                 raise HostError("the network I/O thread did not stop")
             self._wake_r.recv(1)

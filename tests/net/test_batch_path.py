@@ -276,3 +276,25 @@ def test_symbols_behind_their_hash_page_in_one_batch_are_taken() -> None:
     assert fast.receiver.counters["no_page_yet"] == 3
     assert fast.receiver.counters["symbol_accepted"] + fast.receiver.counters["stale"] >= 1
     assert _state(fast, batched, to_fast) == _state(slow, per_frame, to_slow)
+
+
+def test_the_network_shortens_the_switch_interval_while_it_runs() -> None:
+    """The I/O thread holds the GIL under a flood: while it runs, other threads wait at most
+    ``SWITCH_INTERVAL`` for it; the interpreter's own interval comes back at ``stop()``."""
+    import sys
+
+    from hv_emu.net.attachment import SWITCH_INTERVAL, GuestNetwork
+    from hv_emu.net.backends import UdpBackend
+
+    r = rig(installed=V - 1, seed=1)
+    rx = r.receiver
+    before = sys.getswitchinterval()
+    net = GuestNetwork(UdpBackend(("127.0.0.1", 0)), CFG, guest_mac=bytes.fromhex("525400000001"),
+                       on_update=lambda d: None, poll=rx.poll, checks=rx,
+                       on_update_payload=rx.on_payload, update_batch=UpdateTriage(rx))
+    try:
+        net.start()
+        assert sys.getswitchinterval() == min(before, SWITCH_INTERVAL) < before
+    finally:
+        net.close()
+    assert sys.getswitchinterval() == before
