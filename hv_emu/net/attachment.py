@@ -17,6 +17,14 @@ socket under a flood of forged manifests (it waits for a verdict, at most ``HAND
 while no forgery was refused for a second: see ``_serve``). The receiver's CPU budget
 (``updates/admission.py``) decides how many checks a batch holds; the verifier sleeps until the
 budget refills (at least ``CHECK_PERIOD``), or, idle, until the I/O thread says candidates wait.
+With a backend that reads batches (``read_batch``: one ``recvmmsg`` of up to 1,024 datagrams)
+and nothing to run after each frame (the verifier runs the checks), the I/O thread hands each
+batch to the switch whole (``NetSwitch.from_wire_batch``: the update port's drops judged by
+array operations, the rest frame by frame, in order; ``triage.py``), and stops early to hand a
+candidate to the verifier, the rest of the batch waiting for its next turn. While it runs, the
+interpreter's thread switch interval is ``SWITCH_INTERVAL`` (0.5 ms): a flooded I/O thread
+holds the GIL nearly all the time, and the other threads (the vCPU's, the verifier's) would
+wait 5 ms for it at each wake-up.
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
@@ -41,6 +49,8 @@ never called back while that lock is held by the NIC's caller. Threats:
 | Threat                                          | Mitigation                                    |
 |-------------------------------------------------|-----------------------------------------------|
 | Flood on the backend starves the thread         | at most ``RX_BATCH`` frames a turn, then poll |
+|                                                 | (a batch: 1,024 at most, drops by array)      |
+| A flooded I/O thread starves the others of GIL  | a 0.5 ms switch interval while it runs        |
 | Forged manifests stall the I/O thread on crypto | verified on the verifier thread, off the lock |
 | Verification eats the host                      | the receiver's CPU budget sizes every batch   |
 | Flood fills host memory                         | bounded NIC queue; the switch keeps nothing   |
@@ -76,12 +86,9 @@ RX_BATCH = 64
 POLL_INTERVAL = 0.02
 #: Longest the I/O thread waits for the verifier's verdict on a lone candidate (see ``_serve``).
 HANDOFF_WAIT = 0.02
-#: The interpreter's thread switch interval while the network runs (``sys.setswitchinterval``,
-#: at most this; the default is 5 ms): under a flood the I/O thread holds the GIL nearly all the
-#: time, and every other thread of the process (the vCPU's, the verifier's, a publisher's in a
-#: test) waits a whole interval for it each time it wakes. Measured: a pusher in the same process
-#: sent 411-532 datagrams a second instead of about 1,000 at 5 ms, and 1,019-1,044 at 0.5 ms
-#: (docs/PERFORMANCE.md, "Issue 11: batches").
+#: The interpreter's thread switch interval while the network runs (at most; 5 ms by default):
+#: a pusher sharing the process with a flooded I/O thread sent 411-532 datagrams a second at
+#: 5 ms, 1,019-1,044 at 0.5 ms (docs/PERFORMANCE.md, "Issue 11: batches").
 SWITCH_INTERVAL = 0.0005
 #: How long ``stop()`` waits for the I/O thread to finish its turn.
 JOIN_TIMEOUT = 5.0

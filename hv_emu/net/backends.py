@@ -5,6 +5,10 @@ Models: the "phys" end of the hypervisor's switch. ``UdpBackend`` is QEMU's ``-n
 ``McastBackend`` is QEMU's ``-netdev socket,mcast=GROUP:PORT`` (a hub of every member of a
 multicast group). A real QEMU VM, another hv-emu or a Python test sender can be the other end.
 
+``read_batch`` takes every datagram waiting (up to 1,024) with one ``recvmmsg`` into a
+``FrameBatch`` (``recvmmsg.py``), filtered and counted as ``recv_frames`` does (a
+``UdpBackend`` compares every source with its peer's at once).
+
 Follows: QEMU net/dgram.c and net/socket.c framing: each UDP datagram carries exactly one whole
 Ethernet frame, no header, no FCS (README.md, ``--net``). Multicast as QEMU's
 ``net_socket_mcast_create``: SO_REUSEADDR, bind to the group, IP_ADD_MEMBERSHIP, IP_MULTICAST_LOOP

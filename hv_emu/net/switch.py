@@ -11,7 +11,9 @@ hypervisor answers ARP who-has for its own address (the request still reaches th
 front path: ``intercept.update_port_end`` reads it at fixed offsets, and its UDP payload goes to
 the receiver with the UDP checksum check deferred (``frames.udp_intact``, asked before the
 receiver takes the packet; a failure is counted here as ``udp_bad_checksum``), no ``UdpDatagram``
-built; every other frame goes through ``classify``.
+built; every other frame goes through ``classify``. Given also the receiver's batch triage
+(``update_batch``) and no capture tap, ``from_wire_batch`` takes a whole batch read by
+``recvmmsg`` the same way, the update port's drops judged by array operations (``triage.py``).
 
 Follows: BitVisor include/net/netapi.h semantics (drop = do not call ``send``; inject = call the
 other side's ``send``), the update receiver's step 0 (no fragments, egress filter:

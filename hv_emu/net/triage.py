@@ -8,14 +8,15 @@ consistent); the update receiver's ``UpdateTriage`` (``updates/batch.py``) then 
 frame's payload: dropped under a counter, or a survivor. ``walk`` hands the batch on in order:
 the rows the backend's filter refused are skipped (it counted them), a frame that is not of the
 common shape goes to ``NetSwitch.from_wire`` unchanged (so guest traffic reaches the card
-byte-identical and in order), a survivor to the switch's raw front path (``_take_payload``: the
-receiver's ``take_payload``, the UDP checksum last), and the dropped ones are counted with one
-``bincount`` (the switch's ``from_wire.for_hypervisor`` and the receiver's counters, as the
-front path counts each; none of them needed its UDP checksum, which the front path asks only of
-what it takes). After a survivor changed what the codes depend on (an install, a session
-closed: ``UpdateTriage.state``), the rest of the batch is coded again. ``stop`` (the I/O
-thread's hand-off to the verifier) is asked after each row handed on, and the walk leaves the
-rest of the batch for the next turn (``FrameBatch.position``).
+byte-identical and in order), a survivor to the switch's raw front path
+(``take_update_payload``: the receiver's ``take_payload``, the UDP checksum last), and the drops
+are counted once per coding with one ``bincount`` (the switch's ``from_wire.for_hypervisor`` and
+the receiver's counters, as the front path counts each; none of them needed its UDP checksum,
+which the front path asks only of what it takes). After a survivor changed what the codes hang
+on (``UpdateTriage.state``) the rest of the batch is coded again; after it took a symbol, its
+later copies become ``duplicate``. ``stop`` (the I/O thread's hand-off to the verifier) is asked
+after each row handed on, and the walk leaves the rest for the next turn
+(``FrameBatch.position``).
 
 Follows: ``intercept.update_port_end`` (the same conditions; ``tests/net/test_batch_path.py``
 holds the two, and the whole walk, to the per-frame path), RFC 791 (the header checksum: the

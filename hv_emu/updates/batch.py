@@ -1,29 +1,34 @@
 """The update receiver's batch triage: a whole batch of update datagrams judged by array operations.
 
-Models: steps 1-10 and 23 of ``docs/PROTOCOL.md`` "Check order" (the common header's stateless
-checks, ``stale``, ``no_session``) for every datagram of a batch at once, on the numpy view of the
-batch's first 32 payload bytes (``net/recvmmsg.py``, ``net/triage.py``). Each datagram gets a
-code: the index of the counter it is dropped under (``REASONS``, in the check order: ``np.select``
-picks the first check that fails, as ``packets.parse_packet`` raises the first), or ``SURVIVOR``
-for what the per-datagram front path must judge (a MANIFEST that is not stale, a HASHPAGE or
-SYMBOL of a live session). ``count`` adds the drops to the receiver's counters (``datagrams`` and
-one counter per reason, one ``bincount`` for the batch), exactly what ``front.take_payload``
-would have added for each of them; survivors go to ``take_payload`` one by one, which checks
-them again from the start (so a survivor judged on an older state is judged right).
+Models: the front path's checks (``front.py``: ``docs/PROTOCOL.md`` "Check order", steps 1-11
+and 23-29) for every datagram of a batch at once, on the numpy view of each payload's first 36
+bytes (``net/recvmmsg.py``, ``net/triage.py``): the common header's stateless checks,
+``stale``, ``no_session``; a MANIFEST's work stamp (step 11); a SYMBOL of a live session's
+count, duplicate bit, page, length and FEC Payload ID (steps 24-28, ``Session.take_symbol_at``'s
+order) and its commitment (step 29). ``np.select`` picks the first check that fails, in the
+table's order, as ``parse_packet`` raises the first; the two hashes are one SHA-256 each, in
+one pass over the rows that reach them. Each datagram gets a code: the index of the counter it
+is dropped under (``REASONS``), or ``SURVIVOR`` for what the front path must take one by one (a
+HASHPAGE of a live session, a stamped MANIFEST, a SYMBOL whose commitment matched), which
+checks it again from the start. ``count`` adds a batch's drops to the receiver's counters
+(``datagrams`` and one counter per reason, one ``bincount``), exactly what ``take_payload``
+adds for each of them.
 
-Follows: ``docs/PROTOCOL.md`` ("Common header", "Check order", step 0 and steps 1-10, 23);
-``front.py`` and ``packets.parse_packet`` (the same checks, in the same order);
-``tests/updates/test_batch_triage.py`` holds the codes to ``take_payload``'s counters on
-arbitrary and mutated headers.
+Follows: ``docs/PROTOCOL.md`` ("Common header", "Check order", step 0 and its batch path);
+``front.py``, ``prefilter.py`` (step 11), ``packets.parse_packet`` and
+``Session.take_symbol_at`` (the same checks, in the same order); ``tests/net/
+test_batch_path.py`` holds the batch to the per-frame path on arbitrary, mutated and mixed
+batches.
 
-Leaves out: every check after step 10 but ``no_session``: those need a hash, the session's
-pages or the candidate pool, and stay with the front path. The state a batch was judged on is
-``state()`` (the installed version's successor and the live sessions' keys): while a survivor
-changes it, the caller judges the rest of the batch again (``net/triage.py``).
+Leaves out: a MANIFEST's checks after its work stamp and a HASHPAGE's after ``no_session`` (the
+pool, the page stream: survivors, few). The codes hang on the receiver's state (``state``):
+when a survivor changes it (an install, a session closing, a hash page becoming known) the
+caller codes the rest of the batch again; when it takes a symbol, ``duplicates`` names the
+later copies it turns into ``duplicate``.
 
-Network controls: every byte of the headers. It cannot drop a datagram ``take_payload`` would take,
-nor count it under another reason: the codes are its checks in its order (tested), and whatever
-is not certain is a survivor.
+Network controls: every byte of the datagrams. It cannot drop a datagram ``take_payload`` would
+take, nor count it under another reason: the codes are its checks in its order (tested), and
+whatever is not certain is a survivor.
 """
 
 from __future__ import annotations
