@@ -1,7 +1,7 @@
 """The network benchmarks of docs/PERFORMANCE.md's issue-11 front-path section run, small: the
 per-class rows (each flood class through the I/O thread's step, with the raw front path, on the
-batch path and on the layered path, whose receivers must count alike) and the goal row (an install over loopback
-beside a flood process, here paced slowly so that the run stays short)."""
+batch path and on the layered path, whose receivers must count alike) and the goal row (an
+install over loopback beside a flood process, here paced slowly so that the run stays short)."""
 
 from __future__ import annotations
 
