@@ -298,3 +298,64 @@ def test_the_network_shortens_the_switch_interval_while_it_runs() -> None:
     finally:
         net.close()
     assert sys.getswitchinterval() == before
+
+
+def test_the_io_thread_takes_batches_from_a_real_socket() -> None:
+    """End to end through the I/O thread: replays, garbage and guest frames from the peer, a
+    few from a foreign source, then the genuine update, all over a loopback socket. The update
+    installs; every datagram the backend let in is counted once by the switch, every update
+    datagram once by the receiver; the foreign ones are the backend's ``rx_foreign``; the
+    guest's frames reach its card. Bounded by ``PATIENCE`` and by the datagrams sent."""
+    import io
+    import random
+    import socket
+    import time
+
+    from guest_tool.encoding import carousel
+    from guest_tool.push import push
+    from hv_emu.net.attachment import GuestNetwork
+    from hv_emu.net.backends import UdpBackend
+    from tests.rigs.processes import PATIENCE
+
+    r = rig(installed=V - 1, seed=2)
+    rx = r.receiver
+    rx.clock = rx.budget.clock = time.monotonic
+    rx.budget.stamp = time.monotonic()
+    backend = UdpBackend(("127.0.0.1", 0))
+    network = GuestNetwork(backend, CFG, guest_mac=bytes.fromhex("525400000001"),
+                           on_update=lambda d: rx.on_datagram(d.payload, ("10.0.2.2", 1)),
+                           poll=rx.poll, checks=rx, on_update_payload=rx.on_payload,
+                           update_batch=UpdateTriage(rx))  # fmt: skip
+    sender = UdpBackend(("127.0.0.1", 0), backend.local_address)
+    foreign = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rng = random.Random(3)
+    replays = [_udp(p) for p in carousel(OLDER, rounds=3)]
+    guest = [_udp(b"for the guest %d" % i, port=53) for i in range(5)]
+    try:
+        network.start()
+        for i, frame in enumerate(replays):
+            sender.send_frame(frame)
+            if i % 50 == 0:
+                sender.send_frame(_udp(rng.randbytes(rng.randrange(40, 400))))
+        for frame in guest:
+            sender.send_frame(frame)
+        for frame in replays[:7]:
+            foreign.sendto(frame, backend.local_address)
+        push(GENUINE, sender, rounds=3, progress_to=io.StringIO(), sleep=lambda s: None)
+        end = time.monotonic() + PATIENCE
+        while r.installed != V and time.monotonic() < end:
+            time.sleep(0.01)
+    finally:
+        sender.close()
+        foreign.close()
+        network.close()
+    assert r.installed == V
+    assert network.switch.takes_batches
+    switch = network.switch.counters
+    taken = sum(v for k, v in switch.items() if k.startswith("from_wire.") and k != (
+        "from_wire.arp_answered"))  # fmt: skip
+    assert backend.stats["rx"] == taken
+    assert rx.counters["datagrams"] == switch["from_wire.for_hypervisor"]
+    assert backend.stats["rx_foreign"] == 7
+    assert switch["from_wire.for_guest"] == len(guest)
+    assert rx.counters["stale"] >= 1 and rx.counters["installed"] == 1
