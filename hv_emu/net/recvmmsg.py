@@ -43,11 +43,13 @@ SLOT = 2048
 DATAGRAM_ROOM = 65536
 #: Datagrams one read takes at most.
 SLOTS = 1024
-#: The socket's receive buffer the reader asks for (``SO_RCVBUF``; Linux doubles it, up to twice
-#: ``net.core.rmem_max``): about 1,800 full frames wait there under a flood, so one read takes a
-#: batch of hundreds (with Linux's default of 208 KiB it held about 90), and the batch's fixed
-#: cost (some 60 array operations, about 150 µs) is spread over that many datagrams.
-RCVBUF = 2 << 20
+#: The socket's receive buffer the reader asks for (``SO_RCVBUF``; Linux caps the request at
+#: ``net.core.rmem_max`` and doubles it: 8 MiB where that is 4 MiB, as here, 416 KiB at the usual
+#: 208 KiB): under a flood one read then takes a batch of hundreds (with Linux's default buffer it
+#: held about 90), so the batch's fixed cost (some 60 array operations, about 150 µs) is spread
+#: over that many datagrams, and a moment's delay of the I/O thread drops nothing. Measured
+#: against a 2 MiB request: docs/PERFORMANCE.md, "Issue 11: batches".
+RCVBUF = 4 << 20
 #: recv flags (Linux values, ``socket`` names both).
 MSG_DONTWAIT = socket.MSG_DONTWAIT
 MSG_TRUNC = socket.MSG_TRUNC
@@ -157,7 +159,7 @@ class BatchReader:
                  force_fallback: bool = False) -> None:  # fmt: skip
         self._sock = sock
         with contextlib.suppress(OSError):  # a smaller buffer only makes smaller batches
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < 2 * RCVBUF:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < RCVBUF:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         self.batch = FrameBatch(slots)
         self.icmp_errors = 0
