@@ -43,7 +43,9 @@ from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import UdpBackend
 from hv_emu.net.config import NetConfig
 from hv_emu.net.frames import build_udp_frame
+from hv_emu.net.recvmmsg import FrameBatch, Mask
 from hv_emu.net.switch import NetSwitch
+from hv_emu.updates.batch import UpdateTriage
 from hv_emu.updates.packets import Packet, PacketType, parse_packet
 
 #: The flood process: sends the pickled frames round and round, as fast as it can; every
@@ -92,6 +94,9 @@ class _AnySource(UdpBackend):
     def _accept(self, frame: bytes, source: tuple[str, int]) -> bool:
         self.stats["rx"] += 0
         return True
+
+    def _accept_batch(self, batch: FrameBatch, keep: Mask) -> Mask:
+        return keep
 
 
 def flood_frames(update: EncodedUpdate, older: EncodedUpdate,
@@ -171,7 +176,8 @@ def loopback_install(update: EncodedUpdate, older: EncodedUpdate,
     port = backend.local_address[1]
     network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
                            on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                           checks=rx, on_update_payload=rx.on_payload)
+                           checks=rx, on_update_payload=rx.on_payload,
+                           update_batch=UpdateTriage(rx))
     network.start()
     flood = None
     result: dict[str, float] = {}
@@ -326,7 +332,8 @@ def io_path_rate(older: EncodedUpdate, frames_file: Path) -> dict[str, float]:
     backend = _AnySource(("127.0.0.1", 0))
     network = GuestNetwork(backend, NetConfig(), guest_mac=bytes.fromhex("525400000001"),
                            on_update=lambda d: rx.on_datagram(d.payload, SOURCE), poll=rx.poll,
-                           checks=rx, on_update_payload=rx.on_payload)
+                           checks=rx, on_update_payload=rx.on_payload,
+                           update_batch=UpdateTriage(rx))
     network.start()
     flood = subprocess.Popen(
         [sys.executable, "-c", FLOOD_SENDER, str(frames_file), str(backend.local_address[1]),

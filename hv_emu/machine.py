@@ -62,6 +62,7 @@ from hv_emu.mmio import MmioBus
 from hv_emu.net.attachment import GuestNetwork
 from hv_emu.net.backends import NetSpec, open_backend
 from hv_emu.scanner.database import ActiveDatabase
+from hv_emu.updates.batch import UpdateTriage
 from hv_emu.updates.initial import initial_database
 from hv_emu.updates.receiver import UpdateReceiver
 from hv_emu.updates.service import UpdateService
@@ -249,7 +250,7 @@ class Machine:
                 backend, self.config.net_config, guest_mac=self.config.guest_mac,
                 on_update=lambda d: receiver.on_datagram(d.payload, (str(d.src_ip), d.src_port)),
                 poll=receiver.poll, checks=receiver, capture=self.config.capture,
-                on_update_payload=receiver.on_payload,
+                on_update_payload=receiver.on_payload, update_batch=UpdateTriage(receiver),
             )  # fmt: skip
         except BaseException:
             backend.close()

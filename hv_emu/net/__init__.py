@@ -6,7 +6,9 @@ each frame goes (``classify``); ``switch`` is the netapi-style module between th
 the guest NIC (interception, egress filter, cut-off, capture tap);
 ``backends`` carries raw frames over UDP sockets as QEMU ``-netdev dgram`` / ``socket,mcast=`` do;
 ``pcap`` writes the ``--capture`` file; ``config`` holds the hypervisor's MAC, IPv4 and update port;
-``attachment`` puts it together for a machine (NIC, switch, backend, receiver and the I/O thread).
+``attachment`` puts it together for a machine (NIC, switch, backend, receiver and the I/O thread);
+``recvmmsg`` reads a batch of datagrams with one system call and ``triage`` judges it by array
+operations (the update port's drops), handing the rest on in order.
 
 Follows: IEEE 802.3, IEEE 802.1Q, RFC 791, RFC 768, RFC 1071, the libpcap file format, QEMU
 net/dgram.c framing (see each module).

@@ -17,6 +17,14 @@ socket under a flood of forged manifests (it waits for a verdict, at most ``HAND
 while no forgery was refused for a second: see ``_serve``). The receiver's CPU budget
 (``updates/admission.py``) decides how many checks a batch holds; the verifier sleeps until the
 budget refills (at least ``CHECK_PERIOD``), or, idle, until the I/O thread says candidates wait.
+With a backend that reads batches (``read_batch``: one ``recvmmsg`` of up to 1,024 datagrams)
+and nothing to run after each frame (the verifier runs the checks), the I/O thread hands each
+batch to the switch whole (``NetSwitch.from_wire_batch``: the update port's drops judged by
+array operations, the rest frame by frame, in order; ``triage.py``), and stops early to hand a
+candidate to the verifier, the rest of the batch waiting for its next turn. While it runs, the
+interpreter's thread switch interval is ``SWITCH_INTERVAL`` (0.5 ms): a flooded I/O thread
+holds the GIL nearly all the time, and the other threads (the vCPU's, the verifier's) would
+wait 5 ms for it at each wake-up.
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
@@ -41,6 +49,8 @@ never called back while that lock is held by the NIC's caller. Threats:
 | Threat                                          | Mitigation                                    |
 |-------------------------------------------------|-----------------------------------------------|
 | Flood on the backend starves the thread         | at most ``RX_BATCH`` frames a turn, then poll |
+|                                                 | (a batch: 1,024 at most, drops by array)      |
+| A flooded I/O thread starves the others of GIL  | a 0.5 ms switch interval while it runs        |
 | Forged manifests stall the I/O thread on crypto | verified on the verifier thread, off the lock |
 | Verification eats the host                      | the receiver's CPU budget sizes every batch   |
 | Flood fills host memory                         | bounded NIC queue; the switch keeps nothing   |
@@ -54,6 +64,7 @@ from __future__ import annotations
 import collections
 import select
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -65,7 +76,9 @@ from hv_emu.net.backends import FrameBackend
 from hv_emu.net.config import NetConfig, format_mac
 from hv_emu.net.frames import UdpDatagram
 from hv_emu.net.pcap import PcapWriter
+from hv_emu.net.recvmmsg import FrameBatch
 from hv_emu.net.switch import Direction, NetSwitch, PayloadSink
+from hv_emu.net.triage import UpdateBatch
 
 #: Frames read from the backend per turn of the I/O thread before it polls the receiver again.
 RX_BATCH = 64
@@ -73,6 +86,10 @@ RX_BATCH = 64
 POLL_INTERVAL = 0.02
 #: Longest the I/O thread waits for the verifier's verdict on a lone candidate (see ``_serve``).
 HANDOFF_WAIT = 0.02
+#: The interpreter's thread switch interval while the network runs (at most; 5 ms by default):
+#: a pusher sharing the process with a flooded I/O thread sent 411-532 datagrams a second at
+#: 5 ms, 1,019-1,044 at 0.5 ms (docs/PERFORMANCE.md, "Issue 11: batches").
+SWITCH_INTERVAL = 0.0005
 #: How long ``stop()`` waits for the I/O thread to finish its turn.
 JOIN_TIMEOUT = 5.0
 #: Shortest sleep of the verifier once the budget is spent (the next batch then holds a few
@@ -128,6 +145,7 @@ class GuestNetwork:
         checks: ManifestChecks | None = None,
         capture: Path | None = None,
         on_update_payload: PayloadSink | None = None,
+        update_batch: UpdateBatch | None = None,
     ) -> None:
         if guest_mac == config.hv_mac or len(guest_mac) != 6 or guest_mac[0] & 1:
             raise ConfigError(
@@ -145,9 +163,11 @@ class GuestNetwork:
         self.switch = NetSwitch(
             config, to_guest=self._to_guest, to_wire=backend.send_frame,
             on_update_datagram=on_update, tap=self._tap if self.capture else None,
-            on_update_payload=on_update_payload,
+            on_update_payload=on_update_payload, update_batch=update_batch,
         )  # fmt: skip
         self._thread: threading.Thread | None = None
+        self._handoff = False  # the I/O thread's: hand the pending candidates to the verifier
+        self._interval = sys.getswitchinterval()  # the interpreter's, restored by ``stop()``
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closed = False
@@ -182,27 +202,57 @@ class GuestNetwork:
         manifest find its session open. Under a flood of forged manifests it never waits."""
         backend_fd, wake_fd = self.backend.fileno(), self._wake_r.fileno()
         backlog: collections.deque[bytes] = collections.deque()
+        read_batch: Callable[[], FrameBatch] | None = getattr(self.backend, "read_batch", None)
+        batch: FrameBatch | None = None
         try:
             while not self._stopping.is_set():
-                if not backlog:
+                if not backlog and (batch is None or batch.done):
                     readable, _, _ = select.select([backend_fd, wake_fd], [], [], POLL_INTERVAL)
                     if backend_fd in readable:
-                        backlog.extend(self.backend.recv_frames(RX_BATCH))
-                handoff = pending = False
+                        if read_batch is not None and self._batched():
+                            batch = read_batch()
+                        else:
+                            backlog.extend(self.backend.recv_frames(RX_BATCH))
+                self._handoff = pending = False
                 with self._lock:
-                    while backlog and not handoff:
+                    if batch is not None and not batch.done:
+                        self._pass_batch(batch)
+                    while backlog and not self._handoff:
                         self.handle_frame(backlog.popleft())
-                        handoff = self._checks is not None and self._checks.awaits_verdict()
+                        self._handoff = self._awaits_verdict()
                     self._tick()  # the receiver's budget refills with time, traffic or not
                     if self._checks is not None and self._checks.pending_checks() > 0:
                         pending = True
                         self._verdicts.clear()
                 if pending:
                     self._candidates.set()  # wakes an idle verifier at once
-                if handoff:
+                if self._handoff:
                     self._verdicts.wait(HANDOFF_WAIT)
         except BaseException as err:  # handed to the vCPU's side by stop()
             self.io_error = err
+
+    def _batched(self) -> bool:
+        """True when a batch read by ``recvmmsg`` may be handled a batch at a time: nothing has
+        to run after each frame (the verifier runs the checks, or there is no receiver)."""
+        return self._poll is None or (self._checks is not None and self._checks.offloaded)
+
+    def _awaits_verdict(self) -> bool:
+        self._handoff = self._checks is not None and self._checks.awaits_verdict()
+        return self._handoff
+
+    def _pass_batch(self, batch: FrameBatch) -> None:
+        """A batch's rows through the switch (the caller holds the lock): at once while
+        ``_batched``, else frame by frame as ``handle_frame`` takes them; stops early to hand
+        a candidate to the verifier (``_handoff``), the rest left in the batch."""
+        if self._batched():
+            self.switch.from_wire_batch(batch, self._awaits_verdict)
+            return
+        while not batch.done and not self._handoff:
+            row = batch.position
+            batch.position += 1
+            if batch.keep[row]:
+                self.handle_frame(batch.frame(row))
+                self._awaits_verdict()
 
     def handle_frame(self, frame: bytes) -> None:
         """What the I/O thread does with one frame from the backend (the caller holds the lock):
@@ -248,6 +298,8 @@ class GuestNetwork:
         if self._thread is not None or self._closed:
             raise HostError("the network is closed or its I/O thread already running")
         self._stopping.clear()
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL))
         if self._checks is not None:
             self._checks.offloaded = True
             self._verifier = threading.Thread(target=self._verify, args=(self._checks,),
@@ -267,6 +319,7 @@ class GuestNetwork:
             thread.join(JOIN_TIMEOUT)
             if verifier is not None:
                 verifier.join(JOIN_TIMEOUT)
+            sys.setswitchinterval(self._interval)
             if thread.is_alive() or (verifier is not None and verifier.is_alive()):
                 raise HostError("the network I/O thread did not stop")
             self._wake_r.recv(1)

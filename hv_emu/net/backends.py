@@ -5,6 +5,10 @@ Models: the "phys" end of the hypervisor's switch. ``UdpBackend`` is QEMU's ``-n
 ``McastBackend`` is QEMU's ``-netdev socket,mcast=GROUP:PORT`` (a hub of every member of a
 multicast group). A real QEMU VM, another hv-emu or a Python test sender can be the other end.
 
+``read_batch`` takes every datagram waiting (up to 1,024) with one ``recvmmsg`` into a
+``FrameBatch`` (``recvmmsg.py``), filtered and counted as ``recv_frames`` does (a
+``UdpBackend`` compares every source with its peer's at once).
+
 Follows: QEMU net/dgram.c and net/socket.c framing: each UDP datagram carries exactly one whole
 Ethernet frame, no header, no FCS (README.md, ``--net``). Multicast as QEMU's
 ``net_socket_mcast_create``: SO_REUSEADDR, bind to the group, IP_ADD_MEMBERSHIP, IP_MULTICAST_LOOP
@@ -19,6 +23,7 @@ Network controls: the datagrams' bytes and their source address. Threat table:
 |---------------------------------------------|--------------------------------------------------|
 | Datagrams injected by another local sender  | only the configured (or first learned) peer      |
 | Unbounded receive loop under a flood        | ``recv_frames`` returns after ``max_frames``      |
+|                                             | (``read_batch``: one ``recvmmsg`` of 256 at most) |
 | Datagram larger than a frame buffer         | one fixed 64 KiB receive size, truncation counted |
 | Multicast echo of our own frames            | recently sent frames are dropped once on receipt |
 | Frame contents                              | not looked at here: ``frames.classify`` decides  |
@@ -33,8 +38,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
+import numpy as np
+
 from hv_emu.errors import ConfigError
 from hv_emu.net.config import parse_ipv4, parse_port
+from hv_emu.net.recvmmsg import BatchReader, FrameBatch, Mask
 
 #: Largest UDP payload over IPv4 (65535 - 20 - 8): the largest frame one datagram carries.
 MAX_DATAGRAM = 65507
@@ -119,12 +127,41 @@ class _DatagramBackend:
         sock.setblocking(False)
         self._sock = sock
         self.stats: collections.Counter[str] = collections.Counter()
+        self._reader: BatchReader | None = None
 
     def _accept(self, frame: bytes, source: Address) -> bool:
         return True
 
     def _destination(self) -> Address | None:
         raise NotImplementedError
+
+    def read_batch(self) -> FrameBatch:
+        """The frames waiting now, up to ``recvmmsg.SLOTS``, as one ``FrameBatch`` read by one
+        ``recvmmsg`` (never blocks); ``keep`` marks those this backend accepts (oversize and
+        foreign datagrams counted and left out, as ``recv_frames`` counts them). The batch's
+        buffers are reused by the next read: hand every row on first."""
+        if self._reader is None:
+            self._reader = BatchReader(self._sock)
+        reader = self._reader
+        batch = reader.read()
+        if reader.icmp_errors:
+            self.stats["rx_icmp_error"] += reader.icmp_errors
+            reader.icmp_errors = 0
+        n = batch.count
+        if n:
+            oversize = (batch.lengths[:n] > MAX_DATAGRAM) | reader.truncated
+            if oversize.any():
+                self.stats["rx_oversize"] += int(np.count_nonzero(oversize))
+            keep = self._accept_batch(batch, ~oversize)
+            batch.keep[:n] = keep
+            self.stats["rx"] += int(np.count_nonzero(keep))
+        return batch
+
+    def _accept_batch(self, batch: FrameBatch, keep: Mask) -> Mask:
+        """``_accept`` of every row in ``keep``, in order (a subclass may do it at once)."""
+        for i in np.flatnonzero(keep).tolist():
+            keep[i] = self._accept(batch.frame(i), batch.source(i))
+        return keep
 
     def recv_frames(self, max_frames: int) -> list[bytes]:
         """Up to ``max_frames`` frames that are waiting now (never blocks)."""
@@ -207,6 +244,23 @@ class UdpBackend(_DatagramBackend):
             self.stats["rx_foreign"] += 1
             return False
         return True
+
+    def _accept_batch(self, batch: FrameBatch, keep: Mask) -> Mask:
+        """``_accept`` of the whole batch at once: the first kept row's source is learned when
+        no peer is known, then every source compared with the peer's (port and address)."""
+        if self.peer is None:
+            first = np.flatnonzero(keep)
+            if not len(first):
+                return keep
+            self.peer = batch.source(int(first[0]))
+        host, port = self.peer
+        want = np.frombuffer(port.to_bytes(2, "big") + socket.inet_aton(host), np.uint8)
+        same = (batch.sources[: len(keep), 2:8] == want).all(axis=1)
+        foreign = keep & ~same
+        if foreign.any():
+            self.stats["rx_foreign"] += int(np.count_nonzero(foreign))
+        kept: Mask = keep & same
+        return kept
 
     def _destination(self) -> Address | None:
         return self.peer

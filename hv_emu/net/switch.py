@@ -11,7 +11,9 @@ hypervisor answers ARP who-has for its own address (the request still reaches th
 front path: ``intercept.update_port_end`` reads it at fixed offsets, and its UDP payload goes to
 the receiver with the UDP checksum check deferred (``frames.udp_intact``, asked before the
 receiver takes the packet; a failure is counted here as ``udp_bad_checksum``), no ``UdpDatagram``
-built; every other frame goes through ``classify``.
+built; every other frame goes through ``classify``. Given also the receiver's batch triage
+(``update_batch``) and no capture tap, ``from_wire_batch`` takes a whole batch read by
+``recvmmsg`` the same way, the update port's drops judged by array operations (``triage.py``).
 
 Follows: BitVisor include/net/netapi.h semantics (drop = do not call ``send``; inject = call the
 other side's ``send``), the update receiver's step 0 (no fragments, egress filter:
@@ -47,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+import numpy as np
+
 from hv_emu.errors import GuestFault
 from hv_emu.net.config import NetConfig
 from hv_emu.net.frames import UdpDatagram, udp_intact
@@ -65,6 +69,8 @@ from hv_emu.net.intercept import (
     peek_udp_dst_port,
     update_port_end,
 )
+from hv_emu.net.recvmmsg import FrameBatch
+from hv_emu.net.triage import UpdateBatch, walk
 
 FrameSink = Callable[[bytes], None]
 _ETH_HEADER = 14
@@ -182,6 +188,7 @@ class NetSwitch:
         on_update_datagram: UpdateSink,
         tap: Tap | None = None,
         on_update_payload: PayloadSink | None = None,
+        update_batch: UpdateBatch | None = None,
     ) -> None:
         self.config = config
         self._to_guest = to_guest
@@ -194,6 +201,31 @@ class NetSwitch:
         self._on_payload = on_update_payload
         self._ours = frozenset({config.hv_ip.packed, *(a.packed for a in config.extra_dsts)})
         self._port = config.update_port.to_bytes(2, "big")
+        #: The receiver's batch triage (``updates/batch.py``): with it, and with the raw front path
+        #: and no tap, ``from_wire_batch`` judges a whole batch at once (``triage.py``).
+        self._batch = update_batch if on_update_payload is not None and tap is None else None
+        self._ours_u32 = np.array(sorted(int.from_bytes(a, "big") for a in self._ours), np.uint32)
+
+    @property
+    def takes_batches(self) -> bool:
+        """True when ``from_wire_batch`` judges batches by array operations."""
+        return self._batch is not None
+
+    def from_wire_batch(self, batch: FrameBatch, stop: Callable[[], bool]) -> None:
+        """Rows ``batch.position`` ... of a batch read from the backend, in order: as
+        ``from_wire`` would take each, the update port's drops judged by array operations
+        (``triage.walk``; without a batch triage, one ``from_wire`` a row). ``stop()`` is asked
+        after each row handed on; True leaves the rest for the next call."""
+        if self._batch is not None:
+            walk(self, batch, self._batch, self._ours_u32, stop)
+            return
+        while not batch.done:
+            row = batch.position
+            batch.position += 1
+            if batch.keep[row]:
+                self.from_wire(batch.frame(row))
+                if stop():
+                    return
 
     def _count(self, direction: str, result: FrameClass) -> FrameClass:
         key = _COUNTER_KEYS.get((direction, result.verdict, result.reason))
@@ -213,7 +245,7 @@ class NetSwitch:
         if self._on_payload is not None:
             end = update_port_end(frame, self._ours, self._port)
             if end:  # the update port's common frame: its payload, before any object is built
-                return self._take_payload(frame, end)
+                return self.take_update_payload(frame, end)
         cfg = self.config
         result = classify(frame, cfg.hv_ip, cfg.update_port, extra_dsts=cfg.extra_dsts)
         if result.verdict is Verdict.FOR_HYPERVISOR:
@@ -233,7 +265,7 @@ class NetSwitch:
                 self._to_guest(frame)
         return self._count("from_wire", result)
 
-    def _take_payload(self, frame: bytes, end: int) -> FrameClass:
+    def take_update_payload(self, frame: bytes, end: int) -> FrameClass:
         """The raw front path: the payload to ``on_update_payload`` with its UDP checksum check
         deferred until the receiver takes it (``docs/PROTOCOL.md``, "Check order", step 0)."""
         assert self._on_payload is not None

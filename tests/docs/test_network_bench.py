@@ -1,7 +1,7 @@
 """The network benchmarks of docs/PERFORMANCE.md's issue-11 front-path section run, small: the
-per-class rows (each flood class through the I/O thread's step, with the raw front path and on
-the layered path, whose receivers must count alike) and the goal row (an install over loopback
-beside a flood process, here paced slowly so that the run stays short)."""
+per-class rows (each flood class through the I/O thread's step, with the raw front path, on the
+batch path and on the layered path, whose receivers must count alike) and the goal row (an
+install over loopback beside a flood process, here paced slowly so that the run stays short)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def test_the_flood_class_rows_run(monkeypatch: pytest.MonkeyPatch) -> None:
     names = [row.name for row in rows]
     for cls in network_loopback.FLOOD_CLASSES:
         assert f"flood class per datagram, frame to verdict: {cls}" in names
+        assert f"flood class per datagram, batch path: {cls}" in names  # w-batch's subsection
     assert all(math.isfinite(row.value) and row.peer_value is not None for row in rows)
 
 

@@ -1,0 +1,115 @@
+"""The batch reader (``net/recvmmsg.py``) against real loopback sockets, with ``recvmmsg`` and with
+its ``recvfrom`` fallback: every datagram whole (longer than a slot's first buffer too), its
+length and source, at most ``slots`` a read, nothing when nothing waits, a pending ICMP error
+counted; and ``UdpBackend.read_batch`` filters and counts as ``recv_frames`` does."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from hv_emu.net import recvmmsg
+from hv_emu.net.backends import UdpBackend
+from hv_emu.net.recvmmsg import SLOT, BatchReader
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    yield rx, tx
+    rx.close()
+    tx.close()
+
+
+def _sent(rx: socket.socket, tx: socket.socket, sizes: list[int]) -> list[bytes]:
+    data = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    for d in data:
+        tx.sendto(d, rx.getsockname())
+    time.sleep(0.05)  # loopback delivers at once; a moment for a loaded machine
+    return data
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_read_takes_every_waiting_datagram_whole(
+    pair: tuple[socket.socket, socket.socket], fallback: bool
+) -> None:
+    rx, tx = pair
+    reader = BatchReader(rx, 8, force_fallback=fallback)
+    assert reader.vectored is (not fallback and recvmmsg._RECVMMSG is not None)
+    sent = _sent(rx, tx, [0, 1, 60, SLOT - 1, SLOT, SLOT + 1, 9000, 65507])
+    batch = reader.read()
+    assert batch.count == len(sent) and batch.position == 0 and batch.keep[: batch.count].all()
+    assert [batch.frame(i) for i in range(batch.count)] == sent
+    assert batch.lengths[: batch.count].tolist() == [len(d) for d in sent]
+    assert {batch.source(i) for i in range(batch.count)} == {tx.getsockname()}
+    assert not reader.truncated.any()
+    assert reader.read().count == 0  # nothing waits: an empty batch, never a block
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_read_takes_at_most_its_slots(
+    pair: tuple[socket.socket, socket.socket], fallback: bool
+) -> None:
+    rx, tx = pair
+    reader = BatchReader(rx, 16, force_fallback=fallback)
+    sent = _sent(rx, tx, [100 + i for i in range(40)])
+    got: list[bytes] = []
+    counts = []
+    for _ in range(4):
+        batch = reader.read()
+        counts.append(batch.count)
+        got += [batch.frame(i) for i in range(batch.count)]
+    assert counts == [16, 16, 8, 0]
+    assert got == sent
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_pending_icmp_error_is_counted_and_skipped(
+    pair: tuple[socket.socket, socket.socket], fallback: bool
+) -> None:
+    rx, _ = pair
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    gone = closed.getsockname()
+    closed.close()
+    rx.connect(gone)  # only a connected UDP socket is told of ICMP port unreachable
+    rx.send(b"to nobody")
+    time.sleep(0.05)
+    reader = BatchReader(rx, 4, force_fallback=fallback)
+    assert reader.read().count == 0
+    assert reader.icmp_errors == 1
+
+
+def test_read_batch_filters_and_counts_as_recv_frames(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The first source becomes the peer; others are ``rx_foreign``; each batch row kept or not
+    as ``recv_frames`` would take it."""
+    _, tx = pair
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    batched, looped = UdpBackend(("127.0.0.1", 0)), UdpBackend(("127.0.0.1", 0))
+    try:
+        for backend in (batched, looped):
+            for i in range(10):
+                (tx if i % 3 == 0 else other if i % 3 == 1 else tx).sendto(
+                    bytes([i]) * 80, backend.local_address)
+        time.sleep(0.05)
+        batch = batched.read_batch()
+        kept = [batch.frame(i) for i in np.flatnonzero(batch.keep[: batch.count]).tolist()]
+        assert kept == looped.recv_frames(64)
+        assert batched.stats == looped.stats
+        assert batched.stats["rx_foreign"] == 3 and batched.peer == tx.getsockname()
+    finally:
+        other.close()
+        batched.close()
+        looped.close()
