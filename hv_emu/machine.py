@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from hv_emu import __version__, layout, loading
 from hv_emu.bus import PortIoBus
@@ -59,16 +59,17 @@ from hv_emu.machine_config import RunResult as RunResult
 from hv_emu.memory.boot import BootState
 from hv_emu.memory.guest import GuestMemory
 from hv_emu.mmio import MmioBus
-from hv_emu.net.attachment import GuestNetwork
-from hv_emu.net.backends import NetSpec, open_backend
 from hv_emu.scanner.database import ActiveDatabase
-from hv_emu.updates.batch import UpdateTriage
 from hv_emu.updates.initial import initial_database
 from hv_emu.updates.receiver import UpdateReceiver
 from hv_emu.updates.service import UpdateService
 from hv_emu.updates.state import StateDir
 from hv_emu.updates.verify import TrustStore
 from hv_emu.vcpu import Vcpu, native_cpuid
+
+if TYPE_CHECKING:  # the network stack (and numpy, its batch path's) loads with --net only
+    from hv_emu.net.attachment import GuestNetwork
+    from hv_emu.net.backends import NetSpec
 
 #: Called after every exit the vCPU hands to dispatch: (exit, outcome, seconds spent handling it).
 ExitObserver = Callable[[Exit, Outcome, float], None]
@@ -243,6 +244,11 @@ class Machine:
     def _attach_network(self, spec: NetSpec, clock: Callable[[], float]) -> None:
         """The guest's NIC on the bus, behind the hypervisor's switch and the ``--net`` backend;
         update datagrams go to the update receiver, a network cut takes the guest's link down."""
+        # The network stack (numpy with its batch path) loads only for a run with --net.
+        from hv_emu.net.attachment import GuestNetwork
+        from hv_emu.net.backends import open_backend
+        from hv_emu.updates.batch import UpdateTriage
+
         self.receiver = receiver = UpdateReceiver(self.updates, wall_clock=clock)
         backend = open_backend(spec)
         try:

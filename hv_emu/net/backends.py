@@ -36,13 +36,13 @@ import contextlib
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from hv_emu.errors import ConfigError
 from hv_emu.net.config import parse_ipv4, parse_port
-from hv_emu.net.recvmmsg import BatchReader, FrameBatch, Mask
+
+if TYPE_CHECKING:  # numpy loads with the first batch read, never for a run without --net
+    from hv_emu.net.recvmmsg import BatchReader, FrameBatch, Mask
 
 #: Largest UDP payload over IPv4 (65535 - 20 - 8): the largest frame one datagram carries.
 MAX_DATAGRAM = 65507
@@ -140,6 +140,10 @@ class _DatagramBackend:
         ``recvmmsg`` (never blocks); ``keep`` marks those this backend accepts (oversize and
         foreign datagrams counted and left out, as ``recv_frames`` counts them). The batch's
         buffers are reused by the next read: hand every row on first."""
+        import numpy as np  # the batch path's alone: a run without --net never loads it
+
+        from hv_emu.net.recvmmsg import BatchReader
+
         if self._reader is None:
             self._reader = BatchReader(self._sock)
         reader = self._reader
@@ -159,6 +163,8 @@ class _DatagramBackend:
 
     def _accept_batch(self, batch: FrameBatch, keep: Mask) -> Mask:
         """``_accept`` of every row in ``keep``, in order (a subclass may do it at once)."""
+        import numpy as np
+
         for i in np.flatnonzero(keep).tolist():
             keep[i] = self._accept(batch.frame(i), batch.source(i))
         return keep
@@ -248,6 +254,8 @@ class UdpBackend(_DatagramBackend):
     def _accept_batch(self, batch: FrameBatch, keep: Mask) -> Mask:
         """``_accept`` of the whole batch at once: the first kept row's source is learned when
         no peer is known, then every source compared with the peer's (port and address)."""
+        import numpy as np
+
         if self.peer is None:
             first = np.flatnonzero(keep)
             if not len(first):

@@ -5,16 +5,22 @@ counted; and ``UdpBackend.read_batch`` filters and counts as ``recv_frames`` doe
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from guest_tool.assemble import assemble
 from hv_emu.net import recvmmsg
 from hv_emu.net.backends import UdpBackend
 from hv_emu.net.recvmmsg import SLOT, BatchReader
+from tests.rigs.processes import ROOT
 
 
 @pytest.fixture
@@ -113,3 +119,21 @@ def test_read_batch_filters_and_counts_as_recv_frames(
         other.close()
         batched.close()
         looped.close()
+
+
+@pytest.mark.parametrize("net", [False, True])
+def test_numpy_loads_only_for_a_run_with_a_network(tmp_path: Path, net: bool) -> None:
+    """Every ``hv-emu run`` imports the machine; only one with ``--net`` pays for numpy (about
+    40-70 ms of imports), which the batch path alone uses."""
+    guest = tmp_path / "halt.bin"
+    guest.write_bytes(assemble("hlt", mode=64, address=0x100000))
+    argv = [sys.executable, "-X", "importtime", "-m", "hv_emu", "run", str(guest), "--quiet"]
+    if net:
+        argv += ["--net", "udp:127.0.0.1:0"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)  # fmt: skip
+    names = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()
+             if line.startswith("import time:")}  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hv_emu.machine" in names  # the measurement itself works
+    assert ("numpy" in names) == net
