@@ -51,6 +51,7 @@ from hv_emu.debug.gdb_protocol import (
     Corrupt,
     Detach,
     GdbProtocolError,
+    Interrupt,
     Kill,
     Nack,
     Packet,
@@ -336,10 +337,15 @@ def _converse(conn: socket.socket, stub: GdbStub) -> None:
         data = conn.recv(4096)
         if not data:
             return  # gdb went away without a word: as if it had detached
-        for frame in reader.feed(data):
+        frames = list(reader.feed(data))
+        for at, frame in enumerate(frames):
             match frame:
                 case Packet(payload=payload):
                     conn.sendall(b"+")
+                    if payload[:1] == b"c" and any(isinstance(f, Interrupt) for f in frames[at:]):
+                        # gdb's Ctrl-C came in the same read as the continue: the watcher
+                        # (``gdb_break``) will never see it, so the continue stops at once.
+                        stub.vcpu.pause()
                     last = encode_packet(stub.handle(payload))
                     conn.sendall(last)
                 case Corrupt():

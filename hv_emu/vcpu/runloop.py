@@ -282,18 +282,22 @@ class Vcpu(MmioTraps, Platform):
         the next instruction boundary Unicorn stops at (U12), as the watchdog does, but leave
         later runs alone. A HLT being waited for is waited for again on the next run (RIP is put
         back on it); a break-in that lands just as ``emu_start`` returns at a HLT is reported after
-        the HLT, and the next run goes on past it, as a wake-up would (the vCPU cannot tell that
-        return from any other stop without decoding backwards). Host waits are not cut: a Linux
-        program blocked reading standard input stops once its read returns (cutting the read
-        would lose its place in the system call). Any thread may call it."""
+        the HLT, and the next run goes on past it, as a wake-up would, even with IF = 0 (the vCPU
+        cannot tell that return from any other stop without decoding backwards, and an
+        instruction whose last byte is 0xF4 ends many a translation block). Host waits are not
+        cut: a Linux program blocked reading standard input stops once its read returns
+        (cutting the read would lose its place in the system call). Any thread may call it."""
         self._paused.set()
         self._timed_out.set()
         self._stopper.start()
 
     def clear_pause(self) -> None:
         """Forget a ``pause`` that came after the run had stopped for another reason (the
-        debugger is told that reason; a later run must not stop for the late break-in)."""
+        debugger is told that reason; a later run must not stop for the late break-in): its
+        stop repeater, started after the run had cancelled its own, ends too."""
         self._paused.clear()
+        self._timed_out.clear()
+        self._stopper.cancel()
 
     def _watchdog_fire(self) -> None:
         """End the run: its host waits now, and ``emu_start`` now and again every

@@ -44,9 +44,9 @@ def reply(conn: socket.socket) -> bytes:
 
 
 @contextlib.contextmanager
-def served(image: bytes) -> Iterator[tuple[socket.socket, list[RunResult]]]:
+def served(image: bytes, timeout: float = 60) -> Iterator[tuple[socket.socket, list[RunResult]]]:
     """``serve_gdb`` on a thread over a machine running ``image``, and a client connected to it."""
-    machine = Machine(MachineConfig(timeout=60))
+    machine = Machine(MachineConfig(timeout=timeout))
     machine.load(image)
     ports: list[int] = []
     ready = threading.Event()
@@ -81,6 +81,26 @@ def test_ctrl_c_during_continue_pauses_the_guest_and_continue_goes_on() -> None:
         gdb.sendall(encode_packet(b"k"))
         assert reply(gdb) == b"OK"
     assert isinstance(result[0].exit, StopRequest) and result[0].exit.reason == "killed by gdb"
+
+
+def test_ctrl_c_in_the_same_read_as_the_continue_still_pauses() -> None:
+    """A scripted client (or a quick Ctrl-C) sends ``$c#63`` and 0x03 in one segment: the break-in
+    is not lost with the packet reader's leftovers (the watchdog would answer T0e after 5 s)."""
+    with served(assemble(SPINNER, mode=64, address=LOAD), timeout=5) as (gdb, _result):
+        gdb.sendall(encode_packet(b"c") + b"\x03")
+        assert reply(gdb) == b"T02"
+        gdb.sendall(b"+" + encode_packet(b"k"))
+        assert reply(gdb) == b"OK"
+
+
+def test_a_late_break_in_leaves_no_stop_repeating() -> None:
+    """A pause that came after the run returned starts the vCPU's stop repeater; forgetting the
+    pause ends it, so no stray ``emu_stop`` can cut the next run (a ``stepi``) short."""
+    vcpu = stub_for(assemble(SPINNER, mode=64, address=LOAD)).vcpu
+    vcpu.pause()
+    assert any(t.name == "hv-emu stop" for t in threading.enumerate())
+    vcpu.clear_pause()
+    assert not any(t.name == "hv-emu stop" and t.is_alive() for t in threading.enumerate())
 
 
 def test_a_guest_paused_in_hlt_is_still_halted_when_it_goes_on(
