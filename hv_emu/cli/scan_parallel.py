@@ -92,25 +92,32 @@ def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> File
     ``splittable``). The stream starts ``program.history + program.widest`` bytes before
     ``first`` (every byte a match ending after ``first`` can depend on), is fed from ``first`` in
     the same ``CHUNK`` grid as ``scan_file`` (so each feed reports what the whole scan's does), and
-    goes on ``history`` bytes past ``stop``, where a right-anchored byte can decide a match that
-    ended before it. ``size`` counts the bytes of ``[first, stop)`` read."""
+    goes on ``history`` bytes past ``stop`` (never past the file's size), where a right-anchored
+    byte can decide a match that ended before it; the stream knows the length to the file's end,
+    where a right boundary with no byte after it is decided. ``size`` counts the bytes of
+    ``[first, stop)`` read."""
     result = FileResult(str(path))
     reach = db.program.history + db.program.widest
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 result.problem = UNSUPPORTED
                 return result
+            size = info.st_size
             base = max(0, first - reach)
             handle.seek(base)
-            stream = db.open_stream(None)  # no EOF-n or absolute offsets: see splittable
+            # The length to the file's end: a right boundary, (B) or (L), with no byte after it
+            # is decided there, as in a whole scan (no EOF-n or absolute offsets: splittable).
+            stream = db.open_stream(max(0, size - base))
             try:
                 position = base
-                while position < stop + db.program.history:
+                end = max(stop, min(stop + db.program.history, size))  # never past the size
+                while position < end:
                     want = first - position if position < first else (
                         min(CHUNK, stop - position) if position < stop else
-                        stop + db.program.history - position)  # fmt: skip
+                        end - position)  # fmt: skip
                     chunk = handle.read(want)
                     if not chunk:
                         break
