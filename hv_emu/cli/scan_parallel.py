@@ -15,7 +15,8 @@ Leaves out: databases with multi-part signatures, positioned offsets, hashes of 
 logical signatures are never split: each such file is scanned whole by one worker.
 
 User controls: ``-j`` (capped) and the files, as for ``scan_files.py``; a piece that cannot be
-read is a ``Problem`` that ends its file's result there.
+read is a ``Problem`` that ends its file's result there, and one that reads fewer bytes than it
+spans (the file shrank) ends it there too, as a whole scan's first short read does.
 """
 
 from __future__ import annotations
@@ -149,16 +150,20 @@ def _pieces(path: Path, jobs: int, split: bool) -> list[Piece]:
     return [Piece(path, first, stop) for first, stop in itertools.pairwise(cuts)]
 
 
-def _joined(path: Path, parts: list[FileResult]) -> FileResult:
+def _joined(path: Path, parts: list[FileResult], pieces: Sequence[Piece] = ()) -> FileResult:
     """One file's result from its pieces' results, in order: names in order of first match; a
-    piece that could not be read ends the file there, as it would end a whole scan."""
+    piece that could not be read, or that read fewer bytes than it spans (of ``pieces``, when
+    given: the file ended inside it), ends the file there, as it would end a whole scan."""
     result = FileResult(str(path))
-    for part in parts:
+    for index, part in enumerate(parts):
         result.size += part.size
         result.names += [name for name in part.names if name not in result.names]
         if part.problem is not None:
             result.problem = part.problem
             break
+        piece = pieces[index] if index < len(pieces) else None
+        if piece is not None and piece.stop is not None and part.size < piece.stop - piece.first:
+            break  # it shrank: a whole scan stops at its first short read, later bytes unread
     return result
 
 
@@ -184,7 +189,7 @@ def parallel_results(
         done = pool.imap(_scan_in_worker, tasks, chunksize=1)
         for path, pieces in zip(files, plan, strict=True):
             parts = [next(done) for _ in pieces]
-            yield parts[0] if pieces[0].stop is None else _joined(path, parts)
+            yield parts[0] if pieces[0].stop is None else _joined(path, parts, pieces)
     finally:
         pool.terminate()
         pool.join()

@@ -314,3 +314,24 @@ def test_no_file_below_shared_from_is_ever_worth_a_fork() -> None:
                                                  processes)  # fmt: skip
     assert scan_shared.worth_sharing((rest + scan_shared.UNIT) * 1e-6,
                                      scan_shared.UNIT * 1e-6, 64)  # fmt: skip
+
+
+def test_a_piece_that_ends_short_ends_the_file_for_the_pool(
+    tmp_path: Path, small_grid: None
+) -> None:
+    """The pool's pieces (several files, ``-j``): a piece that read fewer bytes than it spans
+    (the file shrank while it was read, then grew again before the next piece) ends the file
+    there, as a whole scan stops at its first short read: no later piece's match."""
+    db = boundary_db(tmp_path)
+    data = bytearray(random.Random(23).randbytes(CHUNK * 12))
+    data[-30:-16] = b"late-body-here"
+    target = tmp_path / "f"
+    cuts = [(0, 4 * CHUNK), (4 * CHUNK, 8 * CHUNK), (8 * CHUNK, len(data))]
+    pieces = [scan_parallel.Piece(target, first, stop) for first, stop in cuts]
+    target.write_bytes(data[: 5 * CHUNK])  # shrunk while the first two pieces are read
+    parts = [scan_parallel.scan_piece(db, target, first, stop) for first, stop in cuts[:2]]
+    target.write_bytes(data)  # and whole again for the last
+    parts.append(scan_parallel.scan_piece(db, target, *cuts[2]))
+    assert "Late" in parts[2].names
+    joined = scan_parallel._joined(target, parts, pieces)
+    assert (joined.size, joined.names, joined.problem) == (5 * CHUNK, [], None)
