@@ -103,26 +103,38 @@ class Children:
             os.close(write)  # before any fork: the last claim then reads end of file
         parent = os.getpid()
         for _ in range(count):
+            # The mask as it is (a handler already due runs here, nothing changed yet), then
+            # ENDING blocked until the child is noted: restored even if the block's own check
+            # of due handlers raises.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
             try:
-                result_read, result_write = os.pipe()
-            except OSError:  # out of descriptors: fewer children, the claims still work
-                break
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, ENDING)
-            try:
-                try:
-                    pid = os.fork()
-                except OSError:  # out of processes or memory: likewise
-                    os.close(result_read)
-                    os.close(result_write)
+                signal.pthread_sigmask(signal.SIG_BLOCK, ENDING)
+                if not self._fork(work, read, parent, mask):
                     break
-                if pid == 0:
-                    _child(work, read, result_write, parent, [result_read, *self.results], mask)
-                self.pids.append(pid)
-                self.results.append(result_read)
-                os.close(result_write)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal meanwhile: now
         return read
+
+    def _fork(self, work: Callable[[int, int], object], tokens: int, parent: int,
+              mask: Iterable[int]) -> bool:  # fmt: skip
+        """One child with a result pipe of its own, noted (``ENDING`` blocked by the caller);
+        False when out of descriptors or processes (fewer children, the claims still work)."""
+        try:
+            result_read, result_write = os.pipe()
+        except OSError:
+            return False
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(result_read)
+            os.close(result_write)
+            return False
+        if pid == 0:
+            _child(work, tokens, result_write, parent, [result_read, *self.results], mask)
+        self.pids.append(pid)
+        self.results.append(result_read)
+        os.close(result_write)
+        return True
 
     def collect(self) -> list[object]:
         """The items of each child's result (a list), once it has ended; a child that died or
