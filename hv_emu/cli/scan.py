@@ -74,7 +74,7 @@ from hv_emu.cli.scan_parallel import (
     parallel_results,
     splittable,
 )
-from hv_emu.cli.scan_shared import PROBE, UNIT, shared_result
+from hv_emu.cli.scan_shared import MARGIN, PROBE, UNIT, shared_result
 from hv_emu.scanner.cache import Cache
 from hv_emu.scanner.database import ENGINES, SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
@@ -84,8 +84,10 @@ PROGRESS_AFTER = 1.0  # seconds before a progress line appears: short scans stay
 PROGRESS_EVERY = 0.25  # seconds between progress updates
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 #: One file this large or larger may be shared (``scan_shared.py``): its first ``PROBE`` bytes
-#: are timed, and at least a unit is left to share.
-SHARED_FROM = PROBE + UNIT
+#: are timed, and ``worth_sharing`` holds only when the rest is more than ``MARGIN`` units
+#: (its saving, at most the rest's time, must exceed ``MARGIN`` times a unit's wait, whatever the
+#: rate), so no smaller file is ever forked for: 16 MiB.
+SHARED_FROM = PROBE + int(MARGIN * UNIT)
 #: The options that put ``clamscan -d DB`` in raw mode, the mode this command agrees with: every
 #: name, no normalisation, no decoders, no size cut-off (docs/SIGNATURES.md). The agreement tests
 #: and the benchmarks run clamscan with exactly these.

@@ -15,7 +15,8 @@ Leaves out: databases with multi-part signatures, positioned offsets, hashes of 
 logical signatures are never split: each such file is scanned whole by one worker.
 
 User controls: ``-j`` (capped) and the files, as for ``scan_files.py``; a piece that cannot be
-read is a ``Problem`` that ends its file's result there.
+read is a ``Problem`` that ends its file's result there, and one that reads fewer bytes than it
+spans (the file shrank) ends it there too, as a whole scan's first short read does.
 """
 
 from __future__ import annotations
@@ -92,25 +93,32 @@ def scan_piece(db: SignatureDatabase, path: Path, first: int, stop: int) -> File
     ``splittable``). The stream starts ``program.history + program.widest`` bytes before
     ``first`` (every byte a match ending after ``first`` can depend on), is fed from ``first`` in
     the same ``CHUNK`` grid as ``scan_file`` (so each feed reports what the whole scan's does), and
-    goes on ``history`` bytes past ``stop``, where a right-anchored byte can decide a match that
-    ended before it. ``size`` counts the bytes of ``[first, stop)`` read."""
+    goes on ``history`` bytes past ``stop`` (never past the file's size), where a right-anchored
+    byte can decide a match that ended before it; the stream knows the length to the file's end,
+    where a right boundary with no byte after it is decided. ``size`` counts the bytes of
+    ``[first, stop)`` read."""
     result = FileResult(str(path))
     reach = db.program.history + db.program.widest
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 result.problem = UNSUPPORTED
                 return result
+            size = info.st_size
             base = max(0, first - reach)
             handle.seek(base)
-            stream = db.open_stream(None)  # no EOF-n or absolute offsets: see splittable
+            # The length to the file's end: a right boundary, (B) or (L), with no byte after it
+            # is decided there, as in a whole scan (no EOF-n or absolute offsets: splittable).
+            stream = db.open_stream(max(0, size - base))
             try:
                 position = base
-                while position < stop + db.program.history:
+                end = max(stop, min(stop + db.program.history, size))  # never past the size
+                while position < end:
                     want = first - position if position < first else (
                         min(CHUNK, stop - position) if position < stop else
-                        stop + db.program.history - position)  # fmt: skip
+                        end - position)  # fmt: skip
                     chunk = handle.read(want)
                     if not chunk:
                         break
@@ -142,16 +150,20 @@ def _pieces(path: Path, jobs: int, split: bool) -> list[Piece]:
     return [Piece(path, first, stop) for first, stop in itertools.pairwise(cuts)]
 
 
-def _joined(path: Path, parts: list[FileResult]) -> FileResult:
+def _joined(path: Path, parts: list[FileResult], pieces: Sequence[Piece] = ()) -> FileResult:
     """One file's result from its pieces' results, in order: names in order of first match; a
-    piece that could not be read ends the file there, as it would end a whole scan."""
+    piece that could not be read, or that read fewer bytes than it spans (of ``pieces``, when
+    given: the file ended inside it), ends the file there, as it would end a whole scan."""
     result = FileResult(str(path))
-    for part in parts:
+    for index, part in enumerate(parts):
         result.size += part.size
         result.names += [name for name in part.names if name not in result.names]
         if part.problem is not None:
             result.problem = part.problem
             break
+        piece = pieces[index] if index < len(pieces) else None
+        if piece is not None and piece.stop is not None and part.size < piece.stop - piece.first:
+            break  # it shrank: a whole scan stops at its first short read, later bytes unread
     return result
 
 
@@ -177,7 +189,7 @@ def parallel_results(
         done = pool.imap(_scan_in_worker, tasks, chunksize=1)
         for path, pieces in zip(files, plan, strict=True):
             parts = [next(done) for _ in pieces]
-            yield parts[0] if pieces[0].stop is None else _joined(path, parts)
+            yield parts[0] if pieces[0].stop is None else _joined(path, parts, pieces)
     finally:
         pool.terminate()
         pool.join()

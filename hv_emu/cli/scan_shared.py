@@ -14,9 +14,11 @@ machine costs the fork and at most one unit's wait, not half the file. A process
 units it claims as one stream (``_stretch``); a stretch that starts after the file's start begins
 its stream ``history + widest`` bytes early and one that ends before the file's end runs
 ``history`` bytes on, keeping exactly the matches that end inside it, as
-``scan_parallel.scan_piece`` does. Children send their stretches' results back through a pipe of
-their own when they have no unit left (``scan_children.py``: the forks, the pipes, the signals);
-the results are joined in the file's order, so the output is the same as ``-j 1``'s, line for line.
+``scan_parallel.scan_piece`` does; each stream is told the length to the file's end, so a right
+boundary (``(B)``, ``(L)``) with no byte after it is decided there as in a whole scan.
+Children send their stretches' results back through a pipe of their own when they have no unit
+left (``scan_children.py``: the forks, the pipes, the signals); the results are joined in the
+file's order, so the output is the same as ``-j 1``'s, line for line.
 
 Follows: docs/SIGNATURES.md, "Start-up, the cache and -j" (the decision, its numbers and why),
 docs/PERFORMANCE.md (the measurements behind ``FORK_COST``).
@@ -26,7 +28,8 @@ be split (``scan_parallel.splittable``): those never come here.
 
 User controls: the file (its bytes, its size, and changing or shrinking while it is read: every
 read is a ``pread`` at a fixed offset of the one descriptor opened at the start, up to the size
-it had then, and a short read ends the file there, as for a whole scan); ``-j`` caps the
+it had then; one that returns fewer bytes is read on until they come or one returns none, and
+then the file ends there, later units ignored, as for a whole scan); ``-j`` caps the
 processes (this one included). A child that dies or sends what does not decode is ignored and
 the units it claimed are scanned here; Ctrl-C, SIGTERM and SIGHUP end the children before this
 process ends as the signal says (``children_end_with_us``), and a child whose parent is gone
@@ -50,9 +53,10 @@ from hv_emu.scanner.database import SignatureDatabase
 #: A claim: this many bytes of the file (a multiple of ``CHUNK``), so a process that lost the
 #: race for a core makes the others wait for one unit at most (about 2-6 ms on one core).
 UNIT = 4 * CHUNK
-#: At most this many units (their tokens must fit a pipe's 64 KiB at once): a larger file has
+#: At most this many units (their tokens, ``TOKEN`` bytes each, are written before any process
+#: reads them: 4,096 bytes fit the one page a pipe may be cut to, pipe(7)); a larger file has
 #: larger units.
-MAX_UNITS = 4096
+MAX_UNITS = 1024
 #: Bytes scanned here before the rate is trusted (the first two units).
 PROBE = 2 * UNIT
 #: What starting children costs, in seconds: ``os.fork`` of a scanning process took 1.3-3.9 ms
@@ -64,20 +68,22 @@ MARGIN = 2.0
 
 class Segment:
     """What one stretch of consecutive units found: units ``[first, last]``, the bytes read, the
-    names in the order the stream reported them, and the read error that ended it, if any."""
+    names in the order the stream reported them, the read error that ended it, if any, and
+    whether the file ended inside it (a short read: it shrank), which ends the file there."""
 
-    __slots__ = ("first", "last", "size", "names", "problem")  # noqa: RUF023 (__init__'s order)
+    __slots__ = ("first", "last", "size", "names", "problem", "ended")  # noqa: RUF023
 
     def __init__(self, first: int, last: int, size: int, names: list[str],
-                 problem: str | None) -> None:  # fmt: skip
+                 problem: str | None, ended: bool = False) -> None:  # fmt: skip
         self.first = first
         self.last = last
         self.size = size
         self.names = names
         self.problem = problem
+        self.ended = ended
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
-        return Segment, (self.first, self.last, self.size, self.names, self.problem)
+        return Segment, (self.first, self.last, self.size, self.names, self.problem, self.ended)
 
 
 class _Plan:
@@ -93,6 +99,18 @@ class _Plan:
         self.units = -(-limit // self.unit)
 
 
+def _read(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``, or fewer only where the file ends (a ``pread`` may return
+    fewer on FUSE or NFS: read on until all came or one returned nothing)."""
+    data = os.pread(fd, size, offset)
+    while 0 < len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
 def _stretch(
     db: SignatureDatabase, plan: _Plan, first: int, claim: Callable[[], int | None],
     on_chunk: Callable[[int], None] | None = None,
@@ -106,28 +124,32 @@ def _stretch(
     segment = Segment(first, first, 0, [], None)
     names = segment.names
     following: int | None = None
-    stream = db.open_stream(None)  # no EOF-n or absolute offsets: see scan_parallel.splittable
+    # The length to the file's end (its size at open, as a whole scan's stream has it): a
+    # right boundary, (B) or (L), with no byte after it is decided there. No signature has an
+    # EOF-n or absolute offset (scan_parallel.splittable), so nothing else depends on it.
+    stream = db.open_stream(plan.limit - origin)
     try:
         position = origin
         if origin < start:
-            lead = os.pread(plan.fd, start - origin, origin)
+            lead = _read(plan.fd, start - origin, origin)
             stream.feed(lead)  # every match it reports ends at or before start: not ours
             position += len(lead)
-        ended = position < start  # the file shrank before this unit
-        while not ended:
+        segment.ended = position < start  # the file shrank before this unit
+        while not segment.ended:
             while position < stop:
-                chunk = os.pread(plan.fd, min(CHUNK, stop - position), position)
-                if not chunk:  # shrank meanwhile: the file ends here, as a whole scan's read
-                    ended = True
-                    break
+                want = min(CHUNK, stop - position)
+                chunk = _read(plan.fd, want, position)
                 segment.size += len(chunk)
                 for match in stream.feed(chunk):
                     if origin + match.end > start and match.name not in names:
                         names.append(match.name)
                 position += len(chunk)
-                if on_chunk is not None:
+                if on_chunk is not None and chunk:
                     on_chunk(len(chunk))
-            if ended or stop >= plan.limit:
+                if len(chunk) < want:  # shrank meanwhile: the file ends here, as a whole scan's
+                    segment.ended = True
+                    break
+            if segment.ended or stop >= plan.limit:
                 break
             following = claim()
             if following != segment.last + 1:
@@ -135,8 +157,9 @@ def _stretch(
             segment.last = following
             following = None
             stop = min(stop + plan.unit, plan.limit)
-        if not ended and stop < plan.limit and program.history:
-            tail = os.pread(plan.fd, program.history, stop)  # decides right-anchored bytes
+        if not segment.ended and stop < plan.limit and program.history:
+            # Decides right-anchored bytes; never past the size at open, as a whole scan.
+            tail = _read(plan.fd, min(program.history, plan.limit - stop), stop)
             for match in stream.feed(tail):
                 if start < origin + match.end <= stop and match.name not in names:
                     names.append(match.name)
@@ -151,13 +174,14 @@ def _scan_claims(
     db: SignatureDatabase, plan: _Plan, claim: Callable[[], int | None],
     on_chunk: Callable[[int], None] | None = None,
 ) -> list[Segment]:  # fmt: skip
-    """Every unit ``claim`` gives, as stretches; a read error ends this process's share."""
+    """Every unit ``claim`` gives, as stretches; a read error or the file's end (it shrank) ends
+    this process's share."""
     segments = []
     unit = claim()
     while unit is not None:
         segment, unit = _stretch(db, plan, unit, claim, on_chunk)
         segments.append(segment)
-        if segment.problem is not None:
+        if segment.problem is not None or segment.ended:
             break
     return segments
 
@@ -176,7 +200,8 @@ def worth_sharing(left: float, unit: float, processes: int) -> bool:
     """Whether ``left`` seconds of scanning (at the rate measured) shared among ``processes``
     (this one included) save ``MARGIN`` times what it costs: ``FORK_COST`` and, at the end, the
     wait for the unit another process took last (``unit`` seconds at that rate). On a busy
-    machine the children may get no core: they then claim little, and the loss is that cost."""
+    machine the children may get no core: they then claim little, and the loss is that cost.
+    ``processes`` is what can run at once (``shared_result`` gives at most ``cores()``)."""
     saved = left * (1 - 1 / processes)
     return processes > 1 and saved >= MARGIN * (FORK_COST + unit)
 
@@ -219,13 +244,13 @@ def shared_result(
                 per_byte = (clock() - started) / scanned
                 count = min(jobs - 1, plan.units - next_unit - 1)
                 left = (plan.limit - scanned) * per_byte
-                if worth_sharing(left, plan.unit * per_byte, count + 1):
+                if worth_sharing(left, plan.unit * per_byte, min(count + 1, cores())):
                     # Fork: they claim what is left, and so does this process.
                     tokens = range(next_unit, plan.units)
                     try:
                         shared = token_claim(children.start(tokens, count, partial(
                             _work, db, plan)))  # fmt: skip
-                    except OSError:  # no pipe for the claims: scanned here alone
+                    except OSError:  # no pipe for the claims, or it is full: scanned here
                         children.end()
                     else:
                         return shared()
@@ -249,8 +274,8 @@ def shared_result(
 def _joined(db: SignatureDatabase, plan: _Plan, result: FileResult, segments: list[Segment],
             on_chunk: Callable[[int], None] | None) -> FileResult:  # fmt: skip
     """The file's result from its segments in the file's order; units nobody reported (a child
-    that died) are scanned here first. A read error ends the file there, as it would end a whole
-    scan."""
+    that died) are scanned here first. A read error, or the file's end met early (it shrank: a
+    short read), ends the file there, as it would end a whole scan."""
     # Only segments that lie in the file count (a bounded walk whatever a child sent).
     by_first = {s.first: s for s in segments if 0 <= s.first <= s.last < plan.units}
     unit = 0
@@ -262,6 +287,8 @@ def _joined(db: SignatureDatabase, plan: _Plan, result: FileResult, segments: li
         result.names += [name for name in segment.names if name not in result.names]
         if segment.problem is not None:
             result.problem = Problem(segment.problem)
+            break
+        if segment.ended:
             break
         unit = segment.last + 1
     return result

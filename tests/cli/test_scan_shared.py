@@ -20,16 +20,22 @@ from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-#: Single-part signatures anywhere (a splittable database) with anchored bytes on either side and
-#: wildcards, so matches near a cut depend on bytes across it.
+#: Single-part signatures anywhere (a splittable database) with anchored bytes and boundaries,
+#: (B) and (L), on either side and wildcards, so matches near a cut depend on bytes across it,
+#: and one at the file's end or start on there being no byte after or before it.
 SPLITTABLE = (
     b"Plain:0:*:" + b"hv-emu-test-body".hex().encode() + b"\n"
     b"Wild:0:*:414243??4445(46|47)48\n"
     b"Left:0:*:5a[1-3]4b4c4d\n"
     b"Right:0:*:4e4f50[2-4]51\n"
     b"Short:0:*:787878\n"
+    b"EndB:0:*:" + b"hv-emu-end".hex().encode() + b"(B)\n"
+    b"EndL:0:*:" + b"line-end".hex().encode() + b"(L)\n"
+    b"StartB:0:*:(B)" + b"word-start".hex().encode() + b"\n"
+    b"StartL:0:*:(L)" + b"line-start".hex().encode() + b"\n"
 )
-BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx"]
+BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx", b"hv-emu-end",
+          b"line-end", b"word-start", b"line-start"]  # fmt: skip
 CHUNK = 64
 
 
@@ -49,7 +55,8 @@ def database(tmp_path: Path, engine: str = "auto") -> SignatureDatabase:
 
 
 def planted(rng: random.Random, units: int) -> bytes:
-    """Random bytes with bodies across, just before and just after unit cuts, and anywhere."""
+    """Random bytes with bodies across, just before and just after unit cuts, anywhere, and at
+    the file's start or end."""
     data = bytearray(rng.randbytes(2 * CHUNK * units + rng.randrange(2 * CHUNK)))
     for _ in range(rng.randint(0, 16)):
         body = rng.choice(BODIES)
@@ -57,6 +64,10 @@ def planted(rng: random.Random, units: int) -> bytes:
         at = rng.choice([cut + rng.randint(-20, 8), cut - len(body) + rng.randint(-4, 4),
                          rng.randrange(len(data))])
         at = max(0, min(at, len(data) - len(body)))
+        data[at : at + len(body)] = body
+    if rng.random() < 0.5:  # the file's first or last bytes: a boundary with nothing beyond
+        body = rng.choice(BODIES)
+        at = rng.choice([0, len(data) - len(body)])
         data[at : at + len(body)] = body
     return bytes(data)
 
@@ -125,12 +136,14 @@ def test_sharing_is_worth_it_from_twice_its_cost() -> None:
     assert not scan_shared.worth_sharing(1000.0, 0.003, 1)  # nobody to share with
 
 
-@pytest.mark.parametrize("worth", [False, True])
+@pytest.mark.parametrize(("worth", "cores"), [(False, 8), (True, 8), (False, 2), (True, 2)])
 def test_children_are_forked_only_when_the_measured_rate_says_so(
-    tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, worth: bool
+    tmp_path: Path, small_grid: None, monkeypatch: pytest.MonkeyPatch, worth: bool, cores: int
 ) -> None:
     """The clock says the first PROBE bytes took a second: ``worth_sharing`` is asked about the
-    rest at that rate, a unit's time and the processes ``-j`` allows, once."""
+    rest at that rate, a unit's time and the processes that can run at once (``-j``'s, at most
+    one per core), once."""
+    monkeypatch.setattr(scan_shared, "cores", lambda: cores)
     asked: list[tuple[float, float, int]] = []
     started: list[int] = []
     real = scan_children.Children.start
@@ -153,7 +166,7 @@ def test_children_are_forked_only_when_the_measured_rate_says_so(
     result = scan_shared.shared_result(db, target, 3, clock=lambda: next(ticks))
     assert result == scan_files.scan_file(db, target)
     per_byte = 1.0 / scan_shared.PROBE
-    assert asked == [pytest.approx((rest * per_byte, 2 * CHUNK * per_byte, 3))]
+    assert asked == [pytest.approx((rest * per_byte, 2 * CHUNK * per_byte, min(3, cores)))]
     assert started == ([1] if worth else [])
     asked.clear()
     scan_shared.shared_result(db, target, 1, clock=lambda: 0.0)  # -j 1: never asked
