@@ -112,14 +112,17 @@ def code_rows(batch: FrameBatch, start: int, port: int, ours: npt.NDArray[np.uin
     n = batch.count
     ends = update_port_ends(batch.frames[start:n], batch.lengths[start:n], ours, port)
     codes: Codes = np.full(n - start, PER_FRAME, np.int8)
-    shaped = np.flatnonzero(ends)
+    kept = batch.keep[start:n]
+    # Only rows the backend kept are coded: a filtered copy of a symbol must never be among the
+    # later copies a taken symbol turns into duplicates (``UpdateBatch.duplicates``).
+    shaped = np.flatnonzero((ends != 0) & kept)
     if len(shaped):
         rows = shaped + start
         headers = np.ascontiguousarray(
             batch.frames[rows, PLAIN_HEADERS : PLAIN_HEADERS + updates.head])
         starts = (rows * SLOT + PLAIN_HEADERS).tolist()
         codes[shaped] = updates.codes(headers, ends[shaped] - PLAIN_HEADERS, batch.flat, starts)
-    codes[~batch.keep[start:n]] = SKIPPED
+    codes[~kept] = SKIPPED
     return codes, ends, shaped
 
 

@@ -182,6 +182,25 @@ def test_a_batch_counts_and_delivers_as_frame_by_frame(
         assert _state(fast, batched, to_fast) == _state(slow, per_frame, to_slow)
 
 
+def test_a_filtered_copy_of_a_taken_symbol_is_not_counted() -> None:
+    """A symbol taken, then a bit-flipped copy of it the backend filtered out (a foreign
+    source): the copy is no datagram of the receiver's, not a ``duplicate`` (Hypothesis found
+    the batch counting it once)."""
+    r = _opened()
+    switch = _switch(r, [], True)
+    flipped = bytearray(GENUINE.symbols[0])
+    flipped[-1] ^= 1
+    batch = FrameBatch(4)
+    batch.fill([_udp(GENUINE.symbols[0]), _udp(bytes(flipped))], [("127.0.0.1", 1)] * 2)
+    batch.keep[:2] = [True, False]
+    before = dict(r.receiver.counters)
+    switch.from_wire_batch(batch, lambda: False)
+    after = r.receiver.counters
+    assert after["datagrams"] - before.get("datagrams", 0) == 1
+    assert after["symbol_accepted"] - before.get("symbol_accepted", 0) == 1
+    assert after["duplicate"] == before.get("duplicate", 0)
+
+
 def test_an_install_in_the_middle_of_a_batch_makes_the_rest_stale() -> None:
     """The symbols that complete the update and, in the same batch, replays of them and of the
     older update: after the install the rest of the batch is coded again (``stale``)."""
