@@ -18,8 +18,8 @@ about 0.1 ms, a forged manifest costs its sender a few microseconds), so three t
   volume gets only his share of the checks, never the genuine manifest's (FIFO or first-come
   admission would let him). Below ``slots`` pending, every candidate is checked: within
   ceil(pending / checks per period) budget periods.
-- ``BadManifests``: a bounded LRU of the SHA-256 (truncated to 16 bytes) of manifests that failed,
-  so a replay of a failed one costs one hash and one lookup.
+(The memory of manifests that failed, so a replay of one costs a hash and a lookup, is
+``failure_memory.py``.)
 
 ``run_check`` is the check itself, a pure function of a ``ManifestCheck`` (everything it needs,
 copied from the receiver under its lock), so it can run on a worker thread
@@ -39,7 +39,6 @@ batch), grow the pool past ``slots``, or the memory of failures past its capacit
 
 from __future__ import annotations
 
-import collections
 import math
 import random
 from collections.abc import Callable
@@ -51,12 +50,6 @@ from hv_emu.hypercalls.abi import Rc
 from hv_emu.updates.packets import MAX_DATAGRAM, Manifest, Packet, manifest_message
 from hv_emu.updates.verify import CLOCK_SKEW, TrustStore, verify_header
 
-#: Bytes of a manifest's SHA-256 kept in ``BadManifests`` (a 128-bit key: nobody finds a second
-#: preimage of a genuine manifest to get it refused).
-BAD_KEY_SIZE = 16
-#: Bytes one remembered failure holds: 137 measured with ``tracemalloc`` (a 16-byte ``bytes`` key
-#: and its ``OrderedDict`` node, CPython 3.11, 64-bit), rounded up.
-BAD_ENTRY_BYTES = 144
 #: Bytes one pending candidate holds: its datagram (at most ``MAX_DATAGRAM``) as a ``bytes``
 #: object, its 32-byte fingerprint and the tuple and list slot holding them, rounded up.
 CANDIDATE_BYTES = MAX_DATAGRAM + 256
@@ -194,43 +187,13 @@ class CandidatePool(Generic[_T]):
         return drawn
 
 
-class BadManifests:
-    """Fingerprints (SHA-256) of manifests that failed, least recently seen evicted first."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._keys: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __contains__(self, fingerprint: object) -> bool:
-        """A hit counts as a use: a failure replayed often stays remembered."""
-        if not isinstance(fingerprint, bytes):
-            return False
-        key = fingerprint[:BAD_KEY_SIZE]
-        if key not in self._keys:
-            return False
-        self._keys.move_to_end(key)
-        return True
-
-    def add(self, fingerprint: bytes) -> None:
-        self._keys[fingerprint[:BAD_KEY_SIZE]] = None
-        self._keys.move_to_end(fingerprint[:BAD_KEY_SIZE])
-        while len(self._keys) > self.capacity:
-            self._keys.popitem(last=False)
-
-    def memory(self) -> int:
-        return len(self._keys) * BAD_ENTRY_BYTES
-
-
 @dataclass(frozen=True)
 class ManifestCheck:
     """One candidate and the receiver's state it is judged against, copied under its lock."""
 
     packet: Packet
     manifest: Manifest
-    #: SHA-256 of the datagram: the key of ``BadManifests``.
+    #: SHA-256 of the datagram: the key of ``failure_memory.BadManifests``.
     fingerprint: bytes
     versions: range
     now: int

@@ -14,11 +14,10 @@ import pytest
 
 from hv_emu.updates import packets
 from hv_emu.updates.admission import (
-    BAD_ENTRY_BYTES,
-    BadManifests,
     CandidatePool,
     CpuBudget,
 )
+from hv_emu.updates.failure_memory import BadManifests
 from hv_emu.updates.packets import Packet, PacketType, parse_packet
 from hv_emu.updates.receiver import QUIET_WINDOW, ReceiverConfig
 from hv_emu.updates.verify import TrustedKey
@@ -169,16 +168,18 @@ def test_the_receiver_forgets_the_oldest_failure_first(verifications: list[str])
 
 
 def test_memory_bound_counts_the_failures_as_python_holds_them() -> None:
-    bad, rng = BadManifests(20000), random.Random(2)
-    fingerprints = [rng.randbytes(32) for _ in range(20000)]
+    rng = random.Random(2)
+    fingerprints = [rng.randbytes(32) for _ in range(30000)]
     tracemalloc.start()
     try:
-        for fingerprint in fingerprints:
+        bad = BadManifests(20000)
+        for fingerprint in fingerprints:  # full, then evicting
             bad.add(fingerprint)
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert held <= bad.memory() == 20000 * BAD_ENTRY_BYTES
+    assert len(bad) == 20000
+    assert held <= bad.memory() == BadManifests.footprint(20000) <= 20000 * 24
 
 
 def test_a_caller_waits_for_a_verdict_only_while_no_forgery_was_seen() -> None:
