@@ -56,3 +56,17 @@ def rfxn() -> Path:
     if not RFXN.is_file():
         pytest.skip(f"the shared rfxn.ndb is not at {RFXN}")
     return RFXN
+
+
+@pytest.fixture
+def small_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hv-emu scan``'s grid made small (``GRID_CHUNK``-byte chunks, units of twice that): a
+    shared scan, and ``-j``'s pieces, cut everywhere in a file of a few KiB."""
+    from hv_emu.cli import scan_files, scan_parallel, scan_shared
+    from tests.rigs.scanner import GRID_CHUNK  # here: the rigs load after assert rewriting
+
+    monkeypatch.setattr(scan_files, "CHUNK", GRID_CHUNK)
+    monkeypatch.setattr(scan_shared, "CHUNK", GRID_CHUNK)
+    monkeypatch.setattr(scan_parallel, "CHUNK", GRID_CHUNK)
+    monkeypatch.setattr(scan_shared, "UNIT", 2 * GRID_CHUNK)
+    monkeypatch.setattr(scan_shared, "PROBE", 2 * GRID_CHUNK)

@@ -19,12 +19,12 @@ import pytest
 from guest_tool.assemble import assemble
 from guest_tool.elf_writer import code_address, write_executable
 from hv_emu.debug.gdb_protocol import encode_packet
-from hv_emu.debug.gdbstub import GdbStub, serve_gdb
+from hv_emu.debug.gdbstub import GdbStub
 from hv_emu.exits import Halt, StopRequest
 from hv_emu.linux.files import FileTable
-from hv_emu.machine import Machine, MachineConfig, RunResult
+from hv_emu.machine import Machine, MachineConfig
 from hv_emu.vcpu.stopping import PAUSED
-from tests.rigs.gdb import LOAD, NEEDS_GDB, reg, stub_for
+from tests.rigs.gdb import LOAD, NEEDS_GDB, reg, served, stub_for
 from tests.rigs.processes import PATIENCE, hv_emu_process
 
 #: Counts in RBX for ever, after one byte on the debug console.
@@ -43,31 +43,8 @@ def reply(conn: socket.socket) -> bytes:
     return match.group(1)
 
 
-@contextlib.contextmanager
-def served(image: bytes, timeout: float = 60) -> Iterator[tuple[socket.socket, list[RunResult]]]:
-    """``serve_gdb`` on a thread over a machine running ``image``, and a client connected to it."""
-    machine = Machine(MachineConfig(timeout=timeout))
-    machine.load(image)
-    ports: list[int] = []
-    ready = threading.Event()
-    result: list[RunResult] = []
-
-    def announce(port: int) -> None:
-        ports.append(port)
-        ready.set()
-
-    server = threading.Thread(target=lambda: result.append(serve_gdb(machine, 0,
-                                                                     announce=announce)))
-    server.start()
-    assert ready.wait(PATIENCE)
-    with socket.create_connection(("127.0.0.1", ports[0]), timeout=PATIENCE) as conn:
-        yield conn, result
-    server.join(PATIENCE)
-    assert not server.is_alive()
-
-
 def test_ctrl_c_during_continue_pauses_the_guest_and_continue_goes_on() -> None:
-    with served(assemble(SPINNER, mode=64, address=LOAD)) as (gdb, result):
+    with served(assemble(SPINNER, mode=64, address=LOAD)) as (gdb, result, _machine):
         counts = []
         for _ in range(2):  # the break-in is not sticky: a second continue runs again
             gdb.sendall(encode_packet(b"c"))
@@ -86,7 +63,7 @@ def test_ctrl_c_during_continue_pauses_the_guest_and_continue_goes_on() -> None:
 def test_ctrl_c_in_the_same_read_as_the_continue_still_pauses() -> None:
     """A scripted client (or a quick Ctrl-C) sends ``$c#63`` and 0x03 in one segment: the break-in
     is not lost with the packet reader's leftovers (the watchdog would answer T0e after 5 s)."""
-    with served(assemble(SPINNER, mode=64, address=LOAD), timeout=5) as (gdb, _result):
+    with served(assemble(SPINNER, mode=64, address=LOAD), timeout=5) as (gdb, _result, _machine):
         gdb.sendall(encode_packet(b"c") + b"\x03")
         assert reply(gdb) == b"T02"
         gdb.sendall(b"+" + encode_packet(b"k"))

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from guest_tool.assemble import assemble
 from guest_tool.elf_writer import code_address, write_executable
-from hv_emu.debug.gdbstub import GdbStub, serve_gdb
+from hv_emu.debug.gdbstub import GdbStub
 from hv_emu.exits import Halt, StopRequest
 from hv_emu.linux.files import FileTable
-from hv_emu.machine import Machine, MachineConfig, RunResult
-from tests.rigs.gdb import LOAD, NEEDS_GDB, reg
+from hv_emu.machine import Machine, MachineConfig
+from tests.rigs.gdb import LOAD, NEEDS_GDB, reg, served
 from tests.rigs.gdb import stub_for as rig_stub_for
 from tests.rigs.processes import PATIENCE, hv_emu_process
 
@@ -210,27 +210,11 @@ def test_gdb_quitting_early_detaches_and_the_guest_runs_on(tmp_path: Path) -> No
 def test_a_connection_reset_by_gdb_is_a_detach_and_the_guest_runs_on() -> None:
     """gdb killed hard resets the TCP connection: the stub treats it as the end of the session
     (a detach), never as an error of hv-emu."""
-    machine = Machine(MachineConfig(timeout=10))
-    machine.load(IMAGE)
-    ports: list[int] = []
-    result: list[RunResult] = []
-    ready = threading.Event()
-
-    def announce(port: int) -> None:
-        ports.append(port)
-        ready.set()
-
-    server = threading.Thread(target=lambda: result.append(serve_gdb(machine, 0,
-                                                                     announce=announce)))
-    server.start()
-    assert ready.wait(10)
-    with socket.create_connection(("127.0.0.1", ports[0])) as gdb:
+    with served(IMAGE, timeout=10) as (gdb, result, machine):
         gdb.sendall(b"$?#3f")
         assert gdb.recv(1) == b"+"
         # Close with RST (SO_LINGER 0) while the stub's reply is still unread.
         gdb.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    server.join(10)
-    assert not server.is_alive()
     assert isinstance(result[0].exit, Halt) and machine.vcpu.reg("rdi") == 2
 
 

@@ -18,6 +18,7 @@ import pytest
 from hv_emu.cli import scan_children, scan_files, scan_shared
 from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
+from tests.rigs.scanner import GRID_CHUNK
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: Single-part signatures anywhere (a splittable database) with anchored bytes and boundaries,
@@ -36,16 +37,7 @@ SPLITTABLE = (
 )
 BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx", b"hv-emu-end",
           b"line-end", b"word-start", b"line-start"]  # fmt: skip
-CHUNK = 64
-
-
-@pytest.fixture
-def small_grid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 64 bytes, units of 128: cuts everywhere in a file of a few KiB."""
-    monkeypatch.setattr(scan_files, "CHUNK", CHUNK)
-    monkeypatch.setattr(scan_shared, "CHUNK", CHUNK)
-    monkeypatch.setattr(scan_shared, "UNIT", 2 * CHUNK)
-    monkeypatch.setattr(scan_shared, "PROBE", 2 * CHUNK)
+CHUNK = GRID_CHUNK
 
 
 def database(tmp_path: Path, engine: str = "auto") -> SignatureDatabase:

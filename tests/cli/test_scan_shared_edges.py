@@ -25,8 +25,9 @@ from hv_emu.cli import scan_children, scan_files, scan_parallel, scan_shared
 from hv_emu.cli.main import main
 from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
+from tests.rigs.scanner import GRID_CHUNK
 
-CHUNK = 64
+CHUNK = GRID_CHUNK
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's fcntl(2) command number
 #: Right and left boundaries of both kinds: at the file's end (or start) each holds with no byte
 #: beyond it, as ClamAV's do.
@@ -38,16 +39,6 @@ BOUNDARIES = (
     b"Late:0:*:" + b"late-body-here".hex().encode() + b"\n"
 )
 BODIES = [b"hv-emu-end", b"line-end", b"word-start", b"line-start", b"late-body-here"]
-
-
-@pytest.fixture
-def small_grid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 64 bytes, units of 128: cuts everywhere in a file of a few KiB."""
-    monkeypatch.setattr(scan_files, "CHUNK", CHUNK)
-    monkeypatch.setattr(scan_shared, "CHUNK", CHUNK)
-    monkeypatch.setattr(scan_parallel, "CHUNK", CHUNK)
-    monkeypatch.setattr(scan_shared, "UNIT", 2 * CHUNK)
-    monkeypatch.setattr(scan_shared, "PROBE", 2 * CHUNK)
 
 
 def boundary_db(directory: Path, engine: str = "auto") -> SignatureDatabase:

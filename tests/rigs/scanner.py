@@ -77,3 +77,8 @@ def ours(database: Path, files: list[Path], engine: str) -> set[tuple[str, str]]
     db = compile_database(data, kind=kind, version=1, source=database.name, engine=engine)
     return {(f.name, m.name) for f in files if f.stat().st_size > CLAMSCAN_SKIPS_UP_TO
             for m in db.scan(f.read_bytes())}  # fmt: skip
+
+
+#: The scan grid of the ``small_grid`` fixture (tests/conftest.py): chunks of this many bytes,
+#: units of twice as many, so a file of a few KiB is cut everywhere.
+GRID_CHUNK = 64
