@@ -22,9 +22,9 @@ and nothing to run after each frame (the verifier runs the checks), the I/O thre
 batch to the switch whole (``NetSwitch.from_wire_batch``: the update port's drops judged by
 array operations, the rest frame by frame, in order; ``triage.py``), and stops early to hand a
 candidate to the verifier, the rest of the batch waiting for its next turn. While it runs, the
-interpreter's thread switch interval is ``SWITCH_INTERVAL`` (0.5 ms): a flooded I/O thread
-holds the GIL nearly all the time, and the other threads (the vCPU's, the verifier's) would
-wait 5 ms for it at each wake-up.
+interpreter's thread switch interval is at most 0.5 ms (``switch_interval.py``): a flooded
+I/O thread holds the GIL nearly all the time, and the other threads (the vCPU's, the
+verifier's) would wait 5 ms for it at each wake-up.
 Cutting the network (``Machine.cut_network``) sets the switch's ``cut`` flag and takes the card's
 link down: the guest sends and receives nothing afterwards while the hypervisor still takes
 updates from the wire.
@@ -64,7 +64,6 @@ from __future__ import annotations
 import collections
 import select
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +71,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from hv_emu.devices.nic import Nic
 from hv_emu.errors import ConfigError, HostError
+from hv_emu.net import switch_interval
 from hv_emu.net.backends import FrameBackend
 from hv_emu.net.config import NetConfig, format_mac
 from hv_emu.net.frames import UdpDatagram
@@ -86,10 +86,6 @@ RX_BATCH = 64
 POLL_INTERVAL = 0.02
 #: Longest the I/O thread waits for the verifier's verdict on a lone candidate (see ``_serve``).
 HANDOFF_WAIT = 0.02
-#: The interpreter's thread switch interval while the network runs (at most; 5 ms by default):
-#: a pusher sharing the process with a flooded I/O thread sent 411-532 datagrams a second at
-#: 5 ms, 1,019-1,044 at 0.5 ms (docs/PERFORMANCE.md, "Issue 11: batches").
-SWITCH_INTERVAL = 0.0005
 #: How long ``stop()`` waits for the I/O thread to finish its turn.
 JOIN_TIMEOUT = 5.0
 #: Shortest sleep of the verifier once the budget is spent (the next batch then holds a few
@@ -167,7 +163,7 @@ class GuestNetwork:
         )  # fmt: skip
         self._thread: threading.Thread | None = None
         self._handoff = False  # the I/O thread's: hand the pending candidates to the verifier
-        self._interval = sys.getswitchinterval()  # the interpreter's, restored by ``stop()``
+        self._holds_interval = False  # ``switch_interval.hold`` taken by ``start()``
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._closed = False
@@ -298,8 +294,15 @@ class GuestNetwork:
         if self._thread is not None or self._closed:
             raise HostError("the network is closed or its I/O thread already running")
         self._stopping.clear()
-        self._interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL))
+        switch_interval.hold()
+        self._holds_interval = True  # released by ``stop()``, or below if a thread fails to start
+        try:
+            self._start_threads()
+        except BaseException:
+            self._release_interval()
+            raise
+
+    def _start_threads(self) -> None:
         if self._checks is not None:
             self._checks.offloaded = True
             self._verifier = threading.Thread(target=self._verify, args=(self._checks,),
@@ -319,7 +322,7 @@ class GuestNetwork:
             thread.join(JOIN_TIMEOUT)
             if verifier is not None:
                 verifier.join(JOIN_TIMEOUT)
-            sys.setswitchinterval(self._interval)
+            self._release_interval()
             if thread.is_alive() or (verifier is not None and verifier.is_alive()):
                 raise HostError("the network I/O thread did not stop")
             self._wake_r.recv(1)
@@ -336,6 +339,11 @@ class GuestNetwork:
                 raise RuntimeError(  # a bug of ours: an internal error, not a user's
                     f"the network {which} thread failed: {type(err).__name__}: {err}"
                 ) from err
+
+    def _release_interval(self) -> None:
+        if self._holds_interval:
+            self._holds_interval = False
+            switch_interval.release()
 
     def _last_tick(self) -> None:
         """The thread has stopped: one last poll on this thread, under the same lock."""

@@ -23,7 +23,7 @@ Network controls: the datagrams' bytes and their source address. Threat table:
 |---------------------------------------------|--------------------------------------------------|
 | Datagrams injected by another local sender  | only the configured (or first learned) peer      |
 | Unbounded receive loop under a flood        | ``recv_frames`` returns after ``max_frames``      |
-|                                             | (``read_batch``: one ``recvmmsg`` of 256 at most) |
+|                                             | (``read_batch``: 1,024 per ``recvmmsg`` at most) |
 | Datagram larger than a frame buffer         | one fixed 64 KiB receive size, truncation counted |
 | Multicast echo of our own frames            | recently sent frames are dropped once on receipt |
 | Frame contents                              | not looked at here: ``frames.classify`` decides  |

@@ -9,7 +9,10 @@ datagram. A ``FrameBatch`` is one such batch: ``frames`` (``slots`` x ``SLOT`` b
 ``keep`` mask (datagrams the backend's peer filter let in) and a ``position``: the rows before it
 have been handled (a batch is consumed in order, possibly over several turns of the I/O thread).
 A datagram longer than ``SLOT`` is not cut: each slot has a second buffer for the rest (an
-anonymous mapping, touched only by such datagrams), and ``frame(i)`` joins the two.
+anonymous mapping, touched only by such datagrams), and ``frame(i)`` joins the two. The next
+read gives the touched pages back (``madvise(MADV_DONTNEED)``), so however a sender places its
+long datagrams, at most one batch's worth of them is resident (the mapping itself is 64 MiB of
+address space).
 
 Follows: recvmmsg(2) and recvmsg(2) (Linux: ``struct mmsghdr`` = ``struct msghdr`` + ``msg_len``;
 ``MSG_DONTWAIT``; an error after some datagrams were received is reported by the next call; a
@@ -41,6 +44,8 @@ import numpy.typing as npt
 SLOT = 2048
 #: Bytes of a slot in all: one more than the largest UDP payload over IPv4 can be.
 DATAGRAM_ROOM = 65536
+#: A slot's share of the overflow mapping: whole pages, so each can be given back alone.
+OVERFLOW_STRIDE = DATAGRAM_ROOM
 #: Datagrams one read takes at most.
 SLOTS = 1024
 #: The socket's receive buffer the reader asks for (``SO_RCVBUF``; Linux caps the request at
@@ -122,7 +127,7 @@ class FrameBatch:
         rest = self._rest.get(i)
         if rest is None:
             assert self._overflow is not None  # set whenever recvmmsg filled the batch
-            at = i * (DATAGRAM_ROOM - SLOT)
+            at = i * OVERFLOW_STRIDE
             rest = self._overflow[at : at + n - SLOT]
         return head + rest
 
@@ -170,14 +175,16 @@ class BatchReader:
     def _setup(self) -> None:
         b = self.batch
         room = DATAGRAM_ROOM - SLOT
-        b._overflow = mmap.mmap(-1, b.slots * room)  # touched only by long datagrams
+        # Private, so that pages given back are freed (a shared mapping keeps them in shmem).
+        b._overflow = mmap.mmap(-1, b.slots * OVERFLOW_STRIDE,
+                                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # fmt: skip
         over = ctypes.addressof(ctypes.c_char.from_buffer(b._overflow))
         self._iov = (_Iovec * (2 * b.slots))()
         self._msgs = (_Mmsghdr * b.slots)()
         frames, sources = b.frames.ctypes.data, b.sources.ctypes.data
         for i in range(b.slots):
             self._iov[2 * i] = _Iovec(frames + i * SLOT, SLOT)
-            self._iov[2 * i + 1] = _Iovec(over + i * room, room)
+            self._iov[2 * i + 1] = _Iovec(over + i * OVERFLOW_STRIDE, room)
             hdr = self._msgs[i].msg_hdr
             hdr.msg_name, hdr.msg_namelen = sources + i * 16, 16
             hdr.msg_iov, hdr.msg_iovlen = ctypes.addressof(self._iov[2 * i]), 2
@@ -197,10 +204,20 @@ class BatchReader:
         than ``DATAGRAM_ROOM``."""
         b = self.batch
         b._rest.clear()
+        self._give_back()
         n = self._read_vectored() if self.vectored else self._read_looped()
         b.count, b.position = n, 0
         b.keep[:n] = True
         return b
+
+    def _give_back(self) -> None:
+        """Release the overflow pages the last batch's long datagrams touched (they read as
+        zeros until touched again), so a sender cannot keep the whole mapping resident."""
+        b = self.batch
+        if b._overflow is None or not b.count:
+            return
+        for i in np.flatnonzero(b.lengths[: b.count] > SLOT).tolist():
+            b._overflow.madvise(mmap.MADV_DONTNEED, i * OVERFLOW_STRIDE, OVERFLOW_STRIDE)
 
     @property
     def truncated(self) -> Mask:

@@ -134,6 +134,7 @@ def walk(switch: NetSwitch, batch: FrameBatch, updates: UpdateBatch, ours: npt.N
     port = switch.config.update_port
     while not batch.done:
         start = batch.position
+        coded = updates.state()[0]  # before the coding: a change after it is seen below
         codes, ends, shaped = code_rows(batch, start, port, ours, updates)
         done = len(codes)  # rows of ``codes`` handled when this coding ends
         recode = stopped = False
@@ -145,6 +146,9 @@ def walk(switch: NetSwitch, batch: FrameBatch, updates: UpdateBatch, ours: npt.N
                 switch.from_wire(batch.frame(start + i))
             else:
                 (before, symbols) = updates.state()
+                if before != coded:  # changed since the coding (the vCPU's VMCALL installed)
+                    done, recode = i, True  # this row and the rest are coded again
+                    break
                 switch.take_update_payload(batch.frame(start + i), int(ends[i]))
                 (after, taken) = updates.state()
                 recode = after != before  # what the rest's codes hang on changed
@@ -159,7 +163,11 @@ def walk(switch: NetSwitch, batch: FrameBatch, updates: UpdateBatch, ours: npt.N
         batch.position = start + done
         if stopped:
             return  # the rest is coded again on the next call
+
+
 def _count(switch: NetSwitch, updates: UpdateBatch, codes: Codes) -> None:
+    """Count the drops among ``codes`` (a coding's handled rows), as the receiver and the
+    switch count each one frame by frame."""
     dropped = int(np.count_nonzero(codes >= 0))
     if dropped:
         updates.count(codes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from hv_emu.net.switch import NetSwitch
 from hv_emu.net.triage import update_port_ends
 from hv_emu.updates.batch import UpdateTriage
 from hv_emu.updates.packets import HEADER_LEN, Packet, PacketType
-from tests.rigs.netupdate import Rig, encoded, rig
+from tests.rigs.netupdate import Rig, encoded, rig, signed
 
 CFG = NetConfig()
 PORT = CFG.update_port
@@ -201,6 +202,44 @@ def test_a_filtered_copy_of_a_taken_symbol_is_not_counted() -> None:
     assert after["duplicate"] == before.get("duplicate", 0)
 
 
+@pytest.mark.parametrize("batched", [True, False])
+def test_an_install_by_the_guest_during_a_walk_recodes_the_rest(
+    batched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest's VMCALL installs (on the vCPU thread, without the network's lock) after a
+    batch was coded and before its survivor is taken: the survivor and the rows after it are
+    judged under the new version, as frame by frame at that moment."""
+    r = _opened()
+    switch = _switch(r, [], batched)
+    nobody = Packet.build(PacketType.SYMBOL, 0x1234, V, 0, 1, b"x" * 40).raw
+    rows = [_udp(GENUINE.symbols[0]), _udp(nobody)]
+
+    def vmcall() -> None:
+        bundle, signature = signed(V)
+        assert r.service.submit(bundle, signature, "vmcall") == 0
+
+    if batched:
+        calls = [0]
+        state = UpdateTriage.state
+
+        def state_then_install(self: UpdateTriage) -> object:
+            calls[0] += 1
+            if calls[0] == 2:  # the first is the coding's own; the second, before the survivor
+                vmcall()
+            return state(self)
+
+        monkeypatch.setattr(UpdateTriage, "state", state_then_install)
+        batch = FrameBatch(2)
+        batch.fill(rows, [("127.0.0.1", 1)] * 2)
+        switch.from_wire_batch(batch, lambda: False)
+    else:
+        vmcall()
+        for frame in rows:
+            switch.from_wire(frame)
+    counters = r.receiver.counters
+    assert (counters["stale"], counters["no_session"]) == (2, 0)
+
+
 def test_an_install_in_the_middle_of_a_batch_makes_the_rest_stale() -> None:
     """The symbols that complete the update and, in the same batch, replays of them and of the
     older update: after the install the rest of the batch is coded again (``stale``)."""
@@ -302,20 +341,28 @@ def test_the_network_shortens_the_switch_interval_while_it_runs() -> None:
     ``SWITCH_INTERVAL`` for it; the interpreter's own interval comes back at ``stop()``."""
     import sys
 
-    from hv_emu.net.attachment import SWITCH_INTERVAL, GuestNetwork
+    from hv_emu.net.attachment import GuestNetwork
     from hv_emu.net.backends import UdpBackend
+    from hv_emu.net.switch_interval import SWITCH_INTERVAL
 
-    r = rig(installed=V - 1, seed=1)
-    rx = r.receiver
+    def network() -> GuestNetwork:
+        rx = rig(installed=V - 1, seed=1).receiver
+        return GuestNetwork(UdpBackend(("127.0.0.1", 0)), CFG,
+                            guest_mac=bytes.fromhex("525400000001"), on_update=lambda d: None,
+                            poll=rx.poll, checks=rx, on_update_payload=rx.on_payload,
+                            update_batch=UpdateTriage(rx))  # fmt: skip
+
     before = sys.getswitchinterval()
-    net = GuestNetwork(UdpBackend(("127.0.0.1", 0)), CFG, guest_mac=bytes.fromhex("525400000001"),
-                       on_update=lambda d: None, poll=rx.poll, checks=rx,
-                       on_update_payload=rx.on_payload, update_batch=UpdateTriage(rx))
+    first, second = network(), network()
     try:
-        net.start()
+        first.start()
         assert sys.getswitchinterval() == min(before, SWITCH_INTERVAL) < before
+        second.start()
+        first.close()  # networks that overlap: the interval stays short while one runs
+        assert sys.getswitchinterval() == min(before, SWITCH_INTERVAL)
     finally:
-        net.close()
+        first.close()
+        second.close()
     assert sys.getswitchinterval() == before
 
 

@@ -61,6 +61,27 @@ def test_a_read_takes_every_waiting_datagram_whole(
     assert reader.read().count == 0  # nothing waits: an empty batch, never a block
 
 
+@pytest.mark.skipif(recvmmsg._RECVMMSG is None, reason="libc has no recvmmsg")
+def test_the_next_read_gives_back_what_long_datagrams_touched(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A sender that lands long datagrams in every slot in turn could keep the whole overflow
+    mapping resident: the next read releases the pages the last batch touched (they read as
+    zeros again, as only released anonymous pages do)."""
+    rx, tx = pair
+    reader = BatchReader(rx, 4)
+    sent = _sent(rx, tx, [10, 9000, 20, 65507])
+    batch = reader.read()
+    assert [batch.frame(i) for i in range(batch.count)] == sent
+    overflow = batch._overflow
+    assert overflow is not None
+    stride = recvmmsg.OVERFLOW_STRIDE
+    assert any(overflow[stride : stride + 9000 - SLOT])  # row 1's rest, in place
+    assert reader.read().count == 0
+    for row in (1, 3):
+        assert not any(overflow[row * stride : (row + 1) * stride])
+
+
 @pytest.mark.parametrize("fallback", [False, True])
 def test_a_read_takes_at_most_its_slots(
     pair: tuple[socket.socket, socket.socket], fallback: bool
