@@ -16,6 +16,7 @@ from hv_emu.cli import scan as scan_command
 from hv_emu.cli import scan_files, scan_parallel
 from hv_emu.cli.main import main
 from hv_emu.scanner.cache import SUFFIX
+from tests.rigs.scanner import BODIES, SPLITTABLE
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NDB = (
@@ -177,14 +178,6 @@ def test_parallel_results_come_back_in_order_from_other_processes(tmp_path: Path
     assert scan_parallel._WORKER_DB is None
 
 
-SPLITTABLE = (
-    b"Plain:0:*:" + b"hv-emu-test-body".hex().encode() + b"\n"
-    b"Wild:0:*:414243??4445(46|47)48\n"
-    b"Left:0:*:5a[1-3]4b4c4d\n"
-    b"Right:0:*:4e4f50[2-4]51\n"
-    b"Short:0:*:787878\n"
-)
-BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx"]
 
 
 @pytest.mark.parametrize("engine", ["ac", "auto"])

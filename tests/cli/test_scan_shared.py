@@ -18,25 +18,9 @@ import pytest
 from hv_emu.cli import scan_children, scan_files, scan_shared
 from hv_emu.scanner.database import SignatureDatabase
 from hv_emu.scanner.database_files import compile_files
-from tests.rigs.scanner import GRID_CHUNK
+from tests.rigs.scanner import BODIES, GRID_CHUNK, SPLITTABLE
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-#: Single-part signatures anywhere (a splittable database) with anchored bytes and boundaries,
-#: (B) and (L), on either side and wildcards, so matches near a cut depend on bytes across it,
-#: and one at the file's end or start on there being no byte after or before it.
-SPLITTABLE = (
-    b"Plain:0:*:" + b"hv-emu-test-body".hex().encode() + b"\n"
-    b"Wild:0:*:414243??4445(46|47)48\n"
-    b"Left:0:*:5a[1-3]4b4c4d\n"
-    b"Right:0:*:4e4f50[2-4]51\n"
-    b"Short:0:*:787878\n"
-    b"EndB:0:*:" + b"hv-emu-end".hex().encode() + b"(B)\n"
-    b"EndL:0:*:" + b"line-end".hex().encode() + b"(L)\n"
-    b"StartB:0:*:(B)" + b"word-start".hex().encode() + b"\n"
-    b"StartL:0:*:(L)" + b"line-start".hex().encode() + b"\n"
-)
-BODIES = [b"hv-emu-test-body", b"ABC\x00DEGH", b"Z.KLM", b"NOP..Q", b"xxx", b"hv-emu-end",
-          b"line-end", b"word-start", b"line-start"]  # fmt: skip
 CHUNK = GRID_CHUNK
 
 
